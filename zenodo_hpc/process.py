@@ -1,0 +1,194 @@
+"""One archive (or folder) -> one record folder: extract, walk, rasterize, write.
+
+This is the unit of work a shard worker runs for each record after fetching it, and what the
+``zenodo-hpc process`` command runs on a local file with no cluster involved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .config import Config, RasterConfig
+from .errors import UserError
+from .extract import extract_archive
+from .raster import rasterize
+from .store import WrittenRecord, check_record_id, write_record
+from .walk import add_dir, add_file, file_node, list_entries, new_tree, sort_tree, walk
+
+
+@dataclass
+class RecordStats:
+    """What a record's walk saw; deterministic (no timings), so it can go into the metadata files."""
+
+    files: int = 0
+    rasterized: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    segments: int = 0
+    bytes_rasterized: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "files": self.files,
+            "rasterized": self.rasterized,
+            "skipped": dict(sorted(self.skipped.items())),
+            "segments": self.segments,
+            "bytes_rasterized": self.bytes_rasterized,
+        }
+
+
+@dataclass
+class RasterizedRecord:
+    images: dict[str, np.ndarray]
+    tree: dict[str, Any]
+    stats: RecordStats
+
+
+@dataclass
+class ProcessResult:
+    record_id: str
+    written: WrittenRecord
+    stats: RecordStats
+    seconds: float
+
+
+def skip_category(reason: str) -> str:
+    """``error: Permission denied`` counts as ``error`` in the stats; the tree keeps the whole text."""
+    return reason.split(":", 1)[0]
+
+
+def rasterize_tree(roots: Iterable[tuple[Path, str]], raster: RasterConfig) -> RasterizedRecord:
+    """Walk each (folder, key prefix) root and rasterize what the walk keeps, building one tree."""
+    tree = new_tree()
+    images: dict[str, np.ndarray] = {}
+    stats = RecordStats()
+    skipped: Counter[str] = Counter()
+    for folder, prefix in roots:
+        dirs, _ = list_entries(folder, prefix)
+        for key, reason in dirs:
+            node = add_dir(tree, key)
+            if reason:
+                node["skipped"] = reason
+                skipped[skip_category(reason)] += 1
+        for entry in walk(folder, max_file_bytes=raster.max_file_bytes, skip_binary=raster.skip_binary,
+                          prefix=prefix):
+            stats.files += 1
+            segments = None
+            if entry.data is not None:
+                try:
+                    array = rasterize(entry.data, width=raster.width, height=raster.height, pad=raster.pad,
+                                      tab_width=raster.tab_width)
+                except Exception as exc:  # one file's error never stops the record (SPEC section 4)
+                    entry.skipped, entry.data = f"error: {type(exc).__name__}: {exc}", None
+                else:
+                    images[entry.key] = array
+                    segments = int(array.shape[0])
+                    stats.rasterized += 1
+                    stats.segments += segments
+                    stats.bytes_rasterized += entry.size or 0
+            if entry.skipped:
+                skipped[skip_category(entry.skipped)] += 1
+            add_file(tree, entry.key, file_node(entry, segments))
+    stats.skipped = dict(skipped)
+    return RasterizedRecord(images=images, tree=sort_tree(tree), stats=stats)
+
+
+def tool_info(cfg: Config) -> dict[str, str]:
+    return {"name": "zenodo-hpc", "version": __version__, "config_sha256": cfg.sha256()}
+
+
+def local_source_info(path: Path) -> dict[str, Any]:
+    """The ``source`` of a record made from a local file: its name and md5 (no URL, nothing checked)."""
+    info: dict[str, Any] = {"kind": "local", "url": None, "name": path.name}
+    if path.is_file():
+        digest = hashlib.md5()
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        info["md5"] = digest.hexdigest()
+    info["checksum"] = "not_checked"
+    return info
+
+
+def default_record_id(path: Path) -> str:
+    """``MUSE-1.0.tar.gz`` -> ``MUSE-1.0``: the name without archive suffixes, made safe for a folder."""
+    name = path.name
+    for suffix in (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tbz2", ".txz", ".zip", ".tar"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip("._-")
+    return name or "record"
+
+
+def process_path(
+    source: Path,
+    data_dir: Path,
+    cfg: Config,
+    *,
+    record_id: str | None = None,
+    hit: dict[str, Any] | None = None,
+    source_info: dict[str, Any] | None = None,
+    tmp_dir: Path | None = None,
+) -> ProcessResult:
+    """Extract ``source`` (an archive, or walk it if it is a folder) and write ``<data_dir>/<id>/``.
+
+    A folder's keys start with its own name, as an archive's start with its top folder.
+    """
+    started = time.monotonic()
+    source = Path(source)
+    if not source.exists():
+        raise UserError(f"{source} does not exist")
+    record_id = check_record_id(record_id or default_record_id(source))
+    with tempfile.TemporaryDirectory(prefix=f"zenodo-hpc-{record_id}-", dir=tmp_dir) as tmp:
+        if source.is_dir():
+            roots = [(source, source.resolve().name + "/")]
+        else:
+            root = Path(tmp) / "extracted"
+            root.mkdir()
+            extract_archive(source, root, max_bytes=cfg.extract.max_bytes,
+                            max_members=cfg.extract.max_members)
+            roots = [(root, "")]
+        record = rasterize_tree(roots, cfg.raster)
+    metadata = {
+        "hit": hit,
+        "tree": record.tree,
+        "source": source_info if source_info is not None else local_source_info(source),
+        "stats": record.stats.to_dict(),
+        "tool": tool_info(cfg),
+    }
+    raster_attrs = {k: getattr(cfg.raster, k) for k in ("width", "height", "pad", "tab_width")}
+    written = write_record(Path(data_dir), record_id, record.images, metadata,
+                           formats=cfg.output.formats, raster_attrs=raster_attrs)
+    return ProcessResult(record_id, written, record.stats, time.monotonic() - started)
+
+
+def format_summary(result: ProcessResult) -> str:
+    """The one-line summary ``process`` prints."""
+    stats = result.stats
+    skipped = sum(stats.skipped.values())
+    reasons = ", ".join(f"{name} {count}" for name, count in sorted(stats.skipped.items()))
+    return (
+        f"record {result.record_id}: {stats.files} files seen, {stats.rasterized} rasterized, "
+        f"{skipped} skipped{f' ({reasons})' if reasons else ''}, {stats.segments} segments, "
+        f"{_human_bytes(result.written.bytes)} written to {result.written.folder} in {result.seconds:.2f} s"
+    )
+
+
+def _human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{size} B"
