@@ -1,0 +1,90 @@
+"""Shared fixtures: real source trees and archives built from real files, and an unprivileged user."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import stat
+import sysconfig
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+NOBODY = 65534
+T = TypeVar("T")
+
+
+def stdlib_package(name: str) -> Path:
+    """A package of the running Python's own standard library: real source code, always present."""
+    return Path(sysconfig.get_paths()["stdlib"]) / name
+
+
+@pytest.fixture
+def source_tree(tmp_path: Path) -> Path:
+    """A small real source tree: the stdlib ``json`` package plus the kinds of files the walk must skip."""
+    root = tmp_path / "src" / "demo-json-1a2b3c4"
+    shutil.copytree(stdlib_package("json"), root / "json", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "README.md").write_text("# demo\n\nA copy of json.\n")
+    (root / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    (root / "big.txt").write_bytes(b"x" * 100_001)
+    (root / ".git").mkdir()
+    (root / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (root / ".gitignore").write_text("*.pyc\n")
+    (root / "empty.py").write_bytes(b"")
+    os.symlink("README.md", root / "README.link")
+    return root
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A temporary folder that an unprivileged user can enter (pytest's own tmp_path is root-only)."""
+    path = Path(tempfile.mkdtemp(prefix="zenodo-hpc-test-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        for child in path.rglob("*"):
+            if child.is_dir() and not child.is_symlink():
+                child.chmod(stat.S_IRWXU)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def call_as_nobody(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call ``fn`` as an unprivileged user, so that permission checks really apply.
+
+    CI runs as root, for whom no file is unreadable and no folder unwritable; a forked child that drops
+    to ``nobody`` sees permissions as a cluster user does. (A subprocess cannot be used: the Python in
+    ``/root`` is not executable by nobody.) Without root, ``fn`` is simply called.
+    """
+    if os.geteuid() != 0:
+        return fn(*args, **kwargs)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop privileges, run, send back the result or the exception
+        os.close(read_end)
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            outcome: tuple[str, Any] = ("ok", fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+            outcome = ("error", exc)
+        try:
+            payload = pickle.dumps(outcome)
+        except Exception as exc:  # noqa: BLE001
+            payload = pickle.dumps(("error", RuntimeError(repr(exc))))
+        with os.fdopen(write_end, "wb") as pipe:
+            pipe.write(payload)
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        payload = pipe.read()
+    os.waitpid(pid, 0)
+    status, value = pickle.loads(payload)
+    if status == "error":
+        raise value
+    return value

@@ -1,0 +1,104 @@
+"""The walk (SPEC section 4): what is rasterized, what is skipped and why, in which order."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from conftest import call_as_nobody
+
+from zenodo_hpc.walk import WalkedFile, is_binary, list_entries, walk
+
+
+def by_key(root: Path, **kwargs: object) -> dict[str, WalkedFile]:
+    return {entry.key: entry for entry in walk(root, **kwargs)}
+
+
+def test_git_directory_is_excluded_but_gitignore_and_github_are_not(tmp_path: Path) -> None:
+    (tmp_path / ".git" / "objects").mkdir(parents=True)
+    (tmp_path / ".git" / "config").write_text("[core]\n")
+    (tmp_path / ".github" / "workflows").mkdir(parents=True)
+    (tmp_path / ".github" / "workflows" / "ci.yml").write_text("on: push\n")
+    (tmp_path / ".gitignore").write_text("*.o\n")
+    (tmp_path / "my.git").mkdir()  # the 2018 code matched ".git" as a substring and lost this
+    (tmp_path / "my.git" / "x.py").write_text("x = 1\n")
+    (tmp_path / "sub" / ".git").mkdir(parents=True)
+    (tmp_path / "sub" / ".git" / "HEAD").write_text("ref\n")
+    (tmp_path / "sub" / "a.gitx").write_text("kept\n")
+    keys = set(by_key(tmp_path))
+    assert keys == {".github/workflows/ci.yml", ".gitignore", "my.git/x.py", "sub/a.gitx"}
+    dirs = {key for key, _ in list_entries(tmp_path)[0]}
+    assert ".git" not in dirs and "sub/.git" not in dirs and ".github" in dirs
+
+
+def test_size_limit_is_inclusive(tmp_path: Path) -> None:
+    (tmp_path / "exact.txt").write_bytes(b"a" * 99_999 + b"\n")
+    (tmp_path / "over.txt").write_bytes(b"a" * 100_001)
+    entries = by_key(tmp_path, max_file_bytes=100_000)
+    assert entries["exact.txt"].skipped is None and len(entries["exact.txt"].data) == 100_000
+    over = entries["over.txt"]
+    assert over.skipped == "too_large" and over.data is None and over.size == 100_001
+    assert over.sha256 == hashlib.sha256(b"a" * 100_001).hexdigest()
+
+
+def test_binary_is_a_nul_in_the_first_8000_bytes(tmp_path: Path) -> None:
+    (tmp_path / "bin").write_bytes(b"a" * 7999 + b"\x00")
+    (tmp_path / "late-nul.txt").write_bytes(b"a" * 8000 + b"\x00")
+    entries = by_key(tmp_path)
+    assert entries["bin"].skipped == "binary" and entries["bin"].data is None
+    assert entries["late-nul.txt"].skipped is None
+    assert by_key(tmp_path, skip_binary=False)["bin"].skipped is None
+    assert is_binary(b"\x00") and not is_binary(b"")
+
+
+def test_symlinks_are_recorded_not_followed(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "a.py").write_text("a = 1\n")
+    os.symlink("real", tmp_path / "linkdir")
+    os.symlink("/etc/passwd", tmp_path / "outside")
+    os.symlink("missing", tmp_path / "dangling")
+    entries = by_key(tmp_path)
+    assert set(entries) == {"dangling", "linkdir", "outside", "real/a.py"}
+    assert entries["outside"].skipped == "symlink" and entries["outside"].target == "/etc/passwd"
+    assert entries["linkdir"].kind == "symlink" and entries["linkdir"].data is None
+
+
+def test_fifo_is_skipped_without_blocking(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe")
+    assert by_key(tmp_path)["pipe"].skipped == "not_regular"
+
+
+def test_keys_are_sorted_posix_paths_with_prefix(tmp_path: Path) -> None:
+    for name in ["b/z.py", "a.txt", "a/b.py", "B.md", "a/a/c.py"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x\n")
+    keys = [entry.key for entry in walk(tmp_path, prefix="top/")]
+    assert keys == sorted(keys)
+    assert keys == ["top/B.md", "top/a.txt", "top/a/a/c.py", "top/a/b.py", "top/b/z.py"]
+
+
+def test_content_and_hash_are_read_once_and_match(tmp_path: Path) -> None:
+    payload = "héllo\n".encode()
+    (tmp_path / "h.txt").write_bytes(payload)
+    entry = by_key(tmp_path)["h.txt"]
+    assert entry.data == payload and entry.size == len(payload)
+    assert entry.sha256 == hashlib.sha256(payload).hexdigest()
+
+
+def test_unreadable_file_and_folder_are_recorded(shared_tmp: Path) -> None:
+    root = shared_tmp / "rec"
+    (root / "locked").mkdir(parents=True)
+    (root / "locked" / "inner.py").write_text("x\n")
+    (root / "secret.py").write_text("x = 1\n")
+    (root / "ok.py").write_text("y = 2\n")
+    (root / "secret.py").chmod(0)
+    (root / "locked").chmod(0)
+    root.chmod(0o755)
+
+    def walk_it() -> tuple[dict[str, str | None], list[tuple[str, str | None]]]:
+        return ({e.key: e.skipped for e in walk(root)}, list_entries(root)[0])
+
+    files, dirs = call_as_nobody(walk_it)
+    assert files == {"ok.py": None, "secret.py": "unreadable"}
+    assert dirs == [("locked", "unreadable")]
