@@ -1,0 +1,35 @@
+# The two set-up commands of the README: `make demo` runs the main job, `make test` passes the tests.
+# Each installs what it needs into ./.venv first, so both work on a fresh Debian/Ubuntu machine.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SAMPLE := build/sample.zip
+
+.PHONY: install demo test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: on Debian/Ubuntu run 'apt-get install python3-venv'"; exit 1; }
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+
+# The main job, for now: one real archive of source code -> one record folder.
+demo: install
+	@mkdir -p build
+	$(BIN)/python -c "import json, os, shutil; shutil.make_archive('build/sample', 'zip', os.path.dirname(os.path.dirname(json.__file__)), 'json')"
+	$(BIN)/zenodo-hpc process $(SAMPLE) --out build/data --id sample
+	$(BIN)/python -c "from zenodo_hpc.load import load_images; imgs = load_images('build/data/sample'); print(len(imgs), 'files,', sum(len(a) for a in imgs.values()), 'segments read back from build/data/sample')"
+
+test: install
+	$(BIN)/ruff check zenodo_hpc tests benchmarks
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python benchmarks/bench_raster.py
+	$(BIN)/python benchmarks/bench_record.py
+
+clean:
+	rm -rf build $(VENV)
