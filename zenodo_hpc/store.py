@@ -38,7 +38,7 @@ GZIP_LEVEL = 6  # level 9 is ~2% smaller and 4x slower on source code
 STAGING_PREFIX = "."  # staging folders are hidden: ".<id>.partial-<random>"
 
 
-_RECORD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_RECORD_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 
 
 def check_record_id(record_id: str) -> str:
