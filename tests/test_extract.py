@@ -1,0 +1,700 @@
+"""Safe extraction: every archive here is built from real bytes with zipfile/tarfile, tricky ones by hand."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import random
+import stat
+import struct
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from zenodo_hpc.errors import ExtractError
+from zenodo_hpc.extract import (
+    ARCHIVE_SUFFIXES,
+    ExtractStats,
+    archive_kind,
+    extract_archive,
+    is_archive_name,
+)
+
+MB = 1 << 20
+BIG = 10**9  # limits that never trigger unless a test wants them to
+
+# --- building archives --------------------------------------------------------------------------------------
+
+TarEntry = tuple[tarfile.TarInfo, bytes]
+
+
+def reg(name: str, data: bytes = b"", mode: int = 0o644) -> TarEntry:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(data), mode
+    return info, data
+
+
+def tdir(name: str, mode: int = 0o755) -> TarEntry:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode = tarfile.DIRTYPE, mode
+    return info, b""
+
+
+def tlink(name: str, target: str, *, hard: bool = False) -> TarEntry:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.LNKTYPE if hard else tarfile.SYMTYPE
+    info.linkname = target
+    return info, b""
+
+
+def tspecial(name: str, kind: bytes) -> TarEntry:
+    info = tarfile.TarInfo(name)
+    info.type, info.devmajor, info.devminor = kind, 1, 3
+    return info, b""
+
+
+def tar_bytes(entries: list[TarEntry], compression: str = "") -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=f"w:{compression}") as tar:
+        for info, data in entries:
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    return buf.getvalue()
+
+
+def zfile(name: str, mode: int | None = None) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    if mode is not None:
+        info.create_system = 3
+        info.external_attr = mode << 16
+    return info
+
+
+def zsym(name: str, target: str) -> tuple[zipfile.ZipInfo, bytes]:
+    return zfile(name, stat.S_IFLNK | 0o777), target.encode()
+
+
+def zip_bytes(entries: list[tuple[zipfile.ZipInfo | str, bytes]]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for info, data in entries:
+            zf.writestr(info, data)
+    return buf.getvalue()
+
+
+# --- fixtures and checks --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dest(tmp_path: Path) -> Path:
+    (tmp_path / "outside").mkdir()  # a sibling that must stay empty whatever the archive says
+    (tmp_path / "archives").mkdir()
+    folder = tmp_path / "dest"
+    folder.mkdir()
+    return folder
+
+
+def save(dest: Path, name: str, data: bytes) -> Path:
+    path = dest.parent / "archives" / name
+    path.write_bytes(data)
+    return path
+
+
+def extract(path: Path, dest: Path, *, max_bytes: int = BIG, max_members: int = 100_000) -> ExtractStats:
+    return extract_archive(path, dest, max_bytes=max_bytes, max_members=max_members)
+
+
+def refused(path: Path, dest: Path, reason: str, **limits: int) -> str:
+    """Extract expecting an ExtractError with ``reason``; return its (one-line) message."""
+    with pytest.raises(ExtractError) as caught:
+        extract(path, dest, **limits)
+    message = str(caught.value)
+    assert caught.value.reason == reason, message
+    assert "\n" not in message
+    return message
+
+
+def assert_nothing_outside(dest: Path) -> None:
+    root = dest.parent
+    assert sorted(os.listdir(root)) == ["archives", "dest", "outside"]
+    assert os.listdir(root / "outside") == []
+
+
+def disk_bytes(root: Path) -> int:
+    total = 0
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            info = os.lstat(os.path.join(folder, name))
+            if stat.S_ISREG(info.st_mode):
+                total += info.st_size
+    return total
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+# --- names and kinds --------------------------------------------------------------------------------------------
+
+
+def test_archive_suffixes_are_the_documented_ones() -> None:
+    assert ARCHIVE_SUFFIXES == (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+
+
+@pytest.mark.parametrize(
+    "name", ["Code.ZIP", "x.Tar.Gz", "a.TGZ", "b.tar.BZ2", "c.TBZ2", "d.TaR.xZ", "e.Txz", "repo-v1.0.tar"]
+)
+def test_is_archive_name_accepts_archive_suffixes_in_any_case(name: str) -> None:
+    assert is_archive_name(name)
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "data.gz", "x.bz2", "zip", "a.tar.gz.md5", "archive.zipx", ""])
+def test_is_archive_name_rejects_other_names(name: str) -> None:
+    assert not is_archive_name(name)
+
+
+def test_kind_comes_from_content_not_name(dest: Path) -> None:
+    tgz = save(dest, "download.zip", tar_bytes([reg("proj/a.txt", b"tar inside")], "gz"))
+    zipped = save(dest, "code.tar.gz", zip_bytes([("proj/a.txt", b"zip inside")]))
+    assert archive_kind(tgz) == "tar"
+    assert archive_kind(zipped) == "zip"
+    extract(tgz, dest)
+    assert (dest / "proj/a.txt").read_bytes() == b"tar inside"
+
+
+def test_prefixed_zip_is_still_a_zip(dest: Path) -> None:
+    path = save(dest, "sfx.bin", b"#!/bin/sh\nexit 0\n" + zip_bytes([("proj/a.txt", b"hello")]))
+    assert archive_kind(path) == "zip"
+    extract(path, dest)
+    assert (dest / "proj/a.txt").read_bytes() == b"hello"
+
+
+# --- every format extracts ------------------------------------------------------------------------------------
+
+README = b"# demo\n"
+MAIN = b"print('hi')\n" * 1000
+
+
+def _tree_tar(compression: str) -> bytes:
+    return tar_bytes(
+        [
+            tdir("proj-5d4087c/"),
+            reg("proj-5d4087c/README.md", README),
+            tdir("proj-5d4087c/src"),
+            reg("proj-5d4087c/src/main.py", MAIN, 0o755),
+            tdir("proj-5d4087c/empty/"),
+        ],
+        compression,
+    )
+
+
+def _tree_zip() -> bytes:
+    return zip_bytes(
+        [
+            (zfile("proj-5d4087c/", stat.S_IFDIR | 0o755), b""),
+            (zfile("proj-5d4087c/README.md", stat.S_IFREG | 0o644), README),
+            (zfile("proj-5d4087c/src/main.py", stat.S_IFREG | 0o755), MAIN),
+            (zfile("proj-5d4087c/empty/", stat.S_IFDIR | 0o755), b""),
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("filename", "build"),
+    [
+        ("code.zip", _tree_zip),
+        ("code.tar", lambda: _tree_tar("")),
+        ("code.tar.gz", lambda: _tree_tar("gz")),
+        ("code.tgz", lambda: _tree_tar("gz")),
+        ("code.tar.bz2", lambda: _tree_tar("bz2")),
+        ("code.tar.xz", lambda: _tree_tar("xz")),
+    ],
+)
+def test_each_format_extracts_content_modes_and_top_folder(dest: Path, filename: str, build) -> None:
+    path = save(dest, filename, build())
+    stats = extract(path, dest)
+    assert os.listdir(dest) == ["proj-5d4087c"]
+    top = dest / "proj-5d4087c"
+    assert (top / "README.md").read_bytes() == README
+    assert (top / "src/main.py").read_bytes() == MAIN
+    assert (top / "empty").is_dir() and not any((top / "empty").iterdir())
+    assert mode_of(top / "src/main.py") == 0o755
+    assert mode_of(top / "README.md") == 0o644
+    assert mode_of(top / "src") == 0o755
+    assert stats == ExtractStats(
+        members=4 if filename.endswith("zip") else 5,
+        files=2,
+        dirs=3,
+        symlinks=0,
+        bytes=len(README) + len(MAIN),
+        skipped_special=0,
+    )
+
+
+def test_implicit_parents_and_dot_names_are_normalised(dest: Path) -> None:
+    path = save(dest, "dots.tar", tar_bytes([tdir("."), tdir("./"), reg("./proj//deep/./x.txt", b"x")]))
+    stats = extract(path, dest)
+    assert (dest / "proj/deep/x.txt").read_bytes() == b"x"
+    assert stats.files == 1 and stats.dirs == 2 and stats.members == 3
+
+
+def test_zip_backslash_separators_become_folders(dest: Path) -> None:
+    path = save(dest, "win.zip", zip_bytes([("proj\\src\\a.py", b"a = 1\n")]))
+    extract(path, dest)
+    assert (dest / "proj/src/a.py").read_bytes() == b"a = 1\n"
+
+
+def test_empty_tar_is_fine_and_extracts_nothing(dest: Path) -> None:
+    path = save(dest, "empty.tar", tar_bytes([]))
+    assert archive_kind(path) == "tar"
+    assert extract(path, dest) == ExtractStats(0, 0, 0, 0, 0, 0)
+    assert os.listdir(dest) == []
+
+
+def test_empty_zip_is_fine_and_extracts_nothing(dest: Path) -> None:
+    path = save(dest, "empty.zip", zip_bytes([]))
+    assert extract(path, dest).files == 0
+    assert os.listdir(dest) == []
+
+
+def test_dest_must_be_an_existing_empty_folder(dest: Path) -> None:
+    path = save(dest, "a.tar", tar_bytes([reg("a", b"a")]))
+    (dest / "already").write_text("x")
+    with pytest.raises(ValueError, match="not empty"):
+        extract(path, dest)
+    with pytest.raises(ValueError, match="not an existing directory"):
+        extract(path, dest.parent / "missing")
+
+
+# --- unsafe names ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["../outside/pwned", "proj/../../outside/pwned", "proj/../inside-but-dotdot"])
+def test_tar_dotdot_entry_is_refused(dest: Path, name: str) -> None:
+    path = save(dest, "evil.tar", tar_bytes([reg("proj/ok.txt", b"ok"), reg(name, b"pwned")]))
+    message = refused(path, dest, "unsafe_archive")
+    assert message == f"unsafe entry '{name}' in evil.tar: path escapes the extraction folder"
+    assert_nothing_outside(dest)
+
+
+def test_tar_absolute_entry_is_refused(dest: Path) -> None:
+    name = str(dest.parent / "outside" / "pwned")
+    path = save(dest, "evil.tar", tar_bytes([reg(name, b"pwned")]))
+    message = refused(path, dest, "unsafe_archive")
+    assert message == f"unsafe entry '{name}' in evil.tar: path is absolute"
+    assert_nothing_outside(dest)
+
+
+@pytest.mark.parametrize("name", ["/etc/pwned", "C:\\pwned.txt", "c:pwned.txt", "\\pwned.txt", "..\\pwned.txt"])
+def test_zip_absolute_or_dotdot_entry_is_refused(dest: Path, name: str) -> None:
+    path = save(dest, "evil.zip", zip_bytes([(name, b"pwned")]))
+    message = refused(path, dest, "unsafe_archive")
+    assert "evil.zip" in message and repr(name) in message
+    assert_nothing_outside(dest)
+    assert os.listdir(dest) == []
+
+
+def test_unsafe_special_entry_name_is_refused_too(dest: Path) -> None:
+    path = save(dest, "evil.tar", tar_bytes([tspecial("../outside/fifo", tarfile.FIFOTYPE)]))
+    refused(path, dest, "unsafe_archive")
+    assert_nothing_outside(dest)
+
+
+# --- links ------------------------------------------------------------------------------------------------------
+
+
+def test_tar_symlink_with_absolute_target_is_refused(dest: Path) -> None:
+    path = save(dest, "evil.tar", tar_bytes([tlink("proj/etc", "/etc")]))
+    message = refused(path, dest, "unsafe_archive")
+    assert message == "unsafe entry 'proj/etc' in evil.tar: symlink target '/etc' is absolute"
+    assert not (dest / "proj/etc").is_symlink()
+
+
+def test_tar_symlink_with_relative_escaping_target_is_refused(dest: Path) -> None:
+    path = save(dest, "evil.tar", tar_bytes([tlink("proj/out", "../../outside")]))
+    message = refused(path, dest, "unsafe_archive")
+    assert "symlink target '../../outside' points outside the extraction folder" in message
+    assert not (dest / "proj/out").is_symlink()
+
+
+@pytest.mark.parametrize("target", ["/tmp", "../../outside", "../.."])
+def test_zip_symlink_to_outside_is_refused(dest: Path, target: str) -> None:
+    path = save(dest, "evil.zip", zip_bytes([zsym("proj/out", target)]))
+    refused(path, dest, "unsafe_archive")
+    assert not (dest / "proj/out").is_symlink()
+
+
+def test_symlink_then_write_through_it_is_refused(dest: Path) -> None:
+    """The classic: ``link -> /somewhere`` then ``link/x`` would write to /somewhere/x."""
+    outside = str(dest.parent / "outside")
+    path = save(dest, "evil.tar", tar_bytes([tlink("link", outside), reg("link/pwned", b"pwned")]))
+    refused(path, dest, "unsafe_archive")
+    assert_nothing_outside(dest)
+
+
+def test_write_through_an_inside_symlink_is_refused(dest: Path) -> None:
+    entries = [tdir("proj/sub"), tlink("proj/link", "sub"), reg("proj/link/x", b"x")]
+    path = save(dest, "evil.tar", tar_bytes(entries))
+    message = refused(path, dest, "unsafe_archive")
+    assert message == "unsafe entry 'proj/link/x' in evil.tar: path goes through symlink 'proj/link'"
+    assert not (dest / "proj/sub/x").exists()
+
+
+def test_symlink_chain_escaping_only_for_real_is_refused(dest: Path) -> None:
+    """``proj/a -> ..`` is the root and ``proj/b -> a/..`` looks like ``proj``, but really is the parent."""
+    entries = [tlink("proj/a", ".."), tlink("proj/b", "a/..")]
+    path = save(dest, "chain.tar", tar_bytes(entries))
+    message = refused(path, dest, "unsafe_archive")
+    assert "'proj/b'" in message and "through other symlinks" in message
+
+
+def test_symlink_chain_then_write_through_it_writes_nothing_outside(dest: Path) -> None:
+    entries = [tlink("proj/a", ".."), tlink("proj/b", "a/.."), reg("proj/b/outside/pwned", b"pwned")]
+    path = save(dest, "chain.tar", tar_bytes(entries))
+    refused(path, dest, "unsafe_archive")
+    assert_nothing_outside(dest)
+
+
+def test_inside_symlinks_are_created_as_symlinks(dest: Path) -> None:
+    tar = save(dest, "ok.tar", tar_bytes([reg("proj/src/main.py", b"x"), tlink("proj/latest", "src/main.py")]))
+    stats = extract(tar, dest)
+    link = dest / "proj/latest"
+    assert link.is_symlink() and os.readlink(link) == "src/main.py"
+    assert link.read_bytes() == b"x"
+    assert stats.symlinks == 1 and stats.files == 1
+
+
+def test_zip_inside_symlink_is_created_as_symlink(dest: Path) -> None:
+    path = save(dest, "ok.zip", zip_bytes([("proj/docs/a.md", b"doc"), zsym("proj/up", "docs/../docs/a.md")]))
+    stats = extract(path, dest)
+    assert os.readlink(dest / "proj/up") == "docs/../docs/a.md"
+    assert stats.symlinks == 1 and stats.bytes == 3
+
+
+def test_dangling_inside_symlink_is_kept(dest: Path) -> None:
+    path = save(dest, "ok.tar", tar_bytes([tlink("proj/missing", "not/there")]))
+    extract(path, dest)
+    assert os.readlink(dest / "proj/missing") == "not/there"
+
+
+def test_tar_hard_link_to_outside_is_refused(dest: Path) -> None:
+    path = save(dest, "evil.tar", tar_bytes([tlink("proj/passwd", "../outside/secret", hard=True)]))
+    message = refused(path, dest, "unsafe_archive")
+    assert "hard link target '../outside/secret' escapes the extraction folder" in message
+    assert_nothing_outside(dest)
+
+
+@pytest.mark.parametrize("target", ["/etc/passwd", "proj/never-extracted", "proj/link", "proj"])
+def test_tar_hard_link_must_name_an_earlier_regular_file(dest: Path, target: str) -> None:
+    entries = [reg("proj/later.txt", b"x"), tlink("proj/link", "later.txt"), tlink("proj/h", target, hard=True)]
+    path = save(dest, "evil.tar", tar_bytes(entries))
+    refused(path, dest, "unsafe_archive")
+    assert not (dest / "proj/h").exists()
+
+
+def test_tar_hard_link_is_materialised_as_a_copy(dest: Path) -> None:
+    entries = [reg("proj/run.sh", b"echo hi\n", 0o755), tlink("proj/again.sh", "proj/run.sh", hard=True)]
+    path = save(dest, "ok.tar", tar_bytes(entries))
+    stats = extract(path, dest)
+    original, copy = dest / "proj/run.sh", dest / "proj/again.sh"
+    assert copy.read_bytes() == b"echo hi\n" and not copy.is_symlink()
+    assert os.stat(original).st_ino != os.stat(copy).st_ino
+    assert mode_of(copy) == 0o755
+    assert stats.files == 2 and stats.bytes == 16
+
+
+# --- special files and modes -----------------------------------------------------------------------------------
+
+
+def test_fifos_and_devices_are_skipped(dest: Path) -> None:
+    entries = [
+        tspecial("proj/fifo", tarfile.FIFOTYPE),
+        tspecial("proj/null", tarfile.CHRTYPE),
+        tspecial("proj/disk", tarfile.BLKTYPE),
+        reg("proj/a.txt", b"a"),
+    ]
+    stats = extract(save(dest, "dev.tar", tar_bytes(entries)), dest)
+    assert sorted(os.listdir(dest / "proj")) == ["a.txt"]
+    assert stats.skipped_special == 3 and stats.files == 1 and stats.members == 4
+
+
+def test_zip_fifo_entry_is_skipped(dest: Path) -> None:
+    path = save(dest, "dev.zip", zip_bytes([(zfile("proj/fifo", stat.S_IFIFO | 0o644), b""), ("proj/a", b"a")]))
+    stats = extract(path, dest)
+    assert sorted(os.listdir(dest / "proj")) == ["a"] and stats.skipped_special == 1
+
+
+@pytest.mark.parametrize(
+    ("archive_mode", "expected"),
+    [(0o4755, 0o755), (0o2644, 0o644), (0o6711, 0o755), (0o600, 0o644), (0o700, 0o755), (0o1777, 0o755)],
+)
+def test_tar_file_modes_are_sanitised(dest: Path, archive_mode: int, expected: int) -> None:
+    extract(save(dest, "m.tar", tar_bytes([reg("proj/f", b"f", archive_mode)])), dest)
+    assert mode_of(dest / "proj/f") == expected
+
+
+def test_tar_directory_modes_are_sanitised(dest: Path) -> None:
+    entries = [tdir("proj", 0o1777), tdir("proj/locked", 0o500), reg("proj/locked/f", b"f")]
+    extract(save(dest, "m.tar", tar_bytes(entries)), dest)
+    assert mode_of(dest / "proj") == 0o755
+    assert mode_of(dest / "proj/locked") == 0o755
+    assert (dest / "proj/locked/f").read_bytes() == b"f"
+
+
+def test_zip_setuid_bit_is_stripped(dest: Path) -> None:
+    path = save(dest, "m.zip", zip_bytes([(zfile("proj/suid", stat.S_IFREG | 0o6755), b"#!")]))
+    extract(path, dest)
+    assert mode_of(dest / "proj/suid") == 0o755
+
+
+# --- duplicates and conflicts ---------------------------------------------------------------------------------
+
+
+def test_duplicate_file_later_wins(dest: Path) -> None:
+    path = save(dest, "dup.tar", tar_bytes([reg("proj/a", b"first"), reg("proj/a", b"second")]))
+    stats = extract(path, dest)
+    assert (dest / "proj/a").read_bytes() == b"second"
+    assert stats.files == 1
+
+
+def test_file_replacing_a_symlink_does_not_write_through_it(dest: Path) -> None:
+    entries = [reg("proj/target.txt", b"keep me"), tlink("proj/a", "target.txt"), reg("proj/a", b"new")]
+    stats = extract(save(dest, "dup.tar", tar_bytes(entries)), dest)
+    assert not (dest / "proj/a").is_symlink()
+    assert (dest / "proj/a").read_bytes() == b"new"
+    assert (dest / "proj/target.txt").read_bytes() == b"keep me"
+    assert stats.symlinks == 0 and stats.files == 2
+
+
+def test_file_where_a_folder_exists_is_bad(dest: Path) -> None:
+    path = save(dest, "c.tar", tar_bytes([reg("proj/a/x", b"x"), reg("proj/a", b"file")]))
+    message = refused(path, dest, "bad_archive")
+    assert message == "bad entry 'proj/a' in c.tar: 'proj/a' is already a folder"
+
+
+def test_folder_where_a_file_exists_is_bad(dest: Path) -> None:
+    path = save(dest, "c.tar", tar_bytes([reg("proj/a", b"file"), tdir("proj/a")]))
+    assert "'proj/a' is already a file" in refused(path, dest, "bad_archive")
+
+
+def test_entry_below_a_file_is_bad(dest: Path) -> None:
+    path = save(dest, "c.zip", zip_bytes([("proj/a", b"file"), ("proj/a/b", b"x")]))
+    assert "'proj/a' is already a file, not a folder" in refused(path, dest, "bad_archive")
+
+
+# --- size and member limits --------------------------------------------------------------------------------------
+
+
+def test_zip_bomb_is_stopped(dest: Path) -> None:
+    path = save(dest, "bomb.zip", zip_bytes([("x/big.bin", bytes(50 * MB))]))
+    assert path.stat().st_size < MB  # it really is a bomb
+    message = refused(path, dest, "too_large", max_bytes=MB)
+    assert message == f"bomb.zip expands to more than {MB} bytes (extract.max_bytes); stopped at entry 'x/big.bin'"
+    assert disk_bytes(dest) <= MB + MB
+
+
+def _lie_about_size(data: bytes, size: int) -> bytes:
+    """Rewrite the one entry's uncompressed size in both the local header and the central directory."""
+    buf = bytearray(data)
+    central = zipfile.ZipFile(io.BytesIO(data)).start_dir
+    assert buf[:4] == b"PK\x03\x04" and buf[central : central + 4] == b"PK\x01\x02"
+    struct.pack_into("<I", buf, 22, size)
+    struct.pack_into("<I", buf, central + 24, size)
+    return bytes(buf)
+
+
+def test_zip_with_understated_size_is_still_capped(dest: Path) -> None:
+    data = _lie_about_size(zip_bytes([("x/big.bin", bytes(50 * MB))]), 1000)
+    path = save(dest, "liar.zip", data)
+    assert zipfile.ZipFile(path).getinfo("x/big.bin").file_size == 1000
+    message = refused(path, dest, "bad_archive", max_bytes=MB)
+    assert "CRC" in message
+    assert disk_bytes(dest) <= 1000
+
+
+def test_zip_with_overstated_size_is_refused_before_writing(dest: Path) -> None:
+    data = _lie_about_size(zip_bytes([("x/small.bin", b"tiny")]), 2**31)
+    path = save(dest, "liar.zip", data)
+    refused(path, dest, "too_large", max_bytes=MB)
+    assert os.listdir(dest) == []
+
+
+class _EndlessZeros(io.RawIOBase):
+    """A member stream far longer than its header says (64 MiB, so a missing cap fails instead of hanging)."""
+
+    def __init__(self) -> None:
+        self.left = 64 * MB
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        size = min(len(buffer), self.left)
+        buffer[:size] = bytes(size)
+        self.left -= size
+        return size
+
+
+def test_bytes_written_are_capped_even_when_the_reader_trusts_the_data(
+    dest: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The running total, not the declared size, is the last line of defence."""
+    path = save(dest, "liar.zip", zip_bytes([("x/small.bin", b"tiny")]))
+    monkeypatch.setattr(zipfile.ZipFile, "open", lambda self, *args, **kwargs: _EndlessZeros())
+    refused(path, dest, "too_large", max_bytes=MB)
+    assert 0 < disk_bytes(dest) <= MB
+
+
+def test_tar_total_across_files_is_capped(dest: Path) -> None:
+    chunk = bytes(400_000)
+    entries = [reg(f"proj/{i}.bin", chunk) for i in range(5)]
+    path = save(dest, "many.tar.gz", tar_bytes(entries, "gz"))
+    message = refused(path, dest, "too_large", max_bytes=MB)
+    assert message.endswith("stopped at entry 'proj/2.bin'")
+    assert disk_bytes(dest) == 800_000
+
+
+def test_tar_hard_link_copies_count_toward_the_cap(dest: Path) -> None:
+    entries = [reg("proj/a.bin", bytes(600_000)), tlink("proj/b.bin", "proj/a.bin", hard=True)]
+    message = refused(save(dest, "h.tar", tar_bytes(entries)), dest, "too_large", max_bytes=MB)
+    assert "'proj/b.bin'" in message
+    assert not (dest / "proj/b.bin").exists()
+
+
+def test_tar_declared_size_is_checked_before_writing(dest: Path) -> None:
+    """A header declaring a huge size (no data follows) is refused before a single byte is written."""
+    info, _ = reg("proj/huge.bin")
+    info.size = 10 * MB
+    path = save(dest, "huge.tar", info.tobuf() + tar_bytes([]))
+    refused(path, dest, "too_large", max_bytes=MB)
+    assert os.listdir(dest) == []
+
+
+def test_member_cap_tar(dest: Path) -> None:
+    entries = [reg(f"proj/{i:02}.txt", b"x") for i in range(11)]
+    path = save(dest, "many.tar", tar_bytes(entries))
+    message = refused(path, dest, "too_large", max_members=10)
+    assert message == "many.tar has more than 10 entries (extract.max_members); stopped at entry 'proj/10.txt'"
+    assert len(os.listdir(dest / "proj")) == 10
+
+
+def test_member_cap_zip_is_checked_before_writing(dest: Path) -> None:
+    path = save(dest, "many.zip", zip_bytes([(f"proj/{i:02}.txt", b"x") for i in range(11)]))
+    message = refused(path, dest, "too_large", max_members=10)
+    assert message == "many.zip has 11 entries, more than 10 (extract.max_members)"
+    assert os.listdir(dest) == []
+
+
+def test_member_cap_is_inclusive(dest: Path) -> None:
+    entries = [reg(f"proj/{i:02}.txt", b"x") for i in range(10)]
+    assert extract(save(dest, "ten.tar", tar_bytes(entries)), dest, max_members=10).files == 10
+
+
+def test_byte_cap_is_inclusive(dest: Path) -> None:
+    path = save(dest, "exact.zip", zip_bytes([("a", bytes(1000)), ("b", bytes(24))]))
+    assert extract(path, dest, max_bytes=1024).bytes == 1024
+
+
+# --- corrupt and non-archives ----------------------------------------------------------------------------------
+
+
+def _incompressible(size: int) -> bytes:
+    return random.Random(7).randbytes(size)
+
+
+def test_truncated_tar_gz_is_bad(dest: Path) -> None:
+    data = tar_bytes([reg("proj/a.bin", _incompressible(200_000)), reg("proj/b.txt", b"b")], "gz")
+    path = save(dest, "cut.tar.gz", data[: len(data) // 2])
+    message = refused(path, dest, "bad_archive")
+    assert message.startswith("cut.tar.gz is corrupt or truncated at entry 'proj/a.bin': ")
+
+
+def test_tar_gz_with_bad_checksum_is_bad(dest: Path) -> None:
+    data = bytearray(tar_bytes([reg("proj/a.txt", b"hello")], "gz"))
+    data[-8] ^= 0xFF  # the gzip trailer's CRC32, only reached after the tar end marker
+    assert "CRC" in refused(save(dest, "crc.tgz", bytes(data)), dest, "bad_archive")
+
+
+def test_gzip_without_a_tar_inside_is_bad(dest: Path) -> None:
+    path = save(dest, "notes.tar.gz", gzip.compress(b"just some text\n" * 100))
+    message = refused(path, dest, "bad_archive")
+    assert message == "notes.tar.gz is gzip-compressed but does not hold a tar archive"
+
+
+def test_truncated_plain_tar_mid_data_is_bad(dest: Path) -> None:
+    data = tar_bytes([reg("proj/a.bin", bytes(100_000))])
+    path = save(dest, "cut.tar", data[:50_000])
+    assert "unexpected end of data" in refused(path, dest, "bad_archive")
+
+
+def test_plain_tar_cut_at_a_header_boundary_is_bad(dest: Path) -> None:
+    """tarfile itself silently accepts this; the missing end-of-archive marker gives it away."""
+    data = tar_bytes([reg("proj/a.txt", b"a" * 512), reg("proj/b.txt", b"b")])
+    path = save(dest, "cut.tar", data[:1024])  # one header + one data block, nothing after
+    assert "end-of-archive marker" in refused(path, dest, "bad_archive")
+
+
+def test_tar_with_garbage_header_is_bad(dest: Path) -> None:
+    data = bytearray(tar_bytes([reg("proj/a.txt", b"a"), reg("proj/b.txt", b"b")]))
+    data[1024:1536] = b"\xab" * 512  # the second header
+    message = refused(save(dest, "junk.tar", bytes(data)), dest, "bad_archive")
+    assert message == "junk.tar is corrupt: invalid tar header at byte 1024"
+
+
+def test_truncated_zip_is_bad(dest: Path) -> None:
+    data = zip_bytes([("proj/a.bin", _incompressible(100_000)), ("proj/b.txt", b"b")])
+    path = save(dest, "cut.zip", data[: len(data) // 2])
+    assert archive_kind(path) == "zip"
+    assert refused(path, dest, "bad_archive").startswith("cut.zip is corrupt or truncated")
+    assert os.listdir(dest) == []
+
+
+def test_zip_crc_error_is_bad(dest: Path) -> None:
+    info = zfile("proj/a.txt")
+    info.compress_type = zipfile.ZIP_STORED
+    data = bytearray(zip_bytes([(info, b"hello world")]))
+    at = data.index(b"hello world")
+    data[at] ^= 0x01
+    message = refused(save(dest, "crc.zip", bytes(data)), dest, "bad_archive")
+    assert "'proj/a.txt'" in message and "CRC" in message
+
+
+def test_encrypted_zip_entry_is_bad(dest: Path) -> None:
+    data = bytearray(zip_bytes([("proj/secret.txt", b"s")]))
+    central = zipfile.ZipFile(io.BytesIO(bytes(data))).start_dir
+    data[6] |= 0x01  # general purpose flag bit 0, local header
+    data[central + 8] |= 0x01  # and central directory
+    message = refused(save(dest, "enc.zip", bytes(data)), dest, "bad_archive")
+    assert "encrypted" in message and os.listdir(dest) == []
+
+
+HTML = b"""<!DOCTYPE html>
+<html lang="en"><head><title>Error 503</title></head>
+<body><h1>Service unavailable</h1></body></html>
+"""
+
+
+def test_html_page_is_not_an_archive(dest: Path) -> None:
+    path = save(dest, "record.zip", HTML)
+    with pytest.raises(ExtractError, match="looks like an HTML page") as caught:
+        archive_kind(path)
+    assert caught.value.reason == "bad_archive"
+    assert refused(path, dest, "bad_archive") == "record.zip looks like an HTML page, not an archive"
+
+
+def test_random_bytes_are_not_an_archive(dest: Path) -> None:
+    path = save(dest, "noise.tar.gz", _incompressible(4096))
+    assert refused(path, dest, "bad_archive") == "noise.tar.gz is not a zip or tar archive (unrecognised content)"
+
+
+def test_empty_file_is_not_an_archive(dest: Path) -> None:
+    path = save(dest, "nothing.zip", b"")
+    assert refused(path, dest, "bad_archive") == "nothing.zip is empty, not an archive"
+
+
+def test_json_error_is_named(dest: Path) -> None:
+    path = save(dest, "files.zip", b'{"status": 404, "message": "not found"}')
+    assert "looks like a JSON document" in refused(path, dest, "bad_archive")

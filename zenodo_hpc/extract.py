@@ -1,0 +1,608 @@
+"""Safe extraction of the zip and tar archives of Zenodo records.
+
+Archives come from strangers, so extraction trusts nothing in them: every entry name and link target is
+checked before anything is written, nothing is ever written through a symlink, special files and
+setuid bits are dropped, and the bytes actually written (not the sizes the archive declares) are
+counted against ``extract.max_bytes``. ``tarfile.extractall``/``zipfile.extractall`` are not used:
+each regular member is streamed by hand so the limits hold chunk by chunk.
+
+Every refusal is an :class:`~zenodo_hpc.errors.ExtractError` with a one-line message naming the archive
+and the entry, and a ``reason``: ``bad_archive``, ``unsafe_archive`` or ``too_large``.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import os
+import posixpath
+import re
+import stat
+import struct
+import tarfile
+import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, BinaryIO
+
+from zenodo_hpc.errors import ExtractError
+
+ARCHIVE_SUFFIXES: tuple[str, ...] = (
+    ".zip",
+    ".tar",
+    ".tar.gz",
+    ".tgz",
+    ".tar.bz2",
+    ".tbz2",
+    ".tar.xz",
+    ".txz",
+)
+
+BAD_ARCHIVE = "bad_archive"
+UNSAFE_ARCHIVE = "unsafe_archive"
+TOO_LARGE = "too_large"
+
+CHUNK_SIZE = 1 << 20
+MAX_SYMLINK_TARGET = 4095  # PATH_MAX - 1 on Linux; longer targets cannot be created anyway
+_TRAILER_DRAIN_LIMIT = 16 << 20  # bytes read after a compressed tar's end marker to reach its checksum
+
+_BLOCK = tarfile.BLOCKSIZE
+_ZERO_BLOCK = bytes(_BLOCK)
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+_COMPRESSIONS = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz"}
+_OPENERS = {"gzip": gzip.open, "bzip2": bz2.open, "xz": lzma.open}
+_UNSUPPORTED = {
+    b"7z\xbc\xaf\x27\x1c": "a 7z archive",
+    b"Rar!\x1a\x07": "a RAR archive",
+    b"\x28\xb5\x2f\xfd": "zstd-compressed",
+}
+_ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_SEPARATORS = re.compile(r"[/\\]")
+
+# What the decompressors and readers raise on corrupt or truncated input (bz2 raises plain OSError).
+_CORRUPT_ERRORS = (
+    tarfile.TarError,
+    zipfile.BadZipFile,
+    EOFError,
+    zlib.error,
+    lzma.LZMAError,
+    OSError,
+    struct.error,
+    ValueError,
+)
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass
+class ExtractStats:
+    """What one extraction put on disk (``bytes`` counts every byte written, replaced duplicates too)."""
+
+    members: int = 0
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    bytes: int = 0
+    skipped_special: int = 0  # FIFOs, devices and unknown tar entry types, never created
+
+
+def is_archive_name(name: str) -> bool:
+    """True when a file name ends with an archive suffix (any case): picks a record's archive by name."""
+    return name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def archive_kind(path: Path) -> str:
+    """``'zip'`` or ``'tar'``, from the file's content: download names and error pages both lie."""
+    return _sniff(Path(path))[0]
+
+
+def extract_archive(archive: Path, dest: Path, *, max_bytes: int, max_members: int) -> ExtractStats:
+    """Extract ``archive`` into the existing empty folder ``dest``, refusing anything unsafe.
+
+    On error whatever was already extracted stays in ``dest`` (the caller removes it); nothing is
+    ever written outside ``dest``.
+    """
+    archive, dest = Path(archive), Path(dest)
+    _require_empty_dir(dest)
+    kind, compression = _sniff(archive)
+    writer = _SafeWriter(
+        archive.name, dest, max_bytes=max_bytes, max_members=max_members, backslash_separates=kind == "zip"
+    )
+    if kind == "zip":
+        _extract_zip(archive, writer)
+    else:
+        _extract_tar(archive, compression, writer)
+    writer.check_symlinks_stay_inside()
+    return writer.stats
+
+
+# --- recognising the archive -------------------------------------------------------------------------
+
+
+def _sniff(path: Path) -> tuple[str, str | None]:
+    """(kind, compression) from magic bytes; a clear ``bad_archive`` error when it is no archive."""
+    with open(path, "rb") as f:
+        head = f.read(2 * _BLOCK)
+    if not head:
+        raise ExtractError(f"{path.name} is empty, not an archive", reason=BAD_ARCHIVE)
+    if head.startswith(_ZIP_MAGICS):
+        return "zip", None
+    for magic, compression in _COMPRESSIONS.items():
+        if head.startswith(magic):
+            if not _compressed_holds_tar(path, compression):
+                raise ExtractError(
+                    f"{path.name} is {compression}-compressed but does not hold a tar archive",
+                    reason=BAD_ARCHIVE,
+                )
+            return "tar", compression
+    if _is_tar_header(head[:_BLOCK]):
+        return "tar", None
+    if zipfile.is_zipfile(path):  # self-extracting or otherwise prefixed zip
+        return "zip", None
+    raise ExtractError(f"{path.name} {_describe_non_archive(head)}", reason=BAD_ARCHIVE)
+
+
+def _compressed_holds_tar(path: Path, compression: str) -> bool:
+    """Whether the first decompressed block is a tar header (reads only that block)."""
+    with _as_bad_archive(path.name), _OPENERS[compression](path, "rb") as stream:
+        return _is_tar_header(stream.read(_BLOCK))
+
+
+def _is_tar_header(block: bytes) -> bool:
+    """A valid tar header block, or the zero block that starts an empty tar."""
+    if len(block) != _BLOCK:
+        return False
+    if block == _ZERO_BLOCK:
+        return True
+    try:
+        tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    except (tarfile.HeaderError, ValueError):
+        return False
+    return True
+
+
+def _describe_non_archive(head: bytes) -> str:
+    """Name what a non-archive download probably is: usually an error page served instead of the file."""
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<!doctype html", b"<html")) or b"<html" in text:
+        return "looks like an HTML page, not an archive"
+    if text.startswith(b"<"):
+        return "looks like an XML document, not an archive"
+    if text.startswith((b"{", b"[")):
+        return "looks like a JSON document, not an archive"
+    for magic, what in _UNSUPPORTED.items():
+        if head.startswith(magic):
+            return f"is {what}, which is not supported (only zip and tar)"
+    return "is not a zip or tar archive (unrecognised content)"
+
+
+# --- errors --------------------------------------------------------------------------------------------
+
+
+def _q(name: str) -> str:
+    """An entry name quoted for a one-line message: control characters escaped, very long names cut."""
+    if len(name) > 200:
+        name = name[:120] + "..." + name[-60:]
+    return repr(name)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The gist of an underlying error, on one short line."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _unsafe(archive: str, entry: str, why: str) -> ExtractError:
+    return ExtractError(f"unsafe entry {_q(entry)} in {archive}: {why}", reason=UNSAFE_ARCHIVE)
+
+
+def _bad_entry(archive: str, entry: str, why: str) -> ExtractError:
+    return ExtractError(f"bad entry {_q(entry)} in {archive}: {why}", reason=BAD_ARCHIVE)
+
+
+@contextmanager
+def _as_bad_archive(archive: str, entry: str | None = None) -> Iterator[None]:
+    """Turn the many exceptions of corrupt input into one ``bad_archive`` error (wrap reads only)."""
+    try:
+        yield
+    except _CORRUPT_ERRORS as exc:
+        where = f" at entry {_q(entry)}" if entry is not None else ""
+        raise ExtractError(f"{archive} is corrupt or truncated{where}: {_one_line(exc)}", reason=BAD_ARCHIVE) from exc
+
+
+# --- entry names -----------------------------------------------------------------------------------------
+
+
+def _is_absolute(path: str) -> bool:
+    """POSIX or Windows absolute (``/x``, ``\\x``, ``C:x``): all would leave the folder somewhere."""
+    return path.startswith(("/", "\\")) or bool(_DRIVE.match(path))
+
+
+def _has_dotdot(path: str) -> bool:
+    """A ``..`` component, with backslash also taken as a separator (archives made on Windows)."""
+    return ".." in _SEPARATORS.split(path)
+
+
+def _split(path: str) -> list[str]:
+    """Normalised components: empty and ``.`` components dropped (``./a//b/`` -> ``['a', 'b']``)."""
+    return [part for part in path.split("/") if part not in ("", ".")]
+
+
+def _file_mode(archive_mode: int) -> int:
+    """0o755 when the archive marks the file executable at all, else 0o644: never setuid/setgid/sticky."""
+    return 0o755 if archive_mode & 0o111 else 0o644
+
+
+def _is_within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _require_empty_dir(dest: Path) -> None:
+    """The conflict and symlink checks read the disk, so the folder must start empty (a caller bug if not)."""
+    if not dest.is_dir():
+        raise ValueError(f"extraction folder {dest} is not an existing directory")
+    if any(dest.iterdir()):
+        raise ValueError(f"extraction folder {dest} is not empty")
+
+
+# --- writing -----------------------------------------------------------------------------------------------
+
+
+class _SafeWriter:
+    """Creates entries under one root, checking names, links, conflicts and limits for both formats."""
+
+    def __init__(
+        self, archive: str, dest: Path, *, max_bytes: int, max_members: int, backslash_separates: bool = False
+    ) -> None:
+        self.archive = archive
+        self.backslash_separates = backslash_separates  # zips made by some Windows tools use ``\\``
+        self.root = os.path.abspath(dest)
+        self.root_real = os.path.realpath(dest)
+        self.max_bytes = max_bytes
+        self.max_members = max_members
+        self.stats = ExtractStats()
+        self._dirs: set[str] = set()  # verified real directories (never replaced once created)
+        self._files: set[str] = set()  # regular files written, the only valid hard link targets
+        self._symlinks: dict[str, None] = {}  # created symlinks, re-checked once all exist
+
+    # limits
+
+    def count_member(self, name: str) -> None:
+        """Count one archive entry against ``max_members``."""
+        self.stats.members += 1
+        if self.stats.members > self.max_members:
+            raise ExtractError(
+                f"{self.archive} has more than {self.max_members} entries (extract.max_members); "
+                f"stopped at entry {_q(name)}",
+                reason=TOO_LARGE,
+            )
+
+    def check_room(self, name: str, size: int) -> None:
+        """Refuse an entry before writing it when its size alone would pass ``max_bytes``."""
+        if self.stats.bytes + size > self.max_bytes:
+            raise self.too_large_error(name)
+
+    def too_large_error(self, name: str) -> ExtractError:
+        return ExtractError(
+            f"{self.archive} expands to more than {self.max_bytes} bytes (extract.max_bytes); "
+            f"stopped at entry {_q(name)}",
+            reason=TOO_LARGE,
+        )
+
+    # entries
+
+    def add_dir(self, name: str) -> None:
+        parts = self._parts(name)
+        if not parts:
+            return
+        path = self._prepare_slot(parts, name, for_dir=True)
+        if path is not None:
+            self._mkdir(path, "/".join(parts))
+
+    def add_file(self, name: str, src: IO[bytes], archive_mode: int) -> None:
+        parts = self._parts(name)
+        if not parts:
+            return
+        self._write_file(parts, name, src, _file_mode(archive_mode))
+
+    def add_symlink(self, name: str, target: str) -> None:
+        parts = self._parts(name)
+        if not parts:
+            return
+        self._check_symlink_target(parts, name, target)
+        path = self._prepare_slot(parts, name, for_dir=False)
+        os.symlink(target, path)
+        self.stats.symlinks += 1
+        self._symlinks["/".join(parts)] = None
+
+    def add_hardlink(self, name: str, target: str) -> None:
+        """Materialise a tar hard link as a copy of a file extracted earlier (counted in ``bytes``)."""
+        parts = self._parts(name)
+        if not parts:
+            return
+        if _is_absolute(target):
+            raise _unsafe(self.archive, name, f"hard link target {_q(target)} is absolute")
+        if _has_dotdot(target):
+            raise _unsafe(self.archive, name, f"hard link target {_q(target)} escapes the extraction folder")
+        target_parts = _split(target)
+        target_rel = "/".join(target_parts)
+        if target_rel not in self._files:
+            raise _unsafe(self.archive, name, f"hard link target {_q(target)} is not a file extracted earlier")
+        if target_rel == "/".join(parts):
+            return  # a link to itself: the file is already there
+        source = os.path.join(self._ensure_dirs(target_parts[:-1], name), target_parts[-1])
+        with os.fdopen(os.open(source, _READ_FLAGS), "rb") as src:
+            info = os.fstat(src.fileno())
+            self.check_room(name, info.st_size)
+            self._write_file(parts, name, src, info.st_mode & 0o777)
+
+    def skip_special(self, name: str) -> None:
+        """FIFOs and devices are never created; their names are still checked so the verdict is uniform."""
+        self._parts(name)
+        self.stats.skipped_special += 1
+
+    def check_symlinks_stay_inside(self) -> None:
+        """Resolve every symlink for real once all exist: chains (``a -> .``, ``b -> a/..``) fool lexical checks."""
+        for rel in self._symlinks:
+            path = os.path.join(self.root, rel)
+            if os.path.islink(path) and not _is_within(os.path.realpath(path), self.root_real):
+                raise _unsafe(
+                    self.archive, rel, "symlink resolves outside the extraction folder through other symlinks"
+                )
+
+    # helpers
+
+    def _parts(self, name: str) -> list[str]:
+        """The entry's normalised components, or an ``unsafe_archive`` error for absolute/``..`` names."""
+        if _is_absolute(name):
+            raise _unsafe(self.archive, name, "path is absolute")
+        if _has_dotdot(name):
+            raise _unsafe(self.archive, name, "path escapes the extraction folder")
+        return _split(name.replace("\\", "/") if self.backslash_separates else name)
+
+    def _check_symlink_target(self, parts: list[str], name: str, target: str) -> None:
+        """Targets must stay inside, resolved lexically from the link's own folder."""
+        if not target or "\x00" in target or len(target) > MAX_SYMLINK_TARGET:
+            raise _bad_entry(self.archive, name, f"invalid symlink target {_q(target)}")
+        if _is_absolute(target):
+            raise _unsafe(self.archive, name, f"symlink target {_q(target)} is absolute")
+        resolved = posixpath.normpath("/".join([*parts[:-1], target.replace("\\", "/")]))
+        if resolved == ".." or resolved.startswith("../"):
+            raise _unsafe(self.archive, name, f"symlink target {_q(target)} points outside the extraction folder")
+
+    def _ensure_dirs(self, dir_parts: list[str], name: str) -> str:
+        """Create missing parent folders; refuse a path through a symlink or a file. Returns the last one."""
+        path = self.root
+        for depth, part in enumerate(dir_parts, start=1):
+            path = os.path.join(path, part)
+            rel = "/".join(dir_parts[:depth])
+            if rel in self._dirs:
+                continue
+            try:
+                info = os.lstat(path)
+            except FileNotFoundError:
+                self._mkdir(path, rel)
+                continue
+            if stat.S_ISLNK(info.st_mode):
+                raise _unsafe(self.archive, name, f"path goes through symlink {_q(rel)}")
+            if not stat.S_ISDIR(info.st_mode):
+                raise _bad_entry(self.archive, name, f"{_q(rel)} is already a file, not a folder")
+            self._dirs.add(rel)
+        return path
+
+    def _mkdir(self, path: str, rel: str) -> None:
+        os.mkdir(path, 0o755)
+        os.chmod(path, 0o755)  # whatever the umask
+        self._dirs.add(rel)
+        self.stats.dirs += 1
+
+    def _prepare_slot(self, parts: list[str], name: str, *, for_dir: bool) -> str | None:
+        """Make the entry's path free: later duplicates win, by unlinking (never following) the old one.
+
+        A folder is never replaced, and a file never becomes a folder: those conflicts are ``bad_archive``.
+        Returns the path, or None for a folder that already exists.
+        """
+        path = os.path.join(self._ensure_dirs(parts[:-1], name), parts[-1])
+        rel = "/".join(parts)
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return path
+        if stat.S_ISDIR(info.st_mode):
+            if for_dir:
+                self._dirs.add(rel)
+                return None
+            raise _bad_entry(self.archive, name, f"{_q(rel)} is already a folder")
+        if for_dir and not stat.S_ISLNK(info.st_mode):
+            raise _bad_entry(self.archive, name, f"{_q(rel)} is already a file")
+        os.unlink(path)
+        if stat.S_ISLNK(info.st_mode):
+            self.stats.symlinks -= 1
+            self._symlinks.pop(rel, None)
+        else:
+            self.stats.files -= 1
+            self._files.discard(rel)
+        return path
+
+    def _write_file(self, parts: list[str], name: str, src: IO[bytes], mode: int) -> None:
+        path = self._prepare_slot(parts, name, for_dir=False)
+        assert path is not None
+        with os.fdopen(os.open(path, _WRITE_FLAGS, 0o600), "wb") as out:
+            self._copy_capped(src, out, name)
+            os.fchmod(out.fileno(), mode)
+        self.stats.files += 1
+        self._files.add("/".join(parts))
+
+    def _copy_capped(self, src: IO[bytes], out: BinaryIO, name: str) -> None:
+        """Stream in chunks, stopping before the running total of written bytes passes ``max_bytes``."""
+        while True:
+            with _as_bad_archive(self.archive, name):
+                chunk = src.read(CHUNK_SIZE)
+            if not chunk:
+                return
+            if self.stats.bytes + len(chunk) > self.max_bytes:
+                raise self.too_large_error(name)
+            out.write(chunk)
+            self.stats.bytes += len(chunk)
+
+
+# --- tar ---------------------------------------------------------------------------------------------------
+
+
+class _ReadWatcher:
+    """File wrapper remembering the last read: tarfile silently stops at a bad or missing end-of-archive."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self.last = b""
+        self.last_offset = -1
+
+    def read(self, size: int = -1) -> bytes:
+        self.last_offset = self._raw.tell()
+        self.last = self._raw.read(size)
+        return self.last
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+
+def _open_decompressed(archive: Path, compression: str | None) -> IO[bytes]:
+    if compression is None:
+        return open(archive, "rb")
+    return _OPENERS[compression](archive, "rb")
+
+
+def _extract_tar(archive: Path, compression: str | None, writer: _SafeWriter) -> None:
+    name = archive.name
+    with _open_decompressed(archive, compression) as raw:
+        watcher = _ReadWatcher(raw)
+        with _as_bad_archive(name):
+            tar = tarfile.TarFile(fileobj=watcher, mode="r")  # reads the first header
+        with tar:
+            previous = None
+            while True:
+                with _as_bad_archive(name, previous):
+                    member = tar.next()
+                if member is None:
+                    break
+                _extract_tar_member(tar, member, writer)
+                previous = member.name
+            _check_tar_end(tar, watcher, name)
+        if compression is not None:
+            _drain_to_checksum(raw, name)
+
+
+def _extract_tar_member(tar: tarfile.TarFile, member: tarfile.TarInfo, writer: _SafeWriter) -> None:
+    writer.count_member(member.name)
+    if member.isdir():
+        writer.add_dir(member.name)
+    elif member.issym():
+        writer.add_symlink(member.name, member.linkname)
+    elif member.islnk():
+        writer.add_hardlink(member.name, member.linkname)
+    elif member.isreg():
+        writer.check_room(member.name, member.size)  # before any byte is written; sparse sizes included
+        with _as_bad_archive(writer.archive, member.name):
+            src = tar.extractfile(member)
+        assert src is not None
+        writer.add_file(member.name, src, member.mode)
+    else:  # FIFO, character or block device, or an entry type tarfile does not know
+        writer.skip_special(member.name)
+
+
+def _check_tar_end(tar: tarfile.TarFile, watcher: _ReadWatcher, name: str) -> None:
+    """The last header read must be the zero block of the end-of-archive marker, as POSIX requires."""
+    if watcher.last_offset == tar.offset and watcher.last == _ZERO_BLOCK:
+        return
+    if watcher.last_offset == tar.offset and len(watcher.last) == _BLOCK:
+        raise ExtractError(f"{name} is corrupt: invalid tar header at byte {tar.offset}", reason=BAD_ARCHIVE)
+    raise ExtractError(f"{name} is truncated: it ends without the tar end-of-archive marker", reason=BAD_ARCHIVE)
+
+
+def _drain_to_checksum(raw: IO[bytes], name: str) -> None:
+    """Read the padding after the tar end so the decompressor reaches and verifies its checksum."""
+    drained = 0
+    while drained <= _TRAILER_DRAIN_LIMIT:
+        with _as_bad_archive(name):
+            chunk = raw.read(CHUNK_SIZE)
+        if not chunk:
+            return
+        drained += len(chunk)
+
+
+# --- zip -----------------------------------------------------------------------------------------------------
+
+
+def _extract_zip(archive: Path, writer: _SafeWriter) -> None:
+    name = archive.name
+    with _as_bad_archive(name):
+        zf = zipfile.ZipFile(archive)
+    with zf:
+        infos = zf.infolist()
+        _check_zip_before_writing(infos, writer)
+        for info in infos:
+            _extract_zip_member(zf, info, writer)
+
+
+def _zip_unix_mode(info: zipfile.ZipInfo) -> int:
+    return info.external_attr >> 16
+
+
+def _zip_is_dir(info: zipfile.ZipInfo) -> bool:
+    return info.is_dir() or stat.S_ISDIR(_zip_unix_mode(info))
+
+
+def _zip_is_regular(info: zipfile.ZipInfo) -> bool:
+    return not _zip_is_dir(info) and stat.S_IFMT(_zip_unix_mode(info)) in (0, stat.S_IFREG)
+
+
+def _check_zip_before_writing(infos: list[zipfile.ZipInfo], writer: _SafeWriter) -> None:
+    """The central directory lists everything: refuse over-limit, encrypted or unreadable zips up front."""
+    if len(infos) > writer.max_members:
+        raise ExtractError(
+            f"{writer.archive} has {len(infos)} entries, more than {writer.max_members} (extract.max_members)",
+            reason=TOO_LARGE,
+        )
+    declared = 0
+    for info in infos:
+        if info.flag_bits & 0x1:
+            raise _bad_entry(writer.archive, info.filename, "it is encrypted (password-protected)")
+        if info.compress_type not in _ZIP_METHODS:
+            raise _bad_entry(writer.archive, info.filename, f"unsupported compression method {info.compress_type}")
+        if _zip_is_regular(info):
+            declared += info.file_size
+            if declared > writer.max_bytes:
+                raise writer.too_large_error(info.filename)
+
+
+def _extract_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, writer: _SafeWriter) -> None:
+    name = info.filename
+    writer.count_member(name)
+    file_type = stat.S_IFMT(_zip_unix_mode(info))
+    if _zip_is_dir(info):
+        writer.add_dir(name)
+    elif file_type == stat.S_IFLNK:
+        writer.add_symlink(name, _read_zip_symlink_target(zf, info, writer.archive))
+    elif _zip_is_regular(info):
+        with _as_bad_archive(writer.archive, name):
+            src = zf.open(info)
+        with src:
+            writer.add_file(name, src, _zip_unix_mode(info))
+    else:
+        writer.skip_special(name)
+
+
+def _read_zip_symlink_target(zf: zipfile.ZipFile, info: zipfile.ZipInfo, archive: str) -> str:
+    """A zip symlink stores its target as the member's content; read it bounded."""
+    with _as_bad_archive(archive, info.filename), zf.open(info) as src:
+        data = src.read(MAX_SYMLINK_TARGET + 1)
+    return os.fsdecode(data)
