@@ -144,6 +144,7 @@ def test_summary_line(source_tree: Path, tmp_path: Path) -> None:
     result = process_path(source_tree, tmp_path / "d", Config(), record_id="7")
     line = format_summary(result)
     assert "\n" not in line
-    assert line.startswith(f"record 7: {result.stats.files} files seen, {result.stats.rasterized} rasterized, 3 skipped")
+    stats = result.stats
+    assert line.startswith(f"record 7: {stats.files} files seen, {stats.rasterized} rasterized, 3 skipped")
     assert "(binary 1, symlink 1, too_large 1)" in line and f"{result.stats.segments} segments" in line
     shutil.rmtree(result.written.folder)

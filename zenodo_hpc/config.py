@@ -44,6 +44,11 @@ class ZenodoConfig:
     exclude: list[str] = field(default_factory=lambda: ["gcube"])
     token_env: str = "ZENODO_TOKEN"
     rate_limit_per_min: float = field(default=60.0, metadata=_positive(0.001))
+    search_rate_limit_per_min: float = field(default=30.0, metadata=_positive(0.001))
+    page_size: int | None = field(default=None, metadata=_positive())
+    search_window: int = field(default=10_000, metadata=_positive())
+    timeout_s: float = field(default=60.0, metadata=_positive(0.001))
+    retries: int = field(default=5, metadata=_positive(0))
 
 
 @dataclass
@@ -66,6 +71,15 @@ class RasterConfig:
 class ExtractConfig:
     max_bytes: int = field(default=1_000_000_000, metadata=_positive())
     max_members: int = field(default=100_000, metadata=_positive())
+
+
+@dataclass
+class FetchConfig:
+    max_bytes: int = field(default=1_000_000_000, metadata=_positive())
+    attempts: int = field(default=3, metadata=_positive())
+    timeout_s: float = field(default=120.0, metadata=_positive(0.001))
+    cache: bool = False
+    offline: bool = False
 
 
 OUTPUT_FORMATS = ("h5", "pkl")
@@ -117,6 +131,7 @@ class Config:
     github: GithubConfig = field(default_factory=GithubConfig)
     raster: RasterConfig = field(default_factory=RasterConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
+    fetch: FetchConfig = field(default_factory=FetchConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     pack: PackConfig = field(default_factory=PackConfig)

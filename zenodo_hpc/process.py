@@ -21,7 +21,7 @@ import numpy as np
 from . import __version__
 from .config import Config, RasterConfig
 from .errors import UserError
-from .extract import extract_archive
+from .extract import ARCHIVE_SUFFIXES, extract_archive
 from .raster import rasterize
 from .store import WrittenRecord, check_record_id, write_record
 from .walk import add_dir, add_file, file_node, list_entries, new_tree, sort_tree, walk
@@ -123,7 +123,7 @@ def local_source_info(path: Path) -> dict[str, Any]:
 def default_record_id(path: Path) -> str:
     """``MUSE-1.0.tar.gz`` -> ``MUSE-1.0``: the name without archive suffixes, made safe for a folder."""
     name = path.name
-    for suffix in (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tbz2", ".txz", ".zip", ".tar"):
+    for suffix in ARCHIVE_SUFFIXES:
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
             break
@@ -156,8 +156,11 @@ def process_path(
         else:
             root = Path(tmp) / "extracted"
             root.mkdir()
-            extract_archive(source, root, max_bytes=cfg.extract.max_bytes,
-                            max_members=cfg.extract.max_members)
+            try:
+                extract_archive(source, root, max_bytes=cfg.extract.max_bytes,
+                                max_members=cfg.extract.max_members)
+            except OSError as exc:  # reading the archive is covered by ExtractError; this is our own disk
+                raise UserError(f"cannot extract {source.name} into {tmp}: {exc.strerror or exc}") from exc
             roots = [(root, "")]
         record = rasterize_tree(roots, cfg.raster)
     metadata = {
