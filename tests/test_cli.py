@@ -135,3 +135,19 @@ def test_help_describes_process() -> None:
 def test_missing_arguments_are_a_usage_error() -> None:
     code, _, err = run("process")
     assert code == 2 and "--out" in err
+
+
+def test_every_command_and_flag_is_in_the_docs() -> None:
+    import argparse
+
+    from zenodo_hpc.cli import build_parser
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "commands.md").read_text()
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subparsers.choices.items():
+        assert f"## `zenodo-hpc {name}" in doc, f"command {name} has no section in docs/commands.md"
+        for action in sub._actions:
+            for flag in action.option_strings:
+                if flag not in ("-h", "--help"):
+                    assert f"`{flag}" in doc or f" {flag} " in doc, f"{name} {flag} is not in docs/commands.md"

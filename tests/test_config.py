@@ -120,3 +120,16 @@ def test_fingerprint_changes_with_any_value() -> None:
     base = Config().sha256()
     assert config_from_dict({}).sha256() == base
     assert config_from_dict({"raster": {"tab_width": 8}}).sha256() != base
+
+
+def test_every_key_is_documented() -> None:
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    for key in sorted(_dataclass_keys(Config())):
+        value: object = Config()
+        for part in key.split("."):
+            value = getattr(value, part)
+        section, _, rest = key.partition(".")
+        if not rest:
+            assert f"## `{section}:`" in doc, f"section {section} has no heading in docs/configuration.md"
+        elif not dataclasses.is_dataclass(value):
+            assert f"| `{rest}` |" in doc, f"{key} is not described in docs/configuration.md"
