@@ -6,6 +6,7 @@ Every command prints one clear line and exits non-zero on bad input (``--debug``
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,18 @@ def cmd_process(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     result = process_path(Path(args.source), Path(args.out), cfg, record_id=args.id)
+    print(format_summary(result))
+    return 0
+
+
+def cmd_harvest(args: argparse.Namespace) -> int:
+    from .harvest import format_summary, harvest, parse_since
+
+    cfg = load_config(args.config)
+    if args.api_url:
+        cfg.zenodo.api_url = args.api_url
+    since = parse_since(args.since) if args.since else None
+    result = harvest(cfg, limit=args.limit, since=since)
     print(format_summary(result))
     return 0
 
@@ -54,12 +67,66 @@ def build_parser() -> argparse.ArgumentParser:
     process.add_argument("-c", "--config", metavar="CONFIG",
                          help="YAML config for the raster:, extract: and output: settings (default: built-in)")
     process.set_defaults(func=cmd_process)
+
+    harvest = commands.add_parser(
+        "harvest",
+        help="list Zenodo's software records into <run>/records.jsonl",
+        description=(
+            "Search Zenodo for records of zenodo.type (software) and append them to <run>/records.jsonl, "
+            "oldest first, unique by id, without those matching zenodo.exclude. More than 10,000 records "
+            "are reached by splitting the search into date windows. Resumable: run it again after an "
+            "interruption and it continues; run it again when finished and it adds nothing. With --since, "
+            "adds the records created or modified after a date (how a dataset is kept up to date)."
+        ),
+    )
+    harvest.add_argument("-c", "--config", required=True, metavar="CONFIG", help="YAML config (docs/configuration.md)")
+    harvest.add_argument("--limit", type=_positive_int, metavar="N",
+                         help="harvest at most N records (default: zenodo.limit)")
+    harvest.add_argument("--api-url", metavar="URL", help="Zenodo API base URL (default: zenodo.api_url)")
+    harvest.add_argument("--since", metavar="DATE",
+                         help="only records created or modified on or after DATE (2024-01-31), appended")
+    harvest.set_defaults(func=cmd_harvest)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Always writes to the current ``sys.stderr`` (tests and tqdm swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # noqa: ANN001
+        pass
+
+
+def setup_logging(debug: bool) -> None:
+    """Log lines on stderr when not on a terminal (CI, SLURM logs); on a terminal, progress bars instead."""
+    logger = logging.getLogger("zenodo_hpc")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    quiet_terminal = sys.stderr.isatty() and not debug
+    logger.setLevel(logging.DEBUG if debug else logging.WARNING if quiet_terminal else logging.INFO)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    setup_logging(args.debug)
     try:
         return args.func(args)
     except UserError as exc:

@@ -124,6 +124,15 @@ class PackConfig:
     compression: str = field(default="zstd", metadata={"choices": ("zstd", "xz", "gzip", "lz4", "lzo")})
 
 
+# What a run's outputs depend on. Everything else (executor resources, rate limits, timeouts, pack
+# settings, limit) may change between submissions of the same run; these may not, or one run would mix
+# two datasets.
+OUTPUT_KEYS = (
+    "zenodo.type", "zenodo.query", "zenodo.all_versions", "zenodo.exclude",
+    "github.fallback", "raster", "extract", "output",
+)
+
+
 @dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
@@ -143,9 +152,24 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def output_settings(self) -> dict[str, Any]:
+        """The settings a run's outputs depend on (see :data:`OUTPUT_KEYS`), by dotted key."""
+        full = self.to_dict()
+        out = {}
+        for key in OUTPUT_KEYS:
+            value: Any = full
+            for part in key.split("."):
+                value = value[part]
+            out[key] = value
+        return out
+
     def sha256(self) -> str:
-        """A fingerprint of the fully resolved config, recorded with every output."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """A fingerprint of the output-defining settings, recorded as ``tool.config_sha256`` in every record.
+
+        Executor resources, rate limits and the like are left out: a shard resubmitted with more
+        memory must write byte-identical records.
+        """
+        canonical = json.dumps(self.output_settings(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -1,0 +1,228 @@
+"""A polite HTTP client for Zenodo and GitHub: one rate budget, retries with backoff, timeouts everywhere.
+
+``zenodo.rate_limit_per_min`` is the budget of the whole run. Coordinating many processes on many nodes
+through shared scratch is fragile (file locks on Lustre/NFS are not to be trusted), so the budget is split
+instead: with P workers running at once each one spaces its requests evenly at R/P per minute, which
+together never exceeds R. Evenly spaced, not bursty: a burst is what earns 429 answers. On top of that,
+every client obeys what the server says: ``429`` with or without ``Retry-After``, and
+``X-RateLimit-Remaining: 0`` until ``X-RateLimit-Reset``, with exponential backoff and jitter.
+
+The token travels only in the ``Authorization`` header; it is never part of a URL, a log line or an error.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from . import __version__
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"zenodo-hpc/{__version__} (+https://github.com/zenodo-hpc; research dataset builder)"
+CONNECT_TIMEOUT_S = 10.0
+BACKOFF_BASE_S = 1.0
+BACKOFF_CAP_S = 120.0
+MAX_SERVER_WAIT_S = 3600.0  # never believe a server asking to wait longer than this
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class RequestFailed(UserError):
+    """A request that kept failing; ``reason`` is what a record's failure records (``http_503``, ...)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class RateLimiter:
+    """At most ``per_minute`` requests, evenly spaced; the server can push the next slot later."""
+
+    def __init__(self, per_minute: float, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if per_minute <= 0:
+            raise ValueError("per_minute must be positive")
+        self.interval = 60.0 / per_minute
+        self._clock, self._sleep = clock, sleep
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def acquire(self) -> float:
+        """Wait for the next slot; return the seconds waited."""
+        with self._lock:
+            now = self._clock()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+        wait = slot - now
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+    def hold_until(self, when: float) -> None:
+        """No request before the monotonic time ``when`` (a 429 or an exhausted quota said so)."""
+        with self._lock:
+            self._next = max(self._next, when)
+
+
+def share_of_budget(per_minute: float, concurrent: int) -> float:
+    """Each of ``concurrent`` workers' share of a run-wide budget."""
+    return per_minute / max(1, concurrent)
+
+
+def backoff_delay(attempt: int, *, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_CAP_S,
+                  rng: random.Random | None = None) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)], at least base/2."""
+    rng = rng or random
+    ceiling = min(cap, base * (2 ** attempt))
+    return max(base / 2, rng.uniform(0, ceiling))
+
+
+def retry_after_seconds(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds the server asked us to wait, from ``Retry-After`` (seconds or an HTTP date)."""
+    value = headers.get("Retry-After")
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_SERVER_WAIT_S)
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+    return min(max(0.0, when - (time.time() if now is None else now)), MAX_SERVER_WAIT_S)
+
+
+def quota_exhausted_seconds(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds until ``X-RateLimit-Reset`` when ``X-RateLimit-Remaining`` says nothing is left."""
+    remaining, reset = headers.get("X-RateLimit-Remaining"), headers.get("X-RateLimit-Reset")
+    try:
+        if remaining is None or int(remaining) > 0 or reset is None:
+            return None
+        return min(max(0.0, float(reset) - (time.time() if now is None else now)), MAX_SERVER_WAIT_S)
+    except ValueError:
+        return None
+
+
+@dataclass
+class ClientStats:
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0  # 429 answers
+    waited_s: float = 0.0
+
+
+class HttpClient:
+    """GET with a rate budget, retries on 429/5xx/connection errors, and timeouts on every request."""
+
+    def __init__(
+        self,
+        *,
+        per_minute: float,
+        token: str | None = None,
+        timeout_s: float = 60.0,
+        retries: int = 5,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.limiter = RateLimiter(per_minute, sleep=sleep)
+        self.timeout = (min(CONNECT_TIMEOUT_S, timeout_s), timeout_s)
+        self.retries = retries
+        self.session = session or requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT
+        self.has_token = bool(token)
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+        self._sleep = sleep
+        self.stats = ClientStats()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> HttpClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def get(self, url: str, *, params: Mapping[str, Any] | None = None, stream: bool = False) -> requests.Response:
+        """The final answer for ``url``: 2xx, or a 4xx other than 429 for the caller to judge.
+
+        Raises :class:`RequestFailed` when 429/5xx answers or connection errors outlast the retries,
+        and at once for a redirect loop.
+        """
+        attempt = 0
+        while True:
+            self.stats.waited_s += self.limiter.acquire()
+            self.stats.requests += 1
+            try:
+                response = self.session.get(url, params=params, stream=stream, timeout=self.timeout)
+            except requests.TooManyRedirects:
+                raise RequestFailed(f"{url}: redirect loop", reason="redirect_loop") from None
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                reason = "timeout" if isinstance(exc, requests.Timeout) else "connection_error"
+                if attempt >= self.retries:
+                    raise RequestFailed(f"cannot reach {_base(url)}: {_short(exc)}", reason=reason) from None
+                self._back_off(attempt, f"{reason} on {url}")
+                attempt += 1
+                continue
+            self._obey_quota_headers(response)
+            if response.status_code not in RETRY_STATUSES:
+                return response
+            if response.status_code == 429:
+                self.stats.throttled += 1
+            if attempt >= self.retries:
+                response.close()
+                raise RequestFailed(f"{url}: HTTP {response.status_code} after {attempt + 1} tries",
+                                    reason=f"http_{response.status_code}")
+            asked = retry_after_seconds(response.headers)
+            response.close()
+            if asked is not None:
+                self.limiter.hold_until(time.monotonic() + asked + random.uniform(0, 0.1 * asked + 0.05))
+                log.info("HTTP %s from %s: waiting %.1f s as asked (Retry-After)", response.status_code, url, asked)
+                self.stats.retries += 1
+            else:
+                self._back_off(attempt, f"HTTP {response.status_code} on {url}")
+            attempt += 1
+
+    def _back_off(self, attempt: int, what: str) -> None:
+        delay = backoff_delay(attempt)
+        log.info("%s: retrying in %.1f s (retry %d of %d)", what, delay, attempt + 1, self.retries)
+        self.stats.retries += 1
+        self.limiter.hold_until(time.monotonic() + delay)
+
+    def _obey_quota_headers(self, response: requests.Response) -> None:
+        wait = quota_exhausted_seconds(response.headers)
+        if wait:
+            log.info("rate-limit quota used up: next request in %.1f s", wait)
+            self.limiter.hold_until(time.monotonic() + wait)
+
+
+def read_token(env_name: str) -> str | None:
+    """The Zenodo token from the environment variable named in the config (never from a file)."""
+    value = os.environ.get(env_name, "").strip()
+    return value or None
+
+
+def _base(url: str) -> str:
+    parts = requests.utils.urlparse(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _short(exc: Exception) -> str:
+    """A one-line description of a requests exception, without urllib3's nested reprs."""
+    text = str(exc)
+    for marker in ("Failed to establish a new connection: ", "Read timed out", "Connection refused"):
+        if marker in text:
+            tail = text.split(marker, 1)[1] if marker.endswith(": ") else marker
+            return tail.split("'))")[0].split("\n")[0].strip() or marker
+    return text.splitlines()[0][:200] if text else type(exc).__name__

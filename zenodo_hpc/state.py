@@ -1,0 +1,224 @@
+"""The run directory (SPEC section 8): where every stage reads its input and leaves its output.
+
+The run directory on shared scratch is the single source of truth. Nothing here needs a driver to be
+alive: every file is written to a temporary name and renamed into place, so a reader sees either the old
+or the new version, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import OUTPUT_KEYS, Config, config_from_dict
+from .errors import UserError
+
+RUN_YAML = "run.yaml"
+RECORDS = "records.jsonl"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The paths of one run directory."""
+
+    root: Path
+
+    @property
+    def run_yaml(self) -> Path:
+        return self.root / RUN_YAML
+
+    @property
+    def records(self) -> Path:
+        return self.root / RECORDS
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    def record_folder(self, record_id: str) -> Path:
+        return self.data / str(record_id)
+
+
+# --- atomic files ------------------------------------------------------------------------------------
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return default
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable ({exc})") from None
+
+
+# --- records.jsonl -----------------------------------------------------------------------------------
+
+
+def iter_records(path: Path) -> Iterator[dict[str, Any]]:
+    """The harvested records, in order. A last line cut short by a crash is ignored (it is re-harvested)."""
+    if not Path(path).exists():
+        return
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.endswith("\n"):
+                return  # an interrupted append
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                raise UserError(f"{path}:{number}: not a JSON record") from None
+            if not isinstance(record, dict) or "id" not in record:
+                raise UserError(f"{path}:{number}: a record without an id")
+            yield record
+
+
+def repair_records_file(path: Path) -> None:
+    """Cut a last line left incomplete by a crash, so that appends start on a fresh line."""
+    try:
+        with open(path, "rb+") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            if size == 0:
+                return
+            handle.seek(max(0, size - 1))
+            if handle.read(1) == b"\n":
+                return
+            handle.seek(0)
+            data = handle.read()
+            keep = data.rfind(b"\n") + 1
+            handle.truncate(keep)
+    except FileNotFoundError:
+        return
+
+
+def append_records(path: Path, records: Iterable[dict[str, Any]]) -> int:
+    """Append records as JSON lines in one write, flushed to disk: a crash loses at most this batch's tail."""
+    lines = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records)
+    if not lines:
+        return 0
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(lines)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return lines.count("\n")
+
+
+# --- run.yaml: the frozen config ---------------------------------------------------------------------
+
+def _get(tree: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        tree = tree[part]
+    return tree
+
+
+def _flatten(value: Any, prefix: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for key, sub in value.items():
+        out.update(_flatten(sub, f"{prefix}.{key}"))
+    return out
+
+
+def output_differences(frozen: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """``key: A in the run, B in this config`` for every output-defining key that differs."""
+    differences = []
+    for key in OUTPUT_KEYS:
+        for flat_key, old in _flatten(_get(frozen, key), key).items():
+            new = _flatten(_get(wanted, key), key).get(flat_key)
+            if old != new:
+                differences.append(f"{flat_key} is {old!r} in the run, {new!r} in this config")
+    return differences
+
+
+def freeze_config(run: RunDir, cfg: Config) -> None:
+    """Write ``run.yaml``; an existing one must agree on everything the outputs depend on."""
+    wanted = cfg.to_dict()
+    if run.run_yaml.exists():
+        frozen = load_frozen_dict(run)
+        differences = output_differences(frozen, wanted)
+        if differences:
+            raise UserError(
+                f"run directory {run.root} was made with a different config: {differences[0]}"
+                f"{f' (and {len(differences) - 1} more)' if len(differences) > 1 else ''}; "
+                "use the same config, or another run.name for a new run"
+            )
+    atomic_write_text(run.run_yaml, yaml.safe_dump(wanted, sort_keys=False))
+
+
+def load_frozen_dict(run: RunDir) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(run.run_yaml.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{run.root} is not a run directory (no {RUN_YAML})") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"{run.run_yaml}: unreadable ({exc})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{run.run_yaml}: not a config mapping")
+    return data
+
+
+def open_run(cfg: Config) -> RunDir:
+    """Create (or reopen) the run directory of ``cfg`` and freeze its config."""
+    run = RunDir(cfg.run_dir)
+    try:
+        for folder in (run.root, run.data, run.state, run.logs):
+            folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create run directory {run.root}: {exc.strerror or exc}") from None
+    freeze_config(run, cfg)
+    return run
+
+
+def load_run(path: str | os.PathLike[str]) -> tuple[RunDir, Config]:
+    """An existing run directory and its frozen config (for status, resume, pack, fetch)."""
+    run = RunDir(Path(path))
+    if not run.root.is_dir():
+        raise UserError(f"{run.root} is not a run directory (no such folder)")
+    cfg = config_from_dict(load_frozen_dict(run), str(run.run_yaml))
+    return run, cfg
