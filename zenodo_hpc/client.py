@@ -35,6 +35,7 @@ BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 120.0
 MAX_SERVER_WAIT_S = 3600.0  # never believe a server asking to wait longer than this
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_THROTTLED = 30  # 429 answers tolerated for one request before giving up
 
 
 class RequestFailed(UserError):
@@ -160,7 +161,8 @@ class HttpClient:
         Raises :class:`RequestFailed` when 429/5xx answers or connection errors outlast the retries,
         and at once for a redirect loop.
         """
-        attempt = 0
+        attempt = 0  # failures that count against the retries
+        throttled = 0  # 429 answers: the server says when to come back, so they do not count
         while True:
             self.stats.waited_s += self.limiter.acquire()
             self.stats.requests += 1
@@ -180,9 +182,12 @@ class HttpClient:
                 return response
             if response.status_code == 429:
                 self.stats.throttled += 1
-            if attempt >= self.retries:
+                throttled += 1
+            else:
+                attempt += 1
+            if attempt > self.retries or throttled > MAX_THROTTLED:
                 response.close()
-                raise RequestFailed(f"{url}: HTTP {response.status_code} after {attempt + 1} tries",
+                raise RequestFailed(f"{url}: HTTP {response.status_code} after {attempt + throttled} tries",
                                     reason=f"http_{response.status_code}")
             asked = retry_after_seconds(response.headers)
             response.close()
@@ -191,8 +196,7 @@ class HttpClient:
                 log.info("HTTP %s from %s: waiting %.1f s as asked (Retry-After)", response.status_code, url, asked)
                 self.stats.retries += 1
             else:
-                self._back_off(attempt, f"HTTP {response.status_code} on {url}")
-            attempt += 1
+                self._back_off(attempt + throttled - 1, f"HTTP {response.status_code} on {url}")
 
     def _back_off(self, attempt: int, what: str) -> None:
         delay = backoff_delay(attempt)

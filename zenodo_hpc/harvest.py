@@ -25,6 +25,7 @@ from tqdm import tqdm
 from .client import HttpClient, RequestFailed, read_token
 from .config import Config
 from .errors import UserError
+from .records import file_keys, github_repository
 from .state import RunDir, append_records, atomic_write_json, iter_records, open_run, read_json, repair_records_file
 
 log = logging.getLogger(__name__)
@@ -119,28 +120,6 @@ class HarvestResult:
 
 
 # --- exclusion ---------------------------------------------------------------------------------------
-
-_GITHUB = re.compile(r"github\.com/([^/\s]+)/([^/\s#?]+)", re.IGNORECASE)
-
-
-def github_repository(hit: dict[str, Any]) -> tuple[str, str, str | None] | None:
-    """``(owner, repo, ref)`` from a record's related identifiers (``.../tree/<ref>`` gives the ref)."""
-    for related in (hit.get("metadata") or {}).get("related_identifiers") or []:
-        identifier = str((related or {}).get("identifier") or "")
-        match = _GITHUB.search(identifier)
-        if not match:
-            continue
-        owner, repo = match.group(1), match.group(2).removesuffix(".git")
-        rest = identifier[match.end():]
-        ref = rest.split("/tree/", 1)[1].strip("/") if rest.startswith("/tree/") else None
-        return owner, repo, ref or None
-    return None
-
-
-def file_keys(hit: dict[str, Any]) -> list[str]:
-    """The names of a record's files, in the current (``key``) or older (``filename``) shape."""
-    return [str(f.get("key") or f.get("filename") or "") for f in hit.get("files") or [] if isinstance(f, dict)]
-
 
 def is_excluded(hit: dict[str, Any], patterns: Iterable[re.Pattern[str]]) -> str | None:
     """The first pattern matching the title, the GitHub repository or a file name, or None."""

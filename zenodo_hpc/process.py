@@ -145,28 +145,40 @@ def process_path(
 
     A folder's keys start with its own name, as an archive's start with its top folder.
     """
-    started = time.monotonic()
     source = Path(source)
     if not source.exists():
         raise UserError(f"{source} does not exist")
     record_id = check_record_id(record_id or default_record_id(source))
+    return process_sources(
+        record_id, [(source, "")], data_dir, cfg, hit=hit,
+        source_info=source_info if source_info is not None else local_source_info(source), tmp_dir=tmp_dir,
+    )
+
+
+def process_sources(
+    record_id: str,
+    sources: list[tuple[Path, str]],
+    data_dir: Path,
+    cfg: Config,
+    *,
+    hit: dict[str, Any] | None,
+    source_info: dict[str, Any] | None,
+    tmp_dir: Path | None = None,
+) -> ProcessResult:
+    """Write one record from several archives or folders, each with its own key prefix.
+
+    A record with several archives keeps them all: each is extracted into its own folder and its keys
+    start with the prefix the caller gives (the archive's name), so no archive overwrites another.
+    """
+    started = time.monotonic()
+    check_record_id(record_id)
     with tempfile.TemporaryDirectory(prefix=f"zenodo-hpc-{record_id}-", dir=tmp_dir) as tmp:
-        if source.is_dir():
-            roots = [(source, source.resolve().name + "/")]
-        else:
-            root = Path(tmp) / "extracted"
-            root.mkdir()
-            try:
-                extract_archive(source, root, max_bytes=cfg.extract.max_bytes,
-                                max_members=cfg.extract.max_members)
-            except OSError as exc:  # reading the archive is covered by ExtractError; this is our own disk
-                raise UserError(f"cannot extract {source.name} into {tmp}: {exc.strerror or exc}") from exc
-            roots = [(root, "")]
+        roots = [_unpack(path, prefix, Path(tmp) / f"extracted-{i}", cfg) for i, (path, prefix) in enumerate(sources)]
         record = rasterize_tree(roots, cfg.raster)
     metadata = {
         "hit": hit,
         "tree": record.tree,
-        "source": source_info if source_info is not None else local_source_info(source),
+        "source": source_info,
         "stats": record.stats.to_dict(),
         "tool": tool_info(cfg),
     }
@@ -174,6 +186,18 @@ def process_path(
     written = write_record(Path(data_dir), record_id, record.images, metadata,
                            formats=cfg.output.formats, raster_attrs=raster_attrs)
     return ProcessResult(record_id, written, record.stats, time.monotonic() - started)
+
+
+def _unpack(path: Path, prefix: str, target: Path, cfg: Config) -> tuple[Path, str]:
+    """The (folder, key prefix) to walk for one source: a folder as it is, an archive extracted."""
+    if path.is_dir():
+        return path, prefix + path.resolve().name + "/"
+    target.mkdir()
+    try:
+        extract_archive(path, target, max_bytes=cfg.extract.max_bytes, max_members=cfg.extract.max_members)
+    except OSError as exc:  # reading the archive is covered by ExtractError; this is our own disk
+        raise UserError(f"cannot extract {path.name} into {target}: {exc.strerror or exc}") from exc
+    return target, prefix
 
 
 def format_summary(result: ProcessResult) -> str:
