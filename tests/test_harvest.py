@@ -1,0 +1,207 @@
+"""Harvest against the Zenodo double: paging, date windows past the result cap, exclusion, resume, --since."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from zenodo_hpc.cli import main
+from zenodo_hpc.config import Config, config_from_dict
+from zenodo_hpc.doubles import ZenodoDouble
+from zenodo_hpc.errors import UserError
+from zenodo_hpc.harvest import harvest, parse_since
+from zenodo_hpc.state import iter_records
+
+START = datetime(2014, 1, 1, tzinfo=timezone.utc)
+
+
+def created(i: int) -> str:
+    """Record i's creation time: spread over ten years, a few on the same day."""
+    return (START + timedelta(hours=i * 350)).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+@pytest.fixture
+def double() -> Iterator[ZenodoDouble]:
+    with ZenodoDouble(page_cap_anonymous=25, window=100) as zenodo:
+        for i in range(1, 251):
+            zenodo.add_record(ZenodoDouble.make_hit(1000 + i, created=created(i)))
+        yield zenodo
+
+
+def make_config(tmp_path: Path, double: ZenodoDouble, **zenodo: object) -> Config:
+    settings = {"api_url": double.api_url, "search_window": 100, "rate_limit_per_min": 60_000,
+                "search_rate_limit_per_min": 60_000, "retries": 1, "limit": 10_000, **zenodo}
+    return config_from_dict({"run": {"scratch": str(tmp_path), "name": "r"}, "zenodo": settings})
+
+
+def harvested_ids(cfg: Config) -> list[int]:
+    return [r["id"] for r in iter_records(cfg.run_dir / "records.jsonl")]
+
+
+def searches(double: ZenodoDouble) -> list[dict[str, str]]:
+    return [r.query for r in double.requests if r.path == "/api/records"]
+
+
+def test_harvest_past_the_result_window_gets_every_record_exactly_once(tmp_path: Path, double: ZenodoDouble) -> None:
+    cfg = make_config(tmp_path, double)
+    result = harvest(cfg, progress=False)
+    ids = harvested_ids(cfg)
+    assert sorted(ids) == list(range(1001, 1251))
+    assert len(ids) == len(set(ids)) == 250
+    assert ids == sorted(ids)  # oldest first
+    assert result.added == 250 and result.complete
+    queries = searches(double)
+    assert all(int(q["size"]) <= 25 for q in queries)
+    assert all((int(q["page"]) - 1) * int(q["size"]) < 100 for q in queries)
+    assert all(q["q"].startswith("created:[") for q in queries)
+    assert not [r for r in double.requests if r.status != 200]
+
+
+def test_finished_harvest_run_again_adds_nothing(tmp_path: Path, double: ZenodoDouble) -> None:
+    cfg = make_config(tmp_path, double)
+    harvest(cfg, progress=False)
+    double.reset_log()
+    again = harvest(cfg, progress=False)
+    assert again.added == 0 and again.total == 250
+    assert searches(double) == []
+
+
+def test_limit_then_a_larger_limit_continues(tmp_path: Path, double: ZenodoDouble) -> None:
+    cfg = make_config(tmp_path, double)
+    first = harvest(cfg, limit=60, progress=False)
+    assert first.added == 60 and harvested_ids(cfg) == list(range(1001, 1061))
+    second = harvest(cfg, limit=130, progress=False)
+    assert second.added == 70
+    assert harvested_ids(cfg) == list(range(1001, 1131))
+
+
+def test_interrupted_harvest_resumes_where_it_stopped(tmp_path: Path, double: ZenodoDouble) -> None:
+    cfg = make_config(tmp_path, double)
+    harvest(cfg, limit=40, progress=False)
+    double.fail("/api/records", "503", times=2)  # one more than the retries: this harvest stops
+    with pytest.raises(UserError, match="run the same command again to continue"):
+        harvest(cfg, progress=False)
+    done_before = len(harvested_ids(cfg))
+    result = harvest(cfg, progress=False)
+    ids = harvested_ids(cfg)
+    assert sorted(ids) == list(range(1001, 1251)) and len(ids) == 250
+    assert result.added == 250 - done_before
+
+
+def test_crash_mid_append_leaves_a_line_that_is_repaired(tmp_path: Path, double: ZenodoDouble) -> None:
+    cfg = make_config(tmp_path, double)
+    harvest(cfg, limit=30, progress=False)
+    with open(cfg.run_dir / "records.jsonl", "a") as handle:
+        handle.write('{"id": 99999, "metad')  # the driver died here
+    harvest(cfg, progress=False)
+    ids = harvested_ids(cfg)
+    assert 99999 not in ids and sorted(ids) == list(range(1001, 1251))
+    for line in (cfg.run_dir / "records.jsonl").read_text().splitlines():
+        json.loads(line)
+
+
+def test_exclude_matches_title_github_repository_and_file_names(tmp_path: Path) -> None:
+    with ZenodoDouble() as zenodo:
+        zenodo.add_record(ZenodoDouble.make_hit(1, created="2015-01-01", title="gCube Portal"))
+        zenodo.add_record(ZenodoDouble.make_hit(2, created="2015-01-02", github=("d4science", "gcube-core", "v1")))
+        zenodo.add_record(ZenodoDouble.make_hit(3, created="2015-01-03"), files={"gcube-lib-1.0.tar.gz": b"x"})
+        zenodo.add_record(ZenodoDouble.make_hit(4, created="2015-01-04", title="Cube solver"))
+        zenodo.add_record(ZenodoDouble.make_hit(5, created="2015-01-05", title="Exotic"))
+        cfg = make_config(tmp_path, zenodo, exclude=["gcube", "^exo"])
+        result = harvest(cfg, progress=False)
+    assert harvested_ids(cfg) == [4]
+    assert result.excluded == 4
+
+
+def test_only_software_and_latest_versions(tmp_path: Path) -> None:
+    with ZenodoDouble() as zenodo:
+        zenodo.add_record(ZenodoDouble.make_hit(1, created="2016-01-01", conceptrecid="100"))
+        zenodo.add_record(ZenodoDouble.make_hit(2, created="2016-02-01", conceptrecid="100"))
+        zenodo.add_record(ZenodoDouble.make_hit(3, created="2016-03-01", resource_type="dataset"))
+        cfg = make_config(tmp_path, zenodo)
+        harvest(cfg, progress=False)
+        assert harvested_ids(cfg) == [2]
+        every = make_config(tmp_path / "all", zenodo, all_versions=True)
+        harvest(every, progress=False)
+        assert harvested_ids(every) == [1, 2]
+
+
+def test_since_appends_only_new_and_modified_records(tmp_path: Path, double: ZenodoDouble) -> None:
+    cfg = make_config(tmp_path, double)
+    harvest(cfg, progress=False)
+    double.add_record(ZenodoDouble.make_hit(5000, created="2025-06-01"))
+    double.add_record(ZenodoDouble.make_hit(5001, created="2013-06-01", updated="2025-07-01"))
+    double.reset_log()
+    result = harvest(cfg, since=parse_since("2025-01-01"), progress=False)
+    assert result.added == 2
+    assert harvested_ids(cfg)[-2:] == [5001, 5000] or harvested_ids(cfg)[-2:] == [5000, 5001]
+    assert len(harvested_ids(cfg)) == 252
+    assert all(q["q"].startswith("updated:[2025-01-01T00:00:00 TO") for q in searches(double))
+    assert harvest(cfg, since=parse_since("2025-01-01"), progress=False).added == 0
+
+
+def test_records_missing_fields_are_still_harvested(tmp_path: Path) -> None:
+    with ZenodoDouble() as zenodo:
+        zenodo.add_record(ZenodoDouble.make_hit(1, created="2016-01-01"))
+        hit = ZenodoDouble.make_hit(2, created="2016-01-02")
+        for key in ("title", "related_identifiers", "creators", "license"):
+            del hit["metadata"][key]
+        del hit["files"]
+        zenodo.add_record(hit)
+        cfg = make_config(tmp_path, zenodo, exclude=["x"])
+        result = harvest(cfg, progress=False)
+    assert harvested_ids(cfg) == [1, 2] and result.malformed == 0
+
+
+def test_token_gives_bigger_pages_and_is_never_written(tmp_path: Path, double: ZenodoDouble,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    secret = "s3cr3t-t0ken-value"
+    with ZenodoDouble(window=100, tokens=[secret]) as zenodo:
+        for i in range(1, 120):
+            zenodo.add_record(ZenodoDouble.make_hit(i, created=created(i)))
+        monkeypatch.setenv("MY_ZENODO_TOKEN", secret)
+        cfg = make_config(tmp_path, zenodo, token_env="MY_ZENODO_TOKEN")
+        with caplog.at_level(logging.DEBUG):
+            harvest(cfg, progress=False)
+        sizes = Counter(q["size"] for q in searches(zenodo))
+        assert set(sizes) == {"100"} and all(r.authenticated for r in zenodo.requests)
+    assert len(harvested_ids(cfg)) == 119
+    assert secret not in caplog.text
+    for path in cfg.run_dir.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+def test_unreachable_api_is_a_one_line_error_naming_the_url(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"run: {{scratch: {tmp_path}}}\nzenodo: {{retries: 0}}\n")
+    code = main(["harvest", "-c", str(config), "--api-url", "http://127.0.0.1:9/api", "--limit", "5"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("zenodo-hpc harvest: error: harvest stopped: cannot reach http://127.0.0.1:9")
+
+
+def test_harvest_command_prints_a_summary(tmp_path: Path, double: ZenodoDouble,
+                                          capsys: pytest.CaptureFixture) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"run: {{scratch: {tmp_path}, name: r}}\n"
+                      "zenodo: {search_window: 100, rate_limit_per_min: 60000, search_rate_limit_per_min: 60000}\n")
+    code = main(["harvest", "-c", str(config), "--api-url", double.api_url, "--limit", "30"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.startswith(f"harvest: 30 records in {tmp_path / 'r' / 'records.jsonl'} (+30 new")
+    assert (tmp_path / "r" / "run.yaml").exists()
+
+
+def test_bad_since_date_is_a_clear_error() -> None:
+    with pytest.raises(UserError, match="--since 'last week': expected a date like 2024-01-31"):
+        parse_since("last week")
