@@ -20,25 +20,29 @@ import hashlib
 import logging
 import os
 import re
+import time
 import urllib.parse
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
+from tqdm import tqdm
 
-from .client import HttpClient, RequestFailed
+from .client import HttpClient, RequestFailed, read_token
 from .config import Config
 from .errors import UserError
 from .extract import is_archive_name
 from .records import github_repository
-from .state import atomic_write_json, read_json
+from .state import RunDir, atomic_write_json, is_done, iter_records, read_json
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 FETCHED_JSON = "fetched.json"
+FAILURE_JSON = "failure.json"
 
 
 class FetchFailed(UserError):
@@ -230,6 +234,9 @@ def fetch_record(hit: dict[str, Any], folder: Path, cfg: Config, client: HttpCli
     if cached is not None:
         return cached
     if client is None:
+        earlier = read_json(folder / FAILURE_JSON) if folder.is_dir() else None
+        if earlier:  # `zenodo-hpc fetch` tried and failed: that reason is the telling one
+            raise FetchFailed(earlier["message"], reason=earlier["reason"])
         raise FetchFailed(f"record {hit.get('id')} is not in the download cache {folder} (fetch.offline)",
                           reason="not_cached")
     fetched = _fetch_sources(hit, folder, cfg, client)
@@ -290,3 +297,59 @@ def iter_sources(hit: dict[str, Any], cfg: Config) -> Iterator[Source]:
         github = github_source(hit, cfg.github.codeload_url)
         if github:
             yield github
+
+
+# --- fetch-first mode: `zenodo-hpc fetch RUN_DIR` ----------------------------------------------------
+
+
+@dataclass
+class FetchAllResult:
+    cached: int = 0  # fetched now
+    already: int = 0  # in the cache (or done) before
+    failed: dict[str, int] | None = None
+    seconds: float = 0.0
+
+
+def fetch_all(run: RunDir, cfg: Config, *, progress: bool | None = None) -> FetchAllResult:
+    """Download every record not yet complete into ``<run>/cache/`` (a login or transfer node's job).
+
+    Workers with ``fetch.offline: true`` then rasterize from the cache with no network at all. A failure
+    is kept beside the cache (``<cache>/<id>/failure.json``) so the worker reports its real reason.
+    """
+    started = time.monotonic()
+    records = list(iter_records(run.records))
+    if not records:
+        raise UserError(f"{run.records} holds no records: run `zenodo-hpc harvest` first")
+    client = HttpClient(per_minute=cfg.zenodo.rate_limit_per_min, token=read_token(cfg.zenodo.token_env),
+                        timeout_s=cfg.fetch.timeout_s, retries=cfg.zenodo.retries)
+    result = FetchAllResult()
+    failed: Counter[str] = Counter()
+    disable = None if progress is None else not progress
+    try:
+        for hit in tqdm(records, unit="rec", desc="fetch", disable=disable, leave=False):
+            record_id = str(hit["id"])
+            folder = run.cache / record_id
+            if is_done(run, record_id) or load_cached(folder) is not None:
+                result.already += 1
+                continue
+            try:
+                fetch_record(hit, folder, cfg, client)
+            except FetchFailed as exc:
+                failed[exc.reason] += 1
+                atomic_write_json(folder / FAILURE_JSON, {"reason": exc.reason, "message": str(exc)})
+                log.warning("record %s: %s (%s)", record_id, exc, exc.reason)
+                continue
+            (folder / FAILURE_JSON).unlink(missing_ok=True)
+            result.cached += 1
+    finally:
+        client.close()
+    result.failed = dict(failed)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def format_fetch_summary(result: FetchAllResult, run: RunDir) -> str:
+    failed = sum((result.failed or {}).values())
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted((result.failed or {}).items()))
+    return (f"fetch: {result.cached} records downloaded to {run.cache}, {result.already} already there, "
+            f"{failed} failed{f' ({reasons})' if reasons else ''} in {result.seconds:.1f} s")

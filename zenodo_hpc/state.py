@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,3 +223,81 @@ def load_run(path: str | os.PathLike[str]) -> tuple[RunDir, Config]:
         raise UserError(f"{run.root} is not a run directory (no such folder)")
     cfg = config_from_dict(load_frozen_dict(run), str(run.run_yaml))
     return run, cfg
+
+
+# --- per-record markers ------------------------------------------------------------------------------
+#
+# state/done/<id>.json      the record is complete (written after its folder is in place), with its stats
+# state/failed/<id>.json    the record's last failure: reason, message, attempts, history, quarantined
+# state/attempts/<id>       one line per time a worker started the record (a crash leaves a line and no
+#                           failure: that is how a poison record that kills its worker is recognised)
+#
+# One small file per record, like datatrove's completion markers: resume is just running again, and
+# status is a directory listing.
+
+DONE = "done"
+FAILED = "failed"
+ATTEMPTS = "attempts"
+
+
+def marker(run: RunDir, kind: str, record_id: str) -> Path:
+    suffix = "" if kind == ATTEMPTS else ".json"
+    return run.state / kind / f"{record_id}{suffix}"
+
+
+def ids_in(run: RunDir, kind: str) -> set[str]:
+    """Record ids with a marker of ``kind`` (a directory listing, no file is read)."""
+    folder = run.state / kind
+    try:
+        with os.scandir(folder) as entries:
+            names = [e.name for e in entries if not e.name.startswith(".")]
+    except FileNotFoundError:
+        return set()
+    return {name.removesuffix(".json") for name in names}
+
+
+def is_done(run: RunDir, record_id: str) -> bool:
+    return marker(run, DONE, record_id).exists()
+
+
+def attempts_of(run: RunDir, record_id: str) -> int:
+    try:
+        with open(marker(run, ATTEMPTS, record_id), "rb") as handle:
+            return sum(1 for _ in handle)
+    except FileNotFoundError:
+        return 0
+
+
+def mark_started(run: RunDir, record_id: str, task: str) -> int:
+    """Count one more attempt at ``record_id``; return its number (1 for the first)."""
+    path = marker(run, ATTEMPTS, record_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(f"{_now()}\t{task}\n")
+    return attempts_of(run, record_id)
+
+
+def mark_done(run: RunDir, record_id: str, info: dict[str, Any]) -> None:
+    atomic_write_json(marker(run, DONE, record_id), {"id": record_id, "finished": _now(), **info})
+    with contextlib.suppress(FileNotFoundError):
+        marker(run, FAILED, record_id).unlink()
+
+
+def mark_failed(run: RunDir, record_id: str, *, reason: str, message: str, attempt: int, task: str,
+                quarantined: bool) -> dict[str, Any]:
+    """Record a failure (the history keeps every earlier one); return the marker's content."""
+    previous = read_json(marker(run, FAILED, record_id), default={}) or {}
+    history = previous.get("history", [])
+    history.append({"reason": reason, "message": message, "attempt": attempt, "task": task, "at": _now()})
+    info = {"id": record_id, "reason": reason, "message": message, "attempts": attempt,
+            "quarantined": quarantined, "history": history[-20:]}
+    atomic_write_json(marker(run, FAILED, record_id), info)
+    return info
+
+
+def read_failure(run: RunDir, record_id: str) -> dict[str, Any] | None:
+    return read_json(marker(run, FAILED, record_id))
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
