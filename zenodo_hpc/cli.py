@@ -40,6 +40,17 @@ def cmd_harvest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from .fetch import fetch_all, format_fetch_summary
+    from .state import load_run
+
+    run, cfg = load_run(args.run_dir)
+    result = fetch_all(run, cfg)
+    print(format_fetch_summary(result, run))
+    everything_failed = bool(result.failed) and not (result.cached or result.already)
+    return EXIT_ERROR if everything_failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zenodo-hpc",
@@ -86,6 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
     harvest.add_argument("--since", metavar="DATE",
                          help="only records created or modified on or after DATE (2024-01-31), appended")
     harvest.set_defaults(func=cmd_harvest)
+
+    fetch = commands.add_parser(
+        "fetch",
+        help="download every record's archive into <run>/cache/ (for compute nodes without internet)",
+        description=(
+            "Fetch-first mode: on a login or transfer node with internet, download the archives of every "
+            "harvested record that is not complete into RUN_DIR/cache/<id>/, verified against Zenodo's md5 "
+            "(or the GitHub release zip when a record has no archive). Workers with fetch.offline: true then "
+            "rasterize from the cache without any network. Run it again to retry what failed."
+        ),
+    )
+    fetch.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (<scratch>/<name>)")
+    fetch.set_defaults(func=cmd_fetch)
     return parser
 
 
