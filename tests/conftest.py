@@ -88,3 +88,49 @@ def call_as_nobody(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     if status == "error":
         raise value
     return value
+
+
+def stdlib_records(count: int, files_per_record: int = 12) -> list[tuple[str, dict[str, bytes]]]:
+    """``count`` records of real code: (name, {path: bytes}) from the standard library's packages."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    packages = [p for p in sorted(root.iterdir())
+                if p.is_dir() and (p / "__init__.py").exists() and p.name not in {"test", "site-packages"}]
+    records = []
+    for i in range(count):
+        package = packages[i % len(packages)]
+        files = sorted(p for p in package.rglob("*.py") if "__pycache__" not in p.parts)[:files_per_record]
+        top = f"{package.name}-{i}"
+        records.append((top, {f"{top}/{f.relative_to(package).as_posix()}": f.read_bytes() for f in files}))
+    return records
+
+
+@pytest.fixture
+def zenodo_with_records() -> Iterator[Any]:
+    """A Zenodo double serving 12 records of real code (ids 101..112), each one zip."""
+    from zenodo_hpc.doubles import ZenodoDouble, make_zip
+
+    with ZenodoDouble() as double:
+        for i, (top, files) in enumerate(stdlib_records(12), 1):
+            hit = ZenodoDouble.make_hit(100 + i, created=f"2016-03-{i:02d}", title=top)
+            double.add_record(hit, {f"{top}.zip": make_zip(files)})
+        yield double
+
+
+def run_config(tmp_path: Path, double: Any, **executor: Any) -> Any:
+    """A config for a run in ``tmp_path`` against ``double`` (fast rate limits, small shards)."""
+    from zenodo_hpc.config import config_from_dict
+
+    return config_from_dict({
+        "run": {"scratch": str(tmp_path), "name": "run"},
+        "zenodo": {"api_url": double.api_url, "rate_limit_per_min": 60_000, "search_rate_limit_per_min": 60_000,
+                   "retries": 1},
+        "github": {"codeload_url": double.codeload_url},
+        "fetch": {"attempts": 1},
+        "executor": {"kind": "local", "records_per_shard": 3, "local": {"workers": 2}, **executor},
+    })
+
+
+def tree_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (hidden ones left out), for comparing two runs' outputs byte by byte."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file() and not any(x.startswith(".") for x in p.parts)}

@@ -51,6 +51,41 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return EXIT_ERROR if everything_failed else 0
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    from .state import RunDir, check_config, open_run
+    from .submit import format_result, submit_pending
+
+    cfg = load_config(args.config)
+    if args.dry_run:
+        run = RunDir(cfg.run_dir)
+        check_config(run, cfg)
+    else:
+        run = open_run(cfg)
+    result = submit_pending(run, cfg, kind=args.executor, dry_run=args.dry_run, what="submit")
+    print(format_result(result, run, dry_run=args.dry_run))
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from .state import load_run
+    from .submit import format_result, submit_pending
+
+    run, cfg = load_run(args.run_dir)
+    result = submit_pending(run, cfg, dry_run=args.dry_run, what="resume")
+    print(format_result(result, run, dry_run=args.dry_run))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .state import load_run
+    from .status import format_status, gather_status, status_json
+
+    run, _ = load_run(args.run_dir)
+    status = gather_status(run)
+    print(status_json(status) if args.json else format_status(status))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zenodo-hpc",
@@ -110,6 +145,50 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fetch.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (<scratch>/<name>)")
     fetch.set_defaults(func=cmd_fetch)
+
+    submit = commands.add_parser(
+        "submit",
+        help="shard the harvested records and run them as SLURM job arrays (or locally)",
+        description=(
+            "Plan the records of <run>/records.jsonl that are not complete into shards of about "
+            "executor.records_per_shard records, balanced by size, and hand them to the executor: SLURM job "
+            "arrays through submitit (split at the cluster's MaxArraySize, returns once queued), local worker "
+            "processes, or in-process debug (both run to the end). Records the job ids in <run>/state/."
+        ),
+    )
+    submit.add_argument("-c", "--config", required=True, metavar="CONFIG", help="YAML config (docs/configuration.md)")
+    submit.add_argument("--executor", choices=["auto", "slurm", "local", "debug"],
+                        help="where the workers run (default: executor.kind; auto = slurm when sbatch is on PATH)")
+    submit.add_argument("--dry-run", action="store_true",
+                        help="print the plan and the generated sbatch script; write and submit nothing")
+    submit.set_defaults(func=cmd_submit)
+
+    status = commands.add_parser(
+        "status",
+        help="records done/failed/pending, shards and their SLURM states, time left",
+        description=(
+            "Report a run from its run directory alone (no driver needs to be running): records done, failed "
+            "by reason, quarantined and pending; shards done, running, pending and failed with SLURM's state "
+            "(sacct, or squeue when accounting is off) such as OUT_OF_MEMORY or TIMEOUT; and the time left."
+        ),
+    )
+    status.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (<scratch>/<name>)")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.set_defaults(func=cmd_status)
+
+    resume = commands.add_parser(
+        "resume",
+        help="re-plan and submit only what is not complete",
+        description=(
+            "Plan again the records that are neither complete, quarantined, nor still queued or running, and "
+            "submit them with the run's frozen config (run.yaml). Shards that died of OUT_OF_MEMORY or TIMEOUT "
+            "get twice the memory or time (up to executor.slurm.max_mem_gb/max_time_min); a record that failed "
+            "executor.max_attempts times is quarantined. A complete run submits nothing."
+        ),
+    )
+    resume.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (<scratch>/<name>)")
+    resume.add_argument("--dry-run", action="store_true", help="print what would be submitted; submit nothing")
+    resume.set_defaults(func=cmd_resume)
     return parser
 
 

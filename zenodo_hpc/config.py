@@ -98,6 +98,8 @@ class SlurmConfig:
     cpus_per_task: int = field(default=1, metadata=_positive())
     setup: list[str] = field(default_factory=list)
     additional: dict[str, Any] = field(default_factory=dict)
+    max_mem_gb: float = field(default=64.0, metadata=_positive(0.001))
+    max_time_min: int = field(default=2880, metadata=_positive())
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -177,19 +178,23 @@ def output_differences(frozen: dict[str, Any], wanted: dict[str, Any]) -> list[s
     return differences
 
 
+def check_config(run: RunDir, cfg: Config) -> None:
+    """An existing ``run.yaml`` must agree with ``cfg`` on everything the outputs depend on."""
+    if not run.run_yaml.exists():
+        return
+    differences = output_differences(load_frozen_dict(run), cfg.to_dict())
+    if differences:
+        raise UserError(
+            f"run directory {run.root} was made with a different config: {differences[0]}"
+            f"{f' (and {len(differences) - 1} more)' if len(differences) > 1 else ''}; "
+            "use the same config, or another run.name for a new run"
+        )
+
+
 def freeze_config(run: RunDir, cfg: Config) -> None:
-    """Write ``run.yaml``; an existing one must agree on everything the outputs depend on."""
-    wanted = cfg.to_dict()
-    if run.run_yaml.exists():
-        frozen = load_frozen_dict(run)
-        differences = output_differences(frozen, wanted)
-        if differences:
-            raise UserError(
-                f"run directory {run.root} was made with a different config: {differences[0]}"
-                f"{f' (and {len(differences) - 1} more)' if len(differences) > 1 else ''}; "
-                "use the same config, or another run.name for a new run"
-            )
-    atomic_write_text(run.run_yaml, yaml.safe_dump(wanted, sort_keys=False))
+    """Write ``run.yaml`` (the settings of the latest submission) after :func:`check_config`."""
+    check_config(run, cfg)
+    atomic_write_text(run.run_yaml, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def load_frozen_dict(run: RunDir) -> dict[str, Any]:
@@ -301,3 +306,71 @@ def read_failure(run: RunDir, record_id: str) -> dict[str, Any] | None:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def unmark_started(run: RunDir, record_id: str) -> None:
+    """Take back the last attempt: the worker was interrupted (preempted, timed out), not the record's fault."""
+    path = marker(run, ATTEMPTS, record_id)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    except FileNotFoundError:
+        return
+    if lines:
+        atomic_write_text(path, "".join(lines[:-1]))
+
+
+# --- the driver lock ---------------------------------------------------------------------------------
+
+LOCK = "driver.lock"
+
+
+@contextlib.contextmanager
+def driver_lock(run: RunDir, what: str) -> Iterator[None]:
+    """One driver at a time may plan and submit for a run: two would double-submit.
+
+    ``O_CREAT | O_EXCL`` is atomic on local disks, NFS and Lustre alike (``flock`` is not, across
+    nodes). A lock whose process is gone on this host is stale and taken over; one held from another
+    host is reported with its holder so a person can decide.
+    """
+    path = run.state / LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now(), "command": what}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            holder = read_json(path, default=None) or {}
+            if _is_stale(holder, path):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                continue
+            raise UserError(
+                f"another zenodo-hpc driver ({holder.get('command', '?')}, pid {holder.get('pid', '?')} on "
+                f"{holder.get('host', '?')}, since {holder.get('since', '?')}) is working on {run.root}; "
+                f"wait for it to finish, or remove {path} if it is gone"
+            ) from None
+        with os.fdopen(fd, "w") as handle:
+            json.dump(me, handle)
+        break
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            if (read_json(path, default={}) or {}).get("pid") == me["pid"]:
+                path.unlink()
+
+
+def _is_stale(holder: dict[str, Any], path: Path) -> bool:
+    if not holder:  # the holder died between creating and writing the file
+        with contextlib.suppress(FileNotFoundError):
+            return time.time() - path.stat().st_mtime > 60
+        return True
+    if holder.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(holder.get("pid", -1)), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError, TypeError):
+        return False
+    return False

@@ -8,8 +8,12 @@ cleaned; only finished record folders and markers reach the shared run directory
 
 from __future__ import annotations
 
+import argparse
+import errno
 import logging
 import os
+import signal
+import sys
 import tempfile
 import time
 import traceback
@@ -18,18 +22,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import submitit
+from submitit.core.utils import UncompletedJobError
+
 from .client import HttpClient, read_token
 from .config import Config
 from .errors import UserError
 from .fetch import FetchFailed, fetch_record
+from .plan import load_plan, read_records_at
 from .process import process_sources
 from .state import (
     RunDir,
     attempts_of,
     is_done,
+    load_run,
     mark_done,
     mark_failed,
     mark_started,
+    read_failure,
+    unmark_started,
 )
 from .store import check_record_id
 
@@ -59,8 +70,15 @@ def make_client(cfg: Config, concurrent: int = 1) -> HttpClient | None:
                       timeout_s=cfg.fetch.timeout_s, retries=cfg.zenodo.retries)
 
 
+DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+NOT_THE_RECORDS_FAULT = {"disk_full"}
+
+
 def failure_reason(exc: BaseException) -> str:
     """The short reason recorded for a failed record."""
+    for err in (exc, exc.__cause__):
+        if isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS:
+            return "disk_full"  # our own disk (scratch or node-local), not the record: resume retries it
     reason = getattr(exc, "reason", None)
     if isinstance(reason, str) and reason:
         return reason
@@ -97,9 +115,16 @@ def process_record(
                                      source_info=fetched.source_info(), tmp_dir=Path(tmp))
     except (FetchFailed, UserError, OSError, ValueError, MemoryError) as exc:
         return _fail(run, record_id, exc, attempt, task, cfg, time.monotonic() - started)
+    except UncompletedJobError:  # submitit ending the task (timed out too often): not the record's fault
+        unmark_started(run, record_id)
+        raise
     except Exception as exc:  # a bug or a poison input: record it with its traceback, go on
         log.error("record %s: unexpected error\n%s", record_id, traceback.format_exc())
         return _fail(run, record_id, exc, attempt, task, cfg, time.monotonic() - started)
+    except BaseException:  # preempted, timed out, Ctrl-C: the record is redone later, attempt not counted
+        unmark_started(run, record_id)
+        log.warning("record %s: interrupted, it will be redone", record_id)
+        raise
     seconds = time.monotonic() - started
     mark_done(run, record_id, {"attempts": attempt, "task": task, "seconds": round(seconds, 3),
                                "source": fetched.kind, "bytes_written": result.written.bytes,
@@ -112,6 +137,9 @@ def _fail(run: RunDir, record_id: str, exc: BaseException, attempt: int, task: s
           seconds: float) -> RecordOutcome:
     reason = failure_reason(exc)
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if reason in NOT_THE_RECORDS_FAULT:  # a full disk must not quarantine good records
+        unmark_started(run, record_id)
+        attempt -= 1
     quarantined = attempt >= cfg.executor.max_attempts
     mark_failed(run, record_id, reason=reason, message=message, attempt=attempt, task=task,
                 quarantined=quarantined)
@@ -122,8 +150,6 @@ def _fail(run: RunDir, record_id: str, exc: BaseException, attempt: int, task: s
 
 def _quarantine(run: RunDir, record_id: str, task: str, max_attempts: int) -> RecordOutcome:
     """A record tried ``max_attempts`` times (possibly crashing its worker each time) is set aside."""
-    from .state import read_failure
-
     failure = read_failure(run, record_id) or {}
     if not failure.get("quarantined"):
         reason = failure.get("reason") or "worker_died"
@@ -143,3 +169,97 @@ def process_records(hits: Iterable[dict[str, Any]], run: RunDir, cfg: Config, *,
     finally:
         if client is not None:
             client.close()
+
+
+# --- one array task: a shard of a plan ------------------------------------------------------------
+
+
+def task_name(generation: int, shard: int) -> str:
+    """``g0002-s00017`` plus the SLURM job id when there is one (for logs and failure histories)."""
+    name = f"g{generation:04d}-s{shard:05d}"
+    job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if job:
+        name += f" (job {job}_{os.environ.get('SLURM_ARRAY_TASK_ID', '?')})"
+    elif os.environ.get("SLURM_JOB_ID"):
+        name += f" (job {os.environ['SLURM_JOB_ID']})"
+    return name
+
+
+def task_log_path(run: RunDir, generation: int, shard: int) -> Path:
+    return run.logs / f"g{generation:04d}" / f"shard-{shard:05d}.log"
+
+
+def run_shard(run_dir: str, generation: int, shard: int, concurrent: int = 1) -> dict[str, int]:
+    """Process every record of one shard that is not complete; return counts by outcome.
+
+    Called in an array task (through submitit), a local worker process, or in-process (debug).
+    """
+    run, cfg = load_run(run_dir)
+    plan = load_plan(run, generation)
+    if not 0 <= shard < len(plan.shards):
+        raise UserError(f"plan {generation} of {run.root} has no shard {shard}")
+    records = plan.shards[shard]
+    name = task_name(generation, shard)
+    handler = _task_log_handler(task_log_path(run, generation, shard))
+    counts: dict[str, int] = {}
+    try:
+        log.info("%s: %d records", name, len(records.ids))
+        hits = read_records_at(run.records, records.offsets)
+        for outcome in process_records(hits, run, cfg, task=name, concurrent=concurrent):
+            counts[outcome.status] = counts.get(outcome.status, 0) + 1
+        log.info("%s: finished %s", name, counts)
+    finally:
+        logging.getLogger("zenodo_hpc").removeHandler(handler)
+        handler.close()
+    return counts
+
+
+def _task_log_handler(path: Path) -> logging.Handler:
+    """Per-task log under ``<run>/logs/`` (appended: a requeued task continues the same file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    logger = logging.getLogger("zenodo_hpc")
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
+    return handler
+
+
+class ShardTask(submitit.helpers.Checkpointable):
+    """An array task that submitit requeues on timeout or preemption: done records are not redone.
+
+    On SLURM's signal submitit calls :meth:`checkpoint` (inherited: resubmit the same call) and requeues
+    the task; the record in progress is abandoned cleanly (temporary files removed, its attempt not
+    counted) and the requeued task skips every record that has its completion marker.
+    """
+
+    def __call__(self, run_dir: str, generation: int, shard: int, concurrent: int = 1) -> dict[str, int]:
+        return run_shard(run_dir, generation, shard, concurrent)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (Ctrl-C of the driver, a cancelled run) unwinds cleanly: temp files go, the attempt is not counted."""
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m zenodo_hpc.worker RUN_DIR GENERATION SHARD``: the local executor's worker process."""
+    parser = argparse.ArgumentParser(prog="python -m zenodo_hpc.worker", description=main.__doc__)
+    parser.add_argument("run_dir")
+    parser.add_argument("generation", type=int)
+    parser.add_argument("shard", type=int)
+    parser.add_argument("--concurrent", type=int, default=1)
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        counts = run_shard(args.run_dir, args.generation, args.shard, args.concurrent)
+    except UserError as exc:
+        print(f"zenodo-hpc worker: error: {exc}", file=sys.stderr)
+        return 1
+    print(counts)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

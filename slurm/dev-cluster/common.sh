@@ -1,0 +1,73 @@
+# Shared by up.sh and down.sh (sourced, not executed).
+#
+# Everything the dev cluster owns lives under one state folder so that it can
+# be inspected, wiped, and -- most importantly -- stopped by PID file without
+# touching any other slurm/munge/mariadb process that may exist on the host.
+
+STATE="${ZHPC_SLURM_DIR:-/tmp/zenodo-hpc-slurm}"
+# Absolute path: it ends up in slurm.conf and in env.sh, which are read from
+# other working directories.
+case "$STATE" in
+    /*) ;;
+    *) STATE="$PWD/$STATE" ;;
+esac
+
+ETC_DIR="$STATE/etc"            # slurm.conf, slurmdbd.conf
+RUN_DIR="$STATE/run"            # PID files of every daemon we start
+LOG_DIR="$STATE/log"            # one log per daemon
+SPOOL_DIR="$STATE/spool"        # StateSaveLocation, SlurmdSpoolDir
+MUNGE_DIR="$STATE/munge"        # our own munge key + seed
+MUNGE_SOCKET_DIR="$MUNGE_DIR/run"   # must be mode 755 for munged
+MUNGE_SOCKET="$MUNGE_SOCKET_DIR/munge.socket.2"
+DB_DIR="$STATE/mariadb"         # mariadb data dir + socket
+DB_SOCKET="$DB_DIR/mysqld.sock"
+
+SLURM_CONF_FILE="$ETC_DIR/slurm.conf"
+ENV_FILE="$STATE/env.sh"
+
+# Order matters: this is the start order. down.sh stops in reverse order.
+DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd)
+
+log() { printf '[dev-cluster] %s\n' "$*" >&2; }
+
+pid_file() { printf '%s/%s.pid' "$RUN_DIR" "$1"; }
+
+# Print the PID of daemon $1 if its PID file names a live process that really
+# is that daemon (a stale PID file after a reboot/crash may point at a PID that
+# was reused by something else -- we must never signal that).
+daemon_pid() {
+    local name="$1" file pid comm
+    file="$(pid_file "$name")"
+    [[ -s "$file" ]] || return 1
+    pid="$(tr -dc '0-9' < "$file")"
+    [[ -n "$pid" ]] || return 1
+    comm="$(cat "/proc/$pid/comm" 2>/dev/null)" || return 1
+    [[ "$comm" == "$name" ]] || return 1
+    printf '%s\n' "$pid"
+}
+
+daemon_alive() { daemon_pid "$1" >/dev/null; }
+
+# Stop daemon $1 via its PID file: SIGTERM, wait up to $2 seconds (default 30)
+# for a clean exit, then SIGKILL as a last resort. No-op if not running.
+stop_daemon() {
+    local name="$1" timeout="${2:-30}" pid i
+    if ! pid="$(daemon_pid "$name")"; then
+        rm -f "$(pid_file "$name")"
+        return 0
+    fi
+    log "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < timeout * 10; i++)); do
+        [[ -d "/proc/$pid" ]] || break
+        # A zombie is as good as gone (its parent, not us, must reap it).
+        [[ "$(awk '/^State:/ {print $2}' "/proc/$pid/status" 2>/dev/null)" == Z ]] && break
+        sleep 0.1
+    done
+    if [[ -d "/proc/$pid" ]] && [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == "$name" ]]; then
+        log "$name (pid $pid) did not exit within ${timeout}s, sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        sleep 0.5
+    fi
+    rm -f "$(pid_file "$name")"
+}

@@ -1,0 +1,261 @@
+"""submit / status / resume with the local and debug executors, and the faults they must survive.
+
+The worker processes are real (``python -m zenodo_hpc.worker``), the Zenodo double is a real server,
+and a crash is a real ``SIGKILL`` of a real worker process. SLURM itself is in tests/test_slurm.py.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import run_config, tree_bytes
+
+from zenodo_hpc.cli import main
+from zenodo_hpc.config import Config, config_from_dict
+from zenodo_hpc.errors import UserError
+from zenodo_hpc.executor import load_submissions, submission_path
+from zenodo_hpc.harvest import harvest
+from zenodo_hpc.plan import generations, load_plan
+from zenodo_hpc.state import RunDir, attempts_of, driver_lock, ids_in, open_run, read_failure, read_json
+from zenodo_hpc.status import gather_status
+from zenodo_hpc.submit import submit_pending
+
+ALL = {str(100 + i) for i in range(1, 13)}
+
+
+def harvested(tmp_path: Path, double, **executor) -> tuple[RunDir, Config]:  # noqa: ANN001
+    cfg = run_config(tmp_path, double, **executor)
+    harvest(cfg, progress=False)
+    return open_run(cfg), cfg
+
+
+def clean_outputs(tmp_path: Path, double) -> dict[str, bytes]:  # noqa: ANN001
+    """The outputs of an uninterrupted run (debug executor) from the same double, to compare against."""
+    run, cfg = harvested(tmp_path / "clean", double)
+    submit_pending(run, cfg, kind="debug")
+    assert ids_in(run, "done") == ALL
+    return tree_bytes(run.data)
+
+
+def test_local_run_completes_with_the_same_outputs_as_debug(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001
+    run, cfg = harvested(tmp_path, zenodo_with_records)
+    result = submit_pending(run, cfg)
+    assert result.submission is not None and result.submission.kind == "local"
+    assert {t["state"] for t in result.submission.tasks.values()} == {"COMPLETED"}
+    assert ids_in(run, "done") == ALL
+    assert tree_bytes(run.data) == clean_outputs(tmp_path, zenodo_with_records)
+    assert len(result.plan.shards) == 4
+    logs = sorted(p.name for p in (run.logs / "g0001").iterdir())
+    assert "shard-00000.log" in logs and "shard-00000.out" in logs
+    status = gather_status(run)
+    assert (status.done, status.pending, status.failed) == (12, 0, 0) and status.complete
+    again = submit_pending(run, cfg)
+    assert again.plan is None and generations(run) == [1]  # a complete run submits nothing
+
+
+def test_failed_records_are_counted_by_reason_and_retried_by_resume(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001
+    double = zenodo_with_records
+    hit = next(h for h in _hits(double) if h["id"] == 103)
+    url_path = "/api/records/103/files/" + hit["files"][0]["key"] + "/content"
+    double.fail(url_path, "404", times=1)
+    run, cfg = harvested(tmp_path, double)
+    submit_pending(run, cfg)
+    status = gather_status(run)
+    assert (status.done, status.failed, status.failed_reasons) == (11, 1, {"http_404": 1})
+    assert read_failure(run, "103")["attempts"] == 1
+    code = main(["resume", str(run.root)])  # the 404 was passing: resume finishes the run
+    assert code == 0
+    assert ids_in(run, "done") == ALL and generations(run) == [1, 2]
+    assert len(load_plan(run, 2).shards) == 1 and load_plan(run, 2).shards[0].ids == ["103"]
+    assert gather_status(run).failed == 0
+
+
+def _hits(double) -> list[dict]:  # noqa: ANN001
+    import requests
+
+    return requests.get(f"{double.api_url}/records", params={"size": 25}).json()["hits"]["hits"]
+
+
+def _kill_when_attempted(run: RunDir, record_id: str, times: int, stop: threading.Event) -> list[int]:
+    """A real crash: SIGKILL the worker process that holds ``record_id``, each time it starts it."""
+    killed: list[int] = []
+    seen = 0
+
+    def watch() -> None:
+        nonlocal seen
+        while not stop.is_set() and len(killed) < times:
+            attempts = attempts_of(run, record_id)
+            if attempts > seen:
+                pid = _worker_pid_for(run, record_id)
+                if pid:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    seen = attempts
+            time.sleep(0.02)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return killed
+
+
+def _worker_pid_for(run: RunDir, record_id: str) -> int | None:
+    generation = generations(run)[-1]
+    shard = next(s.index for s in load_plan(run, generation).shards if record_id in s.ids)
+    tasks = (read_json(submission_path(run, generation)) or {}).get("tasks", {})
+    return tasks.get(str(shard), {}).get("pid")
+
+
+def _slow(double, record_id: int, seconds: float, times: int) -> None:  # noqa: ANN001
+    hit = next(h for h in _hits(double) if h["id"] == record_id)
+    double.fail(f"/api/records/{record_id}/files/{hit['files'][0]['key']}/content", "slow", times=times,
+                seconds=seconds)
+
+
+def test_worker_killed_mid_record_then_resume_gives_identical_outputs(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001
+    _slow(zenodo_with_records, 105, 3.0, times=1)
+    run, cfg = harvested(tmp_path, zenodo_with_records)
+    stop = threading.Event()
+    killed = _kill_when_attempted(run, "105", 1, stop)
+    result = submit_pending(run, cfg)
+    stop.set()
+    assert len(killed) == 1
+    states = sorted(t["state"] for t in result.submission.tasks.values())
+    assert states == ["COMPLETED", "COMPLETED", "COMPLETED", "KILLED"]
+    status = gather_status(run)
+    assert "105" not in ids_in(run, "done") and status.done < 12
+    assert status.generations[0].failed_states == {"KILLED": 1}
+    assert not (run.data / "105").exists()
+    assert not [p for p in run.data.iterdir() if p.name.startswith(".")]  # no half-written record visible...
+    resumed = submit_pending(run, cfg, what="resume")
+    assert resumed.plan is not None and "105" in resumed.plan.shards[0].ids
+    assert ids_in(run, "done") == ALL
+    assert tree_bytes(run.data) == clean_outputs(tmp_path, zenodo_with_records)
+
+
+def test_a_record_that_kills_its_worker_every_time_is_quarantined(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001
+    _slow(zenodo_with_records, 107, 3.0, times=5)
+    run, cfg = harvested(tmp_path, zenodo_with_records, max_attempts=2)
+    stop = threading.Event()
+    killed = _kill_when_attempted(run, "107", 2, stop)
+    submit_pending(run, cfg)
+    submit_pending(run, cfg, what="resume")
+    stop.set()
+    assert len(killed) == 2
+    third = submit_pending(run, cfg, what="resume")  # what the kills took down with 107, without 107
+    assert third.plan is None or "107" not in {i for s in third.plan.shards for i in s.ids}
+    assert submit_pending(run, cfg, what="resume").plan is None  # 107 quarantined, not tried forever
+    failure = read_failure(run, "107")
+    assert failure["quarantined"] and failure["reason"] == "worker_died"
+    assert ids_in(run, "done") == ALL - {"107"}
+    status = gather_status(run)
+    assert status.quarantined_reasons == {"worker_died": 1} and status.complete
+
+
+def _debug_submit_with_file_size_limit(run: RunDir, cfg: Config, limit: int) -> None:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    submit_pending(run, cfg, kind="debug")
+
+
+def test_full_disk_while_writing_fails_records_cleanly_and_resume_finishes(tmp_path: Path,
+                                                                          zenodo_with_records) -> None:  # noqa: ANN001
+    run, cfg = harvested(tmp_path, zenodo_with_records)
+    pid = os.fork()
+    if pid == 0:  # a child whose writes fail past 30 kB, as on a full disk
+        try:
+            _debug_submit_with_file_size_limit(run, cfg, 30_000)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    failures = {i: read_failure(run, i) for i in ids_in(run, "failed")}
+    assert len(failures) == 12 and {f["reason"] for f in failures.values()} == {"disk_full"}
+    assert any("cannot write record" in f["message"] for f in failures.values())
+    assert all(attempts_of(run, i) == 0 for i in failures)  # a full disk is not the records' fault
+    for record_id in failures:
+        assert not (run.data / record_id).exists()
+    assert not [p for p in run.data.iterdir() if p.name.startswith(".")]
+    submit_pending(run, cfg, what="resume")
+    assert ids_in(run, "done") == ALL
+    assert tree_bytes(run.data) == clean_outputs(tmp_path, zenodo_with_records)
+
+
+def test_two_drivers_do_not_both_submit(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001
+    run, cfg = harvested(tmp_path, zenodo_with_records)
+    busy = r"another zenodo-hpc driver \(submit, pid \d+ on .*remove .*driver.lock"
+    with driver_lock(run, "submit"), pytest.raises(UserError, match=busy):  # another driver is submitting
+        submit_pending(run, cfg, what="resume")
+    assert generations(run) == [] and load_submissions(run) == []
+
+
+def test_stale_lock_of_a_dead_driver_is_taken_over(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001
+    import json
+    import socket
+
+    run, cfg = harvested(tmp_path, zenodo_with_records)
+    (run.state / "driver.lock").write_text(json.dumps({"pid": 2**22 + 7, "host": socket.gethostname()}))
+    submit_pending(run, cfg, kind="debug")
+    assert ids_in(run, "done") == ALL and not (run.state / "driver.lock").exists()
+
+
+def test_run_directory_from_a_different_config_is_refused(tmp_path: Path, zenodo_with_records,  # noqa: ANN001
+                                                          capsys: pytest.CaptureFixture) -> None:
+    run, cfg = harvested(tmp_path, zenodo_with_records)
+    data = cfg.to_dict()
+    data["raster"]["width"] = 40
+    config = tmp_path / "other.yaml"
+    import yaml
+
+    config.write_text(yaml.safe_dump(data))
+    assert main(["submit", "-c", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "was made with a different config: raster.width is 80 in the run, 40 in this config" in err
+    assert generations(run) == []
+    data["raster"]["width"] = 80
+    data["executor"]["slurm"]["mem_gb"] = 16  # resources may change between submissions
+    config.write_text(yaml.safe_dump(data))
+    assert main(["submit", "-c", str(config), "--executor", "debug"]) == 0
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path, zenodo_with_records,  # noqa: ANN001
+                                                    capsys: pytest.CaptureFixture) -> None:
+    run, cfg = harvested(tmp_path, zenodo_with_records)
+    config = tmp_path / "c.yaml"
+    import yaml
+
+    config.write_text(yaml.safe_dump(cfg.to_dict()))
+    assert main(["submit", "-c", str(config), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("plan 1: 12 records in 4 shards") and "dry run, nothing submitted" in out
+    assert "-m zenodo_hpc.worker" in out
+    assert generations(run) == [] and load_submissions(run) == [] and ids_in(run, "done") == set()
+
+
+def test_submit_without_harvest_is_a_clear_error(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001
+    cfg = run_config(tmp_path, zenodo_with_records)
+    run = open_run(cfg)
+    with pytest.raises(UserError, match="holds no records: run `zenodo-hpc harvest -c CONFIG` first"):
+        submit_pending(run, cfg)
+
+
+def test_status_of_a_folder_that_is_not_a_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["status", str(tmp_path)]) == 1
+    assert "is not a run directory (no run.yaml)" in capsys.readouterr().err
+
+
+def test_status_json(tmp_path: Path, zenodo_with_records, capsys: pytest.CaptureFixture) -> None:  # noqa: ANN001
+    import json
+
+    run, cfg = harvested(tmp_path, zenodo_with_records)
+    submit_pending(run, cfg, kind="debug")
+    assert main(["status", str(run.root), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["records"] == 12 and data["done"] == 12 and data["generations"][0]["kind"] == "debug"
+
+
+def test_config_executor_kind_local_and_debug_are_accepted() -> None:
+    assert config_from_dict({"executor": {"kind": "debug"}}).executor.kind == "debug"

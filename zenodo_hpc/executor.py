@@ -1,0 +1,232 @@
+"""Where shard workers run: one interface, three plugins (SLURM, local processes, in-process debug).
+
+Like submitit's own design: the driver hands an executor a plan and groups of shards with their
+resources; the executor runs them and records what it did in ``<run>/state/submissions/<gen>.json``.
+``slurm`` (zenodo_hpc/slurm.py) queues job arrays and returns; ``local`` and ``debug`` run the shards
+to the end before returning, so ``submit`` with them is the whole run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from .config import Config
+from .errors import UserError
+from .plan import Plan
+from .state import RunDir, atomic_write_json, read_json
+
+log = logging.getLogger(__name__)
+
+SUBMISSIONS = "submissions"
+
+
+@dataclass
+class Resources:
+    """What one array task asks for; resume doubles ``mem_gb`` or ``time_min`` after OOM or TIMEOUT."""
+
+    partition: str | None
+    time_min: int
+    mem_gb: float
+    cpus_per_task: int
+    setup: list[str] = field(default_factory=list)
+    additional: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Resources:
+        s = cfg.executor.slurm
+        return cls(s.partition, s.time_min, s.mem_gb, s.cpus_per_task, list(s.setup), dict(s.additional))
+
+
+@dataclass
+class TaskGroup:
+    """Shards of one plan that share their resources (one or more job arrays)."""
+
+    shards: list[int]
+    resources: Resources
+
+
+@dataclass
+class Submission:
+    """What was queued or run for one generation: arrays with job ids (SLURM) or task exit states."""
+
+    generation: int
+    kind: str
+    concurrent: int
+    arrays: list[dict[str, Any]] = field(default_factory=list)  # {"job_id", "shards", "resources"}
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # local/debug: shard -> {"state", "exit"}
+    submitted_at: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Submission:
+        return cls(**data)
+
+
+def submission_path(run: RunDir, generation: int) -> Path:
+    return run.state / SUBMISSIONS / f"{generation:04d}.json"
+
+
+def save_submission(run: RunDir, submission: Submission) -> None:
+    atomic_write_json(submission_path(run, submission.generation), submission.to_json())
+
+
+def load_submissions(run: RunDir) -> list[Submission]:
+    folder = run.state / SUBMISSIONS
+    if not folder.is_dir():
+        return []
+    return [Submission.from_json(read_json(p)) for p in sorted(folder.glob("[0-9]*.json"))]
+
+
+class Executor(Protocol):
+    kind: str
+    blocking: bool  # True: submit() returns when the work is done
+
+    def concurrency(self, plan: Plan) -> int:
+        """How many tasks run at once (each worker's share of the request budget follows from it)."""
+
+    def describe(self, run: RunDir, plan: Plan, groups: list[TaskGroup]) -> str:
+        """What submit() would do, for --dry-run (the sbatch script, the commands)."""
+
+    def submit(self, run: RunDir, plan: Plan, groups: list[TaskGroup]) -> Submission:
+        """Run or queue every shard of ``groups``; record and return the submission."""
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+class LocalExecutor:
+    """``local.workers`` worker processes on this machine (default: the CPU count), same markers and logs.
+
+    Each shard is its own ``python -m zenodo_hpc.worker`` process, so a crash (a poison record, the OOM
+    killer, ``kill -9``) takes down one shard, not the pool; its exit status is recorded like a SLURM state.
+    """
+
+    kind = "local"
+    blocking = True
+
+    def __init__(self, cfg: Config) -> None:
+        self.workers = cfg.executor.local.workers or os.cpu_count() or 1
+
+    def concurrency(self, plan: Plan) -> int:
+        return max(1, min(self.workers, len(plan.shards)))
+
+    def command(self, run: RunDir, generation: int, shard: int, concurrent: int) -> list[str]:
+        return [sys.executable, "-m", "zenodo_hpc.worker", str(run.root.resolve()), str(generation), str(shard),
+                "--concurrent", str(concurrent)]
+
+    def describe(self, run: RunDir, plan: Plan, groups: list[TaskGroup]) -> str:
+        concurrent = self.concurrency(plan)
+        shards = [s for g in groups for s in g.shards]
+        lines = [f"# {len(shards)} worker processes, {concurrent} at a time, on this machine:"]
+        lines += [" ".join(self.command(run, plan.generation, s, concurrent)) for s in shards[:3]]
+        if len(shards) > 3:
+            lines.append(f"# ... and {len(shards) - 3} more")
+        return "\n".join(lines)
+
+    def submit(self, run: RunDir, plan: Plan, groups: list[TaskGroup]) -> Submission:
+        concurrent = self.concurrency(plan)
+        submission = Submission(plan.generation, self.kind, concurrent, submitted_at=_now())
+        pending = [s for g in groups for s in g.shards]
+        running: dict[int, tuple[subprocess.Popen[bytes], Any]] = {}
+        save_submission(run, submission)
+        try:
+            while pending or running:
+                started = False
+                while pending and len(running) < concurrent:
+                    shard = pending.pop(0)
+                    running[shard] = self._start(run, plan.generation, shard, concurrent)
+                    submission.tasks[str(shard)] = {"state": "RUNNING", "pid": running[shard][0].pid}
+                    started = True
+                if started:
+                    save_submission(run, submission)
+                finished = [s for s, (proc, _) in running.items() if proc.poll() is not None]
+                for shard in finished:
+                    proc, stream = running.pop(shard)
+                    stream.close()
+                    submission.tasks[str(shard)] = {"state": exit_state(proc.returncode), "exit": proc.returncode}
+                if finished:
+                    save_submission(run, submission)
+                else:
+                    time.sleep(0.2)
+        finally:
+            for shard, (proc, stream) in running.items():  # Ctrl-C: stop the workers, say so
+                proc.terminate()
+                proc.wait()
+                stream.close()
+                submission.tasks[str(shard)] = {"state": "CANCELLED", "exit": proc.returncode}
+            save_submission(run, submission)
+        return submission
+
+    def _start(self, run: RunDir, generation: int, shard: int, concurrent: int) -> tuple[Any, Any]:
+        out = run.logs / f"g{generation:04d}" / f"shard-{shard:05d}.out"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stream = open(out, "ab")  # noqa: SIM115 - closed when the process ends
+        proc = subprocess.Popen(self.command(run, generation, shard, concurrent), stdout=stream,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return proc, stream
+
+
+def exit_state(code: int | None) -> str:
+    """A local exit status in SLURM's words: 0 COMPLETED, killed by a signal KILLED, else FAILED."""
+    if code == 0:
+        return "COMPLETED"
+    if code is not None and code < 0:
+        return "KILLED"
+    return "FAILED"
+
+
+class DebugExecutor:
+    """Every shard in this process, one after the other: breakpoints and pdb work."""
+
+    kind = "debug"
+    blocking = True
+
+    def concurrency(self, plan: Plan) -> int:
+        return 1
+
+    def describe(self, run: RunDir, plan: Plan, groups: list[TaskGroup]) -> str:
+        shards = [s for g in groups for s in g.shards]
+        return f"# {len(shards)} shards run one after the other in this process (debug)"
+
+    def submit(self, run: RunDir, plan: Plan, groups: list[TaskGroup]) -> Submission:
+        from .worker import run_shard
+
+        submission = Submission(plan.generation, self.kind, 1, submitted_at=_now())
+        for group in groups:
+            for shard in group.shards:
+                run_shard(str(run.root), plan.generation, shard, 1)
+                submission.tasks[str(shard)] = {"state": "COMPLETED", "exit": 0}
+                save_submission(run, submission)
+        save_submission(run, submission)
+        return submission
+
+
+def resolve_kind(kind: str) -> str:
+    """``auto`` is SLURM when ``sbatch`` is on PATH, else local."""
+    if kind == "auto":
+        return "slurm" if shutil.which("sbatch") else "local"
+    return kind
+
+
+def make_executor(kind: str, cfg: Config) -> Executor:
+    kind = resolve_kind(kind)
+    if kind == "slurm":
+        from .slurm import SlurmExecutor
+
+        return SlurmExecutor(cfg)
+    if kind == "local":
+        return LocalExecutor(cfg)
+    if kind == "debug":
+        return DebugExecutor()
+    raise UserError(f"unknown executor {kind!r}: use auto, slurm, local or debug")

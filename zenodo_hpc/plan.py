@@ -1,0 +1,162 @@
+"""Shard the records into array tasks, balanced by size, and write the plan once for every task to read.
+
+A plan is one generation of work: ``submit`` writes generation 1, each ``resume`` the next, holding only
+the records that are not complete. ``<run>/plans/<generation>.json`` lists, per shard, the records'
+ids and their byte offsets in ``records.jsonl`` (append-only, so offsets never move): a task seeks to its
+own records instead of parsing the whole manifest. Shards are balanced by the records' total file size,
+largest first (longest-processing-time first), so one shard does not get all the big repositories.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+from .state import RunDir, atomic_write_text
+
+PLANS = "plans"
+
+
+@dataclass
+class RecordRef:
+    """Where a record is in ``records.jsonl`` and how big its files are (what balancing needs)."""
+
+    id: str
+    offset: int
+    size: int
+
+
+@dataclass
+class Shard:
+    index: int
+    ids: list[str] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    size: int = 0
+    mem_gb: float | None = None  # escalated resources (resume after OUT_OF_MEMORY / TIMEOUT)
+    time_min: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"index": self.index, "ids": self.ids, "offsets": self.offsets, "size": self.size}
+        if self.mem_gb is not None:
+            data["mem_gb"] = self.mem_gb
+        if self.time_min is not None:
+            data["time_min"] = self.time_min
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Shard:
+        return cls(data["index"], data["ids"], data["offsets"], data.get("size", 0), data.get("mem_gb"),
+                   data.get("time_min"))
+
+
+@dataclass
+class Plan:
+    generation: int
+    shards: list[Shard]
+
+    @property
+    def records(self) -> int:
+        return sum(len(s.ids) for s in self.shards)
+
+    def to_json(self) -> str:
+        return json.dumps({"generation": self.generation, "shards": [s.to_json() for s in self.shards]},
+                          separators=(",", ":")) + "\n"
+
+
+def record_size(hit: dict[str, Any]) -> int:
+    """A record's total file size (current ``size`` or older ``filesize``); 0 when unknown."""
+    total = 0
+    for entry in hit.get("files") or []:
+        if isinstance(entry, dict):
+            value = entry.get("size", entry.get("filesize"))
+            if isinstance(value, (int, float)) and value > 0:
+                total += int(value)
+    return total
+
+
+def scan_records(path: Path) -> Iterator[RecordRef]:
+    """Every record of ``records.jsonl`` with its byte offset; a last line cut short is skipped."""
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below, generator
+    except FileNotFoundError:
+        return
+    with handle:
+        offset = 0
+        for line in handle:
+            start, offset = offset, offset + len(line)
+            if not line.endswith(b"\n"):
+                return
+            if not line.strip():
+                continue
+            try:
+                hit = json.loads(line)
+            except ValueError:
+                raise UserError(f"{path}: the line at byte {start} is not a JSON record") from None
+            yield RecordRef(str(hit["id"]), start, record_size(hit))
+
+
+def make_shards(records: Iterable[RecordRef], records_per_shard: int) -> list[Shard]:
+    """About ``records_per_shard`` records per shard, sizes balanced: largest first to the lightest shard."""
+    refs = sorted(records, key=lambda r: (-r.size, r.offset))
+    if not refs:
+        return []
+    count = math.ceil(len(refs) / records_per_shard)
+    capacity = math.ceil(len(refs) / count)
+    shards = [Shard(i) for i in range(count)]
+    heap = [(0, 0, i) for i in range(count)]  # (total size, records, shard index)
+    for ref in refs:
+        size, n, i = heapq.heappop(heap)
+        shard = shards[i]
+        shard.ids.append(ref.id)
+        shard.offsets.append(ref.offset)
+        shard.size += ref.size
+        if n + 1 < capacity:
+            heapq.heappush(heap, (size + ref.size, n + 1, i))
+    for shard in shards:  # records of a shard in manifest order: sequential reads
+        order = sorted(range(len(shard.ids)), key=shard.offsets.__getitem__)
+        shard.ids = [shard.ids[k] for k in order]
+        shard.offsets = [shard.offsets[k] for k in order]
+    return shards
+
+
+def plan_path(run: RunDir, generation: int) -> Path:
+    return run.root / PLANS / f"{generation:04d}.json"
+
+
+def generations(run: RunDir) -> list[int]:
+    folder = run.root / PLANS
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.stem) for p in folder.glob("[0-9]*.json"))
+
+
+def write_plan(run: RunDir, plan: Plan) -> Path:
+    """Write a plan once; a generation is never rewritten (tasks may be reading it)."""
+    path = plan_path(run, plan.generation)
+    if path.exists():
+        raise UserError(f"{path} already exists: plans are written once")
+    atomic_write_text(path, plan.to_json())
+    return path
+
+
+def load_plan(run: RunDir, generation: int) -> Plan:
+    path = plan_path(run, generation)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{run.root} has no plan {generation} ({path})") from None
+    return Plan(data["generation"], [Shard.from_json(s) for s in data["shards"]])
+
+
+def read_records_at(path: Path, offsets: Iterable[int]) -> Iterator[dict[str, Any]]:
+    """The records at these byte offsets of ``records.jsonl`` (a shard's own, without reading the rest)."""
+    with open(path, "rb") as handle:
+        for offset in offsets:
+            handle.seek(offset)
+            yield json.loads(handle.readline())

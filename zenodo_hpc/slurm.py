@@ -1,0 +1,308 @@
+"""SLURM through submitit: job arrays of shard tasks, split at the cluster's MaxArraySize; task states.
+
+submitit writes the sbatch script, pickles the call, requeues on timeout/preemption (the tasks are
+``Checkpointable``) and collects results. What it does not do, done here: split a plan larger than
+``MaxArraySize`` into several arrays, retry ``sbatch`` when the scheduler is busy or a QOS limit is hit,
+and read the tasks' states back from ``sacct`` (or ``squeue`` when accounting is off) for ``status``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import submitit
+from submitit.core.utils import FailedJobError
+from submitit.slurm.slurm import _make_sbatch_string
+
+from .client import backoff_delay
+from .config import Config
+from .errors import UserError
+from .executor import Resources, Submission, TaskGroup, _now, save_submission
+from .plan import Plan
+from .state import RunDir
+from .worker import ShardTask
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's own default
+SUBMIT_ATTEMPTS = 8
+# sbatch errors that go away when one waits: a busy controller, a per-user submit limit.
+TRANSIENT_SBATCH_ERRORS = (
+    "QOSMaxSubmitJobPerUserLimit", "AssocMaxSubmitJobLimit", "MaxSubmitJobLimit", "Socket timed out",
+    "Unable to contact slurm controller", "Resource temporarily unavailable", "temporarily unavailable",
+    "Slurm temporarily unable", "Connection refused", "Transport endpoint",
+)
+# A task's final states and what they mean for resume.
+FAILED_STATES = ("FAILED", "OUT_OF_MEMORY", "TIMEOUT", "NODE_FAIL", "CANCELLED", "PREEMPTED", "BOOT_FAIL",
+                 "DEADLINE", "KILLED")
+ACTIVE_STATES = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
+                 "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT", "STOPPED")
+
+
+def run_command(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def max_array_size() -> int:
+    """The cluster's ``MaxArraySize`` from ``scontrol show config`` (an array holds indices 0..size-1)."""
+    try:
+        out = run_command(["scontrol", "show", "config"], timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return DEFAULT_MAX_ARRAY_SIZE
+    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out.stdout, re.MULTILINE)
+    return int(match.group(1)) if match else DEFAULT_MAX_ARRAY_SIZE
+
+
+def chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def format_mem(mem_gb: float) -> str:
+    return f"{int(mem_gb)}GB" if mem_gb == int(mem_gb) else f"{int(mem_gb * 1024)}MB"
+
+
+def signal_delay_s(time_min: int) -> int:
+    """How long before the time limit SLURM warns the task (USR2) so it can requeue: a tenth, 30-120 s."""
+    return int(min(120, max(30, time_min * 60 // 10)))
+
+
+def is_transient(message: str) -> bool:
+    return any(marker.lower() in message.lower() for marker in TRANSIENT_SBATCH_ERRORS)
+
+
+def sbatch_error(exc: BaseException) -> str:
+    """The one telling line of an sbatch failure (``sbatch: error: Invalid partition name specified``)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if "error" in line.lower():
+            return line
+    return lines[0] if lines else type(exc).__name__
+
+
+@dataclass
+class ArraySpec:
+    """One sbatch array: shards of one group, at most MaxArraySize of them."""
+
+    shards: list[int]
+    resources: Resources
+
+
+class SlurmExecutor:
+    """Queues job arrays with submitit and returns; the run proceeds without a driver."""
+
+    kind = "slurm"
+    blocking = False
+
+    def __init__(self, cfg: Config, *, sleep: Any = time.sleep) -> None:
+        if shutil.which("sbatch") is None:
+            raise UserError("executor slurm: sbatch is not on PATH (load the SLURM module, or use --executor local)")
+        self.cfg = cfg
+        self.array_parallelism = cfg.executor.array_parallelism
+        self._max_array_size: int | None = None
+        self._sleep = sleep
+
+    @property
+    def max_array_size(self) -> int:
+        if self._max_array_size is None:
+            self._max_array_size = max_array_size()
+        return self._max_array_size
+
+    def concurrency(self, plan: Plan) -> int:
+        return max(1, min(self.array_parallelism, len(plan.shards)))
+
+    def arrays(self, groups: list[TaskGroup]) -> list[ArraySpec]:
+        """Each group split into arrays of at most MaxArraySize tasks (submitit would send one)."""
+        return [ArraySpec(part, g.resources) for g in groups for part in chunks(g.shards, self.max_array_size)]
+
+    def parameters(self, run: RunDir, generation: int, resources: Resources) -> dict[str, Any]:
+        """submitit SlurmExecutor parameters for one array."""
+        params: dict[str, Any] = {
+            "job_name": f"zenodo-hpc-{run.root.name}-g{generation}",
+            "time": resources.time_min,
+            "mem": format_mem(resources.mem_gb),
+            "cpus_per_task": resources.cpus_per_task,
+            "array_parallelism": self.array_parallelism,
+            "signal_delay_s": signal_delay_s(resources.time_min),
+            "setup": list(resources.setup),
+        }
+        if resources.partition:
+            params["partition"] = resources.partition
+        if resources.additional:
+            params["additional_parameters"] = {k.replace("_", "-"): v for k, v in resources.additional.items()}
+        return params
+
+    def _executor(self, run: RunDir, generation: int, resources: Resources) -> submitit.SlurmExecutor:
+        folder = run.logs / "submitit" / "%j"
+        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=3)
+        executor.update_parameters(**self.parameters(run, generation, resources))
+        return executor
+
+    def describe(self, run: RunDir, plan: Plan, groups: list[TaskGroup]) -> str:
+        """The plan's arrays and the sbatch script submitit would write for the first one."""
+        specs = self.arrays(groups)
+        lines = [f"# {len(specs)} sbatch array(s) for {sum(len(s.shards) for s in specs)} shards "
+                 f"(MaxArraySize {self.max_array_size}, at most {self.array_parallelism} tasks at once)"]
+        for i, spec in enumerate(specs):
+            r = spec.resources
+            lines.append(f"#   array {i + 1}: {len(spec.shards)} tasks (shards {spec.shards[0]}-{spec.shards[-1]}), "
+                         f"{format_mem(r.mem_gb)}, {r.time_min} min, {r.cpus_per_task} cpu, "
+                         f"partition {r.partition or '(default)'}")
+        if specs:
+            executor = self._executor(run, plan.generation, specs[0].resources)
+            script = _make_sbatch_string(command=executor._submitit_command_str, folder=executor.folder,
+                                         map_count=len(specs[0].shards), **executor.parameters)
+            lines += ["", "# the sbatch script of array 1:", script]
+        return "\n".join(lines)
+
+    def submit(self, run: RunDir, plan: Plan, groups: list[TaskGroup]) -> Submission:
+        concurrent = self.concurrency(plan)
+        submission = Submission(plan.generation, self.kind, concurrent, submitted_at=_now())
+        for spec in self.arrays(groups):
+            job_id = self._submit_array(run, plan.generation, spec, concurrent)
+            submission.arrays.append({"job_id": job_id, "shards": spec.shards,
+                                      "resources": {"mem_gb": spec.resources.mem_gb,
+                                                    "time_min": spec.resources.time_min}})
+            save_submission(run, submission)  # each queued array is on record at once
+            log.info("queued array %s: %d tasks", job_id, len(spec.shards))
+        return submission
+
+    def _submit_array(self, run: RunDir, generation: int, spec: ArraySpec, concurrent: int) -> str:
+        """One ``sbatch`` (through submitit), retried with backoff while the scheduler is busy."""
+        for attempt in range(SUBMIT_ATTEMPTS):
+            executor = self._executor(run, generation, spec.resources)
+            try:
+                with executor.batch():
+                    jobs = [executor.submit(ShardTask(), str(run.root.resolve()), generation, shard, concurrent)
+                            for shard in spec.shards]
+                return str(jobs[0].job_id).split("_")[0]
+            except (FailedJobError, submitit.core.utils.FailedSubmissionError, OSError) as exc:
+                message = sbatch_error(exc)
+                if not is_transient(message) or attempt == SUBMIT_ATTEMPTS - 1:
+                    raise UserError(f"sbatch refused the array ({len(spec.shards)} tasks): {message}") from None
+                delay = backoff_delay(attempt, base=5.0, cap=300.0)
+                log.warning("sbatch: %s; retrying in %.0f s (%d of %d)", message, delay, attempt + 1,
+                            SUBMIT_ATTEMPTS - 1)
+                self._sleep(delay)
+        raise AssertionError("unreachable")
+
+
+# --- task states --------------------------------------------------------------------------------------
+
+
+@dataclass
+class TaskState:
+    state: str  # PENDING, RUNNING, COMPLETED, FAILED, OUT_OF_MEMORY, TIMEOUT, CANCELLED, NODE_FAIL, ...
+    exit_code: str = ""
+    elapsed: str = ""
+    source: str = "sacct"
+
+
+_ARRAY = re.compile(r"^(\d+)_(\d+)$")
+_ARRAY_RANGE = re.compile(r"^(\d+)_\[([^\]]+)\]$")
+
+
+def expand_array_ids(job_id: str) -> list[str]:
+    """``123_[1-3,7%2]`` -> ``123_1 123_2 123_3 123_7``; a plain id is returned as it is."""
+    match = _ARRAY_RANGE.match(job_id)
+    if not match:
+        return [job_id]
+    base, spec = match.group(1), match.group(2).split("%")[0]
+    ids = []
+    for part in spec.split(","):
+        low, _, high = part.partition("-")
+        for index in range(int(low), int(high or low) + 1):
+            ids.append(f"{base}_{index}")
+    return ids
+
+
+def normalise_state(state: str) -> str:
+    """``CANCELLED by 0`` -> ``CANCELLED``; ``OUT_OF_ME+`` (truncated) -> ``OUT_OF_MEMORY``."""
+    word = state.split()[0] if state.split() else "UNKNOWN"
+    word = word.rstrip("+")
+    for full in FAILED_STATES + ACTIVE_STATES + ("COMPLETED",):
+        if full.startswith(word):
+            return full
+    return word
+
+
+def task_states(job_ids: Iterable[str]) -> dict[str, TaskState]:
+    """``{"<job>_<index>": TaskState}`` for every task of these array jobs, from sacct or squeue."""
+    ids = sorted(set(job_ids))
+    if not ids:
+        return {}
+    states = _sacct_states(ids)
+    if states is None:
+        states = _squeue_states(ids)
+    return states
+
+
+def _sacct_states(ids: list[str]) -> dict[str, TaskState] | None:
+    try:
+        out = run_command(["sacct", "-X", "-n", "-P", "--format=JobID,State,ExitCode,Elapsed",
+                           "-j", ",".join(ids)], timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:  # "Slurm accounting storage is disabled", no sacct
+        log.info("sacct unavailable (%s): using squeue", out.stderr.strip()[:200])
+        return None
+    states: dict[str, TaskState] = {}
+    for line in out.stdout.splitlines():
+        parts = line.split("|")
+        if len(parts) < 4:
+            continue
+        for task in expand_array_ids(parts[0]):
+            states[task] = TaskState(normalise_state(parts[1]), parts[2], parts[3], "sacct")
+    return states
+
+
+def _squeue_states(ids: list[str]) -> dict[str, TaskState]:
+    """Only queued and running tasks are known without accounting; the rest are simply gone."""
+    try:
+        out = run_command(["squeue", "-h", "-r", "-o", "%i|%T|%r", "-j", ",".join(ids)], timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    states = {}
+    for line in out.stdout.splitlines():
+        parts = line.split("|")
+        if len(parts) >= 2:
+            for task in expand_array_ids(parts[0]):
+                states[task] = TaskState(normalise_state(parts[1]), "", "", "squeue")
+    return states
+
+
+def shard_states(submission: Submission, states: dict[str, TaskState]) -> dict[int, TaskState]:
+    """The state of each shard of a SLURM submission (array task index -> plan shard)."""
+    out: dict[int, TaskState] = {}
+    for array in submission.arrays:
+        for index, shard in enumerate(array["shards"]):
+            state = states.get(f"{array['job_id']}_{index}")
+            if state is not None:
+                out[shard] = state
+    return out
+
+
+def cancel(job_ids: Iterable[str]) -> None:
+    ids = list(job_ids)
+    if ids:
+        run_command(["scancel", *ids], timeout=60)
+
+
+def job_ids(submissions: Iterable[Submission]) -> list[str]:
+    return [a["job_id"] for s in submissions if s.kind == "slurm" for a in s.arrays]
+
+
+def sbatch_available() -> bool:
+    return shutil.which("sbatch") is not None
+
+
+def submitit_folder(run: RunDir) -> Path:
+    return run.logs / "submitit"

@@ -1,0 +1,184 @@
+"""``status``: what a run has done, from the run directory alone (and SLURM's view of its tasks).
+
+No driver needs to be alive. Record counts come from directory listings of the markers (no file is read
+for a done record), failures from the few failure markers, task states from one ``sacct`` call
+(``squeue`` when accounting is off), the time left from the completion times of recent records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .executor import load_submissions
+from .plan import generations, load_plan
+from .state import DONE, RunDir, ids_in, read_failure
+from .submit import slurm_shard_states
+
+RATE_WINDOW_S = 15 * 60
+
+
+@dataclass
+class ShardCounts:
+    generation: int = 0
+    kind: str = ""
+    total: int = 0
+    done: int = 0
+    running: int = 0
+    pending: int = 0
+    failed: int = 0
+    unknown: int = 0
+    failed_states: dict[str, int] = field(default_factory=dict)  # OUT_OF_MEMORY, TIMEOUT, CANCELLED, ...
+    job_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunStatus:
+    run_dir: str
+    records: int
+    done: int
+    failed: int
+    quarantined: int
+    pending: int
+    failed_reasons: dict[str, int]
+    quarantined_reasons: dict[str, int]
+    generations: list[ShardCounts]
+    rate_per_min: float | None
+    eta_seconds: float | None
+    state_source: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def complete(self) -> bool:
+        return self.done + self.quarantined >= self.records
+
+
+def count_records(path: os.PathLike[str]) -> int:
+    """Lines of records.jsonl, counted in blocks (no JSON parsing)."""
+    try:
+        with open(path, "rb") as handle:
+            return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+    except FileNotFoundError:
+        return 0
+
+
+def completion_rate(run: RunDir, now: float | None = None) -> float | None:
+    """Records completed per minute over the last 15 minutes, from the done markers' times."""
+    now = time.time() if now is None else now
+    folder = run.state / DONE
+    recent = 0
+    oldest = now
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                mtime = entry.stat().st_mtime
+                if now - mtime <= RATE_WINDOW_S:
+                    recent += 1
+                    oldest = min(oldest, mtime)
+    except FileNotFoundError:
+        return None
+    if recent < 2:
+        return None
+    span = max(now - oldest, 60.0)
+    return recent / span * 60
+
+
+def gather_status(run: RunDir) -> RunStatus:
+    records = count_records(run.records)
+    done_ids = ids_in(run, DONE)
+    failed: Counter[str] = Counter()
+    quarantined: Counter[str] = Counter()
+    for record_id in ids_in(run, "failed") - done_ids:
+        failure = read_failure(run, record_id) or {}
+        (quarantined if failure.get("quarantined") else failed)[failure.get("reason", "unknown")] += 1
+    submissions = load_submissions(run)
+    states = slurm_shard_states(run, submissions) if submissions else {}
+    per_generation = []
+    by_generation = {s.generation: s for s in submissions}
+    for generation in generations(run):
+        sub = by_generation.get(generation)
+        per_generation.append(_shard_counts(run, generation, sub, states, done_ids))
+    n_failed, n_quarantined = sum(failed.values()), sum(quarantined.values())
+    pending = max(0, records - len(done_ids) - n_failed - n_quarantined)
+    rate = completion_rate(run)
+    left = pending + n_failed
+    eta = left / rate * 60 if rate and left else (0.0 if not left else None)
+    source = "sacct/squeue" if any(s.kind == "slurm" for s in submissions) else "run directory"
+    return RunStatus(str(run.root), records, len(done_ids), n_failed, n_quarantined, pending, dict(failed),
+                     dict(quarantined), per_generation, rate, eta, source)
+
+
+def _shard_counts(run: RunDir, generation: int, sub: Any, states: dict[tuple[int, int], str],
+                  done_ids: set[str]) -> ShardCounts:
+    from .slurm import ACTIVE_STATES
+
+    plan = load_plan(run, generation)
+    counts = ShardCounts(generation, sub.kind if sub else "not submitted", len(plan.shards))
+    if sub is not None and sub.kind == "slurm":
+        counts.job_ids = [a["job_id"] for a in sub.arrays]
+    failed_states: Counter[str] = Counter()
+    for shard in plan.shards:
+        state = states.get((generation, shard.index))
+        if state == "RUNNING":
+            counts.running += 1
+        elif state == "COMPLETED" or all(i in done_ids for i in shard.ids):
+            counts.done += 1  # records that failed inside a completed task are counted as records
+        elif state in ACTIVE_STATES or sub is None:
+            counts.pending += 1
+        elif state is None:  # SLURM forgot it: finished, and without accounting nobody can say how
+            counts.unknown += 1
+        else:  # FAILED, OUT_OF_MEMORY, TIMEOUT, CANCELLED, NODE_FAIL, KILLED
+            counts.failed += 1
+            failed_states[state] += 1
+    counts.failed_states = dict(failed_states)
+    return counts
+
+
+def _reasons(counter: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def format_status(status: RunStatus) -> str:
+    lines = [f"run {status.run_dir}: {status.records} records"]
+    lines.append(f"  done         {status.done:7d}")
+    lines.append(f"  failed       {status.failed:7d}" + (f"  ({_reasons(status.failed_reasons)})"
+                                                         if status.failed else ""))
+    lines.append(f"  quarantined  {status.quarantined:7d}" + (f"  ({_reasons(status.quarantined_reasons)})"
+                                                              if status.quarantined else ""))
+    lines.append(f"  pending      {status.pending:7d}")
+    if status.generations:
+        lines.append(f"shards (states from {status.state_source}):")
+        for g in status.generations:
+            extra = f"  ({_reasons(g.failed_states)})" if g.failed_states else ""
+            jobs = f"  jobs {', '.join(g.job_ids)}" if g.job_ids else ""
+            lines.append(f"  plan {g.generation} [{g.kind}]: {g.total} shards: {g.done} done, {g.running} running, "
+                         f"{g.pending} pending, {g.failed} failed{extra}"
+                         f"{f', {g.unknown} ended (no accounting to say how)' if g.unknown else ''}{jobs}")
+    if status.complete:
+        lines.append("complete: every record is done or quarantined")
+    elif status.rate_per_min:
+        eta = _duration(status.eta_seconds) if status.eta_seconds is not None else "unknown"
+        lines.append(f"rate {status.rate_per_min:.1f} records/min over the last 15 min; time left about {eta}")
+    else:
+        lines.append("time left: unknown (no record finished in the last 15 min)")
+    if status.failed and not status.complete:
+        lines.append(f"to retry the failed records: zenodo-hpc resume {status.run_dir}")
+    return "\n".join(lines)
+
+
+def status_json(status: RunStatus) -> str:
+    return json.dumps(status.to_json(), indent=1, sort_keys=True)
