@@ -91,9 +91,6 @@ class Executor(Protocol):
     kind: str
     blocking: bool  # True: submit() returns when the work is done
 
-    def concurrency(self, plan: Plan) -> int:
-        """How many tasks run at once (each worker's share of the request budget follows from it)."""
-
     def describe(self, run: RunDir, plan: Plan, groups: list[TaskGroup]) -> str:
         """What submit() would do, for --dry-run (the sbatch script, the commands)."""
 
@@ -191,9 +188,6 @@ class DebugExecutor:
 
     kind = "debug"
     blocking = True
-
-    def concurrency(self, plan: Plan) -> int:
-        return 1
 
     def describe(self, run: RunDir, plan: Plan, groups: list[TaskGroup]) -> str:
         shards = [s for g in groups for s in g.shards]

@@ -53,6 +53,8 @@ def run_command(args: list[str], timeout: float = 60) -> subprocess.CompletedPro
 
 def max_array_size() -> int:
     """The cluster's ``MaxArraySize`` from ``scontrol show config`` (an array holds indices 0..size-1)."""
+    if shutil.which("scontrol") is None:
+        return DEFAULT_MAX_ARRAY_SIZE
     try:
         out = run_command(["scontrol", "show", "config"], timeout=30)
     except (OSError, subprocess.TimeoutExpired):
@@ -102,12 +104,10 @@ class SlurmExecutor:
     kind = "slurm"
     blocking = False
 
-    def __init__(self, cfg: Config, *, sleep: Any = time.sleep) -> None:
-        if shutil.which("sbatch") is None:
-            raise UserError("executor slurm: sbatch is not on PATH (load the SLURM module, or use --executor local)")
+    def __init__(self, cfg: Config, *, sleep: Any = time.sleep, max_array: int | None = None) -> None:
         self.cfg = cfg
         self.array_parallelism = cfg.executor.array_parallelism
-        self._max_array_size: int | None = None
+        self._max_array_size = max_array
         self._sleep = sleep
 
     @property
@@ -116,21 +116,22 @@ class SlurmExecutor:
             self._max_array_size = max_array_size()
         return self._max_array_size
 
-    def concurrency(self, plan: Plan) -> int:
-        return max(1, min(self.array_parallelism, len(plan.shards)))
+    def per_array_parallelism(self, arrays: int) -> int:
+        """Each array's ``%`` limit: the arrays of a plan share ``array_parallelism`` between them."""
+        return max(1, self.array_parallelism // max(1, arrays))
 
     def arrays(self, groups: list[TaskGroup]) -> list[ArraySpec]:
         """Each group split into arrays of at most MaxArraySize tasks (submitit would send one)."""
         return [ArraySpec(part, g.resources) for g in groups for part in chunks(g.shards, self.max_array_size)]
 
-    def parameters(self, run: RunDir, generation: int, resources: Resources) -> dict[str, Any]:
+    def parameters(self, run: RunDir, generation: int, resources: Resources, parallelism: int) -> dict[str, Any]:
         """submitit SlurmExecutor parameters for one array."""
         params: dict[str, Any] = {
             "job_name": f"zenodo-hpc-{run.root.name}-g{generation}",
             "time": resources.time_min,
             "mem": format_mem(resources.mem_gb),
             "cpus_per_task": resources.cpus_per_task,
-            "array_parallelism": self.array_parallelism,
+            "array_parallelism": parallelism,
             "signal_delay_s": signal_delay_s(resources.time_min),
             "setup": list(resources.setup),
         }
@@ -140,34 +141,41 @@ class SlurmExecutor:
             params["additional_parameters"] = {k.replace("_", "-"): v for k, v in resources.additional.items()}
         return params
 
-    def _executor(self, run: RunDir, generation: int, resources: Resources) -> submitit.SlurmExecutor:
+    def _executor(self, run: RunDir, generation: int, resources: Resources,
+                  parallelism: int) -> submitit.SlurmExecutor:
         folder = run.logs / "submitit" / "%j"
         executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=3)
-        executor.update_parameters(**self.parameters(run, generation, resources))
+        executor.update_parameters(**self.parameters(run, generation, resources, parallelism))
         return executor
 
     def describe(self, run: RunDir, plan: Plan, groups: list[TaskGroup]) -> str:
         """The plan's arrays and the sbatch script submitit would write for the first one."""
         specs = self.arrays(groups)
         lines = [f"# {len(specs)} sbatch array(s) for {sum(len(s.shards) for s in specs)} shards "
-                 f"(MaxArraySize {self.max_array_size}, at most {self.array_parallelism} tasks at once)"]
+                 f"(MaxArraySize {self.max_array_size}; at most {self.per_array_parallelism(len(specs))} tasks "
+                 f"of each array at once, {self.array_parallelism} in all)"]
         for i, spec in enumerate(specs):
             r = spec.resources
             lines.append(f"#   array {i + 1}: {len(spec.shards)} tasks (shards {spec.shards[0]}-{spec.shards[-1]}), "
                          f"{format_mem(r.mem_gb)}, {r.time_min} min, {r.cpus_per_task} cpu, "
                          f"partition {r.partition or '(default)'}")
         if specs:
-            executor = self._executor(run, plan.generation, specs[0].resources)
+            executor = self._executor(run, plan.generation, specs[0].resources,
+                                      self.per_array_parallelism(len(specs)))
             script = _make_sbatch_string(command=executor._submitit_command_str, folder=executor.folder,
                                          map_count=len(specs[0].shards), **executor.parameters)
             lines += ["", "# the sbatch script of array 1:", script]
         return "\n".join(lines)
 
     def submit(self, run: RunDir, plan: Plan, groups: list[TaskGroup]) -> Submission:
-        concurrent = self.concurrency(plan)
+        if not sbatch_available():
+            raise UserError("executor slurm: sbatch is not on PATH (load the SLURM module, or use --executor local)")
+        specs = self.arrays(groups)
+        parallelism = self.per_array_parallelism(len(specs))
+        concurrent = max(1, min(len(plan.shards), parallelism * len(specs)))
         submission = Submission(plan.generation, self.kind, concurrent, submitted_at=_now())
-        for spec in self.arrays(groups):
-            job_id = self._submit_array(run, plan.generation, spec, concurrent)
+        for spec in specs:
+            job_id = self._submit_array(run, plan.generation, spec, concurrent, parallelism)
             submission.arrays.append({"job_id": job_id, "shards": spec.shards,
                                       "resources": {"mem_gb": spec.resources.mem_gb,
                                                     "time_min": spec.resources.time_min}})
@@ -175,10 +183,11 @@ class SlurmExecutor:
             log.info("queued array %s: %d tasks", job_id, len(spec.shards))
         return submission
 
-    def _submit_array(self, run: RunDir, generation: int, spec: ArraySpec, concurrent: int) -> str:
+    def _submit_array(self, run: RunDir, generation: int, spec: ArraySpec, concurrent: int,
+                      parallelism: int) -> str:
         """One ``sbatch`` (through submitit), retried with backoff while the scheduler is busy."""
         for attempt in range(SUBMIT_ATTEMPTS):
-            executor = self._executor(run, generation, spec.resources)
+            executor = self._executor(run, generation, spec.resources, parallelism)
             try:
                 with executor.batch():
                     jobs = [executor.submit(ShardTask(), str(run.root.resolve()), generation, shard, concurrent)

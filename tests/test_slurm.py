@@ -1,0 +1,79 @@
+"""SLURM: the generated sbatch script (golden file), array splitting, state parsing; and, when a SLURM
+cluster is there (slurm/dev-cluster/up.sh in CI), submit/status/resume against the real thing."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from zenodo_hpc.config import config_from_dict
+from zenodo_hpc.executor import Resources, Submission, TaskGroup
+from zenodo_hpc.plan import Plan, Shard
+from zenodo_hpc.slurm import (
+    SlurmExecutor,
+    TaskState,
+    expand_array_ids,
+    format_mem,
+    is_transient,
+    normalise_state,
+    sbatch_error,
+    shard_states,
+    signal_delay_s,
+)
+from zenodo_hpc.state import RunDir
+
+GOLDEN = Path(__file__).parent / "data" / "sbatch_golden.sh"
+SHERLOCK_LIKE = {"executor": {"array_parallelism": 64, "slurm": {
+    "partition": "normal", "time_min": 120, "mem_gb": 8, "cpus_per_task": 2,
+    "setup": ["module load python/3.11", "source $SCRATCH/venv/bin/activate"],
+    "additional": {"qos": "normal", "mail_type": "FAIL"}}}}
+
+
+def plan_of(n: int) -> tuple[Plan, list[TaskGroup], SlurmExecutor]:
+    cfg = config_from_dict(SHERLOCK_LIKE)
+    plan = Plan(1, [Shard(i, [str(i)], [i]) for i in range(n)])
+    return plan, [TaskGroup(list(range(n)), Resources.from_config(cfg))], SlurmExecutor(cfg, max_array=1001)
+
+
+def normalised_script(text: str) -> str:
+    return text.replace(sys.executable, "PYTHON")
+
+
+def test_generated_sbatch_script_matches_the_golden_file() -> None:
+    plan, groups, executor = plan_of(40)
+    text = executor.describe(RunDir(Path("/scratch/users/me/zenodo-hpc/zenodo-ml")), plan, groups)
+    script = normalised_script(text[text.index("#!/bin/bash"):])
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.write_text(script)
+    assert script == GOLDEN.read_text(), "sbatch script changed: review, then rerun with UPDATE_GOLDEN=1"
+
+
+def test_plans_larger_than_max_array_size_become_several_arrays() -> None:
+    plan, groups, _ = plan_of(2500)
+    executor = SlurmExecutor(config_from_dict(SHERLOCK_LIKE), max_array=1001)
+    arrays = executor.arrays(groups)
+    assert [len(a.shards) for a in arrays] == [1001, 1001, 498]
+    assert [s for a in arrays for s in a.shards] == list(range(2500))
+    assert executor.per_array_parallelism(len(arrays)) == 21  # 64 shared by 3 arrays
+    text = executor.describe(RunDir(Path("/r")), plan, groups)
+    assert "# 3 sbatch array(s) for 2500 shards" in text and "#SBATCH --array=0-1000%21" in text
+
+
+def test_small_helpers() -> None:
+    assert format_mem(4) == "4GB" and format_mem(1.5) == "1536MB"
+    assert signal_delay_s(1) == 30 and signal_delay_s(60) == 120 and signal_delay_s(10) == 60
+    assert expand_array_ids("123_[1-3,7%2]") == ["123_1", "123_2", "123_3", "123_7"]
+    assert expand_array_ids("123_4") == ["123_4"] and expand_array_ids("9") == ["9"]
+    assert normalise_state("CANCELLED by 0") == "CANCELLED" and normalise_state("OUT_OF_ME+") == "OUT_OF_MEMORY"
+    assert is_transient("sbatch: error: QOSMaxSubmitJobPerUserLimit") and is_transient("Socket timed out on send")
+    assert not is_transient("sbatch: error: Batch job submission failed: Invalid partition name specified")
+    err = RuntimeError("\nsbatch: error: Batch job submission failed: Invalid partition name specified\n")
+    assert sbatch_error(err) == "sbatch: error: Batch job submission failed: Invalid partition name specified"
+
+
+def test_shard_states_map_array_tasks_to_plan_shards() -> None:
+    sub = Submission(2, "slurm", 4, arrays=[{"job_id": "50", "shards": [0, 1]}, {"job_id": "51", "shards": [2]}])
+    states = {"50_0": TaskState("COMPLETED"), "50_1": TaskState("OUT_OF_MEMORY"), "51_0": TaskState("RUNNING")}
+    assert {k: v.state for k, v in shard_states(sub, states).items()} == {0: "COMPLETED", 1: "OUT_OF_MEMORY",
+                                                                        2: "RUNNING"}
