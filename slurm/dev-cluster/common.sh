@@ -32,17 +32,25 @@ log() { printf '[dev-cluster] %s\n' "$*" >&2; }
 
 pid_file() { printf '%s/%s.pid' "$RUN_DIR" "$1"; }
 
+# True if PID $1 is a live (not zombie) process whose name is $2.
+pid_is() {
+    local pid="$1" name="$2" comm state
+    comm="$(cat "/proc/$pid/comm" 2>/dev/null)" || return 1
+    [[ "$comm" == "$name" ]] || return 1
+    state="$(awk '/^State:/ {print $2}' "/proc/$pid/status" 2>/dev/null)" || return 1
+    # A zombie has exited already; it only waits for its parent to reap it.
+    [[ "$state" != Z ]]
+}
+
 # Print the PID of daemon $1 if its PID file names a live process that really
 # is that daemon (a stale PID file after a reboot/crash may point at a PID that
 # was reused by something else -- we must never signal that).
 daemon_pid() {
-    local name="$1" file pid comm
+    local name="$1" file pid
     file="$(pid_file "$name")"
     [[ -s "$file" ]] || return 1
     pid="$(tr -dc '0-9' < "$file")"
-    [[ -n "$pid" ]] || return 1
-    comm="$(cat "/proc/$pid/comm" 2>/dev/null)" || return 1
-    [[ "$comm" == "$name" ]] || return 1
+    [[ -n "$pid" ]] && pid_is "$pid" "$name" || return 1
     printf '%s\n' "$pid"
 }
 
@@ -59,15 +67,16 @@ stop_daemon() {
     log "stopping $name (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < timeout * 10; i++)); do
-        [[ -d "/proc/$pid" ]] || break
-        # A zombie is as good as gone (its parent, not us, must reap it).
-        [[ "$(awk '/^State:/ {print $2}' "/proc/$pid/status" 2>/dev/null)" == Z ]] && break
+        pid_is "$pid" "$name" || break
         sleep 0.1
     done
-    if [[ -d "/proc/$pid" ]] && [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == "$name" ]]; then
+    if pid_is "$pid" "$name"; then
         log "$name (pid $pid) did not exit within ${timeout}s, sending SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
-        sleep 0.5
+        for ((i = 0; i < 50; i++)); do
+            pid_is "$pid" "$name" || break
+            sleep 0.1
+        done
     fi
     rm -f "$(pid_file "$name")"
 }

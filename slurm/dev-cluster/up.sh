@@ -154,7 +154,7 @@ start_mariadbd() {
         setsid mariadbd --no-defaults --user=root --datadir="$DB_DIR/data" \
             --socket="$DB_SOCKET" --skip-networking --pid-file="$(pid_file mariadbd)" \
             --log-error="$LOG_DIR/mariadbd.log" \
-            --innodb-buffer-pool-size=128M --innodb-log-file-size=64M \
+            --innodb-buffer-pool-size=512M --innodb-log-file-size=64M \
             --innodb-lock-wait-timeout=900 \
             </dev/null >>"$LOG_DIR/mariadbd.log" 2>&1 &
         wait_until 60 "mariadbd to answer on $DB_SOCKET" mariadb_ok
