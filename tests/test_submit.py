@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -19,12 +20,12 @@ from conftest import run_config, tree_bytes
 from zenodo_hpc.cli import main
 from zenodo_hpc.config import Config, config_from_dict
 from zenodo_hpc.errors import UserError
-from zenodo_hpc.executor import load_submissions, submission_path
+from zenodo_hpc.executor import LocalExecutor, load_submissions, submission_path
 from zenodo_hpc.harvest import harvest
-from zenodo_hpc.plan import generations, load_plan
+from zenodo_hpc.plan import generations, load_plan, write_plan
 from zenodo_hpc.state import RunDir, attempts_of, driver_lock, ids_in, open_run, read_failure, read_json
 from zenodo_hpc.status import gather_status
-from zenodo_hpc.submit import submit_pending
+from zenodo_hpc.submit import plan_groups, submit_pending, take_snapshot
 
 ALL = {str(100 + i) for i in range(1, 13)}
 
@@ -259,3 +260,23 @@ def test_status_json(tmp_path: Path, zenodo_with_records, capsys: pytest.Capture
 
 def test_config_executor_kind_local_and_debug_are_accepted() -> None:
     assert config_from_dict({"executor": {"kind": "debug"}}).executor.kind == "debug"
+
+
+def test_sigterm_to_a_local_worker_does_not_count_an_attempt(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001
+    """Ctrl-C of a local run (or a cancelled job) unwinds the record in progress: no attempt counted."""
+    _slow(zenodo_with_records, 102, 20.0, times=1)
+    run, cfg = harvested(tmp_path, zenodo_with_records)
+    snapshot = take_snapshot(run, cfg)
+    plan, groups = plan_groups(snapshot.pending(), snapshot, cfg, 1)
+    write_plan(run, plan)
+    shard = next(s.index for s in plan.shards if "102" in s.ids)
+    executor = LocalExecutor(cfg)
+    proc = subprocess.Popen(executor.command(run, 1, shard, 1))
+    deadline = time.monotonic() + 60
+    while attempts_of(run, "102") < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert attempts_of(run, "102") == 0 and "102" not in ids_in(run, "done")
+    assert not [p for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("zenodo-hpc-102-*")]
+    assert generations(run) == [1]
