@@ -24,6 +24,9 @@ from .config import OUTPUT_KEYS, Config, config_from_dict
 from .errors import UserError
 
 RUN_YAML = "run.yaml"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+SHARED_FILE_MODE = 0o666 & ~_UMASK  # what open() would give: readable by the group on a shared cluster
 RECORDS = "records.jsonl"
 
 
@@ -70,6 +73,7 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, SHARED_FILE_MODE)  # mkstemp's 0600 would hide run files from the rest of the group
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
         os.replace(tmp, path)
