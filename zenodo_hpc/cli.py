@@ -86,6 +86,28 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pack(args: argparse.Namespace) -> int:
+    from .pack import format_summary, pack
+    from .state import load_run
+
+    run, cfg = load_run(args.run_dir)
+    print(format_summary(pack(run, cfg, allow_partial=args.allow_partial)))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .pipeline import interrupted_message, main_summary, run_pipeline
+
+    cfg = load_config(args.config)
+    try:
+        outcome = run_pipeline(cfg, limit=args.limit, wait=not args.no_wait, kind=args.executor)
+    except KeyboardInterrupt:
+        print(interrupted_message(cfg, args.config), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(main_summary(outcome))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zenodo-hpc",
@@ -189,6 +211,40 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (<scratch>/<name>)")
     resume.add_argument("--dry-run", action="store_true", help="print what would be submitted; submit nothing")
     resume.set_defaults(func=cmd_resume)
+
+    pack = commands.add_parser(
+        "pack",
+        help="build the run's squashfs image once every record is done",
+        description=(
+            "Write manifest.jsonl, a README.md dataset card, records.jsonl and run.yaml into the image root "
+            "(<run>/data/) and build <run>/<pack.image> with mksquashfs (zstd, 1 MiB blocks, root-owned, no "
+            "xattrs, fixed timestamps: the same run packs to the same bytes), then <image>.md5 and .sha256, and "
+            "verify the image against the manifest. Refuses while records are pending or failed."
+        ),
+    )
+    pack.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (<scratch>/<name>)")
+    pack.add_argument("--allow-partial", action="store_true",
+                      help="pack the records that are done even though others are pending or failed")
+    pack.set_defaults(func=cmd_pack)
+
+    run = commands.add_parser(
+        "run",
+        help="the main job: harvest, submit, wait, resume what failed, pack",
+        description=(
+            "The whole pipeline in one command: harvest, submit (SLURM arrays, or local workers), wait with a "
+            "live progress display, resubmit what failed until every record is done or quarantined, and pack "
+            "the image. Safe to run again at any time: it picks up where things stand. Ctrl-C leaves the run "
+            "resumable. With SLURM and --no-wait it returns once the jobs (and the pack job) are queued."
+        ),
+    )
+    run.add_argument("-c", "--config", required=True, metavar="CONFIG", help="YAML config (docs/configuration.md)")
+    run.add_argument("--limit", type=_positive_int, metavar="N",
+                     help="harvest at most N records (default: zenodo.limit)")
+    run.add_argument("--executor", choices=["auto", "slurm", "local", "debug"],
+                     help="where the workers run (default: executor.kind)")
+    run.add_argument("--no-wait", action="store_true",
+                     help="SLURM: return once the arrays and the pack job are queued; run again later to pick up")
+    run.set_defaults(func=cmd_run)
     return parser
 
 

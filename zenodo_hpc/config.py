@@ -124,6 +124,9 @@ class ExecutorConfig:
 class PackConfig:
     image: str = "zenodo-ml.sqsh"
     compression: str = field(default="zstd", metadata={"choices": ("zstd", "xz", "gzip", "lz4", "lzo")})
+    time_min: int = field(default=240, metadata=_positive())
+    mem_gb: float = field(default=8.0, metadata=_positive(0.001))
+    cpus_per_task: int = field(default=4, metadata=_positive())
 
 
 # What a run's outputs depend on. Everything else (executor resources, rate limits, timeouts, pack

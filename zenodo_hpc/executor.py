@@ -63,6 +63,7 @@ class Submission:
     arrays: list[dict[str, Any]] = field(default_factory=list)  # {"job_id", "shards", "resources"}
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # local/debug: shard -> {"state", "exit"}
     submitted_at: str = ""
+    pack_job: str | None = None  # SLURM: the pack job queued after this submission's arrays
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -208,9 +208,13 @@ def excluded_entries(run: RunDir, done: set[str]) -> list[str]:
 
 def mksquashfs_command(mksquashfs: str, source: Path, target: Path, cfg: Config, exclude_file: Path,
                        progress: bool) -> list[str]:
-    return [mksquashfs, str(source), str(target), "-noappend", "-comp", cfg.pack.compression, "-b", BLOCK_SIZE,
-            "-all-root", "-no-xattrs", "-mkfs-time", "0", "-all-time", "0", "-ef", str(exclude_file),
-            "-progress" if progress else "-no-progress"]
+    command = [mksquashfs, str(source), str(target), "-noappend", "-comp", cfg.pack.compression, "-b", BLOCK_SIZE,
+               "-all-root", "-no-xattrs", "-mkfs-time", "0", "-all-time", "0", "-ef", str(exclude_file),
+               "-progress" if progress else "-no-progress"]
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+    if cpus and cpus.isdigit():  # in a SLURM job: the CPUs it was given, not every CPU of the node
+        command += ["-processors", cpus]
+    return command
 
 
 def build_image(run: RunDir, cfg: Config, done: set[str], *, progress: bool) -> Path:
@@ -306,3 +310,13 @@ def format_summary(result: PackResult) -> str:
     return (f"pack: {result.image} ({result.image_bytes / 1e6:.1f} MB) holds {result.records} records{part}, "
             f"{result.files} files, {result.data_bytes / 1e6:.1f} MB of data, ratio {result.ratio:.2f}, "
             f"{rate:.1f} MB/s; md5 {result.md5}; verified")
+
+
+def pack_task(run_dir: str) -> str:
+    """The SLURM pack job's call (through submitit): pack the run, or fail saying why."""
+    from .state import load_run
+
+    run, cfg = load_run(run_dir)
+    summary = format_summary(pack(run, cfg, progress=False))
+    log.info(summary)
+    return summary

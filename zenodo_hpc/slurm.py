@@ -315,3 +315,37 @@ def sbatch_available() -> bool:
 
 def submitit_folder(run: RunDir) -> Path:
     return run.logs / "submitit"
+
+
+# --- the pack job ---------------------------------------------------------------------------------------
+
+
+def submit_pack_job(run: RunDir, cfg: Config, depends_on: list[str], *, sleep: Any = time.sleep) -> str:
+    """Queue ``pack`` to run once every one of ``depends_on`` (array jobs) has completed successfully.
+
+    ``afterok`` on all the run's arrays, not only the last; ``--kill-on-invalid-dep=yes`` so that a failed
+    task removes the pack job instead of leaving it waiting forever (``resume`` queues a new one).
+    """
+    from .pack import pack_task
+
+    s = cfg.executor.slurm
+    executor = submitit.SlurmExecutor(folder=run.logs / "submitit" / "%j", max_num_timeout=0)
+    params: dict[str, Any] = {"job_name": f"zenodo-hpc-{run.root.name}-pack", "time": cfg.pack.time_min,
+                              "mem": format_mem(cfg.pack.mem_gb), "cpus_per_task": cfg.pack.cpus_per_task,
+                              "setup": list(s.setup),
+                              "additional_parameters": {**{k.replace("_", "-"): v for k, v in s.additional.items()},
+                                                        "kill-on-invalid-dep": "yes"}}
+    if s.partition:
+        params["partition"] = s.partition
+    if depends_on:
+        params["dependency"] = "afterok:" + ":".join(depends_on)
+    executor.update_parameters(**params)
+    for attempt in range(SUBMIT_ATTEMPTS):
+        try:
+            return str(executor.submit(pack_task, str(run.root.resolve())).job_id)
+        except (FailedJobError, submitit.core.utils.FailedSubmissionError, OSError) as exc:
+            message = sbatch_error(exc)
+            if not is_transient(message) or attempt == SUBMIT_ATTEMPTS - 1:
+                raise UserError(f"sbatch refused the pack job: {message}") from None
+            sleep(backoff_delay(attempt, base=5.0, cap=300.0))
+    raise AssertionError("unreachable")

@@ -42,6 +42,7 @@ class RunSnapshot:
     done: set[str]
     quarantined: set[str]
     active: set[str]  # in shards that SLURM still has queued or running
+    active_jobs: set[str] = field(default_factory=set)  # array jobs with tasks queued or running
     escalated: dict[str, Resources] = field(default_factory=dict)
     newly_quarantined: list[str] = field(default_factory=list)
 
@@ -78,17 +79,23 @@ def shard_records(run: RunDir) -> dict[tuple[int, int], Shard]:
     return {(g, s.index): s for g in generations(run) for s in load_plan(run, g).shards}
 
 
-def slurm_shard_states(run: RunDir, submissions: list[Submission]) -> dict[tuple[int, int], str]:
-    """(generation, shard) -> the state SLURM (or the local executor) last gave that task."""
+def slurm_shard_states(run: RunDir, submissions: list[Submission],
+                       active_jobs: set[str] | None = None) -> dict[tuple[int, int], str]:
+    """(generation, shard) -> the state SLURM (or the local executor) last gave that task.
+
+    ``active_jobs``, when given, receives the ids of array jobs with a task still queued or running.
+    """
     states: dict[tuple[int, int], str] = {}
     slurm_subs = [s for s in submissions if s.kind == "slurm"]
     if slurm_subs:
-        from .slurm import job_ids, shard_states, task_states
+        from .slurm import ACTIVE_STATES, job_ids, shard_states, task_states
 
         tasks = task_states(job_ids(slurm_subs))
         for sub in slurm_subs:
             for shard, state in shard_states(sub, tasks).items():
                 states[(sub.generation, shard)] = state.state
+        if active_jobs is not None:
+            active_jobs.update(t.split("_")[0] for t, st in tasks.items() if st.state in ACTIVE_STATES)
     for sub in submissions:
         if sub.kind != "slurm":
             for shard, task in sub.tasks.items():
@@ -106,7 +113,7 @@ def take_snapshot(run: RunDir, cfg: Config) -> RunSnapshot:
     submissions = load_submissions(run)
     if not submissions:
         return snapshot
-    states = slurm_shard_states(run, submissions)
+    states = slurm_shard_states(run, submissions, snapshot.active_jobs)
     shards = shard_records(run)
     base = Resources.from_config(cfg)
     escalated: dict[str, Resources] = {}
@@ -182,16 +189,19 @@ def plan_groups(pending: list[RecordRef], snapshot: RunSnapshot, cfg: Config,
 
 
 def submit_pending(run: RunDir, cfg: Config, *, kind: str | None = None, dry_run: bool = False,
-                   what: str = "submit") -> SubmitResult:
-    """Plan and submit every record that is not complete; nothing when there is nothing to do."""
+                   what: str = "submit", pack_job: bool = True) -> SubmitResult:
+    """Plan and submit every record that is not complete; nothing when there is nothing to do.
+
+    On SLURM, ``pack_job`` also queues the pack job, to run when every array of the run has succeeded.
+    """
     kind = resolve_kind(kind or cfg.executor.kind)
     if dry_run:
-        return _plan_and_submit(run, cfg, kind, dry_run=True)
+        return _plan_and_submit(run, cfg, kind, dry_run=True, pack_job=pack_job)
     with driver_lock(run, what):
-        return _plan_and_submit(run, cfg, kind, dry_run=False)
+        return _plan_and_submit(run, cfg, kind, dry_run=False, pack_job=pack_job)
 
 
-def _plan_and_submit(run: RunDir, cfg: Config, kind: str, *, dry_run: bool) -> SubmitResult:
+def _plan_and_submit(run: RunDir, cfg: Config, kind: str, *, dry_run: bool, pack_job: bool) -> SubmitResult:
     snapshot = take_snapshot(run, cfg)
     if not dry_run:
         quarantine_exhausted(run, cfg, snapshot)
@@ -206,6 +216,13 @@ def _plan_and_submit(run: RunDir, cfg: Config, kind: str, *, dry_run: bool) -> S
         return SubmitResult(plan, None, snapshot, description, kind)
     write_plan(run, plan)
     submission = executor.submit(run, plan, groups)
+    if pack_job and submission.kind == "slurm":
+        from .executor import save_submission
+        from .slurm import submit_pack_job
+
+        depends = sorted(snapshot.active_jobs | {a["job_id"] for a in submission.arrays})
+        submission.pack_job = submit_pack_job(run, cfg, depends)
+        save_submission(run, submission)
     return SubmitResult(plan, submission, snapshot, description, kind)
 
 
@@ -224,8 +241,9 @@ def format_result(result: SubmitResult, run: RunDir, *, dry_run: bool = False) -
     assert sub is not None
     if sub.kind == "slurm":
         ids = ", ".join(a["job_id"] for a in sub.arrays)
-        return (f"{head}; queued {len(sub.arrays)} array job(s): {ids}. Follow with `zenodo-hpc status {run.root}`; "
-                f"after failures, `zenodo-hpc resume {run.root}`")
+        pack = f" and pack job {sub.pack_job} (runs when they all succeed)" if sub.pack_job else ""
+        return (f"{head}; queued {len(sub.arrays)} array job(s): {ids}{pack}. Follow with `zenodo-hpc status "
+                f"{run.root}`; after failures, `zenodo-hpc resume {run.root}`")
     failed = sum(1 for t in sub.tasks.values() if t.get("state") != "COMPLETED")
     tail = f"; {failed} task(s) did not complete" if failed else ""
     return f"{head}; ran {len(sub.tasks)} {sub.kind} task(s){tail}. See `zenodo-hpc status {run.root}`"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # variables are used by up.sh/down.sh
 # Shared by up.sh and down.sh (sourced, not executed).
 #
 # Everything the dev cluster owns lives under one state folder so that it can
@@ -79,4 +80,15 @@ stop_daemon() {
         done
     fi
     rm -f "$(pid_file "$name")"
+}
+
+# Serialise up.sh/down.sh runs on the same state folder (e.g. two CI steps, or
+# a test fixture racing a developer), so they never start daemons twice.
+take_lock() {
+    mkdir -p "$STATE"
+    exec 9>"$STATE/.lock"
+    if ! flock -n 9; then
+        log "waiting for another up.sh/down.sh on $STATE to finish"
+        flock -w 300 9 || { log "ERROR: could not lock $STATE/.lock within 300s"; exit 1; }
+    fi
 }

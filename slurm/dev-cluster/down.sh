@@ -20,6 +20,7 @@ if [[ ! -d "$RUN_DIR" ]]; then
     exit 0
 fi
 
+take_lock
 export SLURM_CONF="$SLURM_CONF_FILE"
 
 # Cancel every job first, so no job processes (slurmstepd and its children,
@@ -29,7 +30,7 @@ jobs_left() { timeout 10 squeue -h -o %F 2>/dev/null | sort -u; }
 if daemon_alive slurmctld && [[ -f "$SLURM_CONF" ]]; then
     ids="$(jobs_left)"
     if [[ -n "$ids" ]]; then
-        log "cancelling remaining jobs: $(echo $ids)"
+        log "cancelling remaining jobs: ${ids//$'\n'/ }"
         # shellcheck disable=SC2086
         timeout 10 scancel $ids 2>/dev/null || true
         for _ in $(seq 1 75); do
@@ -41,15 +42,33 @@ fi
 
 # Reverse start order: slurm daemons first (slurmctld still needs slurmdbd to
 # flush accounting records), then the database, munge last.
+stopped=()
 for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do
+    pid="$(daemon_pid "${DAEMONS[$i]}")" && stopped+=("$pid")
     stop_daemon "${DAEMONS[$i]}" 60
+done
+
+# The daemons were reparented to PID 1 when they daemonized, so it is PID 1
+# that reaps them. In some containers PID 1 does that lazily, and until then
+# they show up in `pgrep` as <defunct>. Give it a few seconds so that a
+# `pgrep slurm` right after down.sh is clean (we cannot reap them ourselves).
+# Exited job steps (zombie slurmstepd) are waited for the same way.
+for pid in $(pgrep -x -r Z slurmstepd || true); do stopped+=("$pid"); done
+for _ in $(seq 1 50); do
+    left=0
+    for pid in "${stopped[@]}"; do [[ -d "/proc/$pid" ]] && left=1; done
+    ((left)) || break
+    sleep 0.2
 done
 
 # A slurmstepd that survived (a job that ignored SIGTERM/SIGKILL while we
 # waited) is not in our PID files and cannot be attributed to this cluster
 # with certainty, so only report it.
-if pgrep -x slurmstepd >/dev/null 2>&1; then
-    log "note: slurmstepd processes are still running (jobs still finishing?):"
-    pgrep -a -x slurmstepd >&2 || true
+steps=()
+for pid in $(pgrep -x slurmstepd || true); do
+    pid_is "$pid" slurmstepd && steps+=("$pid")
+done
+if ((${#steps[@]})); then
+    log "note: slurmstepd processes still running (jobs still finishing?): ${steps[*]}"
 fi
 log "stopped (state kept in $STATE)"

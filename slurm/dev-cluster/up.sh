@@ -27,15 +27,25 @@ CLUSTER="zhpc-dev"
 ACCOUNT="zhpc"
 PACKAGES=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server)
 
+# die MESSAGE: print the error and the tail of every daemon log, the log of
+# the daemon named in $FAILED (if set) last and longest, so that it is what a
+# CI job's output ends with.
 die() {
     trap - ERR
     log "ERROR: $*"
-    local f
-    for f in "$LOG_DIR"/*.log; do
-        [[ -s "$f" ]] || continue
+    local d f
+    for d in "${DAEMONS[@]}"; do
+        f="$LOG_DIR/$d.log"
+        [[ -s "$f" && "$d" != "${FAILED:-}" ]] || continue
         printf '\n----- last lines of %s -----\n' "$f" >&2
-        tail -n 25 "$f" >&2
+        tail -n 8 "$f" >&2
     done
+    f="$LOG_DIR/${FAILED:-none}.log"
+    if [[ -s "$f" ]]; then
+        printf '\n----- last lines of %s -----\n' "$f" >&2
+        tail -n 40 "$f" >&2
+    fi
+    log "ERROR: $*"
     log "state folder: $STATE (run down.sh to stop whatever did start)"
     exit 1
 }
@@ -48,6 +58,22 @@ wait_until() {
     deadline=$((SECONDS + timeout))
     until "$@" >/dev/null 2>&1; do
         ((SECONDS < deadline)) || die "timed out after ${timeout}s waiting for $what"
+        sleep 0.2
+    done
+}
+
+# wait_daemon NAME SECONDS DESCRIPTION COMMAND...: like wait_until, but give
+# up at once if daemon NAME has died (e.g. a port already in use) instead of
+# waiting for the timeout. The daemon writes its PID file itself; if there is
+# none after 10 s it never got going.
+wait_daemon() {
+    local name="$1" timeout="$2" what="$3" start=$SECONDS
+    shift 3
+    until "$@" >/dev/null 2>&1; do
+        if ! daemon_alive "$name" && { [[ -e "$(pid_file "$name")" ]] || ((SECONDS - start >= 10)); }; then
+            FAILED="$name" die "$name died while waiting for $what"
+        fi
+        ((SECONDS - start < timeout)) || FAILED="$name" die "timed out after ${timeout}s waiting for $what"
         sleep 0.2
     done
 }
@@ -118,7 +144,8 @@ render() {
 # 3. Daemons, in dependency order: munged -> mariadbd -> slurmdbd ->
 #    slurmctld -> slurmd. Each start_* is a no-op if already running.
 #    Daemons get </dev/null and their output in a log so they never hold the
-#    caller's stdout open (a `up.sh | tee` in CI would otherwise hang).
+#    caller's stdout open (a `up.sh | tee` in CI would otherwise hang), and
+#    fd 9 (our lock, see take_lock) closed so they do not hold the lock.
 # --------------------------------------------------------------------------
 munge_ok() { munge -n -S "$MUNGE_SOCKET" | unmunge -S "$MUNGE_SOCKET"; }
 
@@ -128,12 +155,13 @@ start_munged() {
     [[ -s "$MUNGE_DIR/munge.key" ]] || mungekey --create --keyfile="$MUNGE_DIR/munge.key"
     chmod 600 "$MUNGE_DIR/munge.key"
     log "starting munged"
+    rm -f "$(pid_file munged)"   # stale; wait_daemon watches for the new one
     # --force: run as root and replace a stale socket left by a crash.
     munged --force --key-file="$MUNGE_DIR/munge.key" --socket="$MUNGE_SOCKET" \
         --pid-file="$(pid_file munged)" --log-file="$LOG_DIR/munged.log" \
-        --seed-file="$MUNGE_DIR/munged.seed" </dev/null >>"$LOG_DIR/munged.log" 2>&1 \
-        || die "munged failed to start"
-    wait_until 15 "munged to answer on $MUNGE_SOCKET" munge_ok
+        --seed-file="$MUNGE_DIR/munged.seed" </dev/null >>"$LOG_DIR/munged.log" 2>&1 9>&- \
+        || FAILED=munged die "munged failed to start"
+    wait_daemon munged 15 "munged to answer on $MUNGE_SOCKET" munge_ok
 }
 
 mariadb_ok() { mariadb-admin --no-defaults --socket="$DB_SOCKET" -u root ping; }
@@ -149,6 +177,7 @@ start_mariadbd() {
                 || die "mariadb-install-db failed (see $LOG_DIR/mariadb-install-db.log)"
         fi
         log "starting mariadbd"
+        rm -f "$(pid_file mariadbd)"   # stale; wait_daemon watches for the new one
         # --no-defaults: ignore /etc/mysql. --skip-networking: socket only, no
         # port 3306 to clash with. InnoDB sizes are what slurmdbd recommends.
         setsid mariadbd --no-defaults --user=root --datadir="$DB_DIR/data" \
@@ -156,13 +185,13 @@ start_mariadbd() {
             --log-error="$LOG_DIR/mariadbd.log" \
             --innodb-buffer-pool-size=512M --innodb-log-file-size=64M \
             --innodb-lock-wait-timeout=900 \
-            </dev/null >>"$LOG_DIR/mariadbd.log" 2>&1 &
-        wait_until 60 "mariadbd to answer on $DB_SOCKET" mariadb_ok
-        wait_until 10 "mariadbd pid file" daemon_alive mariadbd
+            </dev/null >>"$LOG_DIR/mariadbd.log" 2>&1 9>&- &
+        wait_daemon mariadbd 60 "mariadbd to answer on $DB_SOCKET" mariadb_ok
+        wait_daemon mariadbd 10 "mariadbd pid file" daemon_alive mariadbd
     fi
     mariadb --no-defaults --socket="$DB_SOCKET" -u root \
         -e 'CREATE DATABASE IF NOT EXISTS slurm_acct_db' \
-        || die "could not create the slurm_acct_db database"
+        || FAILED=mariadbd die "could not create the slurm_acct_db database"
 }
 
 dbd_ok() { timeout 10 sacctmgr -n show cluster; }
@@ -170,11 +199,12 @@ dbd_ok() { timeout 10 sacctmgr -n show cluster; }
 start_slurmdbd() {
     daemon_alive slurmdbd && return 0
     log "starting slurmdbd"
+    rm -f "$(pid_file slurmdbd)"   # stale; wait_daemon watches for the new one
     # The mariadb client library takes the socket for "localhost" from
     # MYSQL_UNIX_PORT (slurmdbd.conf has no socket option).
-    MYSQL_UNIX_PORT="$DB_SOCKET" slurmdbd </dev/null >>"$LOG_DIR/slurmdbd.log" 2>&1 \
-        || die "slurmdbd failed to start"
-    wait_until 30 "slurmdbd to answer sacctmgr" dbd_ok
+    MYSQL_UNIX_PORT="$DB_SOCKET" slurmdbd </dev/null >>"$LOG_DIR/slurmdbd.log" 2>&1 9>&- \
+        || FAILED=slurmdbd die "slurmdbd failed to start"
+    wait_daemon slurmdbd 30 "slurmdbd to answer sacctmgr" dbd_ok
 }
 
 # Cluster, account and user associations, so that jobs are accounted under a
@@ -202,8 +232,9 @@ ctld_ok() { timeout 10 scontrol ping | grep -q 'is UP'; }
 start_slurmctld() {
     daemon_alive slurmctld && return 0
     log "starting slurmctld"
-    slurmctld </dev/null >>"$LOG_DIR/slurmctld.log" 2>&1 || die "slurmctld failed to start"
-    wait_until 30 "slurmctld to answer scontrol ping" ctld_ok
+    rm -f "$(pid_file slurmctld)"   # stale; wait_daemon watches for the new one
+    slurmctld </dev/null >>"$LOG_DIR/slurmctld.log" 2>&1 9>&- || FAILED=slurmctld die "slurmctld failed to start"
+    wait_daemon slurmctld 30 "slurmctld to answer scontrol ping" ctld_ok
 }
 
 # Node is usable once it reports idle/mixed/allocated. A node left drained or
@@ -222,9 +253,10 @@ node_ready() {
 start_slurmd() {
     daemon_alive slurmd || {
         log "starting slurmd"
-        slurmd -N "$NODE" </dev/null >>"$LOG_DIR/slurmd.log" 2>&1 || die "slurmd failed to start"
+        rm -f "$(pid_file slurmd)"   # stale; wait_daemon watches for the new one
+        slurmd -N "$NODE" </dev/null >>"$LOG_DIR/slurmd.log" 2>&1 9>&- || FAILED=slurmd die "slurmd failed to start"
     }
-    wait_until 30 "node $NODE to become idle" node_ready
+    wait_daemon slurmd 30 "node $NODE to become idle" node_ready
 }
 
 # --------------------------------------------------------------------------
@@ -232,6 +264,7 @@ start_slurmd() {
 # --------------------------------------------------------------------------
 self_test() {
     local dir="$STATE/selftest" jobid out
+    FAILED=slurmd   # job launch problems show up in slurmd.log
     mkdir -p "$dir"
     log "self-test: sbatch --wait hostname"
     jobid="$(timeout 120 sbatch --parsable --wait -p debug -t 1 -J zhpc-selftest \
@@ -246,12 +279,14 @@ self_test() {
     log "self-test: sacct -j $jobid"
     wait_until 30 "sacct to show job $jobid COMPLETED" \
         bash -c "sacct -n -X -P -j '$jobid' -o State | grep -qx COMPLETED"
+    FAILED=
 }
 
 # --------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------
 start_time=$SECONDS
+take_lock
 install -d -m 755 "$STATE" "$ETC_DIR" "$RUN_DIR" "$LOG_DIR" "$SPOOL_DIR" \
     "$SPOOL_DIR/slurmctld" "$SPOOL_DIR/slurmd" "$MUNGE_DIR" "$MUNGE_SOCKET_DIR" "$DB_DIR"
 # munged insists that its socket directory is not writable by others.
@@ -259,10 +294,12 @@ chmod 755 "$STATE" "$MUNGE_DIR" "$MUNGE_SOCKET_DIR"
 
 install_packages
 
+# Don't let the caller's Slurm environment (e.g. up.sh run inside a job on a
+# real cluster, or SBATCH_PARTITION set) leak into our daemons and clients.
+for v in $(compgen -e | grep -E '^(SLURM|SBATCH|SRUN|SALLOC|SQUEUE|SACCT|SINFO|SCONTROL)_' || true); do
+    unset "$v"
+done
 export SLURM_CONF="$SLURM_CONF_FILE"
-# Don't let a surrounding Slurm job or user settings leak into our clients.
-unset SLURM_JOB_ID SLURM_JOBID SLURM_ARRAY_JOB_ID SLURM_PARTITION SBATCH_PARTITION \
-    SLURM_ACCOUNT SBATCH_ACCOUNT SLURM_CLUSTERS 2>/dev/null || true
 
 # Render into temporary files first so we can tell whether the config changed.
 render "$HERE/slurm.conf.in" "$ETC_DIR/slurm.conf.new"
