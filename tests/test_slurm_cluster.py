@@ -24,7 +24,7 @@ from zenodo_hpc.errors import UserError
 from zenodo_hpc.executor import load_submissions
 from zenodo_hpc.harvest import harvest
 from zenodo_hpc.plan import load_plan
-from zenodo_hpc.slurm import job_ids, max_array_size, task_states
+from zenodo_hpc.slurm import max_array_size, unfinished_tasks
 from zenodo_hpc.state import RunDir, attempts_of, ids_in, open_run, read_failure
 from zenodo_hpc.status import gather_status
 from zenodo_hpc.submit import submit_pending
@@ -52,6 +52,7 @@ def slurm_config(tmp_path: Path, double, **executor) -> Config:  # noqa: ANN001
     base = run_config(tmp_path, double, kind="slurm", records_per_shard=1, array_parallelism=8, **executor)
     data = base.to_dict()
     data["executor"]["slurm"].update({"partition": PARTITION, "time_min": 5, "mem_gb": 0.5})
+    data["pack"].update({"mem_gb": 1, "cpus_per_task": 1, "time_min": 10})
     return config_from_dict(data)
 
 
@@ -61,10 +62,7 @@ def harvested(cfg: Config) -> RunDir:
 
 
 def active_tasks(run: RunDir) -> int:
-    from zenodo_hpc.slurm import ACTIVE_STATES
-
-    states = task_states(job_ids(load_submissions(run)))
-    return sum(1 for s in states.values() if s.state in ACTIVE_STATES)
+    return unfinished_tasks(load_submissions(run))
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 240, what: str = "") -> None:

@@ -68,6 +68,13 @@ class Submission:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def age_s(self) -> float:
+        """Seconds since submission (large when unknown)."""
+        try:
+            return time.time() - time.mktime(time.strptime(self.submitted_at, "%Y-%m-%dT%H:%M:%S%z"))
+        except ValueError:
+            return float("inf")
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Submission:
         return cls(**data)

@@ -66,7 +66,7 @@ def run_pipeline(cfg: Config, *, limit: int | None = None, wait: bool = True, ki
 def wait_for_tasks(run: RunDir, poll_s: float, progress: bool | None) -> None:
     """Poll the run until SLURM has none of its tasks queued or running, showing progress."""
     from .executor import load_submissions
-    from .slurm import ACTIVE_STATES, job_ids, task_states
+    from .slurm import unfinished_tasks
 
     status = gather_status(run)
     bar = tqdm(total=status.records, initial=status.done + status.quarantined, unit="rec", desc="records",
@@ -75,8 +75,7 @@ def wait_for_tasks(run: RunDir, poll_s: float, progress: bool | None) -> None:
     last_log = 0.0
     try:
         while True:
-            tasks = task_states(job_ids(load_submissions(run)))
-            active = sum(1 for s in tasks.values() if s.state in ACTIVE_STATES)
+            active = unfinished_tasks(load_submissions(run))
             status = gather_status(run)
             finished = status.done + status.quarantined
             bar.n = finished

@@ -175,16 +175,17 @@ class SlurmExecutor:
         concurrent = max(1, min(len(plan.shards), parallelism * len(specs)))
         submission = Submission(plan.generation, self.kind, concurrent, submitted_at=_now())
         for spec in specs:
-            job_id = self._submit_array(run, plan.generation, spec, concurrent, parallelism)
-            submission.arrays.append({"job_id": job_id, "shards": spec.shards,
+            task_ids = self._submit_array(run, plan.generation, spec, concurrent, parallelism)
+            submission.arrays.append({"job_id": task_ids[0].split("_")[0], "task_ids": task_ids,
+                                      "shards": spec.shards,
                                       "resources": {"mem_gb": spec.resources.mem_gb,
                                                     "time_min": spec.resources.time_min}})
             save_submission(run, submission)  # each queued array is on record at once
-            log.info("queued array %s: %d tasks", job_id, len(spec.shards))
+            log.info("queued array %s: %d tasks", task_ids[0].split("_")[0], len(spec.shards))
         return submission
 
     def _submit_array(self, run: RunDir, generation: int, spec: ArraySpec, concurrent: int,
-                      parallelism: int) -> str:
+                      parallelism: int) -> list[str]:
         """One ``sbatch`` (through submitit), retried with backoff while the scheduler is busy."""
         for attempt in range(SUBMIT_ATTEMPTS):
             executor = self._executor(run, generation, spec.resources, parallelism)
@@ -192,7 +193,7 @@ class SlurmExecutor:
                 with executor.batch():
                     jobs = [executor.submit(ShardTask(), str(run.root.resolve()), generation, shard, concurrent)
                             for shard in spec.shards]
-                return str(jobs[0].job_id).split("_")[0]
+                return [str(job.job_id) for job in jobs]  # "<array>_<i>", or a plain id for a 1-task batch
             except (FailedJobError, submitit.core.utils.FailedSubmissionError, OSError) as exc:
                 message = sbatch_error(exc)
                 if not is_transient(message) or attempt == SUBMIT_ATTEMPTS - 1:
@@ -288,15 +289,33 @@ def _squeue_states(ids: list[str]) -> dict[str, TaskState]:
     return states
 
 
+# SLURM's accounting can take a moment to show a job just queued: until then a missing task is pending.
+JUST_SUBMITTED_S = 300
+
+
 def shard_states(submission: Submission, states: dict[str, TaskState]) -> dict[int, TaskState]:
-    """The state of each shard of a SLURM submission (array task index -> plan shard)."""
+    """The state of each shard of a SLURM submission (array task index -> plan shard).
+
+    A task SLURM does not report is PENDING right after submission, and unknown (absent) later on.
+    """
     out: dict[int, TaskState] = {}
+    fresh = submission.age_s() < JUST_SUBMITTED_S
     for array in submission.arrays:
-        for index, shard in enumerate(array["shards"]):
-            state = states.get(f"{array['job_id']}_{index}")
+        task_ids = array.get("task_ids") or [f"{array['job_id']}_{i}" for i in range(len(array["shards"]))]
+        for task_id, shard in zip(task_ids, array["shards"], strict=True):
+            state = states.get(task_id)
             if state is not None:
                 out[shard] = state
+            elif fresh:
+                out[shard] = TaskState("PENDING", source="just submitted")
     return out
+
+
+def unfinished_tasks(submissions: Iterable[Submission]) -> int:
+    """Tasks of these SLURM submissions still queued or running (just-submitted ones included)."""
+    subs = [s for s in submissions if s.kind == "slurm"]
+    states = task_states(job_ids(subs))
+    return sum(1 for sub in subs for st in shard_states(sub, states).values() if st.state in ACTIVE_STATES)
 
 
 def cancel(job_ids: Iterable[str]) -> None:

@@ -58,6 +58,7 @@ class SubmitResult:
     snapshot: RunSnapshot
     description: str = ""
     kind: str = ""
+    pack_error: str | None = None
 
     @property
     def submitted(self) -> bool:
@@ -221,7 +222,11 @@ def _plan_and_submit(run: RunDir, cfg: Config, kind: str, *, dry_run: bool, pack
         from .slurm import submit_pack_job
 
         depends = sorted(snapshot.active_jobs | {a["job_id"] for a in submission.arrays})
-        submission.pack_job = submit_pack_job(run, cfg, depends)
+        try:
+            submission.pack_job = submit_pack_job(run, cfg, depends)
+        except UserError as exc:  # the arrays are queued all the same: say so, and how to pack later
+            log.warning("%s", exc)
+            return SubmitResult(plan, submission, snapshot, description, kind, pack_error=str(exc))
         save_submission(run, submission)
     return SubmitResult(plan, submission, snapshot, description, kind)
 
@@ -242,6 +247,8 @@ def format_result(result: SubmitResult, run: RunDir, *, dry_run: bool = False) -
     if sub.kind == "slurm":
         ids = ", ".join(a["job_id"] for a in sub.arrays)
         pack = f" and pack job {sub.pack_job} (runs when they all succeed)" if sub.pack_job else ""
+        if result.pack_error:
+            pack = f" (but {result.pack_error}: run `zenodo-hpc pack {run.root}` when they finish)"
         return (f"{head}; queued {len(sub.arrays)} array job(s): {ids}{pack}. Follow with `zenodo-hpc status "
                 f"{run.root}`; after failures, `zenodo-hpc resume {run.root}`")
     failed = sum(1 for t in sub.tasks.values() if t.get("state") != "COMPLETED")
