@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SAMPLE := build/sample.zip
 
-.PHONY: install demo test bench clean
+.PHONY: install system-deps demo test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: on Debian/Ubuntu run 'apt-get install python3-venv'"; exit 1; }
@@ -22,9 +22,17 @@ demo: install
 	$(BIN)/zenodo-hpc process $(SAMPLE) --out build/data --id sample
 	$(BIN)/python -c "from zenodo_hpc.load import load_images; imgs = load_images('build/data/sample'); print(len(imgs), 'files,', sum(len(a) for a in imgs.values()), 'segments read back from build/data/sample')"
 
-test: install
+# Debian packages the tests use: mksquashfs (pack). The SLURM ones are installed by the dev cluster.
+system-deps:
+	@command -v mksquashfs >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq squashfs-tools; \
+	  else echo "mksquashfs missing: apt-get install squashfs-tools (pack tests will be skipped)"; fi; }
+
+# The tests, with a real single-node SLURM cluster up for the SLURM tests (slurm/dev-cluster/).
+test: install system-deps
 	$(BIN)/ruff check zenodo_hpc tests benchmarks
-	$(BIN)/python -m pytest
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash slurm/dev-cluster/with-cluster.sh $(BIN)/python -m pytest
 
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'

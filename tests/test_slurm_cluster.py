@@ -49,7 +49,8 @@ PARTITION = os.environ.get("ZHPC_TEST_PARTITION", "debug")
 
 
 def slurm_config(tmp_path: Path, double, **executor) -> Config:  # noqa: ANN001
-    base = run_config(tmp_path, double, kind="slurm", records_per_shard=1, array_parallelism=8, **executor)
+    settings = {"kind": "slurm", "records_per_shard": 1, "array_parallelism": 8, **executor}
+    base = run_config(tmp_path, double, **settings)
     data = base.to_dict()
     data["executor"]["slurm"].update({"partition": PARTITION, "time_min": 5, "mem_gb": 0.5})
     data["pack"].update({"mem_gb": 1, "cpus_per_task": 1, "time_min": 10})
