@@ -131,6 +131,9 @@ def run_config(tmp_path: Path, double: Any, **executor: Any) -> Any:
 
 
 def tree_bytes(folder: Path) -> dict[str, bytes]:
-    """Every file under ``folder`` (hidden ones left out), for comparing two runs' outputs byte by byte."""
+    """Every file of every record folder under ``folder``, for comparing two runs' outputs byte by byte.
+
+    Hidden staging folders and the image-root files a pack adds (manifest.jsonl, README.md, ...) are left out.
+    """
     return {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file() and not any(x.startswith(".") for x in p.parts)}
+            for p in sorted(folder.glob("*/*")) if p.is_file() and not p.parent.name.startswith(".")}
