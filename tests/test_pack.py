@@ -129,3 +129,29 @@ def test_full_disk_during_packing_leaves_no_image(finished_run) -> None:  # noqa
     assert not [p for p in run.root.iterdir() if p.name.startswith(".zenodo-ml.sqsh")]
     pack(run, cfg, progress=False)  # with room, the same run packs fine
     assert (run.root / "zenodo-ml.sqsh").exists()
+
+
+def test_every_record_reads_back_equal_through_the_no_mount_reader(finished_run) -> None:  # noqa: ANN001
+    pytest.importorskip("PySquashfsImage", reason="the [image] extra (PySquashfsImage) is not installed")
+    import numpy as np
+
+    from zenodo_hpc.image import iter_image_records
+    from zenodo_hpc.load import load_images, load_metadata
+
+    run, cfg = finished_run
+    pack(run, cfg, progress=False)
+    image = run.root / "zenodo-ml.sqsh"
+    seen = []
+    for record_id, images, meta in iter_image_records(image, verify=True):
+        on_disk = load_images(run.data / record_id)
+        assert images.keys() == on_disk.keys()
+        for key in images:
+            np.testing.assert_array_equal(images[key], on_disk[key])
+        assert meta == load_metadata(run.data / record_id)
+        seen.append(record_id)
+    assert sorted(seen) == sorted(str(100 + i) for i in range(1, 13))
+    via_path = load_images(f"{image}:101/images_101.h5")
+    np.testing.assert_array_equal(next(iter(via_path.values())), next(iter(load_images(run.data / "101").values())))
+    assert load_metadata(f"{image}:101")["hit"]["id"] == 101
+    with pytest.raises(UserError, match="is not in"):
+        load_images(f"{image}:999/images_999.h5")

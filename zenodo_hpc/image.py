@@ -15,10 +15,8 @@ Images come back exactly as :func:`zenodo_hpc.load.load_images` returns them fro
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
-import pickle
 import posixpath
 import re
 import struct
@@ -230,19 +228,21 @@ class SquashImage:
 
     def images(self, member: str) -> dict[str, np.ndarray]:
         """``{file path: (n, 80, 80) uint32}`` of a record folder, or of its ``images_<id>.h5``/``.pkl``."""
+        from .load import images_from_pickle, read_images_h5  # here: load.py imports this module at its top
+
         file = self._record_file(member, "images", (".h5", ".pkl"))
         data = self.read_bytes(file)
         if file.endswith(".h5"):
-            from .load import read_images_h5  # imported here so that load.py may import this module at its top
-
             try:
                 return read_images_h5(_Member(data, self._name(file)))
-            except (KeyError, ValueError, TypeError) as exc:  # h5py's words for a damaged object header
+            except TypeError as exc:  # h5py's word for some damaged object headers
                 raise UserError(f"{self._name(file)}: cannot read HDF5 file ({_why(exc)})") from None
         return images_from_pickle(data, self._name(file))
 
     def metadata(self, member: str) -> dict[str, Any]:
         """The metadata dict of a record folder, or of its ``metadata_<id>.json``/``.pkl``."""
+        from .load import metadata_from_json, metadata_from_pickle
+
         file = self._record_file(member, "metadata", (".json", ".pkl"))
         data = self.read_bytes(file)
         if file.endswith(".json"):
@@ -359,8 +359,7 @@ def load_metadata_from_image(path: str | os.PathLike[str], member: str | None = 
         return image.metadata(member)
 
 
-# Decoding files given as bytes. The HDF5 decoder is load.read_images_h5 itself (h5py opens file objects);
-# the pickle and JSON ones mirror load.py, whose readers open paths.
+# Decoding files given as bytes: load.py's decoders, which the path-based readers use too.
 
 class _Member(io.BytesIO):
     """A file of the image as a file object that prints as ``image.sqsh:member`` in error messages."""
@@ -371,47 +370,6 @@ class _Member(io.BytesIO):
 
     def __str__(self) -> str:
         return self._label
-
-
-def images_from_pickle(data: bytes, name: str) -> dict[str, np.ndarray]:
-    """The 2018 pickle ``{path: [array(80, 80), ...]}`` as ``{path: (n, 80, 80) uint32}`` (as load.py)."""
-    legacy = _unpickle(data, name)
-    if not isinstance(legacy, dict):
-        raise UserError(f"{name}: expected a dict of file path -> list of arrays")
-    out = {}
-    try:
-        for key, segs in legacy.items():
-            arrays = [np.asarray(s, dtype=np.uint32) for s in segs]
-            out[key] = np.stack(arrays) if arrays else np.empty((0, 80, 80), dtype=np.uint32)
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"{name}: expected a dict of file path -> list of (80, 80) arrays ({_why(exc)})") from None
-    return out
-
-
-def metadata_from_json(data: bytes, name: str) -> dict[str, Any]:
-    try:
-        meta = json.loads(data.decode("utf-8"))
-    except ValueError as exc:
-        raise UserError(f"{name}: cannot read metadata JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise UserError(f"{name}: expected a metadata dict")
-    return meta
-
-
-def metadata_from_pickle(data: bytes, name: str) -> dict[str, Any]:
-    meta = _unpickle(data, name)
-    if not isinstance(meta, dict):
-        raise UserError(f"{name}: expected a metadata dict")
-    return meta
-
-
-def _unpickle(data: bytes, name: str) -> Any:
-    """Unpickle a record's file. Like any pickle, only from an image you trust (the .h5/.json are preferred)."""
-    try:
-        return pickle.loads(data)
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError, IndexError, KeyError,
-            TypeError, struct.error, MemoryError, OverflowError) as exc:  # all seen from damaged pickles
-        raise UserError(f"{name}: cannot read pickle ({exc})") from None
 
 
 def _record_id_of(file_name: str) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import h5py
 import numpy as np
 
 from .errors import UserError
+from .image import load_images_from_image, load_metadata_from_image, split_image_path
 from .store import H5_FORMAT
 
 
@@ -34,7 +36,14 @@ def _record_file(path: Path, prefix: str, suffixes: tuple[str, ...]) -> Path:
 
 
 def load_images(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """``{file path: (n, height, width) uint32 array}`` from an ``images_<id>.h5``/``.pkl`` or a record folder."""
+    """``{file path: (n, height, width) uint32 array}`` from an ``images_<id>.h5``/``.pkl`` or a record folder.
+
+    A path inside a squashfs image (``zenodo-ml.sqsh:1065022/images_1065022.h5``, or the record folder
+    ``zenodo-ml.sqsh:1065022``) is read without mounting it (docs/image.md).
+    """
+    inside = split_image_path(path)
+    if inside is not None:
+        return load_images_from_image(*inside)
     file = _record_file(Path(path), "images", (".h5", ".pkl"))
     if file.suffix == ".h5":
         return read_images_h5(file)
@@ -51,41 +60,78 @@ def read_images_h5(file: Path) -> dict[str, np.ndarray]:
             segments = h5["segments"][()].astype(np.uint32, copy=False)
             paths = h5["files/path"].asstr()[()]
             offsets = h5["files/offset"][()].astype(np.int64)
-    except OSError as exc:
+    except (OSError, KeyError, ValueError) as exc:  # a damaged file raises any of them from h5py
         raise UserError(f"{file}: cannot read HDF5 file ({exc})") from None
     return {str(p): segments[offsets[i]:offsets[i + 1]] for i, p in enumerate(paths)}
 
 
 def read_images_pkl(file: Path) -> dict[str, np.ndarray]:
-    legacy = _unpickle(file)
-    if not isinstance(legacy, dict):
-        raise UserError(f"{file}: expected a dict of file path -> list of arrays")
-    out = {}
-    for key, segs in legacy.items():
-        arrays = [np.asarray(s, dtype=np.uint32) for s in segs]
-        out[key] = np.stack(arrays) if arrays else np.empty((0, 80, 80), dtype=np.uint32)
-    return out
+    return images_from_pickle(_read(file), str(file))
 
 
 def load_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The record's metadata dict from ``metadata_<id>.json``/``.pkl`` or a record folder."""
+    """The record's metadata dict from ``metadata_<id>.json``/``.pkl``, a record folder, or inside an image."""
+    inside = split_image_path(path)
+    if inside is not None:
+        return load_metadata_from_image(*inside)
     file = _record_file(Path(path), "metadata", (".json", ".pkl"))
     if file.suffix == ".json":
-        try:
-            return json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise UserError(f"{file}: cannot read metadata JSON ({exc})") from None
+        return metadata_from_json(_read(file), str(file))
     if file.suffix == ".pkl":
-        meta = _unpickle(file)
-        if not isinstance(meta, dict):
-            raise UserError(f"{file}: expected a metadata dict")
-        return meta
+        return metadata_from_pickle(_read(file), str(file))
     raise UserError(f"{file}: not a metadata file (expected metadata_<id>.json or metadata_<id>.pkl)")
 
 
-def _unpickle(file: Path) -> Any:
+def _read(file: Path) -> bytes:
     try:
-        with open(file, "rb") as handle:
-            return pickle.load(handle)
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
-        raise UserError(f"{file}: cannot read pickle ({exc})") from None
+        return file.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{file}: cannot read it ({exc.strerror or exc})") from None
+
+
+# --- decoding a record's files from bytes (also used for files read out of an image) ------------------
+
+
+def images_from_pickle(data: bytes, name: str) -> dict[str, np.ndarray]:
+    """The 2018 pickle ``{path: [array(80, 80), ...]}`` as ``{path: (n, 80, 80) uint32}`` (as load.py)."""
+    legacy = _unpickle(data, name)
+    if not isinstance(legacy, dict):
+        raise UserError(f"{name}: expected a dict of file path -> list of arrays")
+    out = {}
+    try:
+        for key, segs in legacy.items():
+            arrays = [np.asarray(s, dtype=np.uint32) for s in segs]
+            out[key] = np.stack(arrays) if arrays else np.empty((0, 80, 80), dtype=np.uint32)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{name}: expected a dict of file path -> list of (80, 80) arrays ({_why(exc)})") from None
+    return out
+
+
+def metadata_from_json(data: bytes, name: str) -> dict[str, Any]:
+    try:
+        meta = json.loads(data.decode("utf-8"))
+    except ValueError as exc:
+        raise UserError(f"{name}: cannot read metadata JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{name}: expected a metadata dict")
+    return meta
+
+
+def metadata_from_pickle(data: bytes, name: str) -> dict[str, Any]:
+    meta = _unpickle(data, name)
+    if not isinstance(meta, dict):
+        raise UserError(f"{name}: expected a metadata dict")
+    return meta
+
+
+def _unpickle(data: bytes, name: str) -> Any:
+    """Unpickle a record's file. Like any pickle, only from an image you trust (the .h5/.json are preferred)."""
+    try:
+        return pickle.loads(data)
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError, IndexError, KeyError,
+            TypeError, struct.error, MemoryError, OverflowError) as exc:  # all seen from damaged pickles
+        raise UserError(f"{name}: cannot read pickle ({exc})") from None
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
