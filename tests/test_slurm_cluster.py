@@ -24,7 +24,7 @@ from zenodo_hpc.errors import UserError
 from zenodo_hpc.executor import load_submissions
 from zenodo_hpc.harvest import harvest
 from zenodo_hpc.plan import load_plan
-from zenodo_hpc.slurm import max_array_size, unfinished_tasks
+from zenodo_hpc.slurm import max_array_size, task_states, unfinished_tasks
 from zenodo_hpc.state import RunDir, attempts_of, ids_in, open_run, read_failure
 from zenodo_hpc.status import gather_status
 from zenodo_hpc.submit import submit_pending
@@ -225,3 +225,60 @@ def test_status_falls_back_to_squeue_when_sacct_fails(tmp_path: Path, zenodo_wit
     monkeypatch.undo()
     wait_for_tasks(run)
     assert ids_in(run, "done") == ALL
+
+
+def _image_matches_data(run: RunDir) -> None:
+    import numpy as np
+
+    from zenodo_hpc.image import iter_image_records
+    from zenodo_hpc.load import load_images
+
+    ids = []
+    for record_id, images, _ in iter_image_records(run.root / "zenodo-ml.sqsh", verify=True):
+        on_disk = load_images(run.data / record_id)
+        assert images.keys() == on_disk.keys()
+        for key in images:
+            np.testing.assert_array_equal(images[key], on_disk[key])
+        ids.append(record_id)
+    assert sorted(ids) == sorted(ids_in(run, "done"))
+
+
+@pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="mksquashfs not on PATH")
+def test_run_on_slurm_gives_a_verified_reproducible_image(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001
+    pytest.importorskip("PySquashfsImage", reason="the [image] extra is not installed")
+    from zenodo_hpc.pack import pack
+    from zenodo_hpc.pipeline import run_pipeline
+
+    cfg = slurm_config(tmp_path, zenodo_with_records, records_per_shard=2)
+    outcome = run_pipeline(cfg, poll_s=1, progress=False)
+    assert outcome.packed is not None and outcome.packed.records == 12
+    run = RunDir(cfg.run_dir)
+    assert all(s.kind == "slurm" for s in load_submissions(run))
+    md5 = outcome.packed.md5
+    assert pack(run, cfg, progress=False).md5 == md5  # packing the same run again: the same bytes
+    _image_matches_data(run)
+
+
+@pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="mksquashfs not on PATH")
+def test_submit_then_the_dependent_pack_job_builds_the_image(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001
+    pytest.importorskip("PySquashfsImage", reason="the [image] extra is not installed")
+    cfg = slurm_config(tmp_path, zenodo_with_records)
+    run = harvested(cfg)
+    result = submit_pending(run, cfg)
+    sub = result.submission
+    assert sub is not None and sub.pack_job and len(sub.arrays) >= 2
+    script = next((run.logs / "submitit").glob(f"{sub.pack_job}/*_submission.sh")).read_text()
+    arrays = ":".join(sorted(a["job_id"] for a in sub.arrays))
+    assert f"#SBATCH --dependency=afterok:{arrays}" in script  # every array, not only the last
+    assert "#SBATCH --kill-on-invalid-dep=yes" in script
+    image = run.root / "zenodo-ml.sqsh"
+    wait_until(lambda: (run.root / "zenodo-ml.sqsh.sha256").exists(), 300, "the pack job to write the image")
+    assert ids_in(run, "done") == ALL
+
+    def pack_state() -> str:
+        state = task_states([sub.pack_job]).get(sub.pack_job)
+        return state.state if state else "UNKNOWN"
+
+    wait_until(lambda: pack_state() == "COMPLETED", 60, "the pack job to complete")
+    assert image.exists()
+    _image_matches_data(run)

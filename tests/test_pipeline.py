@@ -1,0 +1,61 @@
+"""`zenodo-hpc run`: harvest, submit, wait, retry, pack — with the local executor (SLURM: test_slurm_cluster)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import run_config
+
+from zenodo_hpc.cli import main
+from zenodo_hpc.pipeline import interrupted_message, run_pipeline
+from zenodo_hpc.state import ids_in, read_failure
+
+pytestmark = pytest.mark.skipif(shutil.which("mksquashfs") is None,
+                                reason="mksquashfs not on PATH (apt-get install squashfs-tools)")
+
+
+def test_run_goes_from_zenodo_to_a_verified_image(tmp_path: Path, zenodo_with_records,  # noqa: ANN001
+                                                  capsys: pytest.CaptureFixture) -> None:
+    import requests
+
+    hits = requests.get(f"{zenodo_with_records.api_url}/records", params={"size": 25}).json()["hits"]["hits"]
+    gone = next(h for h in hits if h["id"] == 110)
+    zenodo_with_records.fail(f"/api/records/110/files/{gone['files'][0]['key']}/content", "404", times=50)
+    cfg = run_config(tmp_path, zenodo_with_records, max_attempts=2)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(cfg.to_dict()))
+    assert main(["run", "-c", str(config)]) == 0
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("harvest: 12 records")
+    assert lines[-1].startswith(f"pack: {cfg.run_dir / 'zenodo-ml.sqsh'}") and lines[-1].endswith("verified")
+    assert "holds 11 records" in lines[-1]
+    failure = read_failure(_run(cfg), "110")
+    assert failure["quarantined"] and failure["reason"] == "http_404" and failure["attempts"] == 2
+    assert len(ids_in(_run(cfg), "done")) == 11
+    md5 = (cfg.run_dir / "zenodo-ml.sqsh.md5").read_text()
+    assert main(["run", "-c", str(config)]) == 0  # again: nothing to do but pack, to the same bytes
+    assert (cfg.run_dir / "zenodo-ml.sqsh.md5").read_text() == md5
+    assert "nothing to submit" in capsys.readouterr().out
+
+
+def _run(cfg):  # noqa: ANN001, ANN202
+    from zenodo_hpc.state import RunDir
+
+    return RunDir(cfg.run_dir)
+
+
+def test_interrupt_message_says_how_to_continue(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001
+    cfg = run_config(tmp_path, zenodo_with_records)
+    message = interrupted_message(cfg, "my.yaml")
+    assert "zenodo-hpc run -c my.yaml" in message and f"zenodo-hpc resume {cfg.run_dir}" in message
+
+
+def test_run_with_debug_executor_and_a_limit(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001
+    cfg = run_config(tmp_path, zenodo_with_records)
+    outcome = run_pipeline(cfg, limit=5, kind="debug", progress=False)
+    assert outcome.packed is not None and outcome.packed.records == 5
+    assert outcome.status.done == 5 and outcome.status.records == 5
