@@ -1,0 +1,83 @@
+"""Packing speed and size: a run of a few hundred real records packed twice with the real mksquashfs.
+
+Records are made by the real pipeline from real source trees (groups of the standard library's files).
+Reported: pack MB/s (manifest, card, mksquashfs, checksums and verification included), the image size
+against the data folder's, and whether the two packs have the same md5. Baseline in the same run:
+`tar -czf` of the same data folder (the obvious alternative to an image), its time and size.
+
+    python benchmarks/bench_pack.py [--records 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from _common import machine_line, stdlib_python_files
+
+from zenodo_hpc.config import config_from_dict
+from zenodo_hpc.pack import pack
+from zenodo_hpc.process import process_sources
+from zenodo_hpc.state import append_records, mark_done, open_run
+
+
+def build_run(root: Path, records: int):  # noqa: ANN201
+    cfg = config_from_dict({"run": {"scratch": str(root), "name": "bench"}})
+    run = open_run(cfg)
+    files = stdlib_python_files()
+    per = max(1, len(files) // records)
+    hits = []
+    for i in range(records):
+        record_id = str(5_000_000 + i)
+        src = root / "src" / f"repo-{i}"
+        for f in files[i * per:(i + 1) * per]:
+            target = src / f.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, target)
+        hit = {"id": int(record_id), "doi": f"10.5281/zenodo.{record_id}", "metadata": {"title": f"repo {i}"}}
+        hits.append(hit)
+        result = process_sources(record_id, [(src, "")], run.data, cfg, hit=hit, source_info={"kind": "local"})
+        mark_done(run, record_id, {"segments": result.stats.segments})
+    append_records(run.records, hits)
+    return run, cfg
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=300)
+    args = parser.parse_args()
+    print(machine_line())
+    with tempfile.TemporaryDirectory() as tmp:
+        run, cfg = build_run(Path(tmp), args.records)
+        first = pack(run, cfg, progress=False)
+        second = pack(run, cfg, progress=False)
+        data = folder_bytes(run.data)
+        started = time.perf_counter()
+        tarball = Path(tmp) / "data.tar.gz"
+        subprocess.run(["tar", "-czf", str(tarball), "-C", str(run.data), "."], check=True)
+        tar_s = time.perf_counter() - started
+        print(f"run: {first.records} records, {first.files} files, data folder {data / 1e6:.1f} MB")
+        for name, r in (("pack #1", first), ("pack #2", second)):
+            print(f"{name}: {r.seconds:.2f} s = {r.data_bytes / 1e6 / r.seconds:.1f} MB/s, image "
+                  f"{r.image_bytes / 1e6:.1f} MB ({r.image_bytes / data:.1%} of the data folder), md5 {r.md5}")
+        print(f"tar -czf (baseline): {tar_s:.2f} s = {data / 1e6 / tar_s:.1f} MB/s, "
+              f"{tarball.stat().st_size / 1e6:.1f} MB ({tarball.stat().st_size / data:.1%} of the data folder)")
+        started = time.perf_counter()
+        subprocess.run(["mksquashfs", str(run.data), str(Path(tmp) / "bare.sqsh"), "-noappend", "-comp", "zstd",
+                        "-b", "1M", "-all-root", "-no-xattrs", "-no-progress", "-quiet"], check=True)
+        bare_s = time.perf_counter() - started
+        print(f"mksquashfs alone, same data: {bare_s:.2f} s = {data / 1e6 / bare_s:.1f} MB/s (the rest: manifest "
+              "sha256 of every file, checksums of the image, verification)")
+        print(f"two packs byte-identical: {'YES' if first.md5 == second.md5 else 'NO'}")
+
+
+if __name__ == "__main__":
+    main()
