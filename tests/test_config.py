@@ -136,3 +136,15 @@ def test_every_key_is_documented() -> None:
             assert f"## `{section}:`" in doc, f"section {section} has no heading in docs/configuration.md"
         elif not dataclasses.is_dataclass(value):
             assert f"| `{rest}` |" in doc, f"{key} is not described in docs/configuration.md"
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "local.yaml", "sherlock.yaml", "zenodo-ml-2018.yaml"])
+def test_shipped_configs_load_and_validate(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCRATCH", "/scratch/users/me")
+    cfg = load_config(ROOT / "configs" / name)
+    assert cfg.raster.width == 80 and cfg.output.formats == ["h5", "pkl"]
+    if name == "sherlock.yaml":
+        assert cfg.executor.kind == "slurm" and cfg.run.scratch == "/scratch/users/me/zenodo-hpc"
+        assert cfg.executor.slurm.setup[1] == "source /scratch/users/me/zenodo-hpc/venv/bin/activate"
+    if name == "zenodo-ml-2018.yaml":
+        assert cfg.zenodo.limit == 10000 and cfg.zenodo.exclude == ["gcube"]
