@@ -4,7 +4,6 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-SAMPLE := build/sample.zip
 
 .PHONY: install system-deps demo test bench clean
 
@@ -15,12 +14,9 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 
-# The main job, for now: one real archive of source code -> one record folder.
-demo: install
-	@mkdir -p build
-	$(BIN)/python -c "import json, os, shutil; shutil.make_archive('build/sample', 'zip', os.path.dirname(os.path.dirname(json.__file__)), 'json')"
-	$(BIN)/zenodo-hpc process $(SAMPLE) --out build/data --id sample
-	$(BIN)/python -c "from zenodo_hpc.load import load_images; imgs = load_images('build/data/sample'); print(len(imgs), 'files,', sum(len(a) for a in imgs.values()), 'segments read back from build/data/sample')"
+# The main job: the whole pipeline offline on a built-in sample (harvest, fetch, rasterize, pack, export).
+demo: install system-deps
+	$(BIN)/zenodo-hpc demo --out build/demo
 
 # Debian packages the tests use: mksquashfs (pack). The SLURM ones are installed by the dev cluster.
 system-deps:

@@ -337,7 +337,7 @@ def fetch_all(run: RunDir, cfg: Config, *, progress: bool | None = None) -> Fetc
             except FetchFailed as exc:
                 failed[exc.reason] += 1
                 atomic_write_json(folder / FAILURE_JSON, {"reason": exc.reason, "message": str(exc)})
-                log.warning("record %s: %s (%s)", record_id, exc, exc.reason)
+                log.warning("%s (%s)", exc, exc.reason)
                 continue
             (folder / FAILURE_JSON).unlink(missing_ok=True)
             result.cached += 1
