@@ -61,13 +61,7 @@ def run_polite(rate: float, seconds: float, folder: Path) -> dict:
             except FetchFailed as exc:
                 failed.append(exc.reason)
 
-    started = time.monotonic()
-    threads = [threading.Thread(target=fetcher, args=(i,)) for i in range(FETCHERS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.monotonic() - started
+    elapsed = run_fetchers(fetcher)
     double.stop()
     return summarise(double, elapsed, rate, done=len(done), failed=len(failed))
 
@@ -86,15 +80,20 @@ def run_naive(rate: float, seconds: float) -> dict:
             response = session.get(hit["files"][0]["links"]["self"], timeout=30)
             (done if response.status_code == 200 else failed).append(hit["id"])
 
+    elapsed = run_fetchers(fetcher)
+    double.stop()
+    return summarise(double, elapsed, rate, done=len(done), failed=len(failed))
+
+
+def run_fetchers(fetcher) -> float:  # noqa: ANN001
+    """Run FETCHERS threads of ``fetcher(index)`` to the end; return the seconds they took."""
     started = time.monotonic()
     threads = [threading.Thread(target=fetcher, args=(i,)) for i in range(FETCHERS)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    elapsed = time.monotonic() - started
-    double.stop()
-    return summarise(double, elapsed, rate, done=len(done), failed=len(failed))
+    return time.monotonic() - started
 
 
 def summarise(double: ZenodoDouble, elapsed: float, rate: float, *, done: int, failed: int) -> dict:
