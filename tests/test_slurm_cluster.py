@@ -282,3 +282,29 @@ def test_submit_then_the_dependent_pack_job_builds_the_image(tmp_path: Path, zen
     wait_until(lambda: pack_state() == "COMPLETED", 60, "the pack job to complete")
     assert image.exists()
     _image_matches_data(run)
+
+
+def test_submit_limit_errors_are_retried_with_backoff(tmp_path: Path, zenodo_with_records,  # noqa: ANN001
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The QOS limit is played by a wrapper in front of the real sbatch (the dev cluster enforces no QOS):
+    it refuses the first submission the way a full queue does, then hands over to sbatch."""
+    real = shutil.which("sbatch")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    counter = tmp_path / "refusals"
+    (bin_dir / "sbatch").write_text(
+        "#!/bin/sh\n"
+        f"if [ ! -e {counter} ]; then touch {counter}; "
+        "echo 'sbatch: error: QOSMaxSubmitJobPerUserLimit' >&2; "
+        "echo 'sbatch: error: Batch job submission failed: Job violates accounting/QOS policy' >&2; exit 1; fi\n"
+        f'exec {real} "$@"\n')
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    cfg = slurm_config(tmp_path, zenodo_with_records, records_per_shard=6)
+    run = harvested(cfg)
+    started = time.monotonic()
+    result = submit_pending(run, cfg)
+    assert counter.exists() and result.submission is not None and len(result.submission.arrays) == 1
+    assert time.monotonic() - started >= 2.5  # it waited before trying again
+    wait_for_tasks(run)
+    assert ids_in(run, "done") == ALL
