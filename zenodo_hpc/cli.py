@@ -14,6 +14,7 @@ from pathlib import Path
 from . import __version__
 from .config import load_config
 from .errors import UserError
+from .organize import DEFAULT_EXTENSIONS
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -113,6 +114,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     result = run_demo(Path(args.out), executor=args.executor)
     print(next_steps(result))
+    return 0
+
+
+def cmd_organize(args: argparse.Namespace) -> int:
+    from .organize import format_summary, organize
+
+    result = organize(Path(args.source), Path(args.out), extensions=args.extensions or DEFAULT_EXTENSIONS,
+                      png=args.png, workers=args.workers)
+    print(format_summary(result))
     return 0
 
 
@@ -253,6 +263,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-wait", action="store_true",
                      help="SLURM: return once the arrays and the pack job are queued; run again later to pick up")
     run.set_defaults(func=cmd_run)
+
+    organize = commands.add_parser(
+        "organize",
+        help="export the images by language (file extension) for Kaggle",
+        description=(
+            "For each file extension of a list (default: the 22 of the published Kaggle dataset, matched "
+            "exactly, so R and r differ), one PNG per 80x80 image at DIR/<ext>/<record id>/<record id>_<i>.png, "
+            "an index.csv mapping each PNG to its record, file path and image number, one deterministic "
+            "<ext>.tar.gz per extension and a datapackage.json (Kaggle dataset-metadata and Frictionless data "
+            "package at once). RUN_DIR may also be a packed image (.sqsh)."
+        ),
+    )
+    organize.add_argument("source", metavar="RUN_DIR", help="the run directory, or its packed image (.sqsh)")
+    organize.add_argument("--out", required=True, metavar="DIR", help="the export folder (replaced whole)")
+    organize.add_argument("--extensions", metavar="EXT,EXT",
+                          help=f"comma-separated extensions (default: {','.join(DEFAULT_EXTENSIONS)})")
+    organize.add_argument("--png", choices=["grey", "palette"], default="grey",
+                          help="grey: code points clipped to 255 (the published convention); palette: raw "
+                               "values where they fit, character classes coloured")
+    organize.add_argument("--workers", type=_positive_int, metavar="N", help="processes (default: the CPU count)")
+    organize.set_defaults(func=cmd_organize)
 
     demo = commands.add_parser(
         "demo",

@@ -1,0 +1,562 @@
+"""publish kaggle: checks before any network call, then the REAL kaggle client against a Kaggle double.
+
+The refusals are tested in this process: they happen before ``import kaggle`` (which authenticates at import
+time), so they need neither the client nor a server. Publishing itself runs ``publish_kaggle`` in a child
+process (``kaggle_double.py child``): the client reads its environment (``KAGGLE_API_ENVIRONMENT``,
+credentials, ``TMPDIR``) once, at import, so every scenario gets a fresh process pointed at a fresh
+:class:`KaggleDouble` on 127.0.0.1. Those tests are skipped when the ``kaggle`` extra is not installed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.util
+import json
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kaggle_double import KaggleDouble
+
+from zenodo_hpc.errors import UserError
+from zenodo_hpc.publish import KAGGLE_LICENSES, METADATA_FILE, format_summary, prepare_kaggle_metadata, publish_kaggle
+
+HERE = Path(__file__).resolve().parent
+USER = "alice"
+KEY = "k3y-SHOULD-NEVER-BE-SEEN-0123456789abcdef"  # recognisable: grep every output for it
+SLUG = "zenodo-ml-by-language"
+REF = f"{USER}/{SLUG}"
+TITLE = "Zenodo ML code images by language"
+
+needs_kaggle = pytest.mark.skipif(
+    importlib.util.find_spec("kaggle") is None,
+    reason="the kaggle client is not installed (pip install 'zenodo-hpc[kaggle]'): publishing is not tested",
+)
+
+
+INDEX_SCHEMA = {"fields": [{"name": "png", "type": "string", "description": "path of the PNG"},
+                           {"name": "segment", "type": "integer", "description": "which image of the file"}],
+                "primaryKey": ["png"]}
+
+
+def make_export(folder: Path) -> dict[str, bytes]:
+    """A folder shaped like the output of ``zenodo-hpc organize``: one ``<ext>.tar.gz`` per language beside
+    its ``<ext>/`` folder of PNGs, ``index.csv`` and ``datapackage.json``. Returns the files to upload."""
+    folder.mkdir(parents=True)
+    files = {
+        "py.tar.gz": os.urandom(70_000),
+        "js.tar.gz": os.urandom(2_345),
+        "index.csv": b"png,segment\npy/1234/1234_0.png,0\njs/5678/5678_0.png,0\n",
+    }
+    for ext, record in (("py", "1234"), ("js", "5678")):  # the PNG trees: never uploaded, the archives hold them
+        (folder / ext / record).mkdir(parents=True)
+        (folder / ext / record / f"{record}_0.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(100))
+    resources = []
+    for name, data in files.items():
+        resources.append({"name": name, "path": name, "description": f"the {name} part", "bytes": len(data),
+                          "hash": "sha256:" + hashlib.sha256(data).hexdigest()})
+        (folder / name).write_bytes(data)
+    resources[-1].update(profile="tabular-data-resource", format="csv", schema=INDEX_SCHEMA)
+    package = {"name": SLUG, "title": "Zenodo ML", "id": f"organizer/{SLUG}", "subtitle": "Source code of Zenodo "
+               "software records as 80x80 images, by language", "description": "Code images, by language.",
+               "licenses": [{"name": "CC0-1.0", "title": "CC0", "path": "https://creativecommons.org/"}],
+               "keywords": ["programming", "code"], "resources": resources, "zenodo_hpc": {"pngs": 2}}
+    (folder / "datapackage.json").write_text(json.dumps(package, indent=1))
+    return files
+
+
+def edit_package(folder: Path, **changes: Any) -> None:
+    path = folder / "datapackage.json"
+    package = json.loads(path.read_text())
+    package.update(changes)
+    path.write_text(json.dumps(package))
+
+
+@pytest.fixture
+def export(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
+    folder = tmp_path / "kaggle-export"
+    return folder, make_export(folder)
+
+
+@pytest.fixture
+def no_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An environment where the client would find no credentials: empty HOME, no KAGGLE_* variables."""
+    home = tmp_path / "home"
+    home.mkdir()
+    for name in list(os.environ):
+        if name.startswith("KAGGLE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    return home
+
+
+# --- refusals before any network call (in this process, no kaggle needed) ----------------------------------
+
+
+def refuse(folder: Path, match: str, **kwargs: Any) -> str:
+    """publish_kaggle refuses with one line matching ``match``, without importing kaggle or writing metadata."""
+    arguments: dict[str, Any] = {"username": USER, "title": TITLE}
+    arguments.update(kwargs)
+    had_kaggle = "kaggle" in sys.modules
+    with pytest.raises(UserError, match=match) as info:
+        publish_kaggle(folder, **arguments)
+    message = str(info.value)
+    assert "\n" not in message
+    assert KEY not in message
+    assert had_kaggle or "kaggle" not in sys.modules, "checks must come before importing the client"
+    assert not (folder / METADATA_FILE).exists()
+    return message
+
+
+@pytest.mark.parametrize("title", ["x" * 5, "x" * 51])
+def test_title_must_be_6_to_50_characters(export, no_credentials, title: str) -> None:  # noqa: ANN001
+    message = refuse(export[0], r"title must be 6 to 50 characters", title=title)
+    assert f"has {len(title)}" in message
+
+
+@pytest.mark.parametrize("name", ["my data set", "Zenodo-ML-images", "zenodo_ml_images", "-zenodo-ml", "zenodo--ml"])
+def test_slug_only_lowercase_letters_digits_and_hyphens(export, no_credentials, name: str) -> None:  # noqa: ANN001
+    refuse(export[0], r"only lowercase letters, digits and single hyphens \(no spaces\)", name=name)
+
+
+@pytest.mark.parametrize("name", ["zenod", "z" * 51])
+def test_slug_must_be_6_to_50_characters(export, no_credentials, name: str) -> None:  # noqa: ANN001
+    refuse(export[0], r"name \(URL slug\) must be 6 to 50 characters", name=name)
+
+
+def test_two_licenses_are_refused_unless_one_is_chosen(export, no_credentials) -> None:  # noqa: ANN001
+    folder, _ = export
+    edit_package(folder, licenses=[{"name": "CC0-1.0"}, {"name": "CC-BY-4.0"}])
+    refuse(folder, r"exactly one license, .* names 2 \(CC0-1\.0, CC-BY-4\.0\): pass --license")
+    metadata = prepare_kaggle_metadata(folder, username=USER, title=TITLE, license="cc-by-4.0")
+    assert metadata["licenses"] == [{"name": "CC-BY-4.0"}]  # the spelling Kaggle knows
+
+
+def test_unknown_or_missing_license(export, no_credentials) -> None:  # noqa: ANN001
+    folder, _ = export
+    message = refuse(folder, r"Kaggle does not know the license 'MIT'; use one of: CC0-1\.0", license="MIT")
+    assert all(name in message for name in KAGGLE_LICENSES)
+    edit_package(folder, licenses=[])
+    refuse(folder, r"names no license: pass --license")
+
+
+def test_missing_file(export, no_credentials) -> None:  # noqa: ANN001
+    folder, _ = export
+    (folder / "js.tar.gz").unlink()
+    refuse(folder, r"js\.tar\.gz is listed in datapackage\.json but missing")
+
+
+def test_changed_file_and_unlisted_file(export, no_credentials) -> None:  # noqa: ANN001
+    folder, _ = export
+    (folder / "notes.txt").write_text("not part of the dataset\n")
+    refuse(folder, r"holds notes\.txt, not listed in datapackage\.json")
+    (folder / "notes.txt").unlink()
+    (folder / ".py.tar.gz.tmp").write_bytes(b"half")  # hidden leftovers are ignored (and never uploaded)
+    with (folder / "index.csv").open("ab") as handle:
+        handle.write(b"9999,go,go.tar.gz\n")
+    refuse(folder, r"index\.csv has \d+ bytes, datapackage\.json says \d+")
+    edit_package(folder, resources=[dict(r, bytes=(folder / r["path"]).stat().st_size)
+                                    for r in json.loads((folder / "datapackage.json").read_text())["resources"]])
+    refuse(folder, r"index\.csv does not match its hash")
+
+
+def test_missing_folder_empty_folder_not_an_export(tmp_path: Path, no_credentials) -> None:  # noqa: ANN001
+    refuse(tmp_path / "nowhere", r"nowhere does not exist: run `zenodo-hpc organize")
+    (tmp_path / "empty").mkdir()
+    refuse(tmp_path / "empty", r"empty is empty: run `zenodo-hpc organize")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "data.csv").write_text("a\n")
+    refuse(tmp_path / "other", r"has no datapackage\.json")
+
+
+def test_at_most_1000_files(export, no_credentials) -> None:  # noqa: ANN001
+    folder, _ = export
+    resources = [{"path": f"part-{i:04d}.tar.gz"} for i in range(1001)]
+    edit_package(folder, resources=resources)
+    refuse(folder, r"lists 1001 files; a Kaggle dataset holds at most 1000")
+
+
+def test_no_credentials_says_where_to_put_them(export, no_credentials, monkeypatch, capsys) -> None:  # noqa: ANN001
+    folder, _ = export
+    monkeypatch.setenv("KAGGLE_KEY", KEY)  # a key without a user name is not a credential
+    with pytest.raises(UserError) as info:
+        publish_kaggle(folder, username=USER, title=TITLE)
+    message = str(info.value)
+    assert message.startswith("no Kaggle credentials: ")
+    assert str(no_credentials / ".config" / "kaggle" / "kaggle.json") in message  # no ~/.kaggle yet: XDG, as kaggle
+    assert "KAGGLE_USERNAME and KAGGLE_KEY" in message and "KAGGLE_API_TOKEN" in message
+    (no_credentials / ".kaggle").mkdir()
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(no_credentials / "conf"))
+    with pytest.raises(UserError, match=r"save kaggle\.json as .*/conf/kaggle\.json \(chmod 600\)") as info:
+        publish_kaggle(folder, username=USER, title=TITLE)
+    out, err = capsys.readouterr()
+    assert KEY not in out + err + str(info.value)
+
+
+def test_without_the_kaggle_extra(export, no_credentials, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("KAGGLE_USERNAME", USER)
+    monkeypatch.setenv("KAGGLE_KEY", KEY)
+    monkeypatch.setitem(sys.modules, "kaggle", None)  # as if not installed
+    with pytest.raises(UserError, match=r"needs the official kaggle client: pip install 'zenodo-hpc\[kaggle\]'"):
+        publish_kaggle(export[0], username=USER, title=TITLE)
+
+
+def test_metadata_is_the_package_with_the_arguments(export) -> None:  # noqa: ANN001
+    folder, _ = export
+    metadata = prepare_kaggle_metadata(folder, username=USER, title=f"  {TITLE} ", keywords=["code", " ", "code", "ml"])
+    package = json.loads((folder / "datapackage.json").read_text())
+    assert metadata["id"] == REF and metadata["name"] == SLUG and metadata["title"] == TITLE
+    assert metadata["keywords"] == ["code", "ml"]
+    assert metadata["resources"] == package["resources"]
+    renamed = prepare_kaggle_metadata(folder, username=USER, title=TITLE, name="zenodo-ml-2018")
+    assert renamed["id"] == f"{USER}/zenodo-ml-2018" and renamed["keywords"] == package["keywords"]
+
+
+# --- publishing with the real client against the double (child processes) ---------------------------------
+
+
+def run_with_terminal_stderr(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` with stderr on a pseudo-terminal (read back in full) and stdout on a pipe."""
+    leader, follower = pty.openpty()
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=follower) as child:
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        stdout = child.stdout.read() if child.stdout else b""
+        returncode = child.wait(timeout=120)
+    os.close(leader)
+    return subprocess.CompletedProcess(command, returncode, stdout.decode(), b"".join(chunks).decode(errors="replace"))
+
+
+class Publisher:
+    """Runs ``publish_kaggle`` in a fresh child process against ``double``; every output is checked for KEY."""
+
+    def __init__(self, tmp_path: Path, double: KaggleDouble) -> None:
+        self.double = double
+        self.root = tmp_path
+        self.tmpdir = tmp_path / "tmp"  # the client's resume state: $TMPDIR/.kaggle/uploads
+        for sub in ("home", "config", "tmp"):
+            (tmp_path / sub).mkdir(exist_ok=True)
+        self.env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("KAGGLE_", "VERBOSE")) and k.lower() not in ("http_proxy", "https_proxy")}
+        self.env.update(KAGGLE_API_ENVIRONMENT="LOCALHOST", KAGGLE_USERNAME=USER, KAGGLE_KEY=KEY,
+                        KAGGLE_CONFIG_DIR=str(tmp_path / "config"), TMPDIR=str(self.tmpdir),
+                        HOME=str(tmp_path / "home"), NO_PROXY="127.0.0.1,localhost")
+
+    def __call__(self, folder: Path, *, env: dict[str, str | None] | None = None, tty: bool = False, **kwargs: Any
+                 ) -> subprocess.CompletedProcess[str]:
+        arguments: dict[str, Any] = {"username": USER, "title": TITLE}
+        arguments.update(kwargs)
+        spec = self.root / "spec.json"
+        spec.write_text(json.dumps({"endpoint": self.double.url, "folder": str(folder), "kwargs": arguments}))
+        child_env = dict(self.env)
+        for name, value in (env or {}).items():
+            if value is None:
+                child_env.pop(name, None)
+            else:
+                child_env[name] = value
+        command = [sys.executable, str(HERE / "kaggle_double.py"), "child", str(spec)]
+        if tty:  # stderr on a terminal: the client's progress bars and prints are shown there
+            done = run_with_terminal_stderr(command, child_env)
+        else:
+            done = subprocess.run(command, env=child_env, capture_output=True, text=True, timeout=120)
+        basic = base64.b64encode(f"{USER}:{KEY}".encode()).decode()
+        for secret in (KEY, basic):
+            assert secret not in done.stdout and secret not in done.stderr
+        return done
+
+    def resume_state(self) -> list[Path]:
+        return sorted((self.tmpdir / ".kaggle" / "uploads").glob("*.json"))
+
+
+@pytest.fixture
+def double():  # noqa: ANN201
+    with KaggleDouble(users={USER: KEY}, known_tags={"programming", "code", "software"}) as server:
+        yield server
+
+
+@pytest.fixture
+def publish(tmp_path: Path, double: KaggleDouble) -> Publisher:
+    return Publisher(tmp_path, double)
+
+
+def error_line(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert done.stdout == ""
+    return lines[0]
+
+
+def assert_upload_calls(calls: list[str], first: str, last: str, files: int) -> None:
+    assert calls[0] == first and calls[-1] == last
+    assert calls[1:-1] == ["StartBlobUpload", "PUT"] * files
+
+
+def uploaded_files(double: KaggleDouble) -> dict[str, bytes]:
+    """name -> bytes of what the client announced (StartBlobUpload) and then PUT, in order."""
+    names = [r.json["name"] for r in double.requests if r.call == "StartBlobUpload"]
+    data = [r.body for r in double.requests if r.call == "PUT"]
+    assert len(names) == len(data)
+    return dict(zip(names, data, strict=True))
+
+
+def dir_listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def export_listing(files: dict[str, bytes]) -> list[str]:
+    """What the export folder holds after publishing: its own entries and dataset-metadata.json, nothing else."""
+    return sorted([*files, "py", "js", "datapackage.json", METADATA_FILE])
+
+
+@needs_kaggle
+def test_creates_a_private_dataset_then_a_new_version(export, double, publish) -> None:  # noqa: ANN001
+    folder, files = export
+    (folder / ".py.tar.gz.partial").write_bytes(b"left over by a crashed writer")  # hidden: never uploaded
+    done = publish(folder, keywords=["programming", "code", "not-a-kaggle-tag"])
+    (folder / ".py.tar.gz.partial").unlink()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == (f"created the private Kaggle dataset {REF} (3 files, 72.4 KB, "
+                                           "license CC0-1.0)")
+    assert "Kaggle does not know these keywords, not added: not-a-kaggle-tag" in done.stdout
+    assert done.stdout.splitlines()[-1] == f"https://www.kaggle.com/datasets/{REF}"
+
+    # every request the client made, in order: status (404), then StartBlobUpload + PUT per file, then create
+    calls = double.calls()
+    assert_upload_calls(calls, "GetDatasetStatus", "CreateDataset", len(files))
+    status = double.requests[0]
+    assert status.path == "/api/v1/datasets.DatasetApiService/GetDatasetStatus"
+    assert status.json == {"ownerSlug": USER, "datasetSlug": SLUG}
+    assert {r.path for r in double.requests if r.method == "POST"} == {
+        "/api/v1/datasets.DatasetApiService/GetDatasetStatus", "/api/v1/blobs.BlobApiService/StartBlobUpload",
+        "/api/v1/datasets.DatasetApiService/CreateDataset"}
+    assert all(r.user == USER for r in double.requests if r.method == "POST")
+    for start in (r for r in double.requests if r.call == "StartBlobUpload"):
+        assert start.json["type"] == "DATASET"
+        assert start.json["contentLength"] == len(files[start.json["name"]])
+    assert uploaded_files(double) == files  # exactly the folder's files, byte for byte
+
+    create = double.requests[-1].json
+    assert create["isPrivate"] is True
+    assert (create["ownerSlug"], create["slug"], create["title"], create["licenseName"]) == (
+        USER, SLUG, TITLE, "CC0-1.0")
+    assert create["categoryIds"] == ["programming", "code", "not-a-kaggle-tag"]
+    assert sorted(f["description"] for f in create["files"]) == sorted(f"the {n} part" for n in files)
+    index = next(f for f in create["files"] if f["description"] == "the index.csv part")
+    assert [(c["name"], c["type"], c["description"]) for c in index["columns"]] == [
+        ("png", "string", "path of the PNG"), ("segment", "integer", "which image of the file")]
+    assert create["subtitle"] == "Source code of Zenodo software records as 80x80 images, by language"
+    assert create["description"] == "Code images, by language."
+    assert double.datasets[REF]["versions"][0]["files"] == files
+
+    written = json.loads((folder / METADATA_FILE).read_text())
+    assert written["id"] == REF and written["title"] == TITLE and written["licenses"] == [{"name": "CC0-1.0"}]
+    assert dir_listing(folder) == export_listing(files)
+    assert publish.resume_state() == []
+
+    # again: the dataset exists, so a new version, with its notes
+    double.clear_requests()
+    (folder / "index.csv").write_bytes(files["index.csv"])  # same bytes, rewritten
+    done = publish(folder, version_notes="Records harvested in 2026")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == (f"published a new version of the Kaggle dataset {REF} (3 files, 72.4 KB): "
+                                           "Records harvested in 2026")
+    assert done.stdout.splitlines()[-1] == f"https://www.kaggle.com/datasets/{REF}"
+    calls = double.calls()
+    assert_upload_calls(calls, "GetDatasetStatus", "CreateDatasetVersion", len(files))
+    version = double.requests[-1].json
+    assert (version["ownerSlug"], version["datasetSlug"]) == (USER, SLUG)
+    assert version["body"]["versionNotes"] == "Records harvested in 2026"
+    assert version["body"]["categoryIds"] == ["programming", "code"]
+    assert uploaded_files(double) == files
+    assert [v["notes"] for v in double.datasets[REF]["versions"]] == [None, "Records harvested in 2026"]
+    assert double.datasets[REF]["versions"][1]["files"] == files
+
+
+@needs_kaggle
+def test_public_only_when_asked(export, double, publish) -> None:  # noqa: ANN001
+    folder, _ = export
+    done = publish(folder, public=True, license="CC-BY-SA-4.0")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"created the public Kaggle dataset {REF}")
+    create = double.requests[-1].json
+    assert "isPrivate" not in create  # the client leaves out false, the default: public
+    assert create["licenseName"] == "CC-BY-SA-4.0"
+    assert double.datasets[REF]["isPrivate"] is False
+
+
+@needs_kaggle
+def test_existing_dataset_needs_version_notes(export, double, publish) -> None:  # noqa: ANN001
+    folder, files = export
+    double.add_dataset(REF, {"old.csv": b"a\n"})
+    line = error_line(publish(folder))
+    assert line == (f"zenodo-hpc publish: error: the Kaggle dataset {REF} already exists: "
+                    "pass --version-notes TEXT to publish a new version of it")
+    assert double.calls() == ["GetDatasetStatus"]  # nothing uploaded
+    assert len(double.datasets[REF]["versions"]) == 1
+
+
+@needs_kaggle
+def test_failed_upload_then_rerun_resumes(export, double, publish) -> None:  # noqa: ANN001
+    folder, files = export
+    double.fail("PUT", 500, "Backend Error")
+    line = error_line(publish(folder))
+    assert line.startswith("zenodo-hpc publish: error: upload to Kaggle failed for ")
+    assert line.endswith("(2 of 3 files sent); nothing was published: re-run the same command to resume")
+    failed = line.split("failed for ", 1)[1].split(" ", 1)[0]
+    assert failed in files
+    assert "CreateDataset" not in double.calls() and REF not in double.datasets
+    assert dir_listing(folder) == export_listing(files)  # no half-state in DIR
+    assert len(publish.resume_state()) == 2  # the two files sent are remembered, outside DIR
+
+    double.clear_requests()
+    done = publish(folder)
+    assert done.returncode == 0, done.stderr
+    calls = double.calls()
+    assert calls[0] == "GetDatasetStatus" and calls[-1] == "CreateDataset"
+    starts = [r.json["name"] for r in double.requests if r.call == "StartBlobUpload"]
+    assert starts == [failed]  # only the failed file is uploaded again ...
+    probes = [r for r in double.requests
+              if r.call == "PUT" and r.headers.get("Content-Range", "").startswith("bytes */")]
+    assert len(probes) == 2  # ... the others are confirmed complete with a resumable-upload probe
+    assert double.datasets[REF]["versions"][0]["files"] == files
+    assert publish.resume_state() == []
+
+
+@needs_kaggle
+def test_transient_503_during_upload_is_retried_by_the_client(export, double, publish) -> None:  # noqa: ANN001
+    folder, files = export
+    double.fail("PUT", 503, "Service Unavailable")
+    done = publish(folder)
+    assert done.returncode == 0, done.stderr
+    assert double.datasets[REF]["versions"][0]["files"] == files
+    assert double.calls().count("StartBlobUpload") == 3
+    assert double.calls().count("PUT") == 3 + 2  # the failed PUT, then a probe (308) and the bytes again
+
+
+@needs_kaggle
+@pytest.mark.parametrize("call", ["StartBlobUpload", "CreateDataset"])
+def test_server_error_answers_then_rerun_succeeds(export, double, publish, call: str) -> None:  # noqa: ANN001
+    folder, files = export
+    double.fail(call, 500, "Internal error, please retry")
+    line = error_line(publish(folder))
+    if call == "StartBlobUpload":
+        assert line == ("zenodo-hpc publish: error: upload to Kaggle failed (HTTP 500: Internal error, please retry)"
+                        "; nothing was published: re-run the same command to resume")
+    else:
+        assert line == ("zenodo-hpc publish: error: Kaggle refused the dataset (HTTP 500: Internal error, please "
+                        "retry); re-running uploads the files again")
+        assert publish.resume_state() == []  # refused at the end: start over
+    assert REF not in double.datasets
+    assert dir_listing(folder) == export_listing(files)
+    double.clear_requests()
+    done = publish(folder)
+    assert done.returncode == 0, done.stderr
+    assert double.datasets[REF]["versions"][0]["files"] == files
+    if call == "CreateDataset":
+        assert_upload_calls(double.calls(), "GetDatasetStatus", "CreateDataset", len(files))
+
+
+@needs_kaggle
+def test_refusal_in_the_answer_then_rerun_succeeds(export, double, publish) -> None:  # noqa: ANN001
+    folder, files = export
+    double.fail("CreateDataset", error_answer=True, message="The dataset could not be created, try again later")
+    line = error_line(publish(folder))
+    assert line == ("zenodo-hpc publish: error: Kaggle refused the dataset: The dataset could not be created, "
+                    "try again later; re-running uploads the files again")
+    assert publish.resume_state() == []
+    double.clear_requests()
+    done = publish(folder)
+    assert done.returncode == 0, done.stderr
+    assert_upload_calls(double.calls(), "GetDatasetStatus", "CreateDataset", len(files))
+
+
+@needs_kaggle
+def test_status_errors(export, double, publish) -> None:  # noqa: ANN001
+    folder, _ = export
+    double.fail("GetDatasetStatus", 503, "Service Unavailable")
+    line = error_line(publish(folder))
+    assert line == (f"zenodo-hpc publish: error: Kaggle could not tell whether {REF} exists "
+                    "(HTTP 503: Service Unavailable)")
+    assert double.calls() == ["GetDatasetStatus"]
+
+
+@needs_kaggle
+def test_wrong_key_is_refused_and_never_shown(export, double, publish) -> None:  # noqa: ANN001
+    folder, _ = export
+    double.users[USER] = "the-right-key"
+    line = error_line(publish(folder))
+    assert line == ("zenodo-hpc publish: error: Kaggle refused the credentials (HTTP 401): "
+                    "create a new token at https://www.kaggle.com/settings/api")
+    assert double.calls() == ["GetDatasetStatus"]
+
+
+@needs_kaggle
+def test_verbose_client_on_a_terminal_does_not_print_the_key(export, double, publish) -> None:  # noqa: ANN001
+    # on a terminal the client's output is shown (on stderr); with VERBOSE=1 it would print every request
+    # with its Authorization header: the Publisher checks that neither the key nor user:key in base64 shows
+    done = publish(export[0], env={"VERBOSE": "1"}, tty=True)
+    assert done.returncode == 0, done.stderr
+    assert "Upload successful: py.tar.gz" in done.stderr  # the client's own progress lines
+    assert done.stdout.splitlines()[-1] == f"https://www.kaggle.com/datasets/{REF}"  # stdout: the summary only
+    assert done.stdout.startswith("created the private Kaggle dataset")
+
+
+@needs_kaggle
+def test_kaggle_json_and_access_token(export, double, publish, tmp_path: Path) -> None:  # noqa: ANN001
+    folder, files = export
+    config = tmp_path / "config" / "kaggle.json"
+    config.write_text(json.dumps({"username": USER, "key": KEY}))
+    config.chmod(0o600)
+    done = publish(folder, env={"KAGGLE_USERNAME": None, "KAGGLE_KEY": None})
+    assert done.returncode == 0, done.stderr
+    assert all(r.user == USER for r in double.requests if r.method == "POST")
+
+    config.unlink()
+    token = "kgat_" + KEY  # an access token: the client checks it over the network when imported
+    double.tokens[token] = USER
+    double.clear_requests()
+    done = publish(folder, version_notes="with a token", env={"KAGGLE_USERNAME": None, "KAGGLE_KEY": None,
+                                                               "KAGGLE_API_TOKEN": token})
+    assert done.returncode == 0, done.stderr
+    assert token not in done.stdout + done.stderr
+    assert double.calls()[:2] == ["IntrospectToken", "GetDatasetStatus"]
+    assert double.calls()[-1] == "CreateDatasetVersion"
+    assert double.datasets[REF]["versions"][-1]["files"] == files
+
+    double.tokens.clear()
+    double.clear_requests()
+    line = error_line(publish(folder, version_notes="x", env={"KAGGLE_USERNAME": None, "KAGGLE_KEY": None,
+                                                              "KAGGLE_API_TOKEN": token}))
+    assert line == ("zenodo-hpc publish: error: Kaggle did not accept the access token from KAGGLE_API_TOKEN: "
+                    "create a new token at https://www.kaggle.com/settings/api")
+    assert double.calls() == ["IntrospectToken"]
+
+
+def test_format_summary_of_a_new_version(tmp_path: Path) -> None:
+    from zenodo_hpc.publish import PublishResult
+
+    result = PublishResult(ref=REF, url=f"https://www.kaggle.com/datasets/{REF}", created=False, private=None,
+                           title=TITLE, license="CC0-1.0", keywords=[], files=[("a.tar.gz", 1_500_000)],
+                           version_notes="June refresh", metadata_path=tmp_path / METADATA_FILE,
+                           notes=["--public does not change an existing dataset: set its visibility on Kaggle"])
+    assert format_summary(result).splitlines() == [
+        f"published a new version of the Kaggle dataset {REF} (1 file, 1.5 MB): June refresh",
+        "--public does not change an existing dataset: set its visibility on Kaggle",
+        "Kaggle processes the files for a few minutes before they show",
+        f"https://www.kaggle.com/datasets/{REF}",
+    ]
