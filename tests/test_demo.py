@@ -24,7 +24,7 @@ def test_demo_runs_offline_to_a_verified_image(tmp_path: Path, capsys: pytest.Ca
     assert "verified" in text and "complete: every record is done or quarantined" in text
     assert f"zenodo-hpc status {run.root}" in text
     done = ids_in(run, "done")
-    assert len(done) == 26
+    assert len(done) == 28
     assert read_failure(run, "7000031")["reason"] == "no_archive"  # the record with only a PDF
     from zenodo_hpc.load import load_metadata
 

@@ -55,6 +55,16 @@ def package_files(package: Path, top: str) -> dict[str, bytes]:
     return {f"{top}/{p.relative_to(package).as_posix()}": p.read_bytes() for p in files[:FILES_PER_RECORD]}
 
 
+def other_languages() -> list[tuple[str, dict[str, bytes]]]:
+    """Records in other languages than Python, from the same installation: C headers, IDLE's text and HTML."""
+    include = Path(sysconfig.get_paths()["include"])
+    headers = sorted(include.glob("*.h"))[:FILES_PER_RECORD]
+    idle = Path(sysconfig.get_paths()["stdlib"]) / "idlelib"
+    docs = sorted(p for p in idle.iterdir() if p.is_file() and p.suffix in (".txt", ".html", ".def"))
+    return [("cpython headers", {p.name: p.read_bytes() for p in headers}),
+            ("idle docs", {p.name: p.read_bytes() for p in docs})]
+
+
 def tar_gz(files: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
@@ -91,6 +101,11 @@ def publish_sample(double: ZenodoDouble) -> int:
             double.add_record(hit, {f"python-demo/{package.name}-{version}.zip": make_zip(package_files(package, top))})
         count += 1
     base = FIRST_ID + SAMPLE_RECORDS
+    for offset, (title, files) in enumerate(other_languages(), start=2):  # C headers, text, HTML
+        top = title.replace(" ", "-")
+        double.add_record(ZenodoDouble.make_hit(base + offset, created=f"2019-07-0{offset}", title=title),
+                          {f"{top}.zip": make_zip({f"{top}/{name}": data for name, data in files.items()})})
+        count += 1
     double.add_record(ZenodoDouble.make_hit(base, created="2019-06-01", title="Slides about my code"),
                       {"slides.pdf": b"%PDF-1.4\n% no code in here\n"})
     double.add_record(ZenodoDouble.make_hit(base + 1, created="2019-06-02", title="gCube portlet"),
