@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 install: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,kaggle]'
 
 # The main job: the whole pipeline offline on a built-in sample (harvest, fetch, rasterize, pack, export).
 demo: install system-deps

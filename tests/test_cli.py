@@ -147,7 +147,10 @@ def test_every_command_and_flag_is_in_the_docs() -> None:
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for name, sub in subparsers.choices.items():
         assert f"## `zenodo-hpc {name}" in doc, f"command {name} has no section in docs/commands.md"
-        for action in sub._actions:
-            for flag in action.option_strings:
-                if flag not in ("-h", "--help"):
-                    assert f"`{flag}" in doc or f" {flag} " in doc, f"{name} {flag} is not in docs/commands.md"
+        nested = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+        parsers = list(nested[0].choices.values()) if nested else [sub]  # `publish kaggle`
+        for each in parsers:
+            for action in each._actions:
+                for flag in action.option_strings:
+                    if flag not in ("-h", "--help"):
+                        assert f"`{flag}" in doc or f" {flag} " in doc, f"{name} {flag} is not in docs/commands.md"

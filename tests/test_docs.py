@@ -45,8 +45,13 @@ def test_every_command_and_flag_in_the_docs_exists(page: Path) -> None:
     for match in COMMAND.finditer(code_of(page.read_text())):
         name, rest = match.group(1), match.group(2)
         assert name in commands, f"{page.name}: `zenodo-hpc {name}` is not a command"
-        known = flags_of(commands[name]) | {"--help", "-h"}
-        for token in rest.split():
+        sub, tokens = commands[name], rest.split()
+        nested = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+        if nested and tokens:  # `zenodo-hpc publish kaggle ...`
+            assert tokens[0] in nested[0].choices, f"{page.name}: `zenodo-hpc {name} {tokens[0]}` does not exist"
+            sub, tokens = nested[0].choices[tokens[0]], tokens[1:]
+        known = flags_of(sub) | {"--help", "-h"}
+        for token in tokens:
             flag = token.split("=")[0]
             if flag.startswith("--") or re.fullmatch(r"-[a-z]", flag):
                 assert flag in known, f"{page.name}: `zenodo-hpc {name} {flag}` is not an option of {name}"

@@ -126,6 +126,17 @@ def cmd_organize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_publish_kaggle(args: argparse.Namespace) -> int:
+    from .publish import format_summary, publish_kaggle
+
+    keywords = args.keywords.split(",") if args.keywords is not None else None
+    result = publish_kaggle(Path(args.folder), username=args.username, title=args.title, name=args.name,
+                            keywords=keywords, license=args.license, public=args.public,
+                            version_notes=args.version_notes)
+    print(format_summary(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zenodo-hpc",
@@ -284,6 +295,31 @@ def build_parser() -> argparse.ArgumentParser:
                                "values where they fit, character classes coloured")
     organize.add_argument("--workers", type=_positive_int, metavar="N", help="processes (default: the CPU count)")
     organize.set_defaults(func=cmd_organize)
+
+    publish = commands.add_parser("publish", help="share an export: publish kaggle DIR ...",
+                                  description="Publish an export made by `zenodo-hpc organize`.")
+    targets = publish.add_subparsers(dest="target", metavar="TARGET")
+    targets.required = True
+    kaggle = targets.add_parser(
+        "kaggle",
+        help="create (private unless --public) or update a Kaggle dataset",
+        description=(
+            "Upload an organize export (DIR) as a Kaggle dataset through the official kaggle client "
+            "(pip install 'zenodo-hpc[kaggle]'). Checks before any network call what Kaggle would refuse (slug "
+            "and title 6-50 characters, exactly one known license, the files exist, at most 1,000 files). Creates "
+            "the dataset private unless --public, or a new version when it exists (--version-notes required). "
+            "Credentials: ~/.kaggle/kaggle.json, KAGGLE_USERNAME/KAGGLE_KEY or KAGGLE_API_TOKEN; never printed."
+        ),
+    )
+    kaggle.add_argument("folder", metavar="DIR", help="the export folder made by `zenodo-hpc organize`")
+    kaggle.add_argument("--username", required=True, metavar="U", help="your Kaggle user name (the dataset's owner)")
+    kaggle.add_argument("--title", required=True, metavar="T", help="the dataset's title (6-50 characters)")
+    kaggle.add_argument("--name", metavar="N", help="the dataset's slug: lowercase letters, digits, hyphens (6-50)")
+    kaggle.add_argument("--keywords", metavar="a,b", help="comma-separated keywords")
+    kaggle.add_argument("--license", metavar="L", help="one Kaggle license, e.g. CC-BY-4.0 (default: the export's)")
+    kaggle.add_argument("--public", action="store_true", help="make the dataset public (default: private)")
+    kaggle.add_argument("--version-notes", metavar="TEXT", help="notes of a new version (required when it exists)")
+    kaggle.set_defaults(func=cmd_publish_kaggle)
 
     demo = commands.add_parser(
         "demo",
