@@ -154,3 +154,18 @@ def test_every_command_and_flag_is_in_the_docs() -> None:
                 for flag in action.option_strings:
                     if flag not in ("-h", "--help"):
                         assert f"`{flag}" in doc or f" {flag} " in doc, f"{name} {flag} is not in docs/commands.md"
+
+
+def test_a_bug_is_one_line_without_debug_and_a_traceback_with_it(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # A bug cannot be made on purpose in real code: this one is planted in the process command.
+    import zenodo_hpc.process as process
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("planted bug")
+
+    monkeypatch.setattr(process, "process_path", broken)
+    code, _, err = run("process", str(tmp_path), "--out", str(tmp_path / "o"))
+    assert_one_line_error(code, err, "internal error: RuntimeError: planted bug (run again with --debug")
+    with pytest.raises(RuntimeError, match="planted bug"):
+        main(["--debug", "process", str(tmp_path), "--out", str(tmp_path / "o")])

@@ -385,8 +385,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"zenodo-hpc {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print(f"zenodo-hpc {args.command}: interrupted", file=sys.stderr)
+        print(f"zenodo-hpc {args.command}: interrupted; run the same command again to continue", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as exc:  # the machine's side: permissions, a full disk, a vanished mount
+        if args.debug:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"zenodo-hpc {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # a bug: one line here, the traceback with --debug
+        if args.debug:
+            raise
+        print(f"zenodo-hpc {args.command}: internal error: {type(exc).__name__}: {exc} "
+              "(run again with --debug for the traceback, and please report it)", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":
