@@ -280,3 +280,28 @@ def test_sigterm_to_a_local_worker_does_not_count_an_attempt(tmp_path: Path, zen
     assert attempts_of(run, "102") == 0 and "102" not in ids_in(run, "done")
     assert not [p for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("zenodo-hpc-102-*")]
     assert generations(run) == [1]
+
+
+def test_shards_that_died_of_oom_or_timeout_get_more_memory_or_time(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001
+    """SLURM's verdicts are fed through the run directory (a submission's task states): the dev cluster
+    has no cgroups, so a real OUT_OF_MEMORY cannot be produced there."""
+    from zenodo_hpc.executor import Submission, save_submission
+
+    run, cfg = harvested(tmp_path, zenodo_with_records)
+    data = cfg.to_dict()
+    data["executor"]["slurm"].update({"mem_gb": 4, "time_min": 60, "max_mem_gb": 6})
+    cfg = config_from_dict(data)
+    snapshot = take_snapshot(run, cfg)
+    plan, _ = plan_groups(snapshot.pending(), snapshot, cfg, 1)
+    write_plan(run, plan)
+    states = {"0": "OUT_OF_MEMORY", "1": "TIMEOUT", "2": "COMPLETED", "3": "COMPLETED"}
+    save_submission(run, Submission(1, "local", 2, tasks={k: {"state": v} for k, v in states.items()}))
+    result = submit_pending(run, cfg, kind="slurm", dry_run=True)
+    by_record = {i: s for s in result.plan.shards for i in s.ids}
+    for record in plan.shards[0].ids:
+        assert (by_record[record].mem_gb, by_record[record].time_min) == (6, 60)  # 4 x 2, capped at 6
+    for record in plan.shards[1].ids:
+        assert (by_record[record].mem_gb, by_record[record].time_min) == (4, 120)
+    for record in plan.shards[2].ids + plan.shards[3].ids:
+        assert by_record[record].mem_gb is None  # the config's own resources
+    assert "6GB, 60 min" in result.description and "4GB, 120 min" in result.description
