@@ -23,7 +23,6 @@ import re
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -288,15 +287,6 @@ def load_cached(folder: Path) -> FetchedRecord | None:
         source = Source(entry["kind"], entry["name"], entry["url"], entry.get("size"), entry.get("md5"))
         archives.append(FetchedArchive(path, source, entry["checksum"]))
     return FetchedRecord(archives, saved.get("fallback_reason"))
-
-
-def iter_sources(hit: dict[str, Any], cfg: Config) -> Iterator[Source]:
-    """Every source a fetch may try for ``hit``, in order (for dry runs and docs)."""
-    yield from zenodo_archives(hit)
-    if cfg.github.fallback:
-        github = github_source(hit, cfg.github.codeload_url)
-        if github:
-            yield github
 
 
 # --- fetch-first mode: `zenodo-hpc fetch RUN_DIR` ----------------------------------------------------

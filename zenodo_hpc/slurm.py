@@ -15,7 +15,6 @@ import subprocess
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import submitit
@@ -330,10 +329,6 @@ def job_ids(submissions: Iterable[Submission]) -> list[str]:
 
 def sbatch_available() -> bool:
     return shutil.which("sbatch") is not None
-
-
-def submitit_folder(run: RunDir) -> Path:
-    return run.logs / "submitit"
 
 
 # --- the pack job ---------------------------------------------------------------------------------------

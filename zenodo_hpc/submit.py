@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .config import Config
 from .errors import UserError
@@ -254,7 +253,3 @@ def format_result(result: SubmitResult, run: RunDir, *, dry_run: bool = False) -
     failed = sum(1 for t in sub.tasks.values() if t.get("state") != "COMPLETED")
     tail = f"; {failed} task(s) did not complete" if failed else ""
     return f"{head}; ran {len(sub.tasks)} {sub.kind} task(s){tail}. See `zenodo-hpc status {run.root}`"
-
-
-def run_dir_of(path: str | Path) -> RunDir:
-    return RunDir(Path(path))
