@@ -30,7 +30,7 @@ from typing import Any
 import requests
 from tqdm import tqdm
 
-from .client import HttpClient, RequestFailed, read_token
+from .client import HttpClient, RequestFailed, read_token, share_of_budget
 from .config import Config
 from .errors import UserError
 from .extract import is_archive_name
@@ -149,6 +149,13 @@ def safe_name(name: str) -> str:
 
 
 # --- downloading --------------------------------------------------------------------------------------
+
+
+def download_client(cfg: Config, concurrent: int = 1) -> HttpClient:
+    """A client for downloads with its share of the run's request budget (``concurrent`` workers at once)."""
+    return HttpClient(per_minute=share_of_budget(cfg.zenodo.rate_limit_per_min, concurrent),
+                      token=read_token(cfg.zenodo.token_env), timeout_s=cfg.fetch.timeout_s,
+                      retries=cfg.zenodo.retries)
 
 
 def download(client: HttpClient, source: Source, folder: Path, cfg: Config) -> FetchedArchive:
@@ -310,8 +317,7 @@ def fetch_all(run: RunDir, cfg: Config, *, progress: bool | None = None) -> Fetc
     records = list(iter_records(run.records))
     if not records:
         raise UserError(f"{run.records} holds no records: run `zenodo-hpc harvest` first")
-    client = HttpClient(per_minute=cfg.zenodo.rate_limit_per_min, token=read_token(cfg.zenodo.token_env),
-                        timeout_s=cfg.fetch.timeout_s, retries=cfg.zenodo.retries)
+    client = download_client(cfg)
     result = FetchAllResult()
     failed: Counter[str] = Counter()
     disable = None if progress is None else not progress

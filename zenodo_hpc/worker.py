@@ -25,10 +25,10 @@ from typing import Any
 import submitit
 from submitit.core.utils import UncompletedJobError
 
-from .client import HttpClient, read_token
+from .client import HttpClient
 from .config import Config
 from .errors import UserError
-from .fetch import FetchFailed, fetch_record
+from .fetch import FetchFailed, download_client, fetch_record
 from .plan import load_plan, read_records_at
 from .process import process_sources
 from .state import (
@@ -63,11 +63,7 @@ def node_tmp() -> Path:
 
 def make_client(cfg: Config, concurrent: int = 1) -> HttpClient | None:
     """This worker's client, with its share of the run's request budget (None when offline)."""
-    if cfg.fetch.offline:
-        return None
-    per_minute = cfg.zenodo.rate_limit_per_min / max(1, concurrent)
-    return HttpClient(per_minute=per_minute, token=read_token(cfg.zenodo.token_env),
-                      timeout_s=cfg.fetch.timeout_s, retries=cfg.zenodo.retries)
+    return None if cfg.fetch.offline else download_client(cfg, concurrent)
 
 
 DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
