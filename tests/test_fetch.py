@@ -14,9 +14,10 @@ from conftest import stdlib_package
 from zenodo_hpc.client import HttpClient
 from zenodo_hpc.config import Config, config_from_dict
 from zenodo_hpc.doubles import ZenodoDouble, make_zip
-from zenodo_hpc.fetch import fetch_all, github_source, parse_md5, zenodo_archives
+from zenodo_hpc.fetch import fetch_all, github_source, zenodo_archives
 from zenodo_hpc.load import load_images, load_metadata
 from zenodo_hpc.raster import rasterize
+from zenodo_hpc.records import parse_md5
 from zenodo_hpc.state import RunDir, append_records, ids_in, open_run, read_failure
 from zenodo_hpc.worker import make_client, process_record, process_records
 
@@ -67,7 +68,7 @@ def test_a_mix_of_good_fallback_and_broken_records(tmp_path: Path, double: Zenod
     double.add_codeload("owner", "gh4", "v4", repo_zip("gh4-v4"))
     broken_then_github = add(double, 4, {"x.zip": repo_zip("x")}, github=("owner", "gh4", "v4"))
     double.fail("/api/records/4/files/x.zip/content", "404", times=50)
-    no_archive = add(double, 5, {"paper.pdf": b"%PDF-1.4", "run.py": b"print(1)\n"})
+    no_archive = add(double, 5, {"paper.pdf": b"%PDF-1.4", "figure.png": b"\x89PNG"})
     mismatch = add(double, 6, {"m.zip": repo_zip("m")}, checksums={"m.zip": "md5:" + "0" * 32})
     gone = add(double, 7, {"g.zip": repo_zip("g")})
     double.fail("/api/records/7/files/g.zip/content", "404", times=50)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -12,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from zenodo_hpc.cli import main
+from zenodo_hpc.client import HttpClient
 from zenodo_hpc.config import Config, config_from_dict
 from zenodo_hpc.doubles import ZenodoDouble
 from zenodo_hpc.errors import UserError
 from zenodo_hpc.harvest import harvest, parse_since
-from zenodo_hpc.state import iter_records
+from zenodo_hpc.state import iter_records, open_run
 
 START = datetime(2014, 1, 1, tzinfo=timezone.utc)
 
@@ -59,7 +61,8 @@ def test_harvest_past_the_result_window_gets_every_record_exactly_once(tmp_path:
     queries = searches(double)
     assert all(int(q["size"]) <= 25 for q in queries)
     assert all((int(q["page"]) - 1) * int(q["size"]) < 100 for q in queries)
-    assert all(q["q"].startswith("created:[") for q in queries)
+    assert queries[0]["q"] == ""  # an open lower bound: no fixed start date
+    assert all(q["q"].startswith("created:[") and q["q"].endswith(" TO *]") for q in queries[1:])
     assert not [r for r in double.requests if r.status != 200]
 
 
@@ -142,7 +145,7 @@ def test_since_appends_only_new_and_modified_records(tmp_path: Path, double: Zen
     assert result.added == 2
     assert harvested_ids(cfg)[-2:] == [5001, 5000] or harvested_ids(cfg)[-2:] == [5000, 5001]
     assert len(harvested_ids(cfg)) == 252
-    assert all(q["q"].startswith("updated:[2025-01-01T00:00:00 TO") for q in searches(double))
+    assert all("updated:[2025-01-01T00:00:00 TO *]" in q["q"] for q in searches(double))
     assert harvest(cfg, since=parse_since("2025-01-01"), progress=False).added == 0
 
 
@@ -205,3 +208,61 @@ def test_harvest_command_prints_a_summary(tmp_path: Path, double: ZenodoDouble,
 def test_bad_since_date_is_a_clear_error() -> None:
     with pytest.raises(UserError, match="--since 'last week': expected a date like 2024-01-31"):
         parse_since("last week")
+
+
+class _ChangingIndex(HttpClient):
+    """A client that lets Zenodo change between two searches: after the first page, an early record gets a
+    new version, so it leaves the latest-versions results and every later record moves one place up."""
+
+    def __init__(self, double: ZenodoDouble, records: Path, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.double, self.records = double, records
+        self.changed = False
+
+    def get(self, url: str, **kwargs: object):  # noqa: ANN201 - the parent's type
+        if not self.changed and self.records.exists() and 1001 in [r["id"] for r in iter_records(self.records)]:
+            # the first page of records is harvested: now record 1001 gets a new version
+            self.double.add_record(ZenodoDouble.make_hit(9000, created="2026-01-01", conceptrecid="1001"))
+            self.changed = True
+        return super().get(url, **kwargs)
+
+
+def test_paging_over_a_changing_index_misses_no_record(tmp_path: Path, double: ZenodoDouble) -> None:
+    cfg = make_config(tmp_path, double)
+    client = _ChangingIndex(double, cfg.run_dir / "records.jsonl", per_minute=60_000, retries=1)
+    harvest(cfg, progress=False, client=client)
+    assert client.changed
+    ids = harvested_ids(cfg)
+    # every record that is a latest version now was harvested (page offsets shifted under the harvest:
+    # record 1026, first of page 2 before the change, would have slipped to page 1 and been skipped)
+    assert set(range(1002, 1251)) | {9000} <= set(ids)
+    assert len(ids) == len(set(ids))
+
+
+def _harvest_in_child(cfg: Config, queue: object) -> None:
+    try:
+        result = harvest(cfg, progress=False)
+        queue.put(("ok", result.added))
+    except UserError as exc:
+        queue.put(("error", str(exc)))
+
+
+def test_two_harvests_at_once_leave_no_duplicate(tmp_path: Path, double: ZenodoDouble) -> None:
+    cfg = make_config(tmp_path, double)
+    open_run(cfg)
+    double.fail("/api/records", "slow", times=1, seconds=2.0)  # the first harvest holds the run a while
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    children = [context.Process(target=_harvest_in_child, args=(cfg, queue)) for _ in range(2)]
+    for child in children:
+        child.start()
+    results = sorted(queue.get(timeout=120) for _ in children)
+    for child in children:
+        child.join(timeout=60)
+    ids = harvested_ids(cfg)
+    assert len(ids) == len(set(ids)) == 250
+    assert results[0] == ("error", results[0][1]) and "another zenodo-hpc driver (harvest" in results[0][1]
+    assert "harvest.lock" in results[0][1]
+    assert results[1] == ("ok", 250)
+    again = harvest(cfg, progress=False)  # the lock was released
+    assert again.added == 0 and not (cfg.run_dir / "state" / "harvest.lock").exists()

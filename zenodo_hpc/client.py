@@ -7,17 +7,25 @@ together never exceeds R. Evenly spaced, not bursty: a burst is what earns 429 a
 every client obeys what the server says: ``429`` with or without ``Retry-After``, and
 ``X-RateLimit-Remaining: 0`` until ``X-RateLimit-Reset``, with exponential backoff and jitter.
 
-The token travels only in the ``Authorization`` header; it is never part of a URL, a log line or an error.
+The token travels only in the ``Authorization`` header, and only to the origin (scheme, host, port) it
+belongs to (``zenodo.api_url``'s): never to GitHub, never to a host a file link names, never on a redirect
+to another origin. It is never part of a URL, a log line or an error.
+
+Every wait is bounded: a server asking to wait longer than ``max_wait_s`` (``Retry-After: 1000000000``, a
+date in 2099, an ``X-RateLimit-Reset`` far away) fails the request at once with reason ``rate_limited``
+instead of holding a worker for hours.
 """
 
 from __future__ import annotations
 
 import email.utils
 import logging
+import math
 import os
 import random
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +41,9 @@ USER_AGENT = f"zenodo-hpc/{__version__} (+https://github.com/zenodo-hpc; researc
 CONNECT_TIMEOUT_S = 10.0
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 120.0
-MAX_SERVER_WAIT_S = 3600.0  # never believe a server asking to wait longer than this
+MAX_SERVER_WAIT_S = 3600.0  # default of ``max_wait_s``: never believe a server asking to wait longer
+EPOCH_2001 = 1e9  # an X-RateLimit-Reset below this is a number of seconds, not an epoch time
+JSON = "application/json"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_THROTTLED = 30  # 429 answers tolerated for one request before giving up
 
@@ -69,6 +79,11 @@ class RateLimiter:
             self._sleep(wait)
         return wait
 
+    def pending_wait(self) -> float:
+        """Seconds until the next slot (what :meth:`acquire` would sleep now)."""
+        with self._lock:
+            return max(0.0, self._next - self._clock())
+
     def hold_until(self, when: float) -> None:
         """No request before the monotonic time ``when`` (a 429 or an exhausted quota said so)."""
         with self._lock:
@@ -95,12 +110,12 @@ def retry_after_seconds(headers: Mapping[str, str], *, now: float | None = None)
         return None
     value = value.strip()
     if value.isdigit():
-        return min(float(value), MAX_SERVER_WAIT_S)
+        return float(value) if len(value) < 16 else math.inf
     try:
         when = email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return min(max(0.0, when - (time.time() if now is None else now)), MAX_SERVER_WAIT_S)
+    return max(0.0, when - (time.time() if now is None else now))
 
 
 def quota_exhausted_seconds(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
@@ -109,9 +124,14 @@ def quota_exhausted_seconds(headers: Mapping[str, str], *, now: float | None = N
     try:
         if remaining is None or int(remaining) > 0 or reset is None:
             return None
-        return min(max(0.0, float(reset) - (time.time() if now is None else now)), MAX_SERVER_WAIT_S)
-    except ValueError:
+        value = float(reset)
+    except (ValueError, OverflowError):
         return None
+    if not math.isfinite(value):
+        return math.inf
+    if value < EPOCH_2001:  # some servers send seconds from now; Zenodo sends epoch seconds
+        return max(0.0, value)
+    return max(0.0, value - (time.time() if now is None else now))
 
 
 @dataclass
@@ -123,26 +143,36 @@ class ClientStats:
 
 
 class HttpClient:
-    """GET with a rate budget, retries on 429/5xx/connection errors, and timeouts on every request."""
+    """GET with a rate budget, retries on 429/5xx/connection errors, and timeouts on every request.
+
+    ``token`` is sent only to the origin of ``token_url`` (the API's); requests elsewhere carry no
+    credential at all. A server-requested wait above ``max_wait_s`` fails the request (``rate_limited``).
+    """
 
     def __init__(
         self,
         *,
         per_minute: float,
         token: str | None = None,
+        token_url: str | None = None,
         timeout_s: float = 60.0,
         retries: int = 5,
+        max_wait_s: float = MAX_SERVER_WAIT_S,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        if token and not token_url:
+            raise ValueError("a token needs the URL of the API it belongs to (token_url)")
         self.limiter = RateLimiter(per_minute, sleep=sleep)
         self.timeout = (min(CONNECT_TIMEOUT_S, timeout_s), timeout_s)
         self.retries = retries
+        self.max_wait_s = max_wait_s
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = USER_AGENT
+        self.session.headers.pop("Authorization", None)
+        self._token = token or None
+        self._token_origin = origin(token_url) if token else None
         self.has_token = bool(token)
-        if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
         self._sleep = sleep
         self.stats = ClientStats()
 
@@ -155,21 +185,35 @@ class HttpClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def get(self, url: str, *, params: Mapping[str, Any] | None = None, stream: bool = False) -> requests.Response:
+    def headers_for(self, url: str, *, accept: str | None = None) -> dict[str, str]:
+        """The headers of one request: the token only for its own origin, ``Accept`` when asked."""
+        headers = {"Accept": accept} if accept else {}
+        if self._token and origin(url) == self._token_origin:
+            headers["Authorization"] = f"Bearer {self._token}"
+        return headers
+
+    def get(self, url: str, *, params: Mapping[str, Any] | None = None, stream: bool = False,
+            accept: str | None = None) -> requests.Response:
         """The final answer for ``url``: 2xx, or a 4xx other than 429 for the caller to judge.
 
-        Raises :class:`RequestFailed` when 429/5xx answers or connection errors outlast the retries,
-        and at once for a redirect loop.
+        Raises :class:`RequestFailed` when 429/5xx answers or connection errors outlast the retries, when
+        the server asks for a wait above ``max_wait_s``, for a link that is not http(s), and at once for a
+        redirect loop. ``accept`` sets the ``Accept`` header (``JSON`` for API calls).
         """
         attempt = 0  # failures that count against the retries
         throttled = 0  # 429 answers: the server says when to come back, so they do not count
+        headers = self.headers_for(url, accept=accept)
         while True:
+            self._refuse_long_wait(url)
             self.stats.waited_s += self.limiter.acquire()
             self.stats.requests += 1
             try:
-                response = self.session.get(url, params=params, stream=stream, timeout=self.timeout)
+                response = self.session.get(url, params=params, stream=stream, timeout=self.timeout, headers=headers)
             except requests.TooManyRedirects:
                 raise RequestFailed(f"{url}: redirect loop", reason="redirect_loop") from None
+            except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                    requests.exceptions.MissingSchema, requests.exceptions.InvalidHeader) as exc:
+                raise RequestFailed(f"cannot download {url[:200]!r}: {_short(exc)}", reason="bad_link") from None
             except (requests.ConnectionError, requests.Timeout) as exc:
                 reason = "timeout" if isinstance(exc, requests.Timeout) else "connection_error"
                 if attempt >= self.retries:
@@ -192,11 +236,25 @@ class HttpClient:
             asked = retry_after_seconds(response.headers)
             response.close()
             if asked is not None:
+                self._check_wait(asked, f"HTTP {response.status_code} from {_base(url)} with Retry-After", url)
                 self.limiter.hold_until(time.monotonic() + asked + random.uniform(0, 0.1 * asked + 0.05))
                 log.info("HTTP %s from %s: waiting %.1f s as asked (Retry-After)", response.status_code, url, asked)
                 self.stats.retries += 1
             else:
                 self._back_off(attempt + throttled - 1, f"HTTP {response.status_code} on {url}")
+
+    def _check_wait(self, seconds: float, what: str, url: str) -> None:
+        """A wait the server asks for, refused (``rate_limited``) when it is longer than ``max_wait_s``."""
+        if seconds > self.max_wait_s:
+            shown = "for ever" if not math.isfinite(seconds) else f"{seconds:.0f} s"
+            raise RequestFailed(f"{what} asks to wait {shown}, more than the {self.max_wait_s:.0f} s allowed "
+                                f"(zenodo.max_wait_s); not waiting for {_base(url)}", reason="rate_limited")
+
+    def _refuse_long_wait(self, url: str) -> None:
+        """An exhausted quota whose reset is too far away fails the next request at once."""
+        pending = self.limiter.pending_wait()
+        if pending > self.max_wait_s:
+            self._check_wait(pending, "an exhausted rate-limit quota (X-RateLimit-Reset)", url)
 
     def _back_off(self, attempt: int, what: str) -> None:
         delay = backoff_delay(attempt)
@@ -208,7 +266,22 @@ class HttpClient:
         wait = quota_exhausted_seconds(response.headers)
         if wait:
             log.info("rate-limit quota used up: next request in %.1f s", wait)
-            self.limiter.hold_until(time.monotonic() + wait)
+            self.limiter.hold_until(time.monotonic() + min(wait, 10 * 365 * 86400.0))
+
+
+def origin(url: str | None) -> tuple[str, str, int] | None:
+    """``(scheme, host, port)`` of a URL, default ports filled in: what "the same server" means for a token."""
+    if not url:
+        return None
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80)
 
 
 def read_token(env_name: str) -> str | None:

@@ -49,12 +49,28 @@ class ZenodoConfig:
     search_window: int = field(default=10_000, metadata=_positive())
     timeout_s: float = field(default=60.0, metadata=_positive(0.001))
     retries: int = field(default=5, metadata=_positive(0))
+    max_wait_s: float = field(default=600.0, metadata=_positive(0))
 
 
 @dataclass
 class GithubConfig:
     fallback: bool = True
     codeload_url: str = "https://codeload.github.com"
+
+
+# Loose files of a record with these extensions (any case) are known binary types: not downloaded, so
+# that the request budget is not spent on papers, pictures and data. Files inside archives are judged
+# by their content instead (a NUL byte), as the walk always did.
+BINARY_EXTENSIONS = (
+    ".pdf", ".ps", ".eps", ".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".ico", ".webp", ".svgz",
+    ".mp3", ".mp4", ".m4a", ".wav", ".flac", ".ogg", ".avi", ".mov", ".mkv", ".webm",
+    ".gz", ".bz2", ".xz", ".zst", ".7z", ".rar", ".jar", ".war", ".whl", ".egg", ".deb", ".rpm", ".dmg", ".iso",
+    ".exe", ".dll", ".so", ".dylib", ".o", ".a", ".class", ".pyc", ".bin",
+    ".pkl", ".pickle", ".npy", ".npz", ".h5", ".hdf5", ".nc", ".mat", ".parquet", ".feather", ".sqlite", ".db",
+    ".rds", ".rdata", ".sav", ".dta", ".fits",
+    ".doc", ".docx", ".xls", ".xlsx", ".ppt", ".pptx", ".odt", ".ods", ".odp",
+    ".ttf", ".otf", ".woff", ".woff2", ".eot",
+)
 
 
 @dataclass
@@ -65,6 +81,7 @@ class RasterConfig:
     tab_width: int = field(default=4, metadata=_positive(0))
     max_file_bytes: int = field(default=100_000, metadata=_positive(0))
     skip_binary: bool = True
+    binary_extensions: list[str] = field(default_factory=lambda: list(BINARY_EXTENSIONS))
 
 
 @dataclass
@@ -78,6 +95,7 @@ class FetchConfig:
     max_bytes: int = field(default=1_000_000_000, metadata=_positive())
     attempts: int = field(default=3, metadata=_positive())
     timeout_s: float = field(default=120.0, metadata=_positive(0.001))
+    deadline_s: float = field(default=1800.0, metadata=_positive(0.001))
     cache: bool = False
     offline: bool = False
 

@@ -1,11 +1,21 @@
 """Harvest Zenodo's software records into ``<run>/records.jsonl``.
 
-Zenodo answers at most ``search_window`` (10,000) results per query, so the harvest walks the time
-axis: a date window whose query matches more than that is split in two, until every window fits; each
-window is then paged through, oldest record first. Windows are explored lazily (only as far as
-``limit`` needs) and the position is saved after every page in ``<run>/state/harvest/<job>.json``, so an
-interrupted harvest continues where it stopped and a finished one, run again, adds nothing. Records
-are unique by id; ``exclude`` patterns drop records by title, GitHub repository or file name.
+Zenodo answers at most ``search_window`` (10,000) results per query and its index changes while we page
+through it (a new version makes the older one leave the "latest versions" results, shifting every later
+page). So the harvest does not page deeply: it keeps a **cursor on ``created``**. Each search asks for the
+records created at or after the cursor, oldest first; after each page the cursor moves to the second of
+the newest record seen, and the next search starts from page 1 again. The boundary second is read twice
+on purpose (records are deduplicated by id), so a record can only be missed if it was created before the
+cursor after we passed it, which Zenodo never does. The first search has no lower bound at all.
+
+The harvest ends when a page comes back short (the last one) or empty, and also when the server repeats
+itself (a page of the very same records again, whatever ``total`` claims) or never moves the cursor; the
+``total`` of an answer is shown, never trusted. Every hit is checked before it is kept: a hit whose id is
+not a positive integer, whose ``metadata`` is not an object or which holds an infinite number is skipped
+and counted by reason. The position is saved after every page in ``<run>/state/harvest/<job>.json``, so
+an interrupted harvest continues where it stopped and a finished one, run again, adds nothing. Two
+harvests on one run directory cannot run at once (``state/harvest.lock``). ``exclude`` patterns drop
+records by title, GitHub repository or file name.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ import json
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -22,42 +33,28 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .client import HttpClient, RequestFailed, read_token
+from .client import JSON, HttpClient, RequestFailed, read_token
 from .config import Config
 from .errors import UserError
-from .records import file_keys, github_repository
-from .state import RunDir, append_records, atomic_write_json, iter_records, open_run, read_json, repair_records_file
+from .records import BadRecord, check_hit, file_keys, github_repository, metadata_of
+from .state import (
+    RunDir,
+    append_records,
+    atomic_write_json,
+    driver_lock,
+    iter_records,
+    open_run,
+    read_json,
+    repair_records_file,
+)
 
 log = logging.getLogger(__name__)
 
-ZENODO_EPOCH = datetime(2013, 1, 1, tzinfo=timezone.utc)  # Zenodo opened in 2013
 SORT = "oldest"
 ANONYMOUS_PAGE_CAP = 25
 TOKEN_PAGE_CAP = 100
-MIN_WINDOW = timedelta(seconds=1)
-
-
-@dataclass
-class Window:
-    """A half-open date range ``[start, end)`` on ``field`` (``created``, or ``updated`` for --since)."""
-
-    start: datetime
-    end: datetime
-
-    def query(self, field: str) -> str:
-        return f"{field}:[{_iso(self.start)} TO {_iso(self.end)}}}"
-
-    def halves(self) -> list[Window]:
-        middle = self.start + (self.end - self.start) / 2
-        middle = middle.replace(microsecond=0)
-        return [Window(self.start, middle), Window(middle, self.end)]
-
-    def to_json(self) -> list[str]:
-        return [_iso(self.start), _iso(self.end)]
-
-    @classmethod
-    def from_json(cls, data: list[str]) -> Window:
-        return cls(_parse_datetime(data[0]), _parse_datetime(data[1]))
+FUTURE_SLACK = timedelta(days=1)  # a ``created`` later than now + this is not believed (it would skip records)
+HARVEST_LOCK = "harvest.lock"
 
 
 def _iso(moment: datetime) -> str:
@@ -77,31 +74,56 @@ def parse_since(text: str) -> datetime:
         raise UserError(f"--since {text!r}: expected a date like 2024-01-31 or 2024-01-31T12:00:00") from None
 
 
+def created_second(hit: dict[str, Any], now: datetime) -> datetime | None:
+    """A hit's ``created``, cut to the second, when it is a believable time (not in the future)."""
+    value = hit.get("created")
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        moment = _parse_datetime(value)
+    except ValueError:
+        return None
+    if moment > now + FUTURE_SLACK:
+        return None
+    return moment.replace(microsecond=0)
+
+
 @dataclass
 class HarvestJob:
-    """One harvest's parameters and progress, saved after every page so that it can resume."""
+    """One harvest's parameters and position, saved after every page so that it can resume."""
 
     key: str
     params: dict[str, Any]
-    pending: list[Window]  # windows still to explore, earliest first
-    page: int = 1  # next page of pending[0], once it is known to fit
-    fits: bool = False  # pending[0] is known to fit in the search window
+    cursor: str | None = None  # records created at or after this second are still to read (None: all)
+    page: int = 1  # page of the search from the cursor (more than 1 only when a second fills a page)
+    last_page_ids: list[str] = field(default_factory=list)  # to notice a server repeating itself
     added: int = 0
     excluded: int = 0
     duplicates: int = 0
-    malformed: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)  # hits that are not records, by reason
     done: bool = False
+    ended: str = ""  # why the harvest ended, when it ended early (a repeating server, ...)
 
     def to_json(self) -> dict[str, Any]:
-        return {"key": self.key, "params": self.params, "pending": [w.to_json() for w in self.pending],
-                "page": self.page, "fits": self.fits, "added": self.added, "excluded": self.excluded,
-                "duplicates": self.duplicates, "malformed": self.malformed, "done": self.done}
+        return {"format": 2, "key": self.key, "params": self.params, "cursor": self.cursor, "page": self.page,
+                "last_page_ids": self.last_page_ids, "added": self.added, "excluded": self.excluded,
+                "duplicates": self.duplicates, "skipped": self.skipped, "done": self.done, "ended": self.ended}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> HarvestJob:
-        return cls(key=data["key"], params=data["params"], pending=[Window.from_json(w) for w in data["pending"]],
-                   page=data["page"], fits=data["fits"], added=data["added"], excluded=data["excluded"],
-                   duplicates=data["duplicates"], malformed=data.get("malformed", 0), done=data["done"])
+        if data.get("format") != 2:  # a harvest saved by an older version: start from its first open window
+            pending = data.get("pending") or []
+            return cls(key=data["key"], params=data["params"], cursor=pending[0][0] if pending else None,
+                       added=data.get("added", 0), excluded=data.get("excluded", 0),
+                       duplicates=data.get("duplicates", 0), done=bool(data.get("done")) and not pending)
+        return cls(key=data["key"], params=data["params"], cursor=data.get("cursor"), page=data.get("page", 1),
+                   last_page_ids=list(data.get("last_page_ids") or []), added=data.get("added", 0),
+                   excluded=data.get("excluded", 0), duplicates=data.get("duplicates", 0),
+                   skipped=dict(data.get("skipped") or {}), done=bool(data.get("done")), ended=data.get("ended", ""))
+
+    @property
+    def malformed(self) -> int:
+        return sum(self.skipped.values())
 
 
 @dataclass
@@ -110,13 +132,14 @@ class HarvestResult:
     added: int  # by this invocation
     excluded: int
     duplicates: int
-    malformed: int
+    malformed: int  # hits skipped because they are not records (bad id, broken shape), in all
     requests: int
     throttled: int
     seconds: float
     complete: bool
     path: Any = None
     notes: list[str] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)  # the malformed hits by reason
 
 
 # --- exclusion ---------------------------------------------------------------------------------------
@@ -124,7 +147,7 @@ class HarvestResult:
 def is_excluded(hit: dict[str, Any], patterns: Iterable[re.Pattern[str]]) -> str | None:
     """The first pattern matching the title, the GitHub repository or a file name, or None."""
     repo = github_repository(hit)
-    texts = [str((hit.get("metadata") or {}).get("title") or "")]
+    texts = [str(metadata_of(hit).get("title") or "")]
     if repo:
         texts.append(f"{repo[0]}/{repo[1]}")
     texts += file_keys(hit)
@@ -151,14 +174,12 @@ def compile_patterns(patterns: Iterable[str]) -> list[re.Pattern[str]]:
 def job_params(cfg: Config, since: datetime | None) -> dict[str, Any]:
     z = cfg.zenodo
     return {"api_url": z.api_url.rstrip("/"), "type": z.type, "query": z.query, "all_versions": z.all_versions,
-            "field": "updated" if since else "created", "since": _iso(since) if since else None}
+            "since": _iso(since) if since else None}
 
 
-def new_job(params: dict[str, Any], since: datetime | None) -> HarvestJob:
+def new_job(params: dict[str, Any]) -> HarvestJob:
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
-    start = since or ZENODO_EPOCH
-    end = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=1)
-    return HarvestJob(key=key, params=params, pending=[Window(start, end)])
+    return HarvestJob(key=key, params=params)
 
 
 def job_path(run: RunDir, key: str) -> Any:
@@ -166,10 +187,16 @@ def job_path(run: RunDir, key: str) -> Any:
 
 
 def load_or_start_job(run: RunDir, cfg: Config, since: datetime | None) -> HarvestJob:
-    params = job_params(cfg, since)
-    fresh = new_job(params, since)
+    fresh = new_job(job_params(cfg, since))
     saved = read_json(job_path(run, fresh.key))
-    return HarvestJob.from_json(saved) if saved else fresh
+    if not isinstance(saved, dict):
+        return fresh
+    try:
+        return HarvestJob.from_json(saved)
+    except (KeyError, TypeError, ValueError, IndexError):
+        log.warning("%s: unreadable harvest position, starting again (records are deduplicated by id)",
+                    job_path(run, fresh.key))
+        return fresh
 
 
 def page_size(cfg: Config, has_token: bool) -> int:
@@ -177,32 +204,44 @@ def page_size(cfg: Config, has_token: bool) -> int:
     return min(cfg.zenodo.page_size or cap, cap)
 
 
-def search(client: HttpClient, params: dict[str, Any], window: Window, page: int, size: int) -> dict[str, Any]:
-    """One page of one window; the answer as JSON, or a clear error naming the URL."""
-    query = window.query(params["field"])
+def search_query(params: dict[str, Any], cursor: str | None) -> str:
+    """The ``q`` of a search: the cursor's open-ended range on ``created``, ``--since`` and the user's query."""
+    clauses = []
+    if cursor:
+        clauses.append(f"created:[{cursor} TO *]")
+    if params.get("since"):
+        clauses.append(f"updated:[{params['since']} TO *]")
     if params["query"]:
-        query = f"{query} AND ({params['query']})"
+        clauses.append(f"({params['query']})")
+    return " AND ".join(clauses)
+
+
+def search(client: HttpClient, params: dict[str, Any], cursor: str | None, page: int, size: int) -> dict[str, Any]:
+    """One page of the search from ``cursor``; ``{"hits": [...], "total": N}``, or a clear error naming the URL."""
+    query = search_query(params, cursor)
     url = f"{params['api_url']}/records"
-    response = client.get(url, params={"type": params["type"], "q": query, "size": size, "page": page,
-                                       "sort": SORT, "all_versions": str(params["all_versions"]).lower()})
+    response = client.get(url, accept=JSON, params={"type": params["type"], "q": query, "size": size, "page": page,
+                                                    "sort": SORT, "all_versions": str(params["all_versions"]).lower()})
     if response.status_code != 200:
-        raise UserError(f"{url}: HTTP {response.status_code} for page {page} of {query!r}: "
+        raise UserError(f"{url}: HTTP {response.status_code} for page {page} of {query or 'every record'!r}: "
                         f"{_message(response)}")
     try:
         body = response.json()
         hits = body["hits"]["hits"]
-        total = body["hits"]["total"]
-    except (ValueError, KeyError, TypeError):
-        raise UserError(f"{url}: the answer is not a Zenodo search result (no hits.hits/hits.total)") from None
+        total = body["hits"].get("total")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise UserError(f"{url}: the answer is not a Zenodo search result (no hits.hits)") from None
+    if not isinstance(hits, list):
+        raise UserError(f"{url}: the answer is not a Zenodo search result (hits.hits is not a list)")
     if isinstance(total, dict):  # Elasticsearch 7 shape: {"value": N, "relation": "eq"}
-        total = total.get("value", 0)
-    return {"hits": hits, "total": int(total)}
+        total = total.get("value")
+    return {"hits": hits, "total": total if isinstance(total, int) and not isinstance(total, bool) else None}
 
 
 def _message(response: Any) -> str:
     try:
         return str(response.json().get("message", ""))[:200]
-    except ValueError:
+    except (ValueError, AttributeError):
         return response.text[:200].replace("\n", " ")
 
 
@@ -215,29 +254,34 @@ def harvest(
     client: HttpClient | None = None,
 ) -> HarvestResult:
     """Harvest up to ``limit`` (default ``zenodo.limit``) records into ``<run>/records.jsonl``."""
-    started = time.monotonic()
-    limit = cfg.zenodo.limit if limit is None else limit
     run = open_run(cfg)
+    with driver_lock(run, "harvest", name=HARVEST_LOCK):
+        return _harvest_locked(run, cfg, limit=cfg.zenodo.limit if limit is None else limit, since=since,
+                               progress=progress, client=client)
+
+
+def _harvest_locked(run: RunDir, cfg: Config, *, limit: int, since: datetime | None, progress: bool | None,
+                    client: HttpClient | None) -> HarvestResult:
+    started = time.monotonic()
     repair_records_file(run.records)
     known = {str(record["id"]) for record in iter_records(run.records)}
     job = load_or_start_job(run, cfg, since)
     patterns = compile_patterns(cfg.zenodo.exclude)
     own_client = client is None
     if client is None:
-        token = read_token(cfg.zenodo.token_env)
         per_minute = min(cfg.zenodo.rate_limit_per_min, cfg.zenodo.search_rate_limit_per_min)
-        client = HttpClient(per_minute=per_minute, token=token, timeout_s=cfg.zenodo.timeout_s,
-                            retries=cfg.zenodo.retries)
-    size = page_size(cfg, client.has_token)
+        client = HttpClient(per_minute=per_minute, token=read_token(cfg.zenodo.token_env),
+                            token_url=cfg.zenodo.api_url, timeout_s=cfg.zenodo.timeout_s, retries=cfg.zenodo.retries,
+                            max_wait_s=cfg.zenodo.max_wait_s)
+    pager = _Pager(client, job, page_size(cfg, client.has_token), cfg.zenodo.search_window, known, patterns, run,
+                   limit)
     added_before = job.added
     bar = tqdm(total=limit, initial=min(job.added, limit), unit="rec", desc="harvest", disable=_quiet(progress),
                leave=False)
+    pager.bar = bar
     try:
-        while not job.done and job.added < limit and job.pending:
-            _harvest_one_page(client, job, size, cfg.zenodo.search_window, known, patterns, run, limit, bar)
-            atomic_write_json(job_path(run, job.key), job.to_json())
-        if not job.pending:
-            job.done = True
+        while not job.done and job.added < limit:
+            pager.next_page()
             atomic_write_json(job_path(run, job.key), job.to_json())
     except RequestFailed as exc:
         raise UserError(f"harvest stopped: {exc}; run the same command again to continue") from None
@@ -245,60 +289,88 @@ def harvest(
         bar.close()
         if own_client:
             client.close()
+    notes = [job.ended] if job.ended else []
     return HarvestResult(
         total=len(known), added=job.added - added_before, excluded=job.excluded, duplicates=job.duplicates,
         malformed=job.malformed, requests=client.stats.requests, throttled=client.stats.throttled,
         seconds=time.monotonic() - started, complete=job.done or job.added >= limit, path=run.records,
+        notes=notes, skipped=dict(job.skipped),
     )
 
 
-def _harvest_one_page(
-    client: HttpClient, job: HarvestJob, size: int, window_cap: int, known: set[str],
-    patterns: list[re.Pattern[str]], run: RunDir, limit: int, bar: tqdm,
-) -> None:
-    """Fetch the next page of the earliest pending window (splitting it first if it is too big)."""
-    window = job.pending[0]
-    answer = search(client, job.params, window, job.page, size)
-    if not job.fits:
-        if answer["total"] > window_cap and window.end - window.start > MIN_WINDOW:
-            job.pending[0:1] = window.halves()
-            return
-        if answer["total"] > window_cap:
-            log.warning("%s holds %d records in one second; only the first %d are reachable",
-                        window.query(job.params["field"]), answer["total"], window_cap)
-        job.fits = True
-    fresh = []
-    room = limit - job.added
-    for hit in answer["hits"]:
-        if not isinstance(hit, dict) or "id" not in hit:
-            job.malformed += 1
-            continue
-        record_id = str(hit["id"])
-        if record_id in known:
-            job.duplicates += 1
-            continue
-        if is_excluded(hit, patterns):
-            job.excluded += 1
-            continue
-        if len(fresh) >= room:
-            return _append(run, job, fresh, bar)  # limit reached: this page is read again by a larger limit
-        fresh.append(hit)
-        known.add(record_id)
-    _append(run, job, fresh, bar)
-    last_page = job.page * size >= min(answer["total"], window_cap) or not answer["hits"]
-    if last_page:
-        job.pending.pop(0)
-        job.page, job.fits = 1, False
-    else:
-        job.page += 1
+class _Pager:
+    """Reads one page after the other from the job's cursor, appending new records and moving the cursor."""
 
+    def __init__(self, client: HttpClient, job: HarvestJob, size: int, window: int, known: set[str],
+                 patterns: list[re.Pattern[str]], run: RunDir, limit: int) -> None:
+        self.client, self.job, self.size, self.window = client, job, size, window
+        self.known, self.patterns, self.run, self.limit = known, patterns, run, limit
+        self.bar: tqdm | None = None
 
-def _append(run: RunDir, job: HarvestJob, fresh: list[dict[str, Any]], bar: tqdm) -> None:
-    append_records(run.records, fresh)
-    job.added += len(fresh)
-    bar.update(len(fresh))
-    log.info("harvest: %d records so far (window %s, page %d)", job.added,
-             job.pending[0].query(job.params["field"]) if job.pending else "-", job.page)
+    def next_page(self) -> None:
+        job = self.job
+        answer = search(self.client, job.params, job.cursor, job.page, self.size)
+        hits = answer["hits"]
+        now = datetime.now(timezone.utc)
+        page_ids = [str(hit.get("id"))[:40] for hit in hits if isinstance(hit, dict)]
+        fresh, newest = self._take(hits, now)
+        self._append(fresh)
+        log.info("harvest: %d records so far (from %s, page %d; the server counts %s)", job.added,
+                 job.cursor or "the start", job.page, answer["total"])
+        if job.added >= self.limit:
+            return  # the cursor stays: a larger limit reads this boundary again
+        if len(hits) < self.size:
+            job.done = True  # a short page is the last one
+        elif page_ids == job.last_page_ids:
+            self._end(f"the search answered the same {len(hits)} records twice (its total says {answer['total']}); "
+                      "stopped there")
+        elif newest is not None and (job.cursor is None or _iso(newest) > job.cursor):
+            job.cursor, job.page = _iso(newest), 1
+        elif job.page * self.size >= self.window:
+            self._end(f"more than {self.window} records created in the second {job.cursor}: the rest of it "
+                      "cannot be reached")
+        else:
+            job.page += 1  # a whole page in one second: read on within it
+        job.last_page_ids = page_ids
+
+    def _take(self, hits: list[Any], now: datetime) -> tuple[list[dict[str, Any]], datetime | None]:
+        """The new, valid, not excluded hits of a page (in order) and the newest believable ``created``."""
+        job = self.job
+        fresh: list[dict[str, Any]] = []
+        newest: datetime | None = None
+        skipped: Counter[str] = Counter()
+        for hit in hits:
+            try:
+                record_id = check_hit(hit)
+            except BadRecord as exc:
+                skipped[exc.reason] += 1
+                log.warning("harvest: skipped a hit: %s", exc)
+                continue
+            if len(fresh) + job.added >= self.limit:
+                break
+            moment = created_second(hit, now)
+            if moment is not None and (newest is None or moment > newest):
+                newest = moment
+            if record_id in self.known:
+                job.duplicates += 1
+            elif is_excluded(hit, self.patterns):
+                job.excluded += 1
+            else:
+                fresh.append(hit)
+                self.known.add(record_id)
+        for reason, count in skipped.items():
+            job.skipped[reason] = job.skipped.get(reason, 0) + count
+        return fresh, newest
+
+    def _append(self, fresh: list[dict[str, Any]]) -> None:
+        append_records(self.run.records, fresh)
+        self.job.added += len(fresh)
+        if self.bar is not None:
+            self.bar.update(len(fresh))
+
+    def _end(self, why: str) -> None:
+        log.warning("harvest: %s", why)
+        self.job.done, self.job.ended = True, why
 
 
 def _quiet(progress: bool | None) -> bool | None:
@@ -308,6 +380,10 @@ def _quiet(progress: bool | None) -> bool | None:
 
 def format_summary(result: HarvestResult) -> str:
     state = "complete" if result.complete else "incomplete (run again to continue)"
+    skipped = ", ".join(f"{reason} {count}" for reason, count in sorted(result.skipped.items()))
+    notes = "".join(f"; {note}" for note in result.notes)
     return (f"harvest: {result.total} records in {result.path} (+{result.added} new, {result.excluded} excluded, "
-            f"{result.duplicates} duplicates skipped), {result.requests} requests"
-            f"{f', {result.throttled} throttled' if result.throttled else ''} in {result.seconds:.1f} s; {state}")
+            f"{result.duplicates} duplicates skipped"
+            f"{f', {result.malformed} malformed hits skipped ({skipped})' if result.malformed else ''}), "
+            f"{result.requests} requests{f', {result.throttled} throttled' if result.throttled else ''} "
+            f"in {result.seconds:.1f} s; {state}{notes}")

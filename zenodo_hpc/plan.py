@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import logging
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -18,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .records import BadRecord, check_hit, declared_size
 from .state import RunDir, atomic_write_text
+
+log = logging.getLogger(__name__)
 
 PLANS = "plans"
 
@@ -70,18 +74,16 @@ class Plan:
 
 
 def record_size(hit: dict[str, Any]) -> int:
-    """A record's total file size (current ``size`` or older ``filesize``); 0 when unknown."""
-    total = 0
-    for entry in hit.get("files") or []:
-        if isinstance(entry, dict):
-            value = entry.get("size", entry.get("filesize"))
-            if isinstance(value, (int, float)) and value > 0:
-                total += int(value)
-    return total
+    """A record's total declared file size, whatever the shape; 0 when unknown (absurd sizes count 0)."""
+    return declared_size(hit)
 
 
 def scan_records(path: Path) -> Iterator[RecordRef]:
-    """Every record of ``records.jsonl`` with its byte offset; a last line cut short is skipped."""
+    """Every record of ``records.jsonl`` with its byte offset; a last line cut short is skipped.
+
+    A line whose id is not a Zenodo id (a harvest by an older version may have kept one) is left out of
+    every plan, with a warning: its id cannot name a folder or a marker.
+    """
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed below, generator
     except FileNotFoundError:
@@ -98,7 +100,12 @@ def scan_records(path: Path) -> Iterator[RecordRef]:
                 hit = json.loads(line)
             except ValueError:
                 raise UserError(f"{path}: the line at byte {start} is not a JSON record") from None
-            yield RecordRef(str(hit["id"]), start, record_size(hit))
+            try:
+                record = check_hit(hit)
+            except BadRecord as exc:
+                log.warning("%s: the record at byte %d is left out: %s", path, start, exc)
+                continue
+            yield RecordRef(record, start, record_size(hit))
 
 
 def make_shards(records: Iterable[RecordRef], records_per_shard: int) -> list[Shard]:
@@ -154,9 +161,17 @@ def load_plan(run: RunDir, generation: int) -> Plan:
     return Plan(data["generation"], [Shard.from_json(s) for s in data["shards"]])
 
 
-def read_records_at(path: Path, offsets: Iterable[int]) -> Iterator[dict[str, Any]]:
-    """The records at these byte offsets of ``records.jsonl`` (a shard's own, without reading the rest)."""
+def read_records_at(path: Path, offsets: Iterable[int]) -> Iterator[Any]:
+    """The records at these byte offsets of ``records.jsonl`` (a shard's own, without reading the rest).
+
+    A line that is not JSON any more yields None (the worker skips it) instead of stopping the shard.
+    """
     with open(path, "rb") as handle:
         for offset in offsets:
             handle.seek(offset)
-            yield json.loads(handle.readline())
+            line = handle.readline()
+            try:
+                yield json.loads(line)
+            except ValueError:
+                log.warning("%s: the record at byte %d is not JSON any more: skipped", path, offset)
+                yield None

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import socket
 import tempfile
 import time
@@ -22,6 +24,9 @@ import yaml
 
 from .config import OUTPUT_KEYS, Config, config_from_dict
 from .errors import UserError
+from .records import BadRecord, check_hit
+
+log = logging.getLogger(__name__)
 
 RUN_YAML = "run.yaml"
 _UMASK = os.umask(0o022)
@@ -104,7 +109,11 @@ def read_json(path: Path, default: Any = None) -> Any:
 
 
 def iter_records(path: Path) -> Iterator[dict[str, Any]]:
-    """The harvested records, in order. A last line cut short by a crash is ignored (it is re-harvested)."""
+    """The harvested records, in order. A last line cut short by a crash is ignored (it is re-harvested).
+
+    A record whose id is not a Zenodo id, or whose shape is broken, is left out with a warning (an older
+    harvest may have kept one): its id must never name a file.
+    """
     if not Path(path).exists():
         return
     with open(path, encoding="utf-8") as handle:
@@ -120,6 +129,11 @@ def iter_records(path: Path) -> Iterator[dict[str, Any]]:
                 raise UserError(f"{path}:{number}: not a JSON record") from None
             if not isinstance(record, dict) or "id" not in record:
                 raise UserError(f"{path}:{number}: a record without an id")
+            try:
+                check_hit(record)
+            except BadRecord as exc:
+                log.warning("%s:%d: left out: %s", path, number, exc)
+                continue
             yield record
 
 
@@ -249,7 +263,13 @@ FAILED = "failed"
 ATTEMPTS = "attempts"
 
 
+_SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+
+
 def marker(run: RunDir, kind: str, record_id: str) -> Path:
+    """The marker file of a record; an id that could leave ``state/`` (``../x``, ``/etc``) is a bug here."""
+    if not _SAFE_ID.fullmatch(str(record_id)):
+        raise ValueError(f"not a record id: {str(record_id)[:40]!r}")
     suffix = "" if kind == ATTEMPTS else ".json"
     return run.state / kind / f"{record_id}{suffix}"
 
@@ -329,21 +349,21 @@ LOCK = "driver.lock"
 
 
 @contextlib.contextmanager
-def driver_lock(run: RunDir, what: str) -> Iterator[None]:
+def driver_lock(run: RunDir, what: str, *, name: str = LOCK) -> Iterator[None]:
     """One driver at a time may plan and submit for a run: two would double-submit.
 
     ``O_CREAT | O_EXCL`` is atomic on local disks, NFS and Lustre alike (``flock`` is not, across
     nodes). A lock whose process is gone on this host is stale and taken over; one held from another
     host is reported with its holder so a person can decide.
     """
-    path = run.state / LOCK
+    path = run.state / name
     path.parent.mkdir(parents=True, exist_ok=True)
     me = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now(), "command": what}
     for _ in range(2):
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
-            holder = read_json(path, default=None) or {}
+            holder = _read_holder(path)
             if _is_stale(holder, path):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
@@ -360,8 +380,17 @@ def driver_lock(run: RunDir, what: str) -> Iterator[None]:
         yield
     finally:
         with contextlib.suppress(FileNotFoundError):
-            if (read_json(path, default={}) or {}).get("pid") == me["pid"]:
+            if _read_holder(path).get("pid") == me["pid"]:
                 path.unlink()
+
+
+def _read_holder(path: Path) -> dict[str, Any]:
+    """Who holds a lock; ``{}`` while its holder has not written it yet (or wrote something else)."""
+    try:
+        holder = read_json(path, default=None)
+    except UserError:
+        return {}
+    return holder if isinstance(holder, dict) else {}
 
 
 def _is_stale(holder: dict[str, Any], path: Path) -> bool:

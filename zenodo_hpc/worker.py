@@ -31,6 +31,7 @@ from .errors import UserError
 from .fetch import FetchFailed, download_client, fetch_record
 from .plan import load_plan, read_records_at
 from .process import process_sources
+from .records import BadRecord, check_hit
 from .state import (
     RunDir,
     attempts_of,
@@ -42,7 +43,6 @@ from .state import (
     read_failure,
     unmark_started,
 )
-from .store import check_record_id
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,10 @@ def make_client(cfg: Config, concurrent: int = 1) -> HttpClient | None:
 
 
 DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-NOT_THE_RECORDS_FAULT = {"disk_full"}
+# Not the record's fault: the attempt is not counted (our disk, a server that asks us to come back later).
+NOT_THE_RECORDS_FAULT = {"disk_full", "rate_limited"}
+# What no retry can change: quarantined at the first failure, never tried again (docs/operations.md).
+QUARANTINE_AT_ONCE = {"restricted", "bad_id", "malformed"}
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -94,11 +97,20 @@ def process_record(
     task: str = "local",
     tmp_root: Path | None = None,
 ) -> RecordOutcome:
-    """Make one record complete, or record why it is not. Never raises for the record's own faults."""
-    record_id = check_record_id(str(hit.get("id")))
+    """Make one record complete, or record why it is not. Never raises for the record's own faults.
+
+    A hit whose id is not a Zenodo id (``../../x``, ``abc$``) cannot name a marker or a folder: it is
+    logged and skipped, and nothing is written for it.
+    """
+    try:
+        record_id = check_hit(hit)
+    except BadRecord as exc:
+        log.warning("skipped a hit that is not a record: %s", exc)
+        return RecordOutcome(str(hit.get("id") if isinstance(hit, dict) else None)[:40], "invalid", exc.reason,
+                             str(exc))
     if is_done(run, record_id):
         return RecordOutcome(record_id, "skipped")
-    if attempts_of(run, record_id) >= cfg.executor.max_attempts:
+    if attempts_of(run, record_id) >= cfg.executor.max_attempts or _is_quarantined(run, record_id):
         return _quarantine(run, record_id, task, cfg.executor.max_attempts)
     attempt = mark_started(run, record_id, task)
     started = time.monotonic()
@@ -108,7 +120,8 @@ def process_record(
             download_folder = run.cache / record_id if keep else Path(tmp) / "download"
             fetched = fetch_record(hit, download_folder, cfg, client)
             result = process_sources(record_id, fetched.key_prefixes(), run.data, cfg, hit=hit,
-                                     source_info=fetched.source_info(), tmp_dir=Path(tmp))
+                                     source_info=fetched.source_info(), tmp_dir=Path(tmp),
+                                     loose=fetched.loose_files(), left_out=fetched.not_fetched)
     except (FetchFailed, UserError, OSError, ValueError, MemoryError) as exc:
         return _fail(run, record_id, exc, attempt, task, cfg, time.monotonic() - started)
     except UncompletedJobError:  # submitit ending the task (timed out too often): not the record's fault
@@ -129,6 +142,15 @@ def process_record(
     return RecordOutcome(record_id, "done", seconds=seconds)
 
 
+def _is_quarantined(run: RunDir, record_id: str) -> bool:
+    """A record quarantined earlier (at once, or after its attempts) is never tried again."""
+    try:
+        failure = read_failure(run, record_id)
+    except UserError:  # an unreadable marker: try the record again, its new failure replaces the marker
+        return False
+    return bool(failure and failure.get("quarantined"))
+
+
 def _fail(run: RunDir, record_id: str, exc: BaseException, attempt: int, task: str, cfg: Config,
           seconds: float) -> RecordOutcome:
     reason = failure_reason(exc)
@@ -136,7 +158,7 @@ def _fail(run: RunDir, record_id: str, exc: BaseException, attempt: int, task: s
     if reason in NOT_THE_RECORDS_FAULT:  # a full disk must not quarantine good records
         unmark_started(run, record_id)
         attempt -= 1
-    quarantined = attempt >= cfg.executor.max_attempts
+    quarantined = attempt >= cfg.executor.max_attempts or reason in QUARANTINE_AT_ONCE
     mark_failed(run, record_id, reason=reason, message=message, attempt=attempt, task=task,
                 quarantined=quarantined)
     log.warning("record %s: failed (%s): %s%s", record_id, reason, message,
