@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import re
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -61,8 +62,10 @@ def test_harvest_past_the_result_window_gets_every_record_exactly_once(tmp_path:
     queries = searches(double)
     assert all(int(q["size"]) <= 25 for q in queries)
     assert all((int(q["page"]) - 1) * int(q["size"]) < 100 for q in queries)
-    assert queries[0]["q"] == ""  # an open lower bound: no fixed start date
-    assert all(q["q"].startswith("created:[") and q["q"].endswith(" TO *]") for q in queries[1:])
+    assert queries[0]["q"] == "created:[* TO 2013-01-01T00:00:00}"  # an open lower bound: no fixed start
+    assert all(re.fullmatch(r"created:\[\S+ TO (\S+\}|\*\])", q["q"]) for q in queries)
+    assert queries[-1]["q"].endswith(" TO *]")  # and an open upper bound at the end
+    assert len(queries) < 250 / 25 * 3  # windows of about a page each, not a request per record
     assert not [r for r in double.requests if r.status != 200]
 
 

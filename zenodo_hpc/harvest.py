@@ -1,21 +1,22 @@
 """Harvest Zenodo's software records into ``<run>/records.jsonl``.
 
-Zenodo answers at most ``search_window`` (10,000) results per query and its index changes while we page
-through it (a new version makes the older one leave the "latest versions" results, shifting every later
-page). So the harvest does not page deeply: it keeps a **cursor on ``created``**. Each search asks for the
-records created at or after the cursor, oldest first; after each page the cursor moves to the second of
-the newest record seen, and the next search starts from page 1 again. The boundary second is read twice
-on purpose (records are deduplicated by id), so a record can only be missed if it was created before the
-cursor after we passed it, which Zenodo never does. The first search has no lower bound at all.
+Zenodo answers at most ``search_window`` (10,000) results per query, its index changes while we read it
+(a new version makes the older one leave the "latest versions" results, shifting every later page), and
+its ``oldest`` sort is not by ``created`` alone (Zenodo puts records of verified owners first). So the
+harvest never pages: it reads the time axis in **windows on ``created`` that each fit in one page**. A
+window ``[lo, hi)`` is asked for once; when the answer is a short page (or the whole window fits), every
+record of it is in hand, whatever the order, and the next window starts exactly at ``hi``; when it holds
+more than a page, it is shrunk (estimated from ``total``) and asked again. Only a single second holding
+more than a page is paged through. Records are deduplicated by id, so reading a record twice costs nothing.
+The first window has no lower bound at all; the last one no upper bound.
 
-The harvest ends when a page comes back short (the last one) or empty, and also when the server repeats
-itself (a page of the very same records again, whatever ``total`` claims) or never moves the cursor; the
-``total`` of an answer is shown, never trusted. Every hit is checked before it is kept: a hit whose id is
-not a positive integer, whose ``metadata`` is not an object or which holds an infinite number is skipped
-and counted by reason. The position is saved after every page in ``<run>/state/harvest/<job>.json``, so
-an interrupted harvest continues where it stopped and a finished one, run again, adds nothing. Two
-harvests on one run directory cannot run at once (``state/harvest.lock``). ``exclude`` patterns drop
-records by title, GitHub repository or file name.
+``total`` is only a hint: a short page ends a window whatever ``total`` claims, a server that answers
+records outside the asked range, or the very same page twice, ends the harvest with a reason. Every hit
+is checked before it is kept: a hit whose id is not a positive integer, whose ``metadata`` is not an
+object or which holds an infinite number is skipped and counted by reason. The position is saved after
+every request in ``<run>/state/harvest/<job>.json``, so an interrupted harvest continues where it stopped
+and a finished one, run again, adds nothing. Two harvests on one run directory cannot run at once
+(``state/harvest.lock``). ``exclude`` patterns drop records by title, GitHub repository or file name.
 """
 
 from __future__ import annotations
@@ -53,7 +54,10 @@ log = logging.getLogger(__name__)
 SORT = "oldest"
 ANONYMOUS_PAGE_CAP = 25
 TOKEN_PAGE_CAP = 100
-FUTURE_SLACK = timedelta(days=1)  # a ``created`` later than now + this is not believed (it would skip records)
+FIRST_BOUND = datetime(2013, 1, 1, tzinfo=timezone.utc)  # Zenodo opened in 2013: the first window is [*, this)
+FIRST_SPAN = timedelta(days=30)
+ONE_SECOND = timedelta(seconds=1)
+MAX_SPAN = timedelta(days=3660)
 HARVEST_LOCK = "harvest.lock"
 
 
@@ -74,49 +78,49 @@ def parse_since(text: str) -> datetime:
         raise UserError(f"--since {text!r}: expected a date like 2024-01-31 or 2024-01-31T12:00:00") from None
 
 
-def created_second(hit: dict[str, Any], now: datetime) -> datetime | None:
-    """A hit's ``created``, cut to the second, when it is a believable time (not in the future)."""
+def created_time(hit: dict[str, Any]) -> datetime | None:
+    """A hit's ``created`` as an aware datetime, or None when it is missing or not a time."""
     value = hit.get("created")
     if not isinstance(value, str) or len(value) > 64:
         return None
     try:
-        moment = _parse_datetime(value)
+        return _parse_datetime(value)
     except ValueError:
         return None
-    if moment > now + FUTURE_SLACK:
-        return None
-    return moment.replace(microsecond=0)
 
 
 @dataclass
 class HarvestJob:
-    """One harvest's parameters and position, saved after every page so that it can resume."""
+    """One harvest's parameters and position, saved after every request so that it can resume."""
 
     key: str
     params: dict[str, Any]
-    cursor: str | None = None  # records created at or after this second are still to read (None: all)
-    page: int = 1  # page of the search from the cursor (more than 1 only when a second fills a page)
+    low: str | None = None  # every record created before this second is in hand (None: nothing yet)
+    span_s: int = int(FIRST_SPAN.total_seconds())  # the width of the next window, in seconds
+    page: int = 1  # more than 1 only inside a one-second window that holds more than a page
     last_page_ids: list[str] = field(default_factory=list)  # to notice a server repeating itself
     added: int = 0
     excluded: int = 0
     duplicates: int = 0
     skipped: dict[str, int] = field(default_factory=dict)  # hits that are not records, by reason
     done: bool = False
-    ended: str = ""  # why the harvest ended, when it ended early (a repeating server, ...)
+    ended: str = ""  # why the harvest ended early (a server not answering what was asked, ...)
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": 2, "key": self.key, "params": self.params, "cursor": self.cursor, "page": self.page,
-                "last_page_ids": self.last_page_ids, "added": self.added, "excluded": self.excluded,
-                "duplicates": self.duplicates, "skipped": self.skipped, "done": self.done, "ended": self.ended}
+        return {"format": 3, "key": self.key, "params": self.params, "low": self.low, "span_s": self.span_s,
+                "page": self.page, "last_page_ids": self.last_page_ids, "added": self.added,
+                "excluded": self.excluded, "duplicates": self.duplicates, "skipped": self.skipped,
+                "done": self.done, "ended": self.ended}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> HarvestJob:
-        if data.get("format") != 2:  # a harvest saved by an older version: start from its first open window
+        if data.get("format") != 3:  # saved by an older version: start from its first open window
             pending = data.get("pending") or []
-            return cls(key=data["key"], params=data["params"], cursor=pending[0][0] if pending else None,
+            return cls(key=data["key"], params=data["params"], low=pending[0][0] if pending else None,
                        added=data.get("added", 0), excluded=data.get("excluded", 0),
                        duplicates=data.get("duplicates", 0), done=bool(data.get("done")) and not pending)
-        return cls(key=data["key"], params=data["params"], cursor=data.get("cursor"), page=data.get("page", 1),
+        return cls(key=data["key"], params=data["params"], low=data.get("low"),
+                   span_s=max(1, int(data.get("span_s") or 1)), page=max(1, int(data.get("page") or 1)),
                    last_page_ids=list(data.get("last_page_ids") or []), added=data.get("added", 0),
                    excluded=data.get("excluded", 0), duplicates=data.get("duplicates", 0),
                    skipped=dict(data.get("skipped") or {}), done=bool(data.get("done")), ended=data.get("ended", ""))
@@ -204,11 +208,25 @@ def page_size(cfg: Config, has_token: bool) -> int:
     return min(cfg.zenodo.page_size or cap, cap)
 
 
-def search_query(params: dict[str, Any], cursor: str | None) -> str:
-    """The ``q`` of a search: the cursor's open-ended range on ``created``, ``--since`` and the user's query."""
-    clauses = []
-    if cursor:
-        clauses.append(f"created:[{cursor} TO *]")
+@dataclass(frozen=True)
+class Window:
+    """Records created in ``[low, high)``; None is an open end (``*``)."""
+
+    low: datetime | None
+    high: datetime | None
+
+    def clause(self) -> str:
+        low = _iso(self.low) if self.low else "*"
+        high = _iso(self.high) if self.high else "*"
+        return f"created:[{low} TO {high}{'}' if self.high else ']'}"
+
+    def holds(self, moment: datetime) -> bool:
+        return (self.low is None or moment >= self.low) and (self.high is None or moment < self.high)
+
+
+def search_query(params: dict[str, Any], window: Window) -> str:
+    """The ``q`` of a search: the window's range on ``created``, ``--since`` and the user's query."""
+    clauses = [window.clause()]
     if params.get("since"):
         clauses.append(f"updated:[{params['since']} TO *]")
     if params["query"]:
@@ -216,15 +234,14 @@ def search_query(params: dict[str, Any], cursor: str | None) -> str:
     return " AND ".join(clauses)
 
 
-def search(client: HttpClient, params: dict[str, Any], cursor: str | None, page: int, size: int) -> dict[str, Any]:
-    """One page of the search from ``cursor``; ``{"hits": [...], "total": N}``, or a clear error naming the URL."""
-    query = search_query(params, cursor)
+def search(client: HttpClient, params: dict[str, Any], window: Window, page: int, size: int) -> dict[str, Any]:
+    """One page of one window; ``{"hits": [...], "total": N or None}``, or a clear error naming the URL."""
+    query = search_query(params, window)
     url = f"{params['api_url']}/records"
     response = client.get(url, accept=JSON, params={"type": params["type"], "q": query, "size": size, "page": page,
                                                     "sort": SORT, "all_versions": str(params["all_versions"]).lower()})
     if response.status_code != 200:
-        raise UserError(f"{url}: HTTP {response.status_code} for page {page} of {query or 'every record'!r}: "
-                        f"{_message(response)}")
+        raise UserError(f"{url}: HTTP {response.status_code} for page {page} of {query!r}: {_message(response)}")
     try:
         body = response.json()
         hits = body["hits"]["hits"]
@@ -299,7 +316,7 @@ def _harvest_locked(run: RunDir, cfg: Config, *, limit: int, since: datetime | N
 
 
 class _Pager:
-    """Reads one page after the other from the job's cursor, appending new records and moving the cursor."""
+    """Asks for one window after the other, appending new records and moving the job's position."""
 
     def __init__(self, client: HttpClient, job: HarvestJob, size: int, window: int, known: set[str],
                  patterns: list[re.Pattern[str]], run: RunDir, limit: int) -> None:
@@ -307,37 +324,72 @@ class _Pager:
         self.known, self.patterns, self.run, self.limit = known, patterns, run, limit
         self.bar: tqdm | None = None
 
+    def current_window(self, now: datetime) -> Window:
+        job = self.job
+        if job.low is None:
+            return Window(None, FIRST_BOUND)
+        low = _parse_datetime(job.low)
+        high = low + timedelta(seconds=job.span_s)
+        return Window(low, None if high > now else high)
+
     def next_page(self) -> None:
         job = self.job
-        answer = search(self.client, job.params, job.cursor, job.page, self.size)
-        hits = answer["hits"]
-        now = datetime.now(timezone.utc)
+        now = datetime.now(timezone.utc).replace(microsecond=0)
+        window = self.current_window(now)
+        answer = search(self.client, job.params, window, job.page, self.size)
+        hits, total = answer["hits"], answer["total"]
+        outside = [h for h in hits if isinstance(h, dict) and (t := created_time(h)) and not window.holds(t)]
+        if outside:
+            return self._end(f"the search answered records created outside {window.clause()} "
+                             f"(record {str(outside[0].get('id'))[:20]}): the server ignores the query; stopped")
         page_ids = [str(hit.get("id"))[:40] for hit in hits if isinstance(hit, dict)]
-        fresh, newest = self._take(hits, now)
-        self._append(fresh)
-        log.info("harvest: %d records so far (from %s, page %d; the server counts %s)", job.added,
-                 job.cursor or "the start", job.page, answer["total"])
+        if job.page > 1 and page_ids == job.last_page_ids:
+            return self._end(f"the search answered the same {len(hits)} records twice (its total says {total}); "
+                             "stopped there")
+        self._append(self._take(hits))
+        log.info("harvest: %d records so far (%s, page %d: %d hits, the server counts %s)", job.added,
+                 window.clause(), job.page, len(hits), total)
         if job.added >= self.limit:
-            return  # the cursor stays: a larger limit reads this boundary again
-        if len(hits) < self.size:
-            job.done = True  # a short page is the last one
-        elif page_ids == job.last_page_ids:
-            self._end(f"the search answered the same {len(hits)} records twice (its total says {answer['total']}); "
-                      "stopped there")
-        elif newest is not None and (job.cursor is None or _iso(newest) > job.cursor):
-            job.cursor, job.page = _iso(newest), 1
-        elif job.page * self.size >= self.window:
-            self._end(f"more than {self.window} records created in the second {job.cursor}: the rest of it "
-                      "cannot be reached")
-        else:
-            job.page += 1  # a whole page in one second: read on within it
+            return  # the position stays: a larger limit reads this window again
         job.last_page_ids = page_ids
+        complete = len(hits) < self.size or total == job.page * self.size  # a total that disagrees is no help
+        if complete:
+            self._next_window(window, len(hits))
+        elif window.low is not None and job.span_s <= 1:
+            self._next_page_of_one_second(window)
+        else:
+            self._shrink(window, total)
 
-    def _take(self, hits: list[Any], now: datetime) -> tuple[list[dict[str, Any]], datetime | None]:
-        """The new, valid, not excluded hits of a page (in order) and the newest believable ``created``."""
+    def _next_window(self, window: Window, found: int) -> None:
+        job = self.job
+        if window.high is None:
+            job.done = True
+            return
+        job.low, job.page = _iso(window.high), 1
+        if window.low is not None and found < self.size // 2:  # sparse: look further next time
+            job.span_s = min(int(MAX_SPAN.total_seconds()), job.span_s * 2)
+
+    def _shrink(self, window: Window, total: int | None) -> None:
+        """A window holding more than a page: make it narrower (the first one: start it at Zenodo's opening)."""
+        job = self.job
+        if window.low is None:  # records before 2013 (imports): page through them, they are few
+            job.page += 1
+            return
+        share = self.size / total * 0.8 if total and total > self.size else 0.5
+        job.span_s = max(1, min(job.span_s - 1, int(job.span_s * share)))
+        job.page = 1
+
+    def _next_page_of_one_second(self, window: Window) -> None:
+        job = self.job
+        if job.page * self.size >= self.window:
+            self._end(f"more than {self.window} records in {window.clause()}: the rest cannot be reached")
+            return
+        job.page += 1
+
+    def _take(self, hits: list[Any]) -> list[dict[str, Any]]:
+        """The new, valid, not excluded hits of a page, in order (at most up to the limit)."""
         job = self.job
         fresh: list[dict[str, Any]] = []
-        newest: datetime | None = None
         skipped: Counter[str] = Counter()
         for hit in hits:
             try:
@@ -348,9 +400,6 @@ class _Pager:
                 continue
             if len(fresh) + job.added >= self.limit:
                 break
-            moment = created_second(hit, now)
-            if moment is not None and (newest is None or moment > newest):
-                newest = moment
             if record_id in self.known:
                 job.duplicates += 1
             elif is_excluded(hit, self.patterns):
@@ -360,7 +409,7 @@ class _Pager:
                 self.known.add(record_id)
         for reason, count in skipped.items():
             job.skipped[reason] = job.skipped.get(reason, 0) + count
-        return fresh, newest
+        return fresh
 
     def _append(self, fresh: list[dict[str, Any]]) -> None:
         append_records(self.run.records, fresh)
