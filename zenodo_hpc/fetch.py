@@ -427,7 +427,8 @@ def _fetch_sources(hit: dict[str, Any], record: str, folder: Path, cfg: Config,
         if failures:  # keep what came, say what did not
             log.warning("record %s: %d of its files failed (%s)", record, len(failures),
                         "; ".join(str(f) for f in failures))
-            fetched.not_fetched += [(f.key, f"error: {f.reason}") for f in failures if f.key]
+            fetched.not_fetched += [(f.key, f"error: {f.reason}") for f in failures  # a bad key only in the log
+                                    if f.key and key_problem(f.key) is None]
         return fetched
     return _fall_back_to_github(hit, record, folder, cfg, client, failures, plan)
 

@@ -70,7 +70,7 @@ DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 # Not the record's fault: the attempt is not counted (our disk, a server that asks us to come back later).
 NOT_THE_RECORDS_FAULT = {"disk_full", "rate_limited"}
 # What no retry can change: quarantined at the first failure, never tried again (docs/operations.md).
-QUARANTINE_AT_ONCE = {"restricted", "bad_id", "malformed"}
+QUARANTINE_AT_ONCE = {"restricted"}
 
 
 def failure_reason(exc: BaseException) -> str:
