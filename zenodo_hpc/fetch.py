@@ -216,7 +216,7 @@ def github_source(hit: dict[str, Any], codeload_url: str) -> Source | None:
     release = github_release(hit)
     if release is None:
         return None
-    quoted = urllib.parse.quote(release.tag, safe="")
+    quoted = urllib.parse.quote(release.tag, safe="/")  # tags like release/1.0 keep their slash, as on GitHub
     url = f"{codeload_url.rstrip('/')}/{release.owner}/{release.repo}/zip/refs/tags/{quoted}"
     return Source("github", f"{release.owner}/{release.repo}-{release.tag}.zip", url)
 

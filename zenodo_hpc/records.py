@@ -242,12 +242,12 @@ class GithubRelease:
 
 
 def _related(hit: dict[str, Any]) -> list[tuple[str, str]]:
-    """(identifier, relation lower-cased) of every related identifier that is a string."""
+    """(identifier, relation) of every related identifier that is a string."""
     related = metadata_of(hit).get("related_identifiers")
     out = []
     for item in related if isinstance(related, list) else []:
         if isinstance(item, dict) and isinstance(item.get("identifier"), str):
-            out.append((item["identifier"].strip(), str(item.get("relation") or "").lower()))
+            out.append((item["identifier"].strip(), str(item.get("relation") or "")[:60]))
     return out
 
 
@@ -273,7 +273,7 @@ def github_release(hit: dict[str, Any]) -> GithubRelease | None:
     (``isIdenticalTo`` a folder on a branch, ``isDerivedFrom`` ...) name a place, not a release.
     """
     for identifier, relation in _related(hit):
-        if relation != INTEGRATION_RELATION:
+        if relation.lower() != INTEGRATION_RELATION:
             continue
         match = _GITHUB_URL.match(identifier)
         if not match:
