@@ -13,7 +13,7 @@ from conftest import stdlib_package
 
 from zenodo_hpc.client import HttpClient
 from zenodo_hpc.config import Config, config_from_dict
-from zenodo_hpc.doubles import ZenodoDouble, make_zip
+from zenodo_hpc.doubles import HeaderRecorder, ZenodoDouble, make_zip
 from zenodo_hpc.fetch import fetch_all, github_source, zenodo_archives
 from zenodo_hpc.load import load_images, load_metadata
 from zenodo_hpc.raster import rasterize
@@ -177,3 +177,164 @@ def test_record_shapes_old_and_new(double: ZenodoDouble) -> None:
     assert github_source(hit_, "https://codeload.github.com").url == \
         "https://codeload.github.com/o/r/zip/refs/tags/v1.2"
     assert github_source(ZenodoDouble.make_hit(43, created="2019-01-01"), "x") is None
+
+
+# --- the real service's shapes, and what a hostile answer may not do ------------------------------------
+
+
+def outside_files(root: Path) -> set[str]:
+    """Every path under ``root`` (to show that nothing appeared outside a run directory)."""
+    return {p.relative_to(root).as_posix() for p in root.rglob("*")}
+
+
+def test_token_never_leaves_the_api_origin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZENODO_TOKEN", "s3cret-token")
+    served_elsewhere = repo_zip("b")  # what the other origin serves at any path
+    with ZenodoDouble(tokens=["s3cret-token"]) as double, HeaderRecorder(served_elsewhere) as elsewhere:
+        on_zenodo = add(double, 60, {"a.zip": repo_zip("a")})
+        linked_away = double.add_record(ZenodoDouble.make_hit(61, created="2019-01-01"),
+                                        {"b.zip": served_elsewhere}, file_links={"b.zip": f"{elsewhere.url}/b.zip"})
+        redirected = add(double, 62, {"c.zip": served_elsewhere})
+        double.fail("/api/records/62/files/c.zip/content", "redirect", to=f"{elsewhere.url}/c.zip")
+        on_github = add(double, 63, github=("owner", "gh", "v1"))
+        cfg = config_from_dict({**make_cfg(tmp_path, double).to_dict(), "github": {"codeload_url": elsewhere.url}})
+        run = open_run(cfg)
+        outcomes = process_records([on_zenodo, linked_away, redirected, on_github], run, cfg)
+        assert [o.status for o in outcomes] == ["done"] * 4
+        assert {r.path for r in elsewhere.requests} == {"/b.zip", "/c.zip", "/owner/gh/zip/refs/tags/v1"}
+        assert not elsewhere.authorization_seen  # not on a link, not after a redirect, not to GitHub
+        assert all(r.authenticated for r in double.requests)  # while every request home carried it
+    for path in run.root.rglob("*"):
+        if path.is_file():
+            assert b"s3cret-token" not in path.read_bytes(), path
+
+
+def test_restricted_records_are_fetched_from_nowhere(tmp_path: Path, double: ZenodoDouble) -> None:
+    double.add_codeload("owner", "secret", "v1", repo_zip("secret-v1"))
+    hits = [double.add_record(ZenodoDouble.make_hit(70 + i, created="2019-01-01", access_right=access,
+                                                    github=("owner", "secret", "v1")), {"code.zip": repo_zip("s")})
+            for i, access in enumerate(("restricted", "embargoed", "closed"))]
+    assert all(hit["files"] == [] for hit in hits)  # as Zenodo serves them
+    native = dict(ZenodoDouble.make_hit(73, created="2019-01-01", github=("owner", "secret", "v1")),
+                  access={"record": "public", "files": "restricted"})
+    cfg = make_cfg(tmp_path, double)
+    run = open_run(cfg)
+    double.reset_log()
+    outcomes = process_records([*hits, native], run, cfg)
+    assert [(o.status, o.reason) for o in outcomes] == [("quarantined", "restricted")] * 4
+    assert double.requests == []  # nothing downloaded, GitHub included
+    assert read_failure(run, "70")["quarantined"] and read_failure(run, "70")["attempts"] == 1
+    assert process_record(hits[0], run, cfg, make_client(cfg)).status == "quarantined"
+    assert double.requests == []  # and never tried again
+
+
+def test_loose_files_are_rasterized_and_binaries_not_downloaded(tmp_path: Path, double: ZenodoDouble) -> None:
+    analysis, model = b"import numpy\nprint(numpy.pi)\n", b"fit <- lm(y ~ x)\nsummary(fit)\n"
+    record = add(double, 80, {"analysis.py": analysis, "src/model.R": model, "paper.pdf": b"%PDF-1.4\n" * 100,
+                              "Figure.PNG": b"\x89PNG" * 10, "data.csv": b"a,b\n" * 40_000,
+                              "notes.bin.txt": b"\x00\x01binary"})
+    cfg = make_cfg(tmp_path, double)
+    run = open_run(cfg)
+    double.reset_log()
+    assert process_record(record, run, cfg, make_client(cfg)).status == "done"
+    images = load_images(run.data / "80")
+    assert set(images) == {"analysis.py", "src/model.R"}
+    np.testing.assert_array_equal(images["src/model.R"], rasterize(model))
+    tree = load_metadata(run.data / "80")["tree"]["children"]
+    assert tree["paper.pdf"]["skipped"] == "binary_type" and tree["Figure.PNG"]["skipped"] == "binary_type"
+    assert tree["data.csv"]["skipped"] == "too_large"  # declared 160,000 bytes: not downloaded either
+    assert tree["notes.bin.txt"]["skipped"] == "binary"  # downloaded, then judged by its content
+    fetched = {r.path.rsplit("/files/", 1)[1] for r in double.requests}
+    assert fetched == {"analysis.py/content", "src/model.R/content", "notes.bin.txt/content"}
+
+
+def test_a_record_with_nothing_to_rasterize_fails_no_archive(tmp_path: Path, double: ZenodoDouble) -> None:
+    ipbes = dict(ZenodoDouble.make_hit(81, created="2019-01-01", related=[{
+        "identifier": "https://github.com/IPBES-Data/IPBES_LOD/tree/main/Global%20Assessment%201",
+        "relation": "isIdenticalTo", "scheme": "url"}]))
+    record = double.add_record(ipbes, {"paper.pdf": b"%PDF"})
+    cfg = make_cfg(tmp_path, double)
+    run = open_run(cfg)
+    double.reset_log()
+    outcome = process_record(record, run, cfg, make_client(cfg))
+    assert outcome.reason == "no_archive"
+    assert "paper.pdf (binary_type)" in outcome.message and ".zenodo.json" in outcome.message
+    assert double.requests == []  # neither the PDF nor the branch was fetched
+
+
+@pytest.mark.parametrize("shape", ["legacy", "2023", "native"])
+def test_every_shape_downloads_the_content(tmp_path: Path, double: ZenodoDouble, shape: str) -> None:
+    record = double.add_record(ZenodoDouble.make_hit(90, created="2019-01-01"), {"pkg.zip": repo_zip("pkg")},
+                               shape=shape)
+    cfg = make_cfg(tmp_path, double)
+    run = open_run(cfg)
+    double.reset_log()
+    assert process_record(record, run, cfg, make_client(cfg)).status == "done"
+    assert len(double.requests) == 1 and double.requests[0].status == 200  # one download, never the metadata
+    assert load_metadata(run.data / "90")["source"]["archives"][0]["checksum"] == "verified"
+    assert "pkg/decoder.py" in load_images(run.data / "90")
+
+
+def test_keys_that_look_alike_never_overwrite_each_other(tmp_path: Path, double: ZenodoDouble) -> None:
+    first, second = make_zip({"one/a.py": b"first = 1\n"}), make_zip({"one/a.py": b"second = 2\n"})
+    record = add(double, 91, {"x/y.zip": first, "x_y.zip": second})
+    cfg = make_cfg(tmp_path, double)
+    run = open_run(cfg)
+    assert process_record(record, run, cfg, make_client(cfg)).status == "done"
+    images = load_images(run.data / "91")
+    np.testing.assert_array_equal(images["x/y.zip/one/a.py"], rasterize(b"first = 1\n"))
+    np.testing.assert_array_equal(images["x_y.zip/one/a.py"], rasterize(b"second = 2\n"))
+    archives = load_metadata(run.data / "91")["source"]["archives"]
+    assert [a["checksum"] for a in archives] == ["verified", "verified"]
+
+
+def test_hostile_ids_and_fields_cost_only_their_own_record(tmp_path: Path, double: ZenodoDouble) -> None:
+    good = [add(double, 100 + i, {f"g{i}.zip": repo_zip(f"g{i}")}) for i in range(2)]
+    hostile = [{"id": bad, "metadata": {}, "files": [{"key": "x.zip", "links": {"self": good[0]["files"][0]["links"]
+                                                                                ["self"]}}]}
+               for bad in ("../../x", "/tmp/abs", "1/../../x", "abc$", "9" * 300)]
+    hostile += [{"id": 110, "metadata": "a string"}, {"id": 111, "files": [{"key": "a.zip", "size": float("inf")}]}]
+    links = double.add_record(ZenodoDouble.make_hit(112, created="2019-01-01"),
+                              {"a.zip": b"1", "b.zip": b"2", "c.zip": b"3"},
+                              file_links={"a.zip": "file:///etc/passwd", "b.zip": "relative/b.zip",
+                                          "c.zip": "http://[invalid"})
+    cfg = make_cfg(tmp_path / "runs", double)
+    run = open_run(cfg)
+    before = outside_files(tmp_path)
+    append_records(run.records, [good[0], *hostile, links, good[1]])
+    outcomes = process_records([good[0], *hostile, links, good[1]], run, cfg)
+    assert [o.status for o in outcomes] == ["done"] + ["invalid"] * 7 + ["failed", "done"]
+    assert outcomes[8].reason == "bad_link"
+    created = outside_files(tmp_path) - before
+    assert all(path.startswith("runs/run/") for path in created), sorted(created)
+    assert ids_in(run, "done") == {"100", "101"} and ids_in(run, "failed") == {"112"}
+    # the plan leaves them out, so a shard never stops on them
+    from zenodo_hpc.plan import scan_records
+    assert [ref.id for ref in scan_records(run.records)] == ["100", "112", "101"]
+    assert fetch_all(run, cfg, progress=False).failed == {"bad_link": 1}
+
+
+def test_a_slow_server_is_cut_off_at_the_deadline(tmp_path: Path, double: ZenodoDouble) -> None:
+    record = add(double, 120, {"slow.zip": repo_zip("slow")})
+    double.fail("/api/records/120/files/slow.zip/content", "trickle", times=5, seconds=0.5)
+    cfg = make_cfg(tmp_path, double, deadline_s=2, attempts=1)
+    run = open_run(cfg)
+    outcome = process_record(record, run, cfg, make_client(cfg))
+    assert outcome.reason == "timeout" and "fetch.deadline_s (2 s" in outcome.message
+
+
+@pytest.mark.parametrize("headers", [{"Retry-After": "1000000000"}, {"Retry-After": "Thu, 01 Jan 2099 00:00:00 GMT"},
+                                     {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "4102444800"}])
+def test_a_server_asking_for_a_long_wait_fails_the_record_at_once(tmp_path: Path, double: ZenodoDouble,
+                                                                  headers: dict[str, str]) -> None:
+    records = [add(double, 130 + i, {f"w{i}.zip": repo_zip(f"w{i}")}) for i in range(2)]
+    status = 200 if "X-RateLimit-Reset" in headers else 429
+    double.fail("/api/records/130/files/w0.zip/content", "sleepy", headers=headers, status=status)
+    cfg = make_cfg(tmp_path, double)
+    run = open_run(cfg)
+    outcomes = process_records(records, run, cfg)
+    if status == 429:  # the answer itself asks for the wait: this record fails, not counted against it
+        assert outcomes[0].reason == "rate_limited" and "zenodo.max_wait_s" in outcomes[0].message
+        assert read_failure(run, "130")["attempts"] == 0
+    else:  # the quota is gone until 2100: the next request is refused before it is sent
+        assert outcomes[0].status == "done" and outcomes[1].reason == "rate_limited"
