@@ -1,25 +1,45 @@
-"""The Zenodo/codeload double behaves like the real services, and misbehaves exactly when told to.
+"""The Zenodo/codeload double answers like the real services, and misbehaves exactly when told to.
 
-Every test talks to the double with plain ``requests``, as production code does.
+"Like the real services" is checked against the recorded answers and code-derived bodies in
+``tests/fixtures/zenodo`` (sources in its SOURCES.md). Every test talks to the double with plain ``requests``
+(or a raw socket), as production code does.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
+import math
+import re
 import socket
 import threading
 import time
 import zipfile
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import pytest
 import requests
 
-from zenodo_hpc.doubles import FAULT_MODES, ZenodoDouble, make_zip
+from zenodo_hpc.doubles import (
+    FAULT_MODES,
+    SHAPES,
+    ZENODO_GUEST_LIMITS,
+    HeaderRecorder,
+    ZenodoDouble,
+    make_zip,
+)
 
 TOKEN = "s3cr3t-t0ken-never-logged"
+FIXTURES = Path(__file__).parent / "fixtures" / "zenodo"
+NATIVE = "application/vnd.inveniordm.v1+json"
+
+
+def fixture(name: str) -> Any:
+    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
 
 
 @pytest.fixture
@@ -54,6 +74,192 @@ def read_streamed(url: str) -> bytes:
         return b"".join(response.iter_content(chunk_size=64))
 
 
+def get(url: str, **kwargs: Any) -> requests.Response:
+    return requests.get(url, timeout=5, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+
+
+def test_every_fixture_loads_and_is_cited_in_sources() -> None:
+    sources = (FIXTURES / "SOURCES.md").read_text(encoding="utf-8")
+    names = sorted(p.name for p in FIXTURES.glob("*.json"))
+    assert len(names) >= 15
+    for name in names:
+        assert fixture(name) is not None, name
+        assert f"`{name}`" in sources, f"{name} has no entry in SOURCES.md"
+
+
+def test_the_recorded_shapes_are_what_docs_say() -> None:
+    """Guards the fixtures themselves: each era's file entry, as recorded."""
+    legacy = fixture("search_legacy_2021.json")["hits"]["hits"][0]["files"][0]
+    assert list(legacy) == ["bucket", "checksum", "key", "links", "size", "type"]
+    assert legacy["links"]["self"].startswith("https://zenodo.org/api/files/")
+    era_2023 = fixture("record_2023.json")["hits"]["hits"][0]["files"][0]
+    assert list(era_2023) == ["id", "filename", "filesize", "checksum", "links"]
+    assert not era_2023["links"]["self"].endswith("/content") and era_2023["links"]["download"].endswith("/content")
+    current = fixture("record_current_2025.json")["files"][0]
+    assert list(current) == ["id", "key", "size", "checksum", "links"] and list(current["links"]) == ["self"]
+    assert current["links"]["self"].endswith("/content") and current["checksum"].startswith("md5:")
+    restricted = fixture("record_2023_restricted.json")["hits"]["hits"][0]
+    assert restricted["metadata"]["access_right"] == "restricted" and restricted["files"] == []
+
+
+# ---------------------------------------------------------------------------------------------- shapes
+
+
+def add_shaped(double: ZenodoDouble, shape: str, record_id: int = 5, **kwargs: Any) -> tuple[dict, bytes, str]:
+    data = make_zip({"utoaztecan-v1.1/README.md": b"# hello\n"})
+    key = "lexibank/utoaztecan-v1.1.zip"
+    hit = ZenodoDouble.make_hit(record_id, created="2021-08-10", github=("lexibank", "utoaztecan", "v1.1"),
+                                **kwargs)
+    return double.add_record(hit, {key: data}, shape=shape), data, key
+
+
+def test_current_shape_is_the_recorded_one(double: ZenodoDouble) -> None:
+    served, data, key = add_shaped(double, "current")
+    recorded = fixture("record_current_2025.json")
+    assert list(served) == list(recorded)
+    (entry,) = served["files"]
+    assert list(entry) == list(recorded["files"][0]) and list(entry["links"]) == ["self"]
+    assert entry["key"] == key and entry["size"] == len(data)
+    assert entry["checksum"] == "md5:" + hashlib.md5(data).hexdigest()
+    github = fixture("record_current_github.json")["files"][0]["links"]["self"]
+    assert github.endswith(f"/records/5173799/files/{key}/content")
+    assert entry["links"]["self"] == f"{double.api_url}/records/5/files/{key}/content"
+    assert get(entry["links"]["self"]).content == data
+    assert served["metadata"]["related_identifiers"] == fixture("record_2023.json")["hits"]["hits"][0][
+        "metadata"]["related_identifiers"]
+
+
+def test_2023_shape_links_self_to_the_file_metadata_and_download_to_the_bytes(double: ZenodoDouble) -> None:
+    served, data, key = add_shaped(double, "2023")
+    (entry,) = served["files"]
+    recorded = fixture("record_2023.json")["hits"]["hits"][0]["files"][0]
+    assert list(entry) == list(recorded) and list(entry["links"]) == list(recorded["links"])
+    assert entry["filename"] == key and entry["filesize"] == len(data)
+    assert entry["checksum"] == hashlib.md5(data).hexdigest()
+    metadata = get(entry["links"]["self"])
+    assert metadata.headers["Content-Type"] == "application/json"
+    expected = fixture("file_metadata_2025.json")
+    assert list(metadata.json()) == list(expected)
+    assert set(metadata.json()["links"]) == set(expected["links"]) - {"commit"}  # a published record's file
+    assert metadata.json()["links"]["content"] == entry["links"]["download"]
+    assert metadata.json()["checksum"] == "md5:" + entry["checksum"] and metadata.json()["key"] == key
+    assert get(entry["links"]["download"]).content == data
+    assert double.add_record(ZenodoDouble.make_hit(6, created="2021-01-01"), {"a.zip": b"a"}, legacy=True)[
+        "files"][0]["links"]["self"].endswith("/records/6/files/a.zip")  # legacy=True is this shape
+
+
+def test_legacy_shape_serves_files_from_a_bucket(double: ZenodoDouble) -> None:
+    served, data, key = add_shaped(double, "legacy")
+    (entry,) = served["files"]
+    recorded = fixture("search_legacy_2021.json")["hits"]["hits"][0]
+    assert list(entry) == list(recorded["files"][0]) and list(entry["links"]) == ["self"]
+    assert entry["type"] == "zip" and entry["checksum"] == "md5:" + hashlib.md5(data).hexdigest()
+    assert re.fullmatch(rf"{double.api_url}/files/[0-9a-f-]{{36}}/{key}", entry["links"]["self"])
+    assert served["links"]["bucket"] == entry["links"]["self"].rsplit("/lexibank/", 1)[0]
+    assert get(entry["links"]["self"]).content == data
+    assert get(f"{double.api_url}/records/5/files/{key}").status_code == 404  # no such route before Oct 2023
+
+
+def test_native_shape_is_the_invenio_rdm_one(double: ZenodoDouble) -> None:
+    served, data, key = add_shaped(double, "native")
+    recorded = fixture("record_native.json")
+    assert served["id"] == "5"
+    assert list(served["files"]) == list(recorded["files"])
+    entry = served["files"]["entries"][key]
+    assert list(entry) == list(recorded["files"]["entries"]["lexibank/utoaztecan-v1.1.zip"])
+    assert served["files"]["count"] == 1 and served["files"]["total_bytes"] == len(data)
+    assert get(entry["links"]["content"]).content == data
+    assert get(entry["links"]["self"]).json()["size"] == len(data)
+    response = get(f"{double.api_url}/records/5", headers={"Accept": NATIVE})
+    assert response.json() == served
+    assert double.requests[-1].accept == NATIVE
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_search_serves_each_shape_as_stored(double: ZenodoDouble, shape: str) -> None:
+    served, _, _ = add_shaped(double, shape)
+    assert search(double).json()["hits"]["hits"] == [served]
+
+
+@pytest.mark.parametrize(("shape", "shown"), [("current", []), ("2023", []), ("legacy", None),
+                                              ("native", {"enabled": True})])
+@pytest.mark.parametrize("access_right", ["restricted", "embargoed", "closed"])
+def test_files_of_records_not_open_are_hidden_and_refused(double: ZenodoDouble, shape: str, shown: Any,
+                                                          access_right: str) -> None:
+    served, _, key = add_shaped(double, shape, access_right=access_right)
+    assert served["metadata"]["access_right"] == access_right
+    assert served.get("files") == shown and ("files" in served) == (shown is not None)
+    refused = fixture("error_restricted_file_403.json")
+    for url in (f"{double.api_url}/records/5/files/{key}/content", f"{double.api_url}/records/5/files/{key}"):
+        answer = get(url)
+        assert (answer.status_code, answer.json()) == (403, refused), url
+    assert search(double).json()["hits"]["hits"] == [served]
+
+
+def test_missing_records_and_files_answer_as_zenodo(double: ZenodoDouble) -> None:
+    double.add_record(ZenodoDouble.make_hit(5173799, created="2021-08-10"), {"a.zip": b"a"})
+    missing = get(f"{double.api_url}/records/8")
+    assert (missing.status_code, missing.json()) == (404, fixture("error_missing_record_404.json"))
+    no_file = get(f"{double.api_url}/records/5173799/files/other.zip/content")
+    assert (no_file.status_code, no_file.json()) == (404, fixture("error_missing_file_404.json"))
+
+
+def test_make_hit_has_the_keys_of_todays_answer_and_zenodo_timestamps() -> None:
+    hit = ZenodoDouble.make_hit(5, created="2018-03-01T12:00:00")
+    assert set(hit) == set(fixture("record_current_2025.json"))
+    assert hit["created"] == "2018-03-01T12:00:00.000000+00:00"
+    assert hit["updated"] == hit["created"]
+    assert ZenodoDouble.make_hit(5, created="2018-03-01")["created"] == "2018-03-01T00:00:00.000000+00:00"
+    assert hit["conceptrecid"] == "5" and hit["recid"] == "5"
+    assert isinstance(hit["id"], int)
+    assert hit["metadata"]["resource_type"]["type"] == "software"
+    with pytest.raises(ValueError, match="access_right"):
+        ZenodoDouble.make_hit(5, created="2018-03-01", access_right="secret")
+
+
+def test_make_hit_takes_other_related_identifiers_as_given() -> None:
+    other = {"identifier": "https://github.com/IPBES-Data/IPBES_LOD/tree/main/Global%20Assessment%201",
+             "relation": "isIdenticalTo", "scheme": "url"}
+    hit = ZenodoDouble.make_hit(5, created="2018-03-01", related=[other])
+    assert hit["metadata"]["related_identifiers"] == [other]
+
+
+def test_keys_with_slashes_work_quoted_and_unquoted(double: ZenodoDouble) -> None:
+    double.add_record(ZenodoDouble.make_hit(5, created="2018-01-01"), {"owner/my pkg.zip": b"abc"})
+    for key in ("owner/my%20pkg.zip", quote("owner/my pkg.zip", safe="")):
+        response = get(f"{double.api_url}/records/5/files/{key}/content")
+        assert response.content == b"abc"
+        assert response.headers["Content-Type"] == "application/octet-stream"
+        assert response.headers["Content-Length"] == "3"
+
+
+def test_checksum_override_serves_a_wrong_md5(double: ZenodoDouble) -> None:
+    wrong = "0" * 32
+    files = {"a.zip": b"aaa", "b.zip": b"bbb"}
+    hit = double.add_record(ZenodoDouble.make_hit(7, created="2018-01-01"), files, checksums={"a.zip": wrong})
+    served = {entry["key"]: entry["checksum"] for entry in hit["files"]}
+    assert served == {"a.zip": f"md5:{wrong}", "b.zip": "md5:" + hashlib.md5(b"bbb").hexdigest()}
+    old = double.add_record(ZenodoDouble.make_hit(8, created="2018-01-01"), files, shape="2023",
+                            checksums={"b.zip": f"md5:{wrong}"})
+    assert {entry["filename"]: entry["checksum"] for entry in old["files"]}["b.zip"] == wrong
+    assert get(f"{double.api_url}/records/8/files/b.zip").json()["checksum"] == f"md5:{wrong}"
+    with pytest.raises(ValueError, match="c.zip"):
+        double.add_record(ZenodoDouble.make_hit(9, created="2018-01-01"), files, checksums={"c.zip": wrong})
+
+
+def test_add_record_refuses_unknown_shapes_and_contradictions(double: ZenodoDouble) -> None:
+    hit = ZenodoDouble.make_hit(1, created="2018-01-01")
+    with pytest.raises(ValueError, match="shape"):
+        double.add_record(hit, {"a.zip": b"a"}, shape="2019")
+    with pytest.raises(ValueError, match="contradicts"):
+        double.add_record(hit, {"a.zip": b"a"}, legacy=True, shape="current")
+    with pytest.raises(ValueError, match="integer"):
+        double.add_record({**hit, "id": "1"})
+
+
 # ------------------------------------------------------------------------------------------------ search
 
 
@@ -63,7 +269,7 @@ def test_paging_follows_next_links_to_the_last_page(double: ZenodoDouble) -> Non
     url: str | None = f"{double.api_url}/records?type=software&size=3&sort=oldest"
     pages = 0
     while url:
-        body = requests.get(url, timeout=5).json()
+        body = get(url).json()
         assert body["hits"]["total"] == 7
         assert body["links"]["self"].startswith(double.api_url)
         seen += [hit["id"] for hit in body["hits"]["hits"]]
@@ -73,21 +279,20 @@ def test_paging_follows_next_links_to_the_last_page(double: ZenodoDouble) -> Non
     assert pages == 3
 
 
-def test_search_defaults_are_page_1_size_10_oldest_first(double: ZenodoDouble) -> None:
-    add_days(double, 12)
-    assert ids(search(double)) == list(range(1, 11))
-    assert ids(search(double, page=2)) == [11, 12]
-    assert ids(search(double, page=3)) == []
+def test_search_defaults_are_page_1_size_25_newest_first(double: ZenodoDouble) -> None:
+    add_days(double, 30)
+    assert ids(search(double)) == list(range(30, 5, -1))
+    assert ids(search(double, page=2)) == [5, 4, 3, 2, 1]
+    assert ids(search(double, q="record")) == list(range(30, 5, -1))  # bestmatch: relevance is not modelled
 
 
 def test_page_size_cap_is_25_anonymous_and_100_with_a_token(double: ZenodoDouble) -> None:
     assert search(double, size=25).status_code == 200
     refused = search(double, size=26)
-    assert refused.status_code == 400
-    assert refused.json()["status"] == 400
-    assert "25" in refused.json()["message"]
+    assert (refused.status_code, refused.json()) == (400, fixture("error_page_size_guest_400.json"))
     assert search(double, token=TOKEN, size=100).status_code == 200
-    assert search(double, token=TOKEN, size=101).status_code == 400
+    refused = search(double, token=TOKEN, size=101)
+    assert (refused.status_code, refused.json()) == (400, fixture("error_page_size_token_400.json"))
     assert [r.authenticated for r in double.requests] == [False, False, True, True]
 
 
@@ -98,39 +303,47 @@ def test_unknown_token_is_401_with_a_json_error(double: ZenodoDouble) -> None:
     assert not double.requests[-1].authenticated
 
 
-def test_results_stop_at_the_window_but_total_is_the_true_count() -> None:
+def test_results_stop_at_the_window_with_zenodos_error_and_next_links_past_it() -> None:
     with ZenodoDouble(window=100) as double:
         add_days(double, 60)
         for n in range(61, 121):
             double.add_record(ZenodoDouble.make_hit(n, created="2019-01-01"))
-        last = search(double, size=25, page=4)
+        last = search(double, size=25, page=4, sort="oldest")
         assert last.json()["hits"]["total"] == 120
         assert ids(last) == list(range(76, 101))
-        assert "next" not in last.json()["links"]
-        beyond = search(double, size=25, page=5)
-        assert beyond.status_code == 400
-        assert beyond.json()["status"] == 400
+        beyond = get(last.json()["links"]["next"])  # Zenodo links on while page*size < total...
+        assert (beyond.status_code, beyond.json()) == (400, fixture("error_window_400.json"))  # ...into the 400
+        cut = search(double, size=24, page=5, sort="oldest")  # from 96: only 4 fit below the window
+        assert ids(cut) == [97, 98, 99, 100]
 
 
 def test_date_ranges_inclusive_exclusive_and_open(double: ZenodoDouble) -> None:
     add_days(double, 10)  # record n created 2018-03-0n 12:00 UTC
-    assert ids(search(double, q="created:[2018-03-03 TO 2018-03-05]")) == [3, 4]  # bare date = midnight
-    assert ids(search(double, q="created:[2018-03-03 TO 2018-03-05T12:00:00]")) == [3, 4, 5]
-    assert ids(search(double, q="created:[2018-03-03 TO 2018-03-05T12:00:00}")) == [3, 4]
-    assert ids(search(double, q="created:{2018-03-03T12:00:00+00:00 TO 2018-03-05T12:00:00Z]")) == [4, 5]
-    assert ids(search(double, q="created:[2018-03-08 TO *]")) == [8, 9, 10]
-    assert ids(search(double, q="created:[* TO 2018-03-02]")) == [1]
+
+    def oldest(q: str) -> list[int]:
+        return ids(search(double, q=q, sort="oldest"))
+
+    assert oldest("created:[2018-03-03 TO 2018-03-05]") == [3, 4]  # bare date = midnight
+    assert oldest("created:[2018-03-03 TO 2018-03-05T12:00:00]") == [3, 4, 5]
+    assert oldest("created:[2018-03-03 TO 2018-03-05T12:00:00}") == [3, 4]
+    assert oldest("created:{2018-03-03T12:00:00+00:00 TO 2018-03-05T12:00:00Z]") == [4, 5]
+    assert oldest("created:[2018-03-08 TO *]") == [8, 9, 10]
+    assert oldest("created:[* TO 2018-03-02]") == [1]
 
 
 def test_updated_ranges_and_anded_title_words(double: ZenodoDouble) -> None:
     double.add_record(ZenodoDouble.make_hit(1, created="2018-01-01", updated="2020-06-01", title="Climate Model"))
     double.add_record(ZenodoDouble.make_hit(2, created="2018-01-02", updated="2018-01-02", title="Climate data"))
     double.add_record(ZenodoDouble.make_hit(3, created="2018-01-03", updated="2021-01-01", title="Ocean model"))
-    assert ids(search(double, q="updated:[2020-01-01 TO *]")) == [1, 3]
-    assert ids(search(double, q="updated:[2020-01-01 TO *] AND model")) == [1, 3]
-    assert ids(search(double, q="updated:[2020-01-01 TO *] climate")) == [1]
-    assert ids(search(double, q="CLIMATE NOT data")) == [1]
-    assert ids(search(double, q="created:[2018-01-02 TO *] AND updated:[* TO 2020-12-31]")) == [2]
+
+    def oldest(q: str) -> list[int]:
+        return ids(search(double, q=q, sort="oldest"))
+
+    assert oldest("updated:[2020-01-01 TO *]") == [1, 3]
+    assert oldest("updated:[2020-01-01 TO *] AND model") == [1, 3]
+    assert oldest("updated:[2020-01-01 TO *] climate") == [1]
+    assert oldest("CLIMATE NOT data") == [1]
+    assert oldest("created:[2018-01-02 TO *] AND updated:[* TO 2020-12-31]") == [2]
 
 
 def test_unsupported_query_syntax_is_a_400_not_a_silent_mismatch(double: ZenodoDouble) -> None:
@@ -145,113 +358,110 @@ def test_type_filters_on_the_resource_type(double: ZenodoDouble) -> None:
     double.add_record(ZenodoDouble.make_hit(2, created="2018-01-02", resource_type="dataset"))
     assert ids(search(double, type="software")) == [1]
     assert ids(search(double, type="dataset")) == [2]
-    assert ids(search(double)) == [1, 2]
+    assert ids(search(double, sort="oldest")) == [1, 2]
 
 
 def test_all_versions_false_keeps_the_highest_id_per_concept(double: ZenodoDouble) -> None:
     for record_id, day in ((10, "01"), (12, "03"), (11, "02")):
         double.add_record(ZenodoDouble.make_hit(record_id, created=f"2018-05-{day}", conceptrecid="9"))
     double.add_record(ZenodoDouble.make_hit(20, created="2018-05-04"))
-    assert ids(search(double)) == [12, 20]
-    assert ids(search(double, all_versions="0")) == [12, 20]
-    assert ids(search(double, all_versions="false")) == [12, 20]
-    assert ids(search(double, all_versions="true")) == [10, 11, 12, 20]
-    assert ids(search(double, all_versions=1)) == [10, 11, 12, 20]
+
+    def oldest(**params: object) -> list[int]:
+        return ids(search(double, sort="oldest", **params))
+
+    assert oldest() == [12, 20]
+    assert oldest(all_versions="0") == [12, 20]
+    assert oldest(all_versions="false") == [12, 20]
+    assert oldest(all_versions="true") == [10, 11, 12, 20]
+    assert oldest(all_versions=1) == [10, 11, 12, 20]
     # The latest version decides: an older version matching the filter is not returned in its place.
-    assert ids(search(double, q="created:[* TO 2018-05-02]")) == []
+    assert oldest(q="created:[* TO 2018-05-02]") == []
 
 
-def test_sort_orders(double: ZenodoDouble) -> None:
-    double.add_record(ZenodoDouble.make_hit(3, created="2018-01-02"))
-    double.add_record(ZenodoDouble.make_hit(1, created="2018-01-02"))
-    double.add_record(ZenodoDouble.make_hit(2, created="2018-01-01"))
+def test_sort_orders_and_zenodos_error_for_an_unknown_one(double: ZenodoDouble) -> None:
+    double.add_record(ZenodoDouble.make_hit(3, created="2018-01-02", updated="2018-01-05"))
+    double.add_record(ZenodoDouble.make_hit(1, created="2018-01-02", updated="2018-01-03"))
+    double.add_record(ZenodoDouble.make_hit(2, created="2018-01-01", updated="2018-01-04"))
     ascending = [2, 1, 3]  # created, then id
-    assert ids(search(double)) == ascending
-    assert ids(search(double, sort="oldest")) == ascending
-    assert ids(search(double, sort="-mostrecent")) == ascending
-    assert ids(search(double, sort="newest")) == ascending[::-1]
-    assert ids(search(double, sort="mostrecent")) == ascending[::-1]
-    assert search(double, sort="bestest").status_code == 400
+    for name in ("oldest", "-mostrecent", "publication-asc", "-publication_date"):
+        assert ids(search(double, sort=name)) == ascending, name
+    for name in ("newest", "mostrecent", "bestmatch", "publication-desc", "publication_date"):
+        assert ids(search(double, sort=name)) == ascending[::-1], name
+    assert ids(search(double, sort="updated-asc")) == [1, 2, 3]
+    assert ids(search(double, sort="updated-desc")) == [3, 2, 1]
+    unknown = search(double, sort="bestest")
+    assert (unknown.status_code, unknown.json()) == (400, fixture("error_sort_400.json"))
+    unmodelled = search(double, sort="mostviewed")  # Zenodo takes it; the double has no view counts
+    assert unmodelled.status_code == 400 and "does not model" in unmodelled.json()["message"]
 
 
-def test_bad_paging_parameters_are_json_400s(double: ZenodoDouble) -> None:
-    for params in ({"size": "ten"}, {"page": 0}, {"all_versions": "maybe"}):
-        response = search(double, **params)
+def test_verified_owners_come_first_whatever_the_sort(double: ZenodoDouble) -> None:
+    double.add_record(ZenodoDouble.make_hit(1, created="2018-01-01"))
+    double.add_record(ZenodoDouble.make_hit(2, created="2018-01-02"), verified=True)
+    double.add_record(ZenodoDouble.make_hit(3, created="2018-01-03"))
+    assert ids(search(double, sort="oldest")) == [2, 1, 3]
+    assert ids(search(double, sort="newest")) == [2, 3, 1]
+
+
+def test_bad_paging_parameters_are_zenodos_validation_errors(double: ZenodoDouble) -> None:
+    cases = {("size", "ten"): "Not a valid integer.", ("page", "0"): "Must be greater than or equal to 1."}
+    for (name, value), message in cases.items():
+        response = search(double, **{name: value})
         assert response.status_code == 400
-        assert set(response.json()) == {"status", "message"}
+        assert response.json() == {"status": 400, "message": "A validation error occurred.",
+                                   "errors": [{"field": name, "messages": [message]}]}
+    assert search(double, all_versions="maybe").status_code == 400
 
 
-def test_one_record_by_id_and_404(double: ZenodoDouble) -> None:
+def test_one_record_by_id(double: ZenodoDouble) -> None:
     stored = double.add_record(ZenodoDouble.make_hit(7, created="2018-01-01", github=("o", "r", "v1.0")))
-    response = requests.get(f"{double.api_url}/records/7", timeout=5)
+    response = get(f"{double.api_url}/records/7")
     assert response.json() == stored
     assert stored["metadata"]["related_identifiers"][0]["identifier"] == "https://github.com/o/r/tree/v1.0"
-    missing = requests.get(f"{double.api_url}/records/8", timeout=5)
-    assert missing.status_code == 404
-    assert missing.json()["status"] == 404
+    assert stored["links"]["self"] == f"{double.api_url}/records/7"
 
 
-def test_make_hit_writes_zenodo_timestamps() -> None:
-    hit = ZenodoDouble.make_hit(5, created="2018-03-01T12:00:00")
-    assert hit["created"] == "2018-03-01T12:00:00.000000+00:00"
-    assert hit["updated"] == hit["created"]
-    assert ZenodoDouble.make_hit(5, created="2018-03-01")["created"] == "2018-03-01T00:00:00.000000+00:00"
-    assert hit["conceptrecid"] == "5"
-    assert isinstance(hit["id"], int)
-    assert hit["metadata"]["resource_type"]["type"] == "software"
+# --------------------------------------------------------------------------------------- hostile answers
 
 
-# ------------------------------------------------------------------------------------------------- files
+def test_raw_hits_are_served_verbatim(double: ZenodoDouble) -> None:
+    double.add_record(ZenodoDouble.make_hit(1, created="2018-01-01"))
+    infinite = '{"id": 2, "files": [{"key": "x.zip", "size": Infinity, "links": {"self": "file:///etc/passwd"}}]}'
+    double.add_raw_hit(infinite)
+    double.add_raw_hit('{"id": "../../etc", "metadata": "not an object"}', record_id=-1)
+    response = search(double)
+    assert '"size": Infinity' in response.text
+    hits = response.json()["hits"]  # Python's json reads Infinity; a strict parser would not
+    assert hits["total"] == 3 and [h["id"] for h in hits["hits"]] == [1, 2, "../../etc"]
+    assert math.isinf(hits["hits"][1]["files"][0]["size"]) and hits["hits"][2]["metadata"] == "not an object"
+    odd = get(f"{double.api_url}/records/-1")
+    assert odd.text == '{"id": "../../etc", "metadata": "not an object"}'
+    with pytest.raises(TypeError):
+        double.add_raw_hit({"id": 3})  # type: ignore[arg-type]
 
 
-def test_files_are_served_with_their_md5_in_the_current_shape(double: ZenodoDouble) -> None:
-    data = make_zip({"pkg-1.0/README.md": b"# hello\n"})
-    hit = double.add_record(ZenodoDouble.make_hit(5, created="2018-01-01"), {"owner/pkg-v1.0.zip": data})
-    (entry,) = hit["files"]
-    assert entry["key"] == "owner/pkg-v1.0.zip"
-    assert entry["size"] == len(data)
-    assert entry["checksum"] == "md5:" + hashlib.md5(data).hexdigest()
-    assert entry["links"]["self"] == f"{double.api_url}/records/5/files/owner/pkg-v1.0.zip/content"
-    response = requests.get(entry["links"]["self"], timeout=5)
-    assert response.status_code == 200
-    assert response.headers["Content-Type"] == "application/octet-stream"
-    assert response.headers["Content-Length"] == str(len(data))
-    assert response.content == data
-    assert ids(search(double)) == [5]
-    assert search(double).json()["hits"]["hits"][0]["files"] == [entry]
+def test_a_lying_total_repeats_the_same_hits(double: ZenodoDouble) -> None:
+    add_days(double, 3)
+    double.lie_about_total(1_000)
+    first = search(double, size=2)
+    assert first.json()["hits"]["total"] == 1_000
+    second = get(first.json()["links"]["next"])
+    third = get(second.json()["links"]["next"])
+    assert ids(first) == [3, 2] and ids(second) == [1] and ids(third) == [3, 2]  # the first page again
+    assert "next" in third.json()["links"]
+    double.lie_about_total(None)
+    assert search(double).json()["hits"]["total"] == 3
 
 
-def test_keys_with_slashes_work_quoted_and_unquoted(double: ZenodoDouble) -> None:
-    double.add_record(ZenodoDouble.make_hit(5, created="2018-01-01"), {"owner/my pkg.zip": b"abc"})
-    for key in ("owner/my%20pkg.zip", quote("owner/my pkg.zip", safe="")):
-        response = requests.get(f"{double.api_url}/records/5/files/{key}/content", timeout=5)
-        assert response.content == b"abc"
-    assert requests.get(f"{double.api_url}/records/5/files/other.zip/content", timeout=5).status_code == 404
-
-
-def test_legacy_file_shape_is_served_too(double: ZenodoDouble) -> None:
-    data = b"legacy bytes" * 10
-    hit = double.add_record(ZenodoDouble.make_hit(6, created="2018-01-01"), {"code.tar.gz": data}, legacy=True)
-    (entry,) = hit["files"]
-    assert set(entry) == {"filename", "filesize", "checksum", "links"}
-    assert entry["filename"] == "code.tar.gz"
-    assert entry["filesize"] == len(data)
-    assert entry["checksum"] == hashlib.md5(data).hexdigest()
-    assert set(entry["links"]) == {"download"}
-    assert requests.get(entry["links"]["download"], timeout=5).content == data
-
-
-def test_checksum_override_serves_a_wrong_md5(double: ZenodoDouble) -> None:
-    wrong = "0" * 32
-    files = {"a.zip": b"aaa", "b.zip": b"bbb"}
-    hit = double.add_record(ZenodoDouble.make_hit(7, created="2018-01-01"), files, checksums={"a.zip": wrong})
-    served = {entry["key"]: entry["checksum"] for entry in hit["files"]}
-    assert served == {"a.zip": f"md5:{wrong}", "b.zip": "md5:" + hashlib.md5(b"bbb").hexdigest()}
-    legacy = double.add_record(ZenodoDouble.make_hit(8, created="2018-01-01"), files, legacy=True,
-                               checksums={"b.zip": f"md5:{wrong}"})
-    assert {entry["filename"]: entry["checksum"] for entry in legacy["files"]}["b.zip"] == wrong
-    with pytest.raises(ValueError, match="c.zip"):
-        double.add_record(ZenodoDouble.make_hit(9, created="2018-01-01"), files, checksums={"c.zip": wrong})
+def test_file_links_can_point_anywhere(double: ZenodoDouble) -> None:
+    hit = ZenodoDouble.make_hit(1, created="2018-01-01")
+    files = {"a.zip": b"a", "b.zip": b"b"}
+    served = double.add_record(hit, files, file_links={"a.zip": "file:///etc/passwd",
+                                                       "b.zip": "http://elsewhere.invalid/b.zip"})
+    assert [e["links"]["self"] for e in served["files"]] == ["file:///etc/passwd", "http://elsewhere.invalid/b.zip"]
+    old = double.add_record({**hit, "id": 2}, files, shape="2023", file_links={"a.zip": "file:///x"})
+    assert old["files"][0]["links"]["download"] == "file:///x"
+    assert old["files"][0]["links"]["self"] == f"{double.api_url}/records/2/files/a.zip"
 
 
 # ------------------------------------------------------------------------------------------------ faults
@@ -266,14 +476,14 @@ def file_url(double: ZenodoDouble) -> str:
 @pytest.mark.parametrize("mode", ["500", "502", "503", "404"])
 def test_status_faults_hit_the_next_requests_then_stop(double: ZenodoDouble, file_url: str, mode: str) -> None:
     double.fail(path_of(file_url), mode, times=2)
-    assert [requests.get(file_url, timeout=5).status_code for _ in range(3)] == [int(mode), int(mode), 200]
+    assert [get(file_url).status_code for _ in range(3)] == [int(mode), int(mode), 200]
     assert [r.fault for r in double.requests] == [mode, mode, None]
 
 
 def test_faults_for_a_path_queue_in_order(double: ZenodoDouble, file_url: str) -> None:
     double.fail(file_url, "503")  # a full URL is accepted too
     double.fail(path_of(file_url), "html")
-    first, second, third = (requests.get(file_url, timeout=5) for _ in range(3))
+    first, second, third = (get(file_url) for _ in range(3))
     assert first.status_code == 503
     assert second.status_code == 200
     assert second.headers["Content-Type"].startswith("text/html")
@@ -282,7 +492,7 @@ def test_faults_for_a_path_queue_in_order(double: ZenodoDouble, file_url: str) -
 
 
 def test_truncated_body_raises_chunked_encoding_error(double: ZenodoDouble, file_url: str) -> None:
-    full = requests.get(file_url, timeout=5).content
+    full = get(file_url).content
     double.fail(path_of(file_url), "truncate", times=2)
     with requests.get(file_url, stream=True, timeout=5) as response:
         assert response.status_code == 200
@@ -290,36 +500,81 @@ def test_truncated_body_raises_chunked_encoding_error(double: ZenodoDouble, file
         with pytest.raises(requests.exceptions.ChunkedEncodingError, match="IncompleteRead"):
             b"".join(response.iter_content(chunk_size=1024))  # ...but half arrives
     with pytest.raises(requests.exceptions.ChunkedEncodingError):
-        requests.get(file_url, timeout=5)  # not streamed: the same error, raised by get() itself
+        get(file_url)  # not streamed: the same error, raised by get() itself
     assert read_streamed(file_url) == full
 
 
 def test_slow_answer_waits_then_answers(double: ZenodoDouble, file_url: str) -> None:
-    double.fail(path_of(file_url), "slow", seconds=0.3)
-    started = time.monotonic()
-    assert requests.get(file_url, timeout=5).status_code == 200
-    assert time.monotonic() - started >= 0.3
     double.fail(path_of(file_url), "slow", seconds=1.0)
     with pytest.raises(requests.exceptions.ReadTimeout):
         requests.get(file_url, timeout=0.2)
+    double.fail(path_of(file_url), "slow", seconds=0.05)
+    assert get(file_url).status_code == 200
+    assert [r.fault for r in double.requests] == ["slow", "slow"]
+
+
+def raw_get(url: str) -> tuple[socket.socket, bytes, bytes]:
+    """Send a GET by hand and read until the headers and at least one body byte are in."""
+    parts = urlsplit(url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=5)
+    sock.sendall(f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode())
+    received = b""
+    while b"\r\n\r\n" not in received or not received.split(b"\r\n\r\n", 1)[1]:
+        chunk = sock.recv(65536)
+        assert chunk, "the connection closed early"
+        received += chunk
+    head, body = received.split(b"\r\n\r\n", 1)
+    return sock, head, body
+
+
+def test_trickle_sends_the_full_length_then_one_byte_at_a_time(double: ZenodoDouble, file_url: str) -> None:
+    full = get(file_url).content
+    double.fail(path_of(file_url), "trickle", seconds=30)
+    sock, head, body = raw_get(file_url)
+    with sock:
+        assert f"Content-Length: {len(full)}".encode() in head
+        assert body == full[:1]  # one byte now...
+        sock.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            sock.recv(1)  # ...and the next one not yet
+    assert double.requests[-1].fault == "trickle"
+    double.fail(path_of(file_url), "trickle", seconds=0)
+    assert read_streamed(file_url) == full  # trickled bytes are the right ones
+
+
+def test_sleepy_answers_carry_absurd_wait_headers() -> None:
+    with ZenodoDouble(rate_per_min=100) as double:
+        hit = double.add_record(ZenodoDouble.make_hit(1, created="2018-01-01"), {"a.zip": b"aa"})
+        url = hit["files"][0]["links"]["self"]
+        double.fail(url, "sleepy", headers={"Retry-After": "1000000000"})
+        double.fail(url, "sleepy", status=503, headers={"Retry-After": "Thu, 01 Jan 2099 00:00:00 GMT"})
+        double.fail(url, "sleepy", status=200, headers={"X-RateLimit-Remaining": "0",
+                                                        "X-RateLimit-Reset": "4102444800"})
+        first, second, third = (get(url) for _ in range(3))
+        assert (first.status_code, first.headers["Retry-After"]) == (429, "1000000000")
+        assert (second.status_code, second.headers["Retry-After"]) == (503, "Thu, 01 Jan 2099 00:00:00 GMT")
+        assert third.status_code == 200 and third.content == b"aa"
+        assert third.headers["X-RateLimit-Reset"] == "4102444800"  # replaced, not sent twice
+        assert third.headers["X-RateLimit-Remaining"] == "0"
+        assert third.headers["X-RateLimit-Limit"] == "100"
 
 
 def test_redirect_loop_raises_too_many_redirects_then_recovers(double: ZenodoDouble, file_url: str) -> None:
     double.fail(path_of(file_url), "redirect_loop")
     with pytest.raises(requests.exceptions.TooManyRedirects):
-        requests.get(file_url, timeout=5)
+        get(file_url)
     assert all(r.status == 302 and r.path == path_of(file_url) for r in double.requests)
     assert len(double.requests) == 31  # requests gives up after 30 redirects
-    assert requests.get(file_url, timeout=5).status_code == 200
+    assert get(file_url).status_code == 200
 
 
 def test_reset_closes_without_an_answer(double: ZenodoDouble, file_url: str) -> None:
     double.fail(path_of(file_url), "reset")
     with pytest.raises(requests.exceptions.ConnectionError):
-        requests.get(file_url, timeout=5)
+        get(file_url)
     assert double.requests[-1].status == 0
     assert double.requests[-1].fault == "reset"
-    assert requests.get(file_url, timeout=5).status_code == 200
+    assert get(file_url).status_code == 200
 
 
 def test_faults_apply_to_search_too(double: ZenodoDouble) -> None:
@@ -333,31 +588,112 @@ def test_fail_rejects_unknown_modes_and_options(double: ZenodoDouble) -> None:
         double.fail("/api/records", "teapot")
     with pytest.raises(ValueError, match="takes no option"):
         double.fail("/api/records", "500", seconds=1)
+    with pytest.raises(ValueError, match="takes no option"):
+        double.fail("/api/records", "sleepy", seconds=1)
+    with pytest.raises(ValueError, match="to=<url>"):
+        double.fail("/api/records", "redirect")
     with pytest.raises(ValueError):
         double.fail("/api/records", "500", times=0)
-    assert set(FAULT_MODES) == {"500", "502", "503", "404", "truncate", "slow", "html", "redirect_loop", "reset"}
+    assert set(FAULT_MODES) == {"500", "502", "503", "404", "truncate", "slow", "html", "redirect_loop", "reset",
+                                "trickle", "sleepy", "redirect"}
+
+
+# ------------------------------------------------------------------------------------ tokens and origins
+
+
+def test_header_recorder_is_another_origin_that_records_authorization() -> None:
+    with HeaderRecorder() as recorder:
+        assert urlsplit(recorder.url).hostname == "127.0.0.1"
+        plain = get(f"{recorder.url}/any/path/x.zip")
+        assert zipfile.ZipFile(io.BytesIO(plain.content)).namelist() == ["elsewhere/README.md"]
+        assert not recorder.authorization_seen
+        get(f"{recorder.url}/other", headers={"Authorization": f"Bearer {TOKEN}", "Accept": "application/zip"})
+        assert recorder.authorization_seen
+        assert [(r.path, r.authorization, r.accept) for r in recorder.requests][1] == (
+            "/other", True, "application/zip")
+        assert TOKEN not in repr(recorder.requests)
+
+
+def test_a_redirect_to_another_origin_does_not_carry_the_token(double: ZenodoDouble, file_url: str) -> None:
+    with HeaderRecorder(b"moved") as recorder:
+        double.fail(path_of(file_url), "redirect", to=f"{recorder.url}/moved.zip")
+        response = get(file_url, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert response.content == b"moved"
+        assert double.requests[-1].authorization and double.requests[-1].status == 302
+        assert [r.authorization for r in recorder.requests] == [False]  # requests drops it across origins
+
+
+def test_the_log_records_authorization_and_accept_but_never_the_token(double: ZenodoDouble) -> None:
+    search(double, token=TOKEN, size=50)
+    get(f"{double.api_url}/records", params={"access_token": TOKEN, "size": 50})
+    search(double, token=TOKEN + "x")
+    get(f"{double.api_url}/records", headers={"Accept": NATIVE})
+    assert [(r.status, r.authenticated, r.authorization) for r in double.requests] == [
+        (200, True, True), (200, True, False), (401, False, True), (200, False, False)]
+    assert double.requests[-1].accept == NATIVE
+    assert TOKEN not in repr(double.requests)
+    assert double.requests[1].query == {"size": "50"}
+
+
+def test_log_records_method_path_query_and_time(double: ZenodoDouble) -> None:
+    search(double, size=5, q="created:[2018-01-01 TO *]")
+    requests.head(f"{double.api_url}/records/1", timeout=5)
+    first, second = double.requests
+    assert (first.method, first.path, first.status) == ("GET", "/api/records", 200)
+    assert first.query == {"size": "5", "q": "created:[2018-01-01 TO *]"}
+    assert (second.method, second.path, second.status) == ("HEAD", "/api/records/1", 404)
+    assert first.time <= second.time <= time.monotonic()
+    double.reset_log()
+    assert double.requests == []
 
 
 # ------------------------------------------------------------------------------------------- rate limits
 
 
-def test_rate_limit_counts_down_then_429_with_retry_after() -> None:
+def test_every_answer_under_a_limit_carries_the_headers_zenodo_sends() -> None:
+    recorded = {name.lower() for name in fixture("headers_legacy_2022.json")[1]["headers"]}
+    assert {"retry-after", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"} <= recorded
+    assert "retry-after" in fixture("headers_current_2025.json")[0]["headers"]  # on a 202
     with ZenodoDouble(rate_per_min=3) as double:
+        before = time.time()
         answers = [search(double) for _ in range(4)]
         assert [a.status_code for a in answers] == [200, 200, 200, 429]
         assert [a.headers["X-RateLimit-Remaining"] for a in answers] == ["2", "1", "0", "0"]
         assert {a.headers["X-RateLimit-Limit"] for a in answers} == {"3"}
-        reset = int(answers[0].headers["X-RateLimit-Reset"])
-        assert time.time() + 55 < reset <= time.time() + 61
-        limited = answers[-1]
-        assert limited.json()["status"] == 429
-        assert 55 <= int(limited.headers["Retry-After"]) <= 60
+        reset = {int(a.headers["X-RateLimit-Reset"]) for a in answers}
+        assert len(reset) == 1 and int(before) + 61 <= reset.pop() <= int(time.time()) + 61  # oldest + 60 + 1
+        assert all(0 <= int(a.headers["Retry-After"]) <= 61 for a in answers)  # on the 200s too
+        assert answers[-1].json() == {"message": "3 per 1 minute", "status": 429}
+        assert list(answers[-1].json()) == ["message", "status"]
         assert [r.status for r in double.requests] == [200, 200, 200, 429]
 
 
-def test_429_without_retry_after_when_asked() -> None:
+def test_zenodos_own_limits_and_429_body() -> None:
+    with ZenodoDouble(**ZENODO_GUEST_LIMITS) as double:
+        double.add_record(ZenodoDouble.make_hit(1, created="2018-01-01"))
+        url = f"{double.api_url}/records/1"
+        answers = [get(url) for _ in range(134)]
+        assert [a.status_code for a in answers[-2:]] == [200, 429]
+        assert answers[-1].json() == fixture("error_rate_limit_429.json")
+        assert answers[0].headers["X-RateLimit-Limit"] == "133"  # the minute limit is shown, not the hour
+        searches = [search(double) for _ in range(31)]  # searches have their own 30/min, not the 133
+        assert [s.status_code for s in searches[-2:]] == [200, 429]
+        assert searches[0].headers["X-RateLimit-Limit"] == "30"
+        assert searches[-1].json()["message"] == "30 per 1 minute"
+
+
+def test_the_minute_counts_requests_the_hour_then_refuses() -> None:
+    with ZenodoDouble(rate_per_min=5, rate_per_hour=3) as double:
+        answers = [get(f"{double.api_url}/records/1") for _ in range(6)]
+        assert [a.status_code for a in answers] == [404, 404, 404, 429, 429, 429]
+        assert [a.json()["message"] for a in answers[3:]] == ["3 per 1 hour", "3 per 1 hour", "5 per 1 minute"]
+        assert [a.headers["X-RateLimit-Limit"] for a in answers] == ["5", "5", "5", "3", "3", "5"]
+
+
+def test_no_retry_after_anywhere_when_asked() -> None:
     with ZenodoDouble(rate_per_min=1, send_retry_after=False) as double:
-        assert search(double).status_code == 200
+        first = search(double)
+        assert first.status_code == 200 and "Retry-After" not in first.headers
         limited = search(double)
         assert limited.status_code == 429
         assert "Retry-After" not in limited.headers
@@ -376,20 +712,23 @@ def test_answers_of_429_do_not_use_up_the_window() -> None:
         assert again.headers["X-RateLimit-Remaining"] == "0"
 
 
-def test_search_rate_limits_searches_only() -> None:
-    with ZenodoDouble(search_rate_per_min=2) as limited:
+def test_search_limit_replaces_the_general_one_for_searches() -> None:
+    with ZenodoDouble(rate_per_min=100, search_rate_per_min=2) as limited:
         limited.add_record(ZenodoDouble.make_hit(1, created="2018-01-01"))
         assert [search(limited).status_code for _ in range(3)] == [200, 200, 429]
-        record = requests.get(f"{limited.api_url}/records/1", timeout=5)
+        record = get(f"{limited.api_url}/records/1")
         assert record.status_code == 200
-        assert "X-RateLimit-Limit" not in record.headers  # no limit applies to record reads here
+        assert (record.headers["X-RateLimit-Limit"], record.headers["X-RateLimit-Remaining"]) == ("100", "99")
+    with ZenodoDouble(search_rate_per_min=2) as only_search:
+        only_search.add_record(ZenodoDouble.make_hit(1, created="2018-01-01"))
+        assert "X-RateLimit-Limit" not in get(f"{only_search.api_url}/records/1").headers
 
 
 def test_codeload_is_not_rate_limited() -> None:
     with ZenodoDouble(rate_per_min=1) as double:
         double.add_codeload("o", "r", "v1", make_zip({"r-v1/a.txt": b"a"}))
         url = f"{double.codeload_url}/o/r/zip/refs/tags/v1"
-        assert [requests.get(url, timeout=5).status_code for _ in range(3)] == [200, 200, 200]
+        assert [get(url).status_code for _ in range(3)] == [200, 200, 200]
 
 
 # ---------------------------------------------------------------------------------------------- codeload
@@ -400,14 +739,14 @@ def test_codeload_tags_heads_and_404(double: ZenodoDouble) -> None:
     head_zip = make_zip({"repo-main/setup.py": b"print('main')\n"})
     double.add_codeload("owner", "repo", "v1.0", tag_zip)
     double.add_codeload("owner", "repo", "main", head_zip, kind="heads")
-    tag = requests.get(f"{double.codeload_url}/owner/repo/zip/refs/tags/v1.0", timeout=5)
+    tag = get(f"{double.codeload_url}/owner/repo/zip/refs/tags/v1.0")
     assert tag.status_code == 200
     assert tag.headers["Content-Type"] == "application/zip"
     assert zipfile.ZipFile(io.BytesIO(tag.content)).namelist() == ["repo-v1.0/setup.py"]
-    assert requests.get(f"{double.codeload_url}/owner/repo/zip/refs/heads/main", timeout=5).content == head_zip
+    assert get(f"{double.codeload_url}/owner/repo/zip/refs/heads/main").content == head_zip
     for missing in ("refs/tags/main", "refs/heads/v1.0", "refs/tags/v2.0"):
-        assert requests.get(f"{double.codeload_url}/owner/repo/zip/{missing}", timeout=5).status_code == 404
-    assert requests.get(f"{double.codeload_url}/owner/other/zip/refs/tags/v1.0", timeout=5).status_code == 404
+        assert get(f"{double.codeload_url}/owner/repo/zip/{missing}").status_code == 404
+    assert get(f"{double.codeload_url}/owner/other/zip/refs/tags/v1.0").status_code == 404
     with pytest.raises(ValueError):
         double.add_codeload("owner", "repo", "x", tag_zip, kind="branches")
 
@@ -421,28 +760,7 @@ def test_make_zip_is_deterministic_and_sorted() -> None:
     assert archive.getinfo("a.txt").date_time == (1980, 1, 1, 0, 0, 0)
 
 
-# ------------------------------------------------------------------------------------- log and lifecycle
-
-
-def test_the_log_never_holds_the_token(double: ZenodoDouble) -> None:
-    search(double, token=TOKEN, size=50)
-    requests.get(f"{double.api_url}/records", params={"access_token": TOKEN, "size": 50}, timeout=5)
-    search(double, token=TOKEN + "x")
-    assert [(r.status, r.authenticated) for r in double.requests] == [(200, True), (200, True), (401, False)]
-    assert TOKEN not in repr(double.requests)
-    assert double.requests[1].query == {"size": "50"}
-
-
-def test_log_records_method_path_query_and_time(double: ZenodoDouble) -> None:
-    search(double, size=5, q="created:[2018-01-01 TO *]")
-    requests.head(f"{double.api_url}/records/1", timeout=5)
-    first, second = double.requests
-    assert (first.method, first.path, first.status) == ("GET", "/api/records", 200)
-    assert first.query == {"size": "5", "q": "created:[2018-01-01 TO *]"}
-    assert (second.method, second.path, second.status) == ("HEAD", "/api/records/1", 404)
-    assert first.time <= second.time <= time.monotonic()
-    double.reset_log()
-    assert double.requests == []
+# ------------------------------------------------------------------------------------------------ lifecycle
 
 
 def test_stop_closes_the_port_and_open_connections() -> None:
@@ -463,8 +781,6 @@ def test_stop_closes_the_port_and_open_connections() -> None:
 def test_stop_does_not_wait_for_slow_answers() -> None:
     double = ZenodoDouble().start()
     double.fail("/api/records", "slow", seconds=30)
-    started = time.monotonic()
     threading.Timer(0.2, double.stop).start()
-    with pytest.raises(requests.exceptions.ConnectionError):
-        requests.get(f"{double.api_url}/records", timeout=5)
-    assert time.monotonic() - started < 3
+    with pytest.raises(requests.exceptions.ConnectionError):  # cut off by stop(): not a ReadTimeout
+        requests.get(f"{double.api_url}/records", timeout=10)

@@ -1,13 +1,18 @@
 """Offline stand-ins for the Zenodo REST API and GitHub's codeload, served over real HTTP on 127.0.0.1.
 
 The harvester and fetcher talk to Zenodo with plain ``requests``; the only way to test them honestly (paging,
-page-size caps, the 10,000-result window, rate limits, legacy record shapes, broken downloads) without the
-network is a real server that answers the same URLs the same way. :class:`ZenodoDouble` is that server: one
-``ThreadingHTTPServer`` in a daemon thread, stdlib only, so the test suite and the offline ``zenodo-hpc demo``
-can both use it. Only the base URL differs from production (``api_url`` / ``codeload_url``).
+page-size caps, the 10,000-result window, rate limits, every record shape Zenodo has served, broken downloads)
+without the network is a real server that answers the same URLs the same way. :class:`ZenodoDouble` is that
+server: one ``ThreadingHTTPServer`` in a daemon thread, stdlib only, so the test suite and the offline
+``zenodo-hpc demo`` can both use it. Only the base URL differs from production (``api_url`` / ``codeload_url``).
 
-It can also misbehave on demand (:meth:`ZenodoDouble.fail`): error statuses, truncated bodies, slow answers,
-HTML error pages, redirect loops and reset connections, so the retry and verification paths get exercised.
+Its answers come from the real service, not from our assumptions: recorded responses kept by public clients
+and Zenodo's own code, listed in ``tests/fixtures/zenodo/SOURCES.md`` (see ``docs/doubles.md``).
+
+It can also misbehave on demand (:meth:`ZenodoDouble.fail`, :meth:`ZenodoDouble.add_raw_hit`,
+:meth:`ZenodoDouble.lie_about_total`): error statuses, truncated or trickling bodies, slow answers, HTML error
+pages, redirect loops, reset connections, absurd wait headers and hostile JSON, so the retry, verification and
+safety paths get exercised. :class:`HeaderRecorder` is a second origin that proves a token never leaves Zenodo's.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import hashlib
 import io
 import json
 import math
+import mimetypes
 import re
 import socket
 import struct
@@ -36,23 +42,70 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-__all__ = ["FAULT_MODES", "RequestRecord", "ZenodoDouble", "make_zip"]
+__all__ = [
+    "ACCESS_RIGHTS",
+    "FAULT_MODES",
+    "SHAPES",
+    "ZENODO_GUEST_LIMITS",
+    "ZENODO_TOKEN_LIMITS",
+    "HeaderRecorder",
+    "RecordedRequest",
+    "RequestRecord",
+    "ZenodoDouble",
+    "make_zip",
+]
 
-FAULT_MODES: tuple[str, ...] = ("500", "502", "503", "404", "truncate", "slow", "html", "redirect_loop", "reset")
+FAULT_MODES: tuple[str, ...] = (
+    "500", "502", "503", "404", "truncate", "slow", "html", "redirect_loop", "reset", "trickle", "sleepy", "redirect",
+)
+SHAPES: tuple[str, ...] = ("current", "legacy", "2023", "native")  # see docs/doubles.md, "Record shapes"
+ACCESS_RIGHTS: tuple[str, ...] = ("open", "embargoed", "restricted", "closed")
+HIDDEN_ACCESS = frozenset({"embargoed", "restricted", "closed"})  # files not served to anonymous clients
+# zenodo-rdm invenio.cfg: RATELIMIT_GUEST_USER "8000 per hour;133 per minute", "records.search": "30 per minute";
+# invenio-app's RATELIMIT_AUTHENTICATED_USER default "5000 per hour;100 per minute" (see SOURCES.md).
+ZENODO_GUEST_LIMITS: dict[str, float] = {"rate_per_min": 133, "rate_per_hour": 8000, "search_rate_per_min": 30}
+ZENODO_TOKEN_LIMITS: dict[str, float] = {"rate_per_min": 100, "rate_per_hour": 5000, "search_rate_per_min": 30}
 LOOP_MARKER = "double_redirect_loop"  # query parameter that keeps a redirect loop going once it started
 ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)  # earliest date a zip can hold: fixed so archives are byte-identical
+DEFAULT_PAGE_SIZE = 25  # invenio-records-resources SearchOptions: default_results_per_page
 _TRUTHY = {"", "1", "true", "yes", "on"}  # a bare ``all_versions`` flag means true, as on Zenodo
 _FALSY = {"0", "false", "no", "off"}
-_SORTS = {"oldest": False, "-mostrecent": False, "newest": True, "mostrecent": True}  # name -> descending
+# Sort options the double orders by: name -> (field, descending) pairs, from zenodo-rdm's RDM_SORT_OPTIONS.
+# "bestmatch" (relevance) is not modelled: it orders like "newest", which is what Zenodo uses without a query.
+_SORTS: dict[str, tuple[tuple[str, bool], ...]] = {
+    "newest": (("created", True),),
+    "mostrecent": (("created", True),),
+    "bestmatch": (("created", True),),
+    "oldest": (("created", False),),
+    "-mostrecent": (("created", False),),
+    "updated-desc": (("updated", True),),
+    "updated-asc": (("updated", False),),
+    "publication-desc": (("publication_date", True), ("created", True)),
+    "publication_date": (("publication_date", True), ("created", True)),
+    "publication-asc": (("publication_date", False), ("created", False)),
+    "-publication_date": (("publication_date", False), ("created", False)),
+}
+# Accepted by Zenodo, but ordered by data the double does not hold (views, versions, journals, relevance).
+_UNMODELLED_SORTS = frozenset({
+    "-bestmatch", "version", "-version", "mostviewed", "-mostviewed", "mostdownloaded", "newestactivity",
+    "oldestactivity", "journal", "-journal", "journal-desc", "journal-asc", "conference-desc", "conference-asc",
+    "conference_session", "-conference_session",
+})
 _RANGE = re.compile(
     r"(?P<field>[\w.]+):(?P<open>[\[{])\s*(?P<low>[^\s\]}]+)\s+TO\s+(?P<high>[^\s\]}]+)\s*(?P<close>[\]}])"
 )
 _TOKEN = re.compile(r'"[^"]*"|\S+')
 _RANGE_FIELDS = ("created", "updated")
+_KEY_SAFE = "/!$&'()*+,;=:@"  # zenodo-rdm ZenodoSchema.dump_files: quote(key, safe=...)
 _HTML_ERROR_PAGE = (
     b"<!DOCTYPE html>\n<html><head><title>Service unavailable</title></head>\n"
     b"<body><h1>Something went wrong</h1><p>Please try again later.</p></body></html>\n"
 )
+_NOT_FOUND = (  # werkzeug's NotFound description, answered by invenio-rest's 404 handler
+    "The requested URL was not found on the server. If you entered the URL manually please check your "
+    "spelling and try again."
+)
+_VALIDATION = "A validation error occurred."
 
 
 @dataclass(frozen=True)
@@ -60,7 +113,8 @@ class RequestRecord:
     """One request as the double saw it, so tests can assert on what the client really sent.
 
     ``status`` is 0 when the connection was reset without an answer; ``fault`` names the injected fault
-    mode, if any. The token itself is never stored: only whether the request was ``authenticated``.
+    mode, if any. No token is ever stored: ``authenticated`` says whether a known token came, ``authorization``
+    whether an ``Authorization`` header came at all, and ``accept`` is the ``Accept`` header.
     """
 
     method: str
@@ -70,6 +124,8 @@ class RequestRecord:
     authenticated: bool
     time: float
     fault: str | None = None
+    authorization: bool = False
+    accept: str | None = None
 
 
 @dataclass
@@ -79,7 +135,7 @@ class _Plan:
     status: int
     body: bytes = b""
     headers: list[tuple[str, str]] = field(default_factory=list)
-    action: str = "send"  # "send", "truncate" (half the body, then close) or "reset" (RST, no answer)
+    action: str = "send"  # "send", "truncate", "trickle" (one byte per ``delay``) or "reset" (RST, no answer)
     delay: float = 0.0
 
 
@@ -87,11 +143,14 @@ class _Plan:
 class _Fault:
     mode: str
     seconds: float = 0.0
+    status: int = 0
+    headers: tuple[tuple[str, str], ...] = ()
+    location: str = ""
 
 
 @dataclass(frozen=True)
 class _Incoming:
-    """A parsed request: decoded path, query (last value per name, token removed) and authentication."""
+    """A parsed request: decoded path, query (last value per name, token removed) and what it carried."""
 
     method: str
     path: str
@@ -99,27 +158,64 @@ class _Incoming:
     query_items: list[tuple[str, str]]
     token_given: bool
     authenticated: bool
+    authorization: bool
+    accept: str | None
+
+
+@dataclass
+class _Record:
+    """A stored record: the hit exactly as served, and what the file URLs need."""
+
+    record_id: int
+    hit: dict[str, Any]
+    shape: str
+    verified: bool = False
+    hidden: bool = False
+    files: dict[str, bytes] = field(default_factory=dict)
+    checksums: dict[str, str] = field(default_factory=dict)  # "md5:<hex>" served per key (may be wrong on purpose)
+    bucket: str | None = None
+
+
+@dataclass(frozen=True)
+class _RawHit:
+    """A hit added verbatim as JSON text: served as given, wherever it sits in a page."""
+
+    text: str
+    record_id: str | None
 
 
 class _HttpError(Exception):
-    """Ends request handling with a JSON error answer ``{"status": .., "message": ..}``."""
+    """Ends request handling with a JSON error answer ``{"status": .., "message": .., "errors"?: ..}``."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, errors: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.errors = errors
+
+    def payload(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"status": self.status, "message": self.message}
+        if self.errors:
+            body["errors"] = self.errors
+        return body
+
+
+def _field_error(name: str, message: str) -> _HttpError:
+    """Zenodo's answer to a bad query parameter: marshmallow's validation error, as flask-resources words it."""
+    return _HttpError(400, _VALIDATION, [{"field": name, "messages": [message]}])
 
 
 class _SlidingWindow:
-    """Request times of the last ``span`` seconds, so rate limits behave like Zenodo's (not a token bucket)."""
+    """A moving window like flask-limiter's (limits ``MovingWindowRateLimiter``), with its headers."""
 
-    def __init__(self, limit: int, span: float) -> None:
+    def __init__(self, limit: int, span: float, label: str) -> None:
         self.limit = limit
         self.span = span
-        self.times: deque[float] = deque()
+        self.label = label  # what flask-limiter puts in the 429 message, e.g. "133 per 1 minute"
+        self.times: deque[tuple[float, float]] = deque()  # (monotonic, wall clock) of each counted request
 
     def prune(self, now: float) -> None:
-        while self.times and self.times[0] <= now - self.span:
+        while self.times and self.times[0][0] <= now - self.span:
             self.times.popleft()
 
     def is_full(self, now: float) -> bool:
@@ -127,24 +223,29 @@ class _SlidingWindow:
         return len(self.times) >= self.limit
 
     def admit(self, now: float) -> None:
-        self.times.append(now)
+        self.times.append((now, time.time() - (time.monotonic() - now)))
 
     def remaining(self, now: float) -> int:
         self.prune(now)
         return max(0, self.limit - len(self.times))
 
-    def seconds_until_slot(self, now: float) -> float:
-        """Seconds until the oldest request leaves the window (0 when the window is empty)."""
+    def reset_at(self, now: float) -> int:
+        """``int(window_start + expiry + 1)``: flask-limiter's ``RequestLimit.reset_at``, in epoch seconds."""
         self.prune(now)
-        return max(0.0, self.times[0] + self.span - now) if self.times else 0.0
+        start = self.times[0][1] if self.times else time.time()
+        return int(start + self.span + 1)
 
-    def headers(self, now: float) -> list[tuple[str, str]]:
-        reset_epoch = math.ceil(time.time() + self.seconds_until_slot(now))
-        return [
+    def headers(self, now: float, *, retry_after: bool) -> list[tuple[str, str]]:
+        """The headers flask-limiter adds to every answer under a limit (``Retry-After`` too, not only on 429)."""
+        reset = self.reset_at(now)
+        headers = [
             ("X-RateLimit-Limit", str(self.limit)),
             ("X-RateLimit-Remaining", str(self.remaining(now))),
-            ("X-RateLimit-Reset", str(reset_epoch)),
+            ("X-RateLimit-Reset", str(reset)),
         ]
+        if retry_after:
+            headers.append(("Retry-After", str(int(reset - time.time()))))
+        return headers
 
 
 class ZenodoDouble:
@@ -153,7 +254,8 @@ class ZenodoDouble:
     The port is bound when the double is created, so ``api_url`` and the file links built by
     :meth:`add_record` are valid before :meth:`start`; a stopped double cannot be restarted.
     Rate limits apply to ``/api`` only: codeload is another service (github.com) in production.
-    ``rate_window_seconds`` shortens the 60 s sliding window for tests that must see a slot free up.
+    ``rate_window_seconds`` shortens the 60 s window (and the hour, in proportion) for tests that must see a
+    slot free up. ``ZenodoDouble(**ZENODO_GUEST_LIMITS)`` gives Zenodo's own numbers.
     """
 
     def __init__(
@@ -167,17 +269,20 @@ class ZenodoDouble:
         send_retry_after: bool = True,
         tokens: Iterable[str] = (),
         rate_window_seconds: float = 60.0,
+        rate_per_hour: float | None = None,
     ) -> None:
         self.page_cap_anonymous = page_cap_anonymous
         self.page_cap_token = page_cap_token
         self.window = window
         self.send_retry_after = send_retry_after
         self._tokens = frozenset(tokens)
-        self._all_window = _window_for(rate_per_min, rate_window_seconds)
-        self._search_window = _window_for(search_rate_per_min, rate_window_seconds)
+        self._minute = _window_for(rate_per_min, rate_window_seconds, "minute")
+        self._hour = _window_for(rate_per_hour, rate_window_seconds * 60, "hour")
+        self._search_window = _window_for(search_rate_per_min, rate_window_seconds, "minute")
         self._lock = threading.Lock()
-        self._records: dict[int, dict[str, Any]] = {}
-        self._files: dict[tuple[int, str], bytes] = {}
+        self._records: dict[int, _Record] = {}
+        self._raw_hits: list[_RawHit] = []
+        self._lied_total: int | None = None
         self._buckets: dict[str, int] = {}
         self._codeload: dict[tuple[str, str, str, str], bytes] = {}
         self._faults: dict[str, deque[_Fault]] = {}
@@ -204,7 +309,7 @@ class ZenodoDouble:
         return self
 
     def stop(self) -> None:
-        """Stop serving, close the port and every open connection (also wakes "slow" answers early)."""
+        """Stop serving, close the port and every open connection (also wakes slow and trickling answers)."""
         if self._stopped:
             return
         self._stopped = True
@@ -232,46 +337,112 @@ class ZenodoDouble:
         *,
         legacy: bool = False,
         checksums: Mapping[str, str] | None = None,
+        shape: str | None = None,
+        file_links: Mapping[str, str] | None = None,
+        verified: bool = False,
     ) -> dict[str, Any]:
-        """Store a hit (a copy) and serve its files; returns the stored hit with links to this server.
+        """Store a hit (a copy) and serve its files in one of Zenodo's record shapes; returns the hit as served.
 
-        ``legacy`` writes the old file shape (``filename``/``filesize``, bare md5, ``links.download``) that
-        clients must still accept. ``checksums`` overrides the md5 of some keys, to serve a wrong one.
-        Without ``files`` the hit's own ``files`` list is kept as given.
+        ``shape`` is one of :data:`SHAPES` (default ``"current"``); ``legacy=True`` is the older spelling of
+        ``shape="2023"``. ``checksums`` overrides the md5 of some keys, to serve a wrong one. ``file_links``
+        replaces the content link of some keys (another host, ``file://``...). A hit whose
+        ``metadata.access_right`` is embargoed, restricted or closed shows no files and its file URLs answer
+        403, as on Zenodo. ``verified`` sorts it first, as Zenodo does for verified owners. Without ``files``
+        the hit's own ``files`` are kept as given.
         """
         record_id = hit.get("id")
-        if not isinstance(record_id, int):
+        if not isinstance(record_id, int) or isinstance(record_id, bool):
             raise ValueError(f"a hit needs an integer 'id', got {record_id!r}")
-        stored = copy.deepcopy(hit)
-        stored.setdefault("links", {})["self"] = f"{self.api_url}/records/{record_id}"
-        overrides = dict(checksums or {})
-        unknown = sorted(set(overrides) - set(files or {}))
-        if unknown:
-            raise ValueError(f"checksums given for keys that are not files: {unknown}")
+        shape = _resolve_shape(shape, legacy)
+        for name, given in (("checksums", checksums), ("file_links", file_links)):
+            unknown = sorted(set(given or {}) - set(files or {}))
+            if unknown:
+                raise ValueError(f"{name} given for keys that are not files: {unknown}")
+        record = _Record(record_id, copy.deepcopy(hit), shape, verified=verified, hidden=_hides_files(hit))
         with self._lock:
             if files is not None:
-                stored["files"] = [
-                    self._file_entry(record_id, key, data, legacy=legacy, checksum=overrides.get(key))
-                    for key, data in files.items()
-                ]
-                for key, data in files.items():
-                    self._files[(record_id, key)] = bytes(data)
-            stored.setdefault("files", [])
-            self._records[record_id] = stored
-        return copy.deepcopy(stored)
+                self._store_files(record, files, dict(checksums or {}))
+            self._finish_hit(record, files is not None, dict(file_links or {}))
+            self._records[record_id] = record
+        return copy.deepcopy(record.hit)
 
-    def _file_entry(self, record_id: int, key: str, data: bytes, *, legacy: bool, checksum: str | None) -> dict:
-        """The ``files[]`` entry of one file in the new shape or the legacy one, linking to this server."""
-        md5 = hashlib.md5(data).hexdigest()
-        if legacy:
-            bucket = str(uuid.uuid5(uuid.NAMESPACE_URL, f"zenodo-double/{record_id}"))
-            self._buckets[bucket] = record_id
-            shown = (checksum or md5).removeprefix("md5:")
-            link = f"{self.api_url}/files/{bucket}/{quote(key)}"
-            return {"filename": key, "filesize": len(data), "checksum": shown, "links": {"download": link}}
-        shown = checksum if checksum and ":" in checksum else f"md5:{checksum or md5}"
-        link = f"{self.api_url}/records/{record_id}/files/{quote(key)}/content"
-        return {"key": key, "size": len(data), "checksum": shown, "links": {"self": link}}
+    def _store_files(self, record: _Record, files: Mapping[str, bytes], checksums: dict[str, str]) -> None:
+        """Keep the bytes and the md5 to serve for each key; a legacy record also gets a bucket."""
+        for key, data in files.items():
+            record.files[key] = bytes(data)
+            given = checksums.get(key)
+            record.checksums[key] = given if given and ":" in given else f"md5:{given or _md5(data)}"
+        if record.shape == "legacy":
+            record.bucket = str(uuid.uuid5(uuid.NAMESPACE_URL, f"zenodo-double/{record.record_id}"))
+            self._buckets[record.bucket] = record.record_id
+
+    def _finish_hit(self, record: _Record, has_files: bool, file_links: dict[str, str]) -> None:
+        """Links to this server, and the ``files`` of the shape (none shown when access is not open)."""
+        hit, rid = record.hit, record.record_id
+        links = hit.setdefault("links", {})
+        links["self"] = f"{self.api_url}/records/{rid}"
+        if record.shape == "legacy" and record.bucket:
+            links["bucket"] = f"{self.api_url}/files/{record.bucket}"
+        elif record.shape != "legacy":
+            links["files"] = f"{self.api_url}/records/{rid}/files"
+        if record.shape == "native":
+            hit["id"] = str(rid)
+        if has_files:
+            entries = [self._file_entry(record, key, file_links.get(key)) for key in record.files]
+            hit["files"] = _files_value(record.shape, entries, record.hidden)
+            if hit["files"] is None:
+                del hit["files"]
+        elif record.shape == "native" and not isinstance(hit.get("files"), Mapping):
+            hit["files"] = {"enabled": False}  # a native record without files (invenio-rdm-records FilesSchema)
+        elif "files" not in hit and record.shape != "legacy":
+            hit["files"] = []
+
+    def _file_entry(self, record: _Record, key: str, link: str | None) -> dict[str, Any]:
+        """One file as the record's shape lists it; ``link`` replaces the content URL (a hostile link)."""
+        data, checksum = record.files[key], record.checksums[key]
+        content = link or self._content_url(record, key)
+        if record.shape == "legacy":
+            return {"bucket": record.bucket, "checksum": checksum, "key": key, "links": {"self": content},
+                    "size": len(data), "type": _extension(key)}
+        if record.shape == "2023":  # zenodo-rdm c23ce5a: checksum.split(":", 1)[1]
+            return {"id": _file_id(record, key), "filename": key, "filesize": len(data),
+                    "checksum": checksum.split(":", 1)[1],
+                    "links": {"self": self._metadata_url(record, key), "download": content}}
+        if record.shape == "native":
+            return {"id": _file_id(record, key), "checksum": checksum, "ext": _extension(key),
+                    "size": len(data), "mimetype": _mimetype(key), "storage_class": "L", "key": key,
+                    "metadata": None, "access": {"hidden": False},
+                    "links": {"self": self._metadata_url(record, key), "content": content}}
+        return {"id": _file_id(record, key), "key": key, "size": len(data), "checksum": checksum,
+                "links": {"self": content}}
+
+    def _content_url(self, record: _Record, key: str) -> str:
+        if record.shape == "legacy":
+            return f"{self.api_url}/files/{record.bucket}/{quote(key, safe=_KEY_SAFE)}"
+        return f"{self._metadata_url(record, key)}/content"
+
+    def _metadata_url(self, record: _Record, key: str) -> str:
+        return f"{self.api_url}/records/{record.record_id}/files/{quote(key, safe=_KEY_SAFE)}"
+
+    def add_raw_hit(self, json_text: str, *, record_id: str | int | None = None) -> None:
+        """Serve ``json_text`` verbatim as one more search hit (and at ``/api/records/<record_id>`` if given).
+
+        For hostile answers the ``json`` module would not write: ``"size": Infinity``, ``"metadata": "x"``, odd
+        or duplicate ids, even broken JSON. Raw hits skip filters and version de-duplication, come after the
+        ordinary hits in the order they were added, and count in ``total``.
+        """
+        if not isinstance(json_text, str):
+            raise TypeError("json_text must be a str: it is written to the page as it is")
+        with self._lock:
+            self._raw_hits.append(_RawHit(json_text, None if record_id is None else str(record_id)))
+
+    def lie_about_total(self, total: int | None) -> None:
+        """Report ``total`` in every search and page on to it, repeating the first page's hits past the real end.
+
+        A client that trusts ``total`` or ``links.next`` to stop never stops; ``None`` tells the truth again.
+        """
+        with self._lock:
+            self._lied_total = total
 
     def add_codeload(self, owner: str, repo: str, ref: str, data: bytes, *, kind: str = "tags") -> None:
         """Serve ``data`` (a zip, see :func:`make_zip`) at ``{codeload}/<owner>/<repo>/zip/refs/<kind>/<ref>``."""
@@ -286,23 +457,20 @@ class ZenodoDouble:
         """Make the next ``times`` requests to ``path`` misbehave (queued after faults already set for it).
 
         ``path`` is a URL path such as ``/api/records/5/files/x.zip/content`` (a full URL is accepted too;
-        quoting does not matter). Modes: ``FAULT_MODES``; ``slow`` takes ``seconds=`` (default 1.0).
-        A ``redirect_loop`` keeps redirecting the client's follow-up requests without using up ``times``.
+        quoting does not matter). Modes: :data:`FAULT_MODES`. Options: ``slow`` takes ``seconds=`` (wait before
+        answering, default 1.0); ``trickle`` takes ``seconds=`` (per byte, default 1.0); ``sleepy`` takes
+        ``headers=`` (sent as given, e.g. ``{"Retry-After": "1000000000"}``) and ``status=`` (default 429; a 2xx
+        status keeps the normal answer and only adds the headers); ``redirect`` takes ``to=`` (a URL, answered
+        with a 302). A ``redirect_loop`` keeps redirecting the client's follow-up requests without using up
+        ``times``.
         """
         if mode not in FAULT_MODES:
             raise ValueError(f"unknown fault mode {mode!r}; choose from {', '.join(FAULT_MODES)}")
         if times < 1:
             raise ValueError(f"times must be at least 1, not {times}")
-        allowed = {"seconds"} if mode == "slow" else set()
-        unexpected = sorted(set(opts) - allowed)
-        if unexpected:
-            raise ValueError(f"fault mode {mode!r} takes no option(s) {unexpected}")
-        seconds = float(opts.get("seconds", 1.0))
-        if seconds < 0:
-            raise ValueError("seconds must not be negative")
+        fault = _make_fault(mode, opts)
         with self._lock:
-            queue = self._faults.setdefault(_normalize_path(path), deque())
-            queue.extend(_Fault(mode, seconds) for _ in range(times))
+            self._faults.setdefault(_normalize_path(path), deque()).extend(fault for _ in range(times))
 
     def reset_log(self) -> None:
         """Forget the requests seen so far, so a test can assert on the next step alone."""
@@ -321,40 +489,45 @@ class ZenodoDouble:
         conceptrecid: str | None = None,
         updated: str | None = None,
         resource_type: str = "software",
+        access_right: str = "open",
+        related: Iterable[Mapping[str, Any]] = (),
     ) -> dict[str, Any]:
-        """A realistic Zenodo hit (the current API shape) without files, for :meth:`add_record`.
+        """A hit with the keys of today's Zenodo answer (``record_current_2025.json``), without files.
 
         ``created``/``updated`` accept ISO dates or datetimes and are written the way Zenodo writes them
         (``2018-03-01T12:00:00.000000+00:00``). ``github=(owner, repo, tag)`` adds the related identifier
-        the Zenodo-GitHub integration leaves, which the fetcher's codeload fallback relies on.
+        the Zenodo-GitHub integration leaves; ``related`` adds others as given (e.g. a GitHub URL with
+        relation ``isIdenticalTo``). ``access_right`` is one of :data:`ACCESS_RIGHTS`.
         """
+        if access_right not in ACCESS_RIGHTS:
+            raise ValueError(f"access_right must be one of {ACCESS_RIGHTS}, not {access_right!r}")
         created_text = _zenodo_timestamp(created)
+        updated_text = _zenodo_timestamp(updated) if updated is not None else created_text
         concept = conceptrecid if conceptrecid is not None else str(record_id)
-        related = []
-        if github is not None:
-            owner, repo, tag = github
-            related.append(
-                {"identifier": f"https://github.com/{owner}/{repo}/tree/{tag}", "relation": "isSupplementTo",
-                 "scheme": "url"}
-            )
+        record_title = title if title is not None else f"Software record {record_id}"
         return {
+            "created": created_text,
+            "modified": updated_text,
             "id": record_id,
             "conceptrecid": concept,
             "doi": f"10.5281/zenodo.{record_id}",
             "conceptdoi": f"10.5281/zenodo.{concept}",
-            "created": created_text,
-            "updated": _zenodo_timestamp(updated) if updated is not None else created_text,
-            "metadata": {
-                "title": title if title is not None else f"Software record {record_id}",
-                "publication_date": created_text[:10],
-                "resource_type": {"type": resource_type, "title": resource_type.capitalize()},
-                "related_identifiers": related,
-                "license": {"id": "mit"},
-                "version": github[2] if github is not None else "1.0",
-                "creators": [{"name": "Doe, Jane", "affiliation": "Example University"}],
-                "access_right": "open",
-            },
+            "doi_url": f"https://doi.org/10.5281/zenodo.{record_id}",
+            "metadata": _hit_metadata(record_id, record_title, created_text, resource_type, access_right,
+                                      _related_identifiers(github, related), github),
+            "title": record_title,
+            "links": {},
+            "updated": updated_text,
+            "recid": str(record_id),
+            "revision": 1,
             "files": [],
+            "swh": {},
+            "owners": [{"id": "1"}],
+            "status": "published",
+            "stats": dict.fromkeys(("downloads", "unique_downloads", "views", "unique_views", "version_downloads",
+                                    "version_unique_downloads", "version_unique_views", "version_views"), 0),
+            "state": "done",
+            "submitted": True,
         }
 
     # --------------------------------------------------------------------------------- request processing
@@ -370,27 +543,17 @@ class ZenodoDouble:
                 self._count(incoming.path, arrival)
             else:
                 plan = self._normal_plan(incoming, arrival)
-                if fault is not None:  # "slow" and "truncate" alter the normal answer
-                    plan.delay = fault.seconds if fault.mode == "slow" else 0.0
-                    plan.action = "truncate" if fault.mode == "truncate" else plan.action
-            self.requests.append(
-                RequestRecord(
-                    method=method,
-                    path=incoming.path,
-                    query=dict(incoming.query),
-                    status=0 if plan.action == "reset" else plan.status,
-                    authenticated=incoming.authenticated,
-                    time=arrival,
-                    fault=fault.mode if fault else None,
-                )
-            )
+                if fault is not None:
+                    _alter(plan, fault)
+            self.requests.append(_log_entry(incoming, plan, arrival, fault))
         return plan
 
     def _parse_incoming(self, method: str, target: str, headers: Mapping[str, str]) -> _Incoming:
         """Split the target, drop any ``access_token`` from what is kept, and check the token."""
         parts = urlsplit(target)
         items = parse_qsl(parts.query, keep_blank_values=True)
-        token = _bearer_token(headers.get("Authorization"))
+        authorization = headers.get("Authorization")
+        token = _bearer_token(authorization)
         token_params = [value for name, value in items if name == "access_token"]
         if token is None and token_params:
             token = token_params[-1]
@@ -402,6 +565,8 @@ class ZenodoDouble:
             query_items=kept,
             token_given=token is not None,
             authenticated=token is not None and token in self._tokens,
+            authorization=authorization is not None,
+            accept=headers.get("Accept"),
         )
 
     def _take_fault(self, incoming: _Incoming) -> _Fault | None:
@@ -429,88 +594,127 @@ class ZenodoDouble:
                 items.append((LOOP_MARKER, "1"))
             location = f"{quote(incoming.path)}?{urlencode(items)}"
             return _Plan(302, b"", [("Location", location), ("Content-Type", "text/html; charset=utf-8")])
+        if fault.mode == "redirect":
+            return _Plan(302, b"", [("Location", fault.location), ("Content-Type", "text/html; charset=utf-8")])
+        if fault.mode == "sleepy" and not 200 <= fault.status < 300:
+            plan = _json_plan(fault.status, {"message": f"Injected fault: HTTP {fault.status}.",
+                                             "status": fault.status})
+            plan.headers.extend(fault.headers)
+            return plan
         if fault.mode == "reset":
             return _Plan(0, action="reset")
         return None
 
     def _normal_plan(self, incoming: _Incoming, now: float) -> _Plan:
         """The answer a healthy server gives: rate limit, authentication, then routing."""
-        if not self._is_api(incoming.path):
+        if not _is_api(incoming.path):
             return self._codeload_plan(incoming)
         windows = self._windows_for(incoming.path)
-        full = [w for w in windows if w.is_full(now)]
-        if full:
-            return self._too_many_requests(full, now)  # not counted: a 429 does not use up a slot
-        self._count(incoming.path, now)
-        rate_headers = _tightest(windows, now)
+        breached = _admit(windows, now)
+        shown = breached or (windows[0] if windows else None)
+        if breached is not None:
+            plan = _json_plan(429, {"message": breached.label, "status": 429})  # invenio-rest's jsonify: sorted
+        else:
+            plan = self._answer(incoming)
+        if shown is not None:
+            plan.headers.extend(shown.headers(now, retry_after=self.send_retry_after))
+        return plan
+
+    def _answer(self, incoming: _Incoming) -> _Plan:
         try:
             if incoming.token_given and not incoming.authenticated:
                 raise _HttpError(401, "The server could not verify that you are authorized to access the URL.")
             if incoming.method not in ("GET", "HEAD"):
-                raise _HttpError(405, f"The method {incoming.method} is not allowed for the requested URL.")
-            plan = self._route_api(incoming)
+                raise _HttpError(405, "The method is not allowed for the requested URL.")
+            return self._route_api(incoming)
         except _HttpError as error:
-            plan = _json_plan(error.status, {"status": error.status, "message": error.message})
-        plan.headers.extend(rate_headers.headers(now) if rate_headers else [])
-        return plan
+            return _json_plan(error.status, error.payload())
 
     def _count(self, path: str, now: float) -> None:
-        """Add an answered ``/api`` request to the rate windows that apply to its path."""
-        if not self._is_api(path):
-            return
-        for sliding in self._windows_for(path):
-            sliding.admit(now)
+        """Count an ``/api`` request answered by a fault in the windows that apply to its path."""
+        if _is_api(path):
+            _admit(self._windows_for(path), now)
 
     def _windows_for(self, path: str) -> list[_SlidingWindow]:
-        windows = [self._all_window]
-        if _is_search(path):
-            windows.append(self._search_window)
-        return [w for w in windows if w is not None]
-
-    def _too_many_requests(self, full: list[_SlidingWindow], now: float) -> _Plan:
-        """A 429 naming the window that frees up last, with ``Retry-After`` unless switched off."""
-        binding = max(full, key=lambda w: w.seconds_until_slot(now))
-        plan = _json_plan(429, {"status": 429, "message": "Too many requests. Please slow down and retry later."})
-        plan.headers.extend(binding.headers(now))
-        if self.send_retry_after:
-            plan.headers.append(("Retry-After", str(max(1, math.ceil(binding.seconds_until_slot(now))))))
-        return plan
-
-    @staticmethod
-    def _is_api(path: str) -> bool:
-        return path == "/api" or path.startswith("/api/")
+        """invenio-app's ``set_rate_limit``: an endpoint's own limit replaces the user limits, not adds to them."""
+        if _is_search(path) and self._search_window is not None:
+            return [self._search_window]
+        return [w for w in (self._minute, self._hour) if w is not None]
 
     def _route_api(self, incoming: _Incoming) -> _Plan:
         path = incoming.path
         if _is_search(path):
-            return _json_plan(200, self._search(incoming))
-        match = re.fullmatch(r"/api/records/(\d+)/?", path)
+            return self._search_plan(incoming)
+        match = re.fullmatch(r"/api/records/([^/]+)/?", path)
         if match:
-            return _json_plan(200, self._record(int(match.group(1))))
+            return self._record_plan(match.group(1))
         match = re.fullmatch(r"/api/records/(\d+)/files/(.+)/content", path)
         if match:
-            return self._file_plan(int(match.group(1)), match.group(2))
+            return self._file_plan(self._file_record(int(match.group(1)), match.group(2)), match.group(2))
+        match = re.fullmatch(r"/api/records/(\d+)/files/(.+)", path)
+        if match:
+            return self._file_metadata_plan(int(match.group(1)), match.group(2))
         match = re.fullmatch(r"/api/files/([0-9a-f-]+)/(.+)", path)
         if match and match.group(1) in self._buckets:
-            return self._file_plan(self._buckets[match.group(1)], match.group(2))
-        raise _HttpError(404, "The requested URL was not found on the server.")
+            record = self._file_record(self._buckets[match.group(1)], match.group(2))
+            return self._file_plan(record, match.group(2))
+        raise _HttpError(404, _NOT_FOUND)
 
-    def _record(self, record_id: int) -> dict[str, Any]:
-        if record_id not in self._records:
-            raise _HttpError(404, "PID does not exist.")
-        return self._records[record_id]
+    def _record_plan(self, wanted: str) -> _Plan:
+        """``GET /api/records/<id>``: a stored hit, or a raw one added with that ``record_id``."""
+        if wanted.isdigit() and int(wanted) in self._records:
+            return _json_plan(200, self._records[int(wanted)].hit)
+        for raw in reversed(self._raw_hits):
+            if raw.record_id == wanted:
+                return _Plan(200, raw.text.encode(), [("Content-Type", "application/json")])
+        raise _HttpError(404, "The persistent identifier does not exist.")
 
-    def _file_plan(self, record_id: int, key: str) -> _Plan:
-        data = self._files.get((record_id, key))
-        if data is None:
-            raise _HttpError(404, f"File {key!r} of record {record_id} does not exist.")
+    def _file_record(self, record_id: int, key: str) -> _Record:
+        """The record of a file URL: 404 for an unknown record or key, 403 when its files are not open."""
+        record = self._records.get(record_id)
+        if record is None:
+            raise _HttpError(404, "The persistent identifier does not exist.")
+        if record.hidden:
+            raise _HttpError(403, "Permission denied.")
+        if key not in record.files:
+            raise _HttpError(404, f"Record '{record_id}' has no file '{key}'.")
+        return record
+
+    def _file_plan(self, record: _Record, key: str) -> _Plan:
         filename = key.rsplit("/", 1)[-1]
         return _Plan(
             200,
-            data,
+            record.files[key],
             [("Content-Type", "application/octet-stream"),
              ("Content-Disposition", f"attachment; filename={quote(filename)}")],
         )
+
+    def _file_metadata_plan(self, record_id: int, key: str) -> _Plan:
+        """``/api/records/<id>/files/<key>``: the file's metadata (the 2023 ``links.self``), since the migration."""
+        record = self._file_record(record_id, key)
+        if record.shape == "legacy":
+            raise _HttpError(404, _NOT_FOUND)
+        return _json_plan(200, self._file_metadata(record, key))
+
+    def _file_metadata(self, record: _Record, key: str) -> dict[str, Any]:
+        """The keys of ``file_metadata_2025.json``, without the draft-only ``commit`` link."""
+        when = {name: str(record.hit.get(name) or "") for name in ("created", "updated")}
+        return {
+            **when,
+            "mimetype": _mimetype(key),
+            "version_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"zenodo-double/{record.record_id}/{key}/version")),
+            "file_id": _file_id(record, key),
+            "bucket_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"zenodo-double/{record.record_id}/bucket")),
+            "metadata": None,
+            "access": {"hidden": False},
+            "links": {"self": self._metadata_url(record, key), "content": self._content_url(record, key)},
+            "key": key,
+            "checksum": record.checksums[key],
+            "size": len(record.files[key]),
+            "transfer": {"type": "L"},
+            "status": "completed",
+            "storage_class": "L",
+        }
 
     def _codeload_plan(self, incoming: _Incoming) -> _Plan:
         """GitHub codeload: ``/<owner>/<repo>/zip/refs/{tags,heads}/<ref>`` (and the short ``zip/<ref>``)."""
@@ -530,40 +734,54 @@ class ZenodoDouble:
 
     # -------------------------------------------------------------------------------------------- search
 
-    def _search(self, incoming: _Incoming) -> dict[str, Any]:
-        """``GET /api/records``: validate paging, filter, de-duplicate versions, sort, cut the page."""
+    def _search_plan(self, incoming: _Incoming) -> _Plan:
+        """``GET /api/records``: validated in Zenodo's order (arguments, query, window, sort), then paged."""
         query = incoming.query
-        size = _int_param(query, "size", 10)
+        size = _int_param(query, "size", DEFAULT_PAGE_SIZE)
         page = _int_param(query, "page", 1)
-        cap = self.page_cap_token if incoming.authenticated else self.page_cap_anonymous
-        if size > cap:
-            raise _HttpError(400, f"Page size cannot be greater than {cap}.")
-        if (page - 1) * size >= self.window:
-            raise _HttpError(400, f"Maximum number of {self.window} results have been reached.")
-        descending = _sort_order(query.get("sort"))
-        latest_only = not _flag(query, "all_versions")
+        self._check_page_size(size, incoming.authenticated)
         matches = _compile_query(query.get("q", ""))
+        if (page - 1) * size >= self.window:
+            raise _HttpError(400, "Invalid querystring parameters.")
+        order = _sort_order(query.get("sort"), bool(query.get("q")))
+        latest_only = not _flag(query, "all_versions")
         wanted_type = query.get("type")
-        hits = self._latest_versions() if latest_only else list(self._records.values())
-        hits = [h for h in hits if (not wanted_type or _resource_type(h) == wanted_type) and matches(h)]
-        hits.sort(key=_sort_key, reverse=descending)
-        reachable = hits[: self.window]
-        page_hits = reachable[(page - 1) * size : page * size]
+        records = self._latest_versions() if latest_only else list(self._records.values())
+        records = [r for r in records if (not wanted_type or _resource_type(r.hit) == wanted_type) and matches(r.hit)]
+        items: list[Any] = [r.hit for r in _sorted(records, order)] + list(self._raw_hits)
+        total = len(items) if self._lied_total is None else self._lied_total
+        page_items = items[(page - 1) * size : min(page * size, self.window)]
+        if not page_items and self._lied_total is not None:
+            page_items = items[:size]  # a lying server repeats what it already sent
+        return _Plan(200, _search_body(page_items, total, self._search_links(incoming, page, size, total)),
+                     [("Content-Type", "application/json")])
+
+    def _check_page_size(self, size: int, authenticated: bool) -> None:
+        """zenodo-rdm ``ZenodoArgsSchema.validate_max_page_size``, word for word."""
+        if authenticated and size > self.page_cap_token:
+            raise _field_error("size", f"Page size cannot be greater than {self.page_cap_token}.")
+        if not authenticated and size > self.page_cap_anonymous:
+            raise _field_error("size", f"Page size cannot be greater than {self.page_cap_anonymous}. Please use "
+                                       f"authenticated requests to increase the limit to {self.page_cap_token}.")
+
+    def _latest_versions(self) -> list[_Record]:
+        """Only the highest id per concept: what Zenodo returns unless ``all_versions`` is set."""
+        latest: dict[str, _Record] = {}
+        for record in self._records.values():
+            concept = _concept_of(record)
+            if concept not in latest or record.record_id > latest[concept].record_id:
+                latest[concept] = record
+        return list(latest.values())
+
+    def _search_links(self, incoming: _Incoming, page: int, size: int, total: int) -> dict[str, str]:
+        """``self``, ``prev`` and ``next`` as invenio-records-resources builds them: ``next`` while page*size <
+        total, even past the window (following it then gives the 400)."""
         links = {"self": self._search_url(incoming, page)}
-        if page * size < len(reachable):
-            links["next"] = self._search_url(incoming, page + 1)
         if page > 1:
             links["prev"] = self._search_url(incoming, page - 1)
-        return {"hits": {"hits": page_hits, "total": len(hits)}, "links": links}
-
-    def _latest_versions(self) -> list[dict[str, Any]]:
-        """Only the highest id per ``conceptrecid``: what Zenodo returns unless ``all_versions`` is set."""
-        latest: dict[str, dict[str, Any]] = {}
-        for hit in self._records.values():
-            concept = str(hit.get("conceptrecid") or f"id:{hit['id']}")
-            if concept not in latest or hit["id"] > latest[concept]["id"]:
-                latest[concept] = hit
-        return list(latest.values())
+        if page * size < total:
+            links["next"] = self._search_url(incoming, page + 1)
+        return links
 
     def _search_url(self, incoming: _Incoming, page: int) -> str:
         items = [(name, value) for name, value in incoming.query_items if name != "page"] + [("page", str(page))]
@@ -651,7 +869,7 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # a bug in the double: answer 500 rather than leave the client hanging
             traceback.print_exc()
             plan = _json_plan(500, {"status": 500, "message": f"internal error in the double: {exc!r}"})
-        if plan.delay and double._stopping.wait(plan.delay):
+        if plan.action != "trickle" and plan.delay and double._stopping.wait(plan.delay):
             self.close_connection = True
             return
         if plan.action == "reset":
@@ -680,9 +898,112 @@ class _Handler(BaseHTTPRequestHandler):
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        if self.command != "HEAD":
+        if self.command == "HEAD":
+            self.wfile.flush()
+        elif plan.action == "trickle":
+            self._trickle(body, plan.delay)
+        else:
             self.wfile.write(body)
-        self.wfile.flush()
+            self.wfile.flush()
+
+    def _trickle(self, body: bytes, seconds: float) -> None:
+        """One byte at once, then one more every ``seconds``; ``stop()`` cuts the rest off."""
+        for index in range(len(body)):
+            if index and self.server.double._stopping.wait(seconds):
+                self.close_connection = True
+                return
+            self.wfile.write(body[index : index + 1])
+            self.wfile.flush()
+
+
+# -------------------------------------------------------------------------------------- the header recorder
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request to a :class:`HeaderRecorder`: whether it carried a token, never the token itself."""
+
+    method: str
+    path: str
+    authorization: bool
+    accept: str | None
+
+
+class HeaderRecorder:
+    """A second loopback server (another port, so another origin) that serves ``body`` at any path.
+
+    It records, for every request, whether an ``Authorization`` header came: point a file link or a redirect
+    at ``url`` to prove a Zenodo token never leaves Zenodo's origin.
+    """
+
+    def __init__(self, body: bytes | None = None, *, content_type: str = "application/zip") -> None:
+        self.body = make_zip({"elsewhere/README.md": b"served by another origin\n"}) if body is None else body
+        self.content_type = content_type
+        self.requests: list[RecordedRequest] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _RecorderHandler)
+        self._server.daemon_threads = True
+        self._server.recorder = self  # type: ignore[attr-defined]
+        self._thread: threading.Thread | None = None
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def authorization_seen(self) -> bool:
+        """Whether any request so far carried an ``Authorization`` header."""
+        with self._lock:
+            return any(r.authorization for r in self.requests)
+
+    def record(self, entry: RecordedRequest) -> None:
+        with self._lock:
+            self.requests.append(entry)
+
+    def start(self) -> HeaderRecorder:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                            name="header-recorder", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._server.server_close()
+
+    def __enter__(self) -> HeaderRecorder:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class _RecorderHandler(BaseHTTPRequestHandler):
+    """Answers every GET/HEAD with the recorder's body; one request per connection."""
+
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silent: the recorder's ``requests`` is the log."""
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_HEAD(self) -> None:
+        self._answer()
+
+    def _answer(self) -> None:
+        recorder: HeaderRecorder = self.server.recorder  # type: ignore[attr-defined]
+        recorder.record(RecordedRequest(self.command, unquote(urlsplit(self.path).path),
+                                        self.headers.get("Authorization") is not None, self.headers.get("Accept")))
+        self.send_response(200)
+        self.send_header("Content-Type", recorder.content_type)
+        self.send_header("Content-Length", str(len(recorder.body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(recorder.body)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -701,18 +1022,175 @@ def make_zip(files: Mapping[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def _window_for(rate_per_min: float | None, span: float) -> _SlidingWindow | None:
-    """A sliding window allowing ``floor(rate)`` requests (at least one) per ``span`` seconds, or none."""
-    if rate_per_min is None:
+def _window_for(rate: float | None, span: float, unit: str) -> _SlidingWindow | None:
+    """A window allowing ``floor(rate)`` requests (at least one) per ``span`` seconds, or none."""
+    if rate is None:
         return None
-    if rate_per_min <= 0:
-        raise ValueError(f"a rate limit must be positive, not {rate_per_min}")
-    return _SlidingWindow(max(1, math.floor(rate_per_min)), span)
+    if rate <= 0:
+        raise ValueError(f"a rate limit must be positive, not {rate}")
+    limit = max(1, math.floor(rate))
+    natural = 60.0 if unit == "minute" else 3600.0
+    label = f"{limit} per 1 {unit}" if span == natural else f"{limit} per {span:g} seconds"
+    return _SlidingWindow(limit, span, label)
 
 
-def _tightest(windows: list[_SlidingWindow], now: float) -> _SlidingWindow | None:
-    """The window whose headers a client should obey: the one with the fewest requests left."""
-    return min(windows, key=lambda w: (w.remaining(now), w.limit), default=None)
+def _admit(windows: list[_SlidingWindow], now: float) -> _SlidingWindow | None:
+    """Count the request in each window, shortest first; stop at the first full one and return it.
+
+    flask-limiter (``fail_on_first_breach``) hits its limits sorted by granularity: the minute slot is used
+    even when the hour then turns out to be full. A window that is full does not count the request.
+    """
+    for window in sorted(windows, key=lambda w: w.span):
+        if window.is_full(now):
+            return window
+        window.admit(now)
+    return None
+
+
+def _make_fault(mode: str, opts: Mapping[str, Any]) -> _Fault:
+    """Check a fault's options and build it."""
+    allowed = {"slow": {"seconds"}, "trickle": {"seconds"}, "sleepy": {"headers", "status"}, "redirect": {"to"}}
+    unexpected = sorted(set(opts) - allowed.get(mode, set()))
+    if unexpected:
+        raise ValueError(f"fault mode {mode!r} takes no option(s) {unexpected}")
+    seconds = float(opts.get("seconds", 1.0))
+    if seconds < 0:
+        raise ValueError("seconds must not be negative")
+    if mode == "redirect" and not opts.get("to"):
+        raise ValueError("fault mode 'redirect' needs to=<url>")
+    headers = tuple((str(k), str(v)) for k, v in dict(opts.get("headers") or {}).items())
+    return _Fault(mode, seconds, int(opts.get("status", 429)), headers, str(opts.get("to", "")))
+
+
+def _alter(plan: _Plan, fault: _Fault) -> None:
+    """Faults that keep the normal answer but change how it is sent (or which headers it carries)."""
+    if fault.mode == "slow":
+        plan.delay = fault.seconds
+    elif fault.mode == "truncate":
+        plan.action = "truncate"
+    elif fault.mode == "trickle":
+        plan.action, plan.delay = "trickle", fault.seconds
+    elif fault.mode == "sleepy":
+        names = {name.lower() for name, _ in fault.headers}
+        plan.headers = [h for h in plan.headers if h[0].lower() not in names] + list(fault.headers)
+
+
+def _log_entry(incoming: _Incoming, plan: _Plan, arrival: float, fault: _Fault | None) -> RequestRecord:
+    return RequestRecord(
+        method=incoming.method,
+        path=incoming.path,
+        query=dict(incoming.query),
+        status=0 if plan.action == "reset" else plan.status,
+        authenticated=incoming.authenticated,
+        time=arrival,
+        fault=fault.mode if fault else None,
+        authorization=incoming.authorization,
+        accept=incoming.accept,
+    )
+
+
+def _resolve_shape(shape: str | None, legacy: bool) -> str:
+    """``legacy=True`` meant the ``filename``/``filesize`` entries: Zenodo's 2023 shape."""
+    if legacy and shape not in (None, "2023"):
+        raise ValueError(f"legacy=True is shape '2023'; it contradicts shape={shape!r}")
+    resolved = "2023" if legacy else (shape or "current")
+    if resolved not in SHAPES:
+        raise ValueError(f"shape must be one of {SHAPES}, not {resolved!r}")
+    return resolved
+
+
+def _files_value(shape: str, entries: list[dict[str, Any]], hidden: bool) -> Any:
+    """A record's ``files`` in its shape; when access is not open, what Zenodo shows anonymous clients.
+
+    Legacy search hits had no ``files`` at all (zenodo/zenodo ``ZenodoJSONSerializer``); since the migration
+    it is ``[]``; the native record keeps only ``enabled`` (invenio-rdm-records ``FilesSchema`` permissions).
+    """
+    if shape == "native":
+        if hidden:
+            return {"enabled": True}
+        return {"enabled": True, "order": [], "count": len(entries),
+                "total_bytes": sum(e["size"] for e in entries), "entries": {e["key"]: e for e in entries}}
+    if hidden:
+        return None if shape == "legacy" else []
+    return entries
+
+
+def _hides_files(hit: Mapping[str, Any]) -> bool:
+    metadata = hit.get("metadata")
+    right = metadata.get("access_right") if isinstance(metadata, Mapping) else None
+    access = hit.get("access")
+    native_restricted = isinstance(access, Mapping) and access.get("files") == "restricted"
+    return right in HIDDEN_ACCESS or native_restricted
+
+
+def _hit_metadata(record_id: int, title: str, created: str, resource_type: str, access_right: str,
+                  related: list[dict[str, Any]], github: tuple[str, str, str] | None) -> dict[str, Any]:
+    return {
+        "title": title,
+        "doi": f"10.5281/zenodo.{record_id}",
+        "publication_date": created[:10],
+        "access_right": access_right,
+        "creators": [{"name": "Doe, Jane", "affiliation": "Example University"}],
+        "related_identifiers": related,
+        "version": github[2] if github is not None else "1.0",
+        "resource_type": {"type": resource_type, "title": resource_type.capitalize()},
+        "license": {"id": "mit"},
+    }
+
+
+def _related_identifiers(github: tuple[str, str, str] | None,
+                         related: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The GitHub integration's ``isSupplementTo`` link (as in ``record_2023.json``), then the others given."""
+    out = []
+    if github is not None:
+        owner, repo, tag = github
+        out.append({"identifier": f"https://github.com/{owner}/{repo}/tree/{tag}", "relation": "isSupplementTo",
+                    "scheme": "url"})
+    return out + [dict(r) for r in related]
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def _file_id(record: _Record, key: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"zenodo-double/{record.record_id}/{key}"))
+
+
+def _extension(key: str) -> str:
+    """The legacy ``type`` / native ``ext``: the last suffix, lower case (``tar.gz`` gives ``gz``)."""
+    name = key.rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[-1].lower() if "." in name else ""
+
+
+def _mimetype(key: str) -> str:
+    return mimetypes.guess_type(key.rsplit("/", 1)[-1])[0] or "application/octet-stream"
+
+
+def _concept_of(record: _Record) -> str:
+    hit = record.hit
+    parent = hit.get("parent")
+    parent_id = parent.get("id") if isinstance(parent, Mapping) else None
+    return str(hit.get("conceptrecid") or parent_id or f"id:{record.record_id}")
+
+
+def _search_body(items: list[Any], total: int, links: dict[str, str]) -> bytes:
+    """The search answer as text, so raw hits go in verbatim: ``{"hits": {"hits", "total"}, "links"}``."""
+    parts = [item.text if isinstance(item, _RawHit) else json.dumps(item) for item in items]
+    return (f'{{"hits": {{"hits": [{", ".join(parts)}], "total": {json.dumps(total)}}}, '
+            f'"links": {json.dumps(links)}}}').encode()
+
+
+def _sorted(records: list[_Record], order: tuple[tuple[str, bool], ...]) -> list[_Record]:
+    """Sort by the option's fields (ties by id), then verified owners first, as Zenodo's sort is prefixed."""
+    descending = order[0][1]
+    ordered = sorted(records, key=lambda r: (*(_sort_value(r.hit, name) for name, _ in order), r.record_id),
+                     reverse=descending)
+    return sorted(ordered, key=lambda r: not r.verified)
+
+
+def _sort_value(hit: Mapping[str, Any], name: str) -> datetime:
+    return _hit_time(hit, name) or datetime.min.replace(tzinfo=timezone.utc)
 
 
 def _json_plan(status: int, payload: Any) -> _Plan:
@@ -723,6 +1201,10 @@ def _json_plan(status: int, payload: Any) -> _Plan:
 def _normalize_path(path: str) -> str:
     """Fault keys compare decoded paths, so quoted and unquoted spellings of a key are the same path."""
     return unquote(urlsplit(path).path)
+
+
+def _is_api(path: str) -> bool:
+    return path == "/api" or path.startswith("/api/")
 
 
 def _is_search(path: str) -> bool:
@@ -738,15 +1220,16 @@ def _bearer_token(header: str | None) -> str | None:
 
 
 def _int_param(query: Mapping[str, str], name: str, default: int) -> int:
+    """An integer parameter, refused with marshmallow's messages (``fields.Int``, ``Range(min=1)``)."""
     text = query.get(name)
     if text is None or text == "":
         return default
     try:
         value = int(text)
     except ValueError:
-        raise _HttpError(400, f"Invalid value for '{name}': {text!r} is not an integer.") from None
+        raise _field_error(name, "Not a valid integer.") from None
     if value < 1:
-        raise _HttpError(400, f"Invalid value for '{name}': must be at least 1.")
+        raise _field_error(name, "Must be greater than or equal to 1.")
     return value
 
 
@@ -758,30 +1241,31 @@ def _flag(query: Mapping[str, str], name: str) -> bool:
         return True
     if text.lower() in _FALSY:
         return False
-    raise _HttpError(400, f"Invalid value for '{name}': {text!r}.")
+    raise _HttpError(400, f"The double does not understand {name}={text!r}.")
 
 
-def _sort_order(sort: str | None) -> bool:
-    """True for descending (newest first). Unknown sort names are a 400, as on Zenodo."""
-    if not sort:
-        return False
-    if sort not in _SORTS:
-        raise _HttpError(400, f"Invalid sort {sort!r}; the double knows {', '.join(_SORTS)}.")
-    return _SORTS[sort]
+def _sort_order(sort: str | None, has_query: bool) -> tuple[tuple[str, bool], ...]:
+    """The fields of a sort option; Zenodo's default is ``newest`` without a query, ``bestmatch`` with one."""
+    name = sort or ("bestmatch" if has_query else "newest")
+    if name in _UNMODELLED_SORTS:
+        raise _HttpError(400, f"The double does not model sort {name!r}; it knows {', '.join(_SORTS)}.")
+    if name not in _SORTS:
+        raise _field_error("_schema", f"Invalid sort option '{name}'.")
+    return _SORTS[name]
 
 
 def _resource_type(hit: Mapping[str, Any]) -> str | None:
-    return ((hit.get("metadata") or {}).get("resource_type") or {}).get("type")
-
-
-def _sort_key(hit: Mapping[str, Any]) -> tuple[datetime, int]:
-    return (_hit_time(hit, "created") or datetime.min.replace(tzinfo=timezone.utc), hit["id"])
+    metadata = hit.get("metadata")
+    kind = metadata.get("resource_type") if isinstance(metadata, Mapping) else None
+    return (kind.get("type") or kind.get("id")) if isinstance(kind, Mapping) else None
 
 
 def _hit_time(hit: Mapping[str, Any], name: str) -> datetime | None:
+    metadata = hit.get("metadata")
+    value = metadata.get(name) if name == "publication_date" and isinstance(metadata, Mapping) else hit.get(name)
     try:
-        return _parse_when(str(hit[name]))
-    except (KeyError, ValueError):
+        return _parse_when(str(value)) if value is not None else None
+    except ValueError:
         return None
 
 
@@ -858,7 +1342,8 @@ def _word_test(word: str, negate: bool) -> Any:
     def test(hit: Mapping[str, Any]) -> bool:
         if needle in ("", "*"):
             return not negate
-        title = str((hit.get("metadata") or {}).get("title") or "").lower()
+        metadata = hit.get("metadata")
+        title = str((metadata.get("title") if isinstance(metadata, Mapping) else "") or "").lower()
         return (needle in title) != negate
 
     return test
