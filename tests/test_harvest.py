@@ -18,7 +18,7 @@ from zenodo_hpc.client import HttpClient
 from zenodo_hpc.config import Config, config_from_dict
 from zenodo_hpc.doubles import ZenodoDouble
 from zenodo_hpc.errors import UserError
-from zenodo_hpc.harvest import harvest, parse_since
+from zenodo_hpc.harvest import format_summary, harvest, parse_since
 from zenodo_hpc.state import iter_records, open_run
 
 START = datetime(2014, 1, 1, tzinfo=timezone.utc)
@@ -269,3 +269,53 @@ def test_two_harvests_at_once_leave_no_duplicate(tmp_path: Path, double: ZenodoD
     assert results[1] == ("ok", 250)
     again = harvest(cfg, progress=False)  # the lock was released
     assert again.added == 0 and not (cfg.run_dir / "state" / "harvest.lock").exists()
+
+
+def test_hostile_hits_are_skipped_and_counted_and_write_nothing_outside(tmp_path: Path) -> None:
+    with ZenodoDouble() as zenodo:
+        for i in range(1, 6):
+            zenodo.add_record(ZenodoDouble.make_hit(i, created=f"2016-01-0{i}"))
+        for bad in ('"../../x"', '"/tmp/abs"', '"1/../../x"', '"abc$"', '"' + "9" * 300 + '"'):
+            zenodo.add_raw_hit('{"id": %s, "metadata": {"title": "hostile"}}' % bad)
+        zenodo.add_raw_hit('{"id": 77, "metadata": "a string"}')
+        zenodo.add_raw_hit('{"id": 78, "metadata": {}, "files": [{"key": "a.zip", "size": Infinity}]}')
+        cfg = make_config(tmp_path / "runs", zenodo)
+        result = harvest(cfg, progress=False)
+    assert harvested_ids(cfg) == [1, 2, 3, 4, 5]
+    assert result.skipped["bad_id"] >= 5 and result.skipped["malformed"] >= 2
+    assert "malformed hits skipped (bad_id" in format_summary(result)
+    assert {p.name for p in tmp_path.iterdir()} == {"runs"}
+    assert "Infinity" not in (cfg.run_dir / "records.jsonl").read_text()
+
+
+def test_a_lying_total_ends_in_bounded_time(tmp_path: Path) -> None:
+    with ZenodoDouble() as zenodo:
+        for i in range(1, 31):
+            zenodo.add_record(ZenodoDouble.make_hit(i, created=created(i)))
+        zenodo.lie_about_total(10**12)
+        cfg = make_config(tmp_path, zenodo)
+        result = harvest(cfg, progress=False)
+        assert sorted(harvested_ids(cfg)) == list(range(1, 31)) and result.complete
+        assert len(searches(zenodo)) < 40
+
+
+def test_a_server_ignoring_the_asked_range_stops_the_harvest_with_a_reason(tmp_path: Path) -> None:
+    with ZenodoDouble() as zenodo:
+        for i in range(1, 31):
+            zenodo.add_record(ZenodoDouble.make_hit(i, created=created(i)))
+        zenodo.add_raw_hit('{"id": 999, "created": "2010-01-01T00:00:00+00:00", "metadata": {}}')  # in every answer
+        cfg = make_config(tmp_path, zenodo)
+        result = harvest(cfg, progress=False)
+    assert "answered records created outside" in result.notes[0] and "record 999" in result.notes[0]
+    assert "the server ignores the query" in format_summary(result)
+
+
+def test_verified_owners_first_loses_no_record(tmp_path: Path) -> None:
+    """Zenodo's ``oldest`` puts verified owners first: a harvest that trusts the order skips records."""
+    with ZenodoDouble(page_cap_anonymous=25) as zenodo:
+        for i in range(1, 121):
+            zenodo.add_record(ZenodoDouble.make_hit(i, created=created(i)), verified=i % 3 == 0)
+        cfg = make_config(tmp_path, zenodo)
+        harvest(cfg, progress=False)
+        assert sorted(harvested_ids(cfg)) == list(range(1, 121))
+        assert all(r.accept == "application/json" for r in zenodo.requests)
