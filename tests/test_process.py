@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import os
 import shutil
 import tarfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,8 +17,9 @@ from conftest import stdlib_package
 
 from zenodo_hpc.config import Config, config_from_dict
 from zenodo_hpc.errors import ExtractError
+from zenodo_hpc.extract import MAX_DEPTH, MAX_LISTED_SKIPS
 from zenodo_hpc.load import load_images, load_metadata
-from zenodo_hpc.process import default_record_id, format_summary, process_path
+from zenodo_hpc.process import ProcessResult, default_record_id, format_summary, process_path, process_sources
 from zenodo_hpc.raster import rasterize
 from zenodo_hpc.walk import iter_tree_files
 
@@ -148,3 +152,162 @@ def test_summary_line(source_tree: Path, tmp_path: Path) -> None:
     assert line.startswith(f"record 7: {stats.files} files seen, {stats.rasterized} rasterized, 3 skipped")
     assert "(binary 1, symlink 1, too_large 1)" in line and f"{result.stats.segments} segments" in line
     shutil.rmtree(result.written.folder)
+
+
+# --- odd names: the record is written, the odd file is in the tree with its reason -----------------------------
+
+OK_PY = b"print('still here')\n"
+
+
+def tar_of(path: Path, files: dict[str, bytes], dirs: tuple[str, ...] = ()) -> Path:
+    """A tar with these folders then files; names holding surrogate escapes are written as raw bytes."""
+    with tarfile.open(path, "w", encoding="utf-8", errors="surrogateescape") as tar:
+        for name in dirs:
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.DIRTYPE
+            tar.addfile(info)
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def zip_with_invalid_utf8_name(path: Path) -> Path:
+    """``proj/caf\\xff\\xfe.py`` flagged UTF-8 (it is not), beside ``proj/ok.py``."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("proj/caf\u00e9.py", b"x = 1\n")
+        zf.writestr("proj/ok.py", OK_PY)
+    path.write_bytes(buf.getvalue().replace("caf\u00e9".encode(), b"caf\xff\xfe"))
+    return path
+
+
+def deep_tar(path: Path) -> Path:
+    """1,500 nested folders with a file at the bottom, and a normal file beside them."""
+    deep = ["proj", *["d"] * 1500]
+    return tar_of(path, {"/".join([*deep, "bottom.py"]): b"deep\n", "proj/ok.py": OK_PY},
+                  dirs=tuple("/".join(deep[:i]) for i in range(1, len(deep) + 1)))
+
+
+def long_name_tar(path: Path) -> Path:
+    return tar_of(path, {"proj/" + "a" * 300 + ".py": b"long\n", "proj/ok.py": OK_PY})
+
+
+def process_in_scratch(source: Path, tmp_path: Path, record_id: str) -> tuple[ProcessResult, dict[str, Any]]:
+    """Process with a temporary folder of our own, check it is left empty, and check every output loads."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir(exist_ok=True)
+    result = process_path(source, tmp_path / "data", Config(), record_id=record_id, tmp_dir=scratch)
+    assert list(scratch.iterdir()) == []
+    folder = result.written.folder
+    meta = load_metadata(folder / f"metadata_{record_id}.json")
+    assert load_metadata(folder / f"metadata_{record_id}.pkl") == meta
+    from_h5, from_pkl = load_images(folder / f"images_{record_id}.h5"), load_images(folder / f"images_{record_id}.pkl")
+    assert from_h5.keys() == from_pkl.keys()
+    for key in from_h5:
+        np.testing.assert_array_equal(from_h5[key], from_pkl[key])
+    return result, meta
+
+
+@pytest.mark.parametrize(
+    ("build", "odd_key", "reason"),
+    [
+        (lambda p: tar_of(p / "latin.tar", {"proj/caf\udce9.py": b"x\n", "proj/ok.py": OK_PY}),
+         "proj/caf\ufffd.py", "bad_name"),
+        (lambda p: zip_with_invalid_utf8_name(p / "flagged.zip"), "proj/caf\ufffd\ufffd.py", "bad_name"),
+        (lambda p: long_name_tar(p / "long.tar"), "proj/" + "a" * 300 + ".py", "name_too_long"),
+        (lambda p: deep_tar(p / "deep.tar"), None, "too_deep"),
+    ],
+    ids=["tar-not-utf8", "zip-flagged-not-utf8", "name-too-long", "1500-deep"],
+)
+def test_one_odd_member_is_its_skip_reason_not_the_records_failure(
+    tmp_path: Path, build: Any, odd_key: str | None, reason: str
+) -> None:
+    result, meta = process_in_scratch(build(tmp_path), tmp_path, "9")
+    files = dict(iter_tree_files(meta["tree"]))
+    assert files["proj/ok.py"]["segments"] == 1
+    [odd] = [key for key in files if key != "proj/ok.py"]
+    if odd_key is not None:
+        assert odd == odd_key
+    else:  # the deep key is shortened around "…" and keeps its start and end
+        assert odd.startswith("proj/d/d/") and odd.endswith("/d/bottom.py") and "…" in odd
+    assert files[odd] == {"type": "file", "skipped": reason}
+    assert meta["stats"]["skipped"] == {reason: 1} and meta["stats"]["files"] == 2
+    assert result.stats.rasterized == 1
+    images = load_images(result.written.folder)
+    assert list(images) == ["proj/ok.py"]
+    np.testing.assert_array_equal(images["proj/ok.py"], rasterize(OK_PY))
+
+
+def test_a_file_at_the_depth_limit_is_rasterized_and_its_deep_tree_written(tmp_path: Path) -> None:
+    at_limit = "/".join(["proj", *["d"] * (MAX_DEPTH - 2), "deepest.py"])
+    over = "/".join(["proj", *["d"] * (MAX_DEPTH - 1), "over.py"])
+    archive = tar_of(tmp_path / "limit.tar", {at_limit: OK_PY, over: b"x\n"})
+    result, meta = process_in_scratch(archive, tmp_path, "10")
+    np.testing.assert_array_equal(load_images(result.written.folder)[at_limit], rasterize(OK_PY))
+    files = dict(iter_tree_files(meta["tree"]))
+    assert files[over] == {"type": "file", "skipped": "too_deep"} and files[at_limit]["segments"] == 1
+
+
+def test_many_skipped_members_are_listed_up_to_the_cap_and_all_counted(tmp_path: Path) -> None:
+    odd = {f"proj/bad\udcff{i:04}.py": b"x\n" for i in range(MAX_LISTED_SKIPS + 5)}
+    result, meta = process_in_scratch(tar_of(tmp_path / "many.tar", {**odd, "proj/ok.py": OK_PY}), tmp_path, "11")
+    files = dict(iter_tree_files(meta["tree"]))
+    assert len(files) == MAX_LISTED_SKIPS + 1 and files["proj/ok.py"]["segments"] == 1
+    assert meta["stats"]["skipped"] == {"bad_name": MAX_LISTED_SKIPS + 5}
+    assert meta["stats"]["files"] == MAX_LISTED_SKIPS + 6
+
+
+def test_folder_with_names_that_are_not_utf8_gives_a_record(tmp_path: Path) -> None:
+    root = tmp_path / "src" / "proj"
+    root.mkdir(parents=True)
+    (root / "ok.py").write_bytes(OK_PY)
+    with open(os.fsencode(root) + b"/caf\xe9.py", "wb") as handle:
+        handle.write(b"x\n")
+    os.mkdir(os.fsencode(root) + b"/d\xff")
+    result, meta = process_in_scratch(root, tmp_path, "12")
+    files = dict(iter_tree_files(meta["tree"]))
+    assert files["proj/caf\ufffd.py"] == {"type": "file", "skipped": "bad_name"}
+    assert meta["tree"]["children"]["proj"]["children"]["d\ufffd"] == {"type": "dir", "children": {},
+                                                                           "skipped": "bad_name"}
+    assert meta["stats"]["skipped"] == {"bad_name": 2} and list(load_images(result.written.folder)) == ["proj/ok.py"]
+
+
+def test_the_same_path_from_two_sources_keeps_the_first(tmp_path: Path) -> None:
+    first = tar_of(tmp_path / "one.tar", {"proj/a.py": b"first = 1\n", "proj/x": b"a file\n"})
+    second = tar_of(tmp_path / "two.tar", {"proj/a.py": b"second = 2\n", "proj/x/y.py": b"below a file\n"})
+    result = process_sources("13", [(first, ""), (second, "")], tmp_path / "data", Config(), hit=None,
+                             source_info=None)
+    images = load_images(result.written.folder)
+    assert list(images) == ["proj/a.py", "proj/x"]
+    np.testing.assert_array_equal(images["proj/a.py"], rasterize(b"first = 1\n"))
+    meta = load_metadata(result.written.folder)
+    assert meta["tree"]["children"]["proj"]["children"]["x"]["type"] == "file"
+    assert meta["stats"]["skipped"] == {"duplicate_path": 2} and meta["stats"]["files"] == 4
+
+
+# --- the temporary folder goes whatever happens -----------------------------------------------------------------
+
+
+def test_deep_extraction_that_then_fails_leaves_no_temporary_folder(tmp_path: Path) -> None:
+    deepest = "/".join(["proj", *["d"] * (MAX_DEPTH - 2), "deepest.py"])
+    archive = tar_of(tmp_path / "evil.tar", {deepest: b"x\n", "proj/ok.py": OK_PY, "../outside.py": b"evil\n"})
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with pytest.raises(ExtractError) as caught:
+        process_path(archive, tmp_path / "data", Config(), record_id="14", tmp_dir=scratch)
+    assert caught.value.reason == "unsafe_archive"
+    assert list(scratch.iterdir()) == [] and not (tmp_path / "data" / "14").exists()
+
+
+def test_a_failure_after_extraction_leaves_no_temporary_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("zenodo_hpc.process.sort_tree", broken)  # fails inside rasterize_tree, mid-record
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        process_path(deep_tar(tmp_path / "deep.tar"), tmp_path / "data", Config(), record_id="15", tmp_dir=scratch)
+    assert list(scratch.iterdir()) == []

@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import json
 import os
+import pickle
 from pathlib import Path
 
 from conftest import call_as_nobody
 
-from zenodo_hpc.walk import WalkedFile, is_binary, list_entries, walk
+from zenodo_hpc.extract import MAX_DEPTH
+from zenodo_hpc.walk import (
+    MAX_TREE_DEPTH,
+    WalkedFile,
+    add_dir,
+    add_file,
+    classify,
+    is_binary,
+    iter_tree_files,
+    list_entries,
+    new_tree,
+    path_is_free,
+    sort_tree,
+    walk,
+)
 
 
 def by_key(root: Path, **kwargs: object) -> dict[str, WalkedFile]:
@@ -102,3 +119,86 @@ def test_unreadable_file_and_folder_are_recorded(shared_tmp: Path) -> None:
     files, dirs = call_as_nobody(walk_it)
     assert files == {"ok.py": None, "secret.py": "unreadable"}
     assert dirs == [("locked", "unreadable")]
+
+
+# --- odd names and deep folders on disk ----------------------------------------------------------------------
+
+
+def test_names_that_are_not_utf8_are_skipped_not_fatal(tmp_path: Path) -> None:
+    root = os.fsencode(tmp_path)
+    with open(root + b"/caf\xe9.py", "wb") as handle:
+        handle.write(b"x = 1\n")
+    os.mkdir(root + b"/d\xff")
+    with open(root + b"/d\xff/inside.py", "wb") as handle:
+        handle.write(b"y = 2\n")
+    os.symlink(b"target\xfe", root + b"/link")
+    (tmp_path / "ok.py").write_text("z = 3\n")
+    entries = by_key(tmp_path)
+    assert set(entries) == {"caf\ufffd.py", "link", "ok.py"}
+    assert entries["caf\ufffd.py"].skipped == "bad_name" and entries["caf\ufffd.py"].data is None
+    assert entries["link"].target == "target\ufffd" and entries["ok.py"].data == b"z = 3\n"
+    assert list_entries(tmp_path)[0] == [("d\ufffd", "bad_name")]  # listed, not walked into
+    json.dumps([e.key for e in entries.values()]).encode("utf-8")  # every key can go into the outputs
+
+
+def test_folder_deeper_than_the_limit_is_recorded_not_walked(tmp_path: Path) -> None:
+    deepest = tmp_path.joinpath(*["d"] * MAX_DEPTH)
+    deepest.mkdir(parents=True)
+    (deepest / "at-limit-child").mkdir()
+    (deepest.parent / "at-limit.py").write_text("ok\n")
+    (tmp_path / "top.py").write_text("top\n")
+    dirs, others = list_entries(tmp_path)
+    keys = [key for key, _, _ in others]
+    assert keys == ["d/" * (MAX_DEPTH - 1) + "at-limit.py", "top.py"]
+    assert ("/".join(["d"] * MAX_DEPTH), "too_deep") in dirs
+    assert all(reason is None for key, reason in dirs if key.count("/") < MAX_DEPTH - 1)
+
+
+def test_an_entry_that_cannot_be_statted_is_recorded_with_its_error(tmp_path: Path) -> None:
+    entry = classify("gone.py", tmp_path / "gone.py", OSError(errno.ENOENT, "No such file or directory"),
+                     max_file_bytes=100, skip_binary=True)
+    assert entry.skipped == "error: No such file or directory" and entry.data is None
+
+
+# --- the tree ---------------------------------------------------------------------------------------------------
+
+
+def test_tree_functions_handle_trees_deeper_than_the_recursion_limit() -> None:
+    tree = node = new_tree()
+    for i in range(5000):
+        node["children"]["z"] = {"type": "file", "skipped": "x"}
+        node["children"][f"d{i}"] = node = new_tree()
+    node["children"]["leaf.py"] = {"type": "file", "segments": 1}
+    ordered = sort_tree(tree)
+    assert list(ordered["children"]) == ["d0", "z"]
+    files = list(iter_tree_files(ordered))
+    assert len(files) == 5001
+    assert files[0][0] == "/".join(f"d{i}" for i in range(5000)) + "/leaf.py"
+    assert files[-1] == ("z", {"type": "file", "skipped": "x"})
+
+
+def test_a_key_deeper_than_the_tree_limit_keeps_its_rest_as_one_name() -> None:
+    key = "/".join(["d"] * 5000 + ["f.py"])
+    tree = new_tree()
+    assert add_file(tree, key, {"type": "file", "skipped": "too_deep"})
+    assert [k for k, _ in iter_tree_files(tree)] == [key]
+    depth, node = 0, tree
+    while node.get("children"):
+        node, depth = next(iter(node["children"].values())), depth + 1
+    assert depth == MAX_TREE_DEPTH
+    tree = sort_tree(tree)
+    assert pickle.loads(pickle.dumps(tree)) == json.loads(json.dumps(tree, indent=1)) == tree
+
+
+def test_a_path_taken_by_a_file_is_a_duplicate_and_the_first_stays() -> None:
+    tree = new_tree()
+    first = {"type": "file", "segments": 1}
+    assert add_file(tree, "top/a", first)
+    before = json.dumps(tree)
+    assert not path_is_free(tree, "top/a/b") and not add_file(tree, "top/a/b", {"type": "file"})  # under a file
+    assert add_dir(tree, "top/a/sub") is None  # a folder under a file
+    assert add_dir(tree, "top/a") is None  # a folder where a file is
+    assert not add_file(tree, "top/a", {"type": "file", "segments": 9})  # the same key again
+    assert not add_file(tree, "top", {"type": "file"})  # a file where a folder is
+    assert json.dumps(tree) == before and tree["children"]["top"]["children"]["a"] is first
+    assert path_is_free(tree, "top/b") and add_dir(tree, "top/b/c") == new_tree()

@@ -8,10 +8,14 @@ each regular member is streamed by hand so the limits hold chunk by chunk.
 
 Every refusal is an :class:`~zenodo_hpc.errors.ExtractError` with a one-line message naming the archive
 and the entry, and a ``reason``: ``bad_archive``, ``unsafe_archive`` or ``too_large``.
+
+A member whose name the disk or the record's outputs cannot hold (not UTF-8, too deep, a component or the
+whole path too long) is no attack: it alone is skipped and reported in ``ExtractStats.skipped``.
 """
 
 from __future__ import annotations
 
+import bisect
 import bz2
 import gzip
 import lzma
@@ -25,7 +29,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, BinaryIO
 
@@ -45,6 +49,22 @@ ARCHIVE_SUFFIXES: tuple[str, ...] = (
 BAD_ARCHIVE = "bad_archive"
 UNSAFE_ARCHIVE = "unsafe_archive"
 TOO_LARGE = "too_large"
+
+# Why one member was skipped for its name (the archive goes on with the next member).
+BAD_NAME = "bad_name"  # not valid UTF-8, or holds a NUL: JSON and HDF5 keys must be valid UTF-8
+NAME_TOO_LONG = "name_too_long"  # a component over MAX_NAME_BYTES: the disk refuses it (ENAMETOOLONG)
+TOO_DEEP = "too_deep"  # more than MAX_DEPTH components
+PATH_TOO_LONG = "path_too_long"  # over MAX_PATH_BYTES in all: the disk refuses it (ENAMETOOLONG)
+
+# Every later stage walks the record's tree: the nested metadata dict is written with json.dumps and pickle,
+# which recurse once per level (twice per folder: node and children), and shutil.rmtree of the temporary
+# folder recurses and holds one open descriptor per level. 128 folders keep all of them far below Python's
+# default recursion limit (1000) and the usual limit of 1024 open files, and is deeper than real code goes.
+MAX_DEPTH = 128
+MAX_NAME_BYTES = 255  # NAME_MAX on Linux, in bytes of the UTF-8 encoding
+MAX_PATH_BYTES = 3072  # leaves 1 KiB of Linux's PATH_MAX (4096) for the extraction folder's own path
+MAX_LISTED_SKIPS = 1000  # skipped members listed by key; more are only counted (an archive may hold 100,000)
+MAX_SKIP_KEY_CHARS = 1024  # a longer key of a skipped member keeps its start and end around "…"
 
 CHUNK_SIZE = 1 << 20
 MAX_SYMLINK_TARGET = 4095  # PATH_MAX - 1 on Linux; longer targets cannot be created anyway
@@ -90,6 +110,41 @@ class ExtractStats:
     symlinks: int = 0
     bytes: int = 0
     skipped_special: int = 0  # FIFOs, devices and unknown tar entry types, never created
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (printable key, reason), MAX_LISTED_SKIPS at most
+    skipped_unlisted: dict[str, int] = field(default_factory=dict)  # reason -> skipped members beyond those listed
+
+
+def is_utf8_text(text: str) -> bool:
+    """False for text holding undecodable bytes (surrogate escapes) or NUL: no file key may hold them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
+
+
+def printable_name(text: str) -> str:
+    """``text`` with undecodable bytes (surrogate escapes) and NUL as U+FFFD, so JSON and HDF5 can hold it."""
+    if is_utf8_text(text):
+        return text
+    try:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+        text = re.sub("[\ud800-\udfff]", "\ufffd", text)
+    return text.replace("\x00", "\ufffd")
+
+
+def name_problem(parts: list[str]) -> str | None:
+    """Why a member with these normalised components cannot be extracted as it is named, or None."""
+    if not all(is_utf8_text(part) for part in parts):
+        return BAD_NAME
+    if any(len(part.encode("utf-8")) > MAX_NAME_BYTES for part in parts):
+        return NAME_TOO_LONG
+    if len(parts) > MAX_DEPTH:
+        return TOO_DEEP
+    if len("/".join(parts).encode("utf-8")) > MAX_PATH_BYTES:
+        return PATH_TOO_LONG
+    return None
 
 
 def is_archive_name(name: str) -> bool:
@@ -234,6 +289,15 @@ def _split(path: str) -> list[str]:
     return [part for part in path.split("/") if part not in ("", ".")]
 
 
+def _skip_key(parts: list[str]) -> str:
+    """A skipped member's key for the record's tree: printable, and at most MAX_SKIP_KEY_CHARS characters."""
+    key = printable_name("/".join(parts))
+    if len(key) <= MAX_SKIP_KEY_CHARS:
+        return key
+    half = (MAX_SKIP_KEY_CHARS - 1) // 2
+    return key[:half] + "…" + key[-(MAX_SKIP_KEY_CHARS - 1 - half):]
+
+
 def _file_mode(archive_mode: int) -> int:
     """0o755 when the archive marks the file executable at all, else 0o644: never setuid/setgid/sticky."""
     return 0o755 if archive_mode & 0o111 else 0o644
@@ -298,17 +362,20 @@ class _SafeWriter:
     # entries
 
     def add_dir(self, name: str) -> None:
+        """Create a folder; one with an odd name is not created (its files are reported one by one)."""
         parts = self._parts(name)
-        if not parts:
+        if not parts or name_problem(parts) is not None:
             return
         path = self._prepare_slot(parts, name, for_dir=True)
         if path is not None:
             self._mkdir(path, "/".join(parts))
 
-    def add_file(self, name: str, src: IO[bytes], archive_mode: int) -> None:
+    def add_file(self, name: str, src: IO[bytes], archive_mode: int, declared_size: int = 0) -> None:
+        """Write a regular file, refusing it up front when ``declared_size`` alone would pass ``max_bytes``."""
         parts = self._parts(name)
-        if not parts:
+        if not parts or self._skip_odd_name(parts):
             return
+        self.check_room(name, declared_size)
         self._write_file(parts, name, src, _file_mode(archive_mode))
 
     def add_symlink(self, name: str, target: str) -> None:
@@ -316,6 +383,8 @@ class _SafeWriter:
         if not parts:
             return
         self._check_symlink_target(parts, name, target)
+        if self._skip_odd_name(parts):
+            return
         path = self._prepare_slot(parts, name, for_dir=False)
         os.symlink(target, path)
         self.stats.symlinks += 1
@@ -331,6 +400,12 @@ class _SafeWriter:
         if _has_dotdot(target):
             raise _unsafe(self.archive, name, f"hard link target {_q(target)} escapes the extraction folder")
         target_parts = _split(target)
+        if self._skip_odd_name(parts):
+            return
+        target_problem = name_problem(target_parts)
+        if target_problem is not None:  # its target was skipped (or never was): nothing to copy
+            self._report_skip(parts, target_problem)
+            return
         target_rel = "/".join(target_parts)
         if target_rel not in self._files:
             raise _unsafe(self.archive, name, f"hard link target {_q(target)} is not a file extracted earlier")
@@ -365,6 +440,21 @@ class _SafeWriter:
         if _has_dotdot(name):
             raise _unsafe(self.archive, name, "path escapes the extraction folder")
         return _split(name.replace("\\", "/") if self.backslash_separates else name)
+
+    def _skip_odd_name(self, parts: list[str]) -> bool:
+        """Report and skip a member whose name the disk or the outputs cannot hold: an odd name is no attack."""
+        problem = name_problem(parts)
+        if problem is None:
+            return False
+        self._report_skip(parts, problem)
+        return True
+
+    def _report_skip(self, parts: list[str], reason: str) -> None:
+        """List the first MAX_LISTED_SKIPS skipped members by key and only count the rest, so memory stays bounded."""
+        if len(self.stats.skipped) < MAX_LISTED_SKIPS:
+            self.stats.skipped.append((_skip_key(parts), reason))
+        else:
+            self.stats.skipped_unlisted[reason] = self.stats.skipped_unlisted.get(reason, 0) + 1
 
     def _check_symlink_target(self, parts: list[str], name: str, target: str) -> None:
         """Targets must stay inside, resolved lexically from the link's own folder."""
@@ -486,7 +576,8 @@ def _extract_tar(archive: Path, compression: str | None, writer: _SafeWriter) ->
     with _open_decompressed(archive, compression) as raw:
         watcher = _ReadWatcher(raw)
         with _as_bad_archive(name):
-            tar = tarfile.TarFile(fileobj=watcher, mode="r")  # reads the first header
+            # Names are UTF-8 whatever the locale; invalid bytes become surrogate escapes, skipped as bad_name.
+            tar = tarfile.TarFile(fileobj=watcher, mode="r", encoding="utf-8", errors="surrogateescape")
         with tar:
             previous = None
             while True:
@@ -510,11 +601,11 @@ def _extract_tar_member(tar: tarfile.TarFile, member: tarfile.TarInfo, writer: _
     elif member.islnk():
         writer.add_hardlink(member.name, member.linkname)
     elif member.isreg():
-        writer.check_room(member.name, member.size)  # before any byte is written; sparse sizes included
         with _as_bad_archive(writer.archive, member.name):
             src = tar.extractfile(member)
         assert src is not None
-        writer.add_file(member.name, src, member.mode)
+        # The declared size is checked before any byte is written; sparse sizes included.
+        writer.add_file(member.name, src, member.mode, declared_size=member.size)
     else:  # FIFO, character or block device, or an entry type tarfile does not know
         writer.skip_special(member.name)
 
@@ -543,14 +634,125 @@ def _drain_to_checksum(raw: IO[bytes], name: str) -> None:
 
 
 def _extract_zip(archive: Path, writer: _SafeWriter) -> None:
-    name = archive.name
-    with _as_bad_archive(name):
-        zf = zipfile.ZipFile(archive)
-    with zf:
-        infos = zf.infolist()
-        _check_zip_before_writing(infos, writer)
-        for info in infos:
-            _extract_zip_member(zf, info, writer)
+    with open(archive, "rb") as raw:
+        zf, undecodable = _open_zip(raw, archive.name)
+        with zf:
+            infos = zf.infolist()
+            _check_zip_before_writing(infos, writer)
+            for index, info in enumerate(infos):
+                _extract_zip_member(zf, info, writer, _zip_member_name(info, index in undecodable))
+
+
+def _open_zip(raw: BinaryIO, archive: str) -> tuple[zipfile.ZipFile, set[int]]:
+    """The zip, and the indexes of its entries whose name is flagged UTF-8 but is not.
+
+    zipfile refuses the whole archive for one such name, so it reads them again with the flag masked, in
+    the central directory and in the entry's own header: their bytes then decode as cp437, losslessly, the
+    entries read like any other, and the writer skips them alone as ``bad_name``.
+    """
+    with _as_bad_archive(archive):
+        try:
+            return zipfile.ZipFile(raw), set()
+        except UnicodeDecodeError:
+            masks = _undecodable_utf8_flags(raw)
+        masker = _FlagMasker(raw, list(masks))
+        zf = zipfile.ZipFile(masker)
+    undecodable = set(masks.values())
+    infos = zf.infolist()
+    masker.mask([infos[index].header_offset + _LOCAL_FLAGS_OFFSET for index in undecodable])
+    return zf, undecodable
+
+
+def _zip_member_name(info: zipfile.ZipInfo, undecodable: bool) -> str:
+    """The entry's name; a masked one as its raw bytes with the invalid ones surrogate-escaped (as tar does)."""
+    if not undecodable:
+        return info.filename
+    return info.filename.encode("cp437").decode("utf-8", "surrogateescape")
+
+
+_CENTRAL_ENTRY = struct.Struct("<4s4xH18x3H12x")  # signature, flags, name/extra/comment lengths: 46 bytes
+_CENTRAL_FLAGS_OFFSET = 8
+_LOCAL_FLAGS_OFFSET = 6
+_CENTRAL_SIGNATURE = b"PK\x01\x02"
+_UTF8_FLAG = 0x800
+
+
+def _undecodable_utf8_flags(raw: BinaryIO) -> dict[int, int]:
+    """{file offset of an entry's flags: entry index} for the UTF-8-flagged names that are not UTF-8.
+
+    The central directory is found the way ZipFile finds it (its own end-record reader, private but
+    unchanged for decades), so both read the same entries in the same order; anything unexpected gives
+    no masks, and the archive stays ``bad_archive`` as before.
+    """
+    end = zipfile._EndRecData(raw)
+    if not end:
+        return {}
+    size = end[zipfile._ECD_SIZE]
+    start = end[zipfile._ECD_LOCATION] - size
+    if end[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:  # the zip64 end record and locator between
+        start -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator
+    if start < 0:
+        return {}
+    raw.seek(start)
+    return _scan_central_directory(raw.read(size), start)
+
+
+def _scan_central_directory(directory: bytes, start: int) -> dict[int, int]:
+    """The masks of :func:`_undecodable_utf8_flags` for a central directory read from file offset ``start``."""
+    masks: dict[int, int] = {}
+    pos = index = 0
+    while pos + _CENTRAL_ENTRY.size <= len(directory):
+        signature, flags, name_len, extra_len, comment_len = _CENTRAL_ENTRY.unpack_from(directory, pos)
+        if signature != _CENTRAL_SIGNATURE:
+            break
+        name = directory[pos + _CENTRAL_ENTRY.size : pos + _CENTRAL_ENTRY.size + name_len]
+        if flags & _UTF8_FLAG and not _decodes_as_utf8(name):
+            masks[start + pos + _CENTRAL_FLAGS_OFFSET] = index
+        pos += _CENTRAL_ENTRY.size + name_len + extra_len + comment_len
+        index += 1
+    return masks
+
+
+def _decodes_as_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+class _FlagMasker:
+    """The zip file as zipfile reads it, with the UTF-8 flag cleared in the flags at given offsets (see _open_zip)."""
+
+    def __init__(self, raw: BinaryIO, flag_offsets: list[int]) -> None:
+        self._raw = raw
+        self._high_bytes: list[int] = []
+        self.mask(flag_offsets)
+
+    def mask(self, flag_offsets: list[int]) -> None:
+        """Also clear the flag in these 2-byte little-endian flag fields (bit 0x800 is in their second byte)."""
+        self._high_bytes = sorted({*self._high_bytes, *(offset + 1 for offset in flag_offsets)})
+
+    def read(self, size: int = -1) -> bytes:
+        start = self._raw.tell()
+        data = self._raw.read(size)
+        first = bisect.bisect_left(self._high_bytes, start)
+        end = bisect.bisect_left(self._high_bytes, start + len(data))
+        if first == end:
+            return data
+        out = bytearray(data)
+        for position in self._high_bytes[first:end]:
+            out[position - start] &= ~(_UTF8_FLAG >> 8) & 0xFF
+        return bytes(out)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def seekable(self) -> bool:
+        return True
 
 
 def _zip_unix_mode(info: zipfile.ZipInfo) -> int:
@@ -584,8 +786,7 @@ def _check_zip_before_writing(infos: list[zipfile.ZipInfo], writer: _SafeWriter)
                 raise writer.too_large_error(info.filename)
 
 
-def _extract_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, writer: _SafeWriter) -> None:
-    name = info.filename
+def _extract_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, writer: _SafeWriter, name: str) -> None:
     writer.count_member(name)
     file_type = stat.S_IFMT(_zip_unix_mode(info))
     if _zip_is_dir(info):

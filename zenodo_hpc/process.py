@@ -7,6 +7,7 @@ This is the unit of work a shard worker runs for each record after fetching it, 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import tempfile
 import time
@@ -14,17 +15,29 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from . import __version__
 from .config import Config, RasterConfig
 from .errors import UserError
-from .extract import ARCHIVE_SUFFIXES, extract_archive
+from .extract import ARCHIVE_SUFFIXES, ExtractStats, extract_archive
 from .raster import rasterize
 from .store import WrittenRecord, check_record_id, write_record
-from .walk import add_dir, add_file, file_node, list_entries, new_tree, sort_tree, walk
+from .walk import (
+    DUPLICATE_PATH,
+    WalkedFile,
+    add_dir,
+    add_file,
+    classify,
+    file_node,
+    list_entries,
+    new_tree,
+    path_is_free,
+    sort_tree,
+    walk,
+)
 
 
 @dataclass
@@ -67,40 +80,99 @@ def skip_category(reason: str) -> str:
     return reason.split(":", 1)[0]
 
 
-def rasterize_tree(roots: Iterable[tuple[Path, str]], raster: RasterConfig) -> RasterizedRecord:
-    """Walk each (folder, key prefix) root and rasterize what the walk keeps, building one tree."""
+class WalkRoot(NamedTuple):
+    """A folder to walk, the prefix of its keys, and what extracting it skipped (``None`` for a folder)."""
+
+    folder: Path
+    prefix: str
+    extracted: ExtractStats | None = None
+
+
+def rasterize_tree(roots: Iterable[WalkRoot | tuple[Path, str]], raster: RasterConfig) -> RasterizedRecord:
+    """Walk each (folder, key prefix) root and rasterize what the walk keeps, building one tree.
+
+    Archive members that extraction skipped for their name are listed in the tree with their reason.
+    """
     tree = new_tree()
     images: dict[str, np.ndarray] = {}
     stats = RecordStats()
     skipped: Counter[str] = Counter()
-    for folder, prefix in roots:
+    for folder, prefix, extracted in (WalkRoot(*root) for root in roots):
         dirs, _ = list_entries(folder, prefix)
         for key, reason in dirs:
-            node = add_dir(tree, key)
-            if reason:
+            node = add_dir(tree, key)  # None under a file of another source: its files count as duplicates
+            if node is not None and reason:
                 node["skipped"] = reason
                 skipped[skip_category(reason)] += 1
         for entry in walk(folder, max_file_bytes=raster.max_file_bytes, skip_binary=raster.skip_binary,
                           prefix=prefix):
-            stats.files += 1
-            segments = None
-            if entry.data is not None:
-                try:
-                    array = rasterize(entry.data, width=raster.width, height=raster.height, pad=raster.pad,
-                                      tab_width=raster.tab_width)
-                except Exception as exc:  # one file's error never stops the record (SPEC section 4)
-                    entry.skipped, entry.data = f"error: {type(exc).__name__}: {exc}", None
-                else:
-                    images[entry.key] = array
-                    segments = int(array.shape[0])
-                    stats.rasterized += 1
-                    stats.segments += segments
-                    stats.bytes_rasterized += entry.size or 0
-            if entry.skipped:
-                skipped[skip_category(entry.skipped)] += 1
-            add_file(tree, entry.key, file_node(entry, segments))
+            _take_entry(entry, raster, tree, images, stats, skipped)
+        if extracted is not None:
+            _take_extraction_skips(extracted, prefix, raster, tree, images, stats, skipped)
     stats.skipped = dict(skipped)
     return RasterizedRecord(images=images, tree=sort_tree(tree), stats=stats)
+
+
+def _take_entry(entry: WalkedFile, raster: RasterConfig, tree: dict[str, Any], images: dict[str, np.ndarray],
+                stats: RecordStats, skipped: Counter[str]) -> None:
+    """Rasterize one walked file (or note why not) into the record's images, tree and stats.
+
+    A key already taken in the tree (or below a file node) keeps its first entry: the later one is only
+    counted as ``duplicate_path``, and neither its image nor its node replaces the first.
+    """
+    stats.files += 1
+    if not path_is_free(tree, entry.key):
+        skipped[DUPLICATE_PATH] += 1
+        return
+    segments = None
+    if entry.data is not None:
+        try:
+            array = rasterize(entry.data, width=raster.width, height=raster.height, pad=raster.pad,
+                              tab_width=raster.tab_width)
+        except Exception as exc:  # one file's error never stops the record
+            entry.skipped, entry.data = f"error: {type(exc).__name__}: {exc}", None
+        else:
+            images[entry.key] = array
+            segments = int(array.shape[0])
+            stats.rasterized += 1
+            stats.segments += segments
+            stats.bytes_rasterized += entry.size or 0
+    if entry.skipped:
+        skipped[skip_category(entry.skipped)] += 1
+    add_file(tree, entry.key, file_node(entry, segments))
+
+
+def _take_extraction_skips(extracted: ExtractStats, prefix: str, raster: RasterConfig, tree: dict[str, Any],
+                           images: dict[str, np.ndarray], stats: RecordStats, skipped: Counter[str]) -> None:
+    """List the members extraction skipped (odd names) as skipped files; count those it only counted."""
+    for key, reason in extracted.skipped:
+        _take_entry(WalkedFile(prefix + key, "file", skipped=reason), raster, tree, images, stats, skipped)
+    for reason, count in extracted.skipped_unlisted.items():
+        stats.files += count
+        skipped[reason] += count
+
+
+def add_loose_files(record: RasterizedRecord, loose: Iterable[tuple[str, Path]],
+                    left_out: Iterable[tuple[str, str]], raster: RasterConfig) -> RasterizedRecord:
+    """Add a record's loose files (key, downloaded file) and the files left out (key, reason) to its tree.
+
+    A loose file is judged like an extracted one (size, NUL bytes) under its own key; a file that was not
+    downloaded (a known binary type, too large, a failed download) is listed with its reason.
+    """
+    tree, stats = record.tree, record.stats
+    skipped: Counter[str] = Counter(stats.skipped)
+    for key, path in loose:
+        try:
+            info = os.lstat(path)
+        except OSError as exc:
+            entry = WalkedFile(key, "file", skipped=f"error: {exc.strerror or type(exc).__name__}")
+        else:
+            entry = classify(key, path, info, max_file_bytes=raster.max_file_bytes, skip_binary=raster.skip_binary)
+        _take_entry(entry, raster, tree, record.images, stats, skipped)
+    for key, reason in left_out:
+        _take_entry(WalkedFile(key, "file", skipped=reason), raster, tree, record.images, stats, skipped)
+    stats.skipped = dict(skipped)
+    return RasterizedRecord(images=record.images, tree=sort_tree(tree), stats=stats)
 
 
 def tool_info(cfg: Config) -> dict[str, str]:
@@ -164,17 +236,20 @@ def process_sources(
     hit: dict[str, Any] | None,
     source_info: dict[str, Any] | None,
     tmp_dir: Path | None = None,
+    loose: Iterable[tuple[str, Path]] = (),
+    left_out: Iterable[tuple[str, str]] = (),
 ) -> ProcessResult:
-    """Write one record from several archives or folders, each with its own key prefix.
+    """Write one record from several archives or folders, each with its own key prefix, and loose files.
 
     A record with several archives keeps them all: each is extracted into its own folder and its keys
     start with the prefix the caller gives (the archive's name), so no archive overwrites another.
+    ``loose`` are files rasterized under their own key; ``left_out`` are keys listed with a skip reason.
     """
     started = time.monotonic()
     check_record_id(record_id)
     with tempfile.TemporaryDirectory(prefix=f"zenodo-hpc-{record_id}-", dir=tmp_dir) as tmp:
         roots = [_unpack(path, prefix, Path(tmp) / f"extracted-{i}", cfg) for i, (path, prefix) in enumerate(sources)]
-        record = rasterize_tree(roots, cfg.raster)
+        record = add_loose_files(rasterize_tree(roots, cfg.raster), loose, left_out, cfg.raster)
     metadata = {
         "hit": hit,
         "tree": record.tree,
@@ -188,16 +263,17 @@ def process_sources(
     return ProcessResult(record_id, written, record.stats, time.monotonic() - started)
 
 
-def _unpack(path: Path, prefix: str, target: Path, cfg: Config) -> tuple[Path, str]:
-    """The (folder, key prefix) to walk for one source: a folder as it is, an archive extracted."""
+def _unpack(path: Path, prefix: str, target: Path, cfg: Config) -> WalkRoot:
+    """The folder to walk for one source and its key prefix: a folder as it is, an archive extracted."""
     if path.is_dir():
-        return path, prefix + path.resolve().name + "/"
+        return WalkRoot(path, prefix + path.resolve().name + "/")
     target.mkdir()
     try:
-        extract_archive(path, target, max_bytes=cfg.extract.max_bytes, max_members=cfg.extract.max_members)
+        extracted = extract_archive(path, target, max_bytes=cfg.extract.max_bytes,
+                                    max_members=cfg.extract.max_members)
     except OSError as exc:  # reading the archive is covered by ExtractError; this is our own disk
         raise UserError(f"cannot extract {path.name} into {target}: {exc.strerror or exc}") from exc
-    return target, prefix
+    return WalkRoot(target, prefix, extracted)
 
 
 def format_summary(result: ProcessResult) -> str:
