@@ -6,16 +6,25 @@ reaches the double when ``KAGGLE_API_ENVIRONMENT=LOCALHOST`` is set before ``imp
 ``kagglesdk.kaggle_env._env_to_endpoint[KaggleEnv.LOCAL]`` points at :attr:`KaggleDouble.url`
 (:func:`child_main` does both). Every call of the client is then a JSON ``POST /api/v1/<service>/<method>``:
 
-- ``datasets.DatasetApiService/GetDatasetStatus`` ``{ownerSlug, datasetSlug}`` -> ``{status}`` or 404;
+- ``datasets.DatasetApiService/GetDatasetStatus`` ``{ownerSlug, datasetSlug}`` -> ``{status}`` (of the newest
+  version: ``READY``, or what :attr:`KaggleDouble.processing` says while it is processed) or 404;
+- ``datasets.DatasetApiService/GetDataset`` ``{ownerSlug, datasetSlug}`` -> the dataset with its
+  ``currentVersionNumber``, or 404 (``KaggleApi.dataset_status(ref, format="json")`` asks both);
 - ``blobs.BlobApiService/StartBlobUpload`` ``{type, name, contentLength, ...}`` -> ``{token, createUrl}``;
   the bytes then go in a ``PUT`` to ``createUrl`` (served here, under ``/upload/<token>``), following the
   resumable-upload protocol of Google Cloud Storage (a ``Content-Range: bytes */N`` probe answered 200 when
   complete, 308 with a ``Range`` header when partial);
 - ``datasets.DatasetApiService/CreateDataset`` / ``CreateDatasetVersion`` with the upload tokens;
+- ``datasets.DatasetApiService/ListDatasetFiles`` ``{ownerSlug, datasetSlug, datasetVersionNumber, pageToken,
+  pageSize}`` -> ``{datasetFiles: [{name, totalBytes, ...}], nextPageToken}``, a page at a time;
 - ``security.OAuthService/IntrospectToken`` when the client authenticates with an access token.
 
 Every request is recorded (:class:`Request`: method, path, JSON body, uploaded bytes, the user it
 authenticated as). :meth:`KaggleDouble.fail` makes the next matching request answer an error.
+
+The shapes of the answers are those of the request/response classes of ``kagglesdk`` (the client's SDK,
+``kagglesdk/datasets/types/dataset_api_service.py`` and ``kagglesdk/blobs/types/blob_api_service.py``,
+kagglesdk 0.1.38); each handler names the class it follows.
 
 Run as a script, ``python kaggle_double.py child SPEC.json`` is the child process the tests start: it
 points the client at the double, calls :func:`zenodo_hpc.publish.publish_kaggle` and prints what
@@ -72,6 +81,7 @@ class Fault:
     message: str = "Internal Server Error"
     error_answer: bool = False  # 200 with {"status": "error", "error": message}, as Kaggle answers a refusal
     times: int = 1
+    after: int = 0  # let this many matching requests through first
 
 
 @dataclass
@@ -91,6 +101,9 @@ class KaggleDouble:
     ``users`` maps user name -> API key (legacy key authentication, HTTP Basic); ``tokens`` maps access
     token -> user name (``KAGGLE_API_TOKEN``, HTTP Bearer). A request without valid credentials gets 401.
     ``known_tags``: keywords Kaggle knows; others come back in ``invalidTags`` (None: every tag is known).
+    A new version reports the statuses in :attr:`processing` (one per status request) before
+    :attr:`final_status`; :attr:`max_page_size` caps the files per ``ListDatasetFiles`` page, as a server may;
+    a new version is left without the files named in :attr:`lose`.
     """
 
     def __init__(
@@ -106,6 +119,12 @@ class KaggleDouble:
         self.datasets: dict[str, dict[str, Any]] = {}  # "owner/slug" -> settings and versions
         self.blobs: dict[str, _Blob] = {}
         self.faults: list[Fault] = []
+        # DatabundleVersionStatus names (kagglesdk datasets/types/dataset_enums.py): what a new version reports
+        # while it is processed, e.g. ["BLOBS_RECEIVED"], one per status request, then its final status
+        self.processing: list[str] = []
+        self.final_status = "READY"
+        self.max_page_size: int | None = None
+        self.lose: set[str] = set()  # file names a new version ends up without, whatever the client sent
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
@@ -138,17 +157,17 @@ class KaggleDouble:
     # --- test controls --------------------------------------------------------------------------------
 
     def fail(self, call: str, status: int = 500, message: str = "Internal Server Error", *,
-             error_answer: bool = False, times: int = 1) -> None:
-        """Answer the next ``times`` requests whose :attr:`Request.call` is ``call`` with an error."""
+             error_answer: bool = False, times: int = 1, after: int = 0) -> None:
+        """Answer ``times`` requests whose :attr:`Request.call` is ``call`` with an error, after ``after`` of them."""
         with self._lock:
-            self.faults.append(Fault(call, status, message, error_answer, times))
+            self.faults.append(Fault(call, status, message, error_answer, times, after))
 
     def add_dataset(self, ref: str, files: dict[str, bytes], *, title: str = "Existing dataset",
                     private: bool = True) -> None:
         """A dataset that already exists on the server, with one version."""
         with self._lock:
             self.datasets[ref] = {"title": title, "isPrivate": private, "license": "CC0-1.0", "keywords": [],
-                                  "versions": [{"notes": "Initial release", "files": dict(files)}]}
+                                  "versions": [self._version("Initial release", files, processed=True)]}
 
     def calls(self) -> list[str]:
         """The sequence of :attr:`Request.call` of every request received so far."""
@@ -159,15 +178,32 @@ class KaggleDouble:
         with self._lock:
             self.requests.clear()
 
+    def blob_name(self, request: Request) -> str | None:
+        """The file name an upload ``PUT`` was for (announced by its StartBlobUpload)."""
+        blob = self.blobs.get(request.path[len(UPLOAD_PREFIX):]) if request.path.startswith(UPLOAD_PREFIX) else None
+        return blob.name if blob else None
+
+    def files_of(self, ref: str, version: int = -1) -> dict[str, bytes]:
+        """name -> bytes of a version of a dataset (default: the newest)."""
+        with self._lock:
+            return dict(self.datasets[ref]["versions"][version]["files"])
+
     # --- what the handler calls -----------------------------------------------------------------------
 
     def _take_fault(self, call: str) -> Fault | None:
         with self._lock:
             for fault in self.faults:
                 if fault.call == call and fault.times > 0:
+                    if fault.after > 0:
+                        fault.after -= 1
+                        return None
                     fault.times -= 1
                     return fault
         return None
+
+    def _version(self, notes: str | None, files: dict[str, bytes], processed: bool = False) -> dict[str, Any]:
+        return {"notes": notes, "files": dict(files), "pending": [] if processed else list(self.processing),
+                "status": "READY" if processed else self.final_status}
 
     def _authenticate(self, header: str | None) -> str | None:
         if not header:
@@ -191,6 +227,8 @@ class KaggleDouble:
             return 401, {"code": 401, "message": "Unauthenticated"}
         handler = {
             "GetDatasetStatus": self._status,
+            "GetDataset": self._dataset,
+            "ListDatasetFiles": self._list_files,
             "StartBlobUpload": self._start_upload,
             "CreateDataset": self._create,
             "CreateDatasetVersion": self._create_version,
@@ -201,12 +239,43 @@ class KaggleDouble:
             return handler(body, user)
 
     def _status(self, body: dict[str, Any], user: str) -> tuple[int, Any]:
+        """ApiGetDatasetStatusRequest -> ApiGetDatasetStatusResponse {status: DatabundleVersionStatus name}."""
         ref = f"{body.get('ownerSlug', '')}/{body.get('datasetSlug', '')}"
         if ref not in self.datasets:
             return 404, {"code": 404, "message": f"Dataset {ref} not found"}
-        return 200, {"status": "READY"}
+        newest = self.datasets[ref]["versions"][-1]
+        return 200, {"status": newest["pending"].pop(0) if newest["pending"] else newest["status"]}
+
+    def _dataset(self, body: dict[str, Any], user: str) -> tuple[int, Any]:
+        """ApiGetDatasetRequest -> ApiDataset (the fields the double knows; currentVersionNumber counts from 1)."""
+        ref = f"{body.get('ownerSlug', '')}/{body.get('datasetSlug', '')}"
+        if ref not in self.datasets:
+            return 404, {"code": 404, "message": f"Dataset {ref} not found"}
+        dataset = self.datasets[ref]
+        return 200, {"id": list(self.datasets).index(ref) + 1, "ref": ref, "title": dataset["title"],
+                     "isPrivate": dataset["isPrivate"], "licenseName": dataset["license"],
+                     "ownerRef": ref.split("/")[0], "url": f"https://www.kaggle.com/datasets/{ref}",
+                     "currentVersionNumber": len(dataset["versions"])}
+
+    def _list_files(self, body: dict[str, Any], user: str) -> tuple[int, Any]:
+        """ApiListDatasetFilesRequest -> ApiListDatasetFilesResponse {datasetFiles: [ApiDatasetFile], nextPageToken};
+        the page token is the offset of the page's first file. No version number: the newest version."""
+        ref = f"{body.get('ownerSlug', '')}/{body.get('datasetSlug', '')}"
+        versions = self.datasets.get(ref, {}).get("versions", [])
+        number = int(body.get("datasetVersionNumber") or len(versions))
+        if not 1 <= number <= len(versions):
+            return 404, {"code": 404, "message": f"Dataset {ref} version {number} not found"}
+        names = sorted(versions[number - 1]["files"].items())
+        start = int(body.get("pageToken") or 0)
+        size = min(int(body.get("pageSize") or 20), self.max_page_size or 1 << 30)
+        page = names[start:start + size]
+        files = [{"ref": f"{ref}/{name}", "datasetRef": ref, "ownerRef": ref.split("/")[0], "name": name,
+                  "totalBytes": len(data)} for name, data in page]
+        more = start + size < len(names)
+        return 200, {"datasetFiles": files, "nextPageToken": str(start + size) if more else ""}
 
     def _start_upload(self, body: dict[str, Any], user: str) -> tuple[int, Any]:
+        """ApiStartBlobUploadRequest -> ApiStartBlobUploadResponse {token, createUrl}."""
         if body.get("type") != "DATASET" or not body.get("name") or "contentLength" not in body:
             return 400, {"code": 400, "message": "type, name and contentLength are required"}
         token = uuid.uuid4().hex
@@ -219,7 +288,8 @@ class KaggleDouble:
             blob = self.blobs.get(str(entry.get("token")))
             if blob is None or not blob.complete:
                 return f"Unknown or incomplete upload token {entry.get('token')!r}"
-            files[blob.name] = bytes(blob.data)
+            if blob.name not in self.lose:
+                files[blob.name] = bytes(blob.data)
         return files
 
     def _tags(self, tags: list[str]) -> tuple[list[str], list[str]]:
@@ -228,6 +298,7 @@ class KaggleDouble:
         return [t for t in tags if t in self.known_tags], [t for t in tags if t not in self.known_tags]
 
     def _create(self, body: dict[str, Any], user: str) -> tuple[int, Any]:
+        """ApiCreateDatasetRequest -> ApiCreateDatasetResponse {ref, url, status, error, invalidTags}."""
         owner, slug = body.get("ownerSlug", ""), body.get("slug", "")
         ref = f"{owner}/{slug}"
         if owner != user:
@@ -240,11 +311,12 @@ class KaggleDouble:
         tags, invalid = self._tags(body.get("categoryIds", []))
         self.datasets[ref] = {"title": body.get("title"), "isPrivate": bool(body.get("isPrivate", False)),
                               "license": body.get("licenseName"), "keywords": tags,
-                              "versions": [{"notes": None, "files": files}]}
+                              "versions": [self._version(None, files)]}
         return 200, {"ref": ref, "url": f"https://www.kaggle.com/datasets/{ref}", "status": "ok",
                      "invalidTags": invalid}
 
     def _create_version(self, body: dict[str, Any], user: str) -> tuple[int, Any]:
+        """ApiCreateDatasetVersionRequest {ownerSlug, datasetSlug, body} -> ApiCreateDatasetResponse."""
         ref = f"{body.get('ownerSlug', '')}/{body.get('datasetSlug', '')}"
         if ref not in self.datasets:
             return 404, {"code": 404, "message": f"Dataset {ref} not found"}
@@ -257,7 +329,7 @@ class KaggleDouble:
         tags, invalid = self._tags(version.get("categoryIds", []))
         dataset = self.datasets[ref]
         dataset["keywords"] = tags
-        dataset["versions"].append({"notes": version["versionNotes"], "files": files})
+        dataset["versions"].append(self._version(version["versionNotes"], files))
         return 200, {"ref": ref, "url": f"https://www.kaggle.com/datasets/{ref}", "status": "ok",
                      "invalidTags": invalid}
 
@@ -375,8 +447,12 @@ def child_main(spec_path: str) -> int:
 
         kaggle_env._env_to_endpoint[kaggle_env.KaggleEnv.LOCAL] = spec["endpoint"]
 
+    from zenodo_hpc import publish
     from zenodo_hpc.errors import UserError
     from zenodo_hpc.publish import format_summary, publish_kaggle
+
+    if "poll_seconds" in spec:  # the pause between status requests while the double "processes" a version
+        publish.POLL_SECONDS = (spec["poll_seconds"], spec["poll_seconds"])
 
     try:
         result = publish_kaggle(Path(spec["folder"]), **spec["kwargs"])

@@ -1,29 +1,50 @@
 """Publish the by-language export (``zenodo-hpc organize``) as a Kaggle dataset, with the official client.
 
 ``publish_kaggle`` checks everything Kaggle would refuse before any network call, writes the
-``dataset-metadata.json`` the client wants into the folder, then, through the official ``kaggle`` client
+``dataset-metadata.json`` the client reads into the folder, then, through the official ``kaggle`` client
 (the optional extra ``pip install 'zenodo-hpc[kaggle]'``), creates the dataset (private unless asked
-otherwise) or, when it exists, a new version of it.
+otherwise) or, when it exists, a new version of it, and finally checks that Kaggle holds every file.
 
-How the client is used, and why not just ``KaggleApi.dataset_create_new``/``dataset_create_version``:
+Only the client's public, documented API is used, so that a new release cannot break publishing by
+changing what it does inside (kaggle 2.2.5 moved its resume state and made a failed upload raise where
+2.2.4 skipped the file):
 
-- those treat *any* error of the status call as "the dataset does not exist", and
-- when one file's upload fails they print "Upload unsuccessful" and create the dataset *without that file*.
+- ``KaggleApi.authenticate()``: returns when the credentials are usable, exits when they are not;
+- ``dataset_status(ref, format="json")``: a 404 means "no such dataset", else its status and current version
+  number. It is asked first because the client's own create takes *any* status error for "does not exist";
+- ``dataset_create_new(folder, public=, quiet=, dir_mode="skip", ignore_patterns=[".*"])`` or
+  ``dataset_create_version(folder, notes, quiet=, dir_mode="skip", delete_old_versions=False, ...)``: the
+  uploads and the create. The client resumes interrupted uploads by itself, with state it keeps in the
+  system's temporary folder, never in the export; this module never touches that state;
+- the answer's documented fields ``status``, ``error`` and ``invalid_tags`` (``invalidTags``);
+- once Kaggle reports the new version ``ready``, ``dataset_list_files("<ref>/<version>")``: every file of
+  the export must be listed, with its size.
 
-So the steps are taken one by one with the client's own pieces: ``dataset_status`` (404 = new dataset),
-``upload_files`` in a ``ResumableUploadContext`` (StartBlobUpload, then a PUT of the bytes per file), a check
-that every file got an upload token, then ``CreateDataset`` or ``CreateDatasetVersion``. The upload state the
-client keeps for resuming lives in ``$TMPDIR/.kaggle/uploads``, never in the folder: after a failed upload
-the files already sent are kept (re-running resumes), the failed ones start over; after a refused create,
-everything starts over.
+A client whose upload of one file fails may publish without that file (kaggle 2.2.4 does, printing "Upload
+unsuccessful") or raise (2.2.5, documented). The user gets the same either way: a version that the listing
+shows to hold every file, or one line saying what to do. After an exception or a refusal a status call tells
+whether anything was published; when nothing was, re-running the same command converges (the client resumes
+the uploads it finished). When a version lacks a file, re-running with ``--version-notes`` publishes a
+complete one. The check takes Kaggle to list each uploaded file (the ``.tar.gz`` archives too) under its own
+name and size once the version is ``ready``, as the test double does; docs/publishing.md says what could not
+be checked against the real service.
+
+The pin (the ``kaggle`` extra in pyproject.toml) is ``kaggle>=2.2.5,<3`` and ``six``. 2.2.5 is the first
+release whose documented behaviour is to raise rather than publish without a file whose upload failed, so
+with it a failed upload publishes nothing; the code still works with 2.2.4 (the listing catches the missing
+file), but that user would be left with an incomplete version to replace, so ``pip install`` upgrades it.
+Below 3: a major release may change the public API. ``six``: kaggle 2.2.4 and 2.2.5 import it without
+declaring it, and recent python-dateutil releases (4.0) no longer bring it.
 
 Credentials are the client's own (``~/.kaggle/kaggle.json``, ``$KAGGLE_CONFIG_DIR/kaggle.json``,
 ``KAGGLE_USERNAME``/``KAGGLE_KEY``, ``KAGGLE_API_TOKEN``, ``~/.kaggle/access_token``, ``kaggle auth login``).
-The key is never printed, logged or put in an error message.
+The key is never printed, logged or put in an error message: everything the client prints passes through a
+filter that masks it (also as the ``Basic`` credential, base64 of ``user:key``).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import hashlib
@@ -35,10 +56,11 @@ import os
 import re
 import stat
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from .errors import UserError
 from .state import atomic_write_json
@@ -62,6 +84,9 @@ COVER_IMAGES = tuple(f"dataset-cover-image{ext}" for ext in (".png", ".jpg", ".j
 MAX_FILES = 1000
 WEB_URL = "https://www.kaggle.com/datasets"
 INSTALL_HINT = "pip install 'zenodo-hpc[kaggle]'"
+PROCESSING_WAIT = 1800.0  # seconds to wait for Kaggle to process a new version before its files are checked
+POLL_SECONDS = (5.0, 60.0)  # the first and the longest pause between two status calls meanwhile
+LIST_PAGE_SIZE = 100  # files asked for per dataset_list_files call
 
 # The license names Kaggle accepts in dataset-metadata.json (Kaggle/kaggle-api, docs/datasets_metadata.md,
 # "Licenses"). Matched without regard to case; the spelling below is what is sent.
@@ -95,6 +120,7 @@ class PublishResult:
     metadata_path: Path
     invalid_keywords: list[str] = field(default_factory=list)  # keywords Kaggle did not know (not added)
     notes: list[str] = field(default_factory=list)  # anything else worth telling
+    version: int | None = None  # the dataset version that Kaggle listed with every file (None: not checked)
 
     @property
     def total_bytes(self) -> int:
@@ -315,7 +341,8 @@ def _find_credentials() -> _Credentials:
         where = "KAGGLE_USERNAME/KAGGLE_KEY" if os.environ.get("KAGGLE_KEY") else str(config)
         if where == str(config) and os.name != "nt" and config.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
             log.warning("%s is readable by other users: chmod 600 %s", config, config)
-        return _Credentials("API key", where, [str(values["key"])])
+        basic = base64.b64encode(f"{values['username']}:{values['key']}".encode()).decode()  # HTTP Basic form
+        return _Credentials("API key", where, [str(values["key"]), basic])
     if (Path.home() / ".kaggle" / "credentials.json").is_file():
         return _Credentials("OAuth", "~/.kaggle/credentials.json", [])
     raise UserError(
@@ -334,42 +361,97 @@ class _Redactor:
         return text
 
 
-# --- the client --------------------------------------------------------------------------------------------
+# --- the client: its public API only ----------------------------------------------------------------------
+
+
+class _RedactingStream(io.TextIOBase):
+    """Writes to ``target`` with every secret masked: whatever the client prints goes through one of these.
+
+    Text is held back until its line ends (``\\n``, or ``\\r`` for a progress bar), so that a secret written in
+    two pieces is still masked.
+    """
+
+    def __init__(self, target: TextIO, redact: _Redactor) -> None:
+        super().__init__()
+        self._target = target
+        self._redact = redact
+        self._pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return self._target.isatty()
+
+    @property
+    def encoding(self) -> str | None:  # the target's: progress bars draw with it
+        return getattr(self._target, "encoding", None)
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        end = max(self._pending.rfind("\n"), self._pending.rfind("\r")) + 1
+        if end:
+            self._target.write(self._redact(self._pending[:end]))
+            self._pending = self._pending[end:]
+        return len(text)
+
+    def flush(self) -> None:  # the pending part of a line stays pending: it may hold half a secret
+        self._target.flush()
+
+    def finish(self) -> None:
+        """Write what is still held back (the client is done)."""
+        if self._pending:
+            self._target.write(self._redact(self._pending))
+            self._pending = ""
+        self._target.flush()
 
 
 @contextlib.contextmanager
-def _client_output(quiet: bool) -> Iterator[None]:
-    """The client prints to stdout; keep stdout for the summary: its lines go to stderr (or nowhere)."""
-    target = io.StringIO() if quiet else sys.stderr
-    with contextlib.redirect_stdout(target):
+def _client_output(quiet: bool, redact: _Redactor) -> Iterator[None]:
+    """The client's prints, masked: its stdout goes to stderr on a terminal (stdout is for the summary) and
+    nowhere otherwise; its stderr (retry notices, progress bars) to stderr."""
+    out = _RedactingStream(io.StringIO() if quiet else sys.stderr, redact)
+    err = _RedactingStream(sys.stderr, redact)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            yield
+    finally:
+        out.finish()
+        err.finish()
+
+
+@contextlib.contextmanager
+def _verbose_off() -> Iterator[None]:
+    """Hide ``VERBOSE``/``VERBOSE_OUTPUT``: read when the client is imported, they make it print every request
+    with its ``Authorization`` header."""
+    saved = {name: os.environ.pop(name) for name in ("VERBOSE", "VERBOSE_OUTPUT") if name in os.environ}
+    try:
         yield
+    finally:
+        os.environ.update(saved)
 
 
 def _import_client(creds: _Credentials, redact: _Redactor) -> Any:
-    """``kaggle.api``, authenticated. Importing ``kaggle`` authenticates (and may print or exit): contained."""
+    """``kaggle.api``, authenticated, or one line saying why not (missing, cannot start, credentials refused)."""
     if importlib.util.find_spec("kaggle") is None:
         raise UserError(f"publishing to Kaggle needs the official kaggle client: {INSTALL_HINT}")
-    swallowed = io.StringIO()
+    held_back = io.StringIO()  # importing the client authenticates at once, and may print help or exit
     try:
-        with contextlib.redirect_stdout(swallowed), contextlib.redirect_stderr(swallowed):
+        with _verbose_off(), contextlib.redirect_stdout(held_back), contextlib.redirect_stderr(held_back):
             import kaggle
-    except (Exception, SystemExit) as exc:  # older clients raise OSError or exit when credentials are missing
-        detail = redact(str(exc).strip().splitlines()[0]) if str(exc).strip() else type(exc).__name__
-        raise UserError(f"the kaggle client could not start ({detail}); credentials: {creds.where}") from None
+    except (Exception, SystemExit) as exc:
+        raise UserError(redact(f"the kaggle client could not start ({_http_detail(exc)}); "
+                               f"credentials: {creds.where}")) from None
     api = kaggle.api
-    # VERBOSE=1 makes the client print every request with its Authorization header: never.
-    api.args = [arg for arg in api.args if arg not in ("--verbose", "-v")]
-    authenticated = getattr(api, "_authenticated", None)
-    if authenticated is None:  # a client that does not say: ask it
-        try:
-            with contextlib.redirect_stdout(swallowed), contextlib.redirect_stderr(swallowed):
-                api.authenticate()
-            authenticated = True
-        except (Exception, SystemExit):
-            authenticated = False
-    if not authenticated:
+    try:  # documented: returns when the credentials are usable, prints help and exits when none is
+        with contextlib.redirect_stdout(held_back), contextlib.redirect_stderr(held_back):
+            api.authenticate()
+    except SystemExit:
         raise UserError(f"Kaggle did not accept the {creds.kind} from {creds.where}: "
-                        "create a new token at https://www.kaggle.com/settings/api")
+                        "create a new token at https://www.kaggle.com/settings/api") from None
+    except Exception as exc:
+        raise UserError(redact(f"the kaggle client could not authenticate ({_http_detail(exc)}); "
+                               f"credentials: {creds.where}")) from None
     return api
 
 
@@ -391,88 +473,195 @@ def _http_detail(exc: BaseException) -> str:
     return f"HTTP {status}: {message}" if status else message
 
 
-def _is_http_error(exc: BaseException, status: int | None = None) -> bool:
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status of a ``requests`` HTTP error, None for anything else."""
     import requests
 
     if not isinstance(exc, requests.exceptions.HTTPError) or exc.response is None:
-        return False
-    return status is None or exc.response.status_code == status
+        return None
+    return exc.response.status_code
 
 
-def _uploaded(context: Any, path: str) -> bool:
-    """Whether the client's resume state (``$TMPDIR/.kaggle/uploads``) says ``path`` was uploaded completely."""
-    try:
-        info = json.loads(Path(context.get_upload_info_file_path(path)).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(info, dict) and bool(info.get("upload_complete"))
+@dataclass(frozen=True)
+class _State:
+    """What ``dataset_status(ref, format="json")`` says of an existing dataset."""
+
+    status: str  # the current version's processing status, lowercase: "ready", "failed", "blobs_received", ...
+    version: int  # the current version number
 
 
-def _forget_uploads(context: Any, paths: list[str], *, keep_complete: bool) -> None:
-    """Drop the client's resume state of ``paths`` so that a re-run uploads them from the start."""
-    for path in paths:
-        if keep_complete and _uploaded(context, path):
-            continue
-        with contextlib.suppress(OSError):
-            Path(context.get_upload_info_file_path(path)).unlink()
-
-
-def _exists(api: Any, ref: str, redact: _Redactor) -> bool:
+def _dataset_state(api: Any, ref: str) -> _State | None:
+    """The dataset's status and current version; None when Kaggle answers 404 (no such dataset, or not yet)."""
     import requests
 
     try:
-        api.dataset_status(ref)
+        text = api.dataset_status(ref, format="json")
     except requests.exceptions.HTTPError as exc:
-        if _is_http_error(exc, 404):
-            return False
-        if _is_http_error(exc, 401):
+        if _http_status(exc) == 404:
+            return None
+        raise
+    try:
+        answer = json.loads(text)
+        return _State(str(answer.get("status") or "").lower(), int(answer.get("current_version_number") or 0))
+    except (TypeError, ValueError, AttributeError):
+        raise UserError(f"the kaggle client answered {str(text)[:80]!r} for the status of {ref}, not the JSON "
+                        f"it documents: {INSTALL_HINT} installs a client that works") from None
+
+
+def _current_version(api: Any, ref: str, redact: _Redactor) -> int | None:
+    """The dataset's current version number, None when it does not exist. Any other answer stops everything:
+    the client's own create would take it for "does not exist"."""
+    import requests
+
+    try:
+        state = _dataset_state(api, ref)
+    except requests.exceptions.HTTPError as exc:
+        if _http_status(exc) == 401:
             raise UserError("Kaggle refused the credentials (HTTP 401): "
                             "create a new token at https://www.kaggle.com/settings/api") from None
         raise UserError(redact(f"Kaggle could not tell whether {ref} exists ({_http_detail(exc)})")) from None
     except requests.exceptions.RequestException as exc:
         raise UserError(redact(f"cannot reach Kaggle: {_http_detail(exc)}")) from None
-    return True
+    return None if state is None else state.version
 
 
-def _upload_and_create(api: Any, request: Any, body: Any, method: str, metadata: dict[str, Any], folder: Path,
-                       quiet: bool, redact: _Redactor) -> Any:
-    """Upload every resource (filling ``body.files``), then send ``request`` with the dataset API's ``method``."""
+def _create(api: Any, folder: Path, notes: str | None, new: bool, public: bool, quiet: bool) -> Any:
+    """Upload the export and create the dataset or its new version, with the client's documented calls.
+
+    Folders (the ``<ext>/`` PNG trees) and hidden entries (a crashed writer's temporary files) are not
+    uploaded; nor are ``dataset-metadata.json``, ``datapackage.json`` and cover images, which the client skips.
+    """
+    if new:
+        return api.dataset_create_new(str(folder), public=public, quiet=quiet, dir_mode="skip",
+                                      ignore_patterns=[".*"])
+    return api.dataset_create_version(str(folder), notes, quiet=quiet, dir_mode="skip", delete_old_versions=False,
+                                      ignore_patterns=[".*"])
+
+
+def _refusal(response: Any) -> str | None:
+    """Kaggle's reason when the create's answer is not ``ok`` (its documented ``status`` and ``error``)."""
+    if response is None:
+        return "no answer"
+    status = str(getattr(response, "status", "") or "")
+    error = str(getattr(response, "error", "") or "")
+    if status.lower() == "ok" and not error:
+        return None
+    return error or status or "no answer"
+
+
+def _stop_unless_published(api: Any, ref: str, before: int, failure: str, redact: _Redactor) -> None:
+    """After a failed or refused create: one line when Kaggle shows nothing new (re-running is then safe);
+    when a version was published all the same, return and let its listing decide."""
     import requests
-    from kaggle.api.kaggle_api_extended import ResumableUploadContext
-    from kagglesdk.blobs.types.blob_api_service import ApiBlobType
 
-    resources = metadata["resources"]
-    names = [r["path"] for r in resources]
-    base = str(folder.resolve())
-    paths = [os.path.join(base, n) for n in names]
-    body.files = []
-    with ResumableUploadContext() as context:
+    try:
+        state = _dataset_state(api, ref)
+    except requests.exceptions.RequestException as exc:
+        raise UserError(redact(f"{failure}; Kaggle could not say whether anything was published "
+                               f"({_http_detail(exc)}): check `kaggle datasets status {ref}` before re-running")
+                        ) from None
+    if state is None or state.version <= before:
+        raise UserError(redact(f"{failure}; nothing was published: re-run the same command"))
+
+
+def _send(api: Any, folder: Path, ref: str, before: int | None, notes: str | None, public: bool, quiet: bool,
+          redact: _Redactor) -> Any:
+    """Upload and create (``before`` None: a new dataset); the create's answer. When the client raises or Kaggle
+    refuses, one line if Kaggle shows nothing new, else None: a version appeared all the same, its check decides.
+    """
+    new = before is None
+    try:
+        response = _create(api, folder, notes, new, public, quiet)
+    except (Exception, SystemExit) as exc:  # a failed upload raises ValueError (kaggle >= 2.2.5), HTTP errors ...
+        failure = f"publishing to Kaggle failed ({_http_detail(exc)})"
+    else:
+        refusal = _refusal(response)
+        if refusal is None:
+            return response
+        failure = f"Kaggle refused the {'dataset' if new else 'version'} ({refusal})"
+    _stop_unless_published(api, ref, before or 0, failure, redact)
+    return None
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """A failure worth asking again about: no connection, 429 Too Many Requests, or a server error."""
+    status = _http_status(exc)
+    return status is None or status == 429 or status >= 500
+
+
+def _wait_until_processed(api: Any, ref: str, before: int, wait: float, redact: _Redactor) -> int:
+    """The number of the version published after ``before``, once Kaggle reports it ``ready``: its file list
+    is only complete then. One line when Kaggle fails to process it, or has not after ``wait`` seconds."""
+    import requests
+
+    deadline = time.monotonic() + wait
+    pause, longest = POLL_SECONDS
+    seen = "not listed yet"
+    while True:
         try:
-            # hidden entries (a crashed writer's temporary files) are never uploaded; dataset-metadata.json,
-            # datapackage.json and cover images the client skips by itself
-            api.upload_files(body, resources, base, ApiBlobType.DATASET, context, quiet, "skip", [".*"])
-        except (requests.exceptions.RequestException, ValueError) as exc:  # ValueError: the client's own checks
-            _forget_uploads(context, paths, keep_complete=True)
-            raise UserError(redact(f"upload to Kaggle failed ({_http_detail(exc)}); nothing was published: "
-                                   "re-run the same command to resume")) from None
-        if len(body.files) != len(names):
-            failed = [name for name, path in zip(names, paths, strict=True) if not _uploaded(context, path)]
-            _forget_uploads(context, paths, keep_complete=True)
-            raise UserError(f"upload to Kaggle failed for {', '.join(failed) or 'some files'} "
-                            f"({len(body.files)} of {len(names)} files sent); nothing was published: "
-                            "re-run the same command to resume")
-        try:
-            with api.build_kaggle_client() as kaggle_client:
-                response = api.with_retry(getattr(kaggle_client.datasets.dataset_api_client, method))(request)
+            state = _dataset_state(api, ref)
         except requests.exceptions.RequestException as exc:
-            _forget_uploads(context, paths, keep_complete=False)
-            raise UserError(redact(f"Kaggle refused the dataset ({_http_detail(exc)}); "
-                                   "re-running uploads the files again")) from None
-        if (response.status or "").lower() != "ok" or response.error:
-            _forget_uploads(context, paths, keep_complete=False)
-            raise UserError(redact(f"Kaggle refused the dataset: {response.error or response.status or 'no answer'}"
-                                   "; re-running uploads the files again"))
-    return response
+            if not _is_transient(exc):
+                raise UserError(redact(f"{ref} was published, but Kaggle does not show its status "
+                                       f"({_http_detail(exc)}): check `kaggle datasets files {ref}`")) from None
+            seen = _http_detail(exc)
+        else:
+            if state is not None and state.version > before:
+                if state.status == "ready":
+                    return state.version
+                if state.status in ("failed", "error", "deleted"):
+                    raise UserError(f"Kaggle could not process version {state.version} of {ref} (status "
+                                    f"{state.status}): re-run with --version-notes TEXT to publish it again")
+                seen = f"status {state.status}"
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise UserError(redact(f"Kaggle had not processed the new version of {ref} after {wait:.0f} s "
+                                   f"({seen}), so its files are not checked: check `kaggle datasets files {ref}` "
+                                   "later, and re-run with --version-notes TEXT if a file is missing"))
+        time.sleep(min(pause, remaining))
+        pause = min(pause * 2, longest)
+
+
+def _listed_sizes(api: Any, ref: str, version: int, redact: _Redactor) -> dict[str, int | None]:
+    """name -> bytes of every file Kaggle lists in ``version`` (all pages of ``dataset_list_files``)."""
+    import requests
+
+    where = f"{ref}/{version}"
+    sizes: dict[str, int | None] = {}
+    token: str | None = None
+    for _ in range(MAX_FILES + 1):  # at least one file per page: more pages than that is a loop
+        try:
+            page = api.dataset_list_files(where, page_token=token, page_size=LIST_PAGE_SIZE)
+            problem = "no answer" if page is None else str(getattr(page, "error_message", "") or "")
+        except (requests.exceptions.RequestException, ValueError) as exc:  # ValueError: the client's own checks
+            problem = _http_detail(exc)
+        if problem:
+            raise UserError(redact(f"version {version} of {ref} was published, but Kaggle did not list its files "
+                                   f"({problem}): check `kaggle datasets files {where}`"))
+        for entry in getattr(page, "files", None) or getattr(page, "dataset_files", None) or []:
+            size = getattr(entry, "total_bytes", None)
+            sizes[str(entry.name)] = size if isinstance(size, int) else None
+        token = str(getattr(page, "next_page_token", "") or "") or None
+        if token is None:
+            return sizes
+    raise UserError(f"Kaggle kept paging the files of {where}: check `kaggle datasets files {where}`")
+
+
+def _check_complete(expected: dict[str, int], listed: dict[str, int | None], ref: str, version: int) -> None:
+    """Every file of the export is in the version, with its size; else one line saying what to do."""
+    problems = [f"{name} missing" for name in expected if name not in listed]
+    problems += [f"{name} has {listed[name]} bytes, not {size}" for name, size in expected.items()
+                 if name in listed and listed[name] != size]
+    if problems:
+        shown = "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else "")
+        raise UserError(f"version {version} of the Kaggle dataset {ref} is incomplete ({shown}): "
+                        "re-run with --version-notes TEXT to publish a complete version")
+
+
+def _invalid_tags(response: Any) -> list[str]:
+    """The keywords Kaggle did not know, from the answer's ``invalid_tags`` (``invalidTags``)."""
+    tags = getattr(response, "invalid_tags", None) or getattr(response, "invalidTags", None) or []
+    return [str(tag) for tag in tags]
 
 
 def publish_kaggle(
@@ -485,12 +674,14 @@ def publish_kaggle(
     license: str | None = None,  # noqa: A002 - the CLI's name
     public: bool = False,
     version_notes: str | None = None,
+    wait: float = PROCESSING_WAIT,
 ) -> PublishResult:
     """Publish ``folder`` (the output of ``zenodo-hpc organize``) as the Kaggle dataset ``<username>/<name>``.
 
     Checks everything Kaggle would refuse, then writes ``folder/dataset-metadata.json`` (atomically), then
     with the official client: a new dataset, private unless ``public``; or, when it exists, a new version,
-    which needs ``version_notes``. Every refusal and failure is a :class:`UserError` of one line.
+    which needs ``version_notes``. Then waits (at most ``wait`` seconds) for Kaggle to process it and checks
+    that it lists every file with its size. Every refusal and failure is a :class:`UserError` of one line.
     """
     folder = Path(folder)
     metadata = prepare_kaggle_metadata(folder, username=username, title=title, name=name, keywords=keywords,
@@ -505,60 +696,32 @@ def publish_kaggle(
         raise UserError(f"{metadata_path}: cannot write ({exc.strerror or exc})") from None
 
     ref = metadata["id"]
-    owner, slug = ref.split("/")
+    files = [(r["path"], (folder / r["path"]).stat().st_size) for r in metadata["resources"]]
     quiet = not sys.stderr.isatty()
     api = _import_client(creds, redact)
-
-    from kagglesdk.datasets.types.dataset_api_service import (
-        ApiCreateDatasetRequest,
-        ApiCreateDatasetVersionRequest,
-        ApiCreateDatasetVersionRequestBody,
-    )
-
-    with _client_output(quiet):
-        exists = _exists(api, ref, redact)
-        result_notes: list[str] = []
-        if exists and notes_text is None:
+    result_notes: list[str] = []
+    with _client_output(quiet, redact):
+        before = _current_version(api, ref, redact)
+        new = before is None
+        if not new and notes_text is None:
             raise UserError(f"the Kaggle dataset {ref} already exists: pass --version-notes TEXT to publish "
                             "a new version of it")
-        if exists:
-            request = ApiCreateDatasetVersionRequest()
-            request.owner_slug, request.dataset_slug = owner, slug
-            body = ApiCreateDatasetVersionRequestBody()
-            body.version_notes = notes_text
-            body.category_ids = metadata["keywords"]
-            body.subtitle = metadata.get("subtitle")
-            body.description = metadata.get("description")
-            body.delete_old_versions = False
-            request.body = body
-            method = "create_dataset_version"
-            if public:
-                result_notes.append("--public does not change an existing dataset: set its visibility on Kaggle")
-            log.info("uploading %d files for a new version of the Kaggle dataset %s", len(metadata["resources"]),
-                     ref)
-        else:
-            request = body = ApiCreateDatasetRequest()
-            request.owner_slug, request.slug = owner, slug
-            request.title = metadata["title"]
-            request.license_name = metadata["licenses"][0]["name"]
-            request.is_private = not public
-            request.category_ids = metadata["keywords"]
-            request.subtitle = metadata.get("subtitle")
-            request.description = metadata.get("description")
-            method = "create_dataset"
-            if notes_text is not None:
-                result_notes.append("the dataset is new: the version notes were not used")
-            log.info("uploading %d files to the new %s Kaggle dataset %s", len(metadata["resources"]),
-                     "public" if public else "private", ref)
-        response = _upload_and_create(api, request, body, method, metadata, folder, quiet, redact)
+        if not new and public:
+            result_notes.append("--public does not change an existing dataset: set its visibility on Kaggle")
+        if new and notes_text is not None:
+            result_notes.append("the dataset is new: the version notes were not used")
+        target = (f"the new {'public' if public else 'private'} Kaggle dataset {ref}" if new
+                  else f"a new version of the Kaggle dataset {ref}")
+        log.info("uploading %d files to %s", len(files), target)
+        response = _send(api, folder, ref, before, notes_text, public, quiet, redact)
+        version = _wait_until_processed(api, ref, before or 0, wait, redact)
+        _check_complete(dict(files), _listed_sizes(api, ref, version, redact), ref, version)
 
-    files = [(r["path"], (folder / r["path"]).stat().st_size) for r in metadata["resources"]]
-    invalid = [str(t) for t in (response.invalid_tags or [])]
     return PublishResult(
-        ref=ref, url=f"{WEB_URL}/{ref}", created=not exists, private=None if exists else not public,
+        ref=ref, url=f"{WEB_URL}/{ref}", created=new, private=not public if new else None,
         title=metadata["title"], license=metadata["licenses"][0]["name"], keywords=list(metadata["keywords"]),
-        files=files, version_notes=notes_text if exists else None, metadata_path=metadata_path,
-        invalid_keywords=invalid, notes=result_notes,
+        files=files, version_notes=None if new else notes_text, metadata_path=metadata_path,
+        invalid_keywords=_invalid_tags(response), notes=result_notes, version=version,
     )
 
 
@@ -584,6 +747,7 @@ def format_summary(result: PublishResult) -> str:
     if result.invalid_keywords:
         lines.append(f"Kaggle does not know these keywords, not added: {', '.join(result.invalid_keywords)}")
     lines.extend(result.notes)
-    lines.append("Kaggle processes the files for a few minutes before they show")
+    if result.version is not None:
+        lines.append(f"checked: version {result.version} on Kaggle lists every file, with its size")
     lines.append(result.url)
     return "\n".join(lines)
