@@ -88,8 +88,8 @@ _SORTS: dict[str, tuple[tuple[str, bool], ...]] = {
 # Accepted by Zenodo, but ordered by data the double does not hold (views, versions, journals, relevance).
 _UNMODELLED_SORTS = frozenset({
     "-bestmatch", "version", "-version", "mostviewed", "-mostviewed", "mostdownloaded", "newestactivity",
-    "oldestactivity", "journal", "-journal", "journal-desc", "journal-asc", "conference-desc", "conference-asc",
-    "conference_session", "-conference_session",
+    "oldestactivity", "journal", "-journal", "journal-desc", "conference-desc", "conference_session",
+    "-conference_session",
 })
 _RANGE = re.compile(
     r"(?P<field>[\w.]+):(?P<open>[\[{])\s*(?P<low>[^\s\]}]+)\s+TO\s+(?P<high>[^\s\]}]+)\s*(?P<close>[\]}])"
@@ -156,7 +156,6 @@ class _Incoming:
     path: str
     query: dict[str, str]
     query_items: list[tuple[str, str]]
-    token_given: bool
     authenticated: bool
     authorization: bool
     accept: str | None
@@ -563,7 +562,6 @@ class ZenodoDouble:
             path=unquote(parts.path),
             query=dict(kept),
             query_items=kept,
-            token_given=token is not None,
             authenticated=token is not None and token in self._tokens,
             authorization=authorization is not None,
             accept=headers.get("Accept"),
@@ -621,9 +619,9 @@ class ZenodoDouble:
         return plan
 
     def _answer(self, incoming: _Incoming) -> _Plan:
+        """Route the request. A token that is not known makes it anonymous, not a 401: invenio-oauth2server's
+        ``verify_oauth_token_and_set_current_user`` only sets a user when the token verifies."""
         try:
-            if incoming.token_given and not incoming.authenticated:
-                raise _HttpError(401, "The server could not verify that you are authorized to access the URL.")
             if incoming.method not in ("GET", "HEAD"):
                 raise _HttpError(405, "The method is not allowed for the requested URL.")
             return self._route_api(incoming)
