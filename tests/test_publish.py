@@ -668,3 +668,15 @@ def test_format_summary_of_a_new_version(tmp_path: Path) -> None:
         "checked: version 4 on Kaggle lists every file, with its size",
         f"https://www.kaggle.com/datasets/{REF}",
     ]
+
+
+def test_an_archive_kaggle_unpacked_is_not_called_missing() -> None:
+    from zenodo_hpc.publish import _check_complete
+
+    expected = {"py.tar.gz": 100, "index.csv": 20}
+    _check_complete(expected, {"py.tar.gz": 100, "index.csv": 20}, "a/b", 1)
+    _check_complete(expected, {"py/1/1_0.png": 7, "index.csv": 20}, "a/b", 1)  # unpacked by Kaggle
+    with pytest.raises(UserError, match=r"incomplete \(py.tar.gz missing\)"):
+        _check_complete(expected, {"index.csv": 20}, "a/b", 1)  # dropped, nothing unpacked in its place
+    with pytest.raises(UserError, match=r"incomplete \(index.csv missing\)"):
+        _check_complete(expected, {"py/1/1_0.png": 7, "py.tar.gz": 100}, "a/b", 1)

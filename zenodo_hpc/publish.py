@@ -647,9 +647,20 @@ def _listed_sizes(api: Any, ref: str, version: int, redact: _Redactor) -> dict[s
     raise UserError(f"Kaggle kept paging the files of {where}: check `kaggle datasets files {where}`")
 
 
+_ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".7z")
+
+
 def _check_complete(expected: dict[str, int], listed: dict[str, int | None], ref: str, version: int) -> None:
-    """Every file of the export is in the version, with its size; else one line saying what to do."""
-    problems = [f"{name} missing" for name in expected if name not in listed]
+    """Every file of the export is in the version, with its size; else one line saying what to do.
+
+    Kaggle may unpack an uploaded archive and list its members instead of the archive itself: an archive
+    missing by name counts as present when the listing holds files that are not in the export (what
+    unpacking leaves), so that a complete version is never called incomplete.
+    """
+    unpacked = any(name not in expected for name in listed)
+    missing = [name for name in expected if name not in listed
+               and not (unpacked and name.lower().endswith(_ARCHIVE_SUFFIXES))]
+    problems = [f"{name} missing" for name in missing]
     problems += [f"{name} has {listed[name]} bytes, not {size}" for name, size in expected.items()
                  if name in listed and listed[name] != size]
     if problems:
