@@ -276,7 +276,7 @@ def test_hostile_hits_are_skipped_and_counted_and_write_nothing_outside(tmp_path
         for i in range(1, 6):
             zenodo.add_record(ZenodoDouble.make_hit(i, created=f"2016-01-0{i}"))
         for bad in ('"../../x"', '"/tmp/abs"', '"1/../../x"', '"abc$"', '"' + "9" * 300 + '"'):
-            zenodo.add_raw_hit('{"id": %s, "metadata": {"title": "hostile"}}' % bad)
+            zenodo.add_raw_hit('{"id": ' + bad + ', "metadata": {"title": "hostile"}}')
         zenodo.add_raw_hit('{"id": 77, "metadata": "a string"}')
         zenodo.add_raw_hit('{"id": 78, "metadata": {}, "files": [{"key": "a.zip", "size": Infinity}]}')
         cfg = make_config(tmp_path / "runs", zenodo)

@@ -2,8 +2,9 @@
 
 The sample is real source code — packages of the running Python's own standard library — published as
 Zenodo records by the loopback Zenodo and GitHub doubles (zenodo_hpc/doubles.py): archives in today's
-record shape and the older one, GitHub releases reached through the codeload fallback, a record with no
-archive (to show a failure and its quarantine) and a gcube record (excluded at harvest). The demo
+record shape and the older one, GitHub releases reached through the codeload fallback, a record of loose
+files (text and HTML beside a PDF that is never downloaded), a record with nothing to rasterize and a
+restricted one (to show failures and their quarantine) and a gcube record (excluded at harvest). The demo
 fetches first (as on a cluster whose compute nodes have no internet), then runs the pipeline with the
 local executor, or with SLURM when a cluster answers, and exports the result by language.
 """
@@ -101,16 +102,19 @@ def publish_sample(double: ZenodoDouble) -> int:
             double.add_record(hit, {f"python-demo/{package.name}-{version}.zip": make_zip(package_files(package, top))})
         count += 1
     base = FIRST_ID + SAMPLE_RECORDS
-    for offset, (title, files) in enumerate(other_languages(), start=2):  # C headers, text, HTML
-        top = title.replace(" ", "-")
-        double.add_record(ZenodoDouble.make_hit(base + offset, created=f"2019-07-0{offset}", title=title),
-                          {f"{top}.zip": make_zip({f"{top}/{name}": data for name, data in files.items()})})
-        count += 1
+    (headers_title, headers), (docs_title, docs) = other_languages()
+    double.add_record(ZenodoDouble.make_hit(base + 2, created="2019-07-02", title=headers_title),  # C headers
+                      {"cpython-headers.zip": make_zip({f"cpython-headers/{n}": d for n, d in headers.items()})})
+    double.add_record(ZenodoDouble.make_hit(base + 3, created="2019-07-03", title=docs_title),  # loose files
+                      {**docs, "idle-manual.pdf": b"%PDF-1.4\n% a manual, not code\n"})
     double.add_record(ZenodoDouble.make_hit(base, created="2019-06-01", title="Slides about my code"),
                       {"slides.pdf": b"%PDF-1.4\n% no code in here\n"})
     double.add_record(ZenodoDouble.make_hit(base + 1, created="2019-06-02", title="gCube portlet"),
                       {"portlet.zip": make_zip({"portlet/x.py": b"x = 1\n"})})
-    return count + 2
+    double.add_record(ZenodoDouble.make_hit(base + 4, created="2019-07-04", title="Restricted code",
+                                            access_right="restricted", github=("python-demo", "private", "v1")),
+                      {"private.zip": make_zip({"private/secret.py": b"key = 1\n"})})
+    return count + 5
 
 
 def slurm_answers() -> bool:

@@ -322,6 +322,7 @@ class _Pager:
                  patterns: list[re.Pattern[str]], run: RunDir, limit: int) -> None:
         self.client, self.job, self.size, self.window = client, job, size, window
         self.known, self.patterns, self.run, self.limit = known, patterns, run, limit
+        self.added_now: set[str] = set()
         self.bar: tqdm | None = None
 
     def current_window(self, now: datetime) -> Window:
@@ -347,8 +348,8 @@ class _Pager:
             return self._end(f"the search answered the same {len(hits)} records twice (its total says {total}); "
                              "stopped there")
         self._append(self._take(hits))
-        log.info("harvest: %d records so far (%s, page %d: %d hits, the server counts %s)", job.added,
-                 window.clause(), job.page, len(hits), total)
+        log.log(logging.INFO if hits else logging.DEBUG, "harvest: %d records so far (%s, page %d: %d hits, "
+                "the server counts %s)", job.added, window.clause(), job.page, len(hits), total)
         if job.added >= self.limit:
             return  # the position stays: a larger limit reads this window again
         job.last_page_ids = page_ids
@@ -401,12 +402,14 @@ class _Pager:
             if len(fresh) + job.added >= self.limit:
                 break
             if record_id in self.known:
-                job.duplicates += 1
+                if record_id not in self.added_now:  # a window read again is no duplicate on Zenodo's side
+                    job.duplicates += 1
             elif is_excluded(hit, self.patterns):
                 job.excluded += 1
             else:
                 fresh.append(hit)
                 self.known.add(record_id)
+                self.added_now.add(record_id)
         for reason, count in skipped.items():
             job.skipped[reason] = job.skipped.get(reason, 0) + count
         return fresh
