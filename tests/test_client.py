@@ -152,3 +152,28 @@ def test_token_goes_in_the_header_only() -> None:
         client = HttpClient(per_minute=6000, token="tok", token_url=zenodo.api_url)
         response = client.get(f"{zenodo.api_url}/records/1")
         assert "tok" not in response.url and zenodo.requests[0].authenticated
+
+
+def test_our_own_slow_spacing_is_never_refused_as_a_long_wait() -> None:
+    with ZenodoDouble() as zenodo:
+        zenodo.add_record(ZenodoDouble.make_hit(1, created="2020-01-01"))
+        waits: list[float] = []
+        client = HttpClient(per_minute=0.5, max_wait_s=1, sleep=waits.append)  # a tiny share: 120 s apart
+        assert [client.get(f"{zenodo.api_url}/records/1").status_code for _ in range(2)] == [200, 200]
+        assert waits and waits[-1] > 100  # it waited its turn instead of failing
+
+
+def test_accept_header_only_when_asked() -> None:
+    with ZenodoDouble() as zenodo:
+        zenodo.add_record(ZenodoDouble.make_hit(1, created="2020-01-01"))
+        client = HttpClient(per_minute=6000)
+        client.get(f"{zenodo.api_url}/records/1", accept="application/json")
+        client.get(f"{zenodo.api_url}/records/1")
+        assert [r.accept for r in zenodo.requests] == ["application/json", "*/*"]
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "relative/x.zip", "http://[invalid"])
+def test_links_that_are_not_http_fail_with_bad_link(url: str) -> None:
+    with pytest.raises(RequestFailed) as info:
+        HttpClient(per_minute=6000, retries=0).get(url)
+    assert info.value.reason == "bad_link"

@@ -79,11 +79,6 @@ class RateLimiter:
             self._sleep(wait)
         return wait
 
-    def pending_wait(self) -> float:
-        """Seconds until the next slot (what :meth:`acquire` would sleep now)."""
-        with self._lock:
-            return max(0.0, self._next - self._clock())
-
     def hold_until(self, when: float) -> None:
         """No request before the monotonic time ``when`` (a 429 or an exhausted quota said so)."""
         with self._lock:
@@ -173,6 +168,7 @@ class HttpClient:
         self._token = token or None
         self._token_origin = origin(token_url) if token else None
         self.has_token = bool(token)
+        self._server_hold_until = 0.0  # monotonic time before which the server said not to come back
         self._sleep = sleep
         self.stats = ClientStats()
 
@@ -251,8 +247,12 @@ class HttpClient:
                                 f"(zenodo.max_wait_s); not waiting for {_base(url)}", reason="rate_limited")
 
     def _refuse_long_wait(self, url: str) -> None:
-        """An exhausted quota whose reset is too far away fails the next request at once."""
-        pending = self.limiter.pending_wait()
+        """An exhausted quota whose reset is too far away fails the next request at once.
+
+        Only what the server imposed counts: our own even spacing may be slow (a small share of the
+        budget), and is never refused.
+        """
+        pending = self._server_hold_until - time.monotonic()
         if pending > self.max_wait_s:
             self._check_wait(pending, "an exhausted rate-limit quota (X-RateLimit-Reset)", url)
 
@@ -266,7 +266,10 @@ class HttpClient:
         wait = quota_exhausted_seconds(response.headers)
         if wait:
             log.info("rate-limit quota used up: next request in %.1f s", wait)
-            self.limiter.hold_until(time.monotonic() + min(wait, 10 * 365 * 86400.0))
+            until = time.monotonic() + min(wait, 10 * 365 * 86400.0)
+            self._server_hold_until = max(self._server_hold_until, until)
+            if wait <= self.max_wait_s:
+                self.limiter.hold_until(until)
 
 
 def origin(url: str | None) -> tuple[str, str, int] | None:

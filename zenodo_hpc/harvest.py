@@ -374,13 +374,14 @@ class _Pager:
         """A window holding more than a page: make it narrower (the first one: start it at Zenodo's opening)."""
         job = self.job
         if window.low is None:  # records before 2013 (imports): page through them, they are few
-            job.page += 1
+            self._next_page_of_one_second(window)
             return
         share = self.size / total * 0.8 if total and total > self.size else 0.5
         job.span_s = max(1, min(job.span_s - 1, int(job.span_s * share)))
         job.page = 1
 
     def _next_page_of_one_second(self, window: Window) -> None:
+        """The next page of a window that cannot be narrowed (one second, or everything before 2013)."""
         job = self.job
         if job.page * self.size >= self.window:
             self._end(f"more than {self.window} records in {window.clause()}: the rest cannot be reached")
