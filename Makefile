@@ -35,6 +35,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_raster.py
 	$(BIN)/python benchmarks/bench_record.py
 	$(BIN)/python benchmarks/bench_fetch.py
+	$(BIN)/python benchmarks/bench_harvest.py
 	$(BIN)/python benchmarks/bench_orchestrate.py
 
 clean:

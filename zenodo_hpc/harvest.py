@@ -58,6 +58,7 @@ FIRST_BOUND = datetime(2013, 1, 1, tzinfo=timezone.utc)  # Zenodo opened in 2013
 FIRST_SPAN = timedelta(days=30)
 ONE_SECOND = timedelta(seconds=1)
 MAX_SPAN = timedelta(days=3660)
+FILL = 0.8  # a window that overflows is narrowed to hold about this share of a page
 HARVEST_LOCK = "harvest.lock"
 
 
@@ -376,7 +377,7 @@ class _Pager:
         if window.low is None:  # records before 2013 (imports): page through them, they are few
             self._next_page_of_one_second(window)
             return
-        share = self.size / total * 0.8 if total and total > self.size else 0.5
+        share = FILL * self.size / total if total and total > self.size else 0.5
         job.span_s = max(1, min(job.span_s - 1, int(job.span_s * share)))
         job.page = 1
 
