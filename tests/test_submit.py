@@ -271,14 +271,16 @@ def test_sigterm_to_a_local_worker_does_not_count_an_attempt(tmp_path: Path, zen
     write_plan(run, plan)
     shard = next(s.index for s in plan.shards if "102" in s.ids)
     executor = LocalExecutor(cfg)
-    proc = subprocess.Popen(executor.command(run, 1, shard, 1))
+    node_tmp = tmp_path / "node-tmp"  # the worker's own node-local space: other runs on this machine stay out
+    node_tmp.mkdir()
+    proc = subprocess.Popen(executor.command(run, 1, shard, 1), env={**os.environ, "TMPDIR": str(node_tmp)})
     deadline = time.monotonic() + 60
     while attempts_of(run, "102") < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     assert attempts_of(run, "102") == 0 and "102" not in ids_in(run, "done")
-    assert not [p for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("zenodo-hpc-102-*")]
+    assert list(node_tmp.iterdir()) == []  # the record's temporary folder went with it
     assert generations(run) == [1]
 
 

@@ -352,7 +352,7 @@ LOCK = "driver.lock"
 def driver_lock(run: RunDir, what: str, *, name: str = LOCK) -> Iterator[None]:
     """One driver at a time may plan and submit for a run: two would double-submit.
 
-    ``O_CREAT | O_EXCL`` is atomic on local disks, NFS and Lustre alike (``flock`` is not, across
+    Creating the lock file with ``link`` is atomic on local disks, NFS and Lustre alike (``flock`` is not, across
     nodes). A lock whose process is gone on this host is stale and taken over; one held from another
     host is reported with its holder so a person can decide.
     """
@@ -361,7 +361,7 @@ def driver_lock(run: RunDir, what: str, *, name: str = LOCK) -> Iterator[None]:
     me = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now(), "command": what}
     for _ in range(2):
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            _create_with(path, json.dumps(me))
         except FileExistsError:
             holder = _read_holder(path)
             if _is_stale(holder, path):
@@ -373,8 +373,6 @@ def driver_lock(run: RunDir, what: str, *, name: str = LOCK) -> Iterator[None]:
                 f"{holder.get('host', '?')}, since {holder.get('since', '?')}) is working on {run.root}; "
                 f"wait for it to finish, or remove {path} if it is gone"
             ) from None
-        with os.fdopen(fd, "w") as handle:
-            json.dump(me, handle)
         break
     try:
         yield
@@ -382,6 +380,22 @@ def driver_lock(run: RunDir, what: str, *, name: str = LOCK) -> Iterator[None]:
         with contextlib.suppress(FileNotFoundError):
             if _read_holder(path).get("pid") == me["pid"]:
                 path.unlink()
+
+
+def _create_with(path: Path, text: str) -> None:
+    """Create ``path`` holding ``text`` in one step, or raise FileExistsError.
+
+    The text goes to a private file first, then ``link`` puts it in place: atomic on local disks, NFS and
+    Lustre alike, so nobody ever reads a lock without its holder written in it.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
 
 
 def _read_holder(path: Path) -> dict[str, Any]:
