@@ -3,6 +3,7 @@
 #
 #   bash slurm/dev-cluster/down.sh
 #
+# Stops every slurmd (one per node), slurmctld, slurmdbd, mariadbd, munged.
 # Only processes named in the PID files under the state folder
 # (ZHPC_SLURM_DIR, default /tmp/zenodo-hpc-slurm) are signalled, and only if
 # the PID still belongs to the expected program; any other slurm/munge/mariadb
@@ -40,13 +41,31 @@ if daemon_alive slurmctld && [[ -f "$SLURM_CONF" ]]; then
     fi
 fi
 
-# Reverse start order: slurm daemons first (slurmctld still needs slurmdbd to
+# Reverse start order: the slurmd's, slurmctld (it still needs slurmdbd to
 # flush accounting records), then the database, munge last.
 stopped=()
-for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do
-    pid="$(daemon_pid "${DAEMONS[$i]}")" && stopped+=("$pid")
-    stop_daemon "${DAEMONS[$i]}" 60
+order=($(slurmd_daemons))
+for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do order+=("${DAEMONS[$i]}"); done
+for d in "${order[@]}"; do
+    if pid="$(daemon_pid "$d")"; then stopped+=("$pid"); fi
+    stop_daemon "$d" 60
 done
+
+# Job processes that outlived their slurmd (a node crashed with
+# crash-node.sh and never revived, or a job that ignored scancel): kill what
+# is left in our nodes' job cgroups, and thaw any that are still frozen.
+nodes="$(configured_nodes)"
+for node in $nodes; do
+    if [[ -n "$(node_job_cgroups "$node")" ]]; then
+        for dir in $(node_job_cgroups "$node"); do
+            if [[ -n "$(cgroup_pids "$dir")" ]]; then log "killing processes left in $dir"; fi
+        done
+        kill_node_jobs "$node"
+    fi
+done
+# What up.sh learnt about this host (a cgroup mode that failed, no multiple
+# slurmd support) is tried afresh by the next up.sh.
+rm -f "$STATE/enforcement.failed" "$STATE/single-slurmd"
 
 # The daemons were reparented to PID 1 when they daemonized, so it is PID 1
 # that reaps them. In some containers PID 1 does that lazily, and until then
