@@ -126,7 +126,7 @@ def test_download_over_the_size_cap_is_too_large(tmp_path: Path, double: ZenodoD
     cfg = make_cfg(tmp_path, double, max_bytes=1000)
     run = open_run(cfg)
     outcome = process_record(record, run, cfg, _client(cfg))
-    assert outcome.status == "failed" and outcome.reason == "too_large"
+    assert outcome.status == "quarantined" and outcome.reason == "too_large"  # the same next time: at once
     lying = dict(record, files=[dict(record["files"][0], size=10)])  # the record understates the size
     run2 = RunDir(tmp_path / "other")
     open_run(config_from_dict({**cfg.to_dict(), "run": {"scratch": str(tmp_path), "name": "other"}}))
@@ -135,7 +135,7 @@ def test_download_over_the_size_cap_is_too_large(tmp_path: Path, double: ZenodoD
 
 def test_repeated_failures_quarantine_the_record(tmp_path: Path, double: ZenodoDouble) -> None:
     record = add(double, 13, {"q.zip": repo_zip("q")})
-    double.fail("/api/records/13/files/q.zip/content", "404", times=100)
+    double.fail("/api/records/13/files/q.zip/content", "503", times=100)  # transient: retried, then a round
     cfg = config_from_dict({**make_cfg(tmp_path, double).to_dict(), "executor": {"max_attempts": 2}})
     run = open_run(cfg)
     client = _client(cfg)
@@ -161,7 +161,7 @@ def test_fetch_first_then_process_offline(tmp_path: Path) -> None:
     # the double is gone: no network at all from here on
     offline = config_from_dict({**cfg.to_dict(), "fetch": {**cfg.to_dict()["fetch"], "offline": True}})
     outcomes = process_records([*records, missing], run, offline)
-    assert [o.status for o in outcomes] == ["done", "done", "done", "failed"]
+    assert [o.status for o in outcomes] == ["done", "done", "done", "quarantined"]
     assert outcomes[-1].reason == "http_404"  # the real reason, not just "not cached"
 
 
@@ -303,7 +303,7 @@ def test_hostile_ids_and_fields_cost_only_their_own_record(tmp_path: Path, doubl
     before = outside_files(tmp_path)
     append_records(run.records, [good[0], *hostile, links, good[1]])
     outcomes = process_records([good[0], *hostile, links, good[1]], run, cfg)
-    assert [o.status for o in outcomes] == ["done"] + ["invalid"] * 7 + ["failed", "done"]
+    assert [o.status for o in outcomes] == ["done"] + ["invalid"] * 7 + ["quarantined", "done"]
     assert outcomes[8].reason == "bad_link"
     created = outside_files(tmp_path) - before
     assert all(path.startswith("runs/run/") for path in created), sorted(created)
@@ -338,3 +338,20 @@ def test_a_server_asking_for_a_long_wait_fails_the_record_at_once(tmp_path: Path
         assert read_failure(run, "130")["attempts"] == 0
     else:  # the quota is gone until 2100: the next request is refused before it is sent
         assert outcomes[0].status == "done" and outcomes[1].reason == "rate_limited"
+
+
+def test_what_no_retry_can_change_is_quarantined_at_once(tmp_path: Path, double: ZenodoDouble) -> None:
+    gone = add(double, 140, {"g.zip": repo_zip("g")})
+    double.fail("/api/records/140/files/g.zip/content", "404", times=10)
+    not_an_archive = add(double, 141, {"page.zip": b"<html>Service unavailable</html>"})
+    nothing = add(double, 142, {"paper.pdf": b"%PDF"})
+    flaky = add(double, 143, {"f.zip": repo_zip("f")})
+    double.fail("/api/records/143/files/f.zip/content", "503", times=10)
+    cfg = config_from_dict({**make_cfg(tmp_path, double).to_dict(), "zenodo": {
+        "api_url": double.api_url, "rate_limit_per_min": 60_000, "retries": 0}})
+    run = open_run(cfg)
+    outcomes = {o.record_id: (o.status, o.reason) for o in process_records([gone, not_an_archive, nothing, flaky],
+                                                                           run, cfg)}
+    assert outcomes == {"140": ("quarantined", "http_404"), "141": ("quarantined", "bad_archive"),
+                        "142": ("quarantined", "no_archive"), "143": ("failed", "http_503")}
+    assert all(read_failure(run, i)["attempts"] == 1 for i in ("140", "141", "142"))

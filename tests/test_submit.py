@@ -64,13 +64,13 @@ def test_failed_records_are_counted_by_reason_and_retried_by_resume(tmp_path: Pa
     double = zenodo_with_records
     hit = next(h for h in _hits(double) if h["id"] == 103)
     url_path = "/api/records/103/files/" + hit["files"][0]["key"] + "/content"
-    double.fail(url_path, "404", times=1)
+    double.fail(url_path, "503", times=2)  # one more than the client's retries: the record fails, for now
     run, cfg = harvested(tmp_path, double)
     submit_pending(run, cfg)
     status = gather_status(run)
-    assert (status.done, status.failed, status.failed_reasons) == (11, 1, {"http_404": 1})
+    assert (status.done, status.failed, status.failed_reasons) == (11, 1, {"http_503": 1})
     assert read_failure(run, "103")["attempts"] == 1
-    code = main(["resume", str(run.root)])  # the 404 was passing: resume finishes the run
+    code = main(["resume", str(run.root)])  # the 503s were passing: resume finishes the run
     assert code == 0
     assert ids_in(run, "done") == ALL and generations(run) == [1, 2]
     assert len(load_plan(run, 2).shards) == 1 and load_plan(run, 2).shards[0].ids == ["103"]

@@ -53,8 +53,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    from .finish import submit_round
     from .state import RunDir, check_config, open_run
-    from .submit import format_result, submit_pending
+    from .submit import format_result
 
     cfg = load_config(args.config)
     if args.dry_run:
@@ -62,17 +63,18 @@ def cmd_submit(args: argparse.Namespace) -> int:
         check_config(run, cfg)
     else:
         run = open_run(cfg)
-    result = submit_pending(run, cfg, kind=args.executor, dry_run=args.dry_run, what="submit")
+    result = submit_round(run, cfg, kind=args.executor, dry_run=args.dry_run, what="submit")
     print(format_result(result, run, dry_run=args.dry_run))
     return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    from .finish import submit_round
     from .state import load_run
-    from .submit import format_result, submit_pending
+    from .submit import format_result
 
     run, cfg = load_run(args.run_dir)
-    result = submit_pending(run, cfg, dry_run=args.dry_run, what="resume")
+    result = submit_round(run, cfg, dry_run=args.dry_run, what="resume")
     print(format_result(result, run, dry_run=args.dry_run))
     return 0
 

@@ -63,7 +63,7 @@ class Submission:
     arrays: list[dict[str, Any]] = field(default_factory=list)  # {"job_id", "shards", "resources"}
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # local/debug: shard -> {"state", "exit"}
     submitted_at: str = ""
-    pack_job: str | None = None  # SLURM: the pack job queued after this submission's arrays
+    finishing_job: str | None = None  # SLURM: the job queued to decide after this submission's arrays
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,7 +77,10 @@ class Submission:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Submission:
-        return cls(**data)
+        known = set(cls.__dataclass_fields__)
+        fields = {k: v for k, v in data.items() if k in known}
+        fields.setdefault("finishing_job", data.get("pack_job"))  # what older runs called their pack job
+        return cls(**fields)
 
 
 def submission_path(run: RunDir, generation: int) -> Path:

@@ -1,8 +1,10 @@
-"""``run``: the whole pipeline in one command — harvest, submit, wait, resume what failed, pack.
+"""``run``: the whole pipeline in one command — harvest, submit, wait, another round for what failed, pack.
 
 Every stage is resumable and reads the run directory, so ``run`` is safe to start again at any time: it
-picks up where things stand. With SLURM it can also stop after queueing (``--no-wait``): the queued pack
-job finishes the run when every task has succeeded, and a later ``run`` or ``resume`` picks up the rest.
+picks up where things stand. Rounds are decided by the same function everywhere (zenodo_hpc/finish.py):
+locally ``run`` takes the decision itself between rounds; on SLURM the finishing job queued with each
+round takes it, and ``run`` only follows the chain until the image is there (or, with ``--no-wait``,
+returns at once: the chain finishes without anybody logged in).
 """
 
 from __future__ import annotations
@@ -13,19 +15,21 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
+from .chain import Chain, load_chain
 from .config import Config
 from .executor import resolve_kind
+from .finish import advance, submit_round
 from .harvest import format_summary as harvest_summary
 from .harvest import harvest
-from .pack import PackResult, pack
+from .pack import PackResult
 from .state import RunDir, open_run
 from .status import RunStatus, gather_status
-from .submit import format_result, submit_pending
+from .submit import format_result
 
 log = logging.getLogger(__name__)
 
 POLL_S = 10.0
-MAX_ROUNDS = 20  # submissions in one `run` (quarantine ends every record's retries well before)
+MAX_ROUNDS = 20  # decisions in one local `run` (the chain's own limit, max_attempts rounds, comes first)
 
 
 @dataclass
@@ -34,6 +38,7 @@ class RunOutcome:
     packed: PackResult | None
     status: RunStatus
     waiting: bool  # True when it returned with work still queued (--no-wait)
+    message: str = ""  # how the run ended when the image was not packed here (SLURM: the finishing job)
 
 
 def say(message: str) -> None:
@@ -42,29 +47,67 @@ def say(message: str) -> None:
 
 def run_pipeline(cfg: Config, *, limit: int | None = None, wait: bool = True, kind: str | None = None,
                  poll_s: float = POLL_S, progress: bool | None = None) -> RunOutcome:
-    """Harvest, then submit and wait round after round until nothing is left to submit, then pack."""
+    """Harvest, then rounds until every record is done or quarantined, then the image."""
     kind = resolve_kind(kind or cfg.executor.kind)
     run = open_run(cfg)
     say(harvest_summary(harvest(cfg, limit=limit, progress=progress)))
+    if kind == "slurm":
+        return _run_on_slurm(run, cfg, wait=wait, poll_s=poll_s, progress=progress)
+    return _run_here(run, cfg, kind, poll_s=poll_s, progress=progress)
+
+
+def _run_here(run: RunDir, cfg: Config, kind: str, *, poll_s: float, progress: bool | None) -> RunOutcome:
+    """Local and debug executors: each round runs to its end, then the same decision as on SLURM."""
+    chain = Chain(started_by="run", max_rounds=cfg.executor.max_attempts)
     for _ in range(MAX_ROUNDS):
-        result = submit_pending(run, cfg, kind=kind, what="run", pack_job=not wait)
-        say(format_result(result, run))
-        if result.plan is None:
-            if result.snapshot.active:  # another driver's tasks are still out there
-                wait_for_tasks(run, poll_s, progress)
-                continue
-            break
-        if result.submission is not None and result.submission.kind == "slurm":
-            if not wait:
-                return RunOutcome(run, None, gather_status(run), waiting=True)
+        step = advance(run, cfg, kind=kind, chain=chain, what="run")
+        say(step.message if step.action != "packed" or step.result is None else format_result(step.result, run))
+        if step.action == "packed":
+            return RunOutcome(run, step.packed, gather_status(run), waiting=False)
+        if step.action == "waiting":  # another driver's SLURM tasks are still out there
             wait_for_tasks(run, poll_s, progress)
-    status = gather_status(run)
-    packed = pack(run, cfg, progress=progress)
-    return RunOutcome(run, packed, status, waiting=False)
+    raise RuntimeError(f"{MAX_ROUNDS} rounds without an end: a bug, please report it")
+
+
+def _run_on_slurm(run: RunDir, cfg: Config, *, wait: bool, poll_s: float, progress: bool | None) -> RunOutcome:
+    """Queue the first round and its finishing job; then follow the chain, or return at once."""
+    result = submit_round(run, cfg, kind="slurm", what="run")
+    say(format_result(result, run))
+    if result.submission is None and not result.snapshot.active:  # nothing left to do but the image
+        step = advance(run, cfg, kind="slurm", chain=load_chain(run))
+        return RunOutcome(run, step.packed, gather_status(run), waiting=False, message=step.message)
+    if not wait:
+        return RunOutcome(run, None, gather_status(run), waiting=True)
+    message = follow_chain(run, poll_s, progress)
+    return RunOutcome(run, None, gather_status(run), waiting=False, message=message)
+
+
+def follow_chain(run: RunDir, poll_s: float, progress: bool | None) -> str:
+    """Wait until the run's chain of rounds has ended (packed, or stopped); its last word."""
+    while True:
+        wait_for_tasks(run, poll_s, progress)
+        chain = load_chain(run)
+        if chain is None or chain.state != "running":
+            return chain.message if chain else "no chain of rounds to follow"
+        if not _job_alive(chain.finishing_job):
+            time.sleep(poll_s)  # accounting may lag behind the job writing its decision
+            chain = load_chain(run)
+            if chain is not None and chain.state == "running" and not _job_alive(chain.finishing_job):
+                return (f"the finishing job {chain.finishing_job} ended without deciding (see "
+                        f"{run.logs / 'submitit'}); continue with `zenodo-hpc resume {run.root}`")
+
+
+def _job_alive(job: str | None) -> bool:
+    from .slurm import ACTIVE_STATES, task_states
+
+    if not job:
+        return False
+    state = task_states([job]).get(job)
+    return state is not None and state.state in ACTIVE_STATES
 
 
 def wait_for_tasks(run: RunDir, poll_s: float, progress: bool | None) -> None:
-    """Poll the run until SLURM has none of its tasks queued or running, showing progress."""
+    """Poll the run until SLURM has none of its tasks (nor its finishing job) queued or running."""
     from .executor import load_submissions
     from .slurm import unfinished_tasks
 
@@ -75,7 +118,9 @@ def wait_for_tasks(run: RunDir, poll_s: float, progress: bool | None) -> None:
     last_log = 0.0
     try:
         while True:
-            active = unfinished_tasks(load_submissions(run))
+            chain = load_chain(run)
+            finishing = [chain.finishing_job] if chain and chain.finishing_job and chain.state == "running" else []
+            active = unfinished_tasks(load_submissions(run), finishing)
             status = gather_status(run)
             finished = status.done + status.quarantined
             bar.n = finished
@@ -102,7 +147,8 @@ def main_summary(outcome: RunOutcome) -> str:
     from .pack import format_summary
 
     if outcome.waiting:
-        return (f"run {outcome.run.root}: jobs queued; the pack job builds the image when they all succeed. "
-                f"Check with `zenodo-hpc status {outcome.run.root}`; run the same command again to pick up.")
-    assert outcome.packed is not None
-    return format_summary(outcome.packed)
+        return (f"run {outcome.run.root}: jobs queued with their finishing job, which runs further rounds and packs "
+                f"the image: nothing else to do. Follow with `zenodo-hpc status {outcome.run.root}`.")
+    if outcome.packed is not None:
+        return format_summary(outcome.packed)
+    return outcome.message

@@ -13,7 +13,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -205,18 +205,34 @@ class SlurmExecutor:
 
 
 # --- task states --------------------------------------------------------------------------------------
+#
+# Two sources, each right about one thing. ``squeue`` (the controller's memory) is right about what is
+# queued or running *now*: accounting lags behind it, and keeps saying PENDING for a while about array
+# tasks cancelled before they started, or NODE_FAIL about a task already requeued. ``sacct`` is right
+# about how a task *ended*, provided every step is read: a task killed by the cgroup for its memory
+# ends ``FAILED 1:0`` at the job level, and only its step (``.0``, ``.batch``) says OUT_OF_MEMORY.
 
 
 @dataclass
 class TaskState:
-    state: str  # PENDING, RUNNING, COMPLETED, FAILED, OUT_OF_MEMORY, TIMEOUT, CANCELLED, NODE_FAIL, ...
+    state: str  # PENDING, RUNNING, COMPLETED, FAILED, OUT_OF_MEMORY, TIMEOUT, CANCELLED, NODE_FAIL, GONE, ...
     exit_code: str = ""
     elapsed: str = ""
     source: str = "sacct"
+    max_rss_gb: float | None = None  # the largest MaxRSS of the task's steps
+    elapsed_s: float | None = None
+    node: str = ""
+
+    def usage(self) -> dict[str, Any]:
+        return {"state": self.state, "max_rss_gb": self.max_rss_gb, "elapsed_s": self.elapsed_s}
 
 
+GONE = "GONE"  # accounting still says queued, but the controller no longer has it: it never ran (cancelled)
 _ARRAY = re.compile(r"^(\d+)_(\d+)$")
 _ARRAY_RANGE = re.compile(r"^(\d+)_\[([^\]]+)\]$")
+_SACCT_FIELDS = "JobID,State,ExitCode,Elapsed,MaxRSS,NodeList"
+# A step's state that says more than its job's: the memory kill shows only there.
+_TELLING_STEP_STATES = ("OUT_OF_MEMORY",)
 
 
 def expand_array_ids(job_id: str) -> list[str]:
@@ -243,78 +259,141 @@ def normalise_state(state: str) -> str:
     return word
 
 
+def parse_memory_gb(text: str) -> float | None:
+    """sacct's ``MaxRSS`` (``123456K``, ``1.5G``, ``0``) in GB (1024-based units, as SLURM counts)."""
+    match = re.fullmatch(r"\s*([\d.]+)\s*([KMGTP]?)\w*\s*", text or "")
+    if not match:
+        return None
+    scale = {"": 1 / 1024**3, "K": 1 / 1024**2, "M": 1 / 1024, "G": 1.0, "T": 1024.0, "P": 1024.0**2}
+    return float(match.group(1)) * scale[match.group(2)]
+
+
+def parse_elapsed_s(text: str) -> float | None:
+    """``[D-]HH:MM:SS`` or ``MM:SS(.mmm)`` in seconds."""
+    match = re.fullmatch(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+(?:\.\d+)?)", (text or "").strip())
+    if not match:
+        return None
+    days, hours, minutes, seconds = match.groups()
+    return int(days or 0) * 86400 + int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds)
+
+
 def task_states(job_ids: Iterable[str]) -> dict[str, TaskState]:
-    """``{"<job>_<index>": TaskState}`` for every task of these array jobs, from sacct or squeue."""
+    """``{"<job>_<index>": TaskState}`` for every task of these jobs, from sacct's steps and squeue together."""
     ids = sorted(set(job_ids))
     if not ids:
         return {}
-    states = _sacct_states(ids)
-    if states is None:
-        states = _squeue_states(ids)
-    return states
+    queued = _squeue_states(ids)
+    accounted = _sacct_states(ids)
+    if accounted is None:
+        return queued or {}
+    return reconcile(accounted, queued)
+
+
+def reconcile(accounted: dict[str, TaskState], queued: dict[str, TaskState] | None) -> dict[str, TaskState]:
+    """One state per task: squeue for what is queued or running now, sacct for how the rest ended.
+
+    ``queued`` None means squeue could not be asked; then accounting is all there is.
+    """
+    out = dict(accounted)
+    if queued is None:
+        return out
+    for task, state in accounted.items():
+        if state.state in ACTIVE_STATES and task not in queued:
+            out[task] = TaskState(GONE, state.exit_code, state.elapsed, "sacct+squeue", state.max_rss_gb,
+                                  state.elapsed_s, state.node)
+    for task, state in queued.items():
+        earlier = accounted.get(task)
+        out[task] = TaskState(state.state, "", "", "squeue",
+                              earlier.max_rss_gb if earlier else None, earlier.elapsed_s if earlier else None,
+                              state.node)
+    return out
 
 
 def _sacct_states(ids: list[str]) -> dict[str, TaskState] | None:
+    """Every step of every task (no ``-X``), folded into one state per task; None without accounting."""
     try:
-        out = run_command(["sacct", "-X", "-n", "-P", "--format=JobID,State,ExitCode,Elapsed",
-                           "-j", ",".join(ids)], timeout=60)
+        out = run_command(["sacct", "-n", "-P", f"--format={_SACCT_FIELDS}", "-j", ",".join(ids)], timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if out.returncode != 0:  # "Slurm accounting storage is disabled", no sacct
         log.info("sacct unavailable (%s): using squeue", out.stderr.strip()[:200])
         return None
-    states: dict[str, TaskState] = {}
-    for line in out.stdout.splitlines():
+    return fold_sacct_lines(out.stdout.splitlines())
+
+
+def fold_sacct_lines(lines: Iterable[str]) -> dict[str, TaskState]:
+    """sacct lines (job and steps: ``12_3``, ``12_3.batch``, ``12_3.0``) -> one state per task.
+
+    The task's state is its job line's, unless a step ended OUT_OF_MEMORY (then that); its memory use is
+    the largest MaxRSS of its steps, its time the job line's Elapsed.
+    """
+    jobs: dict[str, TaskState] = {}
+    steps: dict[str, list[tuple[str, float | None]]] = {}
+    for line in lines:
         parts = line.split("|")
-        if len(parts) < 4:
+        if len(parts) < 6:
             continue
-        for task in expand_array_ids(parts[0]):
-            states[task] = TaskState(normalise_state(parts[1]), parts[2], parts[3], "sacct")
-    return states
+        job_id, state, exit_code, elapsed, max_rss, node = parts[:6]
+        base, dot, _ = job_id.partition(".")
+        if dot:
+            steps.setdefault(base, []).append((normalise_state(state), parse_memory_gb(max_rss)))
+            continue
+        for task in expand_array_ids(base):
+            jobs[task] = TaskState(normalise_state(state), exit_code, elapsed, "sacct", parse_memory_gb(max_rss),
+                                   parse_elapsed_s(elapsed), node)
+    for base, found in steps.items():
+        task = jobs.get(base)
+        if task is None:
+            continue
+        rss = [r for _, r in found if r is not None] + ([task.max_rss_gb] if task.max_rss_gb else [])
+        task.max_rss_gb = max(rss) if rss else task.max_rss_gb
+        telling = [st for st, _ in found if st in _TELLING_STEP_STATES]
+        if telling and task.state not in ACTIVE_STATES:
+            task.state = telling[0]
+    return jobs
 
 
-def _squeue_states(ids: list[str]) -> dict[str, TaskState]:
-    """Only queued and running tasks are known without accounting; the rest are simply gone."""
+def _squeue_states(ids: list[str]) -> dict[str, TaskState] | None:
+    """What the controller has queued or running now; None when squeue cannot be asked."""
     try:
-        out = run_command(["squeue", "-h", "-r", "-o", "%i|%T|%r", "-j", ",".join(ids)], timeout=60)
+        out = run_command(["squeue", "-h", "-r", "-o", "%i|%T|%N", "-j", ",".join(ids)], timeout=60)
     except (OSError, subprocess.TimeoutExpired):
-        return {}
+        return None
+    if out.returncode != 0 and "Invalid job id" not in out.stderr:
+        log.info("squeue failed (%s)", out.stderr.strip()[:200])
+        return None
     states = {}
     for line in out.stdout.splitlines():
         parts = line.split("|")
         if len(parts) >= 2:
             for task in expand_array_ids(parts[0]):
-                states[task] = TaskState(normalise_state(parts[1]), "", "", "squeue")
+                states[task] = TaskState(normalise_state(parts[1]), "", "", "squeue",
+                                         node=parts[2] if len(parts) > 2 else "")
     return states
-
-
-# SLURM's accounting can take a moment to show a job just queued: until then a missing task is pending.
-JUST_SUBMITTED_S = 300
 
 
 def shard_states(submission: Submission, states: dict[str, TaskState]) -> dict[int, TaskState]:
     """The state of each shard of a SLURM submission (array task index -> plan shard).
 
-    A task SLURM does not report is PENDING right after submission, and unknown (absent) later on.
+    A task neither the controller nor accounting knows is left out (finished long ago, no accounting).
     """
     out: dict[int, TaskState] = {}
-    fresh = submission.age_s() < JUST_SUBMITTED_S
     for array in submission.arrays:
         task_ids = array.get("task_ids") or [f"{array['job_id']}_{i}" for i in range(len(array["shards"]))]
         for task_id, shard in zip(task_ids, array["shards"], strict=True):
             state = states.get(task_id)
             if state is not None:
                 out[shard] = state
-            elif fresh:
-                out[shard] = TaskState("PENDING", source="just submitted")
     return out
 
 
-def unfinished_tasks(submissions: Iterable[Submission]) -> int:
-    """Tasks of these SLURM submissions still queued or running (just-submitted ones included)."""
+def unfinished_tasks(submissions: Iterable[Submission], extra_jobs: Iterable[str] = ()) -> int:
+    """Tasks of these SLURM submissions (and ``extra_jobs``, a finishing job) still queued or running."""
     subs = [s for s in submissions if s.kind == "slurm"]
-    states = task_states(job_ids(subs))
-    return sum(1 for sub in subs for st in shard_states(sub, states).values() if st.state in ACTIVE_STATES)
+    extra = list(extra_jobs)
+    states = task_states(job_ids(subs) + extra)
+    active = sum(1 for sub in subs for st in shard_states(sub, states).values() if st.state in ACTIVE_STATES)
+    return active + sum(1 for job in extra if states.get(job, TaskState(GONE)).state in ACTIVE_STATES)
 
 
 def cancel(job_ids: Iterable[str]) -> None:
@@ -331,35 +410,34 @@ def sbatch_available() -> bool:
     return shutil.which("sbatch") is not None
 
 
-# --- the pack job ---------------------------------------------------------------------------------------
+# --- the finishing job ------------------------------------------------------------------------------------
 
 
-def submit_pack_job(run: RunDir, cfg: Config, depends_on: list[str], *, sleep: Any = time.sleep) -> str:
-    """Queue ``pack`` to run once every one of ``depends_on`` (array jobs) has completed successfully.
+def submit_follow_up(run: RunDir, cfg: Config, fn: Callable[..., Any], args: tuple[Any, ...],
+                     depends_on: list[str], *, name: str, sleep: Any = time.sleep) -> str:
+    """Queue ``fn(*args)`` as one job that starts when every job of ``depends_on`` has ended, however.
 
-    ``afterok`` on all the run's arrays, not only the last; ``--kill-on-invalid-dep=yes`` so that a failed
-    task removes the pack job instead of leaving it waiting forever (``resume`` queues a new one).
+    ``afterany``: the job runs whatever the arrays' outcome (tasks that failed, ran out of memory or were
+    cancelled included), so it can decide what comes next. It gets the pack job's resources (it may pack).
+    The callable is handed in by the caller: this module knows no pipeline stage.
     """
-    from .pack import pack_task
-
     s = cfg.executor.slurm
-    executor = submitit.SlurmExecutor(folder=run.logs / "submitit" / "%j", max_num_timeout=0)
-    params: dict[str, Any] = {"job_name": f"zenodo-hpc-{run.root.name}-pack", "time": cfg.pack.time_min,
+    executor = submitit.SlurmExecutor(folder=run.logs / "submitit" / "%j", max_num_timeout=3)
+    params: dict[str, Any] = {"job_name": f"zenodo-hpc-{run.root.name}-{name}", "time": cfg.pack.time_min,
                               "mem": format_mem(cfg.pack.mem_gb), "cpus_per_task": cfg.pack.cpus_per_task,
                               "setup": list(s.setup),
-                              "additional_parameters": {**{k.replace("_", "-"): v for k, v in s.additional.items()},
-                                                        "kill-on-invalid-dep": "yes"}}
+                              "additional_parameters": {k.replace("_", "-"): v for k, v in s.additional.items()}}
     if s.partition:
         params["partition"] = s.partition
     if depends_on:
-        params["dependency"] = "afterok:" + ":".join(depends_on)
+        params["dependency"] = "afterany:" + ":".join(depends_on)
     executor.update_parameters(**params)
     for attempt in range(SUBMIT_ATTEMPTS):
         try:
-            return str(executor.submit(pack_task, str(run.root.resolve())).job_id)
+            return str(executor.submit(fn, *args).job_id)
         except (FailedJobError, submitit.core.utils.FailedSubmissionError, OSError) as exc:
             message = sbatch_error(exc)
             if not is_transient(message) or attempt == SUBMIT_ATTEMPTS - 1:
-                raise UserError(f"sbatch refused the pack job: {message}") from None
+                raise UserError(f"sbatch refused the {name} job: {message}") from None
             sleep(backoff_delay(attempt, base=5.0, cap=300.0))
     raise AssertionError("unreachable")

@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .chain import load_chain
 from .executor import load_submissions
 from .plan import generations, load_plan
 from .state import DONE, RunDir, ids_in, read_failure
@@ -34,6 +35,7 @@ class ShardCounts:
     unknown: int = 0
     failed_states: dict[str, int] = field(default_factory=dict)  # OUT_OF_MEMORY, TIMEOUT, CANCELLED, ...
     job_ids: list[str] = field(default_factory=list)
+    efficiency: list[dict[str, Any]] = field(default_factory=list)  # per resource class: asked vs used
 
 
 @dataclass
@@ -50,6 +52,7 @@ class RunStatus:
     rate_per_min: float | None
     eta_seconds: float | None
     state_source: str
+    chain: dict[str, Any] | None = None  # the chain of rounds on SLURM: round, what is queued next
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,20 +101,44 @@ def gather_status(run: RunDir) -> RunStatus:
         failure = read_failure(run, record_id) or {}
         (quarantined if failure.get("quarantined") else failed)[failure.get("reason", "unknown")] += 1
     submissions = load_submissions(run)
-    states = slurm_shard_states(run, submissions) if submissions else {}
+    usage: dict[tuple[int, int], dict[str, Any]] = {}
+    states = slurm_shard_states(run, submissions, usage=usage) if submissions else {}
     per_generation = []
     by_generation = {s.generation: s for s in submissions}
     for generation in generations(run):
         sub = by_generation.get(generation)
-        per_generation.append(_shard_counts(run, generation, sub, states, done_ids))
+        counts = _shard_counts(run, generation, sub, states, done_ids)
+        counts.efficiency = efficiency(sub, usage) if sub is not None and sub.kind == "slurm" else []
+        per_generation.append(counts)
     n_failed, n_quarantined = sum(failed.values()), sum(quarantined.values())
     pending = max(0, records - len(done_ids) - n_failed - n_quarantined)
     rate = completion_rate(run)
     left = pending + n_failed
     eta = left / rate * 60 if rate and left else (0.0 if not left else None)
     source = "sacct/squeue" if any(s.kind == "slurm" for s in submissions) else "run directory"
+    chain = load_chain(run)
     return RunStatus(str(run.root), records, len(done_ids), n_failed, n_quarantined, pending, dict(failed),
-                     dict(quarantined), per_generation, rate, eta, source)
+                     dict(quarantined), per_generation, rate, eta, source, chain.to_json() if chain else None)
+
+
+def efficiency(sub: Any, usage: dict[tuple[int, int], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Memory and time asked against the most any task of the array used (``seff``'s question), per array.
+
+    Tasks shorter than SLURM's sampling interval report no memory; an array none of whose tasks ended yet
+    has nothing to say.
+    """
+    out = []
+    for array in sub.arrays:
+        asked = array.get("resources") or {}
+        used = [usage[(sub.generation, shard)] for shard in array["shards"] if (sub.generation, shard) in usage]
+        mem = [u["max_rss_gb"] for u in used if u.get("max_rss_gb")]
+        secs = [u["elapsed_s"] for u in used if u.get("elapsed_s")]
+        if not (mem or secs):
+            continue
+        out.append({"job_id": array["job_id"], "tasks": len(used), "mem_asked_gb": asked.get("mem_gb"),
+                    "mem_used_gb": round(max(mem), 3) if mem else None, "time_asked_min": asked.get("time_min"),
+                    "time_used_min": round(max(secs) / 60, 2) if secs else None})
+    return out
 
 
 def _shard_counts(run: RunDir, generation: int, sub: Any, states: dict[tuple[int, int], str],
@@ -168,6 +195,9 @@ def format_status(status: RunStatus) -> str:
             lines.append(f"  plan {g.generation} [{g.kind}]: {g.total} shards: {g.done} done, {g.running} running, "
                          f"{g.pending} pending, {g.failed} failed{extra}"
                          f"{f', {g.unknown} ended (no accounting to say how)' if g.unknown else ''}{jobs}")
+            lines += [f"    {_efficiency_line(e)}" for e in g.efficiency]
+    if status.chain:
+        lines.append(_chain_line(status.chain))
     if status.complete:
         lines.append("complete: every record is done or quarantined")
     elif status.rate_per_min:
@@ -178,6 +208,26 @@ def format_status(status: RunStatus) -> str:
     if status.failed and not status.complete:
         lines.append(f"to retry the failed records: zenodo-hpc resume {status.run_dir}")
     return "\n".join(lines)
+
+
+def _efficiency_line(e: dict[str, Any]) -> str:
+    """``job 12: memory up to 1.2 of 4 GB asked (30%), time up to 3.1 of 60 min (5%)``."""
+    parts = []
+    if e.get("mem_used_gb") is not None and e.get("mem_asked_gb"):
+        parts.append(f"memory up to {e['mem_used_gb']:.2f} of {e['mem_asked_gb']:g} GB asked "
+                     f"({100 * e['mem_used_gb'] / e['mem_asked_gb']:.0f}%)")
+    if e.get("time_used_min") is not None and e.get("time_asked_min"):
+        parts.append(f"time up to {e['time_used_min']:.1f} of {e['time_asked_min']} min "
+                     f"({100 * e['time_used_min'] / e['time_asked_min']:.0f}%)")
+    return f"job {e['job_id']} ({e['tasks']} tasks ended): " + ", ".join(parts)
+
+
+def _chain_line(chain: dict[str, Any]) -> str:
+    """Where the chain of rounds stands: which round, what is queued next, or how it ended."""
+    if chain.get("state") == "running" and chain.get("finishing_job"):
+        return (f"rounds: {chain.get('rounds')} of at most {chain.get('max_rounds')}; finishing job "
+                f"{chain['finishing_job']} decides when they end (another round, or the image)")
+    return f"rounds: {chain.get('message') or chain.get('state')}"
 
 
 def status_json(status: RunStatus) -> str:

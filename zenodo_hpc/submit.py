@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .config import Config
 from .errors import UserError
@@ -57,7 +59,7 @@ class SubmitResult:
     snapshot: RunSnapshot
     description: str = ""
     kind: str = ""
-    pack_error: str | None = None
+    follow_up_error: str | None = None  # the arrays were queued, their finishing job was not
 
     @property
     def submitted(self) -> bool:
@@ -79,11 +81,12 @@ def shard_records(run: RunDir) -> dict[tuple[int, int], Shard]:
     return {(g, s.index): s for g in generations(run) for s in load_plan(run, g).shards}
 
 
-def slurm_shard_states(run: RunDir, submissions: list[Submission],
-                       active_jobs: set[str] | None = None) -> dict[tuple[int, int], str]:
+def slurm_shard_states(run: RunDir, submissions: list[Submission], active_jobs: set[str] | None = None,
+                       usage: dict[tuple[int, int], dict[str, Any]] | None = None) -> dict[tuple[int, int], str]:
     """(generation, shard) -> the state SLURM (or the local executor) last gave that task.
 
-    ``active_jobs``, when given, receives the ids of array jobs with a task still queued or running.
+    ``active_jobs``, when given, receives the ids of array jobs with a task still queued or running;
+    ``usage`` receives each SLURM task's memory and time used (MaxRSS, Elapsed).
     """
     states: dict[tuple[int, int], str] = {}
     slurm_subs = [s for s in submissions if s.kind == "slurm"]
@@ -94,6 +97,8 @@ def slurm_shard_states(run: RunDir, submissions: list[Submission],
         for sub in slurm_subs:
             for shard, state in shard_states(sub, tasks).items():
                 states[(sub.generation, shard)] = state.state
+                if usage is not None:
+                    usage[(sub.generation, shard)] = state.usage()
         if active_jobs is not None:
             active_jobs.update(t.split("_")[0] for t, st in tasks.items() if st.state in ACTIVE_STATES)
     for sub in submissions:
@@ -113,7 +118,8 @@ def take_snapshot(run: RunDir, cfg: Config) -> RunSnapshot:
     submissions = load_submissions(run)
     if not submissions:
         return snapshot
-    states = slurm_shard_states(run, submissions, snapshot.active_jobs)
+    usage: dict[tuple[int, int], dict[str, Any]] = {}
+    states = slurm_shard_states(run, submissions, snapshot.active_jobs, usage)
     shards = shard_records(run)
     base = Resources.from_config(cfg)
     escalated: dict[str, Resources] = {}
@@ -127,8 +133,10 @@ def take_snapshot(run: RunDir, cfg: Config) -> RunSnapshot:
         elif state in ESCALATING_STATES:
             before = Resources(base.partition, shard.time_min or base.time_min, shard.mem_gb or base.mem_gb,
                                base.cpus_per_task, base.setup, base.additional)
-            for record_id in unfinished:
-                escalated[record_id] = escalate(before, ESCALATING_STATES[state], cfg)
+            used = usage.get((generation, index), {})
+            after = escalate(before, ESCALATING_STATES[state], cfg, used_gb=used.get("max_rss_gb"))
+            for record_id in unfinished:  # a record in two dead shards gets the larger of the two
+                escalated[record_id] = _larger(escalated.get(record_id), after)
     snapshot.escalated = escalated
     return snapshot
 
@@ -137,16 +145,28 @@ def sub_kind(submissions: list[Submission], generation: int) -> str:
     return next((s.kind for s in submissions if s.generation == generation), "")
 
 
-def escalate(resources: Resources, what: str, cfg: Config) -> Resources:
-    """Twice the memory (after OUT_OF_MEMORY) or time (after TIMEOUT), capped by the config."""
+def escalate(resources: Resources, what: str, cfg: Config, *, used_gb: float | None = None) -> Resources:
+    """More memory (after OUT_OF_MEMORY) or time (after TIMEOUT), capped by the config.
+
+    Memory: what the task was seen to use (MaxRSS) with a quarter to spare, and at least twice what it
+    had, since a task killed at its limit used at least all of it. Time: twice.
+    """
     caps = cfg.executor.slurm
     mem, time_min = resources.mem_gb, resources.time_min
     if what == "mem":
-        mem = min(caps.max_mem_gb, mem * 2)
+        needed = max(mem * 2, (used_gb or 0.0) * 1.25)
+        mem = min(caps.max_mem_gb, round(needed, 3))
     else:
         time_min = min(caps.max_time_min, time_min * 2)
     return Resources(resources.partition, time_min, mem, resources.cpus_per_task, resources.setup,
                      resources.additional)
+
+
+def _larger(one: Resources | None, other: Resources) -> Resources:
+    if one is None:
+        return other
+    return Resources(other.partition, max(one.time_min, other.time_min), max(one.mem_gb, other.mem_gb),
+                     other.cpus_per_task, other.setup, other.additional)
 
 
 def quarantine_exhausted(run: RunDir, cfg: Config, snapshot: RunSnapshot) -> None:
@@ -189,19 +209,21 @@ def plan_groups(pending: list[RecordRef], snapshot: RunSnapshot, cfg: Config,
 
 
 def submit_pending(run: RunDir, cfg: Config, *, kind: str | None = None, dry_run: bool = False,
-                   what: str = "submit", pack_job: bool = True) -> SubmitResult:
+                   what: str = "submit", follow_up: Callable[[str], Any] | None = None) -> SubmitResult:
     """Plan and submit every record that is not complete; nothing when there is nothing to do.
 
-    On SLURM, ``pack_job`` also queues the pack job, to run when every array of the run has succeeded.
+    On SLURM, ``follow_up`` (a callable taking the run directory) is queued as one more job that starts
+    when every array of the run has ended, whatever their outcome: the finishing job (zenodo_hpc/finish.py).
     """
     kind = resolve_kind(kind or cfg.executor.kind)
     if dry_run:
-        return _plan_and_submit(run, cfg, kind, dry_run=True, pack_job=pack_job)
+        return _plan_and_submit(run, cfg, kind, dry_run=True, follow_up=follow_up)
     with driver_lock(run, what):
-        return _plan_and_submit(run, cfg, kind, dry_run=False, pack_job=pack_job)
+        return _plan_and_submit(run, cfg, kind, dry_run=False, follow_up=follow_up)
 
 
-def _plan_and_submit(run: RunDir, cfg: Config, kind: str, *, dry_run: bool, pack_job: bool) -> SubmitResult:
+def _plan_and_submit(run: RunDir, cfg: Config, kind: str, *, dry_run: bool,
+                     follow_up: Callable[[str], Any] | None) -> SubmitResult:
     snapshot = take_snapshot(run, cfg)
     if not dry_run:
         quarantine_exhausted(run, cfg, snapshot)
@@ -216,16 +238,17 @@ def _plan_and_submit(run: RunDir, cfg: Config, kind: str, *, dry_run: bool, pack
         return SubmitResult(plan, None, snapshot, description, kind)
     write_plan(run, plan)
     submission = executor.submit(run, plan, groups)
-    if pack_job and submission.kind == "slurm":
+    if follow_up is not None and submission.kind == "slurm":
         from .executor import save_submission
-        from .slurm import submit_pack_job
+        from .slurm import submit_follow_up
 
         depends = sorted(snapshot.active_jobs | {a["job_id"] for a in submission.arrays})
         try:
-            submission.pack_job = submit_pack_job(run, cfg, depends)
-        except UserError as exc:  # the arrays are queued all the same: say so, and how to pack later
+            submission.finishing_job = submit_follow_up(run, cfg, follow_up, (str(run.root.resolve()),), depends,
+                                                        name="finish")
+        except UserError as exc:  # the arrays are queued all the same: say so, and how to go on later
             log.warning("%s", exc)
-            return SubmitResult(plan, submission, snapshot, description, kind, pack_error=str(exc))
+            return SubmitResult(plan, submission, snapshot, description, kind, follow_up_error=str(exc))
         save_submission(run, submission)
     return SubmitResult(plan, submission, snapshot, description, kind)
 
@@ -245,11 +268,12 @@ def format_result(result: SubmitResult, run: RunDir, *, dry_run: bool = False) -
     assert sub is not None
     if sub.kind == "slurm":
         ids = ", ".join(a["job_id"] for a in sub.arrays)
-        pack = f" and pack job {sub.pack_job} (runs when they all succeed)" if sub.pack_job else ""
-        if result.pack_error:
-            pack = f" (but {result.pack_error}: run `zenodo-hpc pack {run.root}` when they finish)"
-        return (f"{head}; queued {len(sub.arrays)} array job(s): {ids}{pack}. Follow with `zenodo-hpc status "
-                f"{run.root}`; after failures, `zenodo-hpc resume {run.root}`")
+        follow = (f" and finishing job {sub.finishing_job} (when they have all ended: another round for what "
+                  "can still succeed, or the image)") if sub.finishing_job else ""
+        if result.follow_up_error:
+            follow = f" (but {result.follow_up_error}: run `zenodo-hpc resume {run.root}` when they end)"
+        return (f"{head}; queued {len(sub.arrays)} array job(s): {ids}{follow}. Nothing else to do: follow with "
+                f"`zenodo-hpc status {run.root}`")
     failed = sum(1 for t in sub.tasks.values() if t.get("state") != "COMPLETED")
     tail = f"; {failed} task(s) did not complete" if failed else ""
     return f"{head}; ran {len(sub.tasks)} {sub.kind} task(s){tail}. See `zenodo-hpc status {run.root}`"

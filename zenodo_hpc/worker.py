@@ -70,7 +70,16 @@ DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 # Not the record's fault: the attempt is not counted (our disk, a server that asks us to come back later).
 NOT_THE_RECORDS_FAULT = {"disk_full", "rate_limited"}
 # What no retry can change: quarantined at the first failure, never tried again (docs/operations.md).
-QUARANTINE_AT_ONCE = {"restricted"}
+# Transient trouble (5xx, time-outs, cut bodies, a wrong md5) is retried inside the task first, per request
+# and per download with backoff (docs/fetch.md), then by later rounds up to executor.max_attempts.
+QUARANTINE_AT_ONCE = frozenset({
+    "restricted",  # the author did not share the files
+    "no_archive",  # nothing to rasterize among the record's files, and no release to fall back on
+    "http_404", "http_410",  # the file is not there, or gone for good
+    "bad_archive", "unsafe_archive",  # not an archive (an HTML page, say), or one that escapes its folder
+    "too_large",  # over fetch.max_bytes or extract.max_bytes: the same next time
+    "bad_link",  # no file of the record has an http(s) link
+})
 
 
 def failure_reason(exc: BaseException) -> str:
