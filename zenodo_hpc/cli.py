@@ -205,8 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Plan the records of <run>/records.jsonl that are not complete into shards of about "
             "executor.records_per_shard records, balanced by size, and hand them to the executor: SLURM job "
-            "arrays through submitit (split at the cluster's MaxArraySize, returns once queued), local worker "
-            "processes, or in-process debug (both run to the end). Records the job ids in <run>/state/."
+            "arrays through submitit (split at the cluster's MaxArraySize), local worker processes, or in-process "
+            "debug (both run to the end). On SLURM a finishing job is queued with the arrays: when they have all "
+            "ended it queues another round for what can still succeed (more memory after OUT_OF_MEMORY, more "
+            "time after TIMEOUT; at most executor.max_attempts rounds), or packs the verified image. Submit and "
+            "log out. Records the job ids in <run>/state/."
         ),
     )
     submit.add_argument("-c", "--config", required=True, metavar="CONFIG", help="YAML config (docs/configuration.md)")
@@ -222,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Report a run from its run directory alone (no driver needs to be running): records done, failed "
             "by reason, quarantined and pending; shards done, running, pending and failed with SLURM's state "
-            "(sacct, or squeue when accounting is off) such as OUT_OF_MEMORY or TIMEOUT; and the time left."
+            "(squeue for what is queued or running, sacct with every step for how the rest ended) such as "
+            "OUT_OF_MEMORY or TIMEOUT; memory and time used against asked; the chain of rounds; the time left."
         ),
     )
     status.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (<scratch>/<name>)")
@@ -231,12 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     resume = commands.add_parser(
         "resume",
-        help="re-plan and submit only what is not complete",
+        help="re-plan and submit only what is not complete (a new chain of rounds)",
         description=(
             "Plan again the records that are neither complete, quarantined, nor still queued or running, and "
-            "submit them with the run's frozen config (run.yaml). Shards that died of OUT_OF_MEMORY or TIMEOUT "
-            "get twice the memory or time (up to executor.slurm.max_mem_gb/max_time_min); a record that failed "
-            "executor.max_attempts times is quarantined. A complete run submits nothing."
+            "submit them with the run's frozen config (run.yaml), with a finishing job on SLURM (a new chain of "
+            "rounds). Shards that died of OUT_OF_MEMORY get the memory they were seen to use and at least twice "
+            "what they had; of TIMEOUT, twice the time (up to executor.slurm.max_mem_gb/max_time_min); a record "
+            "that failed executor.max_attempts times is quarantined. A complete run submits nothing."
         ),
     )
     resume.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (<scratch>/<name>)")
@@ -260,12 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser(
         "run",
-        help="the main job: harvest, submit, wait, resume what failed, pack",
+        help="the main job: harvest, submit, rounds for what failed, pack",
         description=(
             "The whole pipeline in one command: harvest, submit (SLURM arrays, or local workers), wait with a "
-            "live progress display, resubmit what failed until every record is done or quarantined, and pack "
-            "the image. Safe to run again at any time: it picks up where things stand. Ctrl-C leaves the run "
-            "resumable. With SLURM and --no-wait it returns once the jobs (and the pack job) are queued."
+            "live progress display, another round for what failed until every record is done or quarantined "
+            "(at most executor.max_attempts rounds), and pack the image; on SLURM the finishing jobs take those "
+            "decisions and run follows them. Safe to run again at any time: it picks up where things stand. "
+            "Ctrl-C leaves the run resumable. With SLURM and --no-wait it returns once the jobs are queued."
         ),
     )
     run.add_argument("-c", "--config", required=True, metavar="CONFIG", help="YAML config (docs/configuration.md)")
@@ -274,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", choices=["auto", "slurm", "local", "debug"],
                      help="where the workers run (default: executor.kind)")
     run.add_argument("--no-wait", action="store_true",
-                     help="SLURM: return once the arrays and the pack job are queued; run again later to pick up")
+                     help="SLURM: return once the arrays and their finishing job are queued; the run finishes alone")
     run.set_defaults(func=cmd_run)
 
     organize = commands.add_parser(
