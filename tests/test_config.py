@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import subprocess
+import sys
+import typing
 from pathlib import Path
 
 import pytest
 import yaml
 
-from zenodo_hpc.config import Config, ConfigError, config_from_dict, load_config
+from zenodo_hpc.config import FROZEN_FORMAT, Config, ConfigError, config_from_dict, frozen_keys, load_config
+from zenodo_hpc.errors import UserError
+from zenodo_hpc.state import RunDir, load_run, open_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,3 +153,263 @@ def test_shipped_configs_load_and_validate(name: str, monkeypatch: pytest.Monkey
         assert cfg.executor.slurm.setup[1] == "source /scratch/users/me/zenodo-hpc/venv/bin/activate"
     if name == "zenodo-ml-2018.yaml":
         assert cfg.zenodo.limit == 10000 and cfg.zenodo.exclude == ["gcube"]
+
+
+# --- abuse: alias bombs, duplicate keys, NaN and infinities, absurd numbers ------------------------------
+
+def _alias_bomb(indent: str = "") -> str:
+    """The "billion laughs": nine levels of nine aliases, 9**9 values once expanded."""
+    lines = [f"{indent}a: &a [x, x, x, x, x, x, x, x, x]"]
+    for previous, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{indent}{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]")
+    return "\n".join(lines) + "\n"
+
+
+_REFUSE_IN_A_SUBPROCESS = """
+import sys
+from zenodo_hpc.config import ConfigError, load_config
+from zenodo_hpc.state import load_run
+try:
+    load_run(sys.argv[1]) if sys.argv[1].endswith("run") else load_config(sys.argv[1])
+except ConfigError as exc:
+    print(exc)
+else:
+    print("loaded")
+"""
+
+
+@pytest.mark.parametrize(("where", "text"), [
+    ("cfg.yaml", _alias_bomb()),
+    ("cfg.yaml", "executor:\n  slurm:\n    additional:\n" + _alias_bomb("      ")),
+    ("run", "executor:\n  slurm:\n    additional:\n" + _alias_bomb("      ")),
+])
+def test_an_alias_bomb_is_refused_without_being_expanded(tmp_path: Path, where: str, text: str) -> None:
+    path = tmp_path / where
+    if where == "run":
+        path.mkdir()
+        (path / "run.yaml").write_text(text)
+    else:
+        path.write_text(text)
+    # in a child process only so that a regression cannot hang the test suite; the assertion is on its answer
+    proc = subprocess.run([sys.executable, "-c", _REFUSE_IN_A_SUBPROCESS, str(path)],
+                          capture_output=True, text=True, timeout=600, check=True)
+    message = proc.stdout.strip()
+    assert re.fullmatch(r".*(cfg|run)\.yaml: [\w.]+: more than 100000 values once its aliases are expanded "
+                        r"\(a YAML alias bomb\?\) \(line \d+\)", message), message
+
+
+def test_aliases_within_reason_work(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "executor:\n  slurm: &res {time_min: 30, mem_gb: 2}\n"
+                                      "pack:\n  <<: *res\n  mem_gb: 3\n"
+                                      "zenodo: {exclude: &ex [gcube, test]}\nraster: {binary_extensions: *ex}\n"))
+    assert (cfg.pack.time_min, cfg.pack.mem_gb) == (30, 3.0)
+    assert cfg.raster.binary_extensions == ["gcube", "test"]
+
+
+def test_an_alias_inside_its_own_value_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cfg\.yaml: executor\.slurm\.additional\.x: an alias refers to a value "
+                                          r"that contains it \(line 1\)"):
+        load_config(write(tmp_path, "executor: {slurm: {additional: &a {x: *a}}}\n"))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("raster: {}\nzenodo: {}\nraster: {width: 3}\n", r"cfg\.yaml: raster: duplicate key, at lines 1 and 3"),
+        ("raster:\n  width: 40\n  height: 3\n  width: 50\n",
+         r"cfg\.yaml: raster\.width: duplicate key, at lines 2 and 4"),
+        ("executor:\n  slurm:\n    partition: a\n    partition: b\n",
+         r"cfg\.yaml: executor\.slurm\.partition: duplicate key, at lines 3 and 4"),
+        ("executor: {slurm: {additional: {qos: a, qos: b}}}\n",
+         r"cfg\.yaml: executor\.slurm\.additional\.qos: duplicate key, at lines 1 and 1"),
+    ],
+)
+def test_duplicate_keys_are_refused_at_any_depth(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected) as info:
+        load_config(write(tmp_path, text))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("fetch: {timeout_s: .inf}\n", r"cfg\.yaml: fetch\.timeout_s: must be a finite number, got inf"),
+        ("zenodo: {rate_limit_per_min: .nan}\n", r"zenodo\.rate_limit_per_min: must be a finite number, got nan"),
+        ("zenodo: {max_wait_s: -.inf}\n", r"zenodo\.max_wait_s: must be a finite number, got -inf"),
+        ("fetch: {deadline_s: 1.0e+999}\n", r"fetch\.deadline_s: must be a finite number, got inf"),
+        ("fetch: {deadline_s: 1e999}\n", r"fetch\.deadline_s: expected a number, got '1e999'"),  # a string to YAML 1.1
+        ("executor: {slurm: {mem_gb: .NaN}}\n", r"executor\.slurm\.mem_gb: must be a finite number"),
+        ("executor: {slurm: {additional: {x: [1, .inf]}}}\n",
+         r"executor\.slurm\.additional\.x\[1\]: must be a finite number, got inf"),
+    ],
+)
+def test_nan_and_infinities_are_refused(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load_config(write(tmp_path, text))
+
+
+def test_nan_is_refused_from_python_too() -> None:
+    with pytest.raises(ConfigError, match=r"<config>: zenodo\.search_rate_limit_per_min: must be a finite number"):
+        config_from_dict({"zenodo": {"search_rate_limit_per_min": float("nan")}})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("raster: {width: 1000000000, height: 1000000000}\n", r"cfg\.yaml: raster\.width: must be at most 4096"),
+        ("executor: {records_per_shard: 9223372036854775808}\n",
+         r"executor\.records_per_shard: 9223372036854775808 is beyond 2\*\*63"),
+        ("zenodo: {page_size: 99999999999999999999999}\n", r"zenodo\.page_size: 99999999999999999999999 is beyond"),
+        ("fetch: {timeout_s: -99999999999999999999999}\n", r"fetch\.timeout_s: -99999999999999999999999 is beyond"),
+        ("executor: {slurm: {additional: {nodes: 99999999999999999999}}}\n",
+         r"executor\.slurm\.additional\.nodes: 99999999999999999999 is beyond 2\*\*63"),
+        ("executor: {max_attempts: " + "9" * 5000 + "}\n",
+         r"executor\.max_attempts: an integer of 5000 characters is beyond 2\*\*63 \(line 1\)"),
+    ],
+)
+def test_absurd_integers_are_refused(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected) as info:
+        load_config(write(tmp_path, text))
+    assert "\n" not in str(info.value) and len(str(info.value)) < 300
+
+
+def _numeric_fields(cls: type = Config, prefix: str = "") -> list[tuple[str, dataclasses.Field]]:
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            out += _numeric_fields(hints[f.name], f"{prefix}{f.name}.")
+        elif {int, float} & set(typing.get_args(hints[f.name]) or [hints[f.name]]):
+            out.append((prefix + f.name, f))
+    return out
+
+
+def _nested(key: str, value: object) -> dict:
+    for part in reversed(key.split(".")):
+        value = {part: value}
+    return value  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(("key", "f"), _numeric_fields(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_number_has_a_maximum_that_is_enforced_and_documented(key: str, f: dataclasses.Field) -> None:
+    assert "max" in f.metadata and "min" in f.metadata, f"{key} has no range"
+    high = f.metadata["max"]
+    assert config_from_dict(_nested(key, high)) is not None
+    with pytest.raises(ConfigError, match=rf"<config>: {re.escape(key)}: must be at most "):
+        config_from_dict(_nested(key, high + 1))
+    section, _, rest = key.partition(".")
+    doc = (ROOT / "docs" / "configuration.md").read_text().partition(f"## `{section}:`")[2]
+    row = next(line for line in doc.splitlines() if line.startswith(f"| `{rest}` |"))
+    assert f"{high:,}" in row, f"docs/configuration.md does not give the maximum of {key}: {row}"
+
+
+# --- run.yaml: whole, truncated, or written by an older version ------------------------------------------
+
+def _frozen_run(tmp_path: Path) -> tuple[RunDir, Config]:
+    cfg = config_from_dict({"run": {"scratch": str(tmp_path), "name": "r"}, "executor": {"kind": "local"},
+                            "raster": {"tab_width": 8}})
+    return open_run(cfg), cfg
+
+
+def test_run_yaml_is_written_whole_and_read_back(tmp_path: Path) -> None:
+    run, cfg = _frozen_run(tmp_path)
+    text = run.run_yaml.read_text()
+    assert text.startswith(f"# zenodo-hpc run.yaml, format {FROZEN_FORMAT}:") and text.endswith("# end of run.yaml\n")
+    assert load_run(run.root)[1] == cfg
+    assert load_config(run.run_yaml) == cfg  # still a config file: `-c <run>/run.yaml` works
+
+
+def _cut(text: str, after: str) -> str:
+    return text[:text.index(after) + len(after)]
+
+
+@pytest.mark.parametrize(
+    ("cut", "missing"),
+    [
+        (lambda t: "", "run.name"),
+        (lambda t: _cut(t, "executor:\n"), "executor.kind"),
+        (lambda t: _cut(t, "  kin"), "executor.kind"),
+        (lambda t: _cut(t, "  kind: local\n"), "executor.records_per_shard"),
+        (lambda t: _cut(t, "pack:\n"), "pack.image"),
+        (lambda t: t.replace("  tab_width: 8\n", ""), "raster.tab_width"),  # edited by hand
+        (lambda t: t.replace("  max_wait_s: 600.0\n", ""), "zenodo.max_wait_s"),  # format 2 wrote it
+    ],
+)
+def test_a_truncated_or_edited_run_yaml_names_the_first_missing_key(tmp_path: Path, cut, missing: str) -> None:
+    run, _ = _frozen_run(tmp_path)
+    run.run_yaml.write_text(cut(run.run_yaml.read_text()))
+    with pytest.raises(UserError) as info:
+        load_run(run.root)
+    message = str(info.value)
+    assert message.startswith(f"{run.run_yaml}: truncated or edited: key {missing} is missing; restore it")
+    assert "delete it and run `zenodo-hpc submit -c CONFIG` with this run's config" in message
+    assert "\n" not in message
+
+
+def test_a_run_yaml_cut_in_its_last_value_is_refused(tmp_path: Path) -> None:
+    run, _ = _frozen_run(tmp_path)
+    run.run_yaml.write_text(_cut(run.run_yaml.read_text(), "cpus_per_task: 4"))  # had it been 48 ...
+    with pytest.raises(UserError, match=r"run\.yaml: truncated: it does not end with the line '# end of run\.yaml'"):
+        load_run(run.root)
+
+
+def test_a_run_yaml_cut_mid_syntax_is_refused(tmp_path: Path) -> None:
+    run, _ = _frozen_run(tmp_path)
+    run.run_yaml.write_text(_cut(run.run_yaml.read_text(), "  - gcube\n  token_e"))
+    with pytest.raises(UserError, match=r"run\.yaml: truncated or damaged, not valid YAML \(line \d+, column \d+\)"):
+        load_run(run.root)
+
+
+def test_what_the_message_says_rewrites_run_yaml(tmp_path: Path) -> None:
+    run, cfg = _frozen_run(tmp_path)
+    run.run_yaml.write_text(_cut(run.run_yaml.read_text(), "executor:\n"))
+    with pytest.raises(UserError, match="executor.kind is missing"):
+        open_run(cfg)  # submit -c CONFIG over the broken file refuses too ...
+    run.run_yaml.unlink()
+    open_run(cfg)  # ... and, once it is deleted, writes it anew
+    assert load_run(run.root)[1] == cfg
+
+
+def test_a_run_yaml_from_an_older_version_keeps_loading_with_defaults(tmp_path: Path) -> None:
+    run, cfg = _frozen_run(tmp_path)
+    old = cfg.to_dict()  # what freeze_config wrote before formats: no head, no end line, fewer keys
+    for key in ("zenodo.max_wait_s", "fetch.deadline_s", "raster.binary_extensions", "pack.time_min"):
+        section, _, name = key.partition(".")
+        del old[section][name]
+    run.run_yaml.write_text(yaml.safe_dump(old, sort_keys=False))
+    loaded = load_run(run.root)[1]
+    assert loaded == cfg and loaded.executor.kind == "local" and loaded.raster.tab_width == 8
+    del old["executor"]["kind"]  # every version wrote this one: its absence is a cut or an edit
+    run.run_yaml.write_text(yaml.safe_dump(old, sort_keys=False))
+    with pytest.raises(UserError, match=r"run\.yaml: truncated or edited: key executor\.kind is missing"):
+        load_run(run.root)
+
+
+def test_a_run_yaml_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    run, _ = _frozen_run(tmp_path)
+    run.run_yaml.write_text(run.run_yaml.read_text().replace(f"format {FROZEN_FORMAT}", f"format {FROZEN_FORMAT + 1}"))
+    with pytest.raises(UserError, match=rf"written by a newer zenodo-hpc \(run\.yaml format {FROZEN_FORMAT + 1};"):
+        load_run(run.root)
+
+
+def test_run_yaml_goes_through_the_same_checks(tmp_path: Path) -> None:
+    run, _ = _frozen_run(tmp_path)
+    text = run.run_yaml.read_text()
+    run.run_yaml.write_text(text.replace("  timeout_s: 120.0\n", "  timeout_s: .inf\n"))
+    with pytest.raises(ConfigError, match=r"run\.yaml: fetch\.timeout_s: must be a finite number"):
+        load_run(run.root)
+    run.run_yaml.write_text(text.replace("  tab_width: 8\n", "  tab_width: 8\n  tab_width: 2\n"))
+    with pytest.raises(ConfigError, match=r"run\.yaml: raster\.tab_width: duplicate key, at lines \d+ and \d+"):
+        load_run(run.root)
+
+
+def test_the_keys_of_each_run_yaml_format_are_pinned() -> None:
+    # A key added to Config must be marked with the format that first writes it (metadata since=N, with
+    # FROZEN_FORMAT = N), or run.yaml files written before it would be refused as truncated.
+    assert frozen_keys(FROZEN_FORMAT) == frozen_keys(FROZEN_FORMAT + 1)
+    assert len(frozen_keys(1)) == 44
+    assert set(frozen_keys(2)) - set(frozen_keys(1)) == {
+        "zenodo.max_wait_s", "raster.binary_extensions", "fetch.deadline_s", "executor.slurm.max_mem_gb",
+        "executor.slurm.max_time_min", "pack.time_min", "pack.mem_gb", "pack.cpus_per_task",
+    }
+    assert len(frozen_keys(2)) == 52, "a new key needs metadata since=3 and FROZEN_FORMAT = 3 (config.py)"

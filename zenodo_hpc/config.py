@@ -3,7 +3,8 @@
 Every key is optional; what a file leaves out keeps the default written here (and, with a comment, in
 ``configs/default.yaml``). Unknown keys, wrong types and out-of-range values are errors that name the
 file and the key, so a typo never silently falls back to a default. ``${VAR}`` in a string is replaced by
-the environment variable ``VAR`` (an unset variable is an error, naming it).
+the environment variable ``VAR`` (an unset variable is an error, naming it). The YAML is read strictly
+(:func:`parse_yaml`): alias bombs, duplicate keys, NaN, infinities and numbers out of range are refused.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 import types
@@ -23,9 +25,22 @@ import yaml
 
 from .errors import ConfigError
 
+# Maxima no real run comes near: they turn a slip of the keyboard (a few zeros too many) or a hostile file into
+# an error naming the key, instead of a worker allocating terabytes or waiting for years.
+DAY_S = 86_400
+WEEK_S = 7 * DAY_S
+YEAR_MIN = 365 * 24 * 60  # 525,600 minutes: SLURM takes time limits in minutes; a year is beyond any cluster's
+TB = 10**12
+MAX_MEM_GB = 100_000  # 100 TB: more than any single node has
+MAX_CPUS = 10_000
+MAX_RATE_PER_MIN = 1_000_000
+MAX_TRIES = 100
+INT64 = 2**63  # no integer anywhere in a config may reach it (or go below -2**63)
 
-def _positive(minimum: float = 1) -> dict[str, Any]:
-    return {"min": minimum}
+
+def _bounded(minimum: float, maximum: float, since: int = 1) -> dict[str, Any]:
+    """Field metadata: the range of a number, and the run.yaml format that first wrote the key (see ``since``)."""
+    return {"min": minimum, "max": maximum, "since": since}
 
 
 @dataclass
@@ -39,17 +54,17 @@ class ZenodoConfig:
     api_url: str = "https://zenodo.org/api"
     type: str = "software"
     query: str = ""
-    limit: int = field(default=10000, metadata=_positive(0))
+    limit: int = field(default=10000, metadata=_bounded(0, 100_000_000))
     all_versions: bool = False
     exclude: list[str] = field(default_factory=lambda: ["gcube"])
     token_env: str = "ZENODO_TOKEN"
-    rate_limit_per_min: float = field(default=60.0, metadata=_positive(0.001))
-    search_rate_limit_per_min: float = field(default=30.0, metadata=_positive(0.001))
-    page_size: int | None = field(default=None, metadata=_positive())
-    search_window: int = field(default=10_000, metadata=_positive())
-    timeout_s: float = field(default=60.0, metadata=_positive(0.001))
-    retries: int = field(default=5, metadata=_positive(0))
-    max_wait_s: float = field(default=600.0, metadata=_positive(0))
+    rate_limit_per_min: float = field(default=60.0, metadata=_bounded(0.001, MAX_RATE_PER_MIN))
+    search_rate_limit_per_min: float = field(default=30.0, metadata=_bounded(0.001, MAX_RATE_PER_MIN))
+    page_size: int | None = field(default=None, metadata=_bounded(1, 10_000))
+    search_window: int = field(default=10_000, metadata=_bounded(1, 10_000_000))
+    timeout_s: float = field(default=60.0, metadata=_bounded(0.001, DAY_S))
+    retries: int = field(default=5, metadata=_bounded(0, MAX_TRIES))
+    max_wait_s: float = field(default=600.0, metadata=_bounded(0, DAY_S, since=2))
 
 
 @dataclass
@@ -75,27 +90,27 @@ BINARY_EXTENSIONS = (
 
 @dataclass
 class RasterConfig:
-    width: int = field(default=80, metadata=_positive())
-    height: int = field(default=80, metadata=_positive())
-    pad: int = field(default=32, metadata={"min": 0, "max": 0x10FFFF})
-    tab_width: int = field(default=4, metadata=_positive(0))
-    max_file_bytes: int = field(default=100_000, metadata=_positive(0))
+    width: int = field(default=80, metadata=_bounded(1, 4096))
+    height: int = field(default=80, metadata=_bounded(1, 4096))
+    pad: int = field(default=32, metadata=_bounded(0, 0x10FFFF))
+    tab_width: int = field(default=4, metadata=_bounded(0, 64))
+    max_file_bytes: int = field(default=100_000, metadata=_bounded(0, 10**9))
     skip_binary: bool = True
-    binary_extensions: list[str] = field(default_factory=lambda: list(BINARY_EXTENSIONS))
+    binary_extensions: list[str] = field(default_factory=lambda: list(BINARY_EXTENSIONS), metadata={"since": 2})
 
 
 @dataclass
 class ExtractConfig:
-    max_bytes: int = field(default=1_000_000_000, metadata=_positive())
-    max_members: int = field(default=100_000, metadata=_positive())
+    max_bytes: int = field(default=1_000_000_000, metadata=_bounded(1, TB))
+    max_members: int = field(default=100_000, metadata=_bounded(1, 100_000_000))
 
 
 @dataclass
 class FetchConfig:
-    max_bytes: int = field(default=1_000_000_000, metadata=_positive())
-    attempts: int = field(default=3, metadata=_positive())
-    timeout_s: float = field(default=120.0, metadata=_positive(0.001))
-    deadline_s: float = field(default=1800.0, metadata=_positive(0.001))
+    max_bytes: int = field(default=1_000_000_000, metadata=_bounded(1, TB))
+    attempts: int = field(default=3, metadata=_bounded(1, MAX_TRIES))
+    timeout_s: float = field(default=120.0, metadata=_bounded(0.001, DAY_S))
+    deadline_s: float = field(default=1800.0, metadata=_bounded(0.001, WEEK_S, since=2))
     cache: bool = False
     offline: bool = False
 
@@ -111,18 +126,18 @@ class OutputConfig:
 @dataclass
 class SlurmConfig:
     partition: str | None = None
-    time_min: int = field(default=60, metadata=_positive())
-    mem_gb: float = field(default=4.0, metadata=_positive(0.001))
-    cpus_per_task: int = field(default=1, metadata=_positive())
+    time_min: int = field(default=60, metadata=_bounded(1, YEAR_MIN))
+    mem_gb: float = field(default=4.0, metadata=_bounded(0.001, MAX_MEM_GB))
+    cpus_per_task: int = field(default=1, metadata=_bounded(1, MAX_CPUS))
     setup: list[str] = field(default_factory=list)
     additional: dict[str, Any] = field(default_factory=dict)
-    max_mem_gb: float = field(default=64.0, metadata=_positive(0.001))
-    max_time_min: int = field(default=2880, metadata=_positive())
+    max_mem_gb: float = field(default=64.0, metadata=_bounded(0.001, MAX_MEM_GB, since=2))
+    max_time_min: int = field(default=2880, metadata=_bounded(1, YEAR_MIN, since=2))
 
 
 @dataclass
 class LocalConfig:
-    workers: int | None = field(default=None, metadata=_positive())
+    workers: int | None = field(default=None, metadata=_bounded(1, MAX_CPUS))
 
 
 EXECUTOR_KINDS = ("auto", "slurm", "local", "debug")
@@ -131,9 +146,9 @@ EXECUTOR_KINDS = ("auto", "slurm", "local", "debug")
 @dataclass
 class ExecutorConfig:
     kind: str = field(default="auto", metadata={"choices": EXECUTOR_KINDS})
-    records_per_shard: int = field(default=50, metadata=_positive())
-    array_parallelism: int = field(default=64, metadata=_positive())
-    max_attempts: int = field(default=3, metadata=_positive())
+    records_per_shard: int = field(default=50, metadata=_bounded(1, 1_000_000))
+    array_parallelism: int = field(default=64, metadata=_bounded(1, 100_000))
+    max_attempts: int = field(default=3, metadata=_bounded(1, MAX_TRIES))
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     local: LocalConfig = field(default_factory=LocalConfig)
 
@@ -142,9 +157,9 @@ class ExecutorConfig:
 class PackConfig:
     image: str = "zenodo-ml.sqsh"
     compression: str = field(default="zstd", metadata={"choices": ("zstd", "xz", "gzip", "lz4", "lzo")})
-    time_min: int = field(default=240, metadata=_positive())
-    mem_gb: float = field(default=8.0, metadata=_positive(0.001))
-    cpus_per_task: int = field(default=4, metadata=_positive())
+    time_min: int = field(default=240, metadata=_bounded(1, YEAR_MIN, since=2))
+    mem_gb: float = field(default=8.0, metadata=_bounded(0.001, MAX_MEM_GB, since=2))
+    cpus_per_task: int = field(default=4, metadata=_bounded(1, MAX_CPUS, since=2))
 
 
 # What a run's outputs depend on. Everything else (executor resources, rate limits, timeouts, pack
@@ -196,6 +211,42 @@ class Config:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# --- the keys of run.yaml, by format -----------------------------------------------------------------
+#
+# ``state.freeze_config`` writes every key into a run's run.yaml, headed by the format number below. A
+# run.yaml missing a key its format wrote was cut short or edited, and is refused; a key its format did
+# not write yet keeps its default. A key's field metadata ``since`` is the first format that wrote it
+# (default 1: run.yaml files written before formats were recorded, which all hold those keys). A new key
+# gets ``since=FROZEN_FORMAT + 1``, and FROZEN_FORMAT that number.
+FROZEN_FORMAT = 2
+
+
+def frozen_keys(fmt: int, cls: type = Config, prefix: str = "") -> list[str]:
+    """The dotted keys a run.yaml of format ``fmt`` holds, in the order it holds them."""
+    hints = typing.get_type_hints(cls)
+    keys: list[str] = []
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("since", 1) > fmt:
+            continue
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys += frozen_keys(fmt, hints[f.name], f"{prefix}{f.name}.")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def first_missing_key(data: dict[str, Any], fmt: int) -> str | None:
+    """The first key of format ``fmt`` that ``data`` (a parsed run.yaml) lacks; a section that is empty or not a
+    mapping (``executor: kin``, cut short) lacks all of its keys."""
+    for key in frozen_keys(fmt):
+        tree: Any = data
+        for part in key.split("."):
+            if not isinstance(tree, dict) or part not in tree:
+                return key
+            tree = tree[part]
+    return None
+
+
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -224,6 +275,10 @@ def _type_name(tp: Any) -> str:
             type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
+class _WrongType(ConfigError):
+    """A value of the wrong type: the next type of a union is tried (a value out of range is final)."""
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check ``value`` against the annotation ``tp``; return it (ints are accepted as floats)."""
     origin = typing.get_origin(tp)
@@ -231,19 +286,19 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         for option in typing.get_args(tp):
             try:
                 return _coerce(value, option, where)
-            except ConfigError:
+            except _WrongType:
                 continue
-        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        raise _WrongType(f"{where}: expected {_type_name(tp)}, got {value!r}")
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, where)
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+            raise _WrongType(f"{where}: expected {_type_name(tp)}, got {value!r}")
         (item_tp,) = typing.get_args(tp)
         return [_coerce(item, item_tp, f"{where}[{i}]") for i, item in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise _WrongType(f"{where}: expected a mapping, got {value!r}")
         return {str(k): _expand_any(v, f"{where}.{k}") for k, v in value.items()}
     if tp is type(None):
         if value is None:
@@ -253,19 +308,57 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return value
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
+            return _int64(value, where)
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            return _finite(value, where)
     elif tp is str:
         if isinstance(value, str):
             return expand_vars(value, where)
     elif tp is Any:
+        _check_numbers(value, where)
         return value
-    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    raise _WrongType(f"{where}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _int64(value: int, where: str) -> int:
+    """Refuse an integer beyond 64 bits: no key needs one, and sbatch, HDF5 or a float would choke on it."""
+    if not -INT64 <= value < INT64:
+        shown = str(value) if value.bit_length() <= 100 else f"an integer of {value.bit_length()} bits"
+        raise ConfigError(f"{where}: {shown} is beyond 2**63")
+    return value
+
+
+def _finite(value: float, where: str) -> float:
+    """A number as a float; NaN and infinities are refused, since every comparison with NaN is false (a
+    rate limit of .nan would turn limiting off) and an infinite timeout fails every record."""
+    if isinstance(value, int):
+        _int64(value, where)
+    number = float(value)
+    if not math.isfinite(number):
+        raise ConfigError(f"{where}: must be a finite number, got {number}")
+    return number
+
+
+def _check_numbers(value: Any, where: str) -> None:
+    """The number checks for free-form values (``slurm.additional``): at any depth, integers within 64
+    bits and floats finite."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        _int64(value, where)
+    elif isinstance(value, float):
+        _finite(value, where)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_numbers(item, f"{where}[{i}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_numbers(item, f"{where}.{key}")
 
 
 def _expand_any(value: Any, where: str) -> Any:
+    _check_numbers(value, where)
     if isinstance(value, str):
         return expand_vars(value, where)
     return value
@@ -320,6 +413,103 @@ def config_from_dict(data: dict[str, Any] | None, source: str = "<config>") -> C
     return cfg
 
 
+# --- the YAML loader ----------------------------------------------------------------------------------
+
+MAX_YAML_VALUES = 100_000  # values in one file once its aliases are expanded (the default config has ~150)
+_MAX_INT_CHARS = 100  # an integer literal longer than this is far beyond 2**63, and int() of it is slow
+_INT_TAG = "tag:yaml.org,2002:int"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _child(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, checking the composed document before any value is constructed.
+
+    In the composed graph an alias is one shared node, so the size of every node with its aliases expanded
+    is counted once per node: an alias bomb ("billion laughs") is measured and refused in linear time,
+    never expanded. Aliases themselves are allowed (``<<: *defaults`` and friends), up to
+    :data:`MAX_YAML_VALUES` values expanded. Duplicate keys, which SafeLoader silently resolves to the last,
+    are refused too.
+    """
+
+    def __init__(self, text: str, source: str) -> None:
+        super().__init__(text)
+        self.source = source
+        self._sizes: dict[int, int] = {}
+        self._open: set[int] = set()
+
+    def get_single_node(self) -> yaml.Node | None:
+        node = super().get_single_node()
+        if node is not None:
+            self._check(node, "")
+        return node
+
+    def _refuse(self, node: yaml.Node, path: str, problem: str) -> ConfigError:
+        where = f"{self.source}: {path}:" if path else f"{self.source}:"
+        return ConfigError(f"{where} {problem} (line {node.start_mark.line + 1})")
+
+    def _check(self, node: yaml.Node, path: str) -> int:
+        """The number of values in ``node`` with aliases expanded; refuses what is wrong on the way."""
+        if id(node) in self._sizes:
+            return self._sizes[id(node)]
+        if id(node) in self._open:
+            raise self._refuse(node, path, "an alias refers to a value that contains it")
+        self._open.add(id(node))
+        size = 1
+        if isinstance(node, yaml.MappingNode):
+            self._check_keys(node, path)
+            for key_node, value_node in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+                size += self._check(key_node, path) + self._check(value_node, _child(path, key))
+        elif isinstance(node, yaml.SequenceNode):
+            size += sum(self._check(item, f"{path}[{i}]") for i, item in enumerate(node.value))
+        elif node.tag == _INT_TAG and len(node.value) > _MAX_INT_CHARS:
+            raise self._refuse(node, path, f"an integer of {len(node.value)} characters is beyond 2**63")
+        if size > MAX_YAML_VALUES:
+            raise self._refuse(node, path, f"more than {MAX_YAML_VALUES} values once its aliases are expanded "
+                                           "(a YAML alias bomb?)")
+        self._open.discard(id(node))
+        self._sizes[id(node)] = size
+        return size
+
+    def _check_keys(self, node: yaml.MappingNode, path: str) -> None:
+        """Refuse a key given twice in one mapping (keys merged in with ``<<`` may be overridden)."""
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+                continue
+            self._check(key_node, path)
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f"{self.source}: {_child(path, key)}: duplicate key, at lines {seen[key]} and {line}")
+            seen[key] = line
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse a config or run.yaml with :class:`_ConfigLoader`; a syntax error stays a ``yaml.YAMLError``."""
+    loader = _ConfigLoader(text, source)
+    try:
+        return loader.get_single_data()
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply") from None
+    except (ValueError, OverflowError) as exc:  # a value PyYAML cannot construct, e.g. the date 2024-13-45
+        raise ConfigError(f"{source}: a value YAML cannot read: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+def describe_yaml_error(exc: yaml.YAMLError) -> str:
+    """`` (line 3, column 7): problem`` for a message of one line."""
+    mark = getattr(exc, "problem_mark", None)
+    at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{at}: {problem}"
+
+
 def load_config(path: str | os.PathLike[str] | None) -> Config:
     """Read a YAML config file (``None`` gives the defaults)."""
     if path is None:
@@ -332,12 +522,9 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text, str(path))
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: not valid YAML{at}: {problem}") from None
+        raise ConfigError(f"{path}: not valid YAML{describe_yaml_error(exc)}") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (run:, zenodo:, ...), got {type(data).__name__}")
     return config_from_dict(data, str(path))

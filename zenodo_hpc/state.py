@@ -22,7 +22,15 @@ from typing import Any
 
 import yaml
 
-from .config import OUTPUT_KEYS, Config, config_from_dict
+from .config import (
+    FROZEN_FORMAT,
+    OUTPUT_KEYS,
+    Config,
+    config_from_dict,
+    describe_yaml_error,
+    first_missing_key,
+    parse_yaml,
+)
 from .errors import UserError
 from .records import BadRecord, check_hit
 
@@ -209,21 +217,61 @@ def check_config(run: RunDir, cfg: Config) -> None:
         )
 
 
+RUN_YAML_END = "# end of run.yaml"
+_RUN_YAML_FORMAT = re.compile(r"^# zenodo-hpc run\.yaml, format (\d+)\b", re.MULTILINE)
+_REWRITE = ("restore it (after a pack, data/run.yaml in the run directory is a copy), or delete it and run "
+            "`zenodo-hpc submit -c CONFIG` with this run's config, which writes it anew")
+
+
+def _run_yaml_text(cfg: Config) -> str:
+    """run.yaml's text: a first line naming its format (which keys it holds, for later versions to read it),
+    every key, and a last line, so that a file cut short is told from a whole one."""
+    head = f"# zenodo-hpc run.yaml, format {FROZEN_FORMAT}: this run's whole config, as of its latest submission"
+    return f"{head}\n{yaml.safe_dump(cfg.to_dict(), sort_keys=False)}{RUN_YAML_END}\n"
+
+
 def freeze_config(run: RunDir, cfg: Config) -> None:
     """Write ``run.yaml`` (the settings of the latest submission) after :func:`check_config`."""
     check_config(run, cfg)
-    atomic_write_text(run.run_yaml, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write_text(run.run_yaml, _run_yaml_text(cfg))
+
+
+def _run_yaml_format(text: str, path: Path) -> int:
+    """The format a run.yaml names; 1 for one written before formats were named (or stripped of its head)."""
+    match = _RUN_YAML_FORMAT.search(text)
+    fmt = int(match.group(1)) if match else 1
+    if fmt > FROZEN_FORMAT:
+        raise UserError(f"{path}: written by a newer zenodo-hpc (run.yaml format {fmt}; this one reads formats up "
+                        f"to {FROZEN_FORMAT}): use that version")
+    return fmt
 
 
 def load_frozen_dict(run: RunDir) -> dict[str, Any]:
+    """run.yaml as a mapping, refused unless whole: a truncated or edited file must not fall back to defaults
+    (``executor.kind: auto`` on a cluster). Keys added after an older version wrote it keep their defaults."""
+    path = run.run_yaml
     try:
-        data = yaml.safe_load(run.run_yaml.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"{run.root} is not a run directory (no {RUN_YAML})") from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise UserError(f"{run.run_yaml}: unreadable ({exc})") from None
+    except OSError as exc:
+        raise UserError(f"{path}: unreadable ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: damaged, not UTF-8 ({exc.reason} at byte {exc.start}); {_REWRITE}") from None
+    fmt = _run_yaml_format(text, path)
+    try:
+        data = parse_yaml(text, str(path))
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: truncated or damaged, not valid YAML{describe_yaml_error(exc)}; {_REWRITE}") from None
+    if data is None:  # empty: cut short before its first key
+        data = {}
     if not isinstance(data, dict):
-        raise UserError(f"{run.run_yaml}: not a config mapping")
+        raise UserError(f"{path}: not a config mapping; {_REWRITE}")
+    missing = first_missing_key(data, fmt)
+    if missing:
+        raise UserError(f"{path}: truncated or edited: key {missing} is missing; {_REWRITE}")
+    if fmt > 1 and text.rstrip().rpartition("\n")[2] != RUN_YAML_END:
+        raise UserError(f"{path}: truncated: it does not end with the line {RUN_YAML_END!r}; {_REWRITE}")
     return data
 
 
