@@ -125,7 +125,8 @@ configured_nodes() {
 # is resumed: this is a throwaway dev cluster.
 node_ready() {
     local st
-    st="$(timeout 10 sinfo -h -N -n "$1" -o %T | head -n 1)"
+    # (Not `sinfo -n`: in 22.05 it may answer a stale state for one node.)
+    st="$(timeout 10 sinfo -h -N -o '%N %T' | awk -v n="$1" '$1 == n && !seen++ {print $2}')"
     case "$st" in
         idle* | mixed* | allocated* | completing*) return 0 ;;
         drain* | down*) scontrol update NodeName="$1" State=RESUME >/dev/null 2>&1 || true ;;
@@ -232,4 +233,23 @@ kill_node_jobs() {
     # 4. Thaw, so the killed processes can exit.
     for d in "${dirs[@]}"; do cgroup_freeze "$d" 0 || true; done
     return 0
+}
+
+# Remove the job cgroup directories of node $1 once their processes are gone
+# (after kill_node_jobs: Slurm would never clean up after a dead slurmd). In
+# cgroup v1 each controller (freezer, memory, cpuacct, ...) has its own copy.
+remove_node_job_cgroups() {
+    local node="$1" d i
+    for ((i = 0; i < 20; i++)); do
+        local left=0
+        for d in "$CGROUP_ROOT"/*/"slurm_$node"/uid_*/job_* \
+                 "$CGROUP_ROOT/system.slice/${node}_slurmstepd.scope"/job_*; do
+            [[ -d "$d" ]] || continue
+            find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
+            [[ -d "$d" ]] && left=1
+        done
+        ((left)) || return 0
+        sleep 0.1
+    done
+    log "note: could not remove every job cgroup of $node (processes still exiting?)"
 }

@@ -43,5 +43,6 @@ if [[ -n "$slurmd_pid" ]]; then
     done
     rm -f "$(pid_file "slurmd-$node")"
 fi
+remove_node_job_cgroups "$node"
 log "crashed $node: slurmd ${slurmd_pid:-(was not running)} killed, jobs killed: ${jobs:-none}"
 [[ -z "$jobs" ]] || printf "%s\n" $jobs

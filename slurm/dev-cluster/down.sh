@@ -62,6 +62,7 @@ for node in $nodes; do
         done
         kill_node_jobs "$node"
     fi
+    remove_node_job_cgroups "$node"
 done
 # What up.sh learnt about this host (a cgroup mode that failed, no multiple
 # slurmd support) is tried afresh by the next up.sh.

@@ -30,10 +30,10 @@ fi
 start=$SECONDS
 until node_ready "$node" >/dev/null 2>&1; do
     if ((SECONDS - start > 60)); then
-        log "ERROR: $node is not usable 60 s after its slurmd started: $(sinfo -h -N -n "$node" -o '%T %E')"
+        log "ERROR: $node is not usable 60 s after its slurmd started: $(scontrol show node "$node" | grep -oE '(State|Reason)=[^ ]*' | tr '\n' ' ')"
         tail -n 20 "$LOG_DIR/slurmd-$node.log" >&2
         exit 1
     fi
     sleep 0.2
 done
-log "revived $node in $((SECONDS - start))s: $(sinfo -h -N -n "$node" -o %T)"
+log "revived $node in $((SECONDS - start))s: $(sinfo -h -N -o '%N %T' | awk -v n="$node" '$1 == n && !seen++ {print $2}')"
