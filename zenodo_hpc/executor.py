@@ -20,8 +20,9 @@ from typing import Any, Protocol
 
 from .config import Config
 from .errors import UserError
+from .liveness import identity
 from .plan import Plan
-from .state import RunDir, atomic_write_json, read_json
+from .state import RunDir, atomic_write_json, read_json_object, warn_once
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +92,39 @@ def save_submission(run: RunDir, submission: Submission) -> None:
     atomic_write_json(submission_path(run, submission.generation), submission.to_json())
 
 
-def load_submissions(run: RunDir) -> list[Submission]:
-    folder = run.state / SUBMISSIONS
-    if not folder.is_dir():
-        return []
-    return [Submission.from_json(read_json(p)) for p in sorted(folder.glob("[0-9]*.json"))]
+def load_submissions(run: RunDir, *, strict: bool = False) -> list[Submission]:
+    """Every generation's submission, in order. An unreadable one is left out with a warning naming it (status
+    goes on without that generation's task states) or, when ``strict`` (resume), refused: without it nobody can
+    say which of that generation's records are still queued or running."""
+    out = []
+    for path in sorted((run.state / SUBMISSIONS).glob("[0-9]*.json")):
+        if not path.stem.isdigit():
+            continue
+        generation = int(path.stem)
+        try:
+            out.append(_read_submission(path, generation))
+        except UserError as exc:
+            if strict:
+                raise UserError(f"{exc}: the tasks of generation {generation} cannot be checked, so which of its "
+                                "records are still queued or running is unknown. Once none is (squeue), move it away "
+                                f"(e.g. to {path.name}.bad) and resume plans them again") from None
+            warn_once(f"{exc}: generation {generation} is shown without its task states; move it away (e.g. to "
+                      f"{path.name}.bad) once its tasks have ended")
+    return out
+
+
+def _read_submission(path: Path, generation: int) -> Submission:
+    """One submission file, its shape checked: what status and resume read from it must be there."""
+    try:
+        sub = Submission.from_json(read_json_object(path))  # type: ignore[arg-type]
+        ok = (sub.generation == generation and isinstance(sub.tasks, dict) and isinstance(sub.arrays, list)
+              and all(str(k).isdigit() and isinstance(t, dict) for k, t in sub.tasks.items())
+              and all(isinstance(a, dict) and "job_id" in a and "shards" in a for a in sub.arrays))
+    except (AttributeError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise UserError(f"{path}: unreadable (not the submission of generation {generation})")
+    return sub
 
 
 class Executor(Protocol):
@@ -154,7 +183,8 @@ class LocalExecutor:
                 while pending and len(running) < concurrent:
                     shard = pending.pop(0)
                     running[shard] = self._start(run, plan.generation, shard, concurrent)
-                    submission.tasks[str(shard)] = {"state": "RUNNING", "pid": running[shard][0].pid}
+                    # who runs it, so that readers can tell a live worker from one that died with its driver
+                    submission.tasks[str(shard)] = {"state": "RUNNING", **identity(running[shard][0].pid)}
                     started = True
                 if started:
                     save_submission(run, submission)

@@ -5,8 +5,12 @@ files with sha256 and size, segments, source, status), a ``README.md`` dataset c
 and ``run.yaml``. Debian's ``mksquashfs`` builds it with zstd, 1 MiB blocks, root-owned files, no
 xattrs and fixed timestamps, into a temporary name that is renamed only when complete, so the same run
 packed twice gives byte-identical images and a failed pack never leaves a truncated image behind.
-``<image>.md5`` and ``<image>.sha256`` are written beside it, and the finished image is verified: its
-listing must match the manifest, and a sample of records must read back byte for byte.
+Before packing, every done record's files are checked against its done marker (each file's size and
+sha256 when the record was made): a record damaged since then is sent back to ``resume`` rather than
+packed. The new image is verified before it replaces anything: its listing must match the manifest and
+every file must read back (``unsquashfs -cat``) with the manifest's sha256. Only then is it renamed over
+the previous image and ``<image>.md5`` and ``<image>.sha256`` written beside it; a failed verification
+leaves the previous image and its checksum files as they were.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -30,17 +33,33 @@ import yaml
 from . import __version__
 from .config import Config
 from .errors import UserError
-from .load import load_metadata
-from .state import DONE, SHARED_FILE_MODE, RunDir, atomic_write_text, ids_in, iter_records, read_failure
+from .load import load_metadata, read_images_h5
+from .state import (
+    DONE,
+    SHARED_FILE_MODE,
+    RunDir,
+    atomic_write_text,
+    ids_in,
+    iter_records,
+    mark_done,
+    mark_for_redo,
+    marker,
+    read_done,
+    read_failure,
+    set_aside,
+    sha256_of,
+)
 from .status import gather_status
-from .store import STAGING_PREFIX, record_file_names
+from .store import STAGING_PREFIX, images_h5_name, metadata_json_name, record_file_names
 
 log = logging.getLogger(__name__)
 
 EXTRAS = ("manifest.jsonl", "README.md", "records.jsonl", "run.yaml")
 BLOCK_SIZE = "1M"
-VERIFY_SAMPLE = 5
 HASH_CHUNK = 1 << 20
+DAMAGED = "damaged_output"  # the failure reason of a done record whose folder no longer matches its marker
+CAT_BATCH = 1000  # files per `unsquashfs -cat` (its command line stays far below the system's limit)
+SHOWN = 3  # damaged records named in the one-line error
 
 
 @dataclass
@@ -54,6 +73,7 @@ class PackResult:
     sha256: str
     seconds: float
     partial: bool
+    verify_seconds: float = 0.0  # reading every file of the new image back and checking its sha256
 
     @property
     def ratio(self) -> float:
@@ -95,23 +115,125 @@ def file_digest(path: Path) -> tuple[str, str, int]:
     return md5.hexdigest(), sha.hexdigest(), size
 
 
-def manifest_entries(run: RunDir, cfg: Config, done: set[str]) -> list[dict[str, Any]]:
-    """One entry per harvested record, in manifest order: what is in the image, or why it is not."""
+class DamagedRecord(Exception):
+    """A done record whose folder does not match its done marker (or does not read whole)."""
+
+
+def check_done_records(run: RunDir, cfg: Config, done: set[str]) -> tuple[dict[str, list[dict[str, Any]]],
+                                                                              dict[str, str]]:
+    """Each done record's files (``{name, size, sha256}``, as the manifest lists them), checked against its done
+    marker; and the records that are damaged, with what is wrong."""
+    files: dict[str, list[dict[str, Any]]] = {}
+    damaged: dict[str, str] = {}
+    for record_id in sorted(done):
+        try:
+            files[record_id] = check_record(run, cfg, record_id)
+        except DamagedRecord as exc:
+            damaged[record_id] = str(exc)
+    return files, damaged
+
+
+def check_record(run: RunDir, cfg: Config, record_id: str) -> list[dict[str, Any]]:
+    """A done record's files as they are now, if they are what its marker says it wrote (older markers, without
+    the files' checksums: the sizes add up and the h5 reads whole). An unreadable marker is written anew when
+    the folder reads whole."""
+    folder = run.record_folder(record_id)
+    names = record_file_names(record_id, cfg.output.formats)
+    found = {name: _digest_or_damage(folder / name) for name in names}
+    try:
+        done = read_done(run, record_id) or {}
+    except UserError as exc:
+        done = _rewrite_done_marker(run, cfg, record_id, found, exc)
+    outputs = done.get("outputs")
+    if isinstance(outputs, dict) and outputs:
+        for name in names:
+            _compare(name, found[name], outputs.get(name))
+    else:
+        check_reads_whole(folder, record_id, cfg, found, done.get("bytes_written"))
+    return [{"name": f"{record_id}/{name}", **found[name]} for name in names]
+
+
+def _digest_or_damage(path: Path) -> dict[str, Any]:
+    try:
+        sha, size = sha256_of(path)
+    except FileNotFoundError:
+        raise DamagedRecord(f"{path.name} is missing") from None
+    except OSError as exc:
+        raise DamagedRecord(f"{path.name} cannot be read ({exc.strerror or exc})") from None
+    return {"size": size, "sha256": sha}
+
+
+def _compare(name: str, found: dict[str, Any], wanted: Any) -> None:
+    if not isinstance(wanted, dict):
+        raise DamagedRecord(f"{name} is not among the files its done marker lists")
+    if found["size"] != wanted.get("size"):
+        raise DamagedRecord(f"{name} is {found['size']} bytes, its done marker says {wanted.get('size')}: cut short "
+                            "or changed since the record was made")
+    if found["sha256"] != wanted.get("sha256"):
+        raise DamagedRecord(f"{name} has changed since the record was made (its sha256 differs from the done "
+                            "marker's)")
+
+
+def check_reads_whole(folder: Path, record_id: str, cfg: Config, found: dict[str, dict[str, Any]],
+                      bytes_written: Any) -> None:
+    """Without checksums to compare: the sizes add up to what the worker wrote, the h5 reads to its last image
+    and the metadata JSON parses."""
+    total = sum(f["size"] for f in found.values())
+    if isinstance(bytes_written, int) and total != bytes_written:
+        raise DamagedRecord(f"its files hold {total} bytes, its done marker says {bytes_written} were written")
+    try:
+        if "h5" in cfg.output.formats:
+            read_images_h5(folder / images_h5_name(record_id))
+        load_metadata(folder / metadata_json_name(record_id))
+    except UserError as exc:
+        raise DamagedRecord(str(exc).replace(f"{folder}/", "")) from None
+
+
+def _rewrite_done_marker(run: RunDir, cfg: Config, record_id: str, found: dict[str, dict[str, Any]],
+                         why: UserError) -> dict[str, Any]:
+    """An unreadable done marker: when the folder reads whole, the marker is written anew from it (the bad one
+    kept as ``.<id>.json.corrupt``); when it does not, the record is damaged."""
+    folder = run.record_folder(record_id)
+    try:
+        check_reads_whole(folder, record_id, cfg, found, None)
+    except DamagedRecord as exc:
+        raise DamagedRecord(f"its done marker is unreadable and {exc}") from None
+    stats = load_metadata(folder / metadata_json_name(record_id)).get("stats") or {}
+    set_aside(marker(run, DONE, record_id))
+    mark_done(run, record_id, {"repaired_by": "pack", "repaired_because": str(why),
+                               **(stats if isinstance(stats, dict) else {})})
+    log.warning("%s; record %s reads whole, so its done marker was written anew", why, record_id)
+    return read_done(run, record_id) or {}
+
+
+def send_back(run: RunDir, damaged: dict[str, str], *, allow_partial: bool) -> None:
+    """Damaged records are done no more (failed as ``damaged_output``, so that status says why) and ``resume``
+    makes them again; without --allow-partial, packing stops here saying so."""
+    for record_id, problem in sorted(damaged.items()):
+        mark_for_redo(run, record_id, reason=DAMAGED, message=problem)
+        log.warning("record %s is damaged: %s; it is not done any more, `zenodo-hpc resume` makes it again",
+                    record_id, problem)
+    shown = "; ".join(f"record {i}: {p}" for i, p in sorted(damaged.items())[:SHOWN])
+    more = f"; and {len(damaged) - SHOWN} more (logged above)" if len(damaged) > SHOWN else ""
+    text = (f"{len(damaged)} done record(s) in {run.data} are damaged ({shown}{more}): they are marked "
+            f"{DAMAGED} and `zenodo-hpc resume {run.root}` makes them again")
+    if not allow_partial:
+        raise UserError(f"{text}; then pack")
+    log.warning("%s; packing without them (--allow-partial)", text)
+
+
+def manifest_entries(run: RunDir, cfg: Config, files: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One entry per harvested record, in manifest order: what is in the image (``files``: the checked done
+    records), or why it is not."""
     entries = []
-    names_for = record_file_names
     for hit in iter_records(run.records):
         record_id = str(hit["id"])
         entry: dict[str, Any] = {"id": record_id, "doi": hit.get("doi"),
                                  "title": (hit.get("metadata") or {}).get("title")}
-        if record_id in done:
-            folder = run.record_folder(record_id)
-            files = []
-            for name in names_for(record_id, cfg.output.formats):
-                _, sha, size = file_digest(folder / name)
-                files.append({"name": f"{record_id}/{name}", "size": size, "sha256": sha})
-            meta = load_metadata(folder / f"metadata_{record_id}.json")
+        if record_id in files:
+            meta = load_metadata(run.record_folder(record_id) / metadata_json_name(record_id))
             source = meta.get("source") or {}
-            entry.update(status="done", files=files, segments=meta.get("stats", {}).get("segments", 0),
+            entry.update(status="done", files=files[record_id], segments=meta.get("stats", {}).get("segments", 0),
                          source={"kind": source.get("kind"), "url": source.get("url")})
         else:
             failure = read_failure(run, record_id) or {}
@@ -218,7 +340,8 @@ def mksquashfs_command(mksquashfs: str, source: Path, target: Path, cfg: Config,
 
 
 def build_image(run: RunDir, cfg: Config, done: set[str], *, progress: bool) -> Path:
-    """mksquashfs into a temporary name beside the image, renamed when complete."""
+    """mksquashfs into a temporary file beside the image (hidden): the caller verifies it before it replaces
+    anything, and removes it in any case."""
     mksquashfs = find_mksquashfs()
     image = run.root / cfg.pack.image
     fd, tmp_name = tempfile.mkstemp(prefix=f".{image.name}.", suffix=".tmp", dir=run.root)
@@ -233,75 +356,148 @@ def build_image(run: RunDir, cfg: Config, done: set[str], *, progress: bool) -> 
         if proc.returncode != 0:
             detail = (proc.stderr or proc.stdout or "").strip().splitlines()
             raise UserError(f"mksquashfs failed ({proc.returncode}): {detail[-1] if detail else 'no message'}")
-        os.chmod(tmp, SHARED_FILE_MODE)
-        os.replace(tmp, image)
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
-    return image
+        raise
+    return tmp
 
 
-def write_checksums(image: Path) -> tuple[str, str]:
-    md5, sha, _ = file_digest(image)
+def install_image(tmp: Path, image: Path) -> tuple[str, str]:
+    """Put a verified image in place, then its ``.md5`` and ``.sha256``: digests of the very bytes verified."""
+    md5, sha, _ = file_digest(tmp)
+    os.chmod(tmp, SHARED_FILE_MODE)
+    os.replace(tmp, image)
     atomic_write_text(image.with_name(image.name + ".md5"), f"{md5}  {image.name}\n")
     atomic_write_text(image.with_name(image.name + ".sha256"), f"{sha}  {image.name}\n")
     return md5, sha
 
 
-def image_listing(image: Path) -> set[str]:
-    """Every regular file in the image, by path (``unsquashfs -lls``, which comes with mksquashfs)."""
-    unsquashfs = shutil.which("unsquashfs")
-    if unsquashfs is None:
+def _unsquashfs() -> str:
+    path = shutil.which("unsquashfs")
+    if path is None:
         raise UserError("unsquashfs not found: install squashfs-tools")
-    out = subprocess.run([unsquashfs, "-lls", "-d", "", str(image)], capture_output=True, text=True, check=False)
+    return path
+
+
+def image_sizes(image: Path) -> dict[str, int]:
+    """Every regular file in the image with its size (``unsquashfs -lls``, which comes with mksquashfs)."""
+    out = subprocess.run([_unsquashfs(), "-lls", "-d", "", str(image)], capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise UserError(f"{image}: unsquashfs cannot list it: {out.stderr.strip()[:200]}")
-    files = set()
+    files = {}
     for line in out.stdout.splitlines():
         if line.startswith("-"):  # a regular file: "-rw-r--r-- root/root  1234 1970-01-01 00:00 path"
-            files.add(line.split(None, 5)[5].lstrip("/"))
+            fields = line.split(None, 5)
+            files[fields[5].lstrip("/")] = int(fields[2])
     return files
 
 
-def verify_image(run: RunDir, image: Path, entries: list[dict[str, Any]], *, sample: int = VERIFY_SAMPLE) -> None:
-    """The listing matches the manifest, and a sample of records reads back byte for byte."""
-    expected = {f["name"] for e in entries for f in e["files"]} | set(EXTRAS)
-    listed = image_listing(image)
-    if listed != expected:
-        missing, extra = sorted(expected - listed), sorted(listed - expected)
-        raise UserError(f"{image} does not match its manifest: missing {missing[:3]}, unexpected {extra[:3]}")
-    done = [e for e in entries if e["status"] == "done"]
-    chosen = random.Random(0).sample(done, min(sample, len(done)))
+def image_listing(image: Path) -> set[str]:
+    """Every regular file in the image, by path."""
+    return set(image_sizes(image))
+
+
+def expected_files(run: RunDir, entries: list[dict[str, Any]]) -> dict[str, tuple[int, str]]:
+    """What the image must hold, path -> (size, sha256): every done record's files as the manifest lists them,
+    and the image root's own files."""
+    expected = {f["name"]: (f["size"], f["sha256"]) for e in entries for f in e["files"]}
+    for name in EXTRAS:
+        sha, size = sha256_of(run.data / name)
+        expected[name] = (size, sha)
+    return expected
+
+
+def verify_image(image: Path, expected: dict[str, tuple[int, str]]) -> None:
+    """The image holds exactly the expected files, each of the expected size, and each reads back with the
+    expected sha256. Raises UserError saying what differs."""
+    listed = image_sizes(image)
+    if listed.keys() != expected.keys():
+        missing, extra = sorted(expected.keys() - listed.keys()), sorted(listed.keys() - expected.keys())
+        raise UserError(f"it does not hold what the manifest lists: missing {missing[:3]}, unexpected {extra[:3]}")
+    for name, (size, _) in expected.items():
+        if listed[name] != size:
+            raise UserError(f"{name} is {listed[name]} bytes in it, {size} in the manifest")
+    names = sorted(expected)
+    read_back = _read_back_by_cat if _can_cat() else _read_back_by_extracting
+    for start in range(0, len(names), CAT_BATCH):
+        batch = names[start:start + CAT_BATCH]
+        for name, sha in zip(batch, read_back(image, batch, [expected[n][0] for n in batch]), strict=True):
+            if sha != expected[name][1]:
+                raise UserError(f"{name} reads back different from the file packed (sha256 {sha[:16]}..., the "
+                                f"manifest says {expected[name][1][:16]}...)")
+
+
+def _can_cat() -> bool:
+    """squashfs-tools 4.5 and later can stream files out (``-cat``); older ones can only extract them."""
+    out = subprocess.run([_unsquashfs(), "-help"], capture_output=True, text=True, check=False)
+    return "-cat" in out.stdout + out.stderr
+
+
+def _read_back_by_cat(image: Path, names: list[str], sizes: list[int]) -> list[str]:
+    """The sha256 of each file as ``unsquashfs -cat`` streams them out, one after the other, in this order."""
+    proc = subprocess.Popen([_unsquashfs(), "-cat", str(image), *names], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    digests = []
+    with proc.stdout, proc.stderr:
+        for name, size in zip(names, sizes, strict=True):
+            digest, left = hashlib.sha256(), size
+            while left:
+                block = proc.stdout.read(min(left, HASH_CHUNK))
+                if not block:
+                    proc.wait()
+                    raise UserError(f"{name} reads back short ({size - left} of {size} bytes): "
+                                    f"{proc.stderr.read().decode(errors='replace').strip()[:200]}")
+                digest.update(block)
+                left -= len(block)
+            digests.append(digest.hexdigest())
+        trailing = proc.stdout.read(1)
+        errors = proc.stderr.read().decode(errors="replace").strip()
+    if proc.wait() != 0 or trailing:
+        raise UserError(f"unsquashfs -cat failed ({proc.returncode}): {errors[:200] or 'more bytes than listed'}")
+    return digests
+
+
+def _read_back_by_extracting(image: Path, names: list[str], sizes: list[int]) -> list[str]:
+    """The same from an older unsquashfs: extract this batch to a temporary folder, hash, remove it."""
     with tempfile.TemporaryDirectory(prefix="zenodo-hpc-verify-") as tmp:
-        wanted = [f["name"] for e in chosen for f in e["files"]]
-        if wanted:
-            out = subprocess.run(["unsquashfs", "-n", "-d", f"{tmp}/x", str(image), *wanted], capture_output=True,
-                                 text=True, check=False)
-            if out.returncode != 0:
-                raise UserError(f"{image}: cannot read records back: {out.stderr.strip()[:200]}")
-        for entry in chosen:
-            for f in entry["files"]:
-                _, sha, _ = file_digest(Path(tmp) / "x" / f["name"])
-                if sha != f["sha256"]:
-                    raise UserError(f"{image}: {f['name']} reads back different from {run.data / f['name']}")
+        out = subprocess.run([_unsquashfs(), "-n", "-d", f"{tmp}/x", str(image), *names], capture_output=True,
+                             text=True, check=False)
+        if out.returncode != 0:
+            raise UserError(f"unsquashfs cannot extract files: {out.stderr.strip()[:200]}")
+        return [sha256_of(Path(tmp) / "x" / name)[0] for name in names]
 
 
 def pack(run: RunDir, cfg: Config, *, allow_partial: bool = False, progress: bool | None = None) -> PackResult:
-    """Build, checksum and verify ``<run>/<pack.image>``."""
+    """Check every done record, build the image, verify every file of it, and only then put it in place."""
     started = time.monotonic()
     find_mksquashfs()
     done, partial = check_complete(run, allow_partial)
-    entries = manifest_entries(run, cfg, done)
+    files, damaged = check_done_records(run, cfg, done)
+    if damaged:
+        send_back(run, damaged, allow_partial=allow_partial)
+        partial = True
+    entries = manifest_entries(run, cfg, files)
     write_extras(run, cfg, entries)
     show = sys.stderr.isatty() if progress is None else progress
-    data_bytes = sum(f["size"] for e in entries for f in e["files"])
-    data_bytes += sum((run.data / name).stat().st_size for name in EXTRAS)
-    log.info("packing %d records (%d bytes) into %s", len(done), data_bytes, run.root / cfg.pack.image)
-    image = build_image(run, cfg, done, progress=show)
-    md5, sha = write_checksums(image)
-    verify_image(run, image, entries)
-    files = sum(len(e["files"]) for e in entries) + len(EXTRAS)
-    return PackResult(image, len([e for e in entries if e["status"] == "done"]), files, data_bytes,
-                      image.stat().st_size, md5, sha, time.monotonic() - started, partial)
+    expected = expected_files(run, entries)
+    data_bytes = sum(size for size, _ in expected.values())
+    image = run.root / cfg.pack.image
+    log.info("packing %d records (%d bytes) into %s", len(files), data_bytes, image)
+    tmp = build_image(run, cfg, set(files), progress=show)
+    try:
+        verifying = time.monotonic()
+        try:
+            verify_image(tmp, expected)
+        except UserError as exc:
+            kept = f"{image} and its checksum files are left as they were" if image.exists() else "no image written"
+            raise UserError(f"the new image failed verification: {exc}; {kept}") from None
+        verify_seconds = time.monotonic() - verifying
+        md5, sha = install_image(tmp, image)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return PackResult(image, len(files), len(expected), data_bytes, image.stat().st_size, md5, sha,
+                      time.monotonic() - started, partial, verify_seconds)
 
 
 def format_summary(result: PackResult) -> str:

@@ -13,6 +13,8 @@ import heapq
 import json
 import logging
 import math
+import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any
 
 from .errors import UserError
 from .records import BadRecord, check_hit, declared_size
-from .state import RunDir, atomic_write_text
+from .state import RunDir, atomic_write_text, read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -136,11 +138,28 @@ def plan_path(run: RunDir, generation: int) -> Path:
     return run.root / PLANS / f"{generation:04d}.json"
 
 
+_PLAN_NAME = re.compile(r"(\d+)\.json")
+_NUMBERED = re.compile(r"(\d+)\b")
+
+
 def generations(run: RunDir) -> list[int]:
-    folder = run.root / PLANS
-    if not folder.is_dir():
+    """The generations with a plan file (``plans/0003.json``); other names there are not plans."""
+    return sorted(int(m.group(1)) for name in _names(run.root / PLANS) if (m := _PLAN_NAME.fullmatch(name)))
+
+
+def next_generation(run: RunDir) -> int:
+    """One more than any generation ever used, set-aside plans (``0003.json.bad``) and submissions included:
+    tasks of an old generation may still be queued, and must never read another plan under its number."""
+    used = [int(m.group(1)) for folder in (run.root / PLANS, run.state / "submissions")
+            for name in _names(folder) if (m := _NUMBERED.match(name))]
+    return max(used, default=0) + 1
+
+
+def _names(folder: Path) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
         return []
-    return sorted(int(p.stem) for p in folder.glob("[0-9]*.json"))
 
 
 def write_plan(run: RunDir, plan: Plan) -> Path:
@@ -153,12 +172,38 @@ def write_plan(run: RunDir, plan: Plan) -> Path:
 
 
 def load_plan(run: RunDir, generation: int) -> Plan:
+    """A generation's plan. A damaged one is refused naming the file and what to do: its records' shards may
+    still be queued or running, and nothing else says which records they are."""
     path = plan_path(run, generation)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{run.root} has no plan {generation} ({path})") from None
-    return Plan(data["generation"], [Shard.from_json(s) for s in data["shards"]])
+        data = read_json_object(path)
+        plan = None if data is None else _plan_from_json(data, generation, path)
+    except UserError as exc:
+        raise UserError(f"{exc}. It lists the shards of generation {generation}, whose tasks may still be "
+                        f"queued or running: restore it, or once they have ended (`zenodo-hpc status`, squeue) move "
+                        f"it away (e.g. to {path.name}.bad); `zenodo-hpc resume` then plans its unfinished records "
+                        "again") from None
+    if plan is None:
+        raise UserError(f"{run.root} has no plan {generation} ({path})")
+    return plan
+
+
+def _well_formed(shard: Shard) -> bool:
+    return (isinstance(shard.index, int) and isinstance(shard.ids, list) and isinstance(shard.offsets, list)
+            and len(shard.ids) == len(shard.offsets) and all(isinstance(o, int) for o in shard.offsets))
+
+
+def _plan_from_json(data: dict[str, Any], generation: int, path: Path) -> Plan:
+    """Check a plan's shape before trusting it: shards of ids and offsets of equal length."""
+    try:
+        shards = [Shard.from_json(s) for s in data["shards"]]
+        ok = data["generation"] == generation and all(_well_formed(s) for s in shards)
+    except (KeyError, TypeError, AttributeError):
+        ok = False
+    if not ok:
+        raise UserError(f"{path}: unreadable (not the plan of generation {generation}: shards of ids and offsets)")
+    return Plan(generation, [Shard(s.index, [str(i) for i in s.ids], s.offsets, s.size, s.mem_gb, s.time_min)
+                             for s in shards])
 
 
 def read_records_at(path: Path, offsets: Iterable[int]) -> Iterator[Any]:

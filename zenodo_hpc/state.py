@@ -8,6 +8,7 @@ or the new version, never half of one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from .config import (
     parse_yaml,
 )
 from .errors import UserError
+from .liveness import owner_token, parse_owner_token
 from .records import BadRecord, check_hit
 
 log = logging.getLogger(__name__)
@@ -111,6 +113,70 @@ def read_json(path: Path, default: Any = None) -> Any:
         return default
     except (OSError, ValueError) as exc:
         raise UserError(f"{path}: unreadable ({exc})") from None
+
+
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """A JSON object file (a marker, a plan, a submission); None when it does not exist.
+
+    A file cut short, emptied, filled with junk or holding another JSON value is a UserError naming it, for
+    the caller to repair or explain: nothing of its content can be trusted.
+    """
+    try:
+        payload = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UserError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    try:
+        data = json.loads(payload)
+    except ValueError as exc:
+        raise UserError(f"{path}: unreadable ({_why_not_json(payload, exc)})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: unreadable (a JSON {type(data).__name__}, not an object)")
+    return data
+
+
+def _why_not_json(payload: bytes, exc: ValueError) -> str:
+    if not payload.strip():
+        return "empty"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not text: byte {exc.start} is not UTF-8"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"cut short or damaged JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+    return str(exc)
+
+
+def set_aside(path: Path) -> Path | None:
+    """Move an unreadable file out of the way, keeping it for a person to look at: ``.<name>.corrupt``
+    (hidden, so no listing of markers counts it). Returns where it went (None when it was gone already)."""
+    kept = path.with_name(f".{path.name}.corrupt")
+    try:
+        os.replace(path, kept)
+    except FileNotFoundError:
+        return None
+    log.warning("%s was unreadable: kept as %s", path, kept.name)
+    return kept
+
+
+_WARNED: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """Log a warning once per process: status and a waiting driver read the same bad file again and again."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning("%s", message)
+
+
+def sha256_of(path: Path) -> tuple[str, int]:
+    """sha256 and size of a file, read in blocks."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
 
 
 # --- records.jsonl -----------------------------------------------------------------------------------
@@ -299,9 +365,11 @@ def load_run(path: str | os.PathLike[str]) -> tuple[RunDir, Config]:
 # --- per-record markers ------------------------------------------------------------------------------
 #
 # state/done/<id>.json      the record is complete (written after its folder is in place), with its stats
+#                           and each file's size and sha256 (pack checks the folder against them)
 # state/failed/<id>.json    the record's last failure: reason, message, attempts, history, quarantined
-# state/attempts/<id>       one line per time a worker started the record (a crash leaves a line and no
-#                           failure: that is how a poison record that kills its worker is recognised)
+# state/attempts/<id>       one line per time a worker started the record, "<time>\t<task>\t<host> <pid>
+#                           <start>" (a crash leaves a line and no failure: that is how a poison record that
+#                           kills its worker is recognised; the owner says whose leftovers are whose)
 #
 # One small file per record, like datatrove's completion markers: resume is just running again, and
 # status is a directory listing.
@@ -337,43 +405,120 @@ def is_done(run: RunDir, record_id: str) -> bool:
     return marker(run, DONE, record_id).exists()
 
 
-def attempts_of(run: RunDir, record_id: str) -> int:
+_ATTEMPT_LINE = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*\t")  # <time>\t<task>\t<host> <pid> <start>
+
+
+def _attempt_lines(path: Path) -> tuple[list[bytes], list[bytes]]:
+    """All lines of an attempts file (the last one possibly cut short) and, of them, the attempt lines."""
     try:
-        with open(marker(run, ATTEMPTS, record_id), "rb") as handle:
-            return sum(1 for _ in handle)
+        data = path.read_bytes()
     except FileNotFoundError:
-        return 0
+        return [], []
+    lines = data.split(b"\n")  # the last item is b"" for a file ending in a newline
+    good = [line for line in lines[:-1] if _ATTEMPT_LINE.match(line)]
+    if len(good) < len(lines) - 1 or lines[-1]:
+        warn_once(f"{path}: {len(lines) - 1 - len(good) + bool(lines[-1])} line(s) are not attempt lines (damaged); "
+                  "they are not counted as attempts")
+    return lines, good
+
+
+def attempts_of(run: RunDir, record_id: str) -> int:
+    """How many times a worker started the record: its attempt lines (junk in the file counts for nothing)."""
+    return len(_attempt_lines(marker(run, ATTEMPTS, record_id))[1])
+
+
+def last_attempt_owner(run: RunDir, record_id: str) -> dict[str, Any] | None:
+    """Who started the record last (host, pid, start), as its attempt line says; None when no line says."""
+    good = _attempt_lines(marker(run, ATTEMPTS, record_id))[1]
+    fields = good[-1].split(b"\t") if good else []
+    return parse_owner_token(fields[2].decode("utf-8", "replace")) if len(fields) > 2 else None
 
 
 def mark_started(run: RunDir, record_id: str, task: str) -> int:
-    """Count one more attempt at ``record_id``; return its number (1 for the first)."""
+    """Count one more attempt at ``record_id``, naming this process (its temporary folders are its own until it
+    is gone); return its number (1 for the first)."""
     path = marker(run, ATTEMPTS, record_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(f"{_now()}\t{task}\n")
+    line = f"{_now()}\t{task}\t{owner_token()}\n".encode()
+    with open(path, "a+b") as handle:
+        if handle.seek(0, os.SEEK_END):
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":  # a line cut short by a crash must not swallow this one
+                line = b"\n" + line
+        handle.write(line)
     return attempts_of(run, record_id)
 
 
+def record_digests(folder: Path) -> dict[str, dict[str, Any]]:
+    """``{name: {"size", "sha256"}}`` of a record folder's files: what ``pack`` later checks the folder against."""
+    try:
+        with os.scandir(folder) as entries:
+            names = sorted(e.name for e in entries if e.is_file() and not e.name.startswith("."))
+    except FileNotFoundError:
+        return {}
+    out = {}
+    for name in names:
+        sha, size = sha256_of(folder / name)
+        out[name] = {"size": size, "sha256": sha}
+    return out
+
+
 def mark_done(run: RunDir, record_id: str, info: dict[str, Any]) -> None:
-    atomic_write_json(marker(run, DONE, record_id), {"id": record_id, "finished": _now(), **info})
+    """The record is complete; the marker keeps each file's size and sha256 so that damage found later is told."""
+    files = record_digests(run.record_folder(record_id))
+    atomic_write_json(marker(run, DONE, record_id), {"id": record_id, "finished": _now(), **info,
+                                                     **({"outputs": files} if files else {})})
     with contextlib.suppress(FileNotFoundError):
         marker(run, FAILED, record_id).unlink()
 
 
+def read_done(run: RunDir, record_id: str) -> dict[str, Any] | None:
+    """A done marker (None when there is none); an unreadable one is a UserError naming it (``pack`` repairs it)."""
+    return read_json_object(marker(run, DONE, record_id))
+
+
+def mark_for_redo(run: RunDir, record_id: str, *, reason: str, message: str) -> None:
+    """A done record whose folder turned out damaged is done no more: failed with ``reason`` (so that status
+    says why), its attempts forgotten (not the record's fault), and ``resume`` makes it again."""
+    mark_failed(run, record_id, reason=reason, message=message, attempt=0, task="pack", quarantined=False)
+    for kind in (DONE, ATTEMPTS):
+        with contextlib.suppress(FileNotFoundError):
+            marker(run, kind, record_id).unlink()
+
+
+UNREADABLE_MARKER = "unreadable_marker"
+
+
 def mark_failed(run: RunDir, record_id: str, *, reason: str, message: str, attempt: int, task: str,
                 quarantined: bool) -> dict[str, Any]:
-    """Record a failure (the history keeps every earlier one); return the marker's content."""
-    previous = read_json(marker(run, FAILED, record_id), default={}) or {}
-    history = previous.get("history", [])
+    """Record a failure (the history keeps every earlier one); return the marker's content.
+
+    An unreadable earlier marker is set aside (``.<id>.json.corrupt``) and the history starts again.
+    """
+    path = marker(run, FAILED, record_id)
+    try:
+        previous = read_json_object(path) or {}
+    except UserError:
+        set_aside(path)
+        previous = {}
+    history = previous.get("history")
+    history = history if isinstance(history, list) else []
     history.append({"reason": reason, "message": message, "attempt": attempt, "task": task, "at": _now()})
     info = {"id": record_id, "reason": reason, "message": message, "attempts": attempt,
             "quarantined": quarantined, "history": history[-20:]}
-    atomic_write_json(marker(run, FAILED, record_id), info)
+    atomic_write_json(path, info)
     return info
 
 
 def read_failure(run: RunDir, record_id: str) -> dict[str, Any] | None:
-    return read_json(marker(run, FAILED, record_id))
+    """A record's last failure, or None. An unreadable marker reads as a failure of its own
+    (``unreadable_marker``, not quarantined): the record is tried again and its next attempt rewrites it."""
+    try:
+        return read_json_object(marker(run, FAILED, record_id))
+    except UserError as exc:
+        warn_once(f"{exc}: record {record_id} counts as failed ({UNREADABLE_MARKER}) until `zenodo-hpc resume` "
+                  "tries it again, which rewrites the file (if it was quarantined, it is tried again)")
+        return {"id": record_id, "reason": UNREADABLE_MARKER, "message": str(exc), "quarantined": False}
 
 
 def _now() -> str:
@@ -383,12 +528,11 @@ def _now() -> str:
 def unmark_started(run: RunDir, record_id: str) -> None:
     """Take back the last attempt: the worker was interrupted (preempted, timed out), not the record's fault."""
     path = marker(run, ATTEMPTS, record_id)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    except FileNotFoundError:
+    lines, good = _attempt_lines(path)
+    if not good:
         return
-    if lines:
-        atomic_write_text(path, "".join(lines[:-1]))
+    last = max(i for i, line in enumerate(lines[:-1]) if _ATTEMPT_LINE.match(line))
+    atomic_write_bytes(path, b"\n".join(lines[:last] + lines[last + 1:]))
 
 
 # --- the driver lock ---------------------------------------------------------------------------------

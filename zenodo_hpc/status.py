@@ -15,7 +15,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .chain import load_chain
-from .executor import load_submissions
+from .errors import UserError
+from .executor import load_submissions, submission_path
+from .liveness import UNCHECKABLE
 from .plan import generations, load_plan
 from .state import DONE, RunDir, ids_in, read_failure
 from .submit import slurm_shard_states
@@ -36,6 +38,8 @@ class ShardCounts:
     failed_states: dict[str, int] = field(default_factory=dict)  # OUT_OF_MEMORY, TIMEOUT, CANCELLED, ...
     job_ids: list[str] = field(default_factory=list)
     efficiency: list[dict[str, Any]] = field(default_factory=list)  # per resource class: asked vs used
+    elsewhere: dict[str, int] = field(default_factory=dict)  # local tasks running on another host: host -> shards
+    error: str = ""  # the plan is unreadable: what to do (no shard counted)
 
 
 @dataclass
@@ -107,7 +111,10 @@ def gather_status(run: RunDir) -> RunStatus:
     by_generation = {s.generation: s for s in submissions}
     for generation in generations(run):
         sub = by_generation.get(generation)
-        counts = _shard_counts(run, generation, sub, states, done_ids)
+        try:
+            counts = _shard_counts(run, generation, sub, states, done_ids)
+        except UserError as exc:  # an unreadable plan: the rest of the run is still worth showing
+            counts = ShardCounts(generation, sub.kind if sub else "not submitted", error=str(exc))
         counts.efficiency = efficiency(sub, usage) if sub is not None and sub.kind == "slurm" else []
         per_generation.append(counts)
     n_failed, n_quarantined = sum(failed.values()), sum(quarantined.values())
@@ -146,14 +153,17 @@ def _shard_counts(run: RunDir, generation: int, sub: Any, states: dict[tuple[int
     from .slurm import ACTIVE_STATES
 
     plan = load_plan(run, generation)
-    counts = ShardCounts(generation, sub.kind if sub else "not submitted", len(plan.shards))
+    counts = ShardCounts(generation, sub.kind if sub else _not_submitted(run, generation), len(plan.shards))
     if sub is not None and sub.kind == "slurm":
         counts.job_ids = [a["job_id"] for a in sub.arrays]
     failed_states: Counter[str] = Counter()
     for shard in plan.shards:
         state = states.get((generation, shard.index))
-        if state == "RUNNING":
+        if state in ("RUNNING", UNCHECKABLE):
             counts.running += 1
+            if state == UNCHECKABLE:
+                host = str(sub.tasks[str(shard.index)].get("host"))
+                counts.elsewhere[host] = counts.elsewhere.get(host, 0) + 1
         elif state == "COMPLETED" or all(i in done_ids for i in shard.ids):
             counts.done += 1  # records that failed inside a completed task are counted as records
         elif state in ACTIVE_STATES or sub is None:
@@ -165,6 +175,11 @@ def _shard_counts(run: RunDir, generation: int, sub: Any, states: dict[tuple[int
             failed_states[state] += 1
     counts.failed_states = dict(failed_states)
     return counts
+
+
+def _not_submitted(run: RunDir, generation: int) -> str:
+    """The kind shown for a plan without a submission: none, or one that is unreadable (warned about)."""
+    return "submission unreadable" if submission_path(run, generation).exists() else "not submitted"
 
 
 def _reasons(counter: dict[str, int]) -> str:
@@ -190,10 +205,14 @@ def format_status(status: RunStatus) -> str:
     if status.generations:
         lines.append(f"shards (states from {status.state_source}):")
         for g in status.generations:
+            if g.error:
+                lines.append(f"  plan {g.generation} [{g.kind}]: {g.error}")
+                continue
+            elsewhere = "".join(f" ({n} on {host}: cannot be checked from here)" for host, n in g.elsewhere.items())
             extra = f"  ({_reasons(g.failed_states)})" if g.failed_states else ""
             jobs = f"  jobs {', '.join(g.job_ids)}" if g.job_ids else ""
-            lines.append(f"  plan {g.generation} [{g.kind}]: {g.total} shards: {g.done} done, {g.running} running, "
-                         f"{g.pending} pending, {g.failed} failed{extra}"
+            lines.append(f"  plan {g.generation} [{g.kind}]: {g.total} shards: {g.done} done, {g.running} running"
+                         f"{elsewhere}, {g.pending} pending, {g.failed} failed{extra}"
                          f"{f', {g.unknown} ended (no accounting to say how)' if g.unknown else ''}{jobs}")
             lines += [f"    {_efficiency_line(e)}" for e in g.efficiency]
     if status.chain:

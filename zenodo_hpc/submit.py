@@ -19,7 +19,18 @@ from typing import Any
 from .config import Config
 from .errors import UserError
 from .executor import Resources, Submission, TaskGroup, load_submissions, make_executor, resolve_kind
-from .plan import Plan, RecordRef, Shard, generations, load_plan, make_shards, scan_records, write_plan
+from .liveness import LOCAL_ACTIVE, local_task_state
+from .plan import (
+    Plan,
+    RecordRef,
+    Shard,
+    generations,
+    load_plan,
+    make_shards,
+    next_generation,
+    scan_records,
+    write_plan,
+)
 from .state import (
     DONE,
     RunDir,
@@ -104,7 +115,7 @@ def slurm_shard_states(run: RunDir, submissions: list[Submission], active_jobs: 
     for sub in submissions:
         if sub.kind != "slurm":
             for shard, task in sub.tasks.items():
-                states[(sub.generation, int(shard))] = task.get("state", "UNKNOWN")
+                states[(sub.generation, int(shard))] = local_task_state(task)  # LOST once its process is gone
     return states
 
 
@@ -115,7 +126,7 @@ def take_snapshot(run: RunDir, cfg: Config) -> RunSnapshot:
     if not records:
         raise UserError(f"{run.records} holds no records: run `zenodo-hpc harvest -c CONFIG` first")
     snapshot = RunSnapshot(records, ids_in(run, DONE), quarantined_ids(run), set())
-    submissions = load_submissions(run)
+    submissions = load_submissions(run, strict=True)
     if not submissions:
         return snapshot
     usage: dict[tuple[int, int], dict[str, Any]] = {}
@@ -128,7 +139,8 @@ def take_snapshot(run: RunDir, cfg: Config) -> RunSnapshot:
         if shard is None:
             continue
         unfinished = [i for i in shard.ids if i not in snapshot.done]
-        if state in ACTIVE_STATES and sub_kind(submissions, generation) == "slurm":
+        kind = sub_kind(submissions, generation)
+        if state in ACTIVE_STATES and kind == "slurm" or kind == "local" and state in LOCAL_ACTIVE:
             snapshot.active.update(unfinished)
         elif state in ESCALATING_STATES:
             before = Resources(base.partition, shard.time_min or base.time_min, shard.mem_gb or base.mem_gb,
@@ -230,7 +242,7 @@ def _plan_and_submit(run: RunDir, cfg: Config, kind: str, *, dry_run: bool,
     pending = snapshot.pending()
     if not pending:
         return SubmitResult(None, None, snapshot, kind=kind)
-    generation = (generations(run) or [0])[-1] + 1
+    generation = next_generation(run)
     plan, groups = plan_groups(pending, snapshot, cfg, generation)
     executor = make_executor(kind, cfg)
     description = executor.describe(run, plan, groups)

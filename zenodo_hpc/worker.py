@@ -29,6 +29,7 @@ from .client import HttpClient
 from .config import Config
 from .errors import UserError
 from .fetch import FetchFailed, download_client, fetch_record
+from .leftovers import clean_leftovers, record_tmp
 from .plan import load_plan, read_records_at
 from .process import process_sources
 from .records import BadRecord, check_hit
@@ -124,7 +125,7 @@ def process_record(
     attempt = mark_started(run, record_id, task)
     started = time.monotonic()
     try:
-        with tempfile.TemporaryDirectory(prefix=f"zenodo-hpc-{record_id}-", dir=tmp_root or node_tmp()) as tmp:
+        with record_tmp(record_id, tmp_root or node_tmp()) as tmp:
             keep = cfg.fetch.cache or cfg.fetch.offline
             download_folder = run.cache / record_id if keep else Path(tmp) / "download"
             fetched = fetch_record(hit, download_folder, cfg, client)
@@ -231,6 +232,7 @@ def run_shard(run_dir: str, generation: int, shard: int, concurrent: int = 1) ->
     counts: dict[str, int] = {}
     try:
         log.info("%s: %d records", name, len(records.ids))
+        clean_leftovers(run, node_tmp())  # what killed workers left behind, if they are gone
         hits = read_records_at(run.records, records.offsets)
         for outcome in process_records(hits, run, cfg, task=name, concurrent=concurrent):
             counts[outcome.status] = counts.get(outcome.status, 0) + 1

@@ -1,0 +1,237 @@
+"""The run directory survives bad files: each garbled marker, plan or submission is repaired or named.
+
+Every case is a real finished run (Zenodo double, debug executor) with one file damaged the ways files get
+damaged on a shared file system: cut short by a crash, emptied, overwritten with binary junk, or replaced
+by other JSON. Then ``status``, ``resume --dry-run`` and ``pack`` run through the command line, as an
+operator would run them: no "internal error", no traceback, and a clear line naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import run_config
+
+from zenodo_hpc.cli import main
+from zenodo_hpc.harvest import harvest
+from zenodo_hpc.liveness import (
+    ALIVE,
+    ELSEWHERE,
+    GONE,
+    LOST,
+    UNCHECKABLE,
+    identity,
+    local_task_state,
+    owner_token,
+    parse_owner_token,
+    process_state,
+)
+from zenodo_hpc.plan import generations, next_generation
+from zenodo_hpc.state import (
+    RunDir,
+    attempts_of,
+    ids_in,
+    last_attempt_owner,
+    mark_failed,
+    mark_started,
+    open_run,
+    read_failure,
+    unmark_started,
+)
+from zenodo_hpc.submit import submit_pending
+
+ALL = {str(100 + i) for i in range(1, 13)}
+
+
+def cut_short(path: Path) -> bytes:
+    return path.read_bytes()[: len(path.read_bytes()) // 2]
+
+
+DAMAGE = {
+    "cut short": cut_short,
+    "empty": lambda path: b"",
+    "binary junk": lambda path: b"\x00\xff\xfe\x80garbage\x81\n{\"a\":",
+    "zeros": lambda path: b"\x00" * 64,  # what some file systems leave of a file written just before a crash
+    "other JSON": lambda path: b"[1, 2, 3]\n",
+}
+
+
+def damage(path: Path, how: str) -> None:
+    path.write_bytes(DAMAGE[how](path))
+
+
+@pytest.fixture
+def finished(tmp_path: Path, zenodo_with_records):  # noqa: ANN001, ANN201
+    """A run whose record 104 failed once (a 404: quarantined at once), the other 11 done."""
+    hit = next(h for h in _hits(zenodo_with_records) if h["id"] == 104)
+    zenodo_with_records.fail(f"/api/records/104/files/{hit['files'][0]['key']}/content", "404", times=1)
+    cfg = run_config(tmp_path, zenodo_with_records)
+    harvest(cfg, progress=False)
+    run = open_run(cfg)
+    submit_pending(run, cfg, kind="debug")
+    assert read_failure(run, "104")["quarantined"] and ids_in(run, "done") == ALL - {"104"}
+    return run, cfg
+
+
+def _hits(double) -> list[dict]:  # noqa: ANN001
+    import requests
+
+    return requests.get(f"{double.api_url}/records", params={"size": 25}).json()["hits"]["hits"]
+
+
+def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    assert "internal error" not in err and "Traceback" not in err
+    return code, out, err
+
+
+# --- state/failed/<id>.json ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", sorted(DAMAGE))
+def test_a_garbled_failure_marker_is_a_failure_that_the_next_attempt_rewrites(finished, how: str,  # noqa: ANN001
+                                                                             capsys: pytest.CaptureFixture) -> None:
+    run, _ = finished
+    path = run.state / "failed" / "104.json"
+    damage(path, how)
+    code, out, err = cli(capsys, "status", str(run.root))
+    assert code == 0 and "failed             1  (unreadable_marker 1)" in out
+    assert f"{path}: unreadable" in err and "until `zenodo-hpc resume` tries it again" in err
+    code, out, _ = cli(capsys, "resume", "--dry-run", str(run.root))
+    assert code == 0 and out.startswith("plan 2: 1 records in 1 shards")  # the quarantine was in the lost file
+    code, _, err = cli(capsys, "pack", str(run.root))
+    assert code == 1 and "is not complete: 11 done, 1 failed" in err
+    code, out, _ = cli(capsys, "resume", str(run.root))  # the 404 has passed: 104 is made
+    assert code == 0 and ids_in(run, "done") == ALL and not path.exists()
+    assert cli(capsys, "pack", str(run.root))[0] == 0
+
+
+def test_a_new_failure_sets_the_garbled_marker_aside(finished) -> None:  # noqa: ANN001
+    run, _ = finished
+    path = run.state / "failed" / "104.json"
+    damage(path, "binary junk")
+    mark_failed(run, "104", reason="http_500", message="boom", attempt=2, task="t", quarantined=False)
+    failure = read_failure(run, "104")
+    assert failure["reason"] == "http_500" and len(failure["history"]) == 1
+    assert (run.state / "failed" / ".104.json.corrupt").read_bytes() == DAMAGE["binary junk"](path)
+    assert ids_in(run, "failed") == {"104"}  # the kept copy is not a marker
+
+
+# --- state/done/<id>.json: only pack reads it (tests/test_pack.py) -----------------------------------
+
+
+def test_status_and_resume_do_not_need_done_markers_to_be_readable(finished, capsys: pytest.CaptureFixture) -> None:  # noqa: ANN001
+    run, _ = finished
+    damage(run.state / "done" / "105.json", "binary junk")
+    code, out, _ = cli(capsys, "status", str(run.root))
+    assert code == 0 and "done              11" in out
+    code, out, _ = cli(capsys, "resume", "--dry-run", str(run.root))
+    assert code == 0 and "plan 2: 0 records" not in out and "105" not in out
+
+
+# --- state/attempts/<id> ---------------------------------------------------------------------------
+
+
+def test_junk_in_an_attempts_file_counts_for_nothing(finished, capsys: pytest.CaptureFixture) -> None:  # noqa: ANN001
+    run, _ = finished
+    path = run.state / "attempts" / "104"
+    assert attempts_of(run, "104") == 1
+    path.write_bytes(path.read_bytes() + b"\x00\xff\n\x80\x81\n\n2026 junk\tx\nhalf a li")  # no newline at the end
+    assert attempts_of(run, "104") == 1
+    code, out, err = cli(capsys, "status", str(run.root))
+    assert code == 0 and "quarantined        1" in out
+    assert cli(capsys, "resume", "--dry-run", str(run.root))[0] == 0
+    assert mark_started(run, "104", "g0002-s00000") == 2  # on a line of its own, after the cut one
+    assert last_attempt_owner(run, "104") == identity()
+    unmark_started(run, "104")  # takes back the real attempt, not a junk line
+    assert attempts_of(run, "104") == 1 and b"half a li\n" in path.read_bytes()
+
+
+# --- plans/<gen>.json ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", sorted(DAMAGE))
+def test_a_garbled_plan_stops_resume_naming_it_while_status_and_pack_go_on(finished, how: str,  # noqa: ANN001
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    run, _ = finished
+    (run.state / "done" / "105.json").unlink()  # 105 is to be made again
+    path = run.root / "plans" / "0001.json"
+    damage(path, how)
+    code, out, _ = cli(capsys, "status", str(run.root))
+    assert code == 0 and "done              10" in out
+    assert f"plan 1 [debug]: {path}: unreadable (" in out and "restore it" in out
+    code, _, err = cli(capsys, "resume", "--dry-run", str(run.root))
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert f"{path}: unreadable" in err and "move it away (e.g. to 0001.json.bad)" in err
+    assert "resume` then plans its unfinished records again" in err
+    assert cli(capsys, "pack", "--allow-partial", str(run.root))[0] == 0
+    path.rename(path.with_name("0001.json.bad"))  # what the message says to do, once its tasks have ended
+    assert generations(run) == [] and next_generation(run) == 2  # never generation 1 again
+    code, out, _ = cli(capsys, "resume", "--dry-run", str(run.root))
+    assert code == 0 and out.startswith("plan 2: 1 records in 1 shards (10 done, 1 quarantined of 12)")
+
+
+# --- state/submissions/<gen>.json --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", sorted(DAMAGE))
+def test_a_garbled_submission_is_shown_without_task_states_and_stops_resume(finished, how: str,  # noqa: ANN001
+                                                                           capsys: pytest.CaptureFixture) -> None:
+    run, _ = finished
+    (run.state / "done" / "105.json").unlink()  # 105 is to be made again
+    path = run.state / "submissions" / "0001.json"
+    damage(path, how)
+    code, out, err = cli(capsys, "status", str(run.root))
+    assert code == 0 and "done              10" in out and "plan 1 [submission unreadable]: 4 shards" in out
+    assert f"{path}: unreadable" in err and "shown without its task states" in err
+    code, _, err = cli(capsys, "resume", "--dry-run", str(run.root))
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert f"{path}: unreadable" in err and "cannot be checked" in err and "move it away" in err
+    assert cli(capsys, "pack", "--allow-partial", str(run.root))[0] == 0
+    path.rename(path.with_name("0001.json.bad"))
+    code, out, _ = cli(capsys, "resume", "--dry-run", str(run.root))
+    assert code == 0 and out.startswith("plan 2: 1 records in 1 shards (10 done, 1 quarantined of 12)")
+
+
+# --- liveness: a live process, a dead one, a reused pid, a zombie, another host ----------------------
+
+
+def test_liveness_tells_a_live_process_from_a_dead_one_and_a_reused_pid() -> None:
+    me = identity()
+    assert process_state(me) == ALIVE and parse_owner_token(owner_token()) == me
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    who = identity(child.pid)
+    assert process_state(who) == ALIVE
+    assert process_state({**who, "start": "another-boot:1"}) == GONE  # the pid now names another process
+    child.send_signal(signal.SIGKILL)
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # dead, not yet reaped: a zombie
+    assert process_state(who) == GONE
+    child.wait()
+    assert process_state(who) == GONE
+    assert process_state({**me, "host": "another-host"}) == ELSEWHERE
+
+
+def test_a_local_task_recorded_running_is_lost_once_its_worker_is_gone() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    task = {"state": "RUNNING", **identity(child.pid)}
+    assert local_task_state(task) == "RUNNING"
+    assert local_task_state({**task, "host": "another-host"}) == UNCHECKABLE
+    child.kill()
+    child.wait()
+    assert local_task_state(task) == LOST
+    assert local_task_state({"state": "COMPLETED", "exit": 0}) == "COMPLETED"
+
+
+def test_a_run_directory_with_no_state_yet(tmp_path: Path) -> None:
+    run = RunDir(tmp_path)
+    assert next_generation(run) == 1 and generations(run) == [] and attempts_of(run, "1") == 0
+    assert last_attempt_owner(run, "1") is None
+    shutil.rmtree(tmp_path)
+    assert next_generation(run) == 1
