@@ -155,3 +155,154 @@ def test_every_record_reads_back_equal_through_the_no_mount_reader(finished_run)
     assert load_metadata(f"{image}:101")["hit"]["id"] == 101
     with pytest.raises(UserError, match="is not in"):
         load_images(f"{image}:999/images_999.h5")
+
+
+# --- every record checked before packing, every file of the new image verified before it replaces anything ---
+
+
+def _checksum_files(run) -> dict[str, bytes]:  # noqa: ANN001
+    return {p.name: p.read_bytes() for p in run.root.iterdir() if p.name.startswith("zenodo-ml.sqsh")}
+
+
+def _corrupting(original, how):  # noqa: ANN001, ANN202
+    """build_image, then damage the new image the way storage does: it must be caught before it replaces anything."""
+    def build(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        tmp = original(*args, **kwargs)
+        how(tmp)
+        return tmp
+    return build
+
+
+def _flip_bytes(path: Path, at: int = 5000, count: int = 64) -> None:
+    with open(path, "r+b") as handle:  # inside the data blocks (the tables are at the end)
+        handle.seek(at)
+        block = handle.read(count)
+        handle.seek(at)
+        handle.write(bytes(b ^ 0xFF for b in block))
+
+
+@pytest.mark.parametrize("damage", ["flipped bytes", "cut short", "a file changed while packing"])
+@pytest.mark.parametrize("stream", [True, False], ids=["unsquashfs -cat", "extracting (squashfs-tools < 4.5)"])
+def test_a_new_image_that_fails_verification_leaves_the_previous_one_and_its_checksums(
+        finished_run, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, damage: str,  # noqa: ANN001
+        stream: bool) -> None:
+    import zenodo_hpc.pack as pack_module
+
+    run, cfg = finished_run
+    first = pack(run, cfg, progress=False)
+    assert first.verify_seconds > 0
+    before = _checksum_files(run)
+    assert set(before) == {"zenodo-ml.sqsh", "zenodo-ml.sqsh.md5", "zenodo-ml.sqsh.sha256"}
+    monkeypatch.setattr(pack_module, "_can_cat", lambda: stream)
+    original = pack_module.build_image
+    if damage == "flipped bytes":
+        monkeypatch.setattr(pack_module, "build_image", _corrupting(original, _flip_bytes))
+    elif damage == "cut short":
+        monkeypatch.setattr(pack_module, "build_image", _corrupting(original, lambda p: os.truncate(p, 8192)))
+    else:  # a record's file rewritten between the manifest and mksquashfs
+        def build(run_, cfg_, done, **kwargs):  # noqa: ANN001, ANN003, ANN202
+            (run_.data / "107" / "metadata_107.json").write_text("{}\n")
+            return original(run_, cfg_, done, **kwargs)
+        monkeypatch.setattr(pack_module, "build_image", build)
+    assert main(["pack", str(run.root)]) == 1
+    err = capsys.readouterr().err
+    assert "pack: error: the new image failed verification: " in err
+    assert "zenodo-ml.sqsh and its checksum files are left as they were" in err and "internal error" not in err
+    assert _checksum_files(run) == before  # the previous image, its .md5 and .sha256, byte for byte
+    assert not [p for p in run.root.iterdir() if p.name.startswith(".zenodo-ml.sqsh")]  # no temporary left
+    if damage != "a file changed while packing":
+        monkeypatch.setattr(pack_module, "build_image", original)
+        assert pack(run, cfg, progress=False).md5 == first.md5  # nothing was wrong with the run itself
+
+
+def test_the_extracting_read_back_verifies_a_good_image_too(finished_run, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    import zenodo_hpc.pack as pack_module
+
+    run, cfg = finished_run
+    monkeypatch.setattr(pack_module, "_can_cat", lambda: False)
+    result = pack(run, cfg, progress=False)
+    assert result.records == 12 and result.md5 == md5(run.root / "zenodo-ml.sqsh")
+
+
+def _damaged_then_made_again(run, cfg, capsys, record: str = "105") -> None:  # noqa: ANN001
+    """pack refuses naming the record, which is failed as damaged_output; resume makes it again; pack works."""
+    assert main(["pack", str(run.root)]) == 1
+    err = capsys.readouterr().err
+    assert f"1 done record(s) in {run.data} are damaged (record {record}: " in err
+    assert f"`zenodo-hpc resume {run.root}` makes them again; then pack" in err and "internal error" not in err
+    assert not (run.state / "done" / f"{record}.json").exists()
+    assert not (run.state / "attempts" / record).exists()  # not the record's fault: its attempts start again
+    failure = read_failure(run, record)
+    assert failure["reason"] == "damaged_output" and not failure["quarantined"]
+    assert main(["status", str(run.root)]) == 0
+    assert "failed             1  (damaged_output 1)" in capsys.readouterr().out
+    submit_pending(run, cfg, kind="debug", what="resume")
+    assert pack(run, cfg, progress=False).records == 12
+
+
+def test_a_truncated_h5_is_not_packed_and_resume_makes_it_again(finished_run, capsys: pytest.CaptureFixture) -> None:  # noqa: ANN001
+    run, cfg = finished_run
+    h5 = run.data / "105" / "images_105.h5"
+    good = h5.read_bytes()
+    assert json.loads((run.state / "done" / "105.json").read_text())["outputs"]["images_105.h5"] == {
+        "size": len(good), "sha256": hashlib.sha256(good).hexdigest()}
+    h5.write_bytes(good[: len(good) // 2])
+    _damaged_then_made_again(run, cfg, capsys)
+    assert h5.read_bytes() == good  # made again, byte for byte
+
+
+def test_a_missing_file_or_a_changed_one_is_damage_too(finished_run, capsys: pytest.CaptureFixture) -> None:  # noqa: ANN001
+    run, cfg = finished_run
+    (run.data / "105" / "images_105.pkl").unlink()
+    _damaged_then_made_again(run, cfg, capsys)
+    path = run.data / "106" / "metadata_106.json"
+    path.write_bytes(path.read_bytes().replace(b'"', b"'", 1))  # same size, other bytes
+    _damaged_then_made_again(run, cfg, capsys, "106")
+
+
+def test_an_older_done_marker_without_checksums_still_catches_a_truncated_h5(finished_run,  # noqa: ANN001
+                                                                             capsys: pytest.CaptureFixture) -> None:
+    run, cfg = finished_run
+    for record in ("105", "106"):  # markers as older versions wrote them: no "outputs"
+        path = run.state / "done" / f"{record}.json"
+        old = json.loads(path.read_text())
+        del old["outputs"]
+        path.write_text(json.dumps(old))
+    assert pack(run, cfg, progress=False).records == 12  # whole folders pass
+    h5 = run.data / "105" / "images_105.h5"
+    h5.write_bytes(h5.read_bytes()[:4096])
+    _damaged_then_made_again(run, cfg, capsys)
+
+
+def test_a_garbled_done_marker_is_written_anew_when_the_folder_reads_whole(finished_run,  # noqa: ANN001
+                                                                           capsys: pytest.CaptureFixture) -> None:
+    run, cfg = finished_run
+    path = run.state / "done" / "105.json"
+    path.write_bytes(b"\x00\xff garbage")
+    assert main(["pack", str(run.root)]) == 0
+    err = capsys.readouterr().err
+    assert f"{path}: unreadable" in err and "record 105 reads whole, so its done marker was written anew" in err
+    marker = json.loads(path.read_text())
+    assert marker["repaired_by"] == "pack" and set(marker["outputs"]) == {
+        "images_105.h5", "images_105.pkl", "metadata_105.json", "metadata_105.pkl"}
+    assert (run.state / "done" / ".105.json.corrupt").read_bytes() == b"\x00\xff garbage"
+
+
+def test_a_garbled_done_marker_of_a_damaged_folder_sends_the_record_back(finished_run,  # noqa: ANN001
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    run, cfg = finished_run
+    (run.state / "done" / "105.json").write_text('{"id": "105", "fini')
+    h5 = run.data / "105" / "images_105.h5"
+    h5.write_bytes(h5.read_bytes()[:4096])
+    _damaged_then_made_again(run, cfg, capsys)
+
+
+def test_damaged_records_are_left_out_with_allow_partial(finished_run) -> None:  # noqa: ANN001
+    run, cfg = finished_run
+    h5 = run.data / "105" / "images_105.h5"
+    h5.write_bytes(h5.read_bytes()[:100])
+    result = pack(run, cfg, allow_partial=True, progress=False)
+    assert result.records == 11 and result.partial
+    manifest = {e["id"]: e for e in map(json.loads, (run.data / "manifest.jsonl").read_text().splitlines())}
+    assert manifest["105"]["status"] == "failed" and manifest["105"]["reason"] == "damaged_output"
+    assert not any(p.startswith("105/") for p in image_listing(run.root / "zenodo-ml.sqsh"))

@@ -307,3 +307,125 @@ def test_shards_that_died_of_oom_or_timeout_get_more_memory_or_time(tmp_path: Pa
     for record in plan.shards[2].ids + plan.shards[3].ids:
         assert by_record[record].mem_gb is None  # the config's own resources
     assert "6GB, 60 min" in result.description and "4GB, 120 min" in result.description
+
+
+# --- a local run whose driver is killed; what killed workers leave behind --------------------------
+
+
+def _wait_until(condition, what: str, limit_s: float = 90) -> None:  # noqa: ANN001
+    """Poll ``condition`` (a safety limit only: nothing here asserts how long anything takes)."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still waiting for {what}")
+        time.sleep(0.05)
+
+
+def _first_records_slow(double, run: RunDir, cfg: Config, shards: list[int], seconds: float) -> list[str]:  # noqa: ANN001
+    """The plan the driver will make (planning is deterministic): slow down the first record of these shards."""
+    snapshot = take_snapshot(run, cfg)
+    plan, _ = plan_groups(snapshot.pending(), snapshot, cfg, 1)
+    firsts = [plan.shards[i].ids[0] for i in shards]
+    for record_id in firsts:
+        _slow(double, int(record_id), seconds, times=1)
+    return firsts
+
+
+def _running_tasks(run: RunDir) -> dict[str, dict]:
+    tasks = (read_json(submission_path(run, 1)) or {}).get("tasks", {})
+    return {k: t for k, t in tasks.items() if t.get("state") == "RUNNING"}
+
+
+def test_a_killed_local_driver_shows_its_workers_running_while_they_live_then_lost(  # noqa: ANN001
+        tmp_path: Path, zenodo_with_records, capsys: pytest.CaptureFixture) -> None:
+    import sys
+
+    import yaml
+
+    from zenodo_hpc.liveness import GONE, process_state, this_host
+
+    run, cfg = harvested(tmp_path, zenodo_with_records)
+    slow = _first_records_slow(zenodo_with_records, run, cfg, [0, 1], 60.0)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(cfg.to_dict()))
+    node_tmp = tmp_path / "node-tmp"
+    node_tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(node_tmp)}
+    driver = subprocess.Popen([sys.executable, "-m", "zenodo_hpc", "submit", "-c", str(config)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_until(lambda: len(_running_tasks(run)) == 2 and all(attempts_of(run, r) for r in slow),
+                "two workers inside their slow records")
+    workers = _running_tasks(run)
+    assert {t["host"] for t in workers.values()} == {this_host()}
+    driver.kill()  # SIGKILL: nothing of the driver runs again; its workers go on, orphaned
+    driver.wait()
+
+    assert main(["status", str(run.root)]) == 0
+    assert "plan 1 [local]: 4 shards: 0 done, 2 running, 2 pending, 0 failed" in capsys.readouterr().out
+    assert main(["resume", "--dry-run", str(run.root)]) == 0  # their records are left to them
+    assert capsys.readouterr().out.startswith("plan 2: 6 records in 2 shards (0 done, 0 quarantined, 6 queued or "
+                                              "running of 12)")
+
+    for task in workers.values():
+        os.kill(task["pid"], signal.SIGKILL)
+    _wait_until(lambda: all(process_state(t) == GONE for t in workers.values()), "the workers to be gone")
+    assert len(list(node_tmp.iterdir())) == 2  # what the killed workers left behind
+    assert main(["status", str(run.root)]) == 0
+    out = capsys.readouterr().out
+    assert "plan 1 [local]: 4 shards: 0 done, 0 running, 2 pending, 2 failed  (LOST 2)" in out
+    assert main(["resume", "--dry-run", str(run.root)]) == 0
+    assert capsys.readouterr().out.startswith("plan 2: 12 records in 4 shards (0 done, 0 quarantined of 12)")
+    assert gather_status(run).generations[0].failed_states == {"LOST": 2}
+
+    resumed = subprocess.run([sys.executable, "-m", "zenodo_hpc", "resume", str(run.root)], env=env,
+                             capture_output=True, text=True, check=False)  # takes over the dead driver's lock
+    assert resumed.returncode == 0, resumed.stderr
+    assert ids_in(run, "done") == ALL
+    assert list(node_tmp.iterdir()) == []  # the new workers removed the dead ones' folders
+
+
+def test_a_worker_removes_what_dead_workers_left_and_nothing_of_a_live_one(tmp_path: Path,  # noqa: ANN001
+                                                                          zenodo_with_records) -> None:
+    from zenodo_hpc.leftovers import OWNER_FILE
+
+    run, cfg = harvested(tmp_path, zenodo_with_records)
+    dead_record, live_record = _first_records_slow(zenodo_with_records, run, cfg, [0, 1], 60.0)
+    snapshot = take_snapshot(run, cfg)
+    plan, _ = plan_groups(snapshot.pending(), snapshot, cfg, 1)
+    write_plan(run, plan)
+    node_tmp = tmp_path / "node-tmp"
+    node_tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(node_tmp)}
+    executor = LocalExecutor(cfg)
+
+    def start(shard: int, record_id: str) -> subprocess.Popen:
+        proc = subprocess.Popen(executor.command(run, 1, shard, 1), env=env)
+        _wait_until(lambda: list(node_tmp.glob(f"zenodo-hpc-{record_id}-*/{OWNER_FILE}")), f"{record_id}'s folder")
+        return proc
+
+    dead, live = start(0, dead_record), start(1, live_record)
+    try:
+        dead_tmp, live_tmp = (next(node_tmp.glob(f"zenodo-hpc-{r}-*")) for r in (dead_record, live_record))
+        staging = {}  # half-written records, as a kill in the middle of writing leaves them
+        for record_id in (dead_record, live_record, plan.shards[2].ids[0]):
+            staging[record_id] = run.data / f".{record_id}.partial-x1y2"
+            staging[record_id].mkdir()
+            (staging[record_id] / f"images_{record_id}.h5").write_bytes(b"half")
+        older = node_tmp / "zenodo-hpc-999-abcd1234"  # an older version's folder: no owner file, owner unknown
+        older.mkdir()
+        dead.kill()
+        dead.wait()
+
+        def shard_2() -> None:
+            done = subprocess.run(executor.command(run, 1, 2, 1), env=env, capture_output=True, check=False)
+            assert done.returncode == 0, done.stderr
+
+        shard_2()
+        assert not dead_tmp.exists() and not staging[dead_record].exists()  # a dead worker's: removed
+        assert live_tmp.exists() and staging[live_record].exists()  # a live one's: kept
+        assert older.exists() and staging[plan.shards[2].ids[0]].exists()  # started by nobody yet: kept
+        shard_2()  # its records are done now: a staging folder of a done record is nobody's
+        assert not staging[plan.shards[2].ids[0]].exists() and live_tmp.exists()
+    finally:
+        live.terminate()
+        live.wait()

@@ -166,8 +166,8 @@ def _shard_counts(run: RunDir, generation: int, sub: Any, states: dict[tuple[int
                 counts.elsewhere[host] = counts.elsewhere.get(host, 0) + 1
         elif state == "COMPLETED" or all(i in done_ids for i in shard.ids):
             counts.done += 1  # records that failed inside a completed task are counted as records
-        elif state in ACTIVE_STATES or sub is None:
-            counts.pending += 1
+        elif state in ACTIVE_STATES or sub is None or state is None and sub.kind != "slurm":
+            counts.pending += 1  # local: never started (its driver ended first)
         elif state is None:  # SLURM forgot it: finished, and without accounting nobody can say how
             counts.unknown += 1
         else:  # FAILED, OUT_OF_MEMORY, TIMEOUT, CANCELLED, NODE_FAIL, KILLED
