@@ -45,4 +45,5 @@ if [[ -n "$slurmd_pid" ]]; then
 fi
 remove_node_job_cgroups "$node"
 log "crashed $node: slurmd ${slurmd_pid:-(was not running)} killed, jobs killed: ${jobs:-none}"
+# shellcheck disable=SC2086  # one job id a line
 [[ -z "$jobs" ]] || printf "%s\n" $jobs

@@ -44,7 +44,7 @@ fi
 # Reverse start order: the slurmd's, slurmctld (it still needs slurmdbd to
 # flush accounting records), then the database, munge last.
 stopped=()
-order=($(slurmd_daemons))
+mapfile -t order < <(slurmd_daemons)
 for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do order+=("${DAEMONS[$i]}"); done
 for d in "${order[@]}"; do
     if pid="$(daemon_pid "$d")"; then stopped+=("$pid"); fi
@@ -63,6 +63,11 @@ for node in $nodes; do
         kill_node_jobs "$node"
     fi
     remove_node_job_cgroups "$node"
+    # The node's own cgroups (slurm_<node>/uid_*), now empty: every slurmd is
+    # stopped. rmdir removes only empty cgroups.
+    for dir in "$CGROUP_ROOT"/*/"slurm_$node" "$CGROUP_ROOT/system.slice/${node}_slurmstepd.scope"; do
+        if [[ -d "$dir" ]]; then find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
+    done
 done
 # What up.sh learnt about this host (a cgroup mode that failed, no multiple
 # slurmd support) is tried afresh by the next up.sh.

@@ -478,6 +478,7 @@ self_test() {
     FAILED="slurmd-$(node_name 1)"   # job launch problems show up in slurmd logs
     mkdir -p "$dir"
     log "self-test: sbatch --wait"
+    # shellcheck disable=SC2016  # $SLURMD_NODENAME is the job's, not ours
     jobid="$(timeout 120 sbatch --parsable --wait -p debug -t 1 -J zhpc-selftest \
         -o "$dir/batch-%j.out" --wrap 'echo "on $SLURMD_NODENAME"')" \
         || die "self-test batch job failed or timed out"
