@@ -8,6 +8,7 @@ operator would run them: no "internal error", no traceback, and a clear line nam
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -235,3 +236,20 @@ def test_a_run_directory_with_no_state_yet(tmp_path: Path) -> None:
     assert last_attempt_owner(run, "1") is None
     shutil.rmtree(tmp_path)
     assert next_generation(run) == 1
+
+
+def test_a_local_worker_recorded_on_another_host_is_shown_as_such_and_its_records_planned_again(  # noqa: ANN001
+        finished, capsys: pytest.CaptureFixture) -> None:
+    run, _ = finished
+    path = run.state / "submissions" / "0001.json"
+    sub = json.loads(path.read_text())
+    sub["kind"] = "local"  # as a local driver on another login node left it when it died
+    sub["tasks"]["0"] = {"state": "RUNNING", "pid": 4242, "host": "another-host", "start": "x:1"}
+    path.write_text(json.dumps(sub))
+    shard_0 = json.loads((run.root / "plans" / "0001.json").read_text())["shards"][0]["ids"]
+    (run.state / "done" / f"{shard_0[0]}.json").unlink()
+    code, out, _ = cli(capsys, "status", str(run.root))
+    assert code == 0 and "4 shards: 3 done, 1 running (1 on another-host: cannot be checked from here)" in out
+    code, out, err = cli(capsys, "resume", "--dry-run", str(run.root))
+    assert code == 0 and out.startswith("plan 2: 1 records")
+    assert "plan 1, shard 0: its worker ran on another host and cannot be checked from here" in err

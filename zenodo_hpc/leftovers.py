@@ -46,8 +46,7 @@ def clean_dead_tmp(root: Path) -> list[str]:
     for entry in _entries(root):
         mine = entry.name.startswith(TMP_PREFIX) and entry.is_dir(follow_symlinks=False)
         if mine and is_dead(read_owner(Path(entry.path) / OWNER_FILE)):
-            shutil.rmtree(entry.path, ignore_errors=True)
-            removed.append(entry.path)
+            removed += _remove(entry.path)
     return removed
 
 
@@ -60,8 +59,7 @@ def clean_dead_staging(run: RunDir) -> list[str]:
         if match and entry.is_dir(follow_symlinks=False):
             record_id = match.group("id")
             if is_done(run, record_id) or is_dead(last_attempt_owner(run, record_id)):
-                shutil.rmtree(entry.path, ignore_errors=True)
-                removed.append(entry.path)
+                removed += _remove(entry.path)
     return removed
 
 
@@ -70,6 +68,12 @@ def clean_leftovers(run: RunDir, tmp_root: Path) -> None:
     removed = clean_dead_tmp(tmp_root) + clean_dead_staging(run)
     if removed:
         log.info("removed %d folder(s) left by killed workers: %s", len(removed), ", ".join(removed[:5]))
+
+
+def _remove(path: str) -> list[str]:
+    """Remove a folder; ``[path]`` when it is gone (another user's may not be ours to remove)."""
+    shutil.rmtree(path, ignore_errors=True)
+    return [] if os.path.lexists(path) else [path]
 
 
 def _entries(folder: Path) -> list[os.DirEntry[str]]:

@@ -24,7 +24,7 @@ ELSEWHERE = "elsewhere"  # on another host: nobody here can say
 
 LOST = "LOST"  # a local task recorded as running whose process is gone: its driver did not see it end
 UNCHECKABLE = "UNCHECKABLE"  # a local task recorded as running on another host
-LOCAL_ACTIVE = ("RUNNING", UNCHECKABLE)  # a local task whose records resume leaves alone
+LOCAL_ACTIVE = ("RUNNING",)  # a local task whose records resume leaves alone: its worker lives, here
 
 
 @cache
@@ -107,9 +107,8 @@ def process_state(who: dict[str, Any]) -> str:
 
 
 def _exists_without_proc(pid: int) -> str:
-    """Where ``/proc`` cannot say (not Linux, or no such process): ask the kernel whether the pid exists."""
-    if Path("/proc/self/stat").exists():
-        return GONE  # /proc works, and has no such process
+    """Where ``/proc`` says nothing (no such process, another user's hidden by ``hidepid``, not Linux): ask the
+    kernel whether the pid exists. Another user's process counts as alive: its start cannot be compared."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

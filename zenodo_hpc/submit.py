@@ -19,7 +19,7 @@ from typing import Any
 from .config import Config
 from .errors import UserError
 from .executor import Resources, Submission, TaskGroup, load_submissions, make_executor, resolve_kind
-from .liveness import LOCAL_ACTIVE, local_task_state
+from .liveness import LOCAL_ACTIVE, UNCHECKABLE, local_task_state
 from .plan import (
     Plan,
     RecordRef,
@@ -142,6 +142,10 @@ def take_snapshot(run: RunDir, cfg: Config) -> RunSnapshot:
         kind = sub_kind(submissions, generation)
         if state in ACTIVE_STATES and kind == "slurm" or kind == "local" and state in LOCAL_ACTIVE:
             snapshot.active.update(unfinished)
+        elif kind == "local" and state == UNCHECKABLE and unfinished:
+            log.warning("plan %d, shard %d: its worker ran on another host and cannot be checked from here; its %d "
+                        "unfinished records are planned again (stop that worker first if it still runs)", generation,
+                        index, len(unfinished))
         elif state in ESCALATING_STATES:
             before = Resources(base.partition, shard.time_min or base.time_min, shard.mem_gb or base.mem_gb,
                                base.cpus_per_task, base.setup, base.additional)
