@@ -95,7 +95,16 @@ def advance(run: RunDir, cfg: Config, *, kind: str, chain: Chain | None, what: s
         return Step("submitted", format_result(result, run), result=result)
     if result.snapshot.active:
         return Step("waiting", format_result(result, run), result=result)
-    packed = pack(run, cfg, progress=False)
+    try:
+        packed = pack(run, cfg, progress=False)
+    except UserError:
+        # pack sends a record whose files are damaged back to be redone: another round, when one is left
+        again = submit_pending(run, cfg, kind=kind, what=what, follow_up=finish_task if kind == "slurm" else None)
+        if again.submission is None or (chain is not None and chain.rounds >= chain.max_rounds):
+            raise
+        if chain is not None:
+            _count_round(run, chain, again)
+        return Step("submitted", format_result(again, run), result=again)
     if chain is not None:
         chain.state, chain.finishing_job = "packed", None
         chain.message = f"packed after {chain.rounds} round(s): {format_summary(packed)}"
@@ -127,6 +136,10 @@ def finish_task(run_dir: str) -> str:
         return message
     if chain is None:
         chain = Chain(started_by="finish", max_rounds=cfg.executor.max_attempts)
+    from .executor import load_submissions
+    from .slurm import job_ids, settle_accounting
+
+    settle_accounting(job_ids(load_submissions(run)))
     try:
         step = advance(run, cfg, kind="slurm", chain=chain)
     except UserError as exc:

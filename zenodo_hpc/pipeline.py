@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from tqdm import tqdm
 
@@ -120,7 +121,8 @@ def wait_for_tasks(run: RunDir, poll_s: float, progress: bool | None) -> None:
         while True:
             chain = load_chain(run)
             finishing = [chain.finishing_job] if chain and chain.finishing_job and chain.state == "running" else []
-            active = unfinished_tasks(load_submissions(run), finishing)
+            submissions = load_submissions(run)
+            active = unfinished_tasks(submissions, finishing) + live_local_tasks(submissions)
             status = gather_status(run)
             finished = status.done + status.quarantined
             bar.n = finished
@@ -135,6 +137,14 @@ def wait_for_tasks(run: RunDir, poll_s: float, progress: bool | None) -> None:
             time.sleep(poll_s)
     finally:
         bar.close()
+
+
+def live_local_tasks(submissions: list[Any]) -> int:
+    """Local worker processes of earlier drivers that are still alive on this host (a killed driver's)."""
+    from .liveness import local_task_state
+
+    return sum(1 for sub in submissions if sub.kind != "slurm"
+               for task in sub.tasks.values() if local_task_state(task) == "RUNNING")
 
 
 def interrupted_message(cfg: Config, config_path: str | None) -> str:

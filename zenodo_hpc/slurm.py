@@ -76,6 +76,32 @@ def signal_delay_s(time_min: int) -> int:
     return int(min(120, max(30, time_min * 60 // 10)))
 
 
+def qos_submit_limit(qos: str) -> int | None:
+    """``MaxSubmitJobsPerUser`` of a QOS (``sacctmgr``), or None when it has none or cannot be read."""
+    try:
+        out = run_command(["sacctmgr", "-n", "-P", "show", "qos", qos, "format=MaxSubmitPU"], timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    value = out.stdout.strip().splitlines()[0].strip() if out.returncode == 0 and out.stdout.strip() else ""
+    return int(value) if value.isdigit() else None
+
+
+def check_qos_room(cfg: Config, jobs: int) -> None:
+    """Refuse at once an array that its QOS could never queue, whatever waiting: say what to do instead.
+
+    An array of N tasks counts N jobs against ``MaxSubmitJobsPerUser``; with its finishing job, N + 1.
+    """
+    qos = cfg.executor.slurm.additional.get("qos")
+    if not isinstance(qos, str) or not qos:
+        return
+    limit = qos_submit_limit(qos)
+    if limit is None or jobs <= limit:
+        return
+    raise UserError(f"the QOS {qos} allows {limit} jobs per user in the queue, and one array of this plan needs "
+                    f"{jobs} (its tasks and the finishing job): raise executor.records_per_shard (fewer, larger "
+                    f"tasks), or use another QOS")
+
+
 def is_transient(message: str) -> bool:
     return any(marker.lower() in message.lower() for marker in TRANSIENT_SBATCH_ERRORS)
 
@@ -170,6 +196,7 @@ class SlurmExecutor:
         if not sbatch_available():
             raise UserError("executor slurm: sbatch is not on PATH (load the SLURM module, or use --executor local)")
         specs = self.arrays(groups)
+        check_qos_room(self.cfg, max(len(spec.shards) for spec in specs) + 1)
         parallelism = self.per_array_parallelism(len(specs))
         concurrent = max(1, min(len(plan.shards), parallelism * len(specs)))
         submission = Submission(plan.generation, self.kind, concurrent, submitted_at=_now())
@@ -394,6 +421,20 @@ def unfinished_tasks(submissions: Iterable[Submission], extra_jobs: Iterable[str
     states = task_states(job_ids(subs) + extra)
     active = sum(1 for sub in subs for st in shard_states(sub, states).values() if st.state in ACTIVE_STATES)
     return active + sum(1 for job in extra if states.get(job, TaskState(GONE)).state in ACTIVE_STATES)
+
+
+def settle_accounting(job_ids: Iterable[str], *, timeout_s: float = 60.0, sleep: Any = time.sleep) -> None:
+    """Wait (bounded) until accounting has the end of every task the controller no longer holds.
+
+    The finishing job starts the moment the last task ends, often before ``slurmdbd`` has written how
+    it ended; deciding on a task still called RUNNING there (``GONE``) would miss an OUT_OF_MEMORY.
+    """
+    ids = list(job_ids)
+    deadline = time.monotonic() + timeout_s
+    while ids and time.monotonic() < deadline:
+        if not any(st.state == GONE for st in task_states(ids).values()):
+            return
+        sleep(2.0)
 
 
 def cancel(job_ids: Iterable[str]) -> None:

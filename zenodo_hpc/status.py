@@ -17,7 +17,7 @@ from typing import Any
 from .chain import load_chain
 from .errors import UserError
 from .executor import load_submissions, submission_path
-from .liveness import UNCHECKABLE
+from .liveness import LOST, UNCHECKABLE
 from .plan import generations, load_plan
 from .state import DONE, RunDir, ids_in, read_failure
 from .submit import slurm_shard_states
@@ -150,7 +150,7 @@ def efficiency(sub: Any, usage: dict[tuple[int, int], dict[str, Any]]) -> list[d
 
 def _shard_counts(run: RunDir, generation: int, sub: Any, states: dict[tuple[int, int], str],
                   done_ids: set[str]) -> ShardCounts:
-    from .slurm import ACTIVE_STATES
+    from .slurm import ACTIVE_STATES, GONE
 
     plan = load_plan(run, generation)
     counts = ShardCounts(generation, sub.kind if sub else _not_submitted(run, generation), len(plan.shards))
@@ -164,14 +164,14 @@ def _shard_counts(run: RunDir, generation: int, sub: Any, states: dict[tuple[int
             if state == UNCHECKABLE:
                 host = str(sub.tasks[str(shard.index)].get("host"))
                 counts.elsewhere[host] = counts.elsewhere.get(host, 0) + 1
-        elif state == "COMPLETED" or all(i in done_ids for i in shard.ids):
+        elif state == "COMPLETED" or (state in (None, GONE, LOST) and all(i in done_ids for i in shard.ids)):
             counts.done += 1  # records that failed inside a completed task are counted as records
         elif state in ACTIVE_STATES or sub is None or state is None and sub.kind != "slurm":
             counts.pending += 1  # local: never started (its driver ended first)
         elif state is None:  # SLURM forgot it: finished, and without accounting nobody can say how
             counts.unknown += 1
-        else:  # FAILED, OUT_OF_MEMORY, TIMEOUT, CANCELLED, NODE_FAIL, KILLED
-            counts.failed += 1
+        else:  # FAILED, OUT_OF_MEMORY, TIMEOUT, CANCELLED, NODE_FAIL, KILLED: shown even when a later round
+            counts.failed += 1  # finished the task's records, so that what happened stays in view
             failed_states[state] += 1
     counts.failed_states = dict(failed_states)
     return counts
