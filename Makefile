@@ -25,7 +25,7 @@ system-deps:
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq squashfs-tools; \
 	  else echo "mksquashfs missing: apt-get install squashfs-tools (pack tests will be skipped)"; fi; }
 
-# The tests, with a real single-node SLURM cluster up for the SLURM tests (slurm/dev-cluster/).
+# The tests, with a real multi-node SLURM cluster up for the SLURM tests (slurm/dev-cluster/).
 test: install system-deps
 	$(BIN)/ruff check zenodo_hpc tests benchmarks
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash slurm/dev-cluster/with-cluster.sh $(BIN)/python -m pytest
