@@ -7,16 +7,23 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 from zenodo_hpc.config import config_from_dict
 from zenodo_hpc.executor import Resources, Submission, TaskGroup
 from zenodo_hpc.plan import Plan, Shard
 from zenodo_hpc.slurm import (
+    GONE,
     SlurmExecutor,
     TaskState,
     expand_array_ids,
+    fold_sacct_lines,
     format_mem,
     is_transient,
     normalise_state,
+    parse_elapsed_s,
+    parse_memory_gb,
+    reconcile,
     sbatch_error,
     shard_states,
     signal_delay_s,
@@ -77,3 +84,23 @@ def test_shard_states_map_array_tasks_to_plan_shards() -> None:
     states = {"50_0": TaskState("COMPLETED"), "50_1": TaskState("OUT_OF_MEMORY"), "51_0": TaskState("RUNNING")}
     assert {k: v.state for k, v in shard_states(sub, states).items()} == {0: "COMPLETED", 1: "OUT_OF_MEMORY",
                                                                         2: "RUNNING"}
+
+
+def test_a_memory_kill_is_read_from_its_step_and_maxrss_from_the_largest_step() -> None:
+    """Real sacct output (tests/data/sacct_oom_22.05.txt): the job says FAILED 1:0, only its step says OOM."""
+    lines = [line for line in (Path(__file__).parent / "data" / "sacct_oom_22.05.txt").read_text().splitlines()
+             if not line.startswith("#")]
+    tasks = fold_sacct_lines(lines)
+    assert tasks["87_10"].state == "OUT_OF_MEMORY" and tasks["87_0"].state == "COMPLETED"
+    assert tasks["87_10"].max_rss_gb == pytest.approx(293456 / 1024**2)
+    assert tasks["87_10"].elapsed_s == 6 and tasks["87_10"].node == "node3"
+
+
+def test_the_controller_knows_what_is_queued_accounting_how_the_rest_ended() -> None:
+    accounted = {"9_0": TaskState("PENDING"), "9_1": TaskState("NODE_FAIL"), "9_2": TaskState("COMPLETED")}
+    queued = {"9_1": TaskState("PENDING", source="squeue")}  # requeued after its node failed
+    merged = reconcile(accounted, queued)
+    assert merged["9_0"].state == GONE  # cancelled before it started: accounting still says PENDING
+    assert merged["9_1"].state == "PENDING" and merged["9_2"].state == "COMPLETED"
+    assert reconcile(accounted, None)["9_0"].state == "PENDING"  # no squeue: accounting is all there is
+    assert parse_elapsed_s("1-02:03:04") == 93784 and parse_memory_gb("1.5G") == 1.5
