@@ -99,8 +99,10 @@ def advance(run: RunDir, cfg: Config, *, kind: str, chain: Chain | None, what: s
         packed = pack(run, cfg, progress=False)
     except UserError:
         # pack sends a record whose files are damaged back to be redone: another round, when one is left
+        if chain is not None and chain.rounds >= chain.max_rounds:
+            raise
         again = submit_pending(run, cfg, kind=kind, what=what, follow_up=finish_task if kind == "slurm" else None)
-        if again.submission is None or (chain is not None and chain.rounds >= chain.max_rounds):
+        if again.submission is None:
             raise
         if chain is not None:
             _count_round(run, chain, again)
