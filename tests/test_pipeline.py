@@ -59,3 +59,28 @@ def test_run_with_debug_executor_and_a_limit(tmp_path: Path, zenodo_with_records
     outcome = run_pipeline(cfg, limit=5, kind="debug", progress=False)
     assert outcome.packed is not None and outcome.packed.records == 5
     assert outcome.status.done == 5 and outcome.status.records == 5
+
+
+def test_local_run_takes_the_same_decisions_round_after_round(tmp_path: Path, zenodo_with_records,  # noqa: ANN001
+                                                              capsys: pytest.CaptureFixture) -> None:
+    import requests
+
+    from zenodo_hpc.chain import load_chain
+    from zenodo_hpc.state import attempts_of
+
+    hits = {h["id"]: h for h in requests.get(f"{zenodo_with_records.api_url}/records", params={"size": 25}).json()
+            ["hits"]["hits"]}
+    for record_id, times in ((103, 2), (104, 100)):  # 103: a passing 503; 104: 503 for ever
+        key = hits[record_id]["files"][0]["key"]
+        zenodo_with_records.fail(f"/api/records/{record_id}/files/{key}/content", "503", times=times)
+    cfg = run_config(tmp_path, zenodo_with_records, max_attempts=3)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(cfg.to_dict()))
+    assert main(["run", "-c", str(config)]) == 0
+    run = _run(cfg)
+    assert attempts_of(run, "103") == 2 and "103" in ids_in(run, "done")
+    failure = read_failure(run, "104")
+    assert failure["quarantined"] and failure["reason"] == "http_503" and attempts_of(run, "104") == 3
+    chain = load_chain(run)
+    assert chain.rounds == 3 and chain.state == "packed"
+    assert "holds 11 records" in capsys.readouterr().out.strip().splitlines()[-1]
