@@ -180,12 +180,18 @@ def test_a_submission_over_the_qos_limit_waits_for_room(tmp_path: Path, zenodo_w
     run = submitted(tmp_path, cfg)
     first_array = load_submissions(run)[0].arrays[0]["job_id"]
     assert int(first_array) > max(int(s) for s in sleepers)
-    ended = [slurm_dev.job_runs(s)[-1]["End"] for s in sleepers]
-    submit_time = subprocess.run(["sacct", "-n", "-X", "-P", "-j", first_array, "-o", "Submit"],
-                                 capture_output=True, text=True, check=True).stdout.split()[0]
+    ended = slurm_dev.wait_for(lambda: [r[-1]["End"] for s in sleepers if (r := slurm_dev.job_runs(s))
+                                        and r[-1]["End"][:1].isdigit()] or None, 120, "a sleeper to end")
+    submit_time = slurm_dev.wait_for(lambda: _submit_time(first_array), 120, f"accounting to have {first_array}")
     assert submit_time >= min(ended)  # queued only once a sleeper had made room
     wait_for_the_image(run)
     assert ids_in(run, "done") == ALL
+
+
+def _submit_time(job_id: str) -> str | None:
+    out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "Submit"], capture_output=True, text=True,
+                         check=False).stdout.split()
+    return out[0] if out else None
 
 
 def test_a_qos_too_small_for_one_array_says_what_to_do(tmp_path: Path, zenodo_with_records: ZenodoDouble,

@@ -167,10 +167,8 @@ def test_worker_killed_every_time_on_one_record_is_quarantined(tmp_path: Path,
         seen = 0
         while not stop.is_set():
             attempts = attempts_of(run, "104")
-            if attempts > seen:
-                # the real thing an OOM kill does: SIGKILL the task's Python process
-                subprocess.run(["pkill", "-9", "-f", f"submitit.core._submit {run.logs}"], check=False)
-                seen = attempts
+            if attempts > seen and _kill_worker_of(run, "104"):
+                seen = attempts  # the real thing an OOM kill does: SIGKILL the task's Python process
             time.sleep(0.2)
 
     stop = threading.Event()
@@ -190,6 +188,28 @@ def test_worker_killed_every_time_on_one_record_is_quarantined(tmp_path: Path,
     failure = read_failure(run, "104")
     assert failure["quarantined"] and failure["reason"] == "worker_died"
     assert ids_in(run, "done") == ALL - {"104"}
+
+
+def _kill_worker_of(run: RunDir, record_id: str) -> bool:
+    """SIGKILL the Python process of the array task that holds ``record_id`` in the latest plan (only that one)."""
+    submission = load_submissions(run)[-1]
+    shard = next(s.index for s in load_plan(run, submission.generation).shards if record_id in s.ids)
+    array = next(a for a in submission.arrays if shard in a["shards"])
+    task = array["task_ids"][array["shards"].index(shard)]
+    job, _, index = task.partition("_")
+    killed = False
+    for proc in Path("/proc").iterdir():
+        try:
+            command = (proc / "cmdline").read_bytes()
+            env = dict(item.split(b"=", 1) for item in (proc / "environ").read_bytes().split(b"\0") if b"=" in item)
+        except OSError:
+            continue
+        mine = (env.get(b"SLURM_ARRAY_JOB_ID") == job.encode() and env.get(b"SLURM_ARRAY_TASK_ID") == index.encode()
+                if index else env.get(b"SLURM_JOB_ID") == job.encode())
+        if mine and b"submitit.core._submit" in command:
+            os.kill(int(proc.name), 9)
+            killed = True
+    return killed
 
 
 def test_partition_that_does_not_exist_is_refused_and_nothing_is_queued(tmp_path: Path,

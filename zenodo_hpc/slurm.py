@@ -304,16 +304,23 @@ def parse_elapsed_s(text: str) -> float | None:
     return int(days or 0) * 86400 + int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds)
 
 
-def task_states(job_ids: Iterable[str]) -> dict[str, TaskState]:
+class TaskStates(dict[str, TaskState]):
+    """Task id -> state; ``controller_answered`` False when squeue could not be asked (then a task missing
+    from accounting may just be too new for it)."""
+
+    controller_answered: bool = True
+
+
+def task_states(job_ids: Iterable[str]) -> TaskStates:
     """``{"<job>_<index>": TaskState}`` for every task of these jobs, from sacct's steps and squeue together."""
     ids = sorted(set(job_ids))
     if not ids:
-        return {}
+        return TaskStates()
     queued = _squeue_states(ids)
     accounted = _sacct_states(ids)
-    if accounted is None:
-        return queued or {}
-    return reconcile(accounted, queued)
+    out = TaskStates(queued or {}) if accounted is None else TaskStates(reconcile(accounted, queued))
+    out.controller_answered = queued is not None
+    return out
 
 
 def reconcile(accounted: dict[str, TaskState], queued: dict[str, TaskState] | None) -> dict[str, TaskState]:
@@ -380,15 +387,21 @@ def fold_sacct_lines(lines: Iterable[str]) -> dict[str, TaskState]:
     return jobs
 
 
-def _squeue_states(ids: list[str]) -> dict[str, TaskState] | None:
-    """What the controller has queued or running now; None when squeue cannot be asked."""
-    try:
-        out = run_command(["squeue", "-h", "-r", "-o", "%i|%T|%N", "-j", ",".join(ids)], timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if out.returncode != 0 and "Invalid job id" not in out.stderr:
-        log.info("squeue failed (%s)", out.stderr.strip()[:200])
-        return None
+def _squeue_states(ids: list[str], *, tries: int = 3, sleep: Any = time.sleep) -> dict[str, TaskState] | None:
+    """What the controller has queued or running now; None when squeue cannot be asked (a busy controller
+    is asked again a few times first: without it, tasks just queued would look gone)."""
+    for attempt in range(tries):
+        try:
+            out = run_command(["squeue", "-h", "-r", "-o", "%i|%T|%N", "-j", ",".join(ids)], timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            out = None
+        if out is not None and (out.returncode == 0 or "Invalid job id" in out.stderr):
+            break
+        log.info("squeue failed (%s)", out.stderr.strip()[:200] if out is not None else "no answer")
+        if attempt == tries - 1:
+            return None
+        sleep(2.0)
+    assert out is not None
     states = {}
     for line in out.stdout.splitlines():
         parts = line.split("|")
@@ -399,18 +412,26 @@ def _squeue_states(ids: list[str]) -> dict[str, TaskState] | None:
     return states
 
 
+# Without an answer from the controller, a task accounting does not know yet may just have been queued.
+JUST_SUBMITTED_S = 300
+
+
 def shard_states(submission: Submission, states: dict[str, TaskState]) -> dict[int, TaskState]:
     """The state of each shard of a SLURM submission (array task index -> plan shard).
 
-    A task neither the controller nor accounting knows is left out (finished long ago, no accounting).
+    A task neither the controller nor accounting knows is left out (finished long ago, no accounting),
+    unless the controller could not be asked and the submission is recent: then it counts as pending.
     """
     out: dict[int, TaskState] = {}
+    unsure = not getattr(states, "controller_answered", True) and submission.age_s() < JUST_SUBMITTED_S
     for array in submission.arrays:
         task_ids = array.get("task_ids") or [f"{array['job_id']}_{i}" for i in range(len(array["shards"]))]
         for task_id, shard in zip(task_ids, array["shards"], strict=True):
             state = states.get(task_id)
             if state is not None:
                 out[shard] = state
+            elif unsure:
+                out[shard] = TaskState("PENDING", source="just submitted, controller not answering")
     return out
 
 
