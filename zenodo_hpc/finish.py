@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .chain import Chain, load_chain, save_chain
@@ -32,6 +33,7 @@ from .submit import SubmitResult, format_result, submit_pending, take_snapshot
 
 log = logging.getLogger(__name__)
 
+MAX_LOCAL_DECISIONS = 20  # a local chain ends after max_attempts rounds; this only guards against a bug
 NOT_FINISHED = "not_finished"  # the reason of a record still not done when a chain's rounds are used up
 
 
@@ -72,7 +74,7 @@ def _count_round(run: RunDir, chain: Chain, result: SubmitResult) -> None:
 class Step:
     """What :func:`advance` did."""
 
-    action: str  # "submitted", "waiting", "packed", "superseded"
+    action: str  # "submitted", "waiting", "packed", "released"
     message: str
     result: SubmitResult | None = None
     packed: PackResult | None = None
@@ -95,6 +97,8 @@ def advance(run: RunDir, cfg: Config, *, kind: str, chain: Chain | None, what: s
         return Step("submitted", format_result(result, run), result=result)
     if result.snapshot.active:
         return Step("waiting", format_result(result, run), result=result)
+    if chain is not None and chain.started_by == "update":
+        return _release(run, cfg, chain, result)
     try:
         packed = pack(run, cfg, progress=False)
     except UserError:
@@ -112,6 +116,34 @@ def advance(run: RunDir, cfg: Config, *, kind: str, chain: Chain | None, what: s
         chain.message = f"packed after {chain.rounds} round(s): {format_summary(packed)}"
         save_chain(run, chain)
     return Step("packed", format_summary(packed), result=result, packed=packed)
+
+
+def _release(run: RunDir, cfg: Config, chain: Chain, result: SubmitResult) -> Step:
+    """The end of an ``update``'s chain: the next release (its image packed and verified), or none."""
+    from .update import release_now, release_summary
+
+    release = release_now(run, cfg)
+    chain.state, chain.finishing_job = "packed", None
+    chain.message = (f"released after {chain.rounds} round(s): {release_summary(run, release)}" if release
+                     else f"nothing new after {chain.rounds} round(s): no release made")
+    save_chain(run, chain)
+    return Step("released", chain.message, result=result)
+
+
+def advance_rounds(run: RunDir, cfg: Config, *, kind: str, chain: Chain, what: str = "run",
+                   say: Callable[[str], None] | None = None, wait: Callable[[], None] | None = None) -> Step:
+    """Local and debug executors: each round runs to its end, then the same decision as on SLURM, until the
+    image (or the release) is made. ``wait`` is called while another driver's tasks are still out there."""
+    for _ in range(MAX_LOCAL_DECISIONS):
+        step = advance(run, cfg, kind=kind, chain=chain, what=what)
+        if say is not None:
+            say(step.message if step.action not in ("packed", "released") or step.result is None
+                else format_result(step.result, run))
+        if step.action in ("packed", "released"):
+            return step
+        if step.action == "waiting" and wait is not None:
+            wait()
+    raise RuntimeError(f"{MAX_LOCAL_DECISIONS} decisions without an end: a bug, please report it")
 
 
 def quarantine_unfinished(run: RunDir, cfg: Config, chain: Chain) -> int:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from .chain import Chain, load_chain
 from .config import Config
 from .executor import resolve_kind
-from .finish import advance, submit_round
+from .finish import advance, advance_rounds, submit_round
 from .harvest import format_summary as harvest_summary
 from .harvest import harvest
 from .pack import PackResult
@@ -30,7 +30,6 @@ from .submit import format_result
 log = logging.getLogger(__name__)
 
 POLL_S = 10.0
-MAX_ROUNDS = 20  # decisions in one local `run` (the chain's own limit, max_attempts rounds, comes first)
 
 
 @dataclass
@@ -60,14 +59,9 @@ def run_pipeline(cfg: Config, *, limit: int | None = None, wait: bool = True, ki
 def _run_here(run: RunDir, cfg: Config, kind: str, *, poll_s: float, progress: bool | None) -> RunOutcome:
     """Local and debug executors: each round runs to its end, then the same decision as on SLURM."""
     chain = Chain(started_by="run", max_rounds=cfg.executor.max_attempts)
-    for _ in range(MAX_ROUNDS):
-        step = advance(run, cfg, kind=kind, chain=chain, what="run")
-        say(step.message if step.action != "packed" or step.result is None else format_result(step.result, run))
-        if step.action == "packed":
-            return RunOutcome(run, step.packed, gather_status(run), waiting=False)
-        if step.action == "waiting":  # another driver's SLURM tasks are still out there
-            wait_for_tasks(run, poll_s, progress)
-    raise RuntimeError(f"{MAX_ROUNDS} rounds without an end: a bug, please report it")
+    step = advance_rounds(run, cfg, kind=kind, chain=chain, say=say,
+                          wait=lambda: wait_for_tasks(run, poll_s, progress))
+    return RunOutcome(run, step.packed, gather_status(run), waiting=False)
 
 
 def _run_on_slurm(run: RunDir, cfg: Config, *, wait: bool, poll_s: float, progress: bool | None) -> RunOutcome:
