@@ -417,3 +417,34 @@ def test_tar_is_readable_by_the_system_tar(exported, tmp_path: Path) -> None:  #
     assert tree(tmp_path / "py") == {k.removeprefix("py/"): v for k, v in tree(out).items() if k.startswith("py/")}
     with gzip.open(out / "py.tar.gz") as handle, tarfile.open(fileobj=io.BytesIO(handle.read())) as tar:
         assert tar.getnames()[0] == "py"
+
+
+def test_index_cells_that_look_like_formulas_are_shown_as_text(tmp_path: Path) -> None:
+    cfg = config_from_dict({"run": {"scratch": str(tmp_path), "name": "r"}})
+    run = open_run(cfg)
+    for record_id, top in ((7, "=HYPERLINK(x)"), (8, "+SUM(A1)"), (10, "@cmd"), (11, "-2+3"), (12, "plain")):
+        folder = tmp_path / "src" / str(record_id) / top  # keys start with the folder's name, like a top folder
+        folder.mkdir(parents=True)
+        (folder / "a.py").write_text("x = 1\n")
+        process_sources(str(record_id), [(folder, "")], run.data, cfg, hit={"id": record_id, "doi": "=1+1"},
+                        source_info={"kind": "local"})
+        mark_done(run, str(record_id), {})
+    out = tmp_path / "out"
+    organize(run.root, out, extensions=("py",), workers=1, progress=False)
+    rows = read_index(out)
+    assert sorted(r["file_path"] for r in rows) == ["'+SUM(A1)/a.py", "'-2+3/a.py", "'=HYPERLINK(x)/a.py",
+                                                    "'@cmd/a.py", "plain/a.py"]
+    assert all(not r[column].startswith(("=", "+", "-", "@")) for r in rows for column in r)
+    assert {r["doi"] for r in rows} == {"'=1+1"}
+
+
+def test_a_record_folder_with_a_newline_in_its_name_is_refused(finished_run, tmp_path: Path) -> None:  # noqa: ANN001
+    run, cfg = finished_run
+    odd = run.data / "101\nrm -rf"
+    odd.mkdir()
+    try:
+        with pytest.raises(UserError, match="has a name no record can have"):
+            organize(run.root, tmp_path / "out", workers=1, progress=False)
+        assert not (tmp_path / "out").exists()
+    finally:
+        odd.rmdir()

@@ -38,17 +38,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
-
-import numpy as np
-from tqdm import tqdm
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import __version__
 from .errors import UserError
-from .image import IMAGE_SUFFIXES, SquashImage
-from .load import load_images, load_metadata
-from .png import encode
-from .state import DONE, RunDir, ids_in
+
+if TYPE_CHECKING:  # the rest is imported where it is used: `zenodo-hpc --help` reads DEFAULT_EXTENSIONS only
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +245,9 @@ class _Source:
 
 def open_source(source: Path) -> _Source:
     """What ``source`` is (run directory, squashfs image file, mounted or extracted image) and its records."""
+    from .image import IMAGE_SUFFIXES
+    from .state import DONE, RunDir, ids_in
+
     if not source.exists():
         raise UserError(f"{source} does not exist")
     if source.is_file():
@@ -272,8 +271,10 @@ def open_source(source: Path) -> _Source:
 
 
 def _image_source(path: Path) -> _Source:
+    from .image import SquashImage
+
     with SquashImage(path) as image:
-        count = len(image.record_ids())
+        count = len([check_folder_name(i, path) for i in image.record_ids()])
     if not count:
         raise UserError(f"{path} holds no records")
 
@@ -281,16 +282,33 @@ def _image_source(path: Path) -> _Source:
         # as zenodo_hpc.image.iter_image_records, one record in memory at a time, but counted first for the bar
         with SquashImage(path) as image:
             for record_id in image.record_ids():
+                check_folder_name(record_id, path)
                 yield record_id, image.images(record_id), image.metadata(record_id)
 
     return _Source(path, "image", count, tasks)
 
 
 def _subfolders(folder: Path) -> list[Path]:
+    """Record folders (hidden staging folders left out); a name no record can have is refused, naming it."""
     try:
-        return [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        found = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
     except OSError as exc:
         raise UserError(f"cannot list {folder}: {exc.strerror or exc}") from None
+    for path in found:
+        check_folder_name(path.name, folder)
+    return found
+
+
+_RECORD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+
+
+def check_folder_name(name: str, where: Path | str) -> str:
+    """A record folder's name must be a record id: a newline or a control character in it would break the
+    index, the archives' member names and every line-based tool downstream."""
+    if not _RECORD_NAME.fullmatch(name):
+        raise UserError(f"{where}: the record folder {name[:60]!r} has a name no record can have (letters, "
+                        "digits, '.', '_' and '-' only): move it away, then export again")
+    return name
 
 
 def _holds_images(folder: Path) -> bool:
@@ -350,6 +368,9 @@ def _export_record(record_id: str, where: Any, metadata: Any, staging: str, exte
 
     ``where`` is the record folder (read here, in the worker) or its images already read from an image.
     """
+    from .load import load_images, load_metadata
+    from .png import encode
+
     if isinstance(where, (str, os.PathLike)):
         images = load_images(where)
         metadata = load_metadata(where) if any(file_extension(p) in extensions for p in images) else None
@@ -370,6 +391,8 @@ def _export_record(record_id: str, where: Any, metadata: Any, staging: str, exte
 def _export_records(reader: _Source, staging: Path, extensions: frozenset[str], png: str,
                     pool: cf.ProcessPoolExecutor | None, workers: int, progress: bool | None) -> list[IndexRow]:
     """Every record's rows, its PNGs written by the ``pool``'s processes (by this one without a pool)."""
+    from tqdm import tqdm
+
     rows: list[IndexRow] = []
     disable = None if progress is None else not progress
     tasks = ((record_id, where, meta, str(staging), extensions, png) for record_id, where, meta in reader.tasks())
@@ -443,7 +466,20 @@ def write_index(path: Path, rows: list[IndexRow]) -> None:
     with open(path, "w", encoding="utf-8", errors="backslashreplace", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(INDEX_COLUMNS)
-        writer.writerows((r.png, r.extension, r.record_id, r.doi, r.file_path, r.segment) for r in rows)
+        writer.writerows((csv_cell(r.png), csv_cell(r.extension), csv_cell(r.record_id), csv_cell(r.doi),
+                          csv_cell(r.file_path), r.segment) for r in rows)
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as a formula (OWASP's list)
+
+
+def csv_cell(text: str) -> str:
+    """A cell that a spreadsheet shows as text: one starting like a formula gets a leading ``'``.
+
+    File paths come from strangers' archives: ``=HYPERLINK(...)`` or ``@SUM(...)`` must not run when
+    somebody opens index.csv in a spreadsheet.
+    """
+    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
 
 
 def archive_name(extension: str) -> str:
