@@ -30,7 +30,7 @@ def test_no_file_and_empty_file_give_the_defaults(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, "")) == Config()
     cfg = Config()
     assert (cfg.raster.width, cfg.raster.height, cfg.raster.pad, cfg.raster.max_file_bytes) == (80, 80, 32, 100_000)
-    assert cfg.output.formats == ["h5", "pkl"]
+    assert cfg.output.formats == ["h5"] and cfg.output.h5_compression == "gzip-4"  # the pickle is opt-in
     assert cfg.zenodo.exclude == ["gcube"]
 
 
@@ -89,6 +89,7 @@ def test_int_is_accepted_where_a_number_is_expected(tmp_path: Path) -> None:
         ("executor: {kind: cloud}\n", r"executor\.kind: must be one of auto, slurm, local, debug"),
         ("output: {formats: [h5, csv]}\n", r"output\.formats: must be one of h5, pkl, got 'csv'"),
         ("output: {formats: []}\n", r"output\.formats"),
+        ("output: {h5_compression: gzip-10}\n", r"output\.h5_compression: must be gzip-1 \.\.\. gzip-9, lzf or zstd"),
         ("zenodo: {exclude: gcube}\n", r"zenodo\.exclude: expected a list of strings"),
         ("raster: 3\n", r"cfg\.yaml: raster: expected a mapping"),
         ("- a\n- b\n", r"cfg\.yaml: expected a mapping of sections"),
@@ -125,7 +126,8 @@ def test_fingerprint_follows_output_settings_only() -> None:
     base = Config().sha256()
     assert config_from_dict({}).sha256() == base
     assert config_from_dict({"raster": {"tab_width": 8}}).sha256() != base
-    assert config_from_dict({"output": {"formats": ["h5"]}}).sha256() != base
+    assert config_from_dict({"output": {"formats": ["h5", "pkl"]}}).sha256() != base
+    assert config_from_dict({"output": {"h5_compression": "gzip-9"}}).sha256() != base
     # a shard resubmitted with more memory, or a run given a bigger limit, writes the same records
     assert config_from_dict({"executor": {"slurm": {"mem_gb": 16}}, "zenodo": {"limit": 5}}).sha256() == base
 
@@ -147,7 +149,8 @@ def test_every_key_is_documented() -> None:
 def test_shipped_configs_load_and_validate(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCRATCH", "/scratch/users/me")
     cfg = load_config(ROOT / "configs" / name)
-    assert cfg.raster.width == 80 and cfg.output.formats == ["h5", "pkl"]
+    assert cfg.raster.width == 80 and cfg.output.formats == (["h5", "pkl"] if name == "zenodo-ml-2018.yaml" else ["h5"])
+    assert cfg.output.h5_compression == Config().output.h5_compression
     if name == "sherlock.yaml":
         assert cfg.executor.kind == "slurm" and cfg.run.scratch == "/scratch/users/me/zenodo-hpc"
         assert cfg.executor.slurm.setup[1] == "source /scratch/users/me/zenodo-hpc/venv/bin/activate"
@@ -413,3 +416,4 @@ def test_the_keys_of_each_run_yaml_format_are_pinned() -> None:
         "executor.slurm.max_time_min", "pack.time_min", "pack.mem_gb", "pack.cpus_per_task",
     }
     assert len(frozen_keys(2)) == 52, "a new key needs metadata since=3 and FROZEN_FORMAT = 3 (config.py)"
+    assert "output.h5_compression" in set(frozen_keys(3)) - set(frozen_keys(2))

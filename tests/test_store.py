@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import pickle
+import pickletools
 import resource
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -15,7 +18,7 @@ from conftest import call_as_nobody
 
 from zenodo_hpc.errors import UserError
 from zenodo_hpc.raster import rasterize
-from zenodo_hpc.store import check_record_id, record_file_names, write_record
+from zenodo_hpc.store import check_record_id, h5_filter, record_file_names, write_record
 
 IMAGES = {
     "top/b.py": rasterize(b"print('b')\n" * 100),
@@ -28,7 +31,12 @@ METADATA = {"hit": {"id": 7}, "tree": {"type": "dir", "children": {}}, "source":
 
 
 def write(data_dir: Path, **kwargs: object):
+    kwargs.setdefault("formats", ["h5", "pkl"])
     return write_record(data_dir, "7", IMAGES, METADATA, raster_attrs={"width": 80, "height": 80}, **kwargs)
+
+
+def hdf5plugin_or_skip() -> None:
+    pytest.importorskip("hdf5plugin", reason="zstd needs hdf5plugin: pip install 'zenodo-hpc[hdf5plugin]'")
 
 
 def test_writes_the_four_files_and_nothing_else(tmp_path: Path) -> None:
@@ -40,52 +48,162 @@ def test_writes_the_four_files_and_nothing_else(tmp_path: Path) -> None:
     assert written.bytes == sum(p.stat().st_size for p in folder.iterdir())
 
 
-def test_formats_select_the_image_files(tmp_path: Path) -> None:
-    write(tmp_path, formats=["h5"])
+def test_formats_select_the_image_files_and_the_pickle_is_opt_in(tmp_path: Path) -> None:
+    write_record(tmp_path, "7", IMAGES, METADATA)
     assert sorted(p.name for p in (tmp_path / "7").iterdir()) == ["images_7.h5", "metadata_7.json",
                                                                    "metadata_7.pkl"]
+    write(tmp_path / "pkl", formats=["pkl"])
+    assert sorted(p.name for p in (tmp_path / "pkl" / "7").iterdir()) == ["images_7.pkl", "metadata_7.json",
+                                                                          "metadata_7.pkl"]
 
 
-def test_rewrite_is_byte_identical(tmp_path: Path) -> None:
-    write(tmp_path / "one")
-    write(tmp_path / "two")
-    write(tmp_path / "two")  # over an existing record folder
+@pytest.mark.parametrize("compression", ["gzip-4", "gzip-1", "lzf", "zstd-3"])
+def test_rewrite_is_byte_identical(tmp_path: Path, compression: str) -> None:
+    if compression.startswith("zstd"):
+        hdf5plugin_or_skip()
+    write(tmp_path / "one", h5_compression=compression)
+    write(tmp_path / "two", h5_compression=compression)
+    write(tmp_path / "two", h5_compression=compression)  # over an existing record folder
     for name in record_file_names("7", ["h5", "pkl"]):
         assert (tmp_path / "one" / "7" / name).read_bytes() == (tmp_path / "two" / "7" / name).read_bytes(), name
+    with h5py.File(tmp_path / "one" / "7" / "images_7.h5") as h5:
+        assert h5.attrs["compression"] == compression
 
 
-def test_h5_layout_is_one_compressed_dataset_with_paths_and_offsets(tmp_path: Path) -> None:
+def test_h5_layout_has_a_dataset_per_dtype_and_each_file_the_narrowest(tmp_path: Path) -> None:
     write(tmp_path)
     with h5py.File(tmp_path / "7" / "images_7.h5") as h5:
         datasets: list[str] = []
         h5.visititems(lambda name, obj: datasets.append(name) if isinstance(obj, h5py.Dataset) else None)
-        assert sorted(datasets) == ["files/offset", "files/path", "segments"]
-        seg = h5["segments"]
-        assert seg.shape == (sum(a.shape[0] for a in IMAGES.values()), 80, 80)
-        assert seg.compression == "gzip" and seg.dtype == np.uint32  # the emoji needs 32 bits
+        assert sorted(datasets) == ["files/itemsize", "files/offset", "files/path", "files/start",
+                                    "segments_uint16", "segments_uint32", "segments_uint8"]
+        assert h5.attrs["record_id"] == "7" and h5.attrs["format_version"] == 2
         paths = list(h5["files/path"].asstr()[()])
-        assert paths == sorted(IMAGES)
-        offsets = h5["files/offset"][()]
+        assert paths == sorted(IMAGES) == ["top/a.txt", "top/b.py", "top/emoji.md", "top/empty.txt"]
+        # the en dash of a.txt needs 16 bits, the emoji 32; b.py stays in 8 bits whatever its neighbours hold
+        assert list(h5["files/itemsize"][()]) == [2, 1, 4, 1]
+        assert [h5[f"segments_uint{8 * k}"].dtype.itemsize for k in (1, 2, 4)] == [1, 2, 4]
+        assert h5["segments_uint8"].shape == (2, 80, 80) and h5["segments_uint32"].shape == (1, 80, 80)
+        assert h5["segments_uint8"].compression == "gzip" and h5["segments_uint8"].compression_opts == 4
+        assert h5["segments_uint16"].shuffle and not h5["segments_uint8"].shuffle
+        offsets, starts, itemsizes = h5["files/offset"][()], h5["files/start"][()], h5["files/itemsize"][()]
+        assert list(offsets) == [0, 1, 3, 4, 4]
         for i, path in enumerate(paths):
-            np.testing.assert_array_equal(seg[offsets[i]:offsets[i + 1]], IMAGES[path])
-        assert h5.attrs["record_id"] == "7" and h5.attrs["format_version"] == 1
+            count = int(offsets[i + 1] - offsets[i])
+            stored = h5[f"segments_uint{8 * itemsizes[i]}"][starts[i]:starts[i] + count]
+            np.testing.assert_array_equal(stored, IMAGES[path])
+
+
+def test_one_emoji_does_not_widen_the_rest_of_its_record(tmp_path: Path) -> None:
+    code = rasterize(b"x = 1\n" * 500)
+    write_record(tmp_path / "plain", "8", {"a.py": code}, METADATA)
+    write_record(tmp_path / "emoji", "8", {"a.py": code, "b.md": rasterize("\U0001F600\n".encode())}, METADATA)
+    with h5py.File(tmp_path / "emoji" / "8" / "images_8.h5") as h5:
+        assert h5["segments_uint8"].shape[0] == code.shape[0] and h5["segments_uint32"].shape[0] == 1
+    plain = (tmp_path / "plain" / "8" / "images_8.h5").stat().st_size
+    # format 1 stored all 7 images as uint32; now only the emoji's is, for a few hundred bytes more
+    assert (tmp_path / "emoji" / "8" / "images_8.h5").stat().st_size < plain + 1024
 
 
 def test_ascii_record_is_stored_in_one_byte_per_pixel(tmp_path: Path) -> None:
     write_record(tmp_path, "8", {"a.py": rasterize(b"x = 1\n")}, METADATA)
     with h5py.File(tmp_path / "8" / "images_8.h5") as h5:
-        assert h5["segments"].dtype == np.uint8
+        assert [name for name in h5 if name.startswith("segments")] == ["segments_uint8"]
 
 
-def test_pickles_and_json_have_the_2018_shapes_and_plain_types(tmp_path: Path) -> None:
+def test_compression_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert h5_filter("gzip-1") == {"compression": "gzip", "compression_opts": 1}
+    assert h5_filter("lzf") == {"compression": "lzf"}
+    for bad in ["gzip-0", "gzip-10", "gzip", "zstd-23", "bz2"]:
+        with pytest.raises(UserError, match="expected gzip-1 ... gzip-9, lzf or zstd-1 ... zstd-22"):
+            h5_filter(bad)
+    monkeypatch.setitem(sys.modules, "hdf5plugin", None)  # as if not installed
+    with pytest.raises(UserError, match=r"zstd-3 needs hdf5plugin: pip install 'zenodo-hpc\[hdf5plugin\]'"):
+        write(tmp_path, h5_compression="zstd-3")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_zstd_needs_hdf5plugin_in_the_reader_and_says_so(tmp_path: Path) -> None:
+    hdf5plugin_or_skip()
+    write(tmp_path, h5_compression="zstd-3")
+    h5_file = tmp_path / "7" / "images_7.h5"
+    with h5py.File(h5_file) as h5:
+        assert h5["segments_uint8"].id.get_create_plist().get_filter(0)[0] == 32015  # zstd
+    # a reader without hdf5plugin: a fresh interpreter where importing it fails
+    code = ("import sys; sys.modules['hdf5plugin'] = None\n"
+            "from zenodo_hpc.load import load_images\n"
+            "try:\n    load_images(sys.argv[1])\nexcept Exception as exc:\n    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(h5_file)], capture_output=True, text=True, timeout=120)
+    assert "needs hdf5plugin: pip install 'zenodo-hpc[hdf5plugin]'" in out.stdout, out.stdout + out.stderr
+    from zenodo_hpc.load import load_images
+
+    np.testing.assert_array_equal(load_images(h5_file)["top/emoji.md"], IMAGES["top/emoji.md"])
+
+
+def _globals_of(data: bytes) -> set[str]:
+    """The globals a pickle names (GLOBAL, or STACK_GLOBAL after two strings)."""
+    names, strings = set(), []
+    for op, arg, _ in pickletools.genops(data):
+        if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE"):
+            strings.append(arg)
+        elif op.name == "STACK_GLOBAL":
+            names.add(f"{strings[-2]}.{strings[-1]}")
+        elif op.name == "GLOBAL":
+            names.add(arg.replace(" ", "."))
+    return names
+
+
+def test_the_pickle_has_the_2018_shapes_in_int32_through_numpy_ndarray_only(tmp_path: Path) -> None:
     write(tmp_path)
-    legacy = pickle.loads((tmp_path / "7" / "images_7.pkl").read_bytes())
+    data = (tmp_path / "7" / "images_7.pkl").read_bytes()
+    assert _globals_of(data) == {"numpy.ndarray", "builtins.bytearray"}  # no numpy._core: numpy 1 loads it
+    legacy = pickle.loads(data)
     assert type(legacy) is dict and sorted(legacy) == sorted(IMAGES)
     assert legacy["top/empty.txt"] == []
-    assert all(seg.shape == (80, 80) and seg.dtype == np.uint32 for seg in legacy["top/b.py"])
     assert len(legacy["top/b.py"]) == 2
+    for key, segments in legacy.items():
+        for i, seg in enumerate(segments):
+            assert type(seg) is np.ndarray and seg.shape == (80, 80) and seg.dtype == np.dtype("<i4")
+            assert seg.flags.writeable and seg.flags.c_contiguous and seg.flags.aligned  # as OpenCV wants it
+            np.testing.assert_array_equal(seg, IMAGES[key][i])
+    seg[0, 0] = 65  # writable: e.g. cv2.rectangle(seg, ...) draws into it
     assert pickle.loads((tmp_path / "7" / "metadata_7.pkl").read_bytes()) == METADATA
     assert json.loads((tmp_path / "7" / "metadata_7.json").read_text()) == METADATA
+
+
+NUMPY1_CHECK = """
+import json, pickle, sys
+import numpy
+legacy = pickle.load(open(sys.argv[1], "rb"))
+print(json.dumps({"numpy": numpy.__version__,
+                  "files": {k: [[str(s.dtype), list(s.shape), bool(s.flags.writeable), int(s.sum())] for s in v]
+                            for k, v in legacy.items()}}))
+"""
+_OFFLINE = ("No matching distribution", "Could not find a version", "NewConnectionError", "Temporary failure in name",
+            "Network is unreachable", "ConnectTimeout", "ReadTimeout", "Connection refused", "ProxyError")
+
+
+@pytest.mark.registry
+def test_the_pickle_loads_under_numpy_1(tmp_path: Path) -> None:
+    """A throwaway venv with numpy<2 from the registry (pip's own cache is used; nothing in the work tree)."""
+    write(tmp_path / "data")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    install = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
+                              "--disable-pip-version-check", "--no-input", "numpy<2"],
+                             capture_output=True, text=True, timeout=600)
+    if install.returncode != 0:
+        if any(sign in install.stdout + install.stderr for sign in _OFFLINE):
+            pytest.skip(f"cannot install numpy<2 from the package registry: {install.stderr.strip().splitlines()[-1]}")
+        raise AssertionError(f"pip install numpy<2 failed: {install.stderr}")
+    run = subprocess.run([str(python), "-c", NUMPY1_CHECK, str(tmp_path / "data" / "7" / "images_7.pkl")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    loaded = json.loads(run.stdout)
+    assert loaded["numpy"].startswith("1.")
+    assert loaded["files"] == {key: [["int32", [80, 80], True, int(seg.astype(np.int64).sum())] for seg in images]
+                               for key, images in IMAGES.items()}
 
 
 def test_failure_leaves_nothing_visible(tmp_path: Path) -> None:

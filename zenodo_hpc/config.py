@@ -116,11 +116,16 @@ class FetchConfig:
 
 
 OUTPUT_FORMATS = ("h5", "pkl")
+# images_<id>.h5's filter: gzip and lzf are built into every h5py; zstd needs hdf5plugin in the writer and in
+# every reader. The default was chosen by benchmarks/bench_record.py (benchmarks/RESULTS.md).
+H5_COMPRESSIONS = (*(f"gzip-{level}" for level in range(1, 10)), "lzf", *(f"zstd-{level}" for level in range(1, 23)))
+DEFAULT_H5_COMPRESSION = "gzip-4"
 
 
 @dataclass
 class OutputConfig:
-    formats: list[str] = field(default_factory=lambda: ["h5", "pkl"], metadata={"choices": OUTPUT_FORMATS})
+    formats: list[str] = field(default_factory=lambda: ["h5"], metadata={"choices": OUTPUT_FORMATS})
+    h5_compression: str = field(default=DEFAULT_H5_COMPRESSION, metadata={"since": 3})
 
 
 @dataclass
@@ -218,7 +223,7 @@ class Config:
 # not write yet keeps its default. A key's field metadata ``since`` is the first format that wrote it
 # (default 1: run.yaml files written before formats were recorded, which all hold those keys). A new key
 # gets ``since=FROZEN_FORMAT + 1``, and FROZEN_FORMAT that number.
-FROZEN_FORMAT = 2
+FROZEN_FORMAT = 3
 
 
 def frozen_keys(fmt: int, cls: type = Config, prefix: str = "") -> list[str]:
@@ -410,6 +415,9 @@ def config_from_dict(data: dict[str, Any] | None, source: str = "<config>") -> C
     if len(set(cfg.output.formats)) != len(cfg.output.formats) or not cfg.output.formats:
         raise ConfigError(f"{source}: output.formats: list each of {', '.join(OUTPUT_FORMATS)} at most once, "
                           "and at least one")
+    if cfg.output.h5_compression not in H5_COMPRESSIONS:
+        raise ConfigError(f"{source}: output.h5_compression: must be gzip-1 ... gzip-9, lzf or zstd-1 ... zstd-22 "
+                          f"(zstd needs hdf5plugin), got {cfg.output.h5_compression!r}")
     return cfg
 
 

@@ -1,15 +1,23 @@
-"""Write one record folder (SPEC section 5): images as HDF5 and 2018 pickle, metadata as pickle and JSON.
+"""Write one record folder (SPEC section 5): images as HDF5 (and the 2018 pickle), metadata as pickle and JSON.
 
 Everything is written into a hidden staging folder beside the record folder and moved into place only
 when complete, so a reader (or ``pack``) never sees half a record. Output is byte-identical when the
-same input is written again: no timestamps, sorted paths, fixed pickle protocol.
+same input is written again: no timestamps, sorted paths, fixed pickle protocol, fixed filters.
 
-HDF5 layout (docs/formats.md):
+HDF5 layout, format_version 2 (docs/formats.md; version 1 is still read by zenodo_hpc.load):
 
-    /segments      (N, height, width) uint8|uint16|uint32, gzip + shuffle, chunks of 64 segments
-    /files/path    (F,) UTF-8 strings: every rasterized file, sorted (files with 0 segments included)
-    /files/offset  (F + 1,) uint64: segments of file i are segments[offset[i]:offset[i + 1]]
-    attributes     format, format_version, record_id, width, height, pad, tab_width
+    /segments_uint8    (N8, height, width)  images of the files whose code points all fit in uint8
+    /segments_uint16   (N16, height, width) ... in uint16 (the Basic Multilingual Plane)
+    /segments_uint32   (N32, height, width) ... of the files with a code point above U+FFFF
+                       each present only when it holds images; chunks of 64 images, output.h5_compression,
+                       shuffle for uint16/uint32; images file after file in sorted path order
+    /files/path        (F,) UTF-8 strings: every rasterized file, sorted (files with 0 segments included)
+    /files/offset      (F + 1,) uint64: file i has offset[i + 1] - offset[i] images, numbered over the record
+    /files/itemsize    (F,) uint8: 1, 2 or 4, the dataset holding file i's images (segments_uint{8 * itemsize})
+    /files/start       (F,) uint64: index of file i's first image in that dataset
+    attributes         format, format_version, record_id, compression, width, height, pad, tab_width
+
+The dtype is chosen per file, so that one emoji does not widen every image of its record to 32 bits.
 """
 
 from __future__ import annotations
@@ -28,13 +36,20 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .config import DEFAULT_H5_COMPRESSION
 from .errors import UserError
 
 H5_FORMAT = "zenodo-hpc-images"
-H5_FORMAT_VERSION = 1
+H5_FORMAT_VERSION = 2
 PICKLE_PROTOCOL = 4  # readable by every Python 3 the 2018 tutorial ran on
 CHUNK_SEGMENTS = 64
-GZIP_LEVEL = 6  # level 9 is ~2% smaller and 4x slower on source code
+SEGMENT_DTYPES = (np.uint8, np.uint16, np.uint32)  # /segments_uint8, ... (per file, the narrowest that fits)
+PICKLE_DTYPE = "<i4"  # the pickle's arrays: signed like 2018's int64, half its size, a type OpenCV writes
+# HDF5 1.10's file format (every h5py 3 reads it): its chunk indexes cost a few bytes where 1.8's B-tree
+# costs about 5 KB per compressed dataset, which would make a dataset per dtype expensive for small records.
+H5_LIBVER = ("v110", "v110")
+ZSTD_FILTER = 32015  # the HDF5 filter id of zstd (registered by hdf5plugin)
+HDF5PLUGIN_HINT = "pip install 'zenodo-hpc[hdf5plugin]'"
 STAGING_PREFIX = "."  # staging folders are hidden: ".<id>.partial-<random>"
 
 
@@ -88,17 +103,20 @@ def write_record(
     images: Mapping[str, np.ndarray],
     metadata: dict[str, Any],
     *,
-    formats: list[str] | tuple[str, ...] = ("h5", "pkl"),
+    formats: list[str] | tuple[str, ...] = ("h5",),
     raster_attrs: Mapping[str, int] | None = None,
+    h5_compression: str = DEFAULT_H5_COMPRESSION,
 ) -> WrittenRecord:
     """Write ``<data_dir>/<record_id>/`` atomically and return what was written.
 
-    ``images`` maps each rasterized file's key to its ``(n, height, width)`` array (n may be 0).
+    ``images`` maps each rasterized file's key to its ``(n, height, width)`` array (n may be 0);
+    ``h5_compression`` is an ``output.h5_compression`` value (``gzip-4``, ``lzf``, ``zstd-3``, ...).
     """
     check_record_id(record_id)
     data_dir = Path(data_dir)
+    filters = h5_filter(h5_compression) if "h5" in formats else {}  # a missing hdf5plugin fails before any write
     try:
-        return _write_record(data_dir, record_id, images, metadata, formats, raster_attrs or {})
+        return _write_record(data_dir, record_id, images, metadata, formats, raster_attrs or {}, filters)
     except OSError as exc:
         what = exc.strerror or str(exc)
         raise UserError(f"cannot write record {record_id} in {data_dir}: {what}") from exc
@@ -111,6 +129,7 @@ def _write_record(
     metadata: dict[str, Any],
     formats: list[str] | tuple[str, ...],
     raster_attrs: Mapping[str, int],
+    filters: dict[str, Any],
 ) -> WrittenRecord:
     data_dir.mkdir(parents=True, exist_ok=True)
     folder = data_dir / record_id
@@ -118,7 +137,7 @@ def _write_record(
     try:
         keys = sorted(images)
         if "h5" in formats:
-            write_images_h5(staging / images_h5_name(record_id), record_id, keys, images, raster_attrs)
+            write_images_h5(staging / images_h5_name(record_id), record_id, keys, images, raster_attrs, filters)
         if "pkl" in formats:
             write_images_pkl(staging / images_pkl_name(record_id), keys, images)
         (staging / metadata_pkl_name(record_id)).write_bytes(pickle.dumps(metadata, protocol=PICKLE_PROTOCOL))
@@ -149,11 +168,33 @@ def metadata_to_json(metadata: dict[str, Any]) -> str:
 
 
 def smallest_dtype(max_value: int) -> type[np.unsignedinteger]:
-    """The narrowest unsigned type holding every code point of a record (ASCII code fits in uint8)."""
-    for dtype in (np.uint8, np.uint16):
+    """The narrowest unsigned type holding every code point of a file (ASCII code fits in uint8)."""
+    for dtype in SEGMENT_DTYPES[:-1]:
         if max_value <= np.iinfo(dtype).max:
             return dtype
-    return np.uint32
+    return SEGMENT_DTYPES[-1]
+
+
+def segments_dataset_name(itemsize: int) -> str:
+    """``1`` -> ``segments_uint8``: the dataset of a format 2 file holding images of this many bytes a pixel."""
+    return f"segments_uint{8 * int(itemsize)}"
+
+
+def h5_filter(compression: str) -> dict[str, Any]:
+    """``create_dataset`` keywords of an ``output.h5_compression`` value; zstd needs hdf5plugin (an extra)."""
+    name, _, level = compression.partition("-")
+    if name == "gzip" and level.isdigit() and 1 <= int(level) <= 9:
+        return {"compression": "gzip", "compression_opts": int(level)}
+    if compression == "lzf":
+        return {"compression": "lzf"}
+    if name == "zstd" and level.isdigit() and 1 <= int(level) <= 22:
+        try:
+            import hdf5plugin
+        except ImportError:
+            raise UserError(f"output.h5_compression {compression} needs hdf5plugin: {HDF5PLUGIN_HINT} "
+                            "(every reader of the files needs it too)") from None
+        return dict(hdf5plugin.Zstd(clevel=int(level)))
+    raise UserError(f"output.h5_compression {compression!r}: expected gzip-1 ... gzip-9, lzf or zstd-1 ... zstd-22")
 
 
 def write_images_h5(
@@ -162,44 +203,91 @@ def write_images_h5(
     keys: list[str],
     images: Mapping[str, np.ndarray],
     raster_attrs: Mapping[str, int],
+    filters: dict[str, Any] | None = None,
 ) -> None:
-    """All segments in one chunked, compressed dataset; file paths and offsets beside it."""
+    """Format 2: per file the narrowest dtype; one chunked, compressed dataset per dtype; paths and offsets."""
+    filters = h5_filter(DEFAULT_H5_COMPRESSION) if filters is None else filters
+    shapes = [images[k].shape for k in keys if images[k].shape[0]]
+    height = int(raster_attrs.get("height", shapes[0][1] if shapes else 80))
+    width = int(raster_attrs.get("width", shapes[0][2] if shapes else 80))
     counts = np.array([images[k].shape[0] for k in keys], dtype=np.uint64)
     offsets = np.zeros(len(keys) + 1, dtype=np.uint64)
     np.cumsum(counts, out=offsets[1:])
-    arrays = [images[k] for k in keys if images[k].shape[0]]
-    height = int(raster_attrs.get("height", arrays[0].shape[1] if arrays else 80))
-    width = int(raster_attrs.get("width", arrays[0].shape[2] if arrays else 80))
-    max_value = max((int(a.max()) for a in arrays), default=0)
-    dtype = smallest_dtype(max_value)
-    segments = np.concatenate(arrays).astype(dtype) if arrays else np.empty((0, height, width), dtype)
+    itemsizes = np.ones(len(keys), dtype=np.uint8)
+    starts = np.zeros(len(keys), dtype=np.uint64)
+    groups: dict[int, list[np.ndarray]] = {}
+    filled: dict[int, int] = {}
+    for i, key in enumerate(keys):
+        array = images[key]
+        itemsize = np.dtype(smallest_dtype(int(array.max()) if array.size else 0)).itemsize
+        itemsizes[i] = itemsize
+        starts[i] = filled.get(itemsize, 0)
+        if array.shape[0]:
+            groups.setdefault(itemsize, []).append(array)
+            filled[itemsize] = filled.get(itemsize, 0) + array.shape[0]
 
-    with h5py.File(path, "w", track_order=False) as h5:
+    with h5py.File(path, "w", libver=H5_LIBVER, track_order=False) as h5:
         h5.attrs["format"] = H5_FORMAT
         h5.attrs["format_version"] = H5_FORMAT_VERSION
         h5.attrs["record_id"] = str(record_id)
+        h5.attrs["compression"] = _filter_label(filters)
         for name in ("width", "height", "pad", "tab_width"):
             if name in raster_attrs:
                 h5.attrs[name] = int(raster_attrs[name])
-        h5.create_dataset(
-            "segments",
-            data=segments,
-            shape=segments.shape,
-            maxshape=(None, height, width),
-            chunks=(max(1, min(CHUNK_SEGMENTS, segments.shape[0])), height, width),
-            compression="gzip",
-            compression_opts=GZIP_LEVEL,
-            shuffle=segments.dtype.itemsize > 1,
-            track_times=False,
-        )
+        for itemsize in sorted(groups):
+            dtype = np.dtype(f"<u{itemsize}")
+            segments = np.concatenate(groups[itemsize]).astype(dtype, copy=False)
+            h5.create_dataset(
+                segments_dataset_name(itemsize),
+                data=segments,
+                maxshape=(None, height, width),
+                chunks=(max(1, min(CHUNK_SEGMENTS, segments.shape[0])), height, width),
+                shuffle=itemsize > 1,
+                track_times=False,
+                **filters,
+            )
         files = h5.create_group("files", track_order=False)
         files.create_dataset("path", data=np.array(keys, dtype=object), dtype=h5py.string_dtype("utf-8"),
                              track_times=False)
         files.create_dataset("offset", data=offsets, track_times=False)
+        files.create_dataset("itemsize", data=itemsizes, track_times=False)
+        files.create_dataset("start", data=starts, track_times=False)
+
+
+def _filter_label(filters: dict[str, Any]) -> str:
+    """The ``compression`` attribute: ``gzip-4``, ``lzf`` or ``zstd-3``, for people looking at a file."""
+    kind = filters.get("compression")
+    if kind == "gzip":
+        return f"gzip-{filters['compression_opts']}"
+    if kind == ZSTD_FILTER:
+        return f"zstd-{filters['compression_opts'][0]}"
+    return str(kind)
+
+
+class _LegacyPickler(pickle.Pickler):
+    """Pickles numpy arrays as ``numpy.ndarray(shape, "<i4", bytearray(data))``.
+
+    numpy's own reduction names ``numpy.core.multiarray._reconstruct`` (numpy 1) or
+    ``numpy._core.multiarray._reconstruct`` (numpy 2), so a pickle written under numpy 2 fails to load
+    under numpy 1 (``No module named 'numpy._core'``). ``numpy.ndarray`` and ``builtins.bytearray`` exist
+    under both, and an array made over a bytearray is writable (over bytes it would be read-only).
+    """
+
+    def __init__(self, file: Any) -> None:
+        super().__init__(file, protocol=PICKLE_PROTOCOL)
+        self._shapes: dict[tuple[int, ...], tuple[int, ...]] = {}  # one tuple per shape: pickled once, then memo
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is not np.ndarray:
+            return NotImplemented
+        array = np.ascontiguousarray(obj, dtype=PICKLE_DTYPE)
+        shape = tuple(int(n) for n in array.shape)
+        shape = self._shapes.setdefault(shape, shape)
+        return np.ndarray, (shape, PICKLE_DTYPE, bytearray(array.tobytes()))
 
 
 def write_images_pkl(path: Path, keys: list[str], images: Mapping[str, np.ndarray]) -> None:
-    """The 2018 layout: ``{path: [array(80, 80), ...]}``, uint32 code points (not int64 twice over)."""
-    legacy = {key: [np.ascontiguousarray(seg, dtype=np.uint32) for seg in images[key]] for key in keys}
+    """The 2018 layout: ``{path: [array(80, 80), ...]}`` of int32 code points, loadable under numpy 1 and 2."""
+    legacy = {key: list(images[key]) for key in keys}
     with open(path, "wb") as handle:
-        pickle.dump(legacy, handle, protocol=PICKLE_PROTOCOL)
+        _LegacyPickler(handle).dump(legacy)
