@@ -5,6 +5,10 @@ from __future__ import annotations
 import contextlib
 import io
 import io as _io
+import json
+import os
+import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -13,6 +17,8 @@ import pytest
 from conftest import call_as_nobody, stdlib_package
 
 from zenodo_hpc.cli import main
+from zenodo_hpc.config import Config
+from zenodo_hpc.store import record_file_names
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -51,8 +57,7 @@ def test_process_prints_a_one_line_summary(tmp_path: Path) -> None:
     assert code == 0, err
     assert out.count("\n") == 1
     assert out.startswith("record 123: ") and "files seen" in out and "segments" in out and " s\n" in out
-    assert visible(tmp_path / "out" / "123") == ["images_123.h5", "images_123.pkl", "metadata_123.json",
-                                                 "metadata_123.pkl"]
+    assert visible(tmp_path / "out" / "123") == sorted(record_file_names("123", Config().output.formats))
 
 
 def test_default_id_is_the_archive_name(tmp_path: Path) -> None:
@@ -169,3 +174,101 @@ def test_a_bug_is_one_line_without_debug_and_a_traceback_with_it(tmp_path: Path,
     assert_one_line_error(code, err, "internal error: RuntimeError: planted bug (run again with --debug")
     with pytest.raises(RuntimeError, match="planted bug"):
         main(["--debug", "process", str(tmp_path), "--out", str(tmp_path / "o")])
+
+
+# --- a quick command line: what each command imports -------------------------------------------------------
+
+HEAVY = ("h5py", "numpy", "requests", "submitit")  # ~250 ms of imports that --help and status do not need
+
+_REPORT_IMPORTS = """
+import json, sys
+from zenodo_hpc.cli import main
+try:
+    code = main(json.loads(sys.argv[1]))
+except SystemExit as exc:
+    code = exc.code or 0
+heavy = sorted({name.split(".")[0] for name in sys.modules} & set(json.loads(sys.argv[2])))
+print("\\nexit", code, "heavy", json.dumps(heavy), file=sys.stderr)
+"""
+
+
+def heavy_imports(*argv: str, env: dict[str, str] | None = None) -> tuple[int, list[str], str]:
+    """Run the command line in a fresh interpreter: its exit code, the heavy modules it imported, its stdout."""
+    proc = subprocess.run([sys.executable, "-c", _REPORT_IMPORTS, json.dumps(argv), json.dumps(HEAVY)],
+                          capture_output=True, text=True, env=env, check=False, timeout=120)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("exit "), proc.stderr
+    _, code, _, heavy = last.split(" ", 3)
+    return int(code), json.loads(heavy), proc.stdout
+
+
+def test_the_probe_sees_heavy_imports(tmp_path: Path) -> None:
+    """The checks below can fail: a command that needs numpy and h5py (rasterizing, writing h5) is seen loading
+    them, and its --help is not."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.py").write_text("a = 1\n")
+    code, heavy, _ = heavy_imports("process", str(tmp_path / "src"), "--out", str(tmp_path / "out"))
+    assert code == 0 and {"numpy", "h5py"} <= set(heavy)
+    code, heavy, _ = heavy_imports("process", "--help")
+    assert code == 0 and heavy == []
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["status", "--help"], ["pack", "--help"]])
+def test_help_and_version_import_nothing_heavy(argv: list[str]) -> None:
+    code, heavy, out = heavy_imports(*argv)
+    assert code == 0 and out.strip()
+    assert heavy == [], f"zenodo-hpc {' '.join(argv)} imported {heavy}"
+
+
+def _synthetic_run(tmp_path: Path, kind: str) -> Path:
+    """A harvested, planned run of 6 records in 3 shards (no record processed), with nothing submitted yet."""
+    from zenodo_hpc.config import config_from_dict
+    from zenodo_hpc.plan import write_plan
+    from zenodo_hpc.state import append_records, open_run
+    from zenodo_hpc.submit import plan_groups, take_snapshot
+
+    cfg = config_from_dict({"run": {"scratch": str(tmp_path), "name": "run"},
+                            "executor": {"kind": kind, "records_per_shard": 2}})
+    run = open_run(cfg)
+    append_records(run.records, [{"id": 100 + i, "doi": f"10.5281/zenodo.{100 + i}", "metadata": {"title": "t"},
+                                  "files": [{"key": f"r{i}.zip", "size": 1000, "checksum": "md5:" + "0" * 32,
+                                             "links": {"self": f"https://zenodo.org/r{i}.zip"}}]}
+                                 for i in range(6)])
+    snapshot = take_snapshot(run, cfg)
+    plan, _ = plan_groups(snapshot.pending(), snapshot, cfg, 1)
+    write_plan(run, plan)
+    return run.root
+
+
+def test_status_of_a_local_run_imports_nothing_heavy(tmp_path: Path) -> None:
+    from zenodo_hpc.executor import Submission, save_submission
+    from zenodo_hpc.state import RunDir
+
+    root = _synthetic_run(tmp_path, "local")
+    save_submission(RunDir(root), Submission(1, "local", 1, tasks={"0": {"state": "COMPLETED", "exit": 0}}))
+    code, heavy, out = heavy_imports("status", str(root))
+    assert code == 0 and "6 records" in out and "plan 1 [local]" in out
+    assert heavy == []
+
+
+def test_status_of_a_slurm_run_reads_sacct_and_imports_nothing_heavy(tmp_path: Path) -> None:
+    """Task states come from sacct (here a stand-in printing output recorded on the dev cluster) without
+    submitit, requests, numpy or h5py."""
+    from zenodo_hpc.executor import Submission, save_submission
+    from zenodo_hpc.state import RunDir
+
+    root = _synthetic_run(tmp_path, "slurm")
+    save_submission(RunDir(root), Submission(1, "slurm", 3, submitted_at="2026-11-29T10:00:00+0000", arrays=[
+        {"job_id": "87", "task_ids": ["87_0", "87_1", "87_10"], "shards": [0, 1, 2],
+         "resources": {"mem_gb": 4, "time_min": 60}}]))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    recorded = Path(__file__).parent / "data" / "sacct_oom_22.05.txt"
+    (bin_dir / "sacct").write_text(f"#!/bin/sh\ngrep -v '^#' {recorded}\n")
+    (bin_dir / "squeue").write_text("#!/bin/sh\nexit 0\n")  # nothing queued any more
+    for script in bin_dir.iterdir():
+        script.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    code, heavy, out = heavy_imports("status", str(root), env=env)
+    assert code == 0 and "OUT_OF_MEMORY" in out, out
+    assert heavy == []

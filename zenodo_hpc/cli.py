@@ -1,6 +1,8 @@
 """The ``zenodo-hpc`` command line: a thin layer over the pipeline's functions.
 
 Every command prints one clear line and exits non-zero on bad input (``--debug`` shows the traceback).
+Each command imports what it needs when it runs: ``--help``, ``--version`` and ``status`` load neither
+numpy, h5py, requests nor submitit (tests/test_cli.py checks it).
 """
 
 from __future__ import annotations
@@ -12,15 +14,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .config import load_config
 from .errors import UserError
-from .organize import DEFAULT_EXTENSIONS
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 
 
 def cmd_process(args: argparse.Namespace) -> int:
+    from .config import load_config
     from .process import format_summary, process_path
 
     cfg = load_config(args.config)
@@ -30,6 +31,7 @@ def cmd_process(args: argparse.Namespace) -> int:
 
 
 def cmd_harvest(args: argparse.Namespace) -> int:
+    from .config import load_config
     from .harvest import format_summary, harvest, parse_since
 
     cfg = load_config(args.config)
@@ -53,6 +55,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    from .config import load_config
     from .finish import submit_round
     from .state import RunDir, check_config, open_run
     from .submit import format_result
@@ -99,6 +102,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .config import load_config
     from .pipeline import interrupted_message, main_summary, run_pipeline
 
     cfg = load_config(args.config)
@@ -120,7 +124,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_organize(args: argparse.Namespace) -> int:
-    from .organize import format_summary, organize
+    from .organize import DEFAULT_EXTENSIONS, format_summary, organize
 
     result = organize(Path(args.source), Path(args.out), extensions=args.extensions or DEFAULT_EXTENSIONS,
                       png=args.png, workers=args.workers)
@@ -140,6 +144,8 @@ def cmd_publish_kaggle(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .organize import DEFAULT_EXTENSIONS  # light: organize imports numpy, h5py and tqdm where they are used
+
     parser = argparse.ArgumentParser(
         prog="zenodo-hpc",
         description="Build the Zenodo-ML dataset (code images of Zenodo software records) on SLURM clusters.",

@@ -23,11 +23,12 @@ import struct
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from .errors import UserError
+
+if TYPE_CHECKING:  # only in annotations: reading an image's names needs no numpy
+    import numpy as np
 
 log = logging.getLogger(__name__)
 

@@ -15,19 +15,16 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import submitit
-from submitit.core.utils import FailedJobError
-from submitit.slurm.slurm import _make_sbatch_string
-
-from .client import backoff_delay
 from .config import Config
 from .errors import UserError
 from .executor import Resources, Submission, TaskGroup, _now, save_submission
 from .plan import Plan
 from .state import RunDir
-from .worker import ShardTask
+
+if TYPE_CHECKING:  # submitit (and the worker, with requests, numpy and h5py) are imported where a job is queued:
+    import submitit  # reading task states for `status` needs none of them
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +165,8 @@ class SlurmExecutor:
 
     def _executor(self, run: RunDir, generation: int, resources: Resources,
                   parallelism: int) -> submitit.SlurmExecutor:
+        import submitit
+
         folder = run.logs / "submitit" / "%j"
         executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=3)
         executor.update_parameters(**self.parameters(run, generation, resources, parallelism))
@@ -185,6 +184,8 @@ class SlurmExecutor:
                          f"{format_mem(r.mem_gb)}, {r.time_min} min, {r.cpus_per_task} cpu, "
                          f"partition {r.partition or '(default)'}")
         if specs:
+            from submitit.slurm.slurm import _make_sbatch_string
+
             executor = self._executor(run, plan.generation, specs[0].resources,
                                       self.per_array_parallelism(len(specs)))
             script = _make_sbatch_string(command=executor._submitit_command_str, folder=executor.folder,
@@ -213,6 +214,11 @@ class SlurmExecutor:
     def _submit_array(self, run: RunDir, generation: int, spec: ArraySpec, concurrent: int,
                       parallelism: int) -> list[str]:
         """One ``sbatch`` (through submitit), retried with backoff while the scheduler is busy."""
+        from submitit.core.utils import FailedJobError, FailedSubmissionError
+
+        from .client import backoff_delay
+        from .worker import ShardTask
+
         for attempt in range(SUBMIT_ATTEMPTS):
             executor = self._executor(run, generation, spec.resources, parallelism)
             try:
@@ -220,7 +226,7 @@ class SlurmExecutor:
                     jobs = [executor.submit(ShardTask(), str(run.root.resolve()), generation, shard, concurrent)
                             for shard in spec.shards]
                 return [str(job.job_id) for job in jobs]  # "<array>_<i>", or a plain id for a 1-task batch
-            except (FailedJobError, submitit.core.utils.FailedSubmissionError, OSError) as exc:
+            except (FailedJobError, FailedSubmissionError, OSError) as exc:
                 message = sbatch_error(exc)
                 if not is_transient(message) or attempt == SUBMIT_ATTEMPTS - 1:
                     raise UserError(f"sbatch refused the array ({len(spec.shards)} tasks): {message}") from None
@@ -483,6 +489,11 @@ def submit_follow_up(run: RunDir, cfg: Config, fn: Callable[..., Any], args: tup
     cancelled included), so it can decide what comes next. It gets the pack job's resources (it may pack).
     The callable is handed in by the caller: this module knows no pipeline stage.
     """
+    import submitit
+    from submitit.core.utils import FailedJobError, FailedSubmissionError
+
+    from .client import backoff_delay
+
     s = cfg.executor.slurm
     executor = submitit.SlurmExecutor(folder=run.logs / "submitit" / "%j", max_num_timeout=3)
     params: dict[str, Any] = {"job_name": f"zenodo-hpc-{run.root.name}-{name}", "time": cfg.pack.time_min,
@@ -497,7 +508,7 @@ def submit_follow_up(run: RunDir, cfg: Config, fn: Callable[..., Any], args: tup
     for attempt in range(SUBMIT_ATTEMPTS):
         try:
             return str(executor.submit(fn, *args).job_id)
-        except (FailedJobError, submitit.core.utils.FailedSubmissionError, OSError) as exc:
+        except (FailedJobError, FailedSubmissionError, OSError) as exc:
             message = sbatch_error(exc)
             if not is_transient(message) or attempt == SUBMIT_ATTEMPTS - 1:
                 raise UserError(f"sbatch refused the {name} job: {message}") from None
