@@ -143,6 +143,14 @@ def cmd_publish_kaggle(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report, format_summary
+
+    result = build_report(Path(args.run_dir), Path(args.out) if args.out else None, png=args.png)
+    print(format_summary(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .organize import DEFAULT_EXTENSIONS  # light: organize imports numpy, h5py and tqdm where they are used
 
@@ -350,6 +358,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--executor", choices=["local", "slurm", "debug"],
                       help="where the workers run (default: slurm when a cluster answers, else local)")
     demo.set_defaults(func=cmd_demo)
+
+    report = commands.add_parser(
+        "report",
+        help="one self-contained HTML page of plots: the run and its dataset",
+        description=(
+            "Write one HTML file (default RUN_DIR/report.html) that opens anywhere, with no network: figures of "
+            "the run (records done, failed by reason, quarantined, pending; the rounds and what each planned "
+            "again; time and memory per task against what was asked, from SLURM accounting when it answers; "
+            "throughput; the API budget; what is left and how long) and of its dataset (files and code images per "
+            "extension, images per file and per record, files skipped by reason, licenses, records by year, the "
+            "largest records, sample code images per language), and records added per release when there are "
+            "two or more. Works from the run directory alone, on a run in progress too. Needs matplotlib: "
+            "pip install 'zenodo-hpc[report]'."
+        ),
+    )
+    report.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (<scratch>/<name>)")
+    report.add_argument("--out", metavar="FILE", help="the HTML file to write (default: RUN_DIR/report.html)")
+    report.add_argument("--png", choices=["grey", "palette"], default="grey",
+                        help="how the sample code images are rendered, as organize --png (default: grey)")
+    report.set_defaults(func=cmd_report)
     return parser
 
 
