@@ -594,8 +594,10 @@ def test_fail_rejects_unknown_modes_and_options(double: ZenodoDouble) -> None:
         double.fail("/api/records", "redirect")
     with pytest.raises(ValueError):
         double.fail("/api/records", "500", times=0)
+    with pytest.raises(ValueError, match="takes no option"):
+        double.fail("/api/records", "cut", status=500)
     assert set(FAULT_MODES) == {"500", "502", "503", "404", "truncate", "slow", "html", "redirect_loop", "reset",
-                                "trickle", "sleepy", "redirect"}
+                                "trickle", "sleepy", "redirect", "cut", "echo"}
 
 
 # ------------------------------------------------------------------------------------ tokens and origins

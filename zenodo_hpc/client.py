@@ -28,9 +28,10 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import requests
+import urllib3
 
 from . import __version__
 from .errors import UserError
@@ -140,6 +141,8 @@ class ClientStats:
 class HttpClient:
     """GET with a rate budget, retries on 429/5xx/connection errors, and timeouts on every request.
 
+    :meth:`send` does the same for POST, PUT and DELETE (the Zenodo deposit API).
+
     ``token`` is sent only to the origin of ``token_url`` (the API's); requests elsewhere carry no
     credential at all. A server-requested wait above ``max_wait_s`` fails the request (``rate_limited``).
     """
@@ -239,6 +242,82 @@ class HttpClient:
             else:
                 self._back_off(attempt + throttled - 1, f"HTTP {response.status_code} on {url}")
 
+    def send(self, method: str, url: str, *, json_body: Any = None, body: Callable[[], IO[bytes]] | None = None,
+             content_type: str | None = None, params: Mapping[str, Any] | None = None, accept: str | None = JSON,
+             idempotent: bool = True) -> requests.Response:
+        """POST, PUT or DELETE ``url``: the final answer, 2xx or any other status but 429/5xx for the caller.
+
+        The same budget, token rule, bounded waits and retries as :meth:`get`, with three differences:
+
+        - ``json_body`` is sent as JSON; ``body`` is a callable that opens the bytes to stream (a file), called
+          again for each attempt, so a retried upload starts from its first byte;
+        - redirects are not followed: a 3xx is returned as it is (a body is never replayed to another URL);
+        - ``idempotent=False`` (creating something) retries only what surely did not reach the server: a 429
+          and a connection that could not be opened. A 5xx, a timeout or a connection cut after the request
+          went out raise :class:`RequestFailed` at once (``reason`` ``http_5xx``, ``timeout``,
+          ``connection_error``), since repeating the request could do it twice; the caller finds out what
+          happened instead.
+        """
+        if json_body is not None and body is not None:
+            raise ValueError("give json_body or body, not both")
+        attempt = 0
+        throttled = 0
+        headers = self.headers_for(url, accept=accept)
+        if content_type:
+            headers["Content-Type"] = content_type
+        while True:
+            self._refuse_long_wait(url)
+            self.stats.waited_s += self.limiter.acquire()
+            self.stats.requests += 1
+            try:
+                response = self._send_once(method, url, json_body, body, headers, params)
+            except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                    requests.exceptions.MissingSchema, requests.exceptions.InvalidHeader) as exc:
+                raise RequestFailed(f"cannot send to {url[:200]!r}: {_short(exc)}", reason="bad_link") from None
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+                reason = "timeout" if isinstance(exc, requests.Timeout) else "connection_error"
+                if attempt >= self.retries or not (idempotent or _nothing_sent(exc)):
+                    raise RequestFailed(f"{method} {_base(url)}: {_short(exc)}", reason=reason) from None
+                self._back_off(attempt, f"{reason} on {method} {url}")
+                attempt += 1
+                continue
+            self._obey_quota_headers(response)
+            if response.status_code not in RETRY_STATUSES:
+                return response
+            if response.status_code == 429:
+                self.stats.throttled += 1
+                throttled += 1
+            elif not idempotent:
+                response.close()
+                raise RequestFailed(f"{method} {url}: HTTP {response.status_code}",
+                                    reason=f"http_{response.status_code}")
+            else:
+                attempt += 1
+            if attempt > self.retries or throttled > MAX_THROTTLED:
+                response.close()
+                raise RequestFailed(f"{method} {url}: HTTP {response.status_code} after {attempt + throttled} tries",
+                                    reason=f"http_{response.status_code}")
+            asked = retry_after_seconds(response.headers)
+            response.close()
+            if asked is not None:
+                self._check_wait(asked, f"HTTP {response.status_code} from {_base(url)} with Retry-After", url)
+                self.limiter.hold_until(time.monotonic() + asked + random.uniform(0, 0.1 * asked + 0.05))
+                log.info("HTTP %s from %s: waiting %.1f s as asked (Retry-After)", response.status_code, url, asked)
+                self.stats.retries += 1
+            else:
+                self._back_off(attempt + throttled - 1, f"HTTP {response.status_code} on {method} {url}")
+
+    def _send_once(self, method: str, url: str, json_body: Any, body: Callable[[], IO[bytes]] | None,
+                   headers: dict[str, str], params: Mapping[str, Any] | None) -> requests.Response:
+        kwargs: dict[str, Any] = {"params": params, "timeout": self.timeout, "headers": headers,
+                                  "allow_redirects": False}
+        if json_body is not None:
+            kwargs["json"] = json_body
+        if body is None:
+            return self.session.request(method, url, **kwargs)
+        with body() as stream:
+            return self.session.request(method, url, data=stream, **kwargs)
+
     def _check_wait(self, seconds: float, what: str, url: str) -> None:
         """A wait the server asks for, refused (``rate_limited``) when it is longer than ``max_wait_s``."""
         if seconds > self.max_wait_s:
@@ -291,6 +370,14 @@ def read_token(env_name: str) -> str | None:
     """The Zenodo token from the environment variable named in the config (never from a file)."""
     value = os.environ.get(env_name, "").strip()
     return value or None
+
+
+def _nothing_sent(exc: Exception) -> bool:
+    """Whether a requests failure happened before the request left: no connection could be opened."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
 def _base(url: str) -> str:

@@ -17,8 +17,10 @@ safety paths get exercised. :class:`HeaderRecorder` is a second origin that prov
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
+import fnmatch
 import hashlib
 import io
 import json
@@ -57,6 +59,7 @@ __all__ = [
 
 FAULT_MODES: tuple[str, ...] = (
     "500", "502", "503", "404", "truncate", "slow", "html", "redirect_loop", "reset", "trickle", "sleepy", "redirect",
+    "cut", "echo",
 )
 SHAPES: tuple[str, ...] = ("current", "legacy", "2023", "native")  # see docs/doubles.md, "Record shapes"
 ACCESS_RIGHTS: tuple[str, ...] = ("open", "embargoed", "restricted", "closed")
@@ -106,6 +109,32 @@ _NOT_FOUND = (  # werkzeug's NotFound description, answered by invenio-rest's 40
     "spelling and try again."
 )
 _VALIDATION = "A validation error occurred."
+_UNAUTHORIZED = (  # werkzeug's Unauthorized description: the 401 that developers.zenodo.org documents
+    "The server could not verify that you are authorized to access the URL requested. You either supplied the wrong "
+    "credentials (e.g. a bad password), or your browser doesn't understand how to supply the credentials required."
+)
+_MISSING_FILES = "Missing uploaded files. To disable files for this record please mark it as metadata-only."
+DEPOSITIONS = "/api/deposit/depositions"
+DEPOSIT_OWNER = 1  # every known token is the same user: the owner of every deposition
+# The legacy upload types (developers.zenodo.org, "Deposit metadata"); the double refuses others when publishing.
+UPLOAD_TYPES: tuple[str, ...] = (
+    "publication", "poster", "presentation", "dataset", "image", "video", "software", "lesson", "physicalobject",
+    "other",
+)
+# Licenses the double knows (a few of zenodo-rdm's ``legacy_to_rdm_map.json``, and its aliases ``cc-by``, ``cc-zero``,
+# ``cc-by-sa``): legacy id, lower case -> the id the legacy serializer shows (``rdm_to_legacy``; CC0 shows as cc-zero,
+# as recorded in 2024).
+_LICENSES: dict[str, str] = {
+    "cc-by-4.0": "cc-by-4.0", "cc-by": "cc-by-4.0", "cc-by-sa-4.0": "cc-by-sa-4.0", "cc-by-sa": "cc-by-sa-4.0",
+    "cc-by-nc-4.0": "cc-by-nc-4.0", "cc0-1.0": "cc-zero", "cc-zero": "cc-zero", "mit": "mit",
+    "apache-2.0": "apache-2.0", "bsd-3-clause": "bsd-3-clause", "gpl-3.0": "gpl-3.0", "odc-by-1.0": "odc-by-1.0",
+    "odbl-1.0": "odbl-1.0",
+}
+_DEPOSIT_SORTS: dict[str, tuple[str, bool]] = {  # invenio-drafts-resources SearchDraftsOptions + the legacy names
+    "bestmatch": ("created", True), "newest": ("created", True), "mostrecent": ("created", True),
+    "oldest": ("created", False), "-mostrecent": ("created", False), "updated-desc": ("modified", True),
+    "updated-asc": ("modified", False),
+}
 
 
 @dataclass(frozen=True)
@@ -159,6 +188,9 @@ class _Incoming:
     authenticated: bool
     authorization: bool
     accept: str | None
+    body: bytes = field(default=b"", repr=False)
+    content_type: str | None = None
+    credential: str | None = field(default=None, repr=False)  # only for the ``echo`` fault; never logged
 
 
 @dataclass
@@ -181,6 +213,43 @@ class _RawHit:
 
     text: str
     record_id: str | None
+
+
+@dataclass
+class _DepositFile:
+    """A file of a deposition: the bytes as uploaded, and the ids Zenodo gives it."""
+
+    file_id: str
+    key: str
+    data: bytes
+    md5: str
+    version_id: str
+    created: str
+
+
+@dataclass
+class _Deposit:
+    """A deposition: a draft (never published) or a published version. ``created``/``modified`` are ISO times."""
+
+    deposit_id: int
+    concept: int
+    created: str
+    modified: str
+    bucket: str
+    metadata: dict[str, Any]
+    files: dict[str, _DepositFile] = field(default_factory=dict)
+    published: bool = False
+    doi: str | None = None
+
+
+@dataclass
+class _Concept:
+    """What InvenioRDM keeps on the parent: the published versions (oldest first), the pending draft, the DOI."""
+
+    concept_id: int
+    versions: list[int] = field(default_factory=list)
+    next_draft: int | None = None
+    doi: str | None = None  # registered when the first version is published
 
 
 class _HttpError(Exception):
@@ -269,6 +338,9 @@ class ZenodoDouble:
         tokens: Iterable[str] = (),
         rate_window_seconds: float = 60.0,
         rate_per_hour: float | None = None,
+        doi_prefix: str = "10.5281",
+        unauthorized_status: int = 403,
+        first_deposit_id: int = 4_000_000,
     ) -> None:
         self.page_cap_anonymous = page_cap_anonymous
         self.page_cap_token = page_cap_token
@@ -285,12 +357,22 @@ class ZenodoDouble:
         self._buckets: dict[str, int] = {}
         self._codeload: dict[tuple[str, str, str, str], bytes] = {}
         self._faults: dict[str, deque[_Fault]] = {}
+        if unauthorized_status not in (401, 403):
+            raise ValueError("unauthorized_status must be 401 (the documented answer) or 403 (zenodo-rdm's)")
+        self.doi_prefix = doi_prefix
+        self.unauthorized_status = unauthorized_status
+        self._next_deposit_id = first_deposit_id
+        self._deposits: dict[int, _Deposit] = {}
+        self._concepts: dict[int, _Concept] = {}
+        self._deposit_buckets: dict[str, int] = {}
+        self._link_overrides: dict[str, str] = {}
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._stopped = False
         self.requests: list[RequestRecord] = []
         self._server = _Server(self)
         base = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.ui_url = base  # where Zenodo's web pages live (``links.html``); the API is under ``/api``
         self.api_url = f"{base}/api"
         self.codeload_url = f"{base}/codeload"
 
@@ -461,7 +543,11 @@ class ZenodoDouble:
         ``headers=`` (sent as given, e.g. ``{"Retry-After": "1000000000"}``) and ``status=`` (default 429; a 2xx
         status keeps the normal answer and only adds the headers); ``redirect`` takes ``to=`` (a URL, answered
         with a 302). A ``redirect_loop`` keeps redirecting the client's follow-up requests without using up
-        ``times``.
+        ``times``. ``cut`` reads half of the request's body, then resets the connection (an upload cut off in the
+        middle); ``echo`` takes ``status=`` (default 400) and answers a JSON error that repeats the credential the
+        request carried, raw, as an HTTP ``Basic`` credential (base64 of ``zenodo-hpc:<token>``) and URL-quoted,
+        as a careless server or proxy might. A ``path`` holding ``*`` is a pattern (:func:`fnmatch.fnmatchcase`)
+        matched when no fault is queued for the exact path, e.g. ``/api/files/*/image.sqsh``.
         """
         if mode not in FAULT_MODES:
             raise ValueError(f"unknown fault mode {mode!r}; choose from {', '.join(FAULT_MODES)}")
@@ -531,10 +617,10 @@ class ZenodoDouble:
 
     # --------------------------------------------------------------------------------- request processing
 
-    def _plan(self, method: str, target: str, headers: Mapping[str, str]) -> _Plan:
+    def _plan(self, method: str, target: str, headers: Mapping[str, str], body: bytes = b"") -> _Plan:
         """Decide the whole answer to one request and log it; called by the handler for every request."""
         arrival = time.monotonic()
-        incoming = self._parse_incoming(method, target, headers)
+        incoming = self._parse_incoming(method, target, headers, body)
         with self._lock:
             fault = self._take_fault(incoming)
             plan = self._fault_plan(fault, incoming) if fault else None
@@ -547,7 +633,7 @@ class ZenodoDouble:
             self.requests.append(_log_entry(incoming, plan, arrival, fault))
         return plan
 
-    def _parse_incoming(self, method: str, target: str, headers: Mapping[str, str]) -> _Incoming:
+    def _parse_incoming(self, method: str, target: str, headers: Mapping[str, str], body: bytes = b"") -> _Incoming:
         """Split the target, drop any ``access_token`` from what is kept, and check the token."""
         parts = urlsplit(target)
         items = parse_qsl(parts.query, keep_blank_values=True)
@@ -565,19 +651,38 @@ class ZenodoDouble:
             authenticated=token is not None and token in self._tokens,
             authorization=authorization is not None,
             accept=headers.get("Accept"),
+            body=body,
+            content_type=headers.get("Content-Type"),
+            credential=token,
         )
 
     def _take_fault(self, incoming: _Incoming) -> _Fault | None:
         """The fault for this request: a running redirect loop, else the next one queued for the path."""
         if LOOP_MARKER in incoming.query:
             return _Fault("redirect_loop")
-        queue = self._faults.get(incoming.path)
-        if not queue:
+        return self._pop_fault(incoming.path)
+
+    def _pop_fault(self, path: str, only: str | None = None) -> _Fault | None:
+        """The next fault queued for ``path`` (exactly, else the first pattern matching it); with ``only``, just
+        a fault of that mode (the others stay queued)."""
+        key = path if self._faults.get(path) else next(
+            (k for k in self._faults if "*" in k and fnmatch.fnmatchcase(path, k)), None)
+        if key is None or (only is not None and self._faults[key][0].mode != only):
             return None
+        queue = self._faults[key]
         fault = queue.popleft()
         if not queue:
-            del self._faults[incoming.path]
+            del self._faults[key]
         return fault
+
+    def _take_cut(self, method: str, target: str, headers: Mapping[str, str]) -> bool:
+        """Whether this request's upload is to be cut off (a ``cut`` fault): logged here, as the plan never runs."""
+        incoming = self._parse_incoming(method, target, headers)
+        with self._lock:
+            if self._pop_fault(incoming.path, only="cut") is None:
+                return False
+            self.requests.append(_log_entry(incoming, _Plan(0, action="reset"), time.monotonic(), _Fault("cut")))
+        return True
 
     def _fault_plan(self, fault: _Fault, incoming: _Incoming) -> _Plan | None:
         """The answer of a fault that replaces the normal one (None for faults that only alter it)."""
@@ -601,6 +706,8 @@ class ZenodoDouble:
             return plan
         if fault.mode == "reset":
             return _Plan(0, action="reset")
+        if fault.mode == "echo":
+            return _json_plan(fault.status, {"status": fault.status, "message": _echoed(incoming.credential)})
         return None
 
     def _normal_plan(self, incoming: _Incoming, now: float) -> _Plan:
@@ -622,6 +729,9 @@ class ZenodoDouble:
         """Route the request. A token that is not known makes it anonymous, not a 401: invenio-oauth2server's
         ``verify_oauth_token_and_set_current_user`` only sets a user when the token verifies."""
         try:
+            deposit = self._route_deposit(incoming)
+            if deposit is not None:
+                return deposit
             if incoming.method not in ("GET", "HEAD"):
                 raise _HttpError(405, "The method is not allowed for the requested URL.")
             return self._route_api(incoming)
@@ -729,6 +839,327 @@ class ZenodoDouble:
         name = f"{repo}-{ref.replace('/', '-')}.zip"
         return _Plan(200, data, [("Content-Type", "application/zip"),
                                  ("Content-Disposition", f"attachment; filename={name}")])
+
+    # ------------------------------------------------------------------------------------------- deposit API
+
+    def deposition(self, deposit_id: int) -> dict[str, Any]:
+        """A deposition as ``GET {api}/deposit/depositions/<id>`` serves it (a copy); KeyError when unknown."""
+        with self._lock:
+            return self._deposit_json(self._deposits[deposit_id])
+
+    def depositions(self) -> list[dict[str, Any]]:
+        """Every deposition (drafts and published versions, of every concept), in creation order."""
+        with self._lock:
+            return [self._deposit_json(d) for d in self._deposits.values()]
+
+    def deposit_file(self, deposit_id: int, key: str) -> bytes:
+        """The bytes a deposition holds under ``key``, as they were uploaded; KeyError when it has no such file."""
+        with self._lock:
+            return self._deposits[deposit_id].files[key].data
+
+    def override_deposit_links(self, **links: str) -> None:
+        """Show these ``links`` (``bucket=``, ``latest_draft=``, ``html=``, ...) in every deposition answer from now
+        on, whatever they point to: a hostile or broken server. Routing is not changed. No argument: stop."""
+        with self._lock:
+            self._link_overrides = dict(links)
+
+    def _route_deposit(self, incoming: _Incoming) -> _Plan | None:
+        """The legacy deposit API (``/api/deposit/depositions``) and its buckets (``/api/files/<bucket>/<key>``),
+        as zenodo-rdm's ``legacy/resources.py`` routes them; None for any other URL."""
+        path = incoming.path
+        bucket = re.fullmatch(r"/api/files/([0-9a-f-]+)(?:/(.*))?", path)
+        in_bucket = bucket is not None and bucket.group(1) in self._deposit_buckets
+        if not (in_bucket or path.rstrip("/") == DEPOSITIONS or path.startswith(DEPOSITIONS + "/")):
+            return None
+        if not incoming.authenticated:  # invenio-records-resources: PermissionDeniedError for an anonymous identity
+            raise (_HttpError(401, _UNAUTHORIZED) if self.unauthorized_status == 401
+                   else _HttpError(403, "Permission denied."))
+        method = "GET" if incoming.method == "HEAD" else incoming.method
+        if bucket is not None and in_bucket:
+            return self._bucket_plan(method, incoming, self._deposits[self._deposit_buckets[bucket.group(1)]],
+                                     bucket.group(2) or "")
+        parts = [p for p in path[len(DEPOSITIONS):].split("/") if p]
+        if not parts:
+            if method == "GET":
+                return self._deposit_list_plan(incoming)
+            if method == "POST":
+                return self._deposit_create_plan(incoming)
+            raise _HttpError(405, "The method is not allowed for the requested URL.")
+        deposit = self._deposit_for(parts[0])
+        if len(parts) == 1:
+            return self._deposit_item_plan(method, incoming, deposit)
+        if len(parts) == 3 and parts[1] == "actions":
+            if method != "POST":
+                raise _HttpError(405, "The method is not allowed for the requested URL.")
+            return self._deposit_action_plan(parts[2], deposit)
+        if parts[1] == "files" and len(parts) <= 3:
+            return self._deposit_files_plan(method, deposit, parts[2] if len(parts) == 3 else None)
+        raise _HttpError(404, _NOT_FOUND)
+
+    def _deposit_for(self, text: str) -> _Deposit:
+        deposit = self._deposits.get(int(text)) if text.isdigit() else None
+        if deposit is None:
+            raise _HttpError(404, "The persistent identifier does not exist.")
+        return deposit
+
+    def _deposit_item_plan(self, method: str, incoming: _Incoming, deposit: _Deposit) -> _Plan:
+        """``GET`` (a draft, or the published version: the legacy ``read_draft`` falls back to the record), ``PUT``
+        (replaces the whole metadata of a draft) and ``DELETE`` (a draft that was never published)."""
+        if method == "GET":
+            return _json_plan(200, self._deposit_json(deposit))
+        if method == "PUT":
+            if deposit.published:  # no draft to update: zenodo-rdm's own test expects a 404 here
+                raise _HttpError(404, "Not found.")
+            deposit.metadata = _load_deposit_body(_json_body(incoming))
+            deposit.modified = _now()
+            return _json_plan(200, self._deposit_json(deposit))
+        if method == "DELETE":
+            self._discard(deposit)
+            return _Plan(204)
+        raise _HttpError(405, "The method is not allowed for the requested URL.")
+
+    def _deposit_action_plan(self, action: str, deposit: _Deposit) -> _Plan:
+        if action == "publish":
+            return self._publish_plan(deposit)
+        if action == "newversion":
+            return self._new_version_plan(deposit)
+        if action == "discard":
+            self._discard(deposit)
+            return _Plan(204)
+        if action in ("edit", "registerconceptdoi"):
+            raise _HttpError(400, f"The double does not model the {action!r} action.")
+        raise _HttpError(404, _NOT_FOUND)
+
+    def _deposit_create_plan(self, incoming: _Incoming) -> _Plan:
+        """``POST {api}/deposit/depositions``: a new concept and its first draft (ids in a row, as recorded)."""
+        metadata = _load_deposit_body(_json_body(incoming))
+        concept = _Concept(self._take_deposit_id())
+        self._concepts[concept.concept_id] = concept
+        deposit = self._new_deposit(concept, metadata)
+        return _json_plan(201, self._deposit_json(deposit))
+
+    def _take_deposit_id(self) -> int:
+        taken = self._next_deposit_id
+        self._next_deposit_id += 1
+        return taken
+
+    def _new_deposit(self, concept: _Concept, metadata: dict[str, Any]) -> _Deposit:
+        now = _now()
+        deposit = _Deposit(self._take_deposit_id(), concept.concept_id, now, now, str(uuid.uuid4()), metadata)
+        self._deposits[deposit.deposit_id] = deposit
+        self._deposit_buckets[deposit.bucket] = deposit.deposit_id
+        concept.next_draft = deposit.deposit_id
+        return deposit
+
+    def _discard(self, deposit: _Deposit) -> None:
+        """Delete a draft that was never published; a published version cannot be deleted (404, as zenodo-rdm)."""
+        if deposit.published:
+            raise _HttpError(404, "Not found.")
+        del self._deposits[deposit.deposit_id]
+        del self._deposit_buckets[deposit.bucket]
+        concept = self._concepts[deposit.concept]
+        if concept.next_draft == deposit.deposit_id:
+            concept.next_draft = None
+        if not concept.versions:
+            del self._concepts[concept.concept_id]
+
+    def _new_version_plan(self, deposit: _Deposit) -> _Plan:
+        """``POST .../actions/newversion``, as zenodo-rdm's ``LegacyRecordResource.new_version`` does it.
+
+        invenio-drafts-resources' ``new_version`` returns the concept's pending draft when there is one, else makes a
+        new draft of the latest version (metadata copied, ``version`` dropped, ``publication_date`` today); then the
+        legacy resource imports the latest version's files, which fails with ``Please remove all files first.``
+        when the draft already holds files. The answer is the draft itself (201), whose ``latest_draft`` is itself.
+        """
+        if not deposit.published:
+            raise _HttpError(404, "The persistent identifier is not registered.")
+        concept = self._concepts[deposit.concept]
+        latest = self._deposits[concept.versions[-1]]
+        if concept.next_draft is not None:
+            draft = self._deposits[concept.next_draft]
+            if draft.files:
+                raise _field_error("files.enabled", "Please remove all files first.")
+        else:
+            metadata = {k: copy.deepcopy(v) for k, v in latest.metadata.items() if k != "version"}
+            metadata["publication_date"] = datetime.now(timezone.utc).date().isoformat()
+            draft = self._new_deposit(concept, metadata)
+        for key, source in latest.files.items():
+            draft.files[key] = _DepositFile(str(uuid.uuid4()), key, source.data, source.md5, str(uuid.uuid4()),
+                                            _now())
+        return _json_plan(201, self._deposit_json(draft))
+
+    def _publish_plan(self, deposit: _Deposit) -> _Plan:
+        """``POST .../actions/publish``: 202 and the published version, or 400 with the validation errors."""
+        if deposit.published:  # the draft is gone once published: zenodo-rdm's own test expects a 404
+            raise _HttpError(404, "Not found.")
+        errors = _publish_errors(deposit.metadata)
+        if errors:
+            raise _HttpError(400, _VALIDATION, errors)
+        if not deposit.files:
+            raise _field_error("files.enabled", _MISSING_FILES)
+        concept = self._concepts[deposit.concept]
+        deposit.published = True
+        deposit.doi = f"{self.doi_prefix}/zenodo.{deposit.deposit_id}"
+        deposit.modified = _now()
+        concept.versions.append(deposit.deposit_id)
+        if concept.next_draft == deposit.deposit_id:
+            concept.next_draft = None
+        concept.doi = concept.doi or f"{self.doi_prefix}/zenodo.{concept.concept_id}"
+        self._index_published(deposit, concept)
+        return _json_plan(202, self._deposit_json(deposit))
+
+    def _index_published(self, deposit: _Deposit, concept: _Concept) -> None:
+        """Serve the new version as a record too (``/api/records/<id>``, the search), in today's shape."""
+        metadata = deposit.metadata
+        hit = self.make_hit(deposit.deposit_id, created=deposit.created, title=str(metadata.get("title") or ""),
+                            conceptrecid=str(concept.concept_id), resource_type=str(metadata.get("upload_type")))
+        hit.update(doi=deposit.doi, conceptdoi=concept.doi, doi_url=f"https://doi.org/{deposit.doi}")
+        hit["metadata"].update(
+            doi=deposit.doi, publication_date=metadata.get("publication_date"),
+            creators=copy.deepcopy(metadata.get("creators", [])), version=metadata.get("version"),
+            related_identifiers=copy.deepcopy(metadata.get("related_identifiers", [])),
+            license={"id": metadata.get("license")},
+            **{k: copy.deepcopy(metadata[k]) for k in ("description", "keywords") if k in metadata})
+        record = _Record(deposit.deposit_id, hit, "current")
+        self._store_files(record, {k: f.data for k, f in deposit.files.items()}, {})
+        self._finish_hit(record, True, {})
+        self._records[deposit.deposit_id] = record
+
+    def _deposit_files_plan(self, method: str, deposit: _Deposit, file_id: str | None) -> _Plan:
+        """``{api}/deposit/depositions/<id>/files[/<file id>]``: list, read, delete (not the form upload)."""
+        if file_id is None:
+            if method == "GET":
+                return _json_plan(200, [self._file_json(deposit, f) for f in deposit.files.values()])
+            if method == "POST":
+                raise _HttpError(400, "The double does not model the multipart upload: PUT the file to links.bucket.")
+            raise _HttpError(405, "The method is not allowed for the requested URL.")
+        entry = next((f for f in deposit.files.values() if f.file_id == file_id), None)
+        if entry is None:
+            raise _HttpError(404, _NOT_FOUND)
+        if method == "GET":
+            return _json_plan(200, self._file_json(deposit, entry))
+        if method == "DELETE":
+            if deposit.published:
+                raise _HttpError(403, "Permission denied.")
+            del deposit.files[entry.key]
+            deposit.modified = _now()
+            return _Plan(204)
+        raise _HttpError(405, "The method is not allowed for the requested URL.")
+
+    def _bucket_plan(self, method: str, incoming: _Incoming, deposit: _Deposit, key: str) -> _Plan:
+        """``{api}/files/<bucket>/<key>``: ``PUT`` stores the body (replacing a file of that name), ``GET``, ``DELETE``.
+
+        A key with ``/`` is not routed (404), as flask's default converter does not match it."""
+        if not key:
+            raise _HttpError(400, "The double does not model listing a bucket.")
+        if "/" in key:
+            raise _HttpError(404, _NOT_FOUND)
+        if method == "PUT":
+            if deposit.published:
+                raise _HttpError(403, "Permission denied.")
+            now = _now()
+            entry = _DepositFile(str(uuid.uuid4()), key, incoming.body, _md5(incoming.body), str(uuid.uuid4()), now)
+            deposit.files.pop(key, None)
+            deposit.files[key] = entry
+            deposit.modified = now
+            return _json_plan(201, self._bucket_file_json(deposit, entry))
+        entry = deposit.files.get(key)
+        if entry is None:
+            raise _HttpError(404, f"Record '{deposit.deposit_id}' has no file '{key}'.")
+        if method == "GET":
+            return _Plan(200, entry.data, [("Content-Type", _mimetype(key))])
+        if method == "DELETE":
+            if deposit.published:
+                raise _HttpError(403, "Permission denied.")
+            del deposit.files[key]
+            deposit.modified = _now()
+            return _Plan(204)
+        raise _HttpError(405, "The method is not allowed for the requested URL.")
+
+    def _deposit_list_plan(self, incoming: _Incoming) -> _Plan:
+        """``GET {api}/deposit/depositions``: the user's depositions as a bare JSON array (``LegacyListSchema``).
+
+        Unless ``all_versions`` is set, each concept shows only its latest draft (``versions.is_latest_draft``: the
+        pending draft, else the latest published version). ``status`` is accepted and ignored, as in zenodo-rdm
+        (``ZenodoArgsSchema`` takes it; no interpreter of the drafts search reads it). ``q`` holds ANDed
+        ``conceptrecid:<id>``, ``recid:<id>``, ``title:"<phrase>"`` (or words, matched in the title).
+        """
+        query = incoming.query
+        size = _int_param(query, "size", DEFAULT_PAGE_SIZE)
+        page = _int_param(query, "page", 1)
+        if size > self.page_cap_token:
+            raise _field_error("size", f"Page size cannot be greater than {self.page_cap_token}.")
+        matches = _deposit_query(query.get("q", ""))
+        field_name, descending = _deposit_sort(query.get("sort"), bool(query.get("q")))
+        every = _flag(query, "all_versions")
+        found = [d for d in self._deposits.values() if (every or self._is_latest_draft(d)) and matches(d)]
+        found.sort(key=lambda d: (getattr(d, field_name), d.deposit_id), reverse=descending)
+        return _json_plan(200, [self._deposit_json(d) for d in found[(page - 1) * size: page * size]])
+
+    def _is_latest_draft(self, deposit: _Deposit) -> bool:
+        concept = self._concepts[deposit.concept]
+        if concept.next_draft is not None:
+            return concept.next_draft == deposit.deposit_id
+        return bool(concept.versions) and concept.versions[-1] == deposit.deposit_id
+
+    def _deposit_json(self, deposit: _Deposit) -> dict[str, Any]:
+        """A deposition in zenodo-rdm's legacy serializer (``LegacySchema``), keys in the recorded order."""
+        rid, concept = deposit.deposit_id, self._concepts[deposit.concept]
+        body: dict[str, Any] = {"created": deposit.created, "modified": deposit.modified, "id": rid,
+                                "conceptrecid": str(concept.concept_id)}
+        if deposit.doi:
+            body["doi"] = deposit.doi
+        if concept.doi:
+            body["conceptdoi"] = concept.doi
+        if deposit.doi:
+            body["doi_url"] = f"https://doi.org/{deposit.doi}"
+        metadata = _dump_metadata(deposit)
+        body.update(metadata=metadata, title=metadata.get("title", ""), links=self._deposit_links(deposit, concept),
+                    record_id=rid, owner=DEPOSIT_OWNER)
+        body["files"] = [self._file_json(deposit, f) for f in deposit.files.values()]
+        body.update(state="done" if deposit.published else "unsubmitted", submitted=deposit.published)
+        return body
+
+    def _deposit_links(self, deposit: _Deposit, concept: _Concept) -> dict[str, str]:
+        """zenodo-rdm ``LegacyRecordServiceConfig.links_item``; ``latest_draft`` names the deposition itself."""
+        rid, api, ui = deposit.deposit_id, self.api_url, self.ui_url
+        own = f"{api}/deposit/depositions/{rid}"
+        links = {"self": f"{api}/records/{rid}" if deposit.published else own,
+                 "html": f"{ui}/records/{rid}" if deposit.published else f"{ui}/deposit/{rid}"}
+        if deposit.doi:
+            links["doi"] = f"https://doi.org/{deposit.doi}"
+            if concept.doi:
+                links["parent_doi"] = f"https://doi.org/{concept.doi}"
+            links["badge"] = f"{ui}/badge/doi/{quote(deposit.doi, safe='')}.svg"
+            if concept.doi:
+                links["conceptbadge"] = f"{ui}/badge/doi/{quote(concept.doi, safe='')}.svg"
+        links.update(files=f"{api}/records/{rid}/files" if deposit.published else f"{own}/files",
+                     bucket=f"{api}/files/{deposit.bucket}", latest_draft=own, latest_draft_html=f"{ui}/deposit/{rid}",
+                     publish=f"{own}/actions/publish", edit=f"{own}/actions/edit", discard=f"{own}/actions/discard",
+                     newversion=f"{own}/actions/newversion", registerconceptdoi=f"{own}/actions/registerconceptdoi")
+        if deposit.published:
+            links.update(record=f"{api}/records/{rid}", record_html=f"{ui}/record/{rid}",
+                         latest=f"{api}/records/{rid}/versions/latest",
+                         latest_html=f"{ui}/record/{rid}/versions/latest")
+        links.update(self._link_overrides)
+        return links
+
+    def _file_json(self, deposit: _Deposit, entry: _DepositFile) -> dict[str, Any]:
+        """One file of a deposition (``LegacySchema.dump_files``): bare md5, ``self`` under ``links.files``."""
+        rid = deposit.deposit_id
+        files = f"{self.api_url}/records/{rid}/files" if deposit.published else \
+            f"{self.api_url}/deposit/depositions/{rid}/files"
+        download = f"{self.api_url}/records/{rid}/draft/files/{quote(entry.key, safe=_KEY_SAFE)}/content"
+        return {"id": entry.file_id, "filename": entry.key, "filesize": len(entry.data), "checksum": entry.md5,
+                "links": {"self": f"{files}/{entry.file_id}", "download": download}}
+
+    def _bucket_file_json(self, deposit: _Deposit, entry: _DepositFile) -> dict[str, Any]:
+        """The answer to a bucket ``PUT`` (``LegacyFilesRESTSchema``), keys in the recorded order."""
+        url = f"{self.api_url}/files/{deposit.bucket}/{quote(entry.key, safe=_KEY_SAFE)}"
+        return {"created": entry.created, "updated": entry.created, "version_id": entry.version_id, "key": entry.key,
+                "size": len(entry.data), "mimetype": _mimetype(entry.key), "checksum": f"md5:{entry.md5}",
+                "is_head": True, "delete_marker": False,
+                "links": {"self": url, "version": f"{url}?versionId={entry.version_id}", "uploads": f"{url}?uploads"}}
 
     # -------------------------------------------------------------------------------------------- search
 
@@ -860,10 +1291,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve()
 
     def _serve(self) -> None:
-        self._drain_request_body()
         double = self.server.double
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > 0 and double._take_cut(self.command, self.path, self.headers):
+            self.rfile.read(max(1, length // 2))  # half of the upload arrives, then the connection is cut
+            self.close_connection = True
+            self.server.abort_later(self.connection)
+            return
+        body = self.rfile.read(length) if length > 0 else b""
         try:
-            plan = double._plan(self.command, self.path, self.headers)
+            plan = double._plan(self.command, self.path, self.headers, body)
         except Exception as exc:  # a bug in the double: answer 500 rather than leave the client hanging
             traceback.print_exc()
             plan = _json_plan(500, {"status": 500, "message": f"internal error in the double: {exc!r}"})
@@ -875,12 +1312,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.abort_later(self.connection)
             return
         self._write(plan)
-
-    def _drain_request_body(self) -> None:
-        """Read a request body we ignore, so the keep-alive connection stays in sync."""
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > 0:
-            self.rfile.read(length)
 
     def _write(self, plan: _Plan) -> None:
         self.send_response(plan.status)
@@ -979,7 +1410,7 @@ class HeaderRecorder:
 
 
 class _RecorderHandler(BaseHTTPRequestHandler):
-    """Answers every GET/HEAD with the recorder's body; one request per connection."""
+    """Answers every request (GET, HEAD, POST, PUT, DELETE) with the recorder's body; one per connection."""
 
     protocol_version = "HTTP/1.0"
 
@@ -992,7 +1423,19 @@ class _RecorderHandler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._answer()
 
+    def do_POST(self) -> None:
+        self._answer()
+
+    def do_PUT(self) -> None:
+        self._answer()
+
+    def do_DELETE(self) -> None:
+        self._answer()
+
     def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > 0:
+            self.rfile.read(length)
         recorder: HeaderRecorder = self.server.recorder  # type: ignore[attr-defined]
         recorder.record(RecordedRequest(self.command, unquote(urlsplit(self.path).path),
                                         self.headers.get("Authorization") is not None, self.headers.get("Accept")))
@@ -1047,7 +1490,8 @@ def _admit(windows: list[_SlidingWindow], now: float) -> _SlidingWindow | None:
 
 def _make_fault(mode: str, opts: Mapping[str, Any]) -> _Fault:
     """Check a fault's options and build it."""
-    allowed = {"slow": {"seconds"}, "trickle": {"seconds"}, "sleepy": {"headers", "status"}, "redirect": {"to"}}
+    allowed = {"slow": {"seconds"}, "trickle": {"seconds"}, "sleepy": {"headers", "status"}, "redirect": {"to"},
+               "echo": {"status"}}
     unexpected = sorted(set(opts) - allowed.get(mode, set()))
     if unexpected:
         raise ValueError(f"fault mode {mode!r} takes no option(s) {unexpected}")
@@ -1057,7 +1501,8 @@ def _make_fault(mode: str, opts: Mapping[str, Any]) -> _Fault:
     if mode == "redirect" and not opts.get("to"):
         raise ValueError("fault mode 'redirect' needs to=<url>")
     headers = tuple((str(k), str(v)) for k, v in dict(opts.get("headers") or {}).items())
-    return _Fault(mode, seconds, int(opts.get("status", 429)), headers, str(opts.get("to", "")))
+    status = int(opts.get("status", 400 if mode == "echo" else 429))
+    return _Fault(mode, seconds, status, headers, str(opts.get("to", "")))
 
 
 def _alter(plan: _Plan, fault: _Fault) -> None:
@@ -1194,6 +1639,183 @@ def _sort_value(hit: Mapping[str, Any], name: str) -> datetime:
 def _json_plan(status: int, payload: Any) -> _Plan:
     body = json.dumps(payload).encode()
     return _Plan(status, body, [("Content-Type", "application/json")])
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _echoed(credential: str | None) -> str:
+    """What the ``echo`` fault answers: the credential repeated raw, as ``Basic`` base64 and URL-quoted."""
+    if not credential:
+        return "Request refused: it carried no credential."
+    basic = base64.b64encode(f"zenodo-hpc:{credential}".encode()).decode()
+    return (f"Request refused. Authorization: Bearer {credential}; forwarded as Basic {basic}; "
+            f"query: access_token={quote(credential, safe='')}")
+
+
+def _json_body(incoming: _Incoming) -> Any:
+    """A request's JSON body; ``{}`` when there is none."""
+    if not incoming.body.strip():
+        return {}
+    try:
+        return json.loads(incoming.body)
+    except ValueError:
+        raise _HttpError(400, "Unable to decode JSON data in request body.") from None
+
+
+def _load_deposit_body(data: Any) -> dict[str, Any]:
+    """A deposition's metadata as zenodo-rdm's ``LegacyJSONDeserializer`` loads it, with its refusals.
+
+    Unknown top-level keys are refused (``unknown = RAISE``); unknown metadata keys are dropped (``EXCLUDE``). With
+    a ``metadata`` object, ``publication_date`` defaults to today, ``imprint_publisher`` to ``Zenodo``, and an open
+    record without ``license`` gets CC0 (a dataset) or CC-BY-4.0 (``load_default_license``). The whole metadata is
+    replaced by what is sent: a ``PUT`` must send all of it (zenodo-rdm's own versioning test says so).
+    """
+    if not isinstance(data, Mapping):
+        raise _field_error("_schema", "Invalid input type.")
+    unknown = sorted(set(data) - {"metadata"})
+    if unknown:
+        raise _HttpError(400, _VALIDATION, [{"field": k, "messages": ["Unknown field."]} for k in unknown])
+    if "metadata" not in data:
+        return {}
+    given = data["metadata"]
+    if not isinstance(given, Mapping):
+        raise _field_error("metadata", "Invalid input type.")
+    metadata = {k: copy.deepcopy(given[k]) for k in _METADATA_KEYS if k in given and given[k] is not None}
+    related = metadata.get("related_identifiers", [])
+    if not isinstance(related, list):
+        raise _field_error("metadata.related_identifiers", "related_identifiers must be a list")
+    for index, item in enumerate(related):
+        if not isinstance(item, Mapping):
+            raise _field_error(f"metadata.related_identifiers.{index}", "Each related identifier must be an object")
+    if metadata.get("access_right", "open") not in ("open", "restricted", "closed") and not (
+            metadata.get("access_right") == "embargoed" and metadata.get("embargo_date")):
+        raise _field_error("_schema", "Unknown access type.")
+    if "license" not in metadata and metadata.get("access_right", "open") in ("open", "embargoed"):
+        metadata["license"] = "cc0-1.0" if metadata.get("upload_type") == "dataset" else "cc-by-4.0"
+    if "license" in metadata:
+        metadata["license"] = _load_license(metadata["license"])
+    creators = metadata.get("creators", [])
+    if not isinstance(creators, list) or not all(isinstance(c, Mapping) for c in creators):
+        raise _field_error("metadata.creators", "Not a valid list.")
+    metadata["creators"] = [{"name": c.get("name"), "affiliation": c.get("affiliation"),
+                             **({"orcid": c["orcid"]} if c.get("orcid") else {})} for c in creators]
+    metadata.setdefault("publication_date", datetime.now(timezone.utc).date().isoformat())
+    metadata.setdefault("access_right", "open")
+    metadata["imprint_publisher"] = "Zenodo"
+    return metadata
+
+
+_METADATA_KEYS = ("title", "publication_date", "description", "access_right", "embargo_date", "creators", "keywords",
+                  "related_identifiers", "version", "license", "upload_type", "notes", "language")
+
+
+def _load_license(value: Any) -> str:
+    """zenodo-rdm ``MetadataSchema.load_rights``: a string or ``{"id": ...}``, matched without regard to case."""
+    if not isinstance(value, (str, Mapping)):
+        raise _field_error("metadata.license", "Invalid license value provided (expected string, or object with "
+                                               f"'id' key): {value}")
+    if isinstance(value, Mapping):
+        if "id" not in value:
+            raise _field_error("metadata.license", f"Invalid license object provided (missing 'id' key): {value}")
+        value = value["id"]
+    shown = _LICENSES.get(str(value).strip().lower())
+    if shown is None:
+        raise _field_error("metadata.license", f"Invalid license provided: {value}")
+    return shown
+
+
+def _dump_metadata(deposit: _Deposit) -> dict[str, Any]:
+    """The ``metadata`` of a deposition answer: what was loaded, the DOI once published, and ``prereserve_doi``.
+
+    ``prereserve_doi`` always names the 10.5281 prefix (``LegacySchema.dump_prereserve_doi`` writes it so), even on the
+    sandbox whose DOIs are 10.5072: the recorded sandbox answers show it. The real DOI is the top-level ``doi``.
+    """
+    stored = deposit.metadata
+    order = ("title", "doi", "publication_date", "description", "access_right", "embargo_date", "creators",
+             "keywords", "related_identifiers", "version", "license", "imprint_publisher", "upload_type", "notes",
+             "language")
+    values = dict(stored, doi=deposit.doi) if deposit.doi else stored
+    dumped = {k: copy.deepcopy(values[k]) for k in order if k in values and values[k] not in (None, [])}
+    dumped["prereserve_doi"] = {"doi": f"10.5281/zenodo.{deposit.deposit_id}", "recid": deposit.deposit_id}
+    return dumped
+
+
+def _publish_errors(metadata: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """What publishing refuses in the metadata (invenio-rdm-records ``MetadataSchema``), in marshmallow's words.
+
+    Required: ``resource_type`` (the legacy ``upload_type``), ``creators`` (at least one, each with a name),
+    ``title`` (3 characters or more), ``publication_date``; ``description`` has 3 characters or more when given,
+    ``version`` at most 191. An upload type the legacy API does not know is the double's own refusal.
+    """
+    required = "Missing data for required field."
+    errors: list[dict[str, Any]] = []
+
+    def add(name: str, message: str) -> None:
+        errors.append({"field": name, "messages": [message]})
+
+    upload_type = metadata.get("upload_type")
+    if not upload_type:
+        add("metadata.resource_type", required)
+    elif upload_type not in UPLOAD_TYPES:
+        add("metadata.resource_type.id", f"Invalid value: {upload_type}.")
+    creators = metadata.get("creators") or []
+    if not creators:
+        add("metadata.creators", required)
+    for index, creator in enumerate(creators):
+        if not str(creator.get("name") or "").strip():
+            add(f"metadata.creators.{index}.person_or_org.family_name", "Family name must be filled.")
+    title = str(metadata.get("title") or "")
+    if not title:
+        add("metadata.title", required)
+    elif len(title) < 3:
+        add("metadata.title", "Shorter than minimum length 3.")
+    when = str(metadata.get("publication_date") or "")
+    if not when:
+        add("metadata.publication_date", required)
+    elif not re.fullmatch(r"\d{4}(-\d{2}(-\d{2})?)?", when):
+        add("metadata.publication_date", "Please provide a valid date or interval.")
+    if "description" in metadata and len(str(metadata["description"])) < 3:
+        add("metadata.description", "Shorter than minimum length 3.")
+    if len(str(metadata.get("version") or "")) > 191:
+        add("metadata.version", "Longer than maximum length 191.")
+    return errors
+
+
+def _deposit_query(q: str) -> Any:
+    """A predicate on depositions for ``q``: ANDed ``conceptrecid:N``, ``recid:N``, ``title:"phrase"`` and words
+    (matched in the title, case-insensitively). Anything else is a 400, as for the record search."""
+    tests = []
+    for match in re.finditer(r'(?:(\w+):)?("[^"]*"|\S+)', q):
+        name, value = match.group(1), match.group(2).strip('"')
+        if name is None and value == "AND":
+            continue
+        if name in ("conceptrecid", "recid") and value.isdigit():
+            tests.append(_id_test("concept" if name == "conceptrecid" else "deposit_id", int(value)))
+        elif name in (None, "title") and value not in ("OR", "NOT") and not any(c in value for c in "()[]{}:"):
+            tests.append(_title_test(value.lower()))
+        else:
+            raise _HttpError(400, f"The double does not support this query syntax: {match.group(0)!r} in {q!r}.")
+    return lambda deposit: all(test(deposit) for test in tests)
+
+
+def _id_test(attribute: str, wanted: int) -> Any:
+    return lambda deposit: getattr(deposit, attribute) == wanted
+
+
+def _title_test(needle: str) -> Any:
+    return lambda deposit: needle in str(deposit.metadata.get("title") or "").lower()
+
+
+def _deposit_sort(sort: str | None, has_query: bool) -> tuple[str, bool]:
+    name = sort or ("bestmatch" if has_query else "newest")
+    if name in _DEPOSIT_SORTS:
+        return _DEPOSIT_SORTS[name]
+    if name in _SORTS or name in _UNMODELLED_SORTS:
+        raise _HttpError(400, f"The double does not model sort {name!r} for depositions; it knows "
+                              f"{', '.join(_DEPOSIT_SORTS)}.")
+    raise _field_error("_schema", f"Invalid sort option '{name}'.")
 
 
 def _normalize_path(path: str) -> str:
