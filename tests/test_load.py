@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -311,3 +313,17 @@ def test_containertree_stand_ins_hold_attributes_only(tmp_path: Path) -> None:
     meta = load_metadata(tmp_path / "metadata_1.pkl")
     assert meta == {"hit": {}, "tree": {"type": "dir", "children": {}}}
     assert "containertree" not in sys.modules
+
+
+@pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="mksquashfs not on PATH (squashfs-tools)")
+def test_2018_record_is_read_out_of_a_squashfs_image(folder_2018: Path, tmp_path: Path) -> None:
+    pytest.importorskip("PySquashfsImage", reason="reading an image needs the [image] extra")
+    image = tmp_path / "zenodo-ml.sqsh"
+    root = tmp_path / "root"
+    root.mkdir()
+    os.rename(folder_2018, root / "1065022")
+    subprocess.run(["mksquashfs", str(root), str(image), "-noappend", "-quiet"], check=True, capture_output=True)
+    images = load_images(f"{image}:1065022")
+    np.testing.assert_array_equal(images["zenodo-ml-1a2b/analysis.py"],
+                                  rasterize(SOURCES_2018["zenodo-ml-1a2b/analysis.py"].encode()))
+    assert load_metadata(f"{image}:1065022")["hit"] == HIT_2018
