@@ -84,6 +84,18 @@ def tiles(facts: Facts) -> str:
         f'<div class="tile {cls}"><b>{n:,}</b>{esc(label)}</div>' for label, n, cls in items) + "</div>"
 
 
+def reasons_text(facts: Facts) -> str:
+    """Failures and quarantines by reason, in words (the records figure draws them)."""
+    s = facts.status
+    parts = []
+    for label, reasons in (("Failed", s.failed_reasons), ("Quarantined", s.quarantined_reasons)):
+        if reasons:
+            listed = ", ".join(f"<code>{esc(k)}</code> {v:,}" for k, v in sorted(reasons.items(),
+                                                                              key=lambda kv: (-kv[1], kv[0])))
+            parts.append(f"{label} by reason: {listed}.")
+    return f"<p>{' '.join(parts)}</p>" if parts else ""
+
+
 def left_text(facts: Facts) -> str:
     """What is left and how long: the status line, in words."""
     s = facts.status
@@ -223,7 +235,7 @@ def render_page(facts: Facts, figures: dict[str, bytes | None], specs: Any,
     accounting = ("" if facts.accounting == "sacct" else
                   f'<p class="note" id="accounting">Per-task memory and time: {esc(facts.accounting)}.</p>')
     efficiency = "".join(f"<li>{esc(line)}</li>" for line in efficiency_lines(facts))
-    run_parts = [tiles(facts), f"<p><b>{esc(left_text(facts))}</b></p>", notes, shown["records"],
+    run_parts = [tiles(facts), f"<p><b>{esc(left_text(facts))}</b></p>", notes, shown["records"], reasons_text(facts),
                  "<h3>Rounds</h3>", rounds_table(facts) or "<p>Nothing planned yet.</p>", shown["rounds"],
                  accounting, shown["tasks"], f"<ul>{efficiency}</ul>" if efficiency else "", escalated_tasks(facts),
                  shown["throughput"], shown["budget"], budget_text(facts)]
