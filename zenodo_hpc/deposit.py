@@ -501,7 +501,7 @@ class _Release:
             latest = max(found, key=lambda d: d.deposit_id)
             if latest.holds(self.local):
                 return latest, "published"
-            return self.new_version(latest), "new_version"
+            return self.new_version(latest)
         title = self.metadata["title"]
         what = f"looking for a deposition titled {title!r} on Zenodo"
         found = [d for d in self.api.depositions(f'title:"{_quoted(title)}"', what, then, all_versions=True)
@@ -540,7 +540,7 @@ class _Release:
         log.info("zenodo: created draft %s (a new record, concept %s)", draft.deposit_id, draft.concept)
         return draft
 
-    def new_version(self, latest: _Deposition) -> _Deposition:
+    def new_version(self, latest: _Deposition) -> tuple[_Deposition, str]:
         """``POST .../actions/newversion`` on the latest version, then the draft ``links.latest_draft`` names."""
         what = f"creating a new version of Zenodo record {latest.deposit_id}"
         then = "re-run: the next run finds the new draft if Zenodo made it, or makes it"
@@ -553,7 +553,9 @@ class _Release:
                 raise
             # zenodo-rdm: a draft of this concept exists already (newversion returned it and could not import the
             # files into it); the list did not show it yet. Look for it among every version.
-            return self.pending_draft(latest, what, then)
+            return self.pending_draft(latest, what, f"Zenodo says a draft of record {latest.concept} exists already "
+                                                    f"(it holds files), but its search does not show it yet: re-run "
+                                                    f"in a few minutes to continue it"), "resumed"
         answered = self.api.deposition(answer, what)
         draft_url = self.api.check_link(answered.links.get("latest_draft"), "latest_draft",
                                         path=r"/deposit/depositions/\d+")
@@ -561,22 +563,24 @@ class _Release:
             draft = answered
         else:
             draft = self.api.deposition(self.api.call("GET", draft_url, what, then=then), what)
-        if draft.submitted or draft.deposit_id == latest.deposit_id:
-            draft = self.pending_draft(latest, what, then)  # the older API: the answer was the record itself
+        if draft.submitted or draft.deposit_id == latest.deposit_id:  # the older API: the answer was the record
+            draft = self.pending_draft(latest, what, f"Zenodo does not show the new version's draft; {then}")
         if draft.concept != latest.concept:
             raise DepositError(f"{what}: Zenodo's new draft {draft.deposit_id} belongs to record {draft.concept}, not "
                                f"to {latest.concept}; nothing was uploaded; {then}")
         self.check_draft(draft, what)
         log.info("zenodo: new version of record %s (concept %s): draft %s", latest.deposit_id, latest.concept,
                  draft.deposit_id)
-        return draft
+        return draft, "new_version"
 
-    def pending_draft(self, latest: _Deposition, what: str, then: str) -> _Deposition:
+    def pending_draft(self, latest: _Deposition, what: str, missing: str) -> _Deposition:
+        """The concept's one unpublished draft, among every version; ``missing`` is the error when there is none."""
+        then = "nothing was uploaded: re-run"
         drafts = [d for d in self.api.depositions(f"conceptrecid:{latest.concept}", what, then, all_versions=True)
                   if d.concept == latest.concept and not d.submitted]
-        if len(drafts) != 1:
-            raise DepositError(f"{what}: Zenodo does not show the new version's draft (found {len(drafts)}): {then}")
-        return drafts[0]
+        if not drafts:
+            raise DepositError(f"{what}: {missing}")
+        return self.resume(drafts)[0]
 
     def check_draft(self, draft: _Deposition, what: str) -> None:
         if draft.submitted:

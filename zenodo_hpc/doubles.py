@@ -366,6 +366,7 @@ class ZenodoDouble:
         self._concepts: dict[int, _Concept] = {}
         self._deposit_buckets: dict[str, int] = {}
         self._link_overrides: dict[str, str] = {}
+        self._drafts_unlisted = False
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._stopped = False
@@ -857,11 +858,17 @@ class ZenodoDouble:
         with self._lock:
             return self._deposits[deposit_id].files[key].data
 
-    def override_deposit_links(self, **links: str) -> None:
+    def override_deposit_links(self, /, **links: str) -> None:
         """Show these ``links`` (``bucket=``, ``latest_draft=``, ``html=``, ...) in every deposition answer from now
         on, whatever they point to: a hostile or broken server. Routing is not changed. No argument: stop."""
         with self._lock:
             self._link_overrides = dict(links)
+
+    def hide_drafts_from_search(self, hidden: bool = True) -> None:
+        """Leave unpublished drafts out of ``GET {api}/deposit/depositions``, as a search index that has not caught
+        up yet would (the drafts still exist and answer at their own URLs)."""
+        with self._lock:
+            self._drafts_unlisted = hidden
 
     def _route_deposit(self, incoming: _Incoming) -> _Plan | None:
         """The legacy deposit API (``/api/deposit/depositions``) and its buckets (``/api/files/<bucket>/<key>``),
@@ -1092,12 +1099,17 @@ class ZenodoDouble:
         matches = _deposit_query(query.get("q", ""))
         field_name, descending = _deposit_sort(query.get("sort"), bool(query.get("q")))
         every = _flag(query, "all_versions")
+        if every and self._drafts_unlisted:
+            matches = _both(matches, lambda deposit: deposit.published)
         found = [d for d in self._deposits.values() if (every or self._is_latest_draft(d)) and matches(d)]
         found.sort(key=lambda d: (getattr(d, field_name), d.deposit_id), reverse=descending)
         return _json_plan(200, [self._deposit_json(d) for d in found[(page - 1) * size: page * size]])
 
     def _is_latest_draft(self, deposit: _Deposit) -> bool:
+        """``versions.is_latest_draft``; while drafts are hidden, as the index knew it before the draft was made."""
         concept = self._concepts[deposit.concept]
+        if self._drafts_unlisted:
+            return deposit.published and concept.versions[-1] == deposit.deposit_id
         if concept.next_draft is not None:
             return concept.next_draft == deposit.deposit_id
         return bool(concept.versions) and concept.versions[-1] == deposit.deposit_id
@@ -1788,16 +1800,22 @@ def _deposit_query(q: str) -> Any:
     (matched in the title, case-insensitively). Anything else is a 400, as for the record search."""
     tests = []
     for match in re.finditer(r'(?:(\w+):)?("[^"]*"|\S+)', q):
-        name, value = match.group(1), match.group(2).strip('"')
-        if name is None and value == "AND":
+        name, quoted = match.group(1), match.group(2).startswith('"')
+        value = match.group(2)[1:-1] if quoted else match.group(2)
+        if name is None and value == "AND" and not quoted:
             continue
         if name in ("conceptrecid", "recid") and value.isdigit():
             tests.append(_id_test("concept" if name == "conceptrecid" else "deposit_id", int(value)))
-        elif name in (None, "title") and value not in ("OR", "NOT") and not any(c in value for c in "()[]{}:"):
+        elif name in (None, "title") and (quoted or (value not in ("OR", "NOT")
+                                                     and not any(c in value for c in "()[]{}:"))):
             tests.append(_title_test(value.lower()))
         else:
             raise _HttpError(400, f"The double does not support this query syntax: {match.group(0)!r} in {q!r}.")
     return lambda deposit: all(test(deposit) for test in tests)
+
+
+def _both(first: Any, second: Any) -> Any:
+    return lambda deposit: first(deposit) and second(deposit)
 
 
 def _id_test(attribute: str, wanted: int) -> Any:
