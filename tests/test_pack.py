@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -14,9 +15,10 @@ import pytest
 from conftest import run_config
 
 from zenodo_hpc.cli import main
-from zenodo_hpc.errors import UserError
+from zenodo_hpc.config import PACK_LEVEL, Config, config_from_dict
+from zenodo_hpc.errors import ConfigError, UserError
 from zenodo_hpc.harvest import harvest
-from zenodo_hpc.pack import EXTRAS, image_listing, pack
+from zenodo_hpc.pack import EXTRAS, image_listing, mksquashfs_command, pack
 from zenodo_hpc.state import open_run, read_failure
 from zenodo_hpc.submit import submit_pending
 
@@ -27,6 +29,7 @@ pytestmark = pytest.mark.skipif(shutil.which("mksquashfs") is None,
 @pytest.fixture
 def finished_run(tmp_path: Path, zenodo_with_records):  # noqa: ANN001, ANN201
     cfg = run_config(tmp_path, zenodo_with_records)
+    cfg.output.formats = ["h5", "pkl"]  # every kind of record file, packed and checked
     harvest(cfg, progress=False)
     run = open_run(cfg)
     submit_pending(run, cfg, kind="debug")
@@ -306,3 +309,59 @@ def test_damaged_records_are_left_out_with_allow_partial(finished_run) -> None: 
     manifest = {e["id"]: e for e in map(json.loads, (run.data / "manifest.jsonl").read_text().splitlines())}
     assert manifest["105"]["status"] == "failed" and manifest["105"]["reason"] == "damaged_output"
     assert not any(p.startswith("105/") for p in image_listing(run.root / "zenodo-ml.sqsh"))
+
+
+# --- the cost of packing: pack.level, and every CPU the pack has -------------------------------------------------
+
+
+def _command(cfg, monkeypatch: pytest.MonkeyPatch, cpus: str | None = None) -> list[str]:  # noqa: ANN001
+    if cpus is None:
+        monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    else:
+        monkeypatch.setenv("SLURM_CPUS_PER_TASK", cpus)
+    return mksquashfs_command("mksquashfs", Path("data"), Path("img"), cfg, Path("exclude"), False)
+
+
+def _option(command: list[str], name: str) -> str | None:
+    return command[command.index(name) + 1] if name in command else None
+
+
+def test_mksquashfs_gets_the_level_and_the_cpus_the_pack_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    mine = len(os.sched_getaffinity(0))
+    command = _command(Config(), monkeypatch)
+    assert _option(command, "-comp") == "zstd" and _option(command, "-Xcompression-level") == str(PACK_LEVEL)
+    assert _option(command, "-processors") == str(mine)  # not every CPU of the node: those this process may use
+    assert _option(_command(Config(), monkeypatch, "1"), "-processors") == "1"  # a SLURM job's share
+    assert _option(_command(Config(), monkeypatch, str(mine + 8)), "-processors") == str(mine)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})  # a cpuset of 3 CPUs
+    assert _option(_command(Config(), monkeypatch), "-processors") == "3"
+    gzip = config_from_dict({"pack": {"compression": "gzip", "level": 9}})
+    assert _option(_command(gzip, monkeypatch), "-Xcompression-level") == "9"
+    for compressor in ("xz", "lz4"):  # no levels: mksquashfs would refuse the option
+        assert "-Xcompression-level" not in _command(config_from_dict({"pack": {"compression": compressor}}),
+                                                     monkeypatch)
+
+
+@pytest.mark.parametrize(("pack_config", "message"), [
+    ({"compression": "gzip", "level": 12}, "pack.level: gzip levels go from 1 to 9, got 12"),
+    ({"compression": "lzo", "level": 10}, "pack.level: lzo levels go from 1 to 9, got 10"),
+    ({"level": 23}, "pack.level: must be at most 22"),
+    ({"level": 0}, "pack.level: must be at least 1"),
+])
+def test_a_level_the_compressor_does_not_have_is_refused(pack_config: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config_from_dict({"pack": pack_config})
+
+
+def test_the_image_is_the_same_on_any_number_of_cpus_and_the_level_is_applied(
+        finished_run, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    run, cfg = finished_run
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    one = pack(run, cfg, progress=False).md5
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    every = pack(run, cfg, progress=False).md5
+    assert one == every
+    cfg.pack.level = 19
+    smallest = pack(run, cfg, progress=False)
+    assert smallest.md5 != every  # another level, other bytes (and verified like any image)
+    assert "-Xcompression-level 19" in (run.data / "README.md").read_text()

@@ -103,6 +103,8 @@ class RasterConfig:
 class ExtractConfig:
     max_bytes: int = field(default=1_000_000_000, metadata=_bounded(1, TB))
     max_members: int = field(default=100_000, metadata=_bounded(1, 100_000_000))
+    # MiB of a RAM-backed folder (tmpfs) a record's archives may be extracted into; 0: always node-local disk.
+    memory_budget_mb: int = field(default=1024, metadata=_bounded(0, 1_000_000, since=3))
 
 
 @dataclass
@@ -158,10 +160,16 @@ class ExecutorConfig:
     local: LocalConfig = field(default_factory=LocalConfig)
 
 
+PACK_LEVEL = 3  # chosen by benchmarks/bench_pack.py against mksquashfs's own 15 (benchmarks/RESULTS.md)
+PACK_MAX_LEVELS = {"zstd": 22, "gzip": 9, "lzo": 9}  # compressors with levels, and their highest
+
+
 @dataclass
 class PackConfig:
     image: str = "zenodo-ml.sqsh"
     compression: str = field(default="zstd", metadata={"choices": ("zstd", "xz", "gzip", "lz4", "lzo")})
+    # The compressor's level: zstd 1-22, gzip and lzo 1-9 (xz and lz4 have none). Chosen by benchmarks/bench_pack.py.
+    level: int = field(default=PACK_LEVEL, metadata=_bounded(1, 22, since=3))
     time_min: int = field(default=240, metadata=_bounded(1, YEAR_MIN, since=2))
     mem_gb: float = field(default=8.0, metadata=_bounded(0.001, MAX_MEM_GB, since=2))
     cpus_per_task: int = field(default=4, metadata=_bounded(1, MAX_CPUS, since=2))
@@ -172,7 +180,7 @@ class PackConfig:
 # two datasets.
 OUTPUT_KEYS = (
     "zenodo.type", "zenodo.query", "zenodo.all_versions", "zenodo.exclude",
-    "github.fallback", "raster", "extract", "output",
+    "github.fallback", "raster", "extract.max_bytes", "extract.max_members", "output",
 )
 
 
@@ -412,6 +420,10 @@ def _build(cls: type, data: Any, where: str) -> Any:
 def config_from_dict(data: dict[str, Any] | None, source: str = "<config>") -> Config:
     """Build and validate a :class:`Config`; ``source`` names the file in error messages."""
     cfg = _build(Config, data or {}, f"{source}:")
+    top = PACK_MAX_LEVELS.get(cfg.pack.compression)
+    if top is not None and cfg.pack.level > top:
+        raise ConfigError(f"{source}: pack.level: {cfg.pack.compression} levels go from 1 to {top}, "
+                          f"got {cfg.pack.level}")
     if len(set(cfg.output.formats)) != len(cfg.output.formats) or not cfg.output.formats:
         raise ConfigError(f"{source}: output.formats: list each of {', '.join(OUTPUT_FORMATS)} at most once, "
                           "and at least one")

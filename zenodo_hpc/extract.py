@@ -11,6 +11,12 @@ and the entry, and a ``reason``: ``bad_archive``, ``unsafe_archive`` or ``too_la
 
 A member whose name the disk or the record's outputs cannot hold (not UTF-8, too deep, a component or the
 whole path too long) is no attack: it alone is skipped and reported in ``ExtractStats.skipped``.
+
+Where to extract (docs/extract.md): :func:`choose_memory_root` picks a RAM-backed folder (a tmpfs such as
+``/dev/shm``, or ``$SLURM_TMPDIR``/``$TMPDIR`` when they are one) for an archive whose expected size fits the
+budget, the folder's free space and half of the memory the job has left; ``extract_archive(...,
+footprint_limit=...)`` then stops with :class:`OverFootprint` if the archive takes more there than that, and
+the caller extracts it on node-local disk instead.
 """
 
 from __future__ import annotations
@@ -112,6 +118,13 @@ class ExtractStats:
     skipped_special: int = 0  # FIFOs, devices and unknown tar entry types, never created
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (printable key, reason), MAX_LISTED_SKIPS at most
     skipped_unlisted: dict[str, int] = field(default_factory=dict)  # reason -> skipped members beyond those listed
+    # What the entries take on a tmpfs (files in whole pages, ENTRY_OVERHEAD per entry): see footprint_limit.
+    footprint: int = field(default=0, compare=False)
+
+
+class OverFootprint(Exception):
+    """The extraction would take more than its ``footprint_limit``: no fault of the archive, which the caller
+    extracts elsewhere (node-local disk instead of RAM)."""
 
 
 def is_utf8_text(text: str) -> bool:
@@ -157,17 +170,20 @@ def archive_kind(path: Path) -> str:
     return _sniff(Path(path))[0]
 
 
-def extract_archive(archive: Path, dest: Path, *, max_bytes: int, max_members: int) -> ExtractStats:
+def extract_archive(archive: Path, dest: Path, *, max_bytes: int, max_members: int,
+                    footprint_limit: int | None = None) -> ExtractStats:
     """Extract ``archive`` into the existing empty folder ``dest``, refusing anything unsafe.
 
     On error whatever was already extracted stays in ``dest`` (the caller removes it); nothing is
-    ever written outside ``dest``.
+    ever written outside ``dest``. With ``footprint_limit``, :class:`OverFootprint` stops the extraction
+    before the entries take more than that many bytes of a tmpfs (``ExtractStats.footprint``).
     """
     archive, dest = Path(archive), Path(dest)
     _require_empty_dir(dest)
     kind, compression = _sniff(archive)
     writer = _SafeWriter(
-        archive.name, dest, max_bytes=max_bytes, max_members=max_members, backslash_separates=kind == "zip"
+        archive.name, dest, max_bytes=max_bytes, max_members=max_members, backslash_separates=kind == "zip",
+        footprint_limit=footprint_limit,
     )
     if kind == "zip":
         _extract_zip(archive, writer)
@@ -322,9 +338,11 @@ class _SafeWriter:
     """Creates entries under one root, checking names, links, conflicts and limits for both formats."""
 
     def __init__(
-        self, archive: str, dest: Path, *, max_bytes: int, max_members: int, backslash_separates: bool = False
+        self, archive: str, dest: Path, *, max_bytes: int, max_members: int, backslash_separates: bool = False,
+        footprint_limit: int | None = None,
     ) -> None:
         self.archive = archive
+        self.footprint_limit = footprint_limit
         self.backslash_separates = backslash_separates  # zips made by some Windows tools use ``\\``
         self.root = os.path.abspath(dest)
         self.root_real = os.path.realpath(dest)
@@ -338,7 +356,7 @@ class _SafeWriter:
     # limits
 
     def count_member(self, name: str) -> None:
-        """Count one archive entry against ``max_members``."""
+        """Count one archive entry against ``max_members`` (and its inode against ``footprint_limit``)."""
         self.stats.members += 1
         if self.stats.members > self.max_members:
             raise ExtractError(
@@ -346,11 +364,19 @@ class _SafeWriter:
                 f"stopped at entry {_q(name)}",
                 reason=TOO_LARGE,
             )
+        self.stats.footprint += ENTRY_OVERHEAD
+        self.check_footprint(0)
 
     def check_room(self, name: str, size: int) -> None:
         """Refuse an entry before writing it when its size alone would pass ``max_bytes``."""
         if self.stats.bytes + size > self.max_bytes:
             raise self.too_large_error(name)
+        self.check_footprint(size)
+
+    def check_footprint(self, file_bytes: int) -> None:
+        """Stop before a file of ``file_bytes`` (whole pages) takes the entries past ``footprint_limit``."""
+        if self.footprint_limit is not None and self.stats.footprint + _pages(file_bytes) > self.footprint_limit:
+            raise OverFootprint(f"{self.archive} takes more than {self.footprint_limit} bytes where it is extracted")
 
     def too_large_error(self, name: str) -> ExtractError:
         return ExtractError(
@@ -521,24 +547,43 @@ class _SafeWriter:
         return path
 
     def _write_file(self, parts: list[str], name: str, src: IO[bytes], mode: int) -> None:
-        path = self._prepare_slot(parts, name, for_dir=False)
-        assert path is not None
-        with os.fdopen(os.open(path, _WRITE_FLAGS, 0o600), "wb") as out:
-            self._copy_capped(src, out, name)
-            os.fchmod(out.fileno(), mode)
+        # The folder started empty and only this writer fills it, so a new name is created at once: O_EXCL
+        # refuses any existing entry (a symlink is never followed), and only then is the slot made free.
+        path = os.path.join(self._ensure_dirs(parts[:-1], name), parts[-1])
+        try:
+            fd = os.open(path, _WRITE_FLAGS, 0o600)
+        except FileExistsError:  # a duplicate name: the later entry wins (or a folder is there: bad_archive)
+            slot = self._prepare_slot(parts, name, for_dir=False)
+            assert slot is not None
+            fd = os.open(slot, _WRITE_FLAGS, 0o600)
+        try:
+            written = self._copy_capped(src, fd, name)
+            os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+        self.stats.footprint += _pages(written)
         self.stats.files += 1
         self._files.add("/".join(parts))
 
-    def _copy_capped(self, src: IO[bytes], out: BinaryIO, name: str) -> None:
-        """Stream in chunks, stopping before the running total of written bytes passes ``max_bytes``."""
+    def _copy_capped(self, src: IO[bytes], fd: int, name: str) -> int:
+        """Stream in chunks, stopping before the running total of written bytes passes ``max_bytes`` (or the
+        file would take the entries past ``footprint_limit``). Returns the file's size."""
+        written = 0
         while True:
-            with _as_bad_archive(self.archive, name):
+            try:
                 chunk = src.read(CHUNK_SIZE)
+            except _CORRUPT_ERRORS as exc:
+                raise ExtractError(f"{self.archive} is corrupt or truncated at entry {_q(name)}: {_one_line(exc)}",
+                                   reason=BAD_ARCHIVE) from exc
             if not chunk:
-                return
+                return written
             if self.stats.bytes + len(chunk) > self.max_bytes:
                 raise self.too_large_error(name)
-            out.write(chunk)
+            self.check_footprint(written + len(chunk))
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view):]
+            written += len(chunk)
             self.stats.bytes += len(chunk)
 
 
@@ -796,8 +841,8 @@ def _extract_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, writer: _Saf
     elif _zip_is_regular(info):
         with _as_bad_archive(writer.archive, name):
             src = zf.open(info)
-        with src:
-            writer.add_file(name, src, _zip_unix_mode(info))
+        with src:  # the declared size is checked first (the bytes written remain the guard: zips lie about it)
+            writer.add_file(name, src, _zip_unix_mode(info), declared_size=info.file_size)
     else:
         writer.skip_special(name)
 
@@ -807,3 +852,225 @@ def _read_zip_symlink_target(zf: zipfile.ZipFile, info: zipfile.ZipInfo, archive
     with _as_bad_archive(archive, info.filename), zf.open(info) as src:
         data = src.read(MAX_SYMLINK_TARGET + 1)
     return os.fsdecode(data)
+
+
+# --- where to extract: a RAM-backed folder when the archive fits, else node-local disk ----------------------
+
+RAM_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
+# File systems shared between nodes: never the place for a record's temporary files (docs/cluster-guide.md).
+SHARED_FILESYSTEMS = frozenset({"nfs", "nfs4", "lustre", "gpfs", "beegfs", "cifs", "smb3", "ceph", "cephfs",
+                                "glusterfs", "fuse.glusterfs", "panfs", "wekafs", "fuse.sshfs", "9p", "afs"})
+SHM = Path("/dev/shm")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+ENTRY_OVERHEAD = 1024  # kernel memory per inode and dentry on a tmpfs, roughly (and at least one per entry)
+MEMORY_SHARE = 0.5  # at most this share of the memory the job has left holds extracted files
+TAR_PAGE_FACTOR = 1.25  # a tar's content rounded up to whole pages, for the typical source file of a few KB
+COMPRESSED_TAR_FACTOR = 6  # bzip2/xz: the uncompressed size is not in the file; source code shrinks 4-6x
+_UNLIMITED = 1 << 60  # cgroup v1 writes "no limit" as a number near 2**63
+_MOUNTINFO = "/proc/self/mountinfo"
+_CGROUP = "/proc/self/cgroup"
+_MEMINFO = "/proc/meminfo"
+
+
+def _pages(size: int) -> int:
+    return -(-size // PAGE_SIZE) * PAGE_SIZE
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one archive is extracted: a RAM-backed ``root`` with the bytes it may take there, or node-local
+    disk (``root`` None). ``why`` says how it was decided, in one line."""
+
+    root: Path | None
+    allowance: int
+    why: str
+
+
+def _mounts() -> list[tuple[str, str, str]]:
+    """(mount point, file system type, super options) of every mount this process sees, in mount order."""
+    try:
+        with open(_MOUNTINFO, encoding="utf-8", errors="surrogateescape") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return []
+    mounts = []
+    for line in lines:
+        left, sep, right = line.partition(" - ")
+        fields, rest = left.split(), right.split()
+        if sep and len(fields) >= 5 and rest:
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+            mounts.append((point, rest[0], rest[2] if len(rest) > 2 else ""))
+    return mounts
+
+
+def filesystem_type(path: str | os.PathLike[str]) -> str | None:
+    """The type of the file system holding ``path`` (``tmpfs``, ``ext4``, ``lustre``, ...), from the mount table;
+    None when the table cannot be read."""
+    real = os.path.realpath(path)
+    best, kind = -1, None
+    for point, fstype, _ in _mounts():
+        if _is_within(real, point) and len(point) >= best:  # the deepest mount; a later one over the same point wins
+            best, kind = len(point), fstype
+    return kind
+
+
+def is_ram_backed(path: str | os.PathLike[str]) -> bool:
+    return filesystem_type(path) in RAM_FILESYSTEMS
+
+
+def memory_roots() -> list[Path]:
+    """The RAM-backed folders this process may extract into, best first: ``$SLURM_TMPDIR`` and ``$TMPDIR`` when
+    they are a tmpfs (a job's own, removed with the job), then ``/dev/shm``. Only writable folders on a tmpfs or
+    ramfs qualify, so shared scratch never does."""
+    roots: list[Path] = []
+    for candidate in (os.environ.get("SLURM_TMPDIR"), os.environ.get("TMPDIR"), str(SHM)):
+        if not candidate:
+            continue
+        path = Path(candidate)
+        try:
+            usable = path.is_dir() and os.access(path, os.W_OK | os.X_OK) and is_ram_backed(path)
+            if usable and all(not os.path.samefile(path, r) for r in roots):
+                roots.append(path)
+        except OSError:  # vanished while looked at
+            continue
+    return roots
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes an unprivileged user may still write on ``path``'s file system (0 when it cannot be asked)."""
+    try:
+        info = os.statvfs(path)
+    except OSError:
+        return 0
+    return info.f_bavail * info.f_frsize
+
+
+def memory_left() -> int | None:
+    """Bytes of memory this job may still take, the least of: every memory cgroup above this process (limit minus
+    usage, which counts its tmpfs pages), the SLURM allocation minus this process's resident memory, and the
+    machine's available memory. None when none of them can be read."""
+    rooms = [*_cgroup_rooms(), _slurm_room(), _available_memory()]
+    known = [room for room in rooms if room is not None]
+    return max(0, min(known)) if known else None
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _cgroup_rooms() -> list[int]:
+    """Limit minus usage of each memory cgroup from this process's up to the root (v2, or v1's memory controller)."""
+    try:
+        with open(_CGROUP, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return []
+    mounts = _mounts()
+    rooms = []
+    for line in lines:
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, relative = rest.partition(":")
+        if hierarchy == "0" and not controllers:
+            base = next((p for p, t, _ in mounts if t == "cgroup2"), None)
+            limit_name, usage_name = "memory.max", "memory.current"
+        elif "memory" in controllers.split(","):
+            base = next((p for p, t, o in mounts if t == "cgroup" and "memory" in o.split(",")), None)
+            limit_name, usage_name = "memory.limit_in_bytes", "memory.usage_in_bytes"
+        else:
+            continue
+        if base is None:
+            continue
+        parts = [part for part in relative.split("/") if part and part != ".."]
+        for depth in range(len(parts), -1, -1):
+            folder = Path(base, *parts[:depth])
+            limit, usage = _read_int(folder / limit_name), _read_int(folder / usage_name)
+            if limit is not None and usage is not None and limit < _UNLIMITED:
+                rooms.append(limit - usage)
+    return rooms
+
+
+def _slurm_room() -> int | None:
+    """The job's SLURM memory (``--mem``, or ``--mem-per-cpu`` times its CPUs) minus this process's resident memory."""
+    per_node, per_cpu = os.environ.get("SLURM_MEM_PER_NODE", ""), os.environ.get("SLURM_MEM_PER_CPU", "")
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if per_node.isdigit():
+        allocated = int(per_node) << 20
+    elif per_cpu.isdigit():
+        allocated = (int(per_cpu) << 20) * (int(cpus) if cpus.isdigit() else 1)
+    else:
+        return None
+    try:
+        with open("/proc/self/statm") as handle:
+            resident = int(handle.read().split()[1]) * PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        resident = 0
+    return allocated - resident
+
+
+def _available_memory() -> int | None:
+    try:
+        with open(_MEMINFO) as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def expected_footprint(archive: Path) -> int | None:
+    """What extracting ``archive`` is expected to take on a tmpfs, without extracting it; None when unknown.
+
+    A zip's central directory lists every entry and its size: exact (files in whole pages, plus
+    ENTRY_OVERHEAD per entry). A tar lists its members only along the way: a plain tar's size, gzip's
+    trailer (the uncompressed size modulo 4 GiB, used when it is no smaller than the file), else the
+    compressed size times COMPRESSED_TAR_FACTOR; with TAR_PAGE_FACTOR for whole pages. The extraction
+    itself counts what it really takes (``footprint_limit``), so an estimate only saves a wasted try.
+    """
+    try:
+        kind, compression = _sniff(archive)
+        size = archive.stat().st_size
+        if kind == "zip":
+            with zipfile.ZipFile(archive) as zf:
+                infos = zf.infolist()
+            return sum(_pages(i.file_size) for i in infos if _zip_is_regular(i)) + len(infos) * ENTRY_OVERHEAD
+        if compression is None:
+            content = size
+        elif compression == "gzip":
+            with open(archive, "rb") as handle:
+                handle.seek(-4, os.SEEK_END)
+                trailer = struct.unpack("<I", handle.read(4))[0]
+            content = trailer if trailer >= size else size * COMPRESSED_TAR_FACTOR
+        else:
+            content = size * COMPRESSED_TAR_FACTOR
+    except (ExtractError, *_CORRUPT_ERRORS):
+        return None
+    return int(content * TAR_PAGE_FACTOR)
+
+
+def choose_memory_root(archive: Path, budget: int, *, roots: list[Path] | None = None,
+                       memory: int | None = None) -> Placement:
+    """Where to extract ``archive``: the first RAM-backed folder (:func:`memory_roots`) where its expected size
+    fits ``budget`` bytes, the folder's free space and MEMORY_SHARE of the memory the job has left
+    (:func:`memory_left`); else node-local disk. ``roots`` and ``memory`` replace what this machine says."""
+    if budget <= 0:
+        return Placement(None, 0, "on disk: no RAM budget left (extract.memory_budget_mb)")
+    roots = memory_roots() if roots is None else roots
+    if not roots:
+        return Placement(None, 0, "no writable RAM-backed folder (tmpfs) here")
+    left = memory_left() if memory is None else memory
+    by_memory = budget if left is None else int(left * MEMORY_SHARE)
+    need = expected_footprint(Path(archive))
+    shown = "unknown" if need is None else f"{need / 1e6:.1f} MB"
+    why = ""
+    for root in roots:
+        allowance = min(budget, by_memory, free_bytes(root))
+        if need is None or need <= allowance:
+            return Placement(root, allowance, f"in RAM ({root}): needs {shown}, may take {allowance / 1e6:.1f} MB")
+        why = why or (f"on disk: needs {shown}, more than RAM allows ({budget / 1e6:.1f} MB of budget, "
+                      f"{by_memory / 1e6:.1f} MB of memory, {free_bytes(root) / 1e6:.1f} MB free in {root})")
+    return Placement(None, 0, why)

@@ -1,11 +1,13 @@
 """Temporary folders left behind by killed workers, removed by the next worker, but only when their owner is dead.
 
 A worker killed by ``SIGKILL``, the OOM killer or a node crash cannot clean up after itself: its node-local
-folder (``zenodo-hpc-<id>-*`` under ``$SLURM_TMPDIR``/``$TMPDIR``, downloads and extracted archives) and a
-record's staging folder (``data/.<id>.partial-*``, half a record) stay. Another worker on the same node
-may be using folders of the same names right now, so a folder is removed only when its owner is known to be
-gone (zenodo_hpc/liveness.py): the owner file inside a node-local folder names its process; a staging folder
-belongs to the worker that started the record last (its attempt line), and to nobody once the record is done.
+folder (``zenodo-hpc-<id>-*`` under ``$SLURM_TMPDIR``/``$TMPDIR``, downloads and extracted archives), its folder
+in RAM (``zenodo-hpc-<id>-*`` under ``/dev/shm`` or another tmpfs, extracted archives: memory the node does not
+get back until it is removed) and a record's staging folder (``data/.<id>.partial-*``, half a record) stay.
+Another worker on the same node may be using folders of the same names right now, so a folder is removed only
+when its owner is known to be gone (zenodo_hpc/liveness.py): the owner file inside a node-local folder names its
+process; a staging folder belongs to the worker that started the record last (its attempt line), and to nobody
+once the record is done.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from .extract import memory_roots
 from .liveness import identity, is_dead, read_owner
 from .state import RunDir, is_done, last_attempt_owner
 
@@ -64,10 +67,26 @@ def clean_dead_staging(run: RunDir) -> list[str]:
 
 
 def clean_leftovers(run: RunDir, tmp_root: Path) -> None:
-    """What a worker does first: remove what killed workers left, on this node and in the run directory."""
-    removed = clean_dead_tmp(tmp_root) + clean_dead_staging(run)
+    """What a worker does first: remove what killed workers left, on this node (``tmp_root`` and every RAM-backed
+    folder a record may be extracted into) and in the run directory."""
+    removed = []
+    for root in _distinct([tmp_root, *memory_roots()]):
+        removed += clean_dead_tmp(root)
+    removed += clean_dead_staging(run)
     if removed:
         log.info("removed %d folder(s) left by killed workers: %s", len(removed), ", ".join(removed[:5]))
+
+
+def _distinct(roots: list[Path]) -> list[Path]:
+    """The folders, each once (``$TMPDIR`` may be ``/dev/shm``)."""
+    seen: set[str] = set()
+    out = []
+    for root in roots:
+        real = os.path.realpath(root)
+        if real not in seen:
+            seen.add(real)
+            out.append(root)
+    return out
 
 
 def _remove(path: str) -> list[str]:

@@ -2,9 +2,10 @@
 
 The image's root is ``<run>/data/``: the record folders plus ``manifest.jsonl`` (per record: id, doi,
 files with sha256 and size, segments, source, status), a ``README.md`` dataset card, ``records.jsonl``
-and ``run.yaml``. Debian's ``mksquashfs`` builds it with zstd, 1 MiB blocks, root-owned files, no
-xattrs and fixed timestamps, into a temporary name that is renamed only when complete, so the same run
-packed twice gives byte-identical images and a failed pack never leaves a truncated image behind.
+and ``run.yaml``. Debian's ``mksquashfs`` builds it with zstd at ``pack.level``, 1 MiB blocks,
+root-owned files, no xattrs and fixed timestamps, on every CPU the pack job has, into a temporary name that
+is renamed only when complete, so the same run packed twice gives byte-identical images (whatever the
+number of CPUs) and a failed pack never leaves a truncated image behind.
 Before packing, every done record's files are checked against its done marker (each file's size and
 sha256 when the record was made): a record damaged since then is sent back to ``resume`` rather than
 packed. The new image is verified before it replaces anything: its listing must match the manifest and
@@ -31,7 +32,7 @@ from typing import Any
 import yaml
 
 from . import __version__
-from .config import Config
+from .config import PACK_MAX_LEVELS, Config
 from .errors import UserError
 from .load import load_metadata, read_images_h5
 from .state import (
@@ -299,7 +300,7 @@ Check it first: `md5sum -c {image}.md5`.
 ## How it was made
 
 `zenodo-hpc harvest` listed the records, `zenodo-hpc submit` rasterized them in SLURM job arrays (or
-local processes), `zenodo-hpc pack` built this image with `mksquashfs -comp {cfg.pack.compression} -b 1M
+local processes), `zenodo-hpc pack` built this image with `mksquashfs {" ".join(compression_options(cfg))} -b 1M
 -all-root -no-xattrs` and fixed timestamps: packing the same run again gives the same bytes.
 
 ```yaml
@@ -328,15 +329,34 @@ def excluded_entries(run: RunDir, done: set[str]) -> list[str]:
     return out
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity (a SLURM job's cgroup or cpuset, taskset), no more than
+    ``$SLURM_CPUS_PER_TASK`` in a SLURM job; mksquashfs by itself would start a thread per CPU of the node."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity on this system
+        cpus = os.cpu_count() or 1
+    given = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if given.isdigit() and int(given) > 0:
+        cpus = min(cpus, int(given))
+    return max(1, cpus)
+
+
+def compression_options(cfg: Config) -> list[str]:
+    """``-comp`` and the level (zstd, gzip and lzo have levels; xz and lz4 none)."""
+    options = ["-comp", cfg.pack.compression]
+    if cfg.pack.compression in PACK_MAX_LEVELS:
+        options += ["-Xcompression-level", str(cfg.pack.level)]
+    return options
+
+
 def mksquashfs_command(mksquashfs: str, source: Path, target: Path, cfg: Config, exclude_file: Path,
                        progress: bool) -> list[str]:
-    command = [mksquashfs, str(source), str(target), "-noappend", "-comp", cfg.pack.compression, "-b", BLOCK_SIZE,
-               "-all-root", "-no-xattrs", "-mkfs-time", "0", "-all-time", "0", "-ef", str(exclude_file),
-               "-progress" if progress else "-no-progress"]
-    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
-    if cpus and cpus.isdigit():  # in a SLURM job: the CPUs it was given, not every CPU of the node
-        command += ["-processors", cpus]
-    return command
+    """The mksquashfs call: the image's bytes depend on the data and the compression options only, never on the
+    number of processors (checked by tests/test_pack.py)."""
+    return [mksquashfs, str(source), str(target), "-noappend", *compression_options(cfg), "-b", BLOCK_SIZE,
+            "-all-root", "-no-xattrs", "-mkfs-time", "0", "-all-time", "0", "-ef", str(exclude_file),
+            "-progress" if progress else "-no-progress", "-processors", str(usable_cpus())]
 
 
 def build_image(run: RunDir, cfg: Config, done: set[str], *, progress: bool) -> Path:

@@ -6,9 +6,13 @@ This is the unit of work a shard worker runs for each record after fetching it, 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
+import logging
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -20,9 +24,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import __version__
-from .config import Config, RasterConfig
+from .config import Config, ExtractConfig, RasterConfig
 from .errors import UserError
-from .extract import ARCHIVE_SUFFIXES, ExtractStats, extract_archive
+from .extract import ARCHIVE_SUFFIXES, ExtractStats, OverFootprint, choose_memory_root, extract_archive
+from .leftovers import record_tmp
 from .raster import rasterize
 from .store import WrittenRecord, check_record_id, write_record
 from .walk import (
@@ -38,6 +43,11 @@ from .walk import (
     sort_tree,
     walk,
 )
+
+log = logging.getLogger(__name__)
+
+# Our own space running out where an archive is extracted in RAM: it is extracted on node-local disk instead.
+_RAM_FULL = {errno.ENOSPC, errno.EDQUOT, errno.ENOMEM}
 
 
 @dataclass
@@ -247,8 +257,8 @@ def process_sources(
     """
     started = time.monotonic()
     check_record_id(record_id)
-    with tempfile.TemporaryDirectory(prefix=f"zenodo-hpc-{record_id}-", dir=tmp_dir) as tmp:
-        roots = [_unpack(path, prefix, Path(tmp) / f"extracted-{i}", cfg) for i, (path, prefix) in enumerate(sources)]
+    with _ExtractionSpace(record_id, cfg.extract, tmp_dir) as space:
+        roots = [space.unpack(path, prefix, i) for i, (path, prefix) in enumerate(sources)]
         record = add_loose_files(rasterize_tree(roots, cfg.raster), loose, left_out, cfg.raster)
     metadata = {
         "hit": hit,
@@ -263,17 +273,72 @@ def process_sources(
     return ProcessResult(record_id, written, record.stats, time.monotonic() - started)
 
 
-def _unpack(path: Path, prefix: str, target: Path, cfg: Config) -> WalkRoot:
-    """The folder to walk for one source and its key prefix: a folder as it is, an archive extracted."""
-    if path.is_dir():
-        return WalkRoot(path, prefix + path.resolve().name + "/")
-    target.mkdir()
-    try:
-        extracted = extract_archive(path, target, max_bytes=cfg.extract.max_bytes,
-                                    max_members=cfg.extract.max_members)
-    except OSError as exc:  # reading the archive is covered by ExtractError; this is our own disk
-        raise UserError(f"cannot extract {path.name} into {target}: {exc.strerror or exc}") from exc
-    return WalkRoot(target, prefix, extracted)
+class _ExtractionSpace:
+    """Where a record's archives are extracted, all removed on leaving: each archive in a RAM-backed folder when
+    it fits what is left of ``extract.memory_budget_mb`` for the record (and the job's memory, and the folder's
+    free space: :func:`~zenodo_hpc.extract.choose_memory_root`), else in a temporary folder under ``tmp_dir``
+    (node-local disk). The RAM folder carries an owner file (:func:`~zenodo_hpc.leftovers.record_tmp`), so that
+    if this process is killed the next worker on the node removes it. An archive that takes more RAM than
+    expected, or finds the RAM folder full, is extracted again on disk."""
+
+    def __init__(self, record_id: str, cfg: ExtractConfig, tmp_dir: Path | None) -> None:
+        self.record_id = record_id
+        self.cfg = cfg
+        self.tmp_dir = tmp_dir
+        self.budget = cfg.memory_budget_mb << 20
+        self._stack = contextlib.ExitStack()
+        self._disk: Path | None = None
+        self._ram: dict[Path, Path] = {}  # RAM root -> this record's folder there
+
+    def __enter__(self) -> _ExtractionSpace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def unpack(self, path: Path, prefix: str, index: int) -> WalkRoot:
+        """The folder to walk for one source and its key prefix: a folder as it is, an archive extracted."""
+        if path.is_dir():
+            return WalkRoot(path, prefix + path.resolve().name + "/")
+        place = choose_memory_root(path, self.budget)
+        log.debug("record %s: %s extracted %s", self.record_id, path.name, place.why)
+        if place.root is not None:
+            target = self._ram_folder(place.root) / f"extracted-{index}"
+            try:
+                extracted = self._extract(path, target, place.allowance)
+            except OverFootprint as exc:
+                log.info("record %s: %s; extracting it on disk instead", self.record_id, exc)
+            except OSError as exc:
+                if exc.errno not in _RAM_FULL:
+                    raise UserError(f"cannot extract {path.name} into {target}: {exc.strerror or exc}") from exc
+                log.info("record %s: %s is full (%s); extracting %s on disk instead", self.record_id, place.root,
+                         exc.strerror, path.name)
+            else:
+                self.budget -= extracted.footprint
+                return WalkRoot(target, prefix, extracted)
+            shutil.rmtree(target, ignore_errors=True)
+        target = self._disk_folder() / f"extracted-{index}"
+        try:
+            extracted = self._extract(path, target, None)
+        except OSError as exc:  # reading the archive is covered by ExtractError; this is our own disk
+            raise UserError(f"cannot extract {path.name} into {target}: {exc.strerror or exc}") from exc
+        return WalkRoot(target, prefix, extracted)
+
+    def _extract(self, path: Path, target: Path, footprint_limit: int | None) -> ExtractStats:
+        target.mkdir()
+        return extract_archive(path, target, max_bytes=self.cfg.max_bytes, max_members=self.cfg.max_members,
+                               footprint_limit=footprint_limit)
+
+    def _disk_folder(self) -> Path:
+        if self._disk is None:
+            self._disk = Path(self._stack.enter_context(
+                tempfile.TemporaryDirectory(prefix=f"zenodo-hpc-{self.record_id}-", dir=self.tmp_dir)))
+        return self._disk
+
+    def _ram_folder(self, root: Path) -> Path:
+        if root not in self._ram:
+            self._ram[root] = self._stack.enter_context(record_tmp(self.record_id, root))
+        return self._ram[root]
 
 
 def format_summary(result: ProcessResult) -> str:

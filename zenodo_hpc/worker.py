@@ -2,8 +2,9 @@
 
 A record's failure is recorded (reason, attempt count) and the worker goes on to the next one; a record
 that has been tried ``executor.max_attempts`` times is quarantined instead of being tried forever.
-Downloads and extraction use node-local temporary space (``$SLURM_TMPDIR``, else ``$TMPDIR``), always
-cleaned; only finished record folders and markers reach the shared run directory.
+Downloads and extraction use node-local temporary space (``$SLURM_TMPDIR``, else ``$TMPDIR``), archives
+that fit ``extract.memory_budget_mb`` a RAM-backed folder (a tmpfs), always cleaned; only finished record
+folders and markers reach the shared run directory.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from submitit.core.utils import UncompletedJobError
 from .client import HttpClient
 from .config import Config
 from .errors import UserError
+from .extract import SHARED_FILESYSTEMS, filesystem_type
 from .fetch import FetchFailed, download_client, fetch_record
 from .leftovers import clean_leftovers, record_tmp
 from .plan import load_plan, read_records_at
@@ -58,8 +60,21 @@ class RecordOutcome:
 
 
 def node_tmp() -> Path:
-    """Node-local scratch for downloads and extraction: ``$SLURM_TMPDIR``, else ``$TMPDIR``, else /tmp."""
+    """Node-local scratch for downloads and extraction: ``$SLURM_TMPDIR``, else ``$TMPDIR``, else /tmp.
+
+    Archives are extracted in a RAM-backed folder instead when they fit ``extract.memory_budget_mb``
+    (zenodo_hpc/process.py); what does not fit, and every download, stays here.
+    """
     return Path(os.environ.get("SLURM_TMPDIR") or tempfile.gettempdir())
+
+
+def warn_if_shared(folder: Path) -> None:
+    """Say so when the node-local space is in fact a file system shared between nodes (``$TMPDIR`` set to scratch,
+    say): every download and extracted file would then load it, and slowly."""
+    kind = filesystem_type(folder)
+    if kind in SHARED_FILESYSTEMS:
+        log.warning("the temporary folder %s is on a shared file system (%s), not node-local: set $TMPDIR (or "
+                    "$SLURM_TMPDIR) to node-local disk, see docs/cluster-guide.md", folder, kind)
 
 
 def make_client(cfg: Config, concurrent: int = 1) -> HttpClient | None:
@@ -233,6 +248,7 @@ def run_shard(run_dir: str, generation: int, shard: int, concurrent: int = 1) ->
     try:
         log.info("%s: %d records", name, len(records.ids))
         clean_leftovers(run, node_tmp())  # what killed workers left behind, if they are gone
+        warn_if_shared(node_tmp())
         hits = read_records_at(run.records, records.offsets)
         for outcome in process_records(hits, run, cfg, task=name, concurrent=concurrent):
             counts[outcome.status] = counts.get(outcome.status, 0) + 1
