@@ -367,11 +367,18 @@ def test_a_link_to_another_origin_gets_nothing_and_the_run_stops(zenodo: ZenodoD
 
 def test_a_new_versions_latest_draft_link_to_another_origin_is_refused(zenodo: ZenodoDouble, tmp_path: Path) -> None:
     first = publish(zenodo, *release(tmp_path / "r1", "1"), None)
+    zenodo.reset_log()
     with HeaderRecorder(b"{}", content_type="application/json") as elsewhere:
         zenodo.override_deposit_links(latest_draft=f"{elsewhere.url}/api/deposit/depositions/5")
         with pytest.raises(DepositError, match="points the latest_draft link to http://127.0.0.1:"):
             publish(zenodo, *release(tmp_path / "r2", "2"), first.concept_id)
+        zenodo.override_deposit_links(bucket=f"{elsewhere.url}/api/files/0f0f")
+        with pytest.raises(DepositError, match="points the bucket link to http://127.0.0.1:"):
+            publish(zenodo, *release(tmp_path / "r2", "2"), first.concept_id)
         assert elsewhere.requests == []
+    # the draft was left as Zenodo made it: the check comes before any change
+    assert not any(r.method in ("PUT", "DELETE") for r in zenodo.requests)
+    assert len(zenodo.deposition(first.record_id + 1)["files"]) == 3
 
 
 def test_a_link_to_the_wrong_place_on_the_api_is_refused(zenodo: ZenodoDouble, tmp_path: Path) -> None:
@@ -460,10 +467,24 @@ def test_a_field_zenodo_refuses_is_named_in_one_line(zenodo: ZenodoDouble, tmp_p
         publish(zenodo, *release(tmp_path / "r1", "1"), None, metadata={**METADATA, "license": "cc-by-99"})
     expected = json.loads((FIXTURES / "error_license_400.json").read_text())
     assert one_line(error) == (
-        "creating the Zenodo deposition: Zenodo answered HTTP 400 (A validation error occurred.; metadata.license: "
-        f"{expected['errors'][0]['messages'][0]}); if Zenodo created it anyway, the next run finds it by its title "
-        "and continues it")
+        "creating the Zenodo deposition: Zenodo refused the metadata (HTTP 400: A validation error occurred.; "
+        f"metadata.license: {expected['errors'][0]['messages'][0]}): correct the field named (the publish.zenodo_* "
+        "settings) and re-run; nothing was created on Zenodo")
     assert zenodo.depositions() == []
+
+
+def test_a_field_zenodo_refuses_in_a_new_version_keeps_the_draft_for_the_rerun(zenodo: ZenodoDouble,
+                                                                               tmp_path: Path) -> None:
+    first = publish(zenodo, *release(tmp_path / "r1", "1"), None)
+    image, files = release(tmp_path / "r2", "2")
+    zenodo.reset_log()
+    with pytest.raises(DepositError) as error:
+        publish(zenodo, image, files, first.concept_id, metadata={**METADATA, "license": "cc-by-99"})
+    assert "metadata.license: Invalid license provided: cc-by-99): correct the field named" in one_line(error)
+    assert one_line(error).endswith(f"draft {first.record_id + 1} stays on Zenodo: re-run to continue it")
+    assert not any(r.method in ("PUT", "DELETE") and "/files/" in r.path for r in zenodo.requests)
+    result = publish(zenodo, image, files, first.concept_id)
+    assert result.resumed and result.record_id == first.record_id + 1
 
 
 def test_local_refusals(zenodo: ZenodoDouble, tmp_path: Path) -> None:

@@ -354,9 +354,11 @@ class _Api:
     # requests ---------------------------------------------------------------------------------------------------
 
     def call(self, method: str, url: str, what: str, *, ok: tuple[int, ...] = (200,), then: str,
-             json_body: Any = None, body: Any = None, params: Mapping[str, Any] | None = None,
-             idempotent: bool = True, content_type: str | None = None) -> Any:
-        """The parsed JSON answer of one request (None for a 204). ``then`` is what to do after a failure."""
+             unsure: str | None = None, json_body: Any = None, body: Any = None,
+             params: Mapping[str, Any] | None = None, idempotent: bool = True,
+             content_type: str | None = None) -> Any:
+        """The parsed JSON answer of one request (None for a 204). ``then`` is what to do after a refusal,
+        ``unsure`` after a failure that leaves it unknown whether the server did it (no answer, a 5xx)."""
         if origin(url) != self.origin:  # every caller checked already; this is the last line of defence
             raise DepositError(f"{what}: {_origin_text(url)} is not the API's origin; nothing was sent")
         try:
@@ -366,7 +368,7 @@ class _Api:
                 response = self.http.send(method, url, json_body=json_body, body=body, params=params,
                                           idempotent=idempotent, content_type=content_type)
         except RequestFailed as exc:
-            raise DepositError(self.redact(f"{what} failed ({_one_line(str(exc))}); {then}")) from None
+            raise DepositError(self.redact(f"{what} failed ({_one_line(str(exc))}); {unsure or then}")) from None
         with response:
             if response.status_code in ok:
                 if response.status_code == 204 or not response.content.strip():
@@ -389,6 +391,9 @@ class _Api:
                 f"personal access token with the deposit:write and deposit:actions scopes, created on "
                 f"{_site(self.api_url)} by the account that owns the record (the sandbox has its own accounts and "
                 f"tokens); {then}"))
+        if status == 400 and "metadata." in detail:
+            return DepositError(self.redact(f"{what}: Zenodo refused the metadata (HTTP 400: {detail}): correct the "
+                                            f"field named (the publish.zenodo_* settings) and re-run; {then}"))
         return DepositError(self.redact(f"{what}: Zenodo answered HTTP {status} ({detail}); {then}"))
 
     def deposition(self, answer: Any, what: str) -> _Deposition:
@@ -473,6 +478,7 @@ class _Release:
                      draft.deposit_id, draft.concept)
             return self.result(draft, created=False, resumed=False, already=True)
         then = self.keep_draft(draft)
+        self.check_links(draft)
         if how != "created":
             draft = self.put_metadata(draft, then)
         draft = self.sync_files(draft, then)
@@ -534,7 +540,8 @@ class _Release:
         what = "creating the Zenodo deposition"
         answer = self.api.call(
             "POST", f"{self.api.api_url}/deposit/depositions", what, ok=(201,), json_body={"metadata": self.metadata},
-            idempotent=False, then="if Zenodo created it anyway, the next run finds it by its title and continues it")
+            idempotent=False, then="nothing was created on Zenodo",
+            unsure="if Zenodo created it anyway, the next run finds it by its title and continues it")
         draft = self.api.deposition(answer, what)
         self.check_draft(draft, what)
         log.info("zenodo: created draft %s (a new record, concept %s)", draft.deposit_id, draft.concept)
@@ -544,10 +551,11 @@ class _Release:
         """``POST .../actions/newversion`` on the latest version, then the draft ``links.latest_draft`` names."""
         what = f"creating a new version of Zenodo record {latest.deposit_id}"
         then = "re-run: the next run finds the new draft if Zenodo made it, or makes it"
+        refused = "nothing was changed on Zenodo: re-run later"
         url = self.api.check_link(latest.links.get("newversion"), "newversion",
                                   path=rf"/deposit/depositions/{latest.deposit_id}/actions/newversion")
         try:
-            answer = self.api.call("POST", url, what, ok=(201,), idempotent=False, then=then)
+            answer = self.api.call("POST", url, what, ok=(201,), idempotent=False, then=refused, unsure=then)
         except DepositError as exc:
             if "Please remove all files first" not in str(exc):
                 raise
@@ -585,6 +593,13 @@ class _Release:
     def check_draft(self, draft: _Deposition, what: str) -> None:
         if draft.submitted:
             raise DepositError(f"{what}: Zenodo answered with published deposition {draft.deposit_id}, not a draft")
+
+    def check_links(self, draft: _Deposition) -> None:
+        """The draft's own links, checked before anything in it is changed."""
+        self.self_link(draft)
+        self.api.check_link(draft.links.get("bucket"), "bucket", path=r"/files/[0-9A-Za-z-]+")
+        self.api.check_link(draft.links.get("publish"), "publish",
+                            path=rf"/deposit/depositions/{draft.deposit_id}/actions/publish")
 
     def keep_draft(self, draft: _Deposition) -> str:
         return f"draft {draft.deposit_id} stays on Zenodo: re-run to continue it"
@@ -659,8 +674,8 @@ class _Release:
         url = self.api.check_link(draft.links.get("publish"), "publish",
                                   path=rf"/deposit/depositions/{draft.deposit_id}/actions/publish")
         answer = self.api.call(
-            "POST", url, what, ok=(200, 202), idempotent=False,
-            then=f"{then} (if Zenodo published it anyway, the next run finds the published version and stops)")
+            "POST", url, what, ok=(200, 202), idempotent=False, then=then,
+            unsure=f"{then} (if Zenodo published it anyway, the next run finds the published version and stops)")
         published = self.api.deposition(answer, what)
         if (published.deposit_id != draft.deposit_id or not published.submitted or published.state != "done"
                 or published.doi is None):
