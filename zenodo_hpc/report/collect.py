@@ -23,6 +23,7 @@ import re
 import shutil
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -31,7 +32,7 @@ from typing import Any
 from ..config import Config
 from ..errors import UserError
 from ..executor import Submission, load_submissions
-from ..organize import file_extension, record_order
+from ..organize import record_order
 from ..plan import Plan, generations, load_plan
 from ..state import ATTEMPTS, DONE, FAILED, RunDir, ids_in, iter_records, read_json_object
 from ..status import RunStatus, gather_status
@@ -236,23 +237,23 @@ def _read_done(run: RunDir, facts: Facts, done_ids: set[str], task_times: dict[t
 
 def _read_metadata(facts: Facts, record_id: str, meta: dict[str, Any], finished: float | None) -> int:
     """One record's metadata into the counts; its number of code images."""
-    files = sorted(_rasterized_files(meta.get("tree")))
-    images = 0
+    images = files = 0
     largest_file: dict[str, tuple[int, str]] = {}  # extension -> its file with the most images (first by path)
-    for path, segments in files:
-        extension = file_extension(path) or NO_EXTENSION
+    for extension, path, segments in _rasterized_files(meta.get("tree")):
         facts.files_by_ext[extension] += 1
         facts.images_by_ext[extension] += segments
         facts.images_per_file[segments] += 1
         images += segments
-        if segments > largest_file.get(extension, (0, ""))[0]:
+        files += 1
+        best = largest_file.get(extension)
+        if segments and (best is None or (-segments, path) < (-best[0], best[1])):
             largest_file[extension] = (segments, path)
-    facts.records_by_ext.update({file_extension(path) or NO_EXTENSION for path, _ in files})
-    for extension, (_, path) in largest_file.items():
+    facts.records_by_ext.update(largest_file.keys())
+    for extension, (_, path) in sorted(largest_file.items()):
         picked = facts.samples.setdefault(extension, [])
         if extension != NO_EXTENSION and len(picked) < SAMPLES_PER_LANGUAGE:
             picked.append((record_id, path))
-    facts.total_files += len(files)
+    facts.total_files += files
     facts.total_images += images
     facts.images_per_record.append(images)
     stats = meta.get("stats") if isinstance(meta.get("stats"), dict) else {}
@@ -272,20 +273,25 @@ def _read_metadata(facts: Facts, record_id: str, meta: dict[str, Any], finished:
     return images
 
 
-def _rasterized_files(tree: Any) -> list[tuple[str, int]]:
-    """``(path, images)`` of every rasterized file of a record's tree (paths as in its images file)."""
-    out = []
+def _rasterized_files(tree: Any) -> Iterator[tuple[str, str, int]]:
+    """``(extension, path, images)`` of every rasterized file of a record's tree (paths as in its images file;
+    the extension as :func:`zenodo_hpc.organize.file_extension` gives it, or ``(none)``)."""
     stack: list[tuple[str, Any]] = [("", tree)]
     while stack:
-        path, node = stack.pop()
-        if not isinstance(node, dict):
+        prefix, node = stack.pop()
+        children = node.get("children") if isinstance(node, dict) else None
+        if not isinstance(children, dict):
             continue
-        children = node.get("children")
-        if isinstance(children, dict):
-            stack.extend((f"{path}/{name}" if path else name, child) for name, child in children.items())
-        elif node.get("type") == "file" and isinstance(node.get("segments"), int) and not node.get("skipped"):
-            out.append((path, node["segments"]))
-    return out
+        for name, child in children.items():
+            if not isinstance(child, dict):
+                continue
+            if child.get("type") == "dir":
+                stack.append((f"{prefix}{name}/", child))
+                continue
+            segments = child.get("segments")
+            if type(segments) is int and not child.get("skipped"):  # noqa: E721 - not a bool
+                stem, dot, extension = name.lstrip(".").rpartition(".")
+                yield (extension if dot and stem and extension else NO_EXTENSION), prefix + name, segments
 
 
 def license_name(hit: dict[str, Any]) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..png import PALETTE_TABLE, clip_code_points
-from .collect import Facts, overall_rate_per_min
+from .collect import Facts
 
 STATUS_COLOURS = {"done": "#2ca02c", "failed": "#ff7f0e", "quarantined": "#d62728", "pending": "#c7c7c7"}
 STATUSES = tuple(STATUS_COLOURS)
@@ -83,7 +83,14 @@ def _barh(ax: Any, labels: list[str], values: list[float], colours: Any = BLUE) 
     for yi, v in zip(y, values, strict=True):
         ax.text(v + top * 0.01, yi, _fmt(v), va="center", fontsize=8)
     ax.set_xlim(0, top * 1.15 if top else 1)
+    ax.xaxis.set_major_formatter(_thousands())
     ax.spines[["top", "right"]].set_visible(False)
+
+
+def _thousands() -> Any:
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda value, _: f"{value:,.0f}" if value == int(value) else f"{value:,.1f}")
 
 
 def _ranked(counter: Counter[str], top: int = TOP) -> tuple[list[str], list[int]]:
@@ -218,12 +225,10 @@ def fig_throughput(facts: Facts) -> Any:
     cumulative.step(_dates(times), np.arange(1, len(times) + 1), where="post", color=STATUS_COLOURS["done"],
                     label="done so far")
     s = facts.status
-    eta, rate = s.eta_seconds, s.rate_per_min or overall_rate_per_min(facts)
-    if not s.complete and rate:
+    if not s.complete and s.rate_per_min:  # records finish now: the rest at this rate, from the last one done
         left = s.pending + s.failed
-        end = facts.generated_at + (eta if eta is not None else left / rate * 60)
-        cumulative.plot(_dates([facts.generated_at, end]), [len(times), len(times) + left], linestyle="--",
-                        color=GREY, label="at the current rate")
+        cumulative.plot(_dates([times[-1], times[-1] + left / s.rate_per_min * 60]), [len(times), len(times) + left],
+                        linestyle="--", color=GREY, label="the rest at the current rate")
     cumulative.set_ylabel("records done")
     cumulative.set_ylim(bottom=0)
     _time_axis(ax)
@@ -245,8 +250,8 @@ def fig_budget(facts: Facts) -> Any:
     per_minute, _ = np.histogram(times, bins=edges, weights=weights)
     limit = facts.cfg.zenodo.rate_limit_per_min
     fig, ax = new_figure(3.0)
-    ax.bar(_dates(edges[:-1]), per_minute, width=1 / 1440, align="edge", color=BLUE,
-           label="downloads per minute (recorded)")
+    ax.fill_between(_dates(edges), np.append(per_minute, per_minute[-1]), step="post", color=BLUE, linewidth=0,
+                    label="downloads per minute (recorded)")
     ax.axhline(limit, color=RED, linestyle="--", label=f"zenodo.rate_limit_per_min = {limit:g}")
     ax.set_xlim(_dates([edges[0] - 30, edges[-1] + 30]))
     ax.set_ylim(0, max(limit, float(per_minute.max())) * 1.15)
@@ -299,9 +304,9 @@ def fig_segments(facts: Facts) -> Any:
     right.set_title(f"code images per record (median {float(np.median(records)) if records else 0:g})", fontsize=10)
     right.set_xlabel("images")
     right.set_ylabel("records")
+    left.set_yscale("log")  # a long tail of large files; records are fewer: a plain count reads better
     for ax in (left, right):
         ax.set_xscale("log")
-        ax.set_yscale("log")
         ax.spines[["top", "right"]].set_visible(False)
     return fig
 
@@ -440,7 +445,8 @@ FIGURES: tuple[FigureSpec, ...] = (
                "Zenodo-ML page: rasterized files and their 80x80 code images, by file extension.", fig_extensions,
                "No record is done yet, so there is no data to count.", True),
     FigureSpec("segments", "dataset", "Code images per file and per record", "How many 80-line images each file "
-               "and each record gave (log scales).", fig_segments, "No code image yet.", True),
+               "and each record gave (images on a log scale, and the number of files too).", fig_segments,
+               "No code image yet.", True),
     FigureSpec("skipped", "dataset", "Files skipped", "Files of the done records that were not rasterized, by "
                "reason; 'not downloaded' ones were left on Zenodo.", fig_skipped, "No file was skipped.", True),
     FigureSpec("licenses", "dataset", "Licenses", "The license each record's authors gave it on Zenodo.",
