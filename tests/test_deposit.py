@@ -192,7 +192,7 @@ def test_a_published_record_of_the_same_title_is_not_duplicated(zenodo: ZenodoDo
     first = publish(zenodo, *release(tmp_path / "r1", "1"), None)
     with pytest.raises(DepositError) as error:
         publish(zenodo, *release(tmp_path / "r2", "2"), None)
-    assert f"set publish.zenodo_concept_id to {first.concept_id}" in one_line(error)
+    assert f"set publish.zenodo.concept_id to {first.concept_id}" in one_line(error)
     assert len(zenodo.depositions()) == 1
 
 
@@ -468,7 +468,7 @@ def test_a_field_zenodo_refuses_is_named_in_one_line(zenodo: ZenodoDouble, tmp_p
     expected = json.loads((FIXTURES / "error_license_400.json").read_text())
     assert one_line(error) == (
         "creating the Zenodo deposition: Zenodo refused the metadata (HTTP 400: A validation error occurred.; "
-        f"metadata.license: {expected['errors'][0]['messages'][0]}): correct the field named (the publish.zenodo_* "
+        f"metadata.license: {expected['errors'][0]['messages'][0]}): correct the field named (the publish.zenodo "
         "settings) and re-run; nothing was created on Zenodo")
     assert zenodo.depositions() == []
 
@@ -535,6 +535,30 @@ def test_the_token_comes_from_the_variable_named_in_the_config(monkeypatch: pyte
     assert "https://sandbox.zenodo.org/account/settings/applications/tokens/new/" in one_line(error)
     monkeypatch.setenv("MY_ZENODO_TOKEN", f"  {TOKEN}\n")
     assert read_deposit_token("MY_ZENODO_TOKEN") == TOKEN
+
+
+def test_the_update_commands_entry_reads_its_settings_and_the_token(zenodo: ZenodoDouble, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from zenodo_hpc.deposit import publish_release_on_zenodo
+
+    monkeypatch.setenv("ZENODO_SANDBOX_TOKEN", TOKEN)
+    image, files = release(tmp_path / "r1", "1")
+    settings = SimpleNamespace(api_url=zenodo.api_url, token_env="ZENODO_SANDBOX_TOKEN", concept_id=None, title="",
+                               creators=[{"name": "Doe, Jane"}], description=None, license=None, keywords=["code"],
+                               related_identifiers=[], rate_limit_per_min=60_000)
+    first = publish_release_on_zenodo([image, *files], release=SimpleNamespace(version="2026.06"), settings=settings,
+                                      run_name="zenodo-ml")
+    assert first["doi"] == f"10.5281/zenodo.{first['record_id']}" and first["url"].endswith(f"/{first['record_id']}")
+    shown = zenodo.deposition(first["record_id"])["metadata"]
+    assert shown["title"] == "zenodo-ml: code images of Zenodo software records" and shown["version"] == "2026.06"
+    second = publish_release_on_zenodo([*release(tmp_path / "r2", "2")[:1]], release=SimpleNamespace(version="2026.12"),
+                                       settings=settings, concept_id=first["concept_id"])
+    assert second["concept_id"] == first["concept_id"] and second["record_id"] != first["record_id"]
+    monkeypatch.delenv("ZENODO_SANDBOX_TOKEN")
+    with pytest.raises(DepositError, match="set the environment variable ZENODO_SANDBOX_TOKEN"):
+        publish_release_on_zenodo([image], release=SimpleNamespace(version="x"), settings=settings)
 
 
 def test_deposit_metadata_defaults() -> None:

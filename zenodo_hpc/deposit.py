@@ -67,6 +67,7 @@ __all__ = [
     "Redactor",
     "deposit_metadata",
     "format_deposit_summary",
+    "publish_release_on_zenodo",
     "publish_zenodo_version",
     "read_deposit_token",
 ]
@@ -393,7 +394,7 @@ class _Api:
                 f"tokens); {then}"))
         if status == 400 and "metadata." in detail:
             return DepositError(self.redact(f"{what}: Zenodo refused the metadata (HTTP 400: {detail}): correct the "
-                                            f"field named (the publish.zenodo_* settings) and re-run; {then}"))
+                                            f"field named (the publish.zenodo settings) and re-run; {then}"))
         return DepositError(self.redact(f"{what}: Zenodo answered HTTP {status} ({detail}); {then}"))
 
     def deposition(self, answer: Any, what: str) -> _Deposition:
@@ -498,7 +499,7 @@ class _Release:
                      if d.concept == self.concept_id]
             if not found:
                 raise DepositError(f"no deposition of record {self.concept_id} is visible with this token on "
-                                   f"{_site(self.api.api_url)}: check the concept id (publish.zenodo_concept_id), and "
+                                   f"{_site(self.api.api_url)}: check the concept id (publish.zenodo.concept_id), and "
                                    f"that the token belongs to the account that owns the record (the sandbox has its "
                                    f"own records)")
             drafts = [d for d in found if not d.submitted]
@@ -519,7 +520,7 @@ class _Release:
         if published:
             concept = published[0].concept
             raise DepositError(f"Zenodo already holds a published record titled {title!r} (concept {concept}): "
-                               f"to publish this release as a new version of it, set publish.zenodo_concept_id to "
+                               f"to publish this release as a new version of it, set publish.zenodo.concept_id to "
                                f"{concept}; to start a new record instead, change the title")
         drafts = [d for d in found if not d.submitted]
         if drafts:
@@ -732,6 +733,48 @@ def publish_zenodo_version(
                         max_wait_s=max_wait_s, session=session, redact=redact)
     except UserError as exc:  # every message once more through the mask, on one line
         raise DepositError(redact(_one_line(str(exc), limit=1000))) from None
+
+
+def publish_release_on_zenodo(files: Sequence[Path | str], *, release: Any, settings: Any, run_name: str = "zenodo-ml",
+                              concept_id: str | int | None = None) -> dict[str, Any]:
+    """One release (``files``: the image first, then its checksum files...) as a new version on Zenodo, for the
+    ``update`` command: what the release records about it (``doi``, ``url``, ``record_id``, ``concept_id``,
+    ``concept_doi``, ``sandbox``, ``already_published``).
+
+    ``release.version`` is the version; ``settings`` are the ``publish.zenodo`` settings: ``api_url``, ``token_env``,
+    ``concept_id`` (``concept_id=`` here wins: the one an earlier release recorded), ``title`` (default
+    ``<run_name>: code images of Zenodo software records``), ``creators``, ``description``, ``license``,
+    ``keywords``, ``related_identifiers``, and optionally ``rate_limit_per_min``, ``timeout_s``, ``retries``,
+    ``max_wait_s``. The token is read from the variable ``token_env`` names.
+    """
+    def setting(name: str, default: Any = None) -> Any:
+        value = getattr(settings, name, None) if not isinstance(settings, Mapping) else settings.get(name)
+        return default if value is None or value == "" else value
+
+    if not files:
+        raise DepositError("no file to publish on Zenodo")
+    api_url = setting("api_url", ZENODO_API)
+    token_env = setting("token_env", DEFAULT_TOKEN_ENV)
+    version = str(getattr(release, "version", "") or "")
+    metadata = {
+        "title": setting("title", f"{run_name}: code images of Zenodo software records"),
+        "creators": [dict(c) if isinstance(c, Mapping) else c for c in setting("creators", [])],
+        "description": setting("description", f"The {run_name} dataset, release {version}: every software record "
+                                              f"harvested from Zenodo, its code as images, in one squashfs image."),
+        "version": version,
+        "license": setting("license", "cc-by-4.0"),
+        "keywords": list(setting("keywords", [])),
+        "related_identifiers": [dict(r) for r in setting("related_identifiers", [])],
+    }
+    result = publish_zenodo_version(
+        files[0], list(files[1:]), api_url=api_url, token=read_deposit_token(token_env, api_url=api_url),
+        concept_id=concept_id if concept_id not in (None, "") else setting("concept_id"), metadata=metadata,
+        token_env=token_env, per_minute=float(setting("rate_limit_per_min", 30.0)),
+        timeout_s=float(setting("timeout_s", 300.0)), retries=int(setting("retries", 3)),
+        max_wait_s=float(setting("max_wait_s", 600.0)))
+    log.info("%s", format_deposit_summary(result).replace("\n", "; "))
+    return {"doi": result.doi, "url": result.url, "record_id": result.record_id, "concept_id": result.concept_id,
+            "concept_doi": result.concept_doi, "sandbox": result.sandbox, "already_published": result.already_published}
 
 
 def _publish(image: Path | str, files: Sequence[Path | str], *, api_url: str, token: str, concept_id: Any,
