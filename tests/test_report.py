@@ -385,3 +385,23 @@ def test_report_help_does_not_import_plotting(tmp_path: Path) -> None:
                          env={**os.environ, "COLUMNS": "120"}).stdout
     assert "--out FILE" in out and "RUN_DIR" in out
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_titles_from_the_data_are_drawn_as_text(recwarn: pytest.WarningsRecorder) -> None:
+    """Record titles, licenses and extensions are shown as written: a `$` does not start mathtext (`$5 or $10`
+    would not draw at all, `\\frac` would be a fraction), and a script the font lacks draws without a warning."""
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from zenodo_hpc.report import draw
+    from zenodo_hpc.report.figures import FIGURES, plain
+
+    assert plain("costs $5 or $10 \\frac{a}{b}") == "costs \\$5 or \\$10 \\frac{a}{b}"
+    assert plain("tab\there\x00") == "tab here "
+    facts = SimpleNamespace(largest=[(9, "1", "costs $5 or $10 \\frac{a}{b}"), (3, "2", "数据集 の コード"),
+                                     (1, "3", "x" * 300)],
+                            licenses=Counter({"$weird$ license": 2, "mit": 1}), skipped=Counter({"error": 1}))
+    specs = tuple(s for s in FIGURES if s.name in ("largest", "licenses", "skipped"))
+    figures = draw(facts, specs)
+    assert all(png and png.startswith(b"\x89PNG") for png in figures.values())
+    assert not [w for w in recwarn if "Glyph" in str(w.message)]

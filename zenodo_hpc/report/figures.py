@@ -74,11 +74,19 @@ def _fmt(n: float) -> str:
     return f"{n:,.0f}"
 
 
+def plain(text: Any, most: int = 50) -> str:
+    """Text from the data (a title, a license, an extension) as matplotlib must show it: ``$`` escaped (it would
+    start mathtext, and a title like ``$5 or $10`` would not draw), control characters dropped, cut at ``most``."""
+    text = "".join(c if c.isprintable() else " " for c in str(text))
+    text = text if len(text) <= most else text[:most - 1] + "…"
+    return text.replace("$", "\\$")
+
+
 def _barh(ax: Any, labels: list[str], values: list[float], colours: Any = BLUE) -> None:
     """Horizontal bars, largest on top, each with its value at its end."""
     y = np.arange(len(labels))[::-1]
     ax.barh(y, values, color=colours)
-    ax.set_yticks(y, labels)
+    ax.set_yticks(y, [plain(label) for label in labels])
     top = max(values) if values else 1
     for yi, v in zip(y, values, strict=True):
         ax.text(v + top * 0.01, yi, _fmt(v), va="center", fontsize=8)
@@ -138,7 +146,7 @@ def fig_rounds(facts: Facts) -> Any:
         escalated = sum(r.escalations.values())
         text = f"{r.shards} shards" + (f"\n{escalated} escalated" if escalated else "")
         ax.text(xi, r.records + top * 0.02, text, ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(x, [f"plan {r.generation}\n{r.kind}" for r in rounds])
+    ax.set_xticks(x, [f"plan {r.generation}\n{plain(r.kind)}" for r in rounds])
     ax.set_xlim(-0.5 - 0.5 * max(0, 3 - len(rounds)), len(rounds) - 0.5 + 0.5 * max(0, 3 - len(rounds)))
     ax.set_ylim(0, top * 1.3 or 1)
     ax.set_ylabel("records planned")
@@ -362,7 +370,7 @@ def fig_years(facts: Facts) -> Any:
 def fig_largest(facts: Facts) -> Any:
     if not facts.largest:
         return None
-    labels = [f"{rid}  {title[:48] + ('…' if len(title) > 48 else '')}" for _, rid, title in facts.largest]
+    labels = [f"{rid}  {title}" for _, rid, title in facts.largest]
     fig, ax = new_figure(1.0 + 0.3 * len(labels))
     _barh(ax, labels, [n for n, _, _ in facts.largest], colours=ORANGE)
     ax.set_xlabel("code images")
@@ -396,9 +404,9 @@ def fig_gallery(facts: Facts, samples: list[tuple[str, list[tuple[str, str, np.n
                 continue
             record_id, path, pixels = items[col]
             ax.imshow(clip_code_points(pixels), cmap=cmap, interpolation="nearest", **kwargs)
-            ax.set_title(record_id, fontsize=7)
+            ax.set_title(plain(record_id), fontsize=7)
             if col == 0:
-                ax.set_ylabel(f".{extension}", fontsize=10, rotation=0, ha="right", va="center")
+                ax.set_ylabel(plain(f".{extension}", 12), fontsize=10, rotation=0, ha="right", va="center")
     fig.suptitle(f"Sample code images per language ({png} PNGs, as the export writes them)", fontsize=10)
     return fig
 
@@ -416,7 +424,7 @@ def fig_releases(facts: Facts) -> Any:
     removed = [r[3] for r in facts.releases]
     if any(removed):
         ax.bar(x, [-n for n in removed], color=RED, label="records no longer in it")
-    ax.set_xticks(x, names)
+    ax.set_xticks(x, [plain(name, 20) for name in names])
     ax.set_ylabel("records added")
     total = ax.twinx()
     total.plot(x, [r[1] for r in facts.releases], color=BLUE, marker="o", label="records in the release")
