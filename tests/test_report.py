@@ -76,11 +76,11 @@ class DevTools:
         self.ws.close()
 
 
-def _devtools_port(profile: Path, proc: subprocess.Popen, deadline: float) -> int:
+def _devtools_port(profile: Path, proc: subprocess.Popen, log: Path, deadline: float) -> int:
     """The port Chromium chose (``--remote-debugging-port=0`` writes it into the profile's DevToolsActivePort)."""
     active = profile / "DevToolsActivePort"
     while not (active.exists() and active.read_text().strip()):
-        assert proc.poll() is None, f"chromium exited ({proc.returncode}): {proc.stderr.read()[-2000:]}"
+        assert proc.poll() is None, f"chromium exited ({proc.returncode}): {log.read_text(errors='replace')[-2000:]}"
         assert time.monotonic() < deadline, "chromium did not open its DevTools port"
         time.sleep(0.1)
     return int(active.read_text().split()[0])
@@ -107,11 +107,13 @@ def open_in_chromium(page: Path, profile: Path) -> dict[str, Any]:
     """Load ``page`` in headless Chromium; what it requested, what it logged as errors, and its figures."""
     assert CHROMIUM is not None
     profile.mkdir()
-    proc = subprocess.Popen([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = profile.parent / f"{profile.name}.log"  # chromium's own messages (a pipe nobody reads could fill up)
+    with open(log, "wb") as stderr:
+        proc = subprocess.Popen([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+                                stdout=subprocess.DEVNULL, stderr=stderr)
     deadline = time.monotonic() + 60  # a guard against a hang, not a measure
     try:
-        port = _devtools_port(profile, proc, deadline)
+        port = _devtools_port(profile, proc, log, deadline)
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
         while True:
             targets = json.loads(opener.open(f"http://127.0.0.1:{port}/json/list", timeout=30).read())
