@@ -37,6 +37,8 @@ bench: install
 	$(BIN)/python benchmarks/bench_fetch.py
 	$(BIN)/python benchmarks/bench_harvest.py
 	$(BIN)/python benchmarks/bench_orchestrate.py
+	$(BIN)/python benchmarks/bench_pack.py
+	$(BIN)/python benchmarks/bench_pipeline.py
 
 clean:
 	rm -rf build $(VENV)

@@ -283,8 +283,13 @@ def _as_bad_archive(archive: str, entry: str | None = None) -> Iterator[None]:
     try:
         yield
     except _CORRUPT_ERRORS as exc:
-        where = f" at entry {_q(entry)}" if entry is not None else ""
-        raise ExtractError(f"{archive} is corrupt or truncated{where}: {_one_line(exc)}", reason=BAD_ARCHIVE) from exc
+        raise _corrupt(archive, entry, exc) from exc
+
+
+def _corrupt(archive: str, entry: str | None, exc: BaseException) -> ExtractError:
+    """The ``bad_archive`` error for what a reader raised on corrupt input (what :func:`_as_bad_archive` raises)."""
+    where = f" at entry {_q(entry)}" if entry is not None else ""
+    return ExtractError(f"{archive} is corrupt or truncated{where}: {_one_line(exc)}", reason=BAD_ARCHIVE)
 
 
 # --- entry names -----------------------------------------------------------------------------------------
@@ -573,8 +578,7 @@ class _SafeWriter:
             try:
                 chunk = src.read(CHUNK_SIZE)
             except _CORRUPT_ERRORS as exc:
-                raise ExtractError(f"{self.archive} is corrupt or truncated at entry {_q(name)}: {_one_line(exc)}",
-                                   reason=BAD_ARCHIVE) from exc
+                raise _corrupt(self.archive, name, exc) from exc
             if not chunk:
                 return written
             if self.stats.bytes + len(chunk) > self.max_bytes:
@@ -626,8 +630,10 @@ def _extract_tar(archive: Path, compression: str | None, writer: _SafeWriter) ->
         with tar:
             previous = None
             while True:
-                with _as_bad_archive(name, previous):
+                try:  # per member: the context manager's own cost shows on archives of 100,000 entries
                     member = tar.next()
+                except _CORRUPT_ERRORS as exc:
+                    raise _corrupt(name, previous, exc) from exc
                 if member is None:
                     break
                 _extract_tar_member(tar, member, writer)
@@ -646,8 +652,10 @@ def _extract_tar_member(tar: tarfile.TarFile, member: tarfile.TarInfo, writer: _
     elif member.islnk():
         writer.add_hardlink(member.name, member.linkname)
     elif member.isreg():
-        with _as_bad_archive(writer.archive, member.name):
+        try:
             src = tar.extractfile(member)
+        except _CORRUPT_ERRORS as exc:
+            raise _corrupt(writer.archive, member.name, exc) from exc
         assert src is not None
         # The declared size is checked before any byte is written; sparse sizes included.
         writer.add_file(member.name, src, member.mode, declared_size=member.size)
@@ -839,8 +847,10 @@ def _extract_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, writer: _Saf
     elif file_type == stat.S_IFLNK:
         writer.add_symlink(name, _read_zip_symlink_target(zf, info, writer.archive))
     elif _zip_is_regular(info):
-        with _as_bad_archive(writer.archive, name):
+        try:
             src = zf.open(info)
+        except _CORRUPT_ERRORS as exc:
+            raise _corrupt(writer.archive, name, exc) from exc
         with src:  # the declared size is checked first (the bytes written remain the guard: zips lie about it)
             writer.add_file(name, src, _zip_unix_mode(info), declared_size=info.file_size)
     else:

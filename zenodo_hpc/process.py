@@ -34,14 +34,12 @@ from .walk import (
     DUPLICATE_PATH,
     WalkedFile,
     add_dir,
-    add_file,
+    claim_path,
     classify,
     file_node,
     list_entries,
     new_tree,
-    path_is_free,
     sort_tree,
-    walk,
 )
 
 log = logging.getLogger(__name__)
@@ -108,14 +106,14 @@ def rasterize_tree(roots: Iterable[WalkRoot | tuple[Path, str]], raster: RasterC
     stats = RecordStats()
     skipped: Counter[str] = Counter()
     for folder, prefix, extracted in (WalkRoot(*root) for root in roots):
-        dirs, _ = list_entries(folder, prefix)
+        dirs, others = list_entries(folder, prefix)  # one listing: the folders, then every other entry
         for key, reason in dirs:
             node = add_dir(tree, key)  # None under a file of another source: its files count as duplicates
             if node is not None and reason:
                 node["skipped"] = reason
                 skipped[skip_category(reason)] += 1
-        for entry in walk(folder, max_file_bytes=raster.max_file_bytes, skip_binary=raster.skip_binary,
-                          prefix=prefix):
+        for key, path, info in others:  # what walk() yields, without listing the folder a second time
+            entry = classify(key, path, info, max_file_bytes=raster.max_file_bytes, skip_binary=raster.skip_binary)
             _take_entry(entry, raster, tree, images, stats, skipped)
         if extracted is not None:
             _take_extraction_skips(extracted, prefix, raster, tree, images, stats, skipped)
@@ -131,7 +129,8 @@ def _take_entry(entry: WalkedFile, raster: RasterConfig, tree: dict[str, Any], i
     counted as ``duplicate_path``, and neither its image nor its node replaces the first.
     """
     stats.files += 1
-    if not path_is_free(tree, entry.key):
+    slot = claim_path(tree, entry.key)
+    if slot is None:
         skipped[DUPLICATE_PATH] += 1
         return
     segments = None
@@ -149,7 +148,8 @@ def _take_entry(entry: WalkedFile, raster: RasterConfig, tree: dict[str, Any], i
             stats.bytes_rasterized += entry.size or 0
     if entry.skipped:
         skipped[skip_category(entry.skipped)] += 1
-    add_file(tree, entry.key, file_node(entry, segments))
+    folder, name = slot
+    folder["children"][name] = file_node(entry, segments)
 
 
 def _take_extraction_skips(extracted: ExtractStats, prefix: str, raster: RasterConfig, tree: dict[str, Any],

@@ -19,6 +19,7 @@ from typing import Any
 from .extract import BAD_NAME, MAX_DEPTH, TOO_DEEP, is_utf8_text, printable_name
 
 GIT_DIR = ".git"
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 BINARY_SNIFF_BYTES = 8000
 _HASH_CHUNK = 1 << 20
 
@@ -55,17 +56,18 @@ EntryInfo = os.stat_result | OSError  # an entry's lstat, or why it failed
 
 
 def list_entries(
-    root: Path, prefix: str = ""
-) -> tuple[list[tuple[str, str | None]], list[tuple[str, Path, EntryInfo]]]:
+    root: str | os.PathLike[str], prefix: str = ""
+) -> tuple[list[tuple[str, str | None]], list[tuple[str, str, EntryInfo]]]:
     """All directories and all other entries under ``root``, each list sorted by key.
 
     Keys are POSIX paths relative to ``root``, each preceded by ``prefix``. A directory comes with the
     reason it was not walked (``unreadable``, ``bad_name``, ``too_deep``, ``error: ...``), or ``None``;
-    directory keys are printable. Other entries keep their names as read (see :func:`classify`).
+    directory keys are printable. Other entries keep their names as read (see :func:`classify`), with their
+    path (a string: a record may hold 100,000 of them) and their lstat.
     """
     dirs: list[tuple[str, str | None]] = []
-    others: list[tuple[str, Path, EntryInfo]] = []
-    pending = [(root, prefix, 0)]
+    others: list[tuple[str, str, EntryInfo]] = []
+    pending: list[tuple[str | os.PathLike[str], str, int]] = [(root, prefix, 0)]
     while pending:
         folder, key_prefix, depth = pending.pop()
         found, problem = _scan(folder)
@@ -78,15 +80,15 @@ def list_entries(
         for name, path, info in found:
             key = key_prefix + name
             if isinstance(info, OSError) or not stat.S_ISDIR(info.st_mode):
-                others.append((key, Path(path), info))
+                others.append((key, path, info))
             elif not is_utf8_text(name):
                 dirs.append((printable_name(key), BAD_NAME))
             else:
-                pending.append((Path(path), key + "/", depth + 1))
+                pending.append((path, key + "/", depth + 1))
     return sorted(dirs), sorted(others, key=lambda item: item[0])
 
 
-def _scan(folder: Path) -> tuple[list[tuple[str, str, EntryInfo]], str | None]:
+def _scan(folder: str | os.PathLike[str]) -> tuple[list[tuple[str, str, EntryInfo]], str | None]:
     """(name, path, lstat or its error) of every entry of ``folder`` but ``.git``, or why it cannot be listed."""
     found: list[tuple[str, str, EntryInfo]] = []
     try:
@@ -122,7 +124,8 @@ def walk(
         yield classify(key, path, info, max_file_bytes=max_file_bytes, skip_binary=skip_binary)
 
 
-def classify(key: str, path: Path, info: EntryInfo, *, max_file_bytes: int, skip_binary: bool) -> WalkedFile:
+def classify(key: str, path: str | os.PathLike[str], info: EntryInfo, *, max_file_bytes: int,
+             skip_binary: bool) -> WalkedFile:
     """Decide what happens to one entry, reading a regular file at most once.
 
     A key that is not UTF-8 (a name made elsewhere) is skipped as ``bad_name`` under its printable form:
@@ -154,14 +157,17 @@ def _kind(info: os.stat_result) -> str:
     return "file" if stat.S_ISREG(info.st_mode) else "other"
 
 
-def _read_regular_file(key: str, path: Path, *, max_file_bytes: int, skip_binary: bool) -> WalkedFile:
+def _read_regular_file(key: str, path: str | os.PathLike[str], *, max_file_bytes: int,
+                       skip_binary: bool) -> WalkedFile:
     # O_NOFOLLOW: the entry was a regular file when listed; never follow a link swapped in since.
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
+    fd = os.open(path, _READ_FLAGS)
+    try:
+        size = os.fstat(fd).st_size
         if size > max_file_bytes:
-            return WalkedFile(key, "file", size=size, sha256=_hash_stream(handle), skipped=TOO_LARGE)
-        data = handle.read(max_file_bytes + 1)
+            return WalkedFile(key, "file", size=size, sha256=_hash_fd(fd), skipped=TOO_LARGE)
+        data = _read_at_most(fd, max_file_bytes + 1)
+    finally:
+        os.close(fd)
     size = len(data)
     digest = hashlib.sha256(data).hexdigest()
     if size > max_file_bytes:  # grew while we looked
@@ -176,9 +182,21 @@ def is_binary(data: bytes) -> bool:
     return b"\x00" in data[:BINARY_SNIFF_BYTES]
 
 
-def _hash_stream(handle: Any) -> str:
+def _read_at_most(fd: int, limit: int) -> bytes:
+    """The file's first ``limit`` bytes, or all of it when it is shorter (read to its end)."""
+    parts, left = [], limit
+    while left > 0:
+        chunk = os.read(fd, left)
+        if not chunk:
+            break
+        parts.append(chunk)
+        left -= len(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _hash_fd(fd: int) -> str:
     digest = hashlib.sha256()
-    for chunk in iter(lambda: handle.read(_HASH_CHUNK), b""):
+    for chunk in iter(lambda: os.read(fd, _HASH_CHUNK), b""):
         digest.update(chunk)
     return digest.hexdigest()
 
@@ -231,6 +249,26 @@ def path_is_free(tree: dict[str, Any], key: str) -> bool:
         if node.get("type") != "dir":
             return False
     return parts[-1] not in node["children"]
+
+
+def claim_path(tree: dict[str, Any], key: str) -> tuple[dict[str, Any], str] | None:
+    """Where :func:`add_file` would put ``key``'s node, its folders made: (folder node, name), or None, changing
+    nothing, when the path is taken. One walk down the tree, for the caller to check before costly work and
+    then set ``folder["children"][name]``."""
+    parts = tree_parts(key)
+    if not parts:
+        return None
+    node = tree
+    for depth, part in enumerate(parts[:-1]):
+        child = node["children"].get(part)
+        if child is None:  # nothing below exists yet: the path is free
+            parent = _dir_node(node, parts[depth:-1])
+            assert parent is not None
+            return parent, parts[-1]
+        if child.get("type") != "dir":
+            return None
+        node = child
+    return None if parts[-1] in node["children"] else (node, parts[-1])
 
 
 def tree_parts(key: str) -> list[str]:
