@@ -351,7 +351,7 @@ def test_a_truncated_or_edited_run_yaml_names_the_first_missing_key(tmp_path: Pa
 
 def test_a_run_yaml_cut_in_its_last_value_is_refused(tmp_path: Path) -> None:
     run, _ = _frozen_run(tmp_path)
-    run.run_yaml.write_text(_cut(run.run_yaml.read_text(), "cpus_per_task: 4"))  # had it been 48 ...
+    run.run_yaml.write_text(_cut(run.run_yaml.read_text(), "webhook_url: nu"))  # the last value, cut: "nu" parses
     with pytest.raises(UserError, match=r"run\.yaml: truncated: it does not end with the line '# end of run\.yaml'"):
         load_run(run.root)
 

@@ -151,6 +151,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_update(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .update import update
+
+    outcome = update(load_config(args.config), kind=args.executor)
+    print(outcome.message)
+    return 0
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from .schedule import format_result, schedule
+
+    print(format_result(schedule(Path(args.config), args.every, remove=args.remove)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .organize import DEFAULT_EXTENSIONS  # light: organize imports numpy, h5py and tqdm where they are used
 
@@ -378,6 +394,41 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--png", choices=["grey", "palette"], default="grey",
                         help="how the sample code images are rendered, as organize --png (default: grey)")
     report.set_defaults(func=cmd_report)
+
+    update = commands.add_parser(
+        "update",
+        help="the next release: what Zenodo gained since the last one, processed, packed, published",
+        description=(
+            "On an existing run directory (or a new one, for the first release): harvest what Zenodo gained or "
+            "changed since the last release (a day of overlap, deduplicated by id), process only what is not "
+            "done (the same shards, markers and SLURM arrays as submit; done records are never redone), then "
+            "make the next release: a verified image named after it (e.g. zenodo-ml-2026.11.29.sqsh) with "
+            "<run>/releases/<version>/ (manifest, checksums, CHANGELOG.md) and the Atom feed releases/feed.xml; "
+            "a new version of the Kaggle dataset and of the Zenodo record when publish is configured, and a "
+            "notice to notify.webhook_url. With nothing new it says so and makes no release. On SLURM it "
+            "returns once the work is queued: the finishing job makes the release."
+        ),
+    )
+    update.add_argument("-c", "--config", required=True, metavar="CONFIG", help="YAML config (docs/configuration.md)")
+    update.add_argument("--executor", choices=["auto", "slurm", "local", "debug"],
+                        help="where the workers run (default: executor.kind)")
+    update.set_defaults(func=cmd_update)
+
+    schedule = commands.add_parser(
+        "schedule",
+        help="run update every month (week, day): scrontab, a self-queuing SLURM job, or a crontab line",
+        description=(
+            "Install `zenodo-hpc update -c CONFIG` as a recurring job: in your scrontab (SLURM's cron) when the "
+            "cluster has it; else as a SLURM job that starts at the next date (sbatch --begin), runs the update "
+            "and queues itself again; without SLURM, print the crontab line to add. Shows what it installed. "
+            "--remove takes it out again."
+        ),
+    )
+    schedule.add_argument("-c", "--config", required=True, metavar="CONFIG", help="YAML config of the run")
+    schedule.add_argument("--every", choices=["day", "week", "month"], default="month",
+                          help="how often (default: month, at 03:00 on the first)")
+    schedule.add_argument("--remove", action="store_true", help="remove the schedule installed for CONFIG")
+    schedule.set_defaults(func=cmd_schedule)
     return parser
 
 

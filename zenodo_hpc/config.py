@@ -175,6 +175,48 @@ class PackConfig:
     cpus_per_task: int = field(default=4, metadata=_bounded(1, MAX_CPUS, since=2))
 
 
+@dataclass
+class KaggleConfig:
+    username: str | None = field(default=None, metadata={"since": 3})  # None: releases are not put on Kaggle
+    name: str | None = field(default=None, metadata={"since": 3})  # the dataset's slug (default zenodo-ml-code-images)
+    title: str = field(default="Zenodo ML code images by language", metadata={"since": 3})
+    keywords: list[str] = field(default_factory=list, metadata={"since": 3})
+    public: bool = field(default=False, metadata={"since": 3})
+
+
+@dataclass
+class ZenodoDepositConfig:
+    api_url: str = field(default="", metadata={"since": 3})  # "": releases are not deposited on Zenodo
+    token_env: str = field(default="ZENODO_DEPOSIT_TOKEN", metadata={"since": 3})
+    concept_id: str | None = field(default=None, metadata={"since": 3})
+    title: str = field(default="", metadata={"since": 3})
+    creators: list[dict[str, Any]] = field(default_factory=list, metadata={"since": 3})
+    description: str = field(default="", metadata={"since": 3})
+    license: str = field(default="cc-by-4.0", metadata={"since": 3})
+    keywords: list[str] = field(default_factory=list, metadata={"since": 3})
+    related_identifiers: list[dict[str, Any]] = field(default_factory=list, metadata={"since": 3})
+    rate_limit_per_min: float = field(default=30.0, metadata=_bounded(0.001, 1_000_000, since=3))
+    timeout_s: float = field(default=300.0, metadata=_bounded(0.001, DAY_S, since=3))
+    retries: int = field(default=3, metadata=_bounded(0, 100, since=3))
+    max_wait_s: float = field(default=600.0, metadata=_bounded(0, DAY_S, since=3))
+
+
+@dataclass
+class PublishConfig:
+    kaggle: KaggleConfig = field(default_factory=KaggleConfig)
+    zenodo: ZenodoDepositConfig = field(default_factory=ZenodoDepositConfig)
+
+
+@dataclass
+class ReleasesConfig:
+    keep: int = field(default=2, metadata=_bounded(1, 10_000, since=3))  # released images kept on disk
+
+
+@dataclass
+class NotifyConfig:
+    webhook_url: str | None = field(default=None, metadata={"since": 3})
+
+
 # What a run's outputs depend on. Everything else (executor resources, rate limits, timeouts, pack
 # settings, limit) may change between submissions of the same run; these may not, or one run would mix
 # two datasets.
@@ -195,6 +237,9 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     pack: PackConfig = field(default_factory=PackConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
+    releases: ReleasesConfig = field(default_factory=ReleasesConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
 
     @property
     def run_dir(self) -> Path:

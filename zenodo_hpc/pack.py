@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from .state import (
     marker,
     read_done,
     read_failure,
+    run_yaml_text,
     set_aside,
     sha256_of,
 )
@@ -56,6 +58,7 @@ from .store import STAGING_PREFIX, images_h5_name, metadata_json_name, record_fi
 log = logging.getLogger(__name__)
 
 EXTRAS = ("manifest.jsonl", "README.md", "records.jsonl", "run.yaml")
+FIGURES = "figures"  # the report's figures about the data, linked from README.md (with the report extra)
 BLOCK_SIZE = "1M"
 HASH_CHUNK = 1 << 20
 DAMAGED = "damaged_output"  # the failure reason of a done record whose folder no longer matches its marker
@@ -223,9 +226,10 @@ def send_back(run: RunDir, damaged: dict[str, str], *, allow_partial: bool) -> N
     log.warning("%s; packing without them (--allow-partial)", text)
 
 
-def manifest_entries(run: RunDir, cfg: Config, files: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+def manifest_entries(run: RunDir, cfg: Config, files: dict[str, list[dict[str, Any]]], *,
+                     superseded: set[str] | None = None) -> list[dict[str, Any]]:
     """One entry per harvested record, in manifest order: what is in the image (``files``: the checked done
-    records), or why it is not."""
+    records), or why it is not (``superseded``: done, but a newer version of it is in the image instead)."""
     entries = []
     for hit in iter_records(run.records):
         record_id = str(hit["id"])
@@ -236,6 +240,8 @@ def manifest_entries(run: RunDir, cfg: Config, files: dict[str, list[dict[str, A
             source = meta.get("source") or {}
             entry.update(status="done", files=files[record_id], segments=meta.get("stats", {}).get("segments", 0),
                          source={"kind": source.get("kind"), "url": source.get("url")})
+        elif superseded and record_id in superseded:
+            entry.update(status="superseded", reason="a newer version is in the image", files=[], segments=0)
         else:
             failure = read_failure(run, record_id) or {}
             status = "quarantined" if failure.get("quarantined") else "failed" if failure else "pending"
@@ -244,8 +250,9 @@ def manifest_entries(run: RunDir, cfg: Config, files: dict[str, list[dict[str, A
     return entries
 
 
-def dataset_card(run: RunDir, cfg: Config, entries: list[dict[str, Any]]) -> str:
-    """README.md of the image: what the data is, counts, how it was made, how to mount and load it."""
+def dataset_card(run: RunDir, cfg: Config, entries: list[dict[str, Any]], extra: str = "") -> str:
+    """README.md of the image: what the data is, counts, how it was made, how to mount and load it;
+    ``extra`` (which release it is and what changed, the figures) goes after the counts."""
     done = [e for e in entries if e["status"] == "done"]
     reasons: dict[str, int] = {}
     for e in entries:
@@ -256,6 +263,9 @@ def dataset_card(run: RunDir, cfg: Config, entries: list[dict[str, Any]]) -> str
     image = cfg.pack.image
     missing = "".join(f"\n| {k} | {v} |" for k, v in sorted(reasons.items())) or "\n| (none) | 0 |"
     config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip()
+    pkl_line = ("- `<id>/images_<id>.pkl`: the 2018 layout, `dict[path] -> list of (80, 80) int32 arrays`.\n"
+                if "pkl" in cfg.output.formats else "")
+    extra = f"{extra.rstrip()}\n\n" if extra.strip() else ""
     return f"""# Zenodo-ML code images ({run.root.name})
 
 Software records from Zenodo, their archived code turned into 80x80 "code images": one pixel per
@@ -274,10 +284,11 @@ Records not in the image:
 | status: reason | records |
 |---|---|{missing}
 
-## Files
+{extra}## Files
 
-- `<id>/images_<id>.h5`: all images of a record (`/segments`, `/files/path`, `/files/offset`).
-- `<id>/images_<id>.pkl`: the 2018 layout, `dict[path] -> list of (80, 80) arrays`.
+- `<id>/images_<id>.h5`: all images of a record, each file in the narrowest integer type (`/files/path`,
+  `/files/offset`; zenodo-hpc's `load_images` or the layout in its docs/formats.md).
+{pkl_line}
 - `<id>/metadata_<id>.json` and `.pkl`: `hit` (the Zenodo record), `tree` (every file with size, sha256,
   image count or skip reason), `source`, `stats`, `tool`.
 - `manifest.jsonl`: one line per harvested record: id, doi, status, files with sha256 and size.
@@ -309,22 +320,43 @@ local processes), `zenodo-hpc pack` built this image with `mksquashfs {" ".join(
 """
 
 
-def write_extras(run: RunDir, cfg: Config, entries: list[dict[str, Any]]) -> None:
-    """The image root's own files, written atomically into ``<run>/data/``."""
+def write_extras(run: RunDir, cfg: Config, entries: list[dict[str, Any]], card_extra: str = "") -> list[str]:
+    """The image root's own files, written atomically into ``<run>/data/``; their names.
+
+    With the ``report`` extra installed, the report's figures about the data go into ``figures/`` and the
+    dataset card links them, so that the dataset's page on Kaggle or Zenodo can show them.
+    """
     run.data.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run.data / "manifest.jsonl",
                       "".join(json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n" for e in entries))
-    atomic_write_text(run.data / "README.md", dataset_card(run, cfg, entries))
+    figures = _card_figures(run, cfg)
+    atomic_write_text(run.data / "README.md", dataset_card(run, cfg, entries, card_extra + figures[1]))
     shutil.copyfile(run.records, run.data / ".records.jsonl.tmp")
     os.replace(run.data / ".records.jsonl.tmp", run.data / "records.jsonl")
-    atomic_write_text(run.data / "run.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write_text(run.data / "run.yaml", run_yaml_text(cfg))
+    return list(EXTRAS) + figures[0]
 
 
-def excluded_entries(run: RunDir, done: set[str]) -> list[str]:
-    """Top-level entries of ``data/`` that are not part of the image: staging leftovers, records not done."""
+def _card_figures(run: RunDir, cfg: Config) -> tuple[list[str], str]:
+    """The report's figures about the data in ``data/figures/`` and the card's section linking them; none
+    (and no folder) without the ``report`` extra."""
+    from .report import card_markdown, write_report_figures
+
+    folder = run.data / FIGURES
+    paths = write_report_figures(run, folder, cfg)
+    if not paths:
+        shutil.rmtree(folder, ignore_errors=True)
+        return [], ""
+    return [f"{FIGURES}/{p.name}" for p in paths], card_markdown(paths, run.data)
+
+
+def excluded_entries(run: RunDir, done: set[str], extras: list[str] | None = None) -> list[str]:
+    """Top-level entries of ``data/`` that are not part of the image: staging leftovers, records not done
+    (or left out of a release: superseded)."""
+    top = {name.split("/", 1)[0] for name in (extras if extras is not None else EXTRAS)}
     out = []
     for entry in sorted(os.listdir(run.data)):
-        if entry.startswith(STAGING_PREFIX) or (entry not in EXTRAS and entry not in done):
+        if entry.startswith(STAGING_PREFIX) or (entry not in top and entry not in done):
             out.append(entry)
     return out
 
@@ -359,7 +391,7 @@ def mksquashfs_command(mksquashfs: str, source: Path, target: Path, cfg: Config,
             "-progress" if progress else "-no-progress", "-processors", str(usable_cpus())]
 
 
-def build_image(run: RunDir, cfg: Config, done: set[str], *, progress: bool) -> Path:
+def build_image(run: RunDir, cfg: Config, done: set[str], *, progress: bool, extras: list[str] | None = None) -> Path:
     """mksquashfs into a temporary file beside the image (hidden): the caller verifies it before it replaces
     anything, and removes it in any case."""
     mksquashfs = find_mksquashfs()
@@ -368,7 +400,7 @@ def build_image(run: RunDir, cfg: Config, done: set[str], *, progress: bool) -> 
     os.close(fd)
     tmp = Path(tmp_name)
     exclude = run.state / "pack-exclude.txt"
-    atomic_write_text(exclude, "".join(f"{e}\n" for e in excluded_entries(run, done)))
+    atomic_write_text(exclude, "".join(f"{e}\n" for e in excluded_entries(run, done, extras)))
     command = mksquashfs_command(mksquashfs, run.data, tmp, cfg, exclude, progress)
     try:
         proc = subprocess.run(command, stdout=None if progress else subprocess.PIPE, stderr=subprocess.PIPE,
@@ -417,11 +449,12 @@ def image_listing(image: Path) -> set[str]:
     return set(image_sizes(image))
 
 
-def expected_files(run: RunDir, entries: list[dict[str, Any]]) -> dict[str, tuple[int, str]]:
+def expected_files(run: RunDir, entries: list[dict[str, Any]],
+                   extras: list[str] | None = None) -> dict[str, tuple[int, str]]:
     """What the image must hold, path -> (size, sha256): every done record's files as the manifest lists them,
     and the image root's own files."""
     expected = {f["name"]: (f["size"], f["sha256"]) for e in entries for f in e["files"]}
-    for name in EXTRAS:
+    for name in extras if extras is not None else EXTRAS:
         sha, size = sha256_of(run.data / name)
         expected[name] = (size, sha)
     return expected
@@ -488,23 +521,29 @@ def _read_back_by_extracting(image: Path, names: list[str], sizes: list[int]) ->
         return [sha256_of(Path(tmp) / "x" / name)[0] for name in names]
 
 
-def pack(run: RunDir, cfg: Config, *, allow_partial: bool = False, progress: bool | None = None) -> PackResult:
-    """Check every done record, build the image, verify every file of it, and only then put it in place."""
+def pack(run: RunDir, cfg: Config, *, allow_partial: bool = False, progress: bool | None = None,
+         card_extra: str = "", exclude: Iterable[str] = ()) -> PackResult:
+    """Check every done record, build the image, verify every file of it, and only then put it in place.
+
+    ``exclude``: done records left out of the image (a release leaves out versions superseded by a newer
+    one; their folders stay in ``data/``). ``card_extra``: markdown the dataset card shows (the release).
+    """
     started = time.monotonic()
     find_mksquashfs()
     done, partial = check_complete(run, allow_partial)
-    files, damaged = check_done_records(run, cfg, done)
+    left_out = set(exclude)
+    files, damaged = check_done_records(run, cfg, done - left_out)
     if damaged:
         send_back(run, damaged, allow_partial=allow_partial)
         partial = True
-    entries = manifest_entries(run, cfg, files)
-    write_extras(run, cfg, entries)
+    entries = manifest_entries(run, cfg, files, superseded=left_out)
+    extras = write_extras(run, cfg, entries, card_extra)
     show = sys.stderr.isatty() if progress is None else progress
-    expected = expected_files(run, entries)
+    expected = expected_files(run, entries, extras)
     data_bytes = sum(size for size, _ in expected.values())
     image = run.root / cfg.pack.image
     log.info("packing %d records (%d bytes) into %s", len(files), data_bytes, image)
-    tmp = build_image(run, cfg, set(files), progress=show)
+    tmp = build_image(run, cfg, set(files), progress=show, extras=extras)
     try:
         verifying = time.monotonic()
         try:
@@ -526,13 +565,3 @@ def format_summary(result: PackResult) -> str:
     return (f"pack: {result.image} ({result.image_bytes / 1e6:.1f} MB) holds {result.records} records{part}, "
             f"{result.files} files, {result.data_bytes / 1e6:.1f} MB of data, ratio {result.ratio:.2f}, "
             f"{rate:.1f} MB/s; md5 {result.md5}; verified")
-
-
-def pack_task(run_dir: str) -> str:
-    """The SLURM pack job's call (through submitit): pack the run, or fail saying why."""
-    from .state import load_run
-
-    run, cfg = load_run(run_dir)
-    summary = format_summary(pack(run, cfg, progress=False))
-    log.info(summary)
-    return summary

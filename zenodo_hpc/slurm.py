@@ -399,6 +399,8 @@ def _squeue_states(ids: list[str], *, tries: int = 3, sleep: Any = time.sleep) -
     for attempt in range(tries):
         try:
             out = run_command(["squeue", "-h", "-r", "-o", "%i|%T|%N", "-j", ",".join(ids)], timeout=60)
+        except FileNotFoundError:  # no SLURM on this machine (status on a laptop): nothing to ask again
+            return None
         except (OSError, subprocess.TimeoutExpired):
             out = None
         if out is not None and (out.returncode == 0 or "Invalid job id" in out.stderr):

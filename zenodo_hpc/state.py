@@ -289,7 +289,7 @@ _REWRITE = ("restore it (after a pack, data/run.yaml in the run directory is a c
             "`zenodo-hpc submit -c CONFIG` with this run's config, which writes it anew")
 
 
-def _run_yaml_text(cfg: Config) -> str:
+def run_yaml_text(cfg: Config) -> str:
     """run.yaml's text: a first line naming its format (which keys it holds, for later versions to read it),
     every key, and a last line, so that a file cut short is told from a whole one."""
     head = f"# zenodo-hpc run.yaml, format {FROZEN_FORMAT}: this run's whole config, as of its latest submission"
@@ -299,7 +299,7 @@ def _run_yaml_text(cfg: Config) -> str:
 def freeze_config(run: RunDir, cfg: Config) -> None:
     """Write ``run.yaml`` (the settings of the latest submission) after :func:`check_config`."""
     check_config(run, cfg)
-    atomic_write_text(run.run_yaml, _run_yaml_text(cfg))
+    atomic_write_text(run.run_yaml, run_yaml_text(cfg))
 
 
 def _run_yaml_format(text: str, path: Path) -> int:

@@ -154,7 +154,10 @@ def _publish_zenodo(run: RunDir, cfg: Config, release: Release) -> dict[str, Any
     folder = run.root / "releases" / release.version
     files = [run.root / release.image, folder / f"{release.image}.md5", folder / f"{release.image}.sha256",
              folder / "CHANGELOG.md"]
-    return publish_release_on_zenodo(files, release=release, settings=z, run_name=cfg.run.name)
+    earlier = [r.published.get("zenodo", {}).get("concept_id") for r in list_releases(run)
+               if r.version != release.version and (r.published.get("zenodo") or {}).get("ok")]
+    return publish_release_on_zenodo(files, release=release, settings=z, run_name=cfg.run.name,
+                                     concept_id=next((c for c in reversed(earlier) if c), None))
 
 
 def notify_release(run: RunDir, cfg: Config, release: Release) -> bool:

@@ -1,0 +1,71 @@
+"""``schedule``: update installed as a recurring job and removed again — on the dev cluster (a job that
+queues itself for the next date: Debian's SLURM has no scrontab), and as a crontab line without SLURM."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import slurm_dev
+import yaml
+
+from zenodo_hpc.cli import main
+from zenodo_hpc.schedule import CRON_SPEC, next_time
+
+
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "monthly.yaml"
+    path.write_text(yaml.safe_dump({"run": {"scratch": str(tmp_path / "scratch"), "name": "monthly"},
+                                    "pack": {"time_min": 30, "mem_gb": 1}}))
+    return path
+
+
+def test_next_time_is_the_next_quiet_hour() -> None:
+    now = datetime(2026, 11, 29, 18, 0)  # a Sunday
+    assert next_time("day", now) == datetime(2026, 11, 30, 3, 0)
+    assert next_time("week", now) == datetime(2026, 11, 30, 3, 0)  # Monday
+    assert next_time("month", now) == datetime(2026, 12, 1, 3, 0)
+    assert next_time("month", datetime(2026, 12, 5)) == datetime(2027, 1, 1, 3, 0)
+    assert next_time("day", datetime(2026, 11, 29, 1, 0)) == datetime(2026, 11, 29, 3, 0)
+
+
+def test_without_slurm_the_crontab_line_is_printed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    monkeypatch.setenv("PATH", str(bare))  # a laptop: no scrontab, no sbatch
+    path = config(tmp_path)
+    assert main(["schedule", "-c", str(path), "--every", "week"]) == 0
+    out = capsys.readouterr().out
+    assert "add this line to your crontab" in out
+    assert f"{CRON_SPEC['week']} cd " in out and f"-m zenodo_hpc update -c {path.resolve()}" in out
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(slurm_dev.cluster_problem() is not None, reason=slurm_dev.cluster_problem() or "")
+def test_on_the_dev_cluster_the_update_is_queued_for_the_next_date_and_removed(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    if shutil.which("scrontab"):
+        pytest.skip("this SLURM has scrontab: the schedule goes there (not this test's case)")
+    path = config(tmp_path)
+    assert main(["schedule", "-c", str(path), "--every", "day"]) == 0
+    out = capsys.readouterr().out
+    assert "scheduled: job" in out and "queues itself again every day" in out
+    job = out.split("scheduled: job ")[1].split()[0]
+    try:
+        queued = slurm_dev.run(["squeue", "-h", "-j", job, "-o", "%j|%T|%r|%S"]).stdout.strip()
+        name, state, reason, start = queued.split("|")
+        assert (name, state, reason) == ("zenodo-hpc-update-monthly", "PENDING", "BeginTime")
+        assert start.startswith(next_time("day").strftime("%Y-%m-%dT03:00"))
+        assert main(["schedule", "-c", str(path), "--every", "day"]) == 0  # again: not twice
+        assert f"already scheduled: job {job}" in capsys.readouterr().out
+    finally:
+        assert main(["schedule", "-c", str(path), "--remove"]) == 0
+    assert f"cancelled the scheduled update: job {job}" in capsys.readouterr().out
+    state = slurm_dev.wait_for(lambda: slurm_dev.job_state(job) if slurm_dev.job_state(job) != "PENDING" else None,
+                               60, f"job {job} to be cancelled")
+    assert state == "CANCELLED"
+    assert os.path.isdir(tmp_path / "scratch" / "monthly" / "logs")

@@ -1,0 +1,188 @@
+"""``update``: new records on Zenodo become the next release — only they are processed, the release's image is
+verified, its changelog names them, Kaggle and Zenodo get new versions, the webhook one notice, the feed an
+entry. Loopback doubles only (Zenodo with its deposit API, Kaggle, a webhook); the local executor.
+
+``update`` runs in a child process, as a user runs it: the official kaggle client reads its endpoint and
+credentials when it is imported, and that must not leak into the other tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import stdlib_records
+from kaggle_double import KaggleDouble
+
+from zenodo_hpc.doubles import ZenodoDouble, make_zip
+from zenodo_hpc.release import list_releases
+from zenodo_hpc.state import RunDir, attempts_of, ids_in
+
+HERE = Path(__file__).parent
+USER, KEY = "alice", "k4ggle-key-0123456789"
+DEPOSIT_TOKEN = "d3posit-t0ken-abcdef"
+pytestmark = [
+    pytest.mark.skipif(__import__("shutil").which("mksquashfs") is None, reason="mksquashfs not on PATH"),
+    pytest.mark.skipif(__import__("importlib").util.find_spec("kaggle") is None,
+                       reason="the kaggle extra is not installed (pip install 'zenodo-hpc[kaggle]')"),
+]
+
+CHILD = """
+import sys
+from kagglesdk import kaggle_env
+kaggle_env._env_to_endpoint[kaggle_env.KaggleEnv.LOCAL] = sys.argv[1]
+from zenodo_hpc import publish
+publish.POLL_SECONDS = (0, 0)
+from zenodo_hpc.cli import main
+sys.exit(main(["update", "-c", sys.argv[2], "--executor", "local"]))
+"""
+
+
+class Webhook:
+    """A chat tool's incoming webhook on 127.0.0.1: it keeps every JSON body it is sent."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+                hook.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/T000/B000/secret"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def services() -> Iterator[tuple[ZenodoDouble, KaggleDouble, Webhook]]:
+    webhook = Webhook()
+    with ZenodoDouble(tokens=[DEPOSIT_TOKEN]) as zenodo, KaggleDouble(users={USER: KEY}) as kaggle:
+        for i, (top, files) in enumerate(stdlib_records(6, files_per_record=4), 1):
+            zenodo.add_record(ZenodoDouble.make_hit(300 + i, created=f"2017-05-{i:02d}", title=top,
+                                                    conceptrecid=str(900 + i)), {f"{top}.zip": make_zip(files)})
+        yield zenodo, kaggle, webhook
+    webhook.stop()
+
+
+def config_file(tmp_path: Path, zenodo: ZenodoDouble, webhook: Webhook) -> Path:
+    config = {
+        "run": {"scratch": str(tmp_path / "scratch"), "name": "living"},
+        "zenodo": {"api_url": zenodo.api_url, "rate_limit_per_min": 60_000, "search_rate_limit_per_min": 60_000,
+                   "retries": 1},
+        "github": {"codeload_url": zenodo.codeload_url},
+        "fetch": {"attempts": 1},
+        "executor": {"kind": "local", "records_per_shard": 2, "local": {"workers": 2}},
+        "publish": {"kaggle": {"username": USER, "title": "Zenodo ML code images by language"},
+                    "zenodo": {"api_url": zenodo.api_url, "token_env": "TEST_DEPOSIT_TOKEN",
+                               "creators": [{"name": "Doe, Jane", "affiliation": "Example University"}]}},
+        "releases": {"keep": 1},
+        "notify": {"webhook_url": webhook.url},
+    }
+    path = tmp_path / "living.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_update(tmp_path: Path, kaggle: KaggleDouble, config: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAGGLE_", "VERBOSE"))}
+    for sub in ("home", "kaggle", "tmp"):
+        (tmp_path / sub).mkdir(exist_ok=True)
+    env.update(KAGGLE_API_ENVIRONMENT="LOCALHOST", KAGGLE_USERNAME=USER, KAGGLE_KEY=KEY,
+               KAGGLE_CONFIG_DIR=str(tmp_path / "kaggle"), HOME=str(tmp_path / "home"), TMPDIR=str(tmp_path / "tmp"),
+               TEST_DEPOSIT_TOKEN=DEPOSIT_TOKEN, NO_PROXY="127.0.0.1,localhost")
+    done = subprocess.run([sys.executable, "-c", CHILD, kaggle.url, str(config)], env=env, capture_output=True,
+                          text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for secret in (KEY, DEPOSIT_TOKEN):
+        assert secret not in done.stdout + done.stderr
+    return done
+
+
+def mtimes(run: RunDir) -> dict[str, int]:
+    return {p.relative_to(run.data).as_posix(): p.stat().st_mtime_ns for p in run.data.glob("[0-9]*/*")}
+
+
+def test_update_makes_the_next_release_from_the_new_records_only(
+        tmp_path: Path, services: tuple[ZenodoDouble, KaggleDouble, Webhook]) -> None:
+    zenodo, kaggle, webhook = services
+    config = config_file(tmp_path, zenodo, webhook)
+    run = RunDir(tmp_path / "scratch" / "living")
+
+    first = run_update(tmp_path, kaggle, config)
+    (one,) = list_releases(run)
+    assert one.records == [str(300 + i) for i in range(1, 7)] and one.added == one.records
+    assert "Zenodo-ML release" in first.stdout and one.notified and len(webhook.bodies) == 1
+    assert one.published["zenodo"]["ok"] and one.published["zenodo"]["doi"]
+    assert one.published["kaggle"]["ok"] and one.published["kaggle"]["created"]
+    before = mtimes(run)
+
+    # Zenodo gains two records, and a new version of record 301's software supersedes it
+    now = datetime.now(timezone.utc).isoformat()
+    for new_id in (410, 411):
+        top, files = stdlib_records(8, files_per_record=3)[new_id - 404]
+        zenodo.add_record(ZenodoDouble.make_hit(new_id, created=now, title=top), {f"{top}.zip": make_zip(files)})
+    top, files = stdlib_records(1, files_per_record=3)[0]
+    zenodo.add_record(ZenodoDouble.make_hit(412, created=now, title="301, version 2", conceptrecid="901"),
+                      {f"{top}-v2.zip": make_zip(files)})
+    run_update(tmp_path, kaggle, config)
+
+    one, two = list_releases(run)
+    assert sorted(two.added) == ["410", "411", "412"]
+    assert two.superseded == [{"id": "301", "by": "412"}] and "301" not in two.records
+    assert (run.data / "301").is_dir()  # its folder stays in the run directory, outside the release
+    assert {k: v for k, v in mtimes(run).items() if k in before} == before  # done records were not redone
+    assert all(attempts_of(run, str(300 + i)) == 1 for i in range(1, 7))
+    assert ids_in(run, "done") >= {"410", "411", "412"}
+
+    image = run.root / two.image
+    assert hashlib.md5(image.read_bytes()).hexdigest() == two.md5  # the released image, verified by pack
+    assert not (run.root / one.image).exists()  # releases.keep: 1
+    changelog = (run.root / "releases" / two.version / "CHANGELOG.md").read_text()
+    assert all(f"- {i} [10.5281/zenodo.{i}]" in changelog for i in ("410", "411", "412"))
+    assert "- 301 by 412" in changelog
+    manifest = [json.loads(line)["id"] for line in
+                (run.root / "releases" / two.version / "manifest.jsonl").read_text().splitlines()]
+    assert manifest == two.records
+
+    assert len(webhook.bodies) == 2 and webhook.bodies[1]["release"]["version"] == two.version
+    assert webhook.bodies[1]["text"].startswith(f"Zenodo-ML release {two.version}: 8 records (+3 added")
+    entries = ET.parse(run.root / "releases" / "feed.xml").getroot().findall("{http://www.w3.org/2005/Atom}entry")
+    assert len(entries) == 2
+    creates = [r.call for r in kaggle.requests if r.call in ("CreateDataset", "CreateDatasetVersion")]
+    assert creates == ["CreateDataset", "CreateDatasetVersion"]
+    notes = [r.json["body"]["versionNotes"] for r in kaggle.requests if r.call == "CreateDatasetVersion"]
+    assert notes == [webhook.bodies[1]["text"]]
+    assert two.published["zenodo"]["concept_id"] == one.published["zenodo"]["concept_id"]
+    assert two.published["zenodo"]["doi"] != one.published["zenodo"]["doi"]
+
+    again = run_update(tmp_path, kaggle, config)  # nothing new: no release
+    assert "nothing new since release" in again.stdout and len(list_releases(run)) == 2
+    assert len(webhook.bodies) == 2
+    for path in run.root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert KEY.encode() not in data and DEPOSIT_TOKEN.encode() not in data, path
