@@ -169,7 +169,7 @@ def test_full_disk_while_writing_fails_records_cleanly_and_resume_finishes(tmp_p
     pid = os.fork()
     if pid == 0:  # a child whose writes fail past 30 kB, as on a full disk
         try:
-            _debug_submit_with_file_size_limit(run, cfg, 30_000)
+            _debug_submit_with_file_size_limit(run, cfg, 4_000)
         finally:
             os._exit(0)
     os.waitpid(pid, 0)

@@ -22,6 +22,7 @@ The dtype is chosen per file, so that one emoji does not widen every image of it
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -226,7 +227,10 @@ def write_images_h5(
             groups.setdefault(itemsize, []).append(array)
             filled[itemsize] = filled.get(itemsize, 0) + array.shape[0]
 
-    with h5py.File(path, "w", libver=H5_LIBVER, track_order=False) as h5:
+    # Built in memory, then written with one plain write: a full disk or a quota is then an OSError like any
+    # other, where HDF5 writing to the disk itself fails inside its own teardown (and can even crash).
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w", libver=H5_LIBVER, track_order=False) as h5:
         h5.attrs["format"] = H5_FORMAT
         h5.attrs["format_version"] = H5_FORMAT_VERSION
         h5.attrs["record_id"] = str(record_id)
@@ -252,6 +256,8 @@ def write_images_h5(
         files.create_dataset("offset", data=offsets, track_times=False)
         files.create_dataset("itemsize", data=itemsizes, track_times=False)
         files.create_dataset("start", data=starts, track_times=False)
+    with open(path, "wb") as handle:
+        handle.write(buffer.getbuffer())
 
 
 def _filter_label(filters: dict[str, Any]) -> str:
