@@ -160,7 +160,7 @@ class ExecutorConfig:
     local: LocalConfig = field(default_factory=LocalConfig)
 
 
-PACK_LEVEL = 3  # chosen by benchmarks/bench_pack.py against mksquashfs's own 15 (benchmarks/RESULTS.md)
+PACK_LEVEL = 3  # zstd 3: 6x mksquashfs's own 15 on h5 records for 0.5% more bytes (benchmarks/bench_pack.py)
 PACK_MAX_LEVELS = {"zstd": 22, "gzip": 9, "lzo": 9}  # compressors with levels, and their highest
 
 
