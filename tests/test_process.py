@@ -461,6 +461,20 @@ def test_a_full_ram_folder_sends_the_archive_to_disk(source_tree: Path, tmp_path
     assert record_bytes(result.written.folder) == disk_only(tmp_path, archive, "24")
 
 
+def test_a_ram_folder_that_cannot_even_be_made_sends_the_archive_to_disk(
+        source_tree: Path, tmp_path: Path, tmpfs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = zip_folder(source_tree, tmp_path / "r.zip")
+    seen = spy_extractions(monkeypatch)
+
+    def full(record_id: str, root: Path) -> Any:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(root))
+
+    monkeypatch.setattr(process_module, "record_tmp", full)
+    process_path(archive, tmp_path / "data", Config(), record_id="27", tmp_dir=tmp_path)
+    assert [folder.parent.parent for folder, _ in seen] == [tmp_path]
+    assert list(tmpfs.iterdir()) == []
+
+
 _KILLED_MID_RECORD = """
 import sys, time
 from pathlib import Path

@@ -303,8 +303,9 @@ class _ExtractionSpace:
         place = choose_memory_root(path, self.budget)
         log.debug("record %s: %s extracted %s", self.record_id, path.name, place.why)
         if place.root is not None:
-            target = self._ram_folder(place.root) / f"extracted-{index}"
-            try:
+            target = place.root
+            try:  # the record's RAM folder is made here too: a full tmpfs may refuse even that
+                target = self._ram_folder(place.root) / f"extracted-{index}"
                 extracted = self._extract(path, target, place.allowance)
             except OverFootprint as exc:
                 log.info("record %s: %s; extracting it on disk instead", self.record_id, exc)
@@ -316,7 +317,8 @@ class _ExtractionSpace:
             else:
                 self.budget -= extracted.footprint
                 return WalkRoot(target, prefix, extracted)
-            shutil.rmtree(target, ignore_errors=True)
+            if target != place.root:
+                shutil.rmtree(target, ignore_errors=True)
         target = self._disk_folder() / f"extracted-{index}"
         try:
             extracted = self._extract(path, target, None)
