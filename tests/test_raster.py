@@ -147,3 +147,13 @@ def test_ascii_fast_path_and_unicode_path_agree() -> None:
 def test_bad_geometry_is_refused() -> None:
     with pytest.raises(ValueError):
         rasterize(b"x", width=0)
+
+
+def test_narrow_images_are_the_same_images() -> None:
+    from zenodo_hpc.raster import rasterize_narrow
+
+    for data in (b"x = 1\n" * 200, b"no newline at the end", b"\t tab\r\nCRLF\n" + b"y" * 200, "é😀\n".encode()):
+        wide, narrow = rasterize(data), rasterize_narrow(data)
+        np.testing.assert_array_equal(wide, narrow)
+        assert narrow.dtype == (np.uint8 if data.isascii() else np.uint32)
+    assert rasterize_narrow(b"x", pad=300).dtype == np.uint32  # a pad above 255 needs the wide type

@@ -28,7 +28,7 @@ from .config import Config, ExtractConfig, RasterConfig
 from .errors import UserError
 from .extract import ARCHIVE_SUFFIXES, ExtractStats, OverFootprint, choose_memory_root, extract_archive
 from .leftovers import record_tmp
-from .raster import rasterize
+from .raster import rasterize_narrow
 from .store import WrittenRecord, check_record_id, write_record
 from .walk import (
     DUPLICATE_PATH,
@@ -136,7 +136,7 @@ def _take_entry(entry: WalkedFile, raster: RasterConfig, tree: dict[str, Any], i
     segments = None
     if entry.data is not None:
         try:
-            array = rasterize(entry.data, width=raster.width, height=raster.height, pad=raster.pad,
+            array = rasterize_narrow(entry.data, width=raster.width, height=raster.height, pad=raster.pad,
                               tab_width=raster.tab_width)
         except Exception as exc:  # one file's error never stops the record
             entry.skipped, entry.data = f"error: {type(exc).__name__}: {exc}", None
