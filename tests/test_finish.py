@@ -103,7 +103,9 @@ def test_submit_with_failing_records_ends_in_a_verified_image_with_no_further_co
 def test_a_task_killed_by_its_cgroup_gets_the_memory_it_needs_and_finishes(
         tmp_path: Path, zenodo_with_records: ZenodoDouble) -> None:
     double = zenodo_with_records
-    lines = b"x = 1\n" * 600_000  # 600,000 lines: some 480 MB of code images in memory at once
+    # 600,000 lines with a character above U+FFFF, so the file's images are uint32 (ASCII alone would be
+    # uint8, a quarter of it): some 190 MB of code images in memory at once, and more while they are stored
+    lines = "x = '\U0001F600'\n".encode() * 600_000
     double.add_record(ZenodoDouble.make_hit(200, created="2016-03-20", title="big"),
                       {"big.zip": make_zip({"big/lines.py": lines})})
     cfg = slurm_cfg(tmp_path, double, records_per_shard=1, slurm={"mem_gb": 0.3})
