@@ -463,6 +463,25 @@ start_nodes() {
     done
 }
 
+# Jobs that slurmctld recovered from its saved state when it starts on a
+# cluster that was down (the machine rebooted, or it is a copy of another
+# machine, or down.sh stopped it mid-job): their processes are gone, but they
+# would be listed RUNNING or PENDING, hold CPUs and run again. A cluster that
+# comes up from down comes up empty.
+cancel_jobs_of_a_previous_life() {
+    local stale
+    stale="$(timeout 10 squeue -h -o %A 2>/dev/null | sort -u | tr '\n' ' ' || true)"
+    [[ -n "${stale// /}" ]] || return 0
+    log "cancelling jobs left from the cluster's previous life: $stale"
+    # shellcheck disable=SC2086  # one job id a word
+    timeout 30 scancel $stale >/dev/null 2>&1 || true
+    for _ in $(seq 1 120); do
+        [[ -z "$(timeout 10 squeue -h -o %A 2>/dev/null || echo busy)" ]] && return 0
+        sleep 0.5
+    done
+    log "WARNING: still listed after cancelling: $(timeout 10 squeue -h -o '%A %T' | tr '\n' ' ')"
+}
+
 stop_slurm() {
     local d
     for d in $(slurmd_daemons); do stop_daemon "$d"; done
@@ -588,6 +607,10 @@ if ((all_alive && !ctl_changed && !dbd_changed)) && ctld_ok && nodes_ready; then
     exit 0
 fi
 
+# Whether slurmctld was running: if not, the jobs it recovers are stale.
+ctld_was_up=0
+daemon_alive slurmctld && ctld_was_up=1
+
 # A knob changed while running: restart the daemons that read the changed
 # file (jobs and accounting data survive; slurmctld keeps its state).
 if ((ctl_changed)); then
@@ -631,6 +654,7 @@ if ! start_nodes; then
     start_nodes || die "$FAILED did not come up, even without cgroups"
 fi
 
+((ctld_was_up)) || cancel_jobs_of_a_previous_life
 self_test
 [[ "$ENFORCE" == none ]] || enforcement_test
 
