@@ -30,7 +30,7 @@ def test_no_file_and_empty_file_give_the_defaults(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, "")) == Config()
     cfg = Config()
     assert (cfg.raster.width, cfg.raster.height, cfg.raster.pad, cfg.raster.max_file_bytes) == (80, 80, 32, 100_000)
-    assert cfg.output.formats == ["h5"] and cfg.output.h5_compression == "gzip-4"  # the pickle is opt-in
+    assert cfg.output.formats == ["h5"] and cfg.output.h5_compression == "gzip-2"  # the pickle is opt-in
     assert cfg.zenodo.exclude == ["gcube"]
 
 

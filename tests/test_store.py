@@ -57,7 +57,7 @@ def test_formats_select_the_image_files_and_the_pickle_is_opt_in(tmp_path: Path)
                                                                           "metadata_7.pkl"]
 
 
-@pytest.mark.parametrize("compression", ["gzip-4", "gzip-1", "lzf", "zstd-3"])
+@pytest.mark.parametrize("compression", ["gzip-2", "gzip-4", "lzf", "zstd-3"])
 def test_rewrite_is_byte_identical(tmp_path: Path, compression: str) -> None:
     if compression.startswith("zstd"):
         hdf5plugin_or_skip()
@@ -84,7 +84,7 @@ def test_h5_layout_has_a_dataset_per_dtype_and_each_file_the_narrowest(tmp_path:
         assert list(h5["files/itemsize"][()]) == [2, 1, 4, 1]
         assert [h5[f"segments_uint{8 * k}"].dtype.itemsize for k in (1, 2, 4)] == [1, 2, 4]
         assert h5["segments_uint8"].shape == (2, 80, 80) and h5["segments_uint32"].shape == (1, 80, 80)
-        assert h5["segments_uint8"].compression == "gzip" and h5["segments_uint8"].compression_opts == 4
+        assert h5["segments_uint8"].compression == "gzip" and h5["segments_uint8"].compression_opts == 2
         assert h5["segments_uint16"].shuffle and not h5["segments_uint8"].shuffle
         offsets, starts, itemsizes = h5["files/offset"][()], h5["files/start"][()], h5["files/itemsize"][()]
         assert list(offsets) == [0, 1, 3, 4, 4]

@@ -121,7 +121,7 @@ OUTPUT_FORMATS = ("h5", "pkl")
 # images_<id>.h5's filter: gzip and lzf are built into every h5py; zstd needs hdf5plugin in the writer and in
 # every reader. The default was chosen by benchmarks/bench_record.py (benchmarks/RESULTS.md).
 H5_COMPRESSIONS = (*(f"gzip-{level}" for level in range(1, 10)), "lzf", *(f"zstd-{level}" for level in range(1, 23)))
-DEFAULT_H5_COMPRESSION = "gzip-4"
+DEFAULT_H5_COMPRESSION = "gzip-2"
 
 
 @dataclass

@@ -111,7 +111,7 @@ def write_record(
     """Write ``<data_dir>/<record_id>/`` atomically and return what was written.
 
     ``images`` maps each rasterized file's key to its ``(n, height, width)`` array (n may be 0);
-    ``h5_compression`` is an ``output.h5_compression`` value (``gzip-4``, ``lzf``, ``zstd-3``, ...).
+    ``h5_compression`` is an ``output.h5_compression`` value (``gzip-2``, ``lzf``, ``zstd-3``, ...).
     """
     check_record_id(record_id)
     data_dir = Path(data_dir)
@@ -263,7 +263,7 @@ def write_images_h5(
 
 
 def _filter_label(filters: dict[str, Any]) -> str:
-    """The ``compression`` attribute: ``gzip-4``, ``lzf`` or ``zstd-3``, for people looking at a file."""
+    """The ``compression`` attribute: ``gzip-2``, ``lzf`` or ``zstd-3``, for people looking at a file."""
     kind = filters.get("compression")
     if kind == "gzip":
         return f"gzip-{filters['compression_opts']}"
