@@ -39,6 +39,7 @@ from zenodo_hpc.config import config_from_dict
 from zenodo_hpc.pack import CAT_BATCH, EXTRAS, excluded_entries, mksquashfs_command, pack, usable_cpus
 from zenodo_hpc.process import process_sources
 from zenodo_hpc.state import DONE, append_records, ids_in, mark_done, open_run
+from zenodo_hpc.report import card_figures
 
 
 def build_run(root: Path, records: int, n_packages: int = 0, formats: list[str] | None = None):  # noqa: ANN201
@@ -148,7 +149,7 @@ def timed_pack(run, cfg) -> tuple[object, float]:  # noqa: ANN001
     if original is not None:
         pack_module._card_figures = timed
     try:
-        return pack(run, cfg, progress=False), spent[0]
+        return pack(run, cfg, progress=False, figures=card_figures), spent[0]
     finally:
         if original is not None:
             pack_module._card_figures = original

@@ -365,6 +365,15 @@ def test_figures_beside_the_dataset_card_are_reproducible(tmp_path: Path, zenodo
     card = card_markdown(written, run.data)
     assert card.startswith("## Figures\n") and "![Files and code images per extension](figures/extensions.png)" in card
 
+    # `zenodo-hpc pack` hands these figures to the packer: they are in the image, beside the card that links them
+    from zenodo_hpc.image import SquashImage
+
+    assert main(["pack", str(run.root)]) == 0
+    with SquashImage(run.root / cfg.pack.image) as image:
+        assert sorted(image.listdir("figures")) == sorted(first)
+        assert image.read_bytes("figures/extensions.png") == first["extensions.png"]
+        assert "![Files and code images per extension](figures/extensions.png)" in image.read_bytes("README.md").decode()
+
 
 def test_without_matplotlib_report_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture) -> None:

@@ -94,10 +94,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_pack(args: argparse.Namespace) -> int:
     from .pack import format_summary, pack
+    from .report import card_figures
     from .state import load_run
 
     run, cfg = load_run(args.run_dir)
-    print(format_summary(pack(run, cfg, allow_partial=args.allow_partial)))
+    print(format_summary(pack(run, cfg, allow_partial=args.allow_partial, figures=card_figures)))
     return 0
 
 

@@ -99,8 +99,10 @@ def advance(run: RunDir, cfg: Config, *, kind: str, chain: Chain | None, what: s
         return Step("waiting", format_result(result, run), result=result)
     if chain is not None and chain.started_by == "update":
         return _release(run, cfg, chain, result)
+    from .report import card_figures  # here: drawing needs numpy and matplotlib, deciding does not
+
     try:
-        packed = pack(run, cfg, progress=False)
+        packed = pack(run, cfg, progress=False, figures=card_figures)
     except UserError:
         # pack sends a record whose files are damaged back to be redone: another round, when one is left
         if chain is not None and chain.rounds >= chain.max_rounds:

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,19 +41,21 @@ from .state import (
     SHARED_FILE_MODE,
     RunDir,
     atomic_write_text,
-    ids_in,
     iter_records,
     mark_done,
     mark_for_redo,
     marker,
     read_done,
     read_failure,
+    record_outcomes,
     run_yaml_text,
     set_aside,
     sha256_of,
 )
-from .status import gather_status
 from .store import STAGING_PREFIX, images_h5_name, metadata_json_name, record_file_names
+
+# Writes the figures of the dataset card into a folder: (their paths, the card's markdown section linking them).
+FigureWriter = Callable[[RunDir, Path, Config], tuple[list[Path], str]]
 
 log = logging.getLogger(__name__)
 
@@ -94,17 +96,18 @@ def find_mksquashfs() -> str:
 
 def check_complete(run: RunDir, allow_partial: bool) -> tuple[set[str], bool]:
     """The ids to pack; refuse while records are pending or failed (not quarantined), unless allowed."""
-    status = gather_status(run)
+    status = record_outcomes(run)
     if status.records == 0:
         raise UserError(f"{run.root} has no harvested records to pack")
-    unfinished = status.pending + status.failed
+    failed, quarantined = sum(status.failed.values()), sum(status.quarantined.values())
+    unfinished = status.pending + failed
     if unfinished and not allow_partial:
         raise UserError(
-            f"{run.root} is not complete: {status.done} done, {status.failed} failed, {status.pending} pending, "
-            f"{status.quarantined} quarantined of {status.records}; finish it with `zenodo-hpc resume "
+            f"{run.root} is not complete: {status.done} done, {failed} failed, {status.pending} pending, "
+            f"{quarantined} quarantined of {status.records}; finish it with `zenodo-hpc resume "
             f"{run.root}`, or pack what is there with --allow-partial"
         )
-    return ids_in(run, DONE), bool(unfinished)
+    return status.done_ids, bool(unfinished)
 
 
 def file_digest(path: Path) -> tuple[str, str, int]:
@@ -320,16 +323,18 @@ local processes), `zenodo-hpc pack` built this image with `mksquashfs {" ".join(
 """
 
 
-def write_extras(run: RunDir, cfg: Config, entries: list[dict[str, Any]], card_extra: str = "") -> list[str]:
+def write_extras(run: RunDir, cfg: Config, entries: list[dict[str, Any]], card_extra: str = "",
+                 figures: FigureWriter | None = None) -> list[str]:
     """The image root's own files, written atomically into ``<run>/data/``; their names.
 
-    With the ``report`` extra installed, the report's figures about the data go into ``figures/`` and the
-    dataset card links them, so that the dataset's page on Kaggle or Zenodo can show them.
+    With ``figures`` (the report's :func:`zenodo_hpc.report.card_figures`, handed in by the commands that
+    pack), figures about the data go into ``figures/`` and the dataset card links them, so that the
+    dataset's page on Kaggle or Zenodo can show them.
     """
     run.data.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run.data / "manifest.jsonl",
                       "".join(json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n" for e in entries))
-    figures = _card_figures(run, cfg)
+    figures = _card_figures(run, cfg, figures)
     atomic_write_text(run.data / "README.md", dataset_card(run, cfg, entries, card_extra + figures[1]))
     shutil.copyfile(run.records, run.data / ".records.jsonl.tmp")
     os.replace(run.data / ".records.jsonl.tmp", run.data / "records.jsonl")
@@ -337,17 +342,15 @@ def write_extras(run: RunDir, cfg: Config, entries: list[dict[str, Any]], card_e
     return list(EXTRAS) + figures[0]
 
 
-def _card_figures(run: RunDir, cfg: Config) -> tuple[list[str], str]:
-    """The report's figures about the data in ``data/figures/`` and the card's section linking them; none
-    (and no folder) without the ``report`` extra."""
-    from .report import card_markdown, write_report_figures
-
+def _card_figures(run: RunDir, cfg: Config, figures: FigureWriter | None) -> tuple[list[str], str]:
+    """The figures about the data in ``data/figures/`` and the card's section linking them; none (and no
+    folder) without a writer, or when it wrote none (the ``report`` extra is not installed)."""
     folder = run.data / FIGURES
-    paths = write_report_figures(run, folder, cfg)
+    paths, section = figures(run, folder, cfg) if figures is not None else ([], "")
     if not paths:
         shutil.rmtree(folder, ignore_errors=True)
         return [], ""
-    return [f"{FIGURES}/{p.name}" for p in paths], card_markdown(paths, run.data)
+    return [f"{FIGURES}/{p.name}" for p in paths], section
 
 
 def excluded_entries(run: RunDir, done: set[str], extras: list[str] | None = None) -> list[str]:
@@ -522,11 +525,13 @@ def _read_back_by_extracting(image: Path, names: list[str], sizes: list[int]) ->
 
 
 def pack(run: RunDir, cfg: Config, *, allow_partial: bool = False, progress: bool | None = None,
-         card_extra: str = "", exclude: Iterable[str] = ()) -> PackResult:
+         card_extra: str = "", exclude: Iterable[str] = (), figures: FigureWriter | None = None) -> PackResult:
     """Check every done record, build the image, verify every file of it, and only then put it in place.
 
     ``exclude``: done records left out of the image (a release leaves out versions superseded by a newer
     one; their folders stay in ``data/``). ``card_extra``: markdown the dataset card shows (the release).
+    ``figures``: writes the figures the card links (the commands hand in the report's ``card_figures``;
+    this module draws nothing itself).
     """
     started = time.monotonic()
     find_mksquashfs()
@@ -537,7 +542,7 @@ def pack(run: RunDir, cfg: Config, *, allow_partial: bool = False, progress: boo
         send_back(run, damaged, allow_partial=allow_partial)
         partial = True
     entries = manifest_entries(run, cfg, files, superseded=left_out)
-    extras = write_extras(run, cfg, entries, card_extra)
+    extras = write_extras(run, cfg, entries, card_extra, figures)
     show = sys.stderr.isatty() if progress is None else progress
     expected = expected_files(run, entries, extras)
     data_bytes = sum(size for size, _ in expected.values())

@@ -521,6 +521,47 @@ def read_failure(run: RunDir, record_id: str) -> dict[str, Any] | None:
         return {"id": record_id, "reason": UNREADABLE_MARKER, "message": str(exc), "quarantined": False}
 
 
+@dataclass
+class Outcomes:
+    """Where the run's records stand, from the run directory alone (no scheduler asked): what ``pack``
+    gates on and ``status`` starts from."""
+
+    records: int
+    done_ids: set[str]
+    failed: dict[str, int]  # reason -> records failed for it that another attempt may change
+    quarantined: dict[str, int]  # reason -> records set aside
+
+    @property
+    def done(self) -> int:
+        return len(self.done_ids)
+
+    @property
+    def pending(self) -> int:
+        return max(0, self.records - self.done - sum(self.failed.values()) - sum(self.quarantined.values()))
+
+
+def count_records(path: os.PathLike[str]) -> int:
+    """Lines of records.jsonl, counted in blocks (no JSON parsing)."""
+    try:
+        with open(path, "rb") as handle:
+            return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+    except FileNotFoundError:
+        return 0
+
+
+def record_outcomes(run: RunDir) -> Outcomes:
+    """Count the records done, failed and quarantined (by reason) from their markers."""
+    done_ids = ids_in(run, DONE)
+    failed: dict[str, int] = {}
+    quarantined: dict[str, int] = {}
+    for record_id in ids_in(run, FAILED) - done_ids:
+        failure = read_failure(run, record_id) or {}
+        counts = quarantined if failure.get("quarantined") else failed
+        reason = failure.get("reason", "unknown")
+        counts[reason] = counts.get(reason, 0) + 1
+    return Outcomes(count_records(run.records), done_ids, failed, quarantined)
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 

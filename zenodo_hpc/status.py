@@ -19,7 +19,7 @@ from .errors import UserError
 from .executor import load_submissions, submission_path
 from .liveness import LOST, UNCHECKABLE
 from .plan import generations, load_plan
-from .state import DONE, RunDir, ids_in, read_failure
+from .state import DONE, RunDir, record_outcomes
 from .submit import slurm_shard_states
 
 RATE_WINDOW_S = 15 * 60
@@ -66,15 +66,6 @@ class RunStatus:
         return self.done + self.quarantined >= self.records
 
 
-def count_records(path: os.PathLike[str]) -> int:
-    """Lines of records.jsonl, counted in blocks (no JSON parsing)."""
-    try:
-        with open(path, "rb") as handle:
-            return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
-    except FileNotFoundError:
-        return 0
-
-
 def completion_rate(run: RunDir, now: float | None = None) -> float | None:
     """Records completed per minute over the last 15 minutes, from the done markers' times."""
     now = time.time() if now is None else now
@@ -97,13 +88,8 @@ def completion_rate(run: RunDir, now: float | None = None) -> float | None:
 
 
 def gather_status(run: RunDir) -> RunStatus:
-    records = count_records(run.records)
-    done_ids = ids_in(run, DONE)
-    failed: Counter[str] = Counter()
-    quarantined: Counter[str] = Counter()
-    for record_id in ids_in(run, "failed") - done_ids:
-        failure = read_failure(run, record_id) or {}
-        (quarantined if failure.get("quarantined") else failed)[failure.get("reason", "unknown")] += 1
+    outcomes = record_outcomes(run)
+    records, done_ids, failed, quarantined = outcomes.records, outcomes.done_ids, outcomes.failed, outcomes.quarantined
     submissions = load_submissions(run)
     usage: dict[tuple[int, int], dict[str, Any]] = {}
     states = slurm_shard_states(run, submissions, usage=usage) if submissions else {}
@@ -117,8 +103,7 @@ def gather_status(run: RunDir) -> RunStatus:
             counts = ShardCounts(generation, sub.kind if sub else "not submitted", error=str(exc))
         counts.efficiency = efficiency(sub, usage) if sub is not None and sub.kind == "slurm" else []
         per_generation.append(counts)
-    n_failed, n_quarantined = sum(failed.values()), sum(quarantined.values())
-    pending = max(0, records - len(done_ids) - n_failed - n_quarantined)
+    n_failed, n_quarantined, pending = sum(failed.values()), sum(quarantined.values()), outcomes.pending
     rate = completion_rate(run)
     left = pending + n_failed
     eta = left / rate * 60 if rate and left else (0.0 if not left else None)

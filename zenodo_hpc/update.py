@@ -97,13 +97,14 @@ def release_now(run: RunDir, cfg: Config) -> Release | None:
     """Plan, pack, verify and make the next release, publish it and send the notice; None when nothing
     changed since the last release. Called by ``update`` and by the finishing job of an update's chain."""
     from .pack import pack
+    from .report import card_figures
 
     plan = plan_release(run, cfg)
     if plan.previous is not None and not plan.changed:
         return None
     if not plan.records:
         raise UserError(f"{run.root}: no record is done yet: nothing to release")
-    packed = pack(run, cfg, progress=False, card_extra=card_lines(plan), exclude=plan.excluded)
+    packed = pack(run, cfg, progress=False, card_extra=card_lines(plan), exclude=plan.excluded, figures=card_figures)
     pending = read_json(run.state / PENDING_UPDATE, default={}) or {}
     release = make_release(run, cfg, plan, packed.image, harvested_since=pending.get("harvested_since"),
                            harvest_started=pending.get("harvest_started") or _now().isoformat())

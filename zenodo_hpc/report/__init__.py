@@ -174,6 +174,13 @@ def write_report_figures(run: RunDir, folder: str | os.PathLike[str], cfg: Any =
     return written
 
 
+def card_figures(run: RunDir, folder: Path, cfg: Any = None) -> tuple[list[Path], str]:
+    """What ``pack`` is handed to put figures beside the dataset card: :func:`write_report_figures` into
+    ``folder`` (the image's ``figures/``) and the card's section linking them."""
+    paths = write_report_figures(run, folder, cfg)
+    return paths, card_markdown(paths, folder.parent)
+
+
 def card_markdown(figures: list[Path], relative_to: str | os.PathLike[str]) -> str:
     """The dataset card's ``## Figures`` section linking ``figures`` (paths relative to the card's folder)."""
     if not figures:
