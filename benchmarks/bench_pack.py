@@ -38,8 +38,8 @@ from zenodo_hpc import pack as pack_module
 from zenodo_hpc.config import config_from_dict
 from zenodo_hpc.pack import CAT_BATCH, EXTRAS, excluded_entries, mksquashfs_command, pack, usable_cpus
 from zenodo_hpc.process import process_sources
-from zenodo_hpc.state import DONE, append_records, ids_in, mark_done, open_run
 from zenodo_hpc.report import card_figures
+from zenodo_hpc.state import DONE, append_records, ids_in, mark_done, open_run
 
 
 def build_run(root: Path, records: int, n_packages: int = 0, formats: list[str] | None = None):  # noqa: ANN201
