@@ -372,7 +372,8 @@ def test_figures_beside_the_dataset_card_are_reproducible(tmp_path: Path, zenodo
     with SquashImage(run.root / cfg.pack.image) as image:
         assert sorted(image.listdir("figures")) == sorted(first)
         assert image.read_bytes("figures/extensions.png") == first["extensions.png"]
-        assert "![Files and code images per extension](figures/extensions.png)" in image.read_bytes("README.md").decode()
+        card_in_image = image.read_bytes("README.md").decode()
+    assert "![Files and code images per extension](figures/extensions.png)" in card_in_image
 
 
 def test_without_matplotlib_report_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
