@@ -25,7 +25,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from .decode import images_from_pickle, metadata_from_json, metadata_from_pickle, read_images_h5
 from .errors import UserError
+from .state import file_digest
 
 if TYPE_CHECKING:  # only in annotations: reading an image's names needs no numpy
     import numpy as np
@@ -229,7 +231,6 @@ class SquashImage:
 
     def images(self, member: str) -> dict[str, np.ndarray]:
         """``{file path: (n, 80, 80) uint32}`` of a record folder, or of its ``images_<id>.h5``/``.pkl``."""
-        from .load import images_from_pickle, read_images_h5  # here: load.py imports this module at its top
 
         file = self._record_file(member, "images", (".h5", ".pkl"))
         data = self.read_bytes(file)
@@ -242,8 +243,6 @@ class SquashImage:
 
     def metadata(self, member: str) -> dict[str, Any]:
         """The metadata dict of a record folder, or of its ``metadata_<id>.json``/``.pkl``."""
-        from .load import metadata_from_json, metadata_from_pickle
-
         file = self._record_file(member, "metadata", (".json", ".pkl"))
         data = self.read_bytes(file)
         if file.endswith(".json"):
@@ -283,8 +282,6 @@ def verify_image_checksum(path: str | os.PathLike[str]) -> str:
     not at all (blocks mksquashfs could not compress are stored raw). The digests are those ``md5sum -c``
     and ``sha256sum -c`` check; both come from one pass over the image.
     """
-    from .pack import file_digest  # one reader of large files for pack and here
-
     image = Path(path)
     if not image.is_file():
         raise UserError(f"{image} does not exist" if not image.exists() else f"{image} is not a file")

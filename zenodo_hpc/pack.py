@@ -34,13 +34,15 @@ import yaml
 
 from . import __version__
 from .config import PACK_MAX_LEVELS, Config
+from .decode import read_images_h5
 from .errors import UserError
-from .load import load_metadata, read_images_h5
+from .load import load_metadata
 from .state import (
     DONE,
     SHARED_FILE_MODE,
     RunDir,
     atomic_write_text,
+    file_digest,
     iter_records,
     mark_done,
     mark_for_redo,
@@ -108,18 +110,6 @@ def check_complete(run: RunDir, allow_partial: bool) -> tuple[set[str], bool]:
             f"{run.root}`, or pack what is there with --allow-partial"
         )
     return status.done_ids, bool(unfinished)
-
-
-def file_digest(path: Path) -> tuple[str, str, int]:
-    """md5, sha256 and size of a file, in one pass."""
-    md5, sha = hashlib.md5(), hashlib.sha256()
-    size = 0
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(HASH_CHUNK), b""):
-            md5.update(chunk)
-            sha.update(chunk)
-            size += len(chunk)
-    return md5.hexdigest(), sha.hexdigest(), size
 
 
 class DamagedRecord(Exception):

@@ -179,6 +179,18 @@ def sha256_of(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+def file_digest(path: Path) -> tuple[str, str, int]:
+    """md5, sha256 and size of a file, in one pass: an image's two checksums (pack writes, image checks)."""
+    md5, sha = hashlib.md5(), hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            md5.update(chunk)
+            sha.update(chunk)
+            size += len(chunk)
+    return md5.hexdigest(), sha.hexdigest(), size
+
+
 # --- records.jsonl -----------------------------------------------------------------------------------
 
 
