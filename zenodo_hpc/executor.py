@@ -252,16 +252,3 @@ def resolve_kind(kind: str) -> str:
     if kind == "auto":
         return "slurm" if shutil.which("sbatch") else "local"
     return kind
-
-
-def make_executor(kind: str, cfg: Config) -> Executor:
-    kind = resolve_kind(kind)
-    if kind == "slurm":
-        from .slurm import SlurmExecutor
-
-        return SlurmExecutor(cfg)
-    if kind == "local":
-        return LocalExecutor(cfg)
-    if kind == "debug":
-        return DebugExecutor()
-    raise UserError(f"unknown executor {kind!r}: use auto, slurm, local or debug")

@@ -126,8 +126,12 @@ class SlurmExecutor:
     kind = "slurm"
     blocking = False
 
-    def __init__(self, cfg: Config, *, sleep: Any = time.sleep, max_array: int | None = None) -> None:
+    def __init__(self, cfg: Config, *, task: Callable[..., Any] | None = None, sleep: Any = time.sleep,
+                 max_array: int | None = None) -> None:
+        """``task`` is what each array task calls, ``task(run_dir, generation, shard, concurrent)``: handed in
+        (``submit.make_executor`` gives the worker's ``ShardTask``), so this plugin knows no pipeline stage."""
         self.cfg = cfg
+        self.task = task
         self.array_parallelism = cfg.executor.array_parallelism
         self._max_array_size = max_array
         self._sleep = sleep
@@ -217,13 +221,14 @@ class SlurmExecutor:
         from submitit.core.utils import FailedJobError, FailedSubmissionError
 
         from .client import backoff_delay
-        from .worker import ShardTask
 
+        if self.task is None:
+            raise RuntimeError("SlurmExecutor was made without the task its arrays run: a bug, please report it")
         for attempt in range(SUBMIT_ATTEMPTS):
             executor = self._executor(run, generation, spec.resources, parallelism)
             try:
                 with executor.batch():
-                    jobs = [executor.submit(ShardTask(), str(run.root.resolve()), generation, shard, concurrent)
+                    jobs = [executor.submit(self.task, str(run.root.resolve()), generation, shard, concurrent)
                             for shard in spec.shards]
                 return [str(job.job_id) for job in jobs]  # "<array>_<i>", or a plain id for a 1-task batch
             except (FailedJobError, FailedSubmissionError, OSError) as exc:

@@ -18,7 +18,16 @@ from typing import Any
 
 from .config import Config
 from .errors import UserError
-from .executor import Resources, Submission, TaskGroup, load_submissions, make_executor, resolve_kind
+from .executor import (
+    DebugExecutor,
+    Executor,
+    LocalExecutor,
+    Resources,
+    Submission,
+    TaskGroup,
+    load_submissions,
+    resolve_kind,
+)
 from .liveness import LOCAL_ACTIVE, UNCHECKABLE, local_task_state
 from .plan import (
     Plan,
@@ -222,6 +231,21 @@ def plan_groups(pending: list[RecordRef], snapshot: RunSnapshot, cfg: Config,
         shards += group_shards
         groups.append(TaskGroup([s.index for s in group_shards], resources))
     return Plan(generation, shards), groups
+
+
+def make_executor(kind: str, cfg: Config) -> Executor:
+    """The executor of ``kind`` (``auto`` resolved): the plugin chosen here, so the executor module knows none."""
+    kind = resolve_kind(kind)
+    if kind == "slurm":
+        from .slurm import SlurmExecutor
+        from .worker import ShardTask
+
+        return SlurmExecutor(cfg, task=ShardTask())
+    if kind == "local":
+        return LocalExecutor(cfg)
+    if kind == "debug":
+        return DebugExecutor()
+    raise UserError(f"unknown executor {kind!r}: use auto, slurm, local or debug")
 
 
 def submit_pending(run: RunDir, cfg: Config, *, kind: str | None = None, dry_run: bool = False,
