@@ -122,7 +122,7 @@ def advance(run: RunDir, cfg: Config, *, kind: str, chain: Chain | None, what: s
 
 def _release(run: RunDir, cfg: Config, chain: Chain, result: SubmitResult) -> Step:
     """The end of an ``update``'s chain: the next release (its image packed and verified), or none."""
-    from .update import release_now, release_summary
+    from .releasing import release_now, release_summary
 
     release = release_now(run, cfg)
     chain.state, chain.finishing_job = "packed", None
