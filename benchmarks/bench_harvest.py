@@ -29,11 +29,11 @@ from typing import Any
 import requests
 from _common import machine_line
 
-from zenodo_hpc.client import HttpClient
-from zenodo_hpc.config import config_from_dict
-from zenodo_hpc.doubles import ZenodoDouble
-from zenodo_hpc.harvest import harvest
-from zenodo_hpc.state import iter_records
+from zenodo_hpc.core.config import config_from_dict
+from zenodo_hpc.core.state import iter_records
+from zenodo_hpc.demo.doubles import ZenodoDouble
+from zenodo_hpc.zenodo.client import HttpClient
+from zenodo_hpc.zenodo.harvest import harvest
 
 PAGE = 25
 CHANGE_EVERY = 7  # searches between two new versions of an older record

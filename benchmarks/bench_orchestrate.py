@@ -25,13 +25,13 @@ from pathlib import Path
 
 from _common import machine_line
 
-from zenodo_hpc.config import config_from_dict
-from zenodo_hpc.executor import Submission, save_submission
-from zenodo_hpc.plan import write_plan
-from zenodo_hpc.slurm import SlurmExecutor
-from zenodo_hpc.state import RunDir, atomic_write_json, open_run
-from zenodo_hpc.status import gather_status
-from zenodo_hpc.submit import plan_groups, take_snapshot
+from zenodo_hpc.core.config import config_from_dict
+from zenodo_hpc.core.state import RunDir, atomic_write_json, open_run
+from zenodo_hpc.orchestrate.executor import Submission, save_submission
+from zenodo_hpc.orchestrate.plan import write_plan
+from zenodo_hpc.orchestrate.slurm import SlurmExecutor
+from zenodo_hpc.orchestrate.status import gather_status
+from zenodo_hpc.orchestrate.submit import plan_groups, take_snapshot
 
 
 def write_records(path: Path, n: int, seed: int = 1) -> None:

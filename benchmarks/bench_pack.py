@@ -9,7 +9,7 @@ packs have the same md5. Baseline in the same run: `tar -czf` of the same data f
 alternative to an image), its time and size. Then the ways of reading every file of the image back to
 verify it, timed on the same image (best of 3): `unsquashfs -cat` streaming (what pack uses),
 `unsquashfs` extracting to a temporary folder (pack's fallback for squashfs-tools < 4.5), and the
-package's own no-mount reader (zenodo_hpc/image.py, when the [image] extra is installed).
+package's own no-mount reader (zenodo_hpc/dataset/image.py, when the [image] extra is installed).
 
 Then the cost of each zstd level (``pack.level``): mksquashfs alone on the same data folder with pack's own
 options and every usable CPU, best of 3 per level, its MB/s and the image's share of the data; and the whole
@@ -34,12 +34,12 @@ from pathlib import Path
 from _common import machine_line, stdlib_python_files
 from bench_pipeline import packages
 
-from zenodo_hpc import pack as pack_module
-from zenodo_hpc.config import config_from_dict
-from zenodo_hpc.pack import CAT_BATCH, EXTRAS, excluded_entries, mksquashfs_command, pack, usable_cpus
-from zenodo_hpc.process import process_sources
+from zenodo_hpc.core.config import config_from_dict
+from zenodo_hpc.core.state import DONE, append_records, ids_in, mark_done, open_run
+from zenodo_hpc.dataset import pack as pack_module
+from zenodo_hpc.dataset.pack import CAT_BATCH, EXTRAS, excluded_entries, mksquashfs_command, pack, usable_cpus
+from zenodo_hpc.record.process import process_sources
 from zenodo_hpc.report import card_figures
-from zenodo_hpc.state import DONE, append_records, ids_in, mark_done, open_run
 
 
 def build_run(root: Path, records: int, n_packages: int = 0, formats: list[str] | None = None):  # noqa: ANN201
@@ -76,10 +76,10 @@ def read_back_times(image: Path, data: Path) -> dict[str, float]:
     ways = {"unsquashfs -cat (streamed)": lambda: by_unsquashfs(image, files, pack_module._read_back_by_cat),
             "unsquashfs, extracting": lambda: by_unsquashfs(image, files, pack_module._read_back_by_extracting)}
     try:
-        from zenodo_hpc.image import SquashImage
+        from zenodo_hpc.dataset.image import SquashImage
 
         SquashImage(image).close()
-        ways["zenodo_hpc.image (PySquashfsImage)"] = lambda: by_reader(image, files, SquashImage)
+        ways["zenodo_hpc.dataset.image (PySquashfsImage)"] = lambda: by_reader(image, files, SquashImage)
     except Exception as exc:  # noqa: BLE001 - the optional extra is missing: say so, measure the rest
         print(f"(no-mount reader not measured: {exc})")
     times = {}

@@ -9,7 +9,7 @@ warm), one core:
 - the floor: extract with zipfile/tarfile (``extractall``), read and sha256 every file, remove the folder,
   in the place `process` extracts that archive to (a RAM-backed folder when it fits
   ``extract.memory_budget_mb``, else node-local disk); and the same on node-local disk;
-- `process` (``zenodo_hpc.process.process_path``) with the default config, its time split by step;
+- `process` (``zenodo_hpc.record.process.process_path``) with the default config, its time split by step;
 - `process` as before this work (the 2018 pickle too, h5 gzip-6, extraction on node-local disk);
 - `process` with ``extract.memory_budget_mb: 0`` (the default config, extraction on disk), and with other
   ``output.h5_compression`` (``--h5``), to show what each costs.
@@ -42,12 +42,12 @@ from typing import Any
 
 from _common import machine_line
 
-from zenodo_hpc import process as process_module
-from zenodo_hpc import store as store_module
-from zenodo_hpc.config import config_from_dict
-from zenodo_hpc.extract import choose_memory_root
-from zenodo_hpc.process import process_path
-from zenodo_hpc.state import append_records, mark_done, open_run
+from zenodo_hpc.core.config import config_from_dict
+from zenodo_hpc.core.state import append_records, mark_done, open_run
+from zenodo_hpc.record import process as process_module
+from zenodo_hpc.record import store as store_module
+from zenodo_hpc.record.extract import choose_memory_root
+from zenodo_hpc.record.process import process_path
 
 # The defaults before this work: the 2018 pickle too, h5 gzip-6, extraction on node-local disk, pack at zstd 15.
 BEFORE = {"output": {"formats": ["h5", "pkl"], "h5_compression": "gzip-6"}, "extract": {"memory_budget_mb": 0},
@@ -311,8 +311,8 @@ def main() -> None:
 
 def mksquashfs_alone(run: Any, cfg: Any) -> tuple[float, int]:
     """Seconds and image bytes of mksquashfs alone on the run's data folder, with pack's own options."""
-    from zenodo_hpc.pack import excluded_entries, mksquashfs_command
-    from zenodo_hpc.state import DONE, ids_in
+    from zenodo_hpc.core.state import DONE, ids_in
+    from zenodo_hpc.dataset.pack import excluded_entries, mksquashfs_command
 
     with tempfile.TemporaryDirectory(prefix="bench-mksquashfs-") as tmp:
         exclude, image = Path(tmp) / "exclude.txt", Path(tmp) / "image.sqsh"
@@ -327,7 +327,7 @@ def pack_report(run: Any, cfg: Any, before_run: Any, before_cfg: Any) -> None:
     """The whole pack (record checks, mksquashfs, verification of every file, and the report's figures when the
     report extra is installed) of these records, and mksquashfs alone, best of 2: as before (its records, zstd
     15), the default config's records at zstd 15, and at the default level."""
-    from zenodo_hpc import pack as pack_module
+    from zenodo_hpc.dataset import pack as pack_module
     from zenodo_hpc.report import card_figures
 
     at_15 = config_from_dict({**cfg.to_dict(), "pack": {**cfg.to_dict()["pack"], "level": 15}})

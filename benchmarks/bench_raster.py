@@ -1,4 +1,4 @@
-"""Rasterizer speed: zenodo_hpc.raster.rasterize against a re-creation of the 2018 approach, same corpus.
+"""Rasterizer speed: zenodo_hpc.record.raster.rasterize against a re-creation of the 2018 approach, same corpus.
 
 Corpus: the running Python's standard library ``.py`` files under 100 KB (real source code, found at run
 time). Both run in this process, one core. The 2018 approach (vsoch/zenodo-ml, slurm/run.py) decoded
@@ -15,7 +15,7 @@ import time
 
 from _common import machine_line, stdlib_python_files
 
-from zenodo_hpc.raster import rasterize
+from zenodo_hpc.record.raster import rasterize
 
 
 def rasterize_2018(data: bytes, width: int = 80, height: int = 80) -> list:
@@ -73,7 +73,7 @@ def main() -> None:
     print(machine_line())
     print(f"corpus: {len(corpus)} stdlib .py files, {size / 1e6:.1f} MB")
     new_rate, new_s = best_rate(rasterize, corpus, args.repeat)
-    print(f"zenodo_hpc.raster.rasterize : {new_rate:8.1f} MB/s  ({new_s:.2f} s per pass, best of {args.repeat})")
+    print(f"zenodo_hpc.record.raster.rasterize : {new_rate:8.1f} MB/s  ({new_s:.2f} s per pass, best of {args.repeat})")
     old_rate, old_s = best_rate(rasterize_2018, corpus, 1)
     print(f"2018 approach (pandas/int64): {old_rate:8.2f} MB/s  ({old_s:.2f} s per pass)")
     ratio = new_rate / old_rate

@@ -28,11 +28,11 @@ import h5py
 import numpy as np
 from _common import machine_line, stdlib_root
 
-from zenodo_hpc.config import DEFAULT_H5_COMPRESSION, Config
-from zenodo_hpc.load import load_images
-from zenodo_hpc.process import process_path
-from zenodo_hpc.raster import rasterize
-from zenodo_hpc.store import h5_filter, write_images_h5, write_images_pkl
+from zenodo_hpc.core.config import DEFAULT_H5_COMPRESSION, Config
+from zenodo_hpc.dataset.load import load_images
+from zenodo_hpc.record.process import process_path
+from zenodo_hpc.record.raster import rasterize
+from zenodo_hpc.record.store import h5_filter, write_images_h5, write_images_pkl
 
 COMPRESSIONS = ["gzip-1", "gzip-2", "gzip-3", "gzip-4", "gzip-5", "gzip-6", "gzip-9", "lzf", "zstd-1", "zstd-3",
                 "zstd-9"]

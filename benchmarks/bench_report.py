@@ -28,19 +28,19 @@ from pathlib import Path
 
 from _common import machine_line, stdlib_root
 
-from zenodo_hpc.config import config_from_dict
-from zenodo_hpc.executor import Submission, save_submission
-from zenodo_hpc.liveness import owner_token
-from zenodo_hpc.plan import Plan, Shard, scan_records, write_plan
-from zenodo_hpc.process import process_path
-from zenodo_hpc.state import (
+from zenodo_hpc.core.config import config_from_dict
+from zenodo_hpc.core.liveness import owner_token
+from zenodo_hpc.core.state import (
     RunDir,
     atomic_write_json,
     mark_failed,
     open_run,
     record_digests,
 )
-from zenodo_hpc.store import images_h5_name, metadata_json_name, metadata_pkl_name, metadata_to_json
+from zenodo_hpc.orchestrate.executor import Submission, save_submission
+from zenodo_hpc.orchestrate.plan import Plan, Shard, scan_records, write_plan
+from zenodo_hpc.record.process import process_path
+from zenodo_hpc.record.store import images_h5_name, metadata_json_name, metadata_pkl_name, metadata_to_json
 
 TEMPLATES = 24
 PER_SHARD = 50
@@ -161,9 +161,9 @@ def main() -> None:
             print(f"zenodo-hpc report ({attempt} run, fresh interpreter): {time.perf_counter() - started:.1f} s")
         print(f"  {out}")
 
+        from zenodo_hpc.core.state import load_run
         from zenodo_hpc.report import write_report_figures
         from zenodo_hpc.report.collect import collect
-        from zenodo_hpc.state import load_run
 
         run, cfg = load_run(run.root)
         started = time.perf_counter()

@@ -107,7 +107,7 @@ def stdlib_records(count: int, files_per_record: int = 12) -> list[tuple[str, di
 @pytest.fixture
 def zenodo_with_records() -> Iterator[Any]:
     """A Zenodo double serving 12 records of real code (ids 101..112), each one zip."""
-    from zenodo_hpc.doubles import ZenodoDouble, make_zip
+    from zenodo_hpc.demo.doubles import ZenodoDouble, make_zip
 
     with ZenodoDouble() as double:
         for i, (top, files) in enumerate(stdlib_records(12), 1):
@@ -118,7 +118,7 @@ def zenodo_with_records() -> Iterator[Any]:
 
 def run_config(tmp_path: Path, double: Any, **executor: Any) -> Any:
     """A config for a run in ``tmp_path`` against ``double`` (fast rate limits, small shards)."""
-    from zenodo_hpc.config import config_from_dict
+    from zenodo_hpc.core.config import config_from_dict
 
     return config_from_dict({
         "run": {"scratch": str(tmp_path), "name": "run"},

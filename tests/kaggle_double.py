@@ -27,7 +27,7 @@ The shapes of the answers are those of the request/response classes of ``kaggles
 kagglesdk 0.1.38); each handler names the class it follows.
 
 Run as a script, ``python kaggle_double.py child SPEC.json`` is the child process the tests start: it
-points the client at the double, calls :func:`zenodo_hpc.publish.publish_kaggle` and prints what
+points the client at the double, calls :func:`zenodo_hpc.dataset.publish.publish_kaggle` and prints what
 ``zenodo-hpc publish kaggle`` prints.
 """
 
@@ -447,9 +447,9 @@ def child_main(spec_path: str) -> int:
 
         kaggle_env._env_to_endpoint[kaggle_env.KaggleEnv.LOCAL] = spec["endpoint"]
 
-    from zenodo_hpc import publish
-    from zenodo_hpc.errors import UserError
-    from zenodo_hpc.publish import format_summary, publish_kaggle
+    from zenodo_hpc.core.errors import UserError
+    from zenodo_hpc.dataset import publish
+    from zenodo_hpc.dataset.publish import format_summary, publish_kaggle
 
     if "poll_seconds" in spec:  # the pause between status requests while the double "processes" a version
         publish.POLL_SECONDS = (spec["poll_seconds"], spec["poll_seconds"])

@@ -17,8 +17,8 @@ import pytest
 from conftest import call_as_nobody, stdlib_package
 
 from zenodo_hpc.cli import main
-from zenodo_hpc.config import Config
-from zenodo_hpc.store import record_file_names
+from zenodo_hpc.core.config import Config
+from zenodo_hpc.record.store import record_file_names
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -164,7 +164,7 @@ def test_every_command_and_flag_is_in_the_docs() -> None:
 def test_a_bug_is_one_line_without_debug_and_a_traceback_with_it(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     # A bug cannot be made on purpose in real code: this one is planted in the process command.
-    import zenodo_hpc.process as process
+    import zenodo_hpc.record.process as process
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("planted bug")
@@ -222,10 +222,10 @@ def test_help_and_version_import_nothing_heavy(argv: list[str]) -> None:
 
 def _synthetic_run(tmp_path: Path, kind: str) -> Path:
     """A harvested, planned run of 6 records in 3 shards (no record processed), with nothing submitted yet."""
-    from zenodo_hpc.config import config_from_dict
-    from zenodo_hpc.plan import write_plan
-    from zenodo_hpc.state import append_records, open_run
-    from zenodo_hpc.submit import plan_groups, take_snapshot
+    from zenodo_hpc.core.config import config_from_dict
+    from zenodo_hpc.core.state import append_records, open_run
+    from zenodo_hpc.orchestrate.plan import write_plan
+    from zenodo_hpc.orchestrate.submit import plan_groups, take_snapshot
 
     cfg = config_from_dict({"run": {"scratch": str(tmp_path), "name": "run"},
                             "executor": {"kind": kind, "records_per_shard": 2}})
@@ -241,8 +241,8 @@ def _synthetic_run(tmp_path: Path, kind: str) -> Path:
 
 
 def test_status_of_a_local_run_imports_nothing_heavy(tmp_path: Path) -> None:
-    from zenodo_hpc.executor import Submission, save_submission
-    from zenodo_hpc.state import RunDir
+    from zenodo_hpc.core.state import RunDir
+    from zenodo_hpc.orchestrate.executor import Submission, save_submission
 
     root = _synthetic_run(tmp_path, "local")
     save_submission(RunDir(root), Submission(1, "local", 1, tasks={"0": {"state": "COMPLETED", "exit": 0}}))
@@ -254,8 +254,8 @@ def test_status_of_a_local_run_imports_nothing_heavy(tmp_path: Path) -> None:
 def test_status_of_a_slurm_run_reads_sacct_and_imports_nothing_heavy(tmp_path: Path) -> None:
     """Task states come from sacct (here a stand-in printing output recorded on the dev cluster) without
     submitit, requests, numpy or h5py."""
-    from zenodo_hpc.executor import Submission, save_submission
-    from zenodo_hpc.state import RunDir
+    from zenodo_hpc.core.state import RunDir
+    from zenodo_hpc.orchestrate.executor import Submission, save_submission
 
     root = _synthetic_run(tmp_path, "slurm")
     save_submission(RunDir(root), Submission(1, "slurm", 3, submitted_at="2026-11-29T10:00:00+0000", arrays=[

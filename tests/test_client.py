@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from zenodo_hpc.client import (
+from zenodo_hpc.demo.doubles import ZenodoDouble
+from zenodo_hpc.zenodo.client import (
     HttpClient,
     RateLimiter,
     RequestFailed,
@@ -15,7 +16,6 @@ from zenodo_hpc.client import (
     retry_after_seconds,
     share_of_budget,
 )
-from zenodo_hpc.doubles import ZenodoDouble
 
 
 class FakeClock:

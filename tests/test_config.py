@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from zenodo_hpc.config import FROZEN_FORMAT, Config, ConfigError, config_from_dict, frozen_keys, load_config
-from zenodo_hpc.errors import UserError
-from zenodo_hpc.state import RunDir, load_run, open_run
+from zenodo_hpc.core.config import FROZEN_FORMAT, Config, ConfigError, config_from_dict, frozen_keys, load_config
+from zenodo_hpc.core.errors import UserError
+from zenodo_hpc.core.state import RunDir, load_run, open_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -170,8 +170,8 @@ def _alias_bomb(indent: str = "") -> str:
 
 _REFUSE_IN_A_SUBPROCESS = """
 import sys
-from zenodo_hpc.config import ConfigError, load_config
-from zenodo_hpc.state import load_run
+from zenodo_hpc.core.config import ConfigError, load_config
+from zenodo_hpc.core.state import load_run
 try:
     load_run(sys.argv[1]) if sys.argv[1].endswith("run") else load_config(sys.argv[1])
 except ConfigError as exc:

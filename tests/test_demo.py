@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from zenodo_hpc.cli import main
-from zenodo_hpc.state import RunDir, ids_in, read_failure
+from zenodo_hpc.core.state import RunDir, ids_in, read_failure
 
 pytestmark = pytest.mark.skipif(shutil.which("mksquashfs") is None,
                                 reason="mksquashfs not on PATH (apt-get install squashfs-tools)")
@@ -26,7 +26,7 @@ def test_demo_runs_offline_to_a_verified_image(tmp_path: Path, capsys: pytest.Ca
     done = ids_in(run, "done")
     assert len(done) == 28
     assert read_failure(run, "7000031")["reason"] == "no_archive"  # the record with only a PDF
-    from zenodo_hpc.load import load_metadata
+    from zenodo_hpc.dataset.load import load_metadata
 
     kinds = {load_metadata(run.data / i)["source"]["kind"] for i in done}
     assert kinds == {"zenodo", "github"}  # archives, and releases through the codeload fallback

@@ -1,4 +1,4 @@
-"""Publishing a release on Zenodo (zenodo_hpc.deposit) against the deposit API of the Zenodo double.
+"""Publishing a release on Zenodo (zenodo_hpc.zenodo.deposit) against the deposit API of the Zenodo double.
 
 The double answers as zenodo-rdm's legacy deposit API does (tests/fixtures/zenodo/deposit, SOURCES.md); nothing here
 talks to the real service.
@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 import requests
 
-from zenodo_hpc.client import HttpClient
-from zenodo_hpc.deposit import (
+from zenodo_hpc.demo.doubles import HeaderRecorder, ZenodoDouble
+from zenodo_hpc.zenodo.client import HttpClient
+from zenodo_hpc.zenodo.deposit import (
     DepositError,
     DepositResult,
     Redactor,
@@ -29,7 +30,6 @@ from zenodo_hpc.deposit import (
     publish_zenodo_version,
     read_deposit_token,
 )
-from zenodo_hpc.doubles import HeaderRecorder, ZenodoDouble
 
 TOKEN = "dep0sit+T0ken/with=odd&chars-0123456789abcdefXYZ"  # quoting and base64 both change it
 FIXTURES = Path(__file__).parent / "fixtures" / "zenodo" / "deposit"
@@ -426,7 +426,7 @@ def test_the_redactor_masks_raw_quoted_and_base64_forms() -> None:
 
 
 def test_the_recorded_error_shapes_give_one_line_naming_the_fields() -> None:
-    from zenodo_hpc.deposit import _error_detail
+    from zenodo_hpc.zenodo.deposit import _error_detail
 
     def response(name: str) -> requests.Response:
         answer = requests.Response()
@@ -541,7 +541,7 @@ def test_the_update_commands_entry_reads_its_settings_and_the_token(zenodo: Zeno
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
-    from zenodo_hpc.deposit import publish_release_on_zenodo
+    from zenodo_hpc.zenodo.deposit import publish_release_on_zenodo
 
     monkeypatch.setenv("ZENODO_SANDBOX_TOKEN", TOKEN)
     image, files = release(tmp_path / "r1", "1")

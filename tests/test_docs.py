@@ -80,3 +80,40 @@ def test_the_quickstart_commands_run_as_written(tmp_path: Path, monkeypatch: pyt
     assert "complete: every record is done or quarantined" in out
     assert (tmp_path / "zenodo-hpc-demo" / "by-language" / "datapackage.json").exists()
     assert (tmp_path / "zenodo-hpc-demo" / "single" / "zenodo_hpc" / "images_zenodo_hpc.h5").exists()
+
+
+def test_the_architecture_page_lists_every_module_in_its_group() -> None:
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    package = ROOT / "zenodo_hpc"
+    groups = sorted(p.name for p in package.iterdir() if (p / "__init__.py").is_file())
+    tree = page.split("```", 2)[1]  # the folder list under "The groups, and the direction of imports"
+    assert [g for g in groups if f"  {g}/" not in tree] == []
+    table = page.split("## The modules", 1)[1].split("## ", 1)[0]
+    sections = dict(re.findall(r"^\| \*\*([a-z_]+)/\*\* \|(.*?)(?=^\| \*\*|\Z)", table, re.M | re.S))
+    assert sorted(sections) == groups
+    for group in groups:
+        modules = sorted(p.name for p in (package / group).glob("*.py") if p.name != "__init__.py")
+        listed = sections[group] if group != "report" else table  # report/ is one row naming its modules
+        assert [m for m in modules if f"`{m}`" not in listed] == [], group
+
+
+def test_no_page_or_docstring_points_outside_the_repository() -> None:
+    """The product contract lives beside the project, not in it: a reader of the repository cannot follow
+    a reference to it, so the rules are said where they are used."""
+    texts = list(PAGES) + list((ROOT / "zenodo_hpc").rglob("*.py")) + list((ROOT / "tests").glob("*.py"))
+    outside = re.compile(r"SPEC(?:\.md| section)|\.\./shared/")
+    here = Path(__file__).resolve()
+    assert [str(p.relative_to(ROOT)) for p in texts if p.resolve() != here and outside.search(p.read_text())] == []
+
+
+def test_the_source_block_of_the_metadata_is_documented_key_for_key() -> None:
+    from zenodo_hpc.zenodo.fetch import FetchedFile, FetchedRecord, Source
+
+    page = (ROOT / "docs" / "formats.md").read_text()
+    table = page.split("### The source", 1)[1].split("###", 1)[0]
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", table, re.M))
+    archive = FetchedFile(Path("x.zip"), Source("zenodo", "x.zip", "https://zenodo.org/x"), "verified")
+    written = FetchedRecord(archives=[archive], loose=[], not_fetched=[], fallback_reason=None).source_info()
+    assert documented == set(written)
+    archive_keys = re.search(r"^\| `archives` \|(.*)$", table, re.M).group(1)
+    assert [k for k in archive.info() if f"`{k}`" not in archive_keys] == []

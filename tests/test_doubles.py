@@ -26,7 +26,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 import requests
 
-from zenodo_hpc.doubles import (
+from zenodo_hpc.demo.doubles import (
     FAULT_MODES,
     SHAPES,
     ZENODO_GUEST_LIMITS,

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from zenodo_hpc import extract as extract_module
-from zenodo_hpc.errors import ExtractError
-from zenodo_hpc.extract import (
+from zenodo_hpc.core.errors import ExtractError
+from zenodo_hpc.record import extract as extract_module
+from zenodo_hpc.record.extract import (
     ARCHIVE_SUFFIXES,
     COMPRESSED_TAR_FACTOR,
     ENTRY_OVERHEAD,

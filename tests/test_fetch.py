@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 from conftest import stdlib_package
 
-from zenodo_hpc.client import HttpClient
-from zenodo_hpc.config import Config, config_from_dict
-from zenodo_hpc.doubles import HeaderRecorder, ZenodoDouble, make_zip
-from zenodo_hpc.fetch import fetch_all, github_source, zenodo_archives
-from zenodo_hpc.load import load_images, load_metadata
-from zenodo_hpc.raster import rasterize
-from zenodo_hpc.records import parse_md5
-from zenodo_hpc.state import RunDir, append_records, ids_in, open_run, read_failure
-from zenodo_hpc.worker import make_client, process_record, process_records
+from zenodo_hpc.core.config import Config, config_from_dict
+from zenodo_hpc.core.records import parse_md5
+from zenodo_hpc.core.state import RunDir, append_records, ids_in, open_run, read_failure
+from zenodo_hpc.dataset.load import load_images, load_metadata
+from zenodo_hpc.demo.doubles import HeaderRecorder, ZenodoDouble, make_zip
+from zenodo_hpc.orchestrate.worker import make_client, process_record, process_records
+from zenodo_hpc.record.raster import rasterize
+from zenodo_hpc.zenodo.client import HttpClient
+from zenodo_hpc.zenodo.fetch import fetch_all, github_source, zenodo_archives
 
 JSON_FILES = {p.name: p.read_bytes() for p in sorted(stdlib_package("json").glob("*.py"))}
 
@@ -309,7 +309,7 @@ def test_hostile_ids_and_fields_cost_only_their_own_record(tmp_path: Path, doubl
     assert all(path.startswith("runs/run/") for path in created), sorted(created)
     assert ids_in(run, "done") == {"100", "101"} and ids_in(run, "failed") == {"112"}
     # the plan leaves them out, so a shard never stops on them
-    from zenodo_hpc.plan import scan_records
+    from zenodo_hpc.orchestrate.plan import scan_records
     assert [ref.id for ref in scan_records(run.records)] == ["100", "112", "101"]
     assert fetch_all(run, cfg, progress=False).failed == {"bad_link": 1}
 

@@ -18,16 +18,16 @@ import slurm_dev
 import yaml
 from conftest import run_config
 
-from zenodo_hpc.chain import load_chain
 from zenodo_hpc.cli import main
-from zenodo_hpc.config import Config, config_from_dict
-from zenodo_hpc.doubles import ZenodoDouble, make_zip
-from zenodo_hpc.executor import load_submissions
-from zenodo_hpc.harvest import harvest
-from zenodo_hpc.plan import load_plan
-from zenodo_hpc.slurm import task_states, unfinished_tasks
-from zenodo_hpc.state import RunDir, attempts_of, ids_in, read_failure
-from zenodo_hpc.status import format_status, gather_status
+from zenodo_hpc.core.config import Config, config_from_dict
+from zenodo_hpc.core.state import RunDir, attempts_of, ids_in, read_failure
+from zenodo_hpc.demo.doubles import ZenodoDouble, make_zip
+from zenodo_hpc.orchestrate.chain import load_chain
+from zenodo_hpc.orchestrate.executor import load_submissions
+from zenodo_hpc.orchestrate.plan import load_plan
+from zenodo_hpc.orchestrate.slurm import task_states, unfinished_tasks
+from zenodo_hpc.orchestrate.status import format_status, gather_status
+from zenodo_hpc.zenodo.harvest import harvest
 
 PROBLEM = slurm_dev.cluster_problem() or (None if shutil.which("mksquashfs") else "mksquashfs not on PATH")
 pytestmark = [pytest.mark.slurm, pytest.mark.skipif(PROBLEM is not None, reason=PROBLEM or "")]

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from zenodo_hpc.cli import main
-from zenodo_hpc.client import HttpClient
-from zenodo_hpc.config import Config, config_from_dict
-from zenodo_hpc.doubles import ZenodoDouble
-from zenodo_hpc.errors import UserError
-from zenodo_hpc.harvest import format_summary, harvest, parse_since
-from zenodo_hpc.state import iter_records, open_run
+from zenodo_hpc.core.config import Config, config_from_dict
+from zenodo_hpc.core.errors import UserError
+from zenodo_hpc.core.state import iter_records, open_run
+from zenodo_hpc.demo.doubles import ZenodoDouble
+from zenodo_hpc.zenodo.client import HttpClient
+from zenodo_hpc.zenodo.harvest import format_summary, harvest, parse_since
 
 START = datetime(2014, 1, 1, tzinfo=timezone.utc)
 

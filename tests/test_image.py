@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from conftest import stdlib_package
 
-from zenodo_hpc.errors import UserError
-from zenodo_hpc.image import (
+from zenodo_hpc.core.errors import UserError
+from zenodo_hpc.dataset.image import (
     SquashImage,
     iter_image_records,
     load_images_from_image,
@@ -23,8 +23,8 @@ from zenodo_hpc.image import (
     split_image_path,
     verify_image_checksum,
 )
-from zenodo_hpc.raster import rasterize
-from zenodo_hpc.store import write_record
+from zenodo_hpc.record.raster import rasterize
+from zenodo_hpc.record.store import write_record
 
 try:
     import PySquashfsImage  # noqa: F401
@@ -296,7 +296,7 @@ def test_missing_zstandard_says_how_to_install(image: Path, monkeypatch: pytest.
 def test_package_imports_and_works_without_the_extra() -> None:
     # Simulated in a fresh interpreter: both modules of the extra made unimportable before anything loads.
     code = ("import sys; sys.modules['PySquashfsImage'] = None; sys.modules['zstandard'] = None\n"
-            "import zenodo_hpc, zenodo_hpc.image, zenodo_hpc.load, zenodo_hpc.cli\n"
-            "print(zenodo_hpc.image.split_image_path('a.sqsh:1'))")
+            "import zenodo_hpc, zenodo_hpc.dataset.image, zenodo_hpc.dataset.load, zenodo_hpc.cli\n"
+            "print(zenodo_hpc.dataset.image.split_image_path('a.sqsh:1'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "(PosixPath('a.sqsh'), '1')"

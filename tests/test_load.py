@@ -14,10 +14,10 @@ import h5py
 import numpy as np
 import pytest
 
-from zenodo_hpc.errors import UserError
-from zenodo_hpc.load import load_images, load_metadata
-from zenodo_hpc.raster import rasterize
-from zenodo_hpc.store import write_record
+from zenodo_hpc.core.errors import UserError
+from zenodo_hpc.dataset.load import load_images, load_metadata
+from zenodo_hpc.record.raster import rasterize
+from zenodo_hpc.record.store import write_record
 
 IMAGES = {
     "r/a.py": rasterize(b"import os\n" * 170),

@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from zenodo_hpc.config import config_from_dict
-from zenodo_hpc.errors import UserError
-from zenodo_hpc.load import load_images
-from zenodo_hpc.organize import (
+from zenodo_hpc.core.config import config_from_dict
+from zenodo_hpc.core.errors import UserError
+from zenodo_hpc.core.state import append_records, mark_done, open_run
+from zenodo_hpc.dataset.load import load_images
+from zenodo_hpc.dataset.organize import (
     DEFAULT_EXTENSIONS,
     INDEX_COLUMNS,
     OrganizeResult,
@@ -29,8 +30,7 @@ from zenodo_hpc.organize import (
     organize,
     resource_name,
 )
-from zenodo_hpc.process import process_sources
-from zenodo_hpc.state import append_records, mark_done, open_run
+from zenodo_hpc.record.process import process_sources
 
 Image = pytest.importorskip("PIL.Image", reason="Pillow decodes the PNGs in these tests: pip install pillow")
 
@@ -385,7 +385,7 @@ def test_a_damaged_record_stops_the_export_and_leaves_nothing(finished_run, tmp_
 def image(finished_run) -> Path:  # noqa: ANN001
     if shutil.which("mksquashfs") is None:
         pytest.skip("mksquashfs not on PATH (apt-get install squashfs-tools)")
-    from zenodo_hpc.pack import pack
+    from zenodo_hpc.dataset.pack import pack
 
     run, cfg = finished_run
     return pack(run, cfg, progress=False, allow_partial=True).image  # 103 is not done: left out

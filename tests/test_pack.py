@@ -15,12 +15,12 @@ import pytest
 from conftest import run_config
 
 from zenodo_hpc.cli import main
-from zenodo_hpc.config import PACK_LEVEL, Config, config_from_dict
-from zenodo_hpc.errors import ConfigError, UserError
-from zenodo_hpc.harvest import harvest
-from zenodo_hpc.pack import EXTRAS, image_listing, mksquashfs_command, pack
-from zenodo_hpc.state import open_run, read_failure
-from zenodo_hpc.submit import submit_pending
+from zenodo_hpc.core.config import PACK_LEVEL, Config, config_from_dict
+from zenodo_hpc.core.errors import ConfigError, UserError
+from zenodo_hpc.core.state import open_run, read_failure
+from zenodo_hpc.dataset.pack import EXTRAS, image_listing, mksquashfs_command, pack
+from zenodo_hpc.orchestrate.submit import submit_pending
+from zenodo_hpc.zenodo.harvest import harvest
 
 pytestmark = pytest.mark.skipif(shutil.which("mksquashfs") is None,
                                 reason="mksquashfs not on PATH (apt-get install squashfs-tools)")
@@ -138,8 +138,8 @@ def test_every_record_reads_back_equal_through_the_no_mount_reader(finished_run)
     pytest.importorskip("PySquashfsImage", reason="the [image] extra (PySquashfsImage) is not installed")
     import numpy as np
 
-    from zenodo_hpc.image import iter_image_records
-    from zenodo_hpc.load import load_images, load_metadata
+    from zenodo_hpc.dataset.image import iter_image_records
+    from zenodo_hpc.dataset.load import load_images, load_metadata
 
     run, cfg = finished_run
     pack(run, cfg, progress=False)
@@ -189,7 +189,7 @@ def _flip_bytes(path: Path, at: int = 5000, count: int = 64) -> None:
 def test_a_new_image_that_fails_verification_leaves_the_previous_one_and_its_checksums(
         finished_run, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, damage: str,  # noqa: ANN001
         stream: bool) -> None:
-    import zenodo_hpc.pack as pack_module
+    import zenodo_hpc.dataset.pack as pack_module
 
     run, cfg = finished_run
     first = pack(run, cfg, progress=False)
@@ -219,7 +219,7 @@ def test_a_new_image_that_fails_verification_leaves_the_previous_one_and_its_che
 
 
 def test_the_extracting_read_back_verifies_a_good_image_too(finished_run, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
-    import zenodo_hpc.pack as pack_module
+    import zenodo_hpc.dataset.pack as pack_module
 
     run, cfg = finished_run
     monkeypatch.setattr(pack_module, "_can_cat", lambda: False)

@@ -10,8 +10,8 @@ import yaml
 from conftest import run_config
 
 from zenodo_hpc.cli import main
-from zenodo_hpc.pipeline import interrupted_message, run_pipeline
-from zenodo_hpc.state import ids_in, read_failure
+from zenodo_hpc.core.state import ids_in, read_failure
+from zenodo_hpc.drivers.pipeline import interrupted_message, run_pipeline
 
 pytestmark = pytest.mark.skipif(shutil.which("mksquashfs") is None,
                                 reason="mksquashfs not on PATH (apt-get install squashfs-tools)")
@@ -43,7 +43,7 @@ def test_run_goes_from_zenodo_to_a_verified_image(tmp_path: Path, zenodo_with_re
 
 
 def _run(cfg):  # noqa: ANN001, ANN202
-    from zenodo_hpc.state import RunDir
+    from zenodo_hpc.core.state import RunDir
 
     return RunDir(cfg.run_dir)
 
@@ -65,8 +65,8 @@ def test_local_run_takes_the_same_decisions_round_after_round(tmp_path: Path, ze
                                                               capsys: pytest.CaptureFixture) -> None:
     import requests
 
-    from zenodo_hpc.chain import load_chain
-    from zenodo_hpc.state import attempts_of
+    from zenodo_hpc.core.state import attempts_of
+    from zenodo_hpc.orchestrate.chain import load_chain
 
     hits = {h["id"]: h for h in requests.get(f"{zenodo_with_records.api_url}/records", params={"size": 25}).json()
             ["hits"]["hits"]}

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from zenodo_hpc.errors import UserError
-from zenodo_hpc.plan import (
+from zenodo_hpc.core.errors import UserError
+from zenodo_hpc.core.state import RunDir, append_records
+from zenodo_hpc.orchestrate.plan import (
     Plan,
     RecordRef,
     load_plan,
@@ -19,7 +20,6 @@ from zenodo_hpc.plan import (
     scan_records,
     write_plan,
 )
-from zenodo_hpc.state import RunDir, append_records
 
 
 def refs(sizes: list[int]) -> list[RecordRef]:

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from zenodo_hpc.png import (
+from zenodo_hpc.dataset.png import (
     CLASS_COLOURS,
     PALETTE_TABLE,
     PNG_SIGNATURE,
@@ -22,7 +22,7 @@ from zenodo_hpc.png import (
     encode_grey,
     encode_palette,
 )
-from zenodo_hpc.raster import rasterize
+from zenodo_hpc.record.raster import rasterize
 
 Image = pytest.importorskip("PIL.Image", reason="Pillow decodes the PNGs in these tests: pip install pillow")
 

@@ -21,17 +21,17 @@ import numpy as np
 import pytest
 from conftest import stdlib_package
 
-import zenodo_hpc.extract as extract_module
-import zenodo_hpc.process as process_module
-from zenodo_hpc.config import Config, config_from_dict
-from zenodo_hpc.errors import ExtractError
-from zenodo_hpc.extract import MAX_DEPTH, MAX_LISTED_SKIPS, RAM_FILESYSTEMS, Placement, filesystem_type
-from zenodo_hpc.leftovers import OWNER_FILE, clean_leftovers, record_tmp
-from zenodo_hpc.load import load_images, load_metadata
-from zenodo_hpc.process import ProcessResult, default_record_id, format_summary, process_path, process_sources
-from zenodo_hpc.raster import rasterize
-from zenodo_hpc.state import RunDir
-from zenodo_hpc.walk import iter_tree_files
+import zenodo_hpc.record.extract as extract_module
+import zenodo_hpc.record.process as process_module
+from zenodo_hpc.core.config import Config, config_from_dict
+from zenodo_hpc.core.errors import ExtractError
+from zenodo_hpc.core.state import RunDir
+from zenodo_hpc.dataset.load import load_images, load_metadata
+from zenodo_hpc.record.extract import MAX_DEPTH, MAX_LISTED_SKIPS, RAM_FILESYSTEMS, Placement, filesystem_type
+from zenodo_hpc.record.leftovers import OWNER_FILE, clean_leftovers, record_tmp
+from zenodo_hpc.record.process import ProcessResult, default_record_id, format_summary, process_path, process_sources
+from zenodo_hpc.record.raster import rasterize
+from zenodo_hpc.record.walk import iter_tree_files
 
 BOTH_FORMATS = config_from_dict({"output": {"formats": ["h5", "pkl"]}})  # the h5 and the 2018 pickle, read alike
 
@@ -342,7 +342,7 @@ def test_a_failure_after_extraction_leaves_no_temporary_folder(tmp_path: Path, m
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("zenodo_hpc.process.sort_tree", broken)  # fails inside rasterize_tree, mid-record
+    monkeypatch.setattr("zenodo_hpc.record.process.sort_tree", broken)  # fails inside rasterize_tree, mid-record
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     with pytest.raises(RuntimeError, match="disk on fire"):
@@ -478,8 +478,8 @@ def test_a_ram_folder_that_cannot_even_be_made_sends_the_archive_to_disk(
 _KILLED_MID_RECORD = """
 import sys, time
 from pathlib import Path
-import zenodo_hpc.process as process
-from zenodo_hpc.config import Config
+import zenodo_hpc.record.process as process
+from zenodo_hpc.core.config import Config
 
 def stop(roots, raster):  # extracted, not yet walked: say so, and wait for the kill
     roots = list(roots)

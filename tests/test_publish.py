@@ -27,8 +27,14 @@ from typing import Any
 import pytest
 from kaggle_double import KaggleDouble
 
-from zenodo_hpc.errors import UserError
-from zenodo_hpc.publish import KAGGLE_LICENSES, METADATA_FILE, format_summary, prepare_kaggle_metadata, publish_kaggle
+from zenodo_hpc.core.errors import UserError
+from zenodo_hpc.dataset.publish import (
+    KAGGLE_LICENSES,
+    METADATA_FILE,
+    format_summary,
+    prepare_kaggle_metadata,
+    publish_kaggle,
+)
 
 HERE = Path(__file__).resolve().parent
 USER = "alice"
@@ -484,7 +490,7 @@ def test_a_version_kaggle_holds_without_a_file_is_reported(export, double, publi
 
 
 def test_incomplete_listing_names_missing_files_and_wrong_sizes() -> None:
-    from zenodo_hpc.publish import _check_complete
+    from zenodo_hpc.dataset.publish import _check_complete
 
     _check_complete({"a.csv": 3, "b.csv": 4}, {"a.csv": 3, "b.csv": 4, "extra.txt": 1}, REF, 2)  # complete
     with pytest.raises(UserError, match=r"^version 2 of the Kaggle dataset alice/zenodo-ml-by-language is "
@@ -643,7 +649,7 @@ def test_kaggle_json_and_access_token(export, double, publish, tmp_path: Path) -
 def test_client_output_is_masked_even_when_a_secret_is_written_in_pieces() -> None:
     import io
 
-    from zenodo_hpc.publish import _RedactingStream, _Redactor
+    from zenodo_hpc.dataset.publish import _RedactingStream, _Redactor
 
     target = io.StringIO()
     stream = _RedactingStream(target, _Redactor([KEY, BASIC]))
@@ -655,7 +661,7 @@ def test_client_output_is_masked_even_when_a_secret_is_written_in_pieces() -> No
 
 
 def test_format_summary_of_a_new_version(tmp_path: Path) -> None:
-    from zenodo_hpc.publish import PublishResult
+    from zenodo_hpc.dataset.publish import PublishResult
 
     result = PublishResult(ref=REF, url=f"https://www.kaggle.com/datasets/{REF}", created=False, private=None,
                            title=TITLE, license="CC0-1.0", keywords=[], files=[("a.tar.gz", 1_500_000)],
@@ -671,7 +677,7 @@ def test_format_summary_of_a_new_version(tmp_path: Path) -> None:
 
 
 def test_an_archive_kaggle_unpacked_is_not_called_missing() -> None:
-    from zenodo_hpc.publish import _check_complete
+    from zenodo_hpc.dataset.publish import _check_complete
 
     expected = {"py.tar.gz": 100, "index.csv": 20}
     _check_complete(expected, {"py.tar.gz": 100, "index.csv": 20}, "a/b", 1)

@@ -1,4 +1,4 @@
-"""The rasterizer against a plain, obviously-correct reference (SPEC section 3)."""
+"""The rasterizer against a plain, obviously-correct reference (docs/formats.md, "Code images")."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zenodo_hpc.raster import code_points, rasterize
+from zenodo_hpc.record.raster import code_points, rasterize
 
 
 def reference(data: bytes, width: int = 80, height: int = 80, pad: int = 32, tab_width: int = 4) -> np.ndarray:
-    """SPEC section 3, rule by rule, one character at a time."""
+    """The rasterization rules (docs/formats.md, "Code images"), rule by rule, one character at a time."""
     if data.startswith(b"\xef\xbb\xbf"):  # 1. BOM
         data = data[3:]
     text = data.decode("utf-8", errors="replace")  # 2. invalid -> U+FFFD
@@ -150,7 +150,7 @@ def test_bad_geometry_is_refused() -> None:
 
 
 def test_narrow_images_are_the_same_images() -> None:
-    from zenodo_hpc.raster import rasterize_narrow
+    from zenodo_hpc.record.raster import rasterize_narrow
 
     for data in (b"x = 1\n" * 200, b"no newline at the end", b"\t tab\r\nCRLF\n" + b"y" * 200, "é😀\n".encode()):
         wide, narrow = rasterize(data), rasterize_narrow(data)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from zenodo_hpc.records import (
+from zenodo_hpc.core.records import (
     BadRecord,
     check_hit,
     declared_size,

@@ -27,7 +27,7 @@ import yaml
 from conftest import run_config, stdlib_records
 
 from zenodo_hpc.cli import main
-from zenodo_hpc.state import RunDir
+from zenodo_hpc.core.state import RunDir
 
 pytest.importorskip("matplotlib", reason="matplotlib not installed (pip install 'zenodo-hpc[report]')")
 
@@ -170,7 +170,7 @@ def test_the_browser_check_sees_external_loads_and_console_errors(tmp_path: Path
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    from zenodo_hpc.demo import run_demo
+    from zenodo_hpc.demo.demo import run_demo
 
     if shutil.which("mksquashfs") is None:
         pytest.skip("mksquashfs not on PATH (apt-get install squashfs-tools): the demo packs an image")
@@ -212,8 +212,8 @@ def test_the_demo_report_shows_every_figure_loads_nothing_and_logs_no_error(
 @needs_mksquashfs
 def test_gallery_images_are_the_exports_pngs(demo_run: Path, tmp_path: Path) -> None:
     """The sample code images are byte for byte the PNGs `organize` writes for the same image."""
-    from zenodo_hpc.load import load_images
-    from zenodo_hpc.png import encode
+    from zenodo_hpc.dataset.load import load_images
+    from zenodo_hpc.dataset.png import encode
 
     page = tmp_path / "report.html"
     assert main(["report", str(demo_run), "--out", str(page), "--png", "palette"]) == 0
@@ -264,9 +264,9 @@ def test_report_of_a_run_in_progress_with_failures(tmp_path: Path, zenodo_with_r
                                                    capsys: pytest.CaptureFixture) -> None:
     import requests
 
-    from zenodo_hpc.doubles import ZenodoDouble, make_zip
-    from zenodo_hpc.executor import Submission, save_submission
-    from zenodo_hpc.plan import Plan, Shard, scan_records, write_plan
+    from zenodo_hpc.demo.doubles import ZenodoDouble, make_zip
+    from zenodo_hpc.orchestrate.executor import Submission, save_submission
+    from zenodo_hpc.orchestrate.plan import Plan, Shard, scan_records, write_plan
     from zenodo_hpc.report import build_report
 
     double = zenodo_with_records
@@ -366,7 +366,7 @@ def test_figures_beside_the_dataset_card_are_reproducible(tmp_path: Path, zenodo
     assert card.startswith("## Figures\n") and "![Files and code images per extension](figures/extensions.png)" in card
 
     # `zenodo-hpc pack` hands these figures to the packer: they are in the image, beside the card that links them
-    from zenodo_hpc.image import SquashImage
+    from zenodo_hpc.dataset.image import SquashImage
 
     assert main(["pack", str(run.root)]) == 0
     with SquashImage(run.root / cfg.pack.image) as image:

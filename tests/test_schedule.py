@@ -13,7 +13,7 @@ import slurm_dev
 import yaml
 
 from zenodo_hpc.cli import main
-from zenodo_hpc.schedule import CRON_SPEC, next_time
+from zenodo_hpc.drivers.schedule import CRON_SPEC, next_time
 
 
 def config(tmp_path: Path) -> Path:

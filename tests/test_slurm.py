@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from zenodo_hpc.config import config_from_dict
-from zenodo_hpc.executor import Resources, Submission, TaskGroup
-from zenodo_hpc.plan import Plan, Shard
-from zenodo_hpc.slurm import (
+from zenodo_hpc.core.config import config_from_dict
+from zenodo_hpc.core.state import RunDir
+from zenodo_hpc.orchestrate.executor import Resources, Submission, TaskGroup
+from zenodo_hpc.orchestrate.plan import Plan, Shard
+from zenodo_hpc.orchestrate.slurm import (
     GONE,
     SlurmExecutor,
     TaskState,
@@ -28,7 +29,6 @@ from zenodo_hpc.slurm import (
     shard_states,
     signal_delay_s,
 )
-from zenodo_hpc.state import RunDir
 
 GOLDEN = Path(__file__).parent / "data" / "sbatch_golden.sh"
 SHERLOCK_LIKE = {"executor": {"array_parallelism": 64, "slurm": {

@@ -19,15 +19,15 @@ import pytest
 from conftest import run_config, tree_bytes
 
 from zenodo_hpc.cli import main
-from zenodo_hpc.config import Config, config_from_dict
-from zenodo_hpc.errors import UserError
-from zenodo_hpc.executor import load_submissions
-from zenodo_hpc.harvest import harvest
-from zenodo_hpc.plan import load_plan
-from zenodo_hpc.slurm import max_array_size, task_states, unfinished_tasks
-from zenodo_hpc.state import RunDir, attempts_of, ids_in, open_run, read_failure
-from zenodo_hpc.status import gather_status
-from zenodo_hpc.submit import submit_pending
+from zenodo_hpc.core.config import Config, config_from_dict
+from zenodo_hpc.core.errors import UserError
+from zenodo_hpc.core.state import RunDir, attempts_of, ids_in, open_run, read_failure
+from zenodo_hpc.orchestrate.executor import load_submissions
+from zenodo_hpc.orchestrate.plan import load_plan
+from zenodo_hpc.orchestrate.slurm import max_array_size, task_states, unfinished_tasks
+from zenodo_hpc.orchestrate.status import gather_status
+from zenodo_hpc.orchestrate.submit import submit_pending
+from zenodo_hpc.zenodo.harvest import harvest
 
 
 def _cluster_problem() -> str | None:
@@ -250,8 +250,8 @@ def test_status_falls_back_to_squeue_when_sacct_fails(tmp_path: Path, zenodo_wit
 def _image_matches_data(run: RunDir) -> None:
     import numpy as np
 
-    from zenodo_hpc.image import iter_image_records
-    from zenodo_hpc.load import load_images
+    from zenodo_hpc.dataset.image import iter_image_records
+    from zenodo_hpc.dataset.load import load_images
 
     ids = []
     for record_id, images, _ in iter_image_records(run.root / "zenodo-ml.sqsh", verify=True):
@@ -266,8 +266,8 @@ def _image_matches_data(run: RunDir) -> None:
 @pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="mksquashfs not on PATH")
 def test_run_on_slurm_gives_a_verified_reproducible_image(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001
     pytest.importorskip("PySquashfsImage", reason="the [image] extra is not installed")
-    from zenodo_hpc.pack import pack
-    from zenodo_hpc.pipeline import run_pipeline
+    from zenodo_hpc.dataset.pack import pack
+    from zenodo_hpc.drivers.pipeline import run_pipeline
 
     cfg = slurm_config(tmp_path, zenodo_with_records, records_per_shard=2)
     outcome = run_pipeline(cfg, poll_s=1, progress=False)
@@ -283,7 +283,7 @@ def test_run_on_slurm_gives_a_verified_reproducible_image(tmp_path: Path, zenodo
 @pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="mksquashfs not on PATH")
 def test_submit_queues_a_finishing_job_after_every_array(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001
     pytest.importorskip("PySquashfsImage", reason="the [image] extra is not installed")
-    from zenodo_hpc.finish import submit_round
+    from zenodo_hpc.drivers.finish import submit_round
 
     cfg = slurm_config(tmp_path, zenodo_with_records)
     run = harvested(cfg)

@@ -20,8 +20,7 @@ import pytest
 from conftest import run_config
 
 from zenodo_hpc.cli import main
-from zenodo_hpc.harvest import harvest
-from zenodo_hpc.liveness import (
+from zenodo_hpc.core.liveness import (
     ALIVE,
     ELSEWHERE,
     GONE,
@@ -33,8 +32,7 @@ from zenodo_hpc.liveness import (
     parse_owner_token,
     process_state,
 )
-from zenodo_hpc.plan import generations, next_generation
-from zenodo_hpc.state import (
+from zenodo_hpc.core.state import (
     RunDir,
     attempts_of,
     ids_in,
@@ -45,7 +43,9 @@ from zenodo_hpc.state import (
     read_failure,
     unmark_started,
 )
-from zenodo_hpc.submit import submit_pending
+from zenodo_hpc.orchestrate.plan import generations, next_generation
+from zenodo_hpc.orchestrate.submit import submit_pending
+from zenodo_hpc.zenodo.harvest import harvest
 
 ALL = {str(100 + i) for i in range(1, 13)}
 

@@ -1,4 +1,4 @@
-"""The record writer (SPEC section 5): the four files, atomically, byte-identical on re-runs."""
+"""The record writer (docs/formats.md): the four files, atomically, byte-identical on re-runs."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from conftest import call_as_nobody
 
-from zenodo_hpc.errors import UserError
-from zenodo_hpc.raster import rasterize
-from zenodo_hpc.store import check_record_id, h5_filter, record_file_names, write_record
+from zenodo_hpc.core.errors import UserError
+from zenodo_hpc.record.raster import rasterize
+from zenodo_hpc.record.store import check_record_id, h5_filter, record_file_names, write_record
 
 IMAGES = {
     "top/b.py": rasterize(b"print('b')\n" * 100),
@@ -131,11 +131,11 @@ def test_zstd_needs_hdf5plugin_in_the_reader_and_says_so(tmp_path: Path) -> None
         assert h5["segments_uint8"].id.get_create_plist().get_filter(0)[0] == 32015  # zstd
     # a reader without hdf5plugin: a fresh interpreter where importing it fails
     code = ("import sys; sys.modules['hdf5plugin'] = None\n"
-            "from zenodo_hpc.load import load_images\n"
+            "from zenodo_hpc.dataset.load import load_images\n"
             "try:\n    load_images(sys.argv[1])\nexcept Exception as exc:\n    print(exc)\n")
     out = subprocess.run([sys.executable, "-c", code, str(h5_file)], capture_output=True, text=True, timeout=120)
     assert "needs hdf5plugin: pip install 'zenodo-hpc[hdf5plugin]'" in out.stdout, out.stdout + out.stderr
-    from zenodo_hpc.load import load_images
+    from zenodo_hpc.dataset.load import load_images
 
     np.testing.assert_array_equal(load_images(h5_file)["top/emoji.md"], IMAGES["top/emoji.md"])
 

@@ -1,6 +1,6 @@
 """submit / status / resume with the local and debug executors, and the faults they must survive.
 
-The worker processes are real (``python -m zenodo_hpc.worker``), the Zenodo double is a real server,
+The worker processes are real (``python -m zenodo_hpc.orchestrate.worker``), the Zenodo double is a real server,
 and a crash is a real ``SIGKILL`` of a real worker process. SLURM itself is in tests/test_slurm.py.
 """
 
@@ -18,14 +18,14 @@ import pytest
 from conftest import run_config, tree_bytes
 
 from zenodo_hpc.cli import main
-from zenodo_hpc.config import Config, config_from_dict
-from zenodo_hpc.errors import UserError
-from zenodo_hpc.executor import LocalExecutor, load_submissions, submission_path
-from zenodo_hpc.harvest import harvest
-from zenodo_hpc.plan import generations, load_plan, write_plan
-from zenodo_hpc.state import RunDir, attempts_of, driver_lock, ids_in, open_run, read_failure, read_json
-from zenodo_hpc.status import gather_status
-from zenodo_hpc.submit import plan_groups, submit_pending, take_snapshot
+from zenodo_hpc.core.config import Config, config_from_dict
+from zenodo_hpc.core.errors import UserError
+from zenodo_hpc.core.state import RunDir, attempts_of, driver_lock, ids_in, open_run, read_failure, read_json
+from zenodo_hpc.orchestrate.executor import LocalExecutor, load_submissions, submission_path
+from zenodo_hpc.orchestrate.plan import generations, load_plan, write_plan
+from zenodo_hpc.orchestrate.status import gather_status
+from zenodo_hpc.orchestrate.submit import plan_groups, submit_pending, take_snapshot
+from zenodo_hpc.zenodo.harvest import harvest
 
 ALL = {str(100 + i) for i in range(1, 13)}
 
@@ -232,7 +232,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path, zenodo_with_
     assert main(["submit", "-c", str(config), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("plan 1: 12 records in 4 shards") and "dry run, nothing submitted" in out
-    assert "-m zenodo_hpc.worker" in out
+    assert "-m zenodo_hpc.orchestrate.worker" in out
     assert generations(run) == [] and load_submissions(run) == [] and ids_in(run, "done") == set()
 
 
@@ -287,7 +287,7 @@ def test_sigterm_to_a_local_worker_does_not_count_an_attempt(tmp_path: Path, zen
 def test_shards_that_died_of_oom_or_timeout_get_more_memory_or_time(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001
     """SLURM's verdicts are fed through the run directory (a submission's task states): the dev cluster
     has no cgroups, so a real OUT_OF_MEMORY cannot be produced there."""
-    from zenodo_hpc.executor import Submission, save_submission
+    from zenodo_hpc.orchestrate.executor import Submission, save_submission
 
     run, cfg = harvested(tmp_path, zenodo_with_records)
     data = cfg.to_dict()
@@ -342,7 +342,7 @@ def test_a_killed_local_driver_shows_its_workers_running_while_they_live_then_lo
 
     import yaml
 
-    from zenodo_hpc.liveness import GONE, process_state, this_host
+    from zenodo_hpc.core.liveness import GONE, process_state, this_host
 
     run, cfg = harvested(tmp_path, zenodo_with_records)
     slow = _first_records_slow(zenodo_with_records, run, cfg, [0, 1], 60.0)
@@ -386,7 +386,7 @@ def test_a_killed_local_driver_shows_its_workers_running_while_they_live_then_lo
 
 def test_a_worker_removes_what_dead_workers_left_and_nothing_of_a_live_one(tmp_path: Path,  # noqa: ANN001
                                                                           zenodo_with_records) -> None:
-    from zenodo_hpc.leftovers import OWNER_FILE
+    from zenodo_hpc.record.leftovers import OWNER_FILE
 
     run, cfg = harvested(tmp_path, zenodo_with_records)
     dead_record, live_record = _first_records_slow(zenodo_with_records, run, cfg, [0, 1], 60.0)

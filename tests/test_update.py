@@ -26,9 +26,9 @@ import yaml
 from conftest import stdlib_records
 from kaggle_double import KaggleDouble
 
-from zenodo_hpc.doubles import ZenodoDouble, make_zip
-from zenodo_hpc.release import list_releases
-from zenodo_hpc.state import RunDir, attempts_of, ids_in
+from zenodo_hpc.core.state import RunDir, attempts_of, ids_in
+from zenodo_hpc.dataset.release import list_releases
+from zenodo_hpc.demo.doubles import ZenodoDouble, make_zip
 
 HERE = Path(__file__).parent
 USER, KEY = "alice", "k4ggle-key-0123456789"
@@ -43,7 +43,7 @@ CHILD = """
 import sys
 from kagglesdk import kaggle_env
 kaggle_env._env_to_endpoint[kaggle_env.KaggleEnv.LOCAL] = sys.argv[1]
-from zenodo_hpc import publish
+from zenodo_hpc.dataset import publish
 publish.POLL_SECONDS = (0, 0)
 from zenodo_hpc.cli import main
 sys.exit(main(["update", "-c", sys.argv[2], "--executor", "local"]))

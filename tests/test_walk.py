@@ -1,4 +1,4 @@
-"""The walk (SPEC section 4): what is rasterized, what is skipped and why, in which order."""
+"""The walk (docs/formats.md, "Code images"): what is rasterized, what is skipped and why, in which order."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 from conftest import call_as_nobody
 
-from zenodo_hpc.extract import MAX_DEPTH
-from zenodo_hpc.walk import (
+from zenodo_hpc.record.extract import MAX_DEPTH
+from zenodo_hpc.record.walk import (
     MAX_TREE_DEPTH,
     WalkedFile,
     add_dir,

@@ -14,15 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .errors import UserError
+from .core.errors import UserError
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .process import format_summary, process_path
+    from .core.config import load_config
+    from .record.process import format_summary, process_path
 
     cfg = load_config(args.config)
     result = process_path(Path(args.source), Path(args.out), cfg, record_id=args.id)
@@ -31,8 +31,8 @@ def cmd_process(args: argparse.Namespace) -> int:
 
 
 def cmd_harvest(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .harvest import format_summary, harvest, parse_since
+    from .core.config import load_config
+    from .zenodo.harvest import format_summary, harvest, parse_since
 
     cfg = load_config(args.config)
     if args.api_url:
@@ -44,8 +44,8 @@ def cmd_harvest(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from .fetch import fetch_all, format_fetch_summary
-    from .state import load_run
+    from .core.state import load_run
+    from .zenodo.fetch import fetch_all, format_fetch_summary
 
     run, cfg = load_run(args.run_dir)
     result = fetch_all(run, cfg)
@@ -55,10 +55,10 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .finish import submit_round
-    from .state import RunDir, check_config, open_run
-    from .submit import format_result
+    from .core.config import load_config
+    from .core.state import RunDir, check_config, open_run
+    from .drivers.finish import submit_round
+    from .orchestrate.submit import format_result
 
     cfg = load_config(args.config)
     if args.dry_run:
@@ -72,9 +72,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from .finish import submit_round
-    from .state import load_run
-    from .submit import format_result
+    from .core.state import load_run
+    from .drivers.finish import submit_round
+    from .orchestrate.submit import format_result
 
     run, cfg = load_run(args.run_dir)
     result = submit_round(run, cfg, dry_run=args.dry_run, what="resume")
@@ -83,8 +83,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .state import load_run
-    from .status import format_status, gather_status, status_json
+    from .core.state import load_run
+    from .orchestrate.status import format_status, gather_status, status_json
 
     run, _ = load_run(args.run_dir)
     status = gather_status(run)
@@ -93,9 +93,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from .pack import format_summary, pack
+    from .core.state import load_run
+    from .dataset.pack import format_summary, pack
     from .report import card_figures
-    from .state import load_run
 
     run, cfg = load_run(args.run_dir)
     print(format_summary(pack(run, cfg, allow_partial=args.allow_partial, figures=card_figures)))
@@ -103,8 +103,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .pipeline import interrupted_message, main_summary, run_pipeline
+    from .core.config import load_config
+    from .drivers.pipeline import interrupted_message, main_summary, run_pipeline
 
     cfg = load_config(args.config)
     try:
@@ -117,7 +117,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import next_steps, run_demo
+    from .demo.demo import next_steps, run_demo
 
     result = run_demo(Path(args.out), executor=args.executor)
     print(next_steps(result))
@@ -125,7 +125,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_organize(args: argparse.Namespace) -> int:
-    from .organize import DEFAULT_EXTENSIONS, format_summary, organize
+    from .dataset.organize import DEFAULT_EXTENSIONS, format_summary, organize
 
     result = organize(Path(args.source), Path(args.out), extensions=args.extensions or DEFAULT_EXTENSIONS,
                       png=args.png, workers=args.workers)
@@ -134,7 +134,7 @@ def cmd_organize(args: argparse.Namespace) -> int:
 
 
 def cmd_publish_kaggle(args: argparse.Namespace) -> int:
-    from .publish import format_summary, publish_kaggle
+    from .dataset.publish import format_summary, publish_kaggle
 
     keywords = args.keywords.split(",") if args.keywords is not None else None
     result = publish_kaggle(Path(args.folder), username=args.username, title=args.title, name=args.name,
@@ -153,8 +153,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_update(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .update import update
+    from .core.config import load_config
+    from .drivers.update import update
 
     outcome = update(load_config(args.config), kind=args.executor)
     print(outcome.message)
@@ -162,14 +162,14 @@ def cmd_update(args: argparse.Namespace) -> int:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
-    from .schedule import format_result, schedule
+    from .drivers.schedule import format_result, schedule
 
     print(format_result(schedule(Path(args.config), args.every, remove=args.remove)))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .organize import DEFAULT_EXTENSIONS  # light: organize imports numpy, h5py and tqdm where they are used
+    from .dataset.organize import DEFAULT_EXTENSIONS  # light: organize imports numpy, h5py and tqdm where they are used
 
     parser = argparse.ArgumentParser(
         prog="zenodo-hpc",

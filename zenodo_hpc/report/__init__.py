@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from ..state import RunDir, atomic_write_bytes, atomic_write_text
+from ..core.errors import UserError
+from ..core.state import RunDir, atomic_write_bytes, atomic_write_text
 from .figures import FIGURES, GALLERY, MPL_HINT, FigureSpec, png_bytes, require_matplotlib
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class ReportResult:
 def build_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
                  png: str = "grey", accounting: bool = True) -> ReportResult:
     """Write the report of ``run_dir`` to ``out`` (default ``<run_dir>/report.html``)."""
-    from ..state import load_run
+    from ..core.state import load_run
     from .collect import collect
     from .page import render_page
 
@@ -103,7 +103,7 @@ def draw(facts: Any, specs: tuple[FigureSpec, ...]) -> dict[str, bytes | None]:
 def load_samples(facts: Any, languages: int = LANGUAGES) -> list[tuple[str, list[tuple[str, str, Any]]]]:
     """``[(extension, [(record id, file path, (80, 80) code points)])]`` for the languages with the most images:
     the first image of its largest file per record, from the first records (by id) that have such a file."""
-    from ..load import load_images
+    from ..dataset.load import load_images
 
     ranked = sorted(facts.samples, key=lambda e: (-facts.images_by_ext[e], e))[:languages]
     loaded: dict[str, dict[str, Any]] = {}
@@ -126,7 +126,7 @@ def load_samples(facts: Any, languages: int = LANGUAGES) -> list[tuple[str, list
 
 
 def encode_png(pixels: Any, png: str) -> bytes:
-    from ..png import encode
+    from ..dataset.png import encode
 
     return encode(pixels, png)
 
@@ -145,7 +145,7 @@ def write_report_figures(run: RunDir, folder: str | os.PathLike[str], cfg: Any =
     name is removed. Without matplotlib nothing is written (a warning says how to install it) and ``[]`` comes
     back: an image without figures is still an image.
     """
-    from ..state import load_run
+    from ..core.state import load_run
     from .collect import collect
     from .figures import fig_gallery
 

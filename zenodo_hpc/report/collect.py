@@ -29,14 +29,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..config import Config
-from ..errors import UserError
-from ..executor import Submission, load_submissions
-from ..organize import record_order
-from ..plan import Plan, generations, load_plan
-from ..state import ATTEMPTS, DONE, FAILED, RunDir, ids_in, iter_records, read_json_object
-from ..status import RunStatus, gather_status
-from ..store import metadata_json_name
+from ..core.config import Config
+from ..core.errors import UserError
+from ..core.state import ATTEMPTS, DONE, FAILED, RunDir, ids_in, iter_records, read_json_object
+from ..dataset.organize import record_order
+from ..orchestrate.executor import Submission, load_submissions
+from ..orchestrate.plan import Plan, generations, load_plan
+from ..orchestrate.status import RunStatus, gather_status
+from ..record.store import metadata_json_name
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +275,7 @@ def _read_metadata(facts: Facts, record_id: str, meta: dict[str, Any], finished:
 
 def _rasterized_files(tree: Any) -> Iterator[tuple[str, str, int]]:
     """``(extension, path, images)`` of every rasterized file of a record's tree (paths as in its images file;
-    the extension as :func:`zenodo_hpc.organize.file_extension` gives it, or ``(none)``)."""
+    the extension as :func:`zenodo_hpc.dataset.organize.file_extension` gives it, or ``(none)``)."""
     stack: list[tuple[str, Any]] = [("", tree)]
     while stack:
         prefix, node = stack.pop()
@@ -439,7 +439,7 @@ def _asked(cfg: Config, sub: Submission | None, shard: int, mem_gb: float | None
 def _task_states(run: RunDir, submissions: list[Submission], facts: Facts,
                  accounting: bool) -> tuple[dict[tuple[int, int], str], dict[tuple[int, int], dict[str, Any]]]:
     """Each task's state and, from SLURM accounting, its MaxRSS and Elapsed; ``facts.accounting`` says which."""
-    from ..submit import slurm_shard_states
+    from ..orchestrate.submit import slurm_shard_states
 
     local = [s for s in submissions if s.kind != "slurm"]
     on_slurm = [s for s in submissions if s.kind == "slurm"]

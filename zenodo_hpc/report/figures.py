@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..png import PALETTE_TABLE, clip_code_points
+from ..dataset.png import PALETTE_TABLE, clip_code_points
 from .collect import Facts
 
 STATUS_COLOURS = {"done": "#2ca02c", "failed": "#ff7f0e", "quarantined": "#d62728", "pending": "#c7c7c7"}
@@ -32,7 +32,7 @@ MPL_HINT = "matplotlib is not installed: pip install 'zenodo-hpc[report]'"
 
 def require_matplotlib() -> Any:
     """matplotlib with the Agg backend, or a one-line UserError saying how to install it."""
-    from ..errors import UserError
+    from ..core.errors import UserError
 
     try:
         import matplotlib

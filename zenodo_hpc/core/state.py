@@ -1,0 +1,668 @@
+"""The run directory (docs/operations.md, "The run directory"): where every stage reads its input and leaves its output.
+
+The run directory on shared scratch is the single source of truth. Nothing here needs a driver to be
+alive: every file is written to a temporary name and renamed into place, so a reader sees either the old
+or the new version, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import socket
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import (
+    FROZEN_FORMAT,
+    OUTPUT_KEYS,
+    Config,
+    config_from_dict,
+    describe_yaml_error,
+    first_missing_key,
+    parse_yaml,
+)
+from .errors import UserError
+from .liveness import owner_token, parse_owner_token
+from .records import BadRecord, check_hit
+
+log = logging.getLogger(__name__)
+
+RUN_YAML = "run.yaml"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+SHARED_FILE_MODE = 0o666 & ~_UMASK  # what open() would give: readable by the group on a shared cluster
+RECORDS = "records.jsonl"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The paths of one run directory."""
+
+    root: Path
+
+    @property
+    def run_yaml(self) -> Path:
+        return self.root / RUN_YAML
+
+    @property
+    def records(self) -> Path:
+        return self.root / RECORDS
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    def record_folder(self, record_id: str) -> Path:
+        return self.data / str(record_id)
+
+
+# --- atomic files ------------------------------------------------------------------------------------
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, SHARED_FILE_MODE)  # mkstemp's 0600 would hide run files from the rest of the group
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
+
+
+def read_json(path: Path, default: Any = None) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return default
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable ({exc})") from None
+
+
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """A JSON object file (a marker, a plan, a submission); None when it does not exist.
+
+    A file cut short, emptied, filled with junk or holding another JSON value is a UserError naming it, for
+    the caller to repair or explain: nothing of its content can be trusted.
+    """
+    try:
+        payload = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UserError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    try:
+        data = json.loads(payload)
+    except ValueError as exc:
+        raise UserError(f"{path}: unreadable ({_why_not_json(payload, exc)})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: unreadable (a JSON {type(data).__name__}, not an object)")
+    return data
+
+
+def _why_not_json(payload: bytes, exc: ValueError) -> str:
+    if not payload.strip():
+        return "empty"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not text: byte {exc.start} is not UTF-8"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"cut short or damaged JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+    return str(exc)
+
+
+def set_aside(path: Path) -> Path | None:
+    """Move an unreadable file out of the way, keeping it for a person to look at: ``.<name>.corrupt``
+    (hidden, so no listing of markers counts it). Returns where it went (None when it was gone already)."""
+    kept = path.with_name(f".{path.name}.corrupt")
+    try:
+        os.replace(path, kept)
+    except FileNotFoundError:
+        return None
+    log.warning("%s was unreadable: kept as %s", path, kept.name)
+    return kept
+
+
+_WARNED: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """Log a warning once per process: status and a waiting driver read the same bad file again and again."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning("%s", message)
+
+
+def sha256_of(path: Path) -> tuple[str, int]:
+    """sha256 and size of a file, read in blocks."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+def file_digest(path: Path) -> tuple[str, str, int]:
+    """md5, sha256 and size of a file, in one pass: an image's two checksums (pack writes, image checks)."""
+    md5, sha = hashlib.md5(), hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            md5.update(chunk)
+            sha.update(chunk)
+            size += len(chunk)
+    return md5.hexdigest(), sha.hexdigest(), size
+
+
+# --- records.jsonl -----------------------------------------------------------------------------------
+
+
+def iter_records(path: Path) -> Iterator[dict[str, Any]]:
+    """The harvested records, in order. A last line cut short by a crash is ignored (it is re-harvested).
+
+    A record whose id is not a Zenodo id, or whose shape is broken, is left out with a warning (an older
+    harvest may have kept one): its id must never name a file.
+    """
+    if not Path(path).exists():
+        return
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.endswith("\n"):
+                return  # an interrupted append
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                raise UserError(f"{path}:{number}: not a JSON record") from None
+            if not isinstance(record, dict) or "id" not in record:
+                raise UserError(f"{path}:{number}: a record without an id")
+            try:
+                check_hit(record)
+            except BadRecord as exc:
+                log.warning("%s:%d: left out: %s", path, number, exc)
+                continue
+            yield record
+
+
+def repair_records_file(path: Path) -> None:
+    """Cut a last line left incomplete by a crash, so that appends start on a fresh line."""
+    try:
+        with open(path, "rb+") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            if size == 0:
+                return
+            handle.seek(max(0, size - 1))
+            if handle.read(1) == b"\n":
+                return
+            handle.seek(0)
+            data = handle.read()
+            keep = data.rfind(b"\n") + 1
+            handle.truncate(keep)
+    except FileNotFoundError:
+        return
+
+
+def append_records(path: Path, records: Iterable[dict[str, Any]]) -> int:
+    """Append records as JSON lines in one write, flushed to disk: a crash loses at most this batch's tail."""
+    lines = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records)
+    if not lines:
+        return 0
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(lines)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return lines.count("\n")
+
+
+# --- run.yaml: the frozen config ---------------------------------------------------------------------
+
+def _get(tree: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        tree = tree[part]
+    return tree
+
+
+def _flatten(value: Any, prefix: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for key, sub in value.items():
+        out.update(_flatten(sub, f"{prefix}.{key}"))
+    return out
+
+
+def output_differences(frozen: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """``key: A in the run, B in this config`` for every output-defining key that differs."""
+    differences = []
+    for key in OUTPUT_KEYS:
+        for flat_key, old in _flatten(_get(frozen, key), key).items():
+            new = _flatten(_get(wanted, key), key).get(flat_key)
+            if old != new:
+                differences.append(f"{flat_key} is {old!r} in the run, {new!r} in this config")
+    return differences
+
+
+def check_config(run: RunDir, cfg: Config) -> None:
+    """An existing ``run.yaml`` must agree with ``cfg`` on everything the outputs depend on."""
+    if not run.run_yaml.exists():
+        return
+    differences = output_differences(load_frozen_dict(run), cfg.to_dict())
+    if differences:
+        raise UserError(
+            f"run directory {run.root} was made with a different config: {differences[0]}"
+            f"{f' (and {len(differences) - 1} more)' if len(differences) > 1 else ''}; "
+            "use the same config, or another run.name for a new run"
+        )
+
+
+RUN_YAML_END = "# end of run.yaml"
+_RUN_YAML_FORMAT = re.compile(r"^# zenodo-hpc run\.yaml, format (\d+)\b", re.MULTILINE)
+_REWRITE = ("restore it (after a pack, data/run.yaml in the run directory is a copy), or delete it and run "
+            "`zenodo-hpc submit -c CONFIG` with this run's config, which writes it anew")
+
+
+def run_yaml_text(cfg: Config) -> str:
+    """run.yaml's text: a first line naming its format (which keys it holds, for later versions to read it),
+    every key, and a last line, so that a file cut short is told from a whole one."""
+    head = f"# zenodo-hpc run.yaml, format {FROZEN_FORMAT}: this run's whole config, as of its latest submission"
+    return f"{head}\n{yaml.safe_dump(cfg.to_dict(), sort_keys=False)}{RUN_YAML_END}\n"
+
+
+def freeze_config(run: RunDir, cfg: Config) -> None:
+    """Write ``run.yaml`` (the settings of the latest submission) after :func:`check_config`."""
+    check_config(run, cfg)
+    atomic_write_text(run.run_yaml, run_yaml_text(cfg))
+
+
+def _run_yaml_format(text: str, path: Path) -> int:
+    """The format a run.yaml names; 1 for one written before formats were named (or stripped of its head)."""
+    match = _RUN_YAML_FORMAT.search(text)
+    fmt = int(match.group(1)) if match else 1
+    if fmt > FROZEN_FORMAT:
+        raise UserError(f"{path}: written by a newer zenodo-hpc (run.yaml format {fmt}; this one reads formats up "
+                        f"to {FROZEN_FORMAT}): use that version")
+    return fmt
+
+
+def load_frozen_dict(run: RunDir) -> dict[str, Any]:
+    """run.yaml as a mapping, refused unless whole: a truncated or edited file must not fall back to defaults
+    (``executor.kind: auto`` on a cluster). Keys added after an older version wrote it keep their defaults."""
+    path = run.run_yaml
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{run.root} is not a run directory (no {RUN_YAML})") from None
+    except OSError as exc:
+        raise UserError(f"{path}: unreadable ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: damaged, not UTF-8 ({exc.reason} at byte {exc.start}); {_REWRITE}") from None
+    fmt = _run_yaml_format(text, path)
+    try:
+        data = parse_yaml(text, str(path))
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: truncated or damaged, not valid YAML{describe_yaml_error(exc)}; {_REWRITE}") from None
+    if data is None:  # empty: cut short before its first key
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a config mapping; {_REWRITE}")
+    missing = first_missing_key(data, fmt)
+    if missing:
+        raise UserError(f"{path}: truncated or edited: key {missing} is missing; {_REWRITE}")
+    if fmt > 1 and text.rstrip().rpartition("\n")[2] != RUN_YAML_END:
+        raise UserError(f"{path}: truncated: it does not end with the line {RUN_YAML_END!r}; {_REWRITE}")
+    return data
+
+
+def open_run(cfg: Config) -> RunDir:
+    """Create (or reopen) the run directory of ``cfg`` and freeze its config."""
+    run = RunDir(cfg.run_dir)
+    try:
+        for folder in (run.root, run.data, run.state, run.logs):
+            folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create run directory {run.root}: {exc.strerror or exc}") from None
+    freeze_config(run, cfg)
+    return run
+
+
+def load_run(path: str | os.PathLike[str]) -> tuple[RunDir, Config]:
+    """An existing run directory and its frozen config (for status, resume, pack, fetch)."""
+    run = RunDir(Path(path))
+    if not run.root.is_dir():
+        raise UserError(f"{run.root} is not a run directory (no such folder)")
+    cfg = config_from_dict(load_frozen_dict(run), str(run.run_yaml))
+    return run, cfg
+
+
+# --- per-record markers ------------------------------------------------------------------------------
+#
+# state/done/<id>.json      the record is complete (written after its folder is in place), with its stats
+#                           and each file's size and sha256 (pack checks the folder against them)
+# state/failed/<id>.json    the record's last failure: reason, message, attempts, history, quarantined
+# state/attempts/<id>       one line per time a worker started the record, "<time>\t<task>\t<host> <pid>
+#                           <start>" (a crash leaves a line and no failure: that is how a poison record that
+#                           kills its worker is recognised; the owner says whose leftovers are whose)
+#
+# One small file per record, like datatrove's completion markers: resume is just running again, and
+# status is a directory listing.
+
+DONE = "done"
+FAILED = "failed"
+ATTEMPTS = "attempts"
+
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+
+
+def marker(run: RunDir, kind: str, record_id: str) -> Path:
+    """The marker file of a record; an id that could leave ``state/`` (``../x``, ``/etc``) is a bug here."""
+    if not _SAFE_ID.fullmatch(str(record_id)):
+        raise ValueError(f"not a record id: {str(record_id)[:40]!r}")
+    suffix = "" if kind == ATTEMPTS else ".json"
+    return run.state / kind / f"{record_id}{suffix}"
+
+
+def ids_in(run: RunDir, kind: str) -> set[str]:
+    """Record ids with a marker of ``kind`` (a directory listing, no file is read)."""
+    folder = run.state / kind
+    try:
+        with os.scandir(folder) as entries:
+            names = [e.name for e in entries if not e.name.startswith(".")]
+    except FileNotFoundError:
+        return set()
+    return {name.removesuffix(".json") for name in names}
+
+
+def is_done(run: RunDir, record_id: str) -> bool:
+    return marker(run, DONE, record_id).exists()
+
+
+_ATTEMPT_LINE = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\S*\t")  # <time>\t<task>\t<host> <pid> <start>
+
+
+def _attempt_lines(path: Path) -> tuple[list[bytes], list[bytes]]:
+    """All lines of an attempts file (the last one possibly cut short) and, of them, the attempt lines."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return [], []
+    lines = data.split(b"\n")  # the last item is b"" for a file ending in a newline
+    good = [line for line in lines[:-1] if _ATTEMPT_LINE.match(line)]
+    if len(good) < len(lines) - 1 or lines[-1]:
+        warn_once(f"{path}: {len(lines) - 1 - len(good) + bool(lines[-1])} line(s) are not attempt lines (damaged); "
+                  "they are not counted as attempts")
+    return lines, good
+
+
+def attempts_of(run: RunDir, record_id: str) -> int:
+    """How many times a worker started the record: its attempt lines (junk in the file counts for nothing)."""
+    return len(_attempt_lines(marker(run, ATTEMPTS, record_id))[1])
+
+
+def last_attempt_owner(run: RunDir, record_id: str) -> dict[str, Any] | None:
+    """Who started the record last (host, pid, start), as its attempt line says; None when no line says."""
+    good = _attempt_lines(marker(run, ATTEMPTS, record_id))[1]
+    fields = good[-1].split(b"\t") if good else []
+    return parse_owner_token(fields[2].decode("utf-8", "replace")) if len(fields) > 2 else None
+
+
+def mark_started(run: RunDir, record_id: str, task: str) -> int:
+    """Count one more attempt at ``record_id``, naming this process (its temporary folders are its own until it
+    is gone); return its number (1 for the first)."""
+    path = marker(run, ATTEMPTS, record_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = f"{_now()}\t{task}\t{owner_token()}\n".encode()
+    with open(path, "a+b") as handle:
+        if handle.seek(0, os.SEEK_END):
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":  # a line cut short by a crash must not swallow this one
+                line = b"\n" + line
+        handle.write(line)
+    return attempts_of(run, record_id)
+
+
+def record_digests(folder: Path) -> dict[str, dict[str, Any]]:
+    """``{name: {"size", "sha256"}}`` of a record folder's files: what ``pack`` later checks the folder against."""
+    try:
+        with os.scandir(folder) as entries:
+            names = sorted(e.name for e in entries if e.is_file() and not e.name.startswith("."))
+    except FileNotFoundError:
+        return {}
+    out = {}
+    for name in names:
+        sha, size = sha256_of(folder / name)
+        out[name] = {"size": size, "sha256": sha}
+    return out
+
+
+def mark_done(run: RunDir, record_id: str, info: dict[str, Any]) -> None:
+    """The record is complete; the marker keeps each file's size and sha256 so that damage found later is told."""
+    files = record_digests(run.record_folder(record_id))
+    atomic_write_json(marker(run, DONE, record_id), {"id": record_id, "finished": _now(), **info,
+                                                     **({"outputs": files} if files else {})})
+    with contextlib.suppress(FileNotFoundError):
+        marker(run, FAILED, record_id).unlink()
+
+
+def read_done(run: RunDir, record_id: str) -> dict[str, Any] | None:
+    """A done marker (None when there is none); an unreadable one is a UserError naming it (``pack`` repairs it)."""
+    return read_json_object(marker(run, DONE, record_id))
+
+
+def mark_for_redo(run: RunDir, record_id: str, *, reason: str, message: str) -> None:
+    """A done record whose folder turned out damaged is done no more: failed with ``reason`` (so that status
+    says why), its attempts forgotten (not the record's fault), and ``resume`` makes it again."""
+    mark_failed(run, record_id, reason=reason, message=message, attempt=0, task="pack", quarantined=False)
+    for kind in (DONE, ATTEMPTS):
+        with contextlib.suppress(FileNotFoundError):
+            marker(run, kind, record_id).unlink()
+
+
+UNREADABLE_MARKER = "unreadable_marker"
+
+
+def mark_failed(run: RunDir, record_id: str, *, reason: str, message: str, attempt: int, task: str,
+                quarantined: bool) -> dict[str, Any]:
+    """Record a failure (the history keeps every earlier one); return the marker's content.
+
+    An unreadable earlier marker is set aside (``.<id>.json.corrupt``) and the history starts again.
+    """
+    path = marker(run, FAILED, record_id)
+    try:
+        previous = read_json_object(path) or {}
+    except UserError:
+        set_aside(path)
+        previous = {}
+    history = previous.get("history")
+    history = history if isinstance(history, list) else []
+    history.append({"reason": reason, "message": message, "attempt": attempt, "task": task, "at": _now()})
+    info = {"id": record_id, "reason": reason, "message": message, "attempts": attempt,
+            "quarantined": quarantined, "history": history[-20:]}
+    atomic_write_json(path, info)
+    return info
+
+
+def read_failure(run: RunDir, record_id: str) -> dict[str, Any] | None:
+    """A record's last failure, or None. An unreadable marker reads as a failure of its own
+    (``unreadable_marker``, not quarantined): the record is tried again and its next attempt rewrites it."""
+    try:
+        return read_json_object(marker(run, FAILED, record_id))
+    except UserError as exc:
+        warn_once(f"{exc}: record {record_id} counts as failed ({UNREADABLE_MARKER}) until `zenodo-hpc resume` "
+                  "tries it again, which rewrites the file (if it was quarantined, it is tried again)")
+        return {"id": record_id, "reason": UNREADABLE_MARKER, "message": str(exc), "quarantined": False}
+
+
+@dataclass
+class Outcomes:
+    """Where the run's records stand, from the run directory alone (no scheduler asked): what ``pack``
+    gates on and ``status`` starts from."""
+
+    records: int
+    done_ids: set[str]
+    failed: dict[str, int]  # reason -> records failed for it that another attempt may change
+    quarantined: dict[str, int]  # reason -> records set aside
+
+    @property
+    def done(self) -> int:
+        return len(self.done_ids)
+
+    @property
+    def pending(self) -> int:
+        return max(0, self.records - self.done - sum(self.failed.values()) - sum(self.quarantined.values()))
+
+
+def count_records(path: os.PathLike[str]) -> int:
+    """Lines of records.jsonl, counted in blocks (no JSON parsing)."""
+    try:
+        with open(path, "rb") as handle:
+            return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+    except FileNotFoundError:
+        return 0
+
+
+def record_outcomes(run: RunDir) -> Outcomes:
+    """Count the records done, failed and quarantined (by reason) from their markers."""
+    done_ids = ids_in(run, DONE)
+    failed: dict[str, int] = {}
+    quarantined: dict[str, int] = {}
+    for record_id in ids_in(run, FAILED) - done_ids:
+        failure = read_failure(run, record_id) or {}
+        counts = quarantined if failure.get("quarantined") else failed
+        reason = failure.get("reason", "unknown")
+        counts[reason] = counts.get(reason, 0) + 1
+    return Outcomes(count_records(run.records), done_ids, failed, quarantined)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def unmark_started(run: RunDir, record_id: str) -> None:
+    """Take back the last attempt: the worker was interrupted (preempted, timed out), not the record's fault."""
+    path = marker(run, ATTEMPTS, record_id)
+    lines, good = _attempt_lines(path)
+    if not good:
+        return
+    last = max(i for i, line in enumerate(lines[:-1]) if _ATTEMPT_LINE.match(line))
+    atomic_write_bytes(path, b"\n".join(lines[:last] + lines[last + 1:]))
+
+
+# --- the driver lock ---------------------------------------------------------------------------------
+
+LOCK = "driver.lock"
+
+
+@contextlib.contextmanager
+def driver_lock(run: RunDir, what: str, *, name: str = LOCK) -> Iterator[None]:
+    """One driver at a time may plan and submit for a run: two would double-submit.
+
+    Creating the lock file with ``link`` is atomic on local disks, NFS and Lustre alike (``flock`` is not, across
+    nodes). A lock whose process is gone on this host is stale and taken over; one held from another
+    host is reported with its holder so a person can decide.
+    """
+    path = run.state / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now(), "command": what}
+    for _ in range(2):
+        try:
+            _create_with(path, json.dumps(me))
+        except FileExistsError:
+            holder = _read_holder(path)
+            if _is_stale(holder, path):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                continue
+            raise UserError(
+                f"another zenodo-hpc driver ({holder.get('command', '?')}, pid {holder.get('pid', '?')} on "
+                f"{holder.get('host', '?')}, since {holder.get('since', '?')}) is working on {run.root}; "
+                f"wait for it to finish, or remove {path} if it is gone"
+            ) from None
+        break
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            if _read_holder(path).get("pid") == me["pid"]:
+                path.unlink()
+
+
+def _create_with(path: Path, text: str) -> None:
+    """Create ``path`` holding ``text`` in one step, or raise FileExistsError.
+
+    The text goes to a private file first, then ``link`` puts it in place: atomic on local disks, NFS and
+    Lustre alike, so nobody ever reads a lock without its holder written in it.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
+
+
+def _read_holder(path: Path) -> dict[str, Any]:
+    """Who holds a lock; ``{}`` while its holder has not written it yet (or wrote something else)."""
+    try:
+        holder = read_json(path, default=None)
+    except UserError:
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _is_stale(holder: dict[str, Any], path: Path) -> bool:
+    if not holder:  # the holder died between creating and writing the file
+        with contextlib.suppress(FileNotFoundError):
+            return time.time() - path.stat().st_mtime > 60
+        return True
+    if holder.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(holder.get("pid", -1)), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError, TypeError):
+        return False
+    return False

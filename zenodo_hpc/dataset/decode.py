@@ -1,0 +1,324 @@
+"""Decode a record's files from their bytes: the images h5 (format 1 and 2, and 2018's layout), the images
+pickle and the metadata JSON and pickle, ours and 2018's.
+
+One decoding module for every reader: :mod:`zenodo_hpc.load` reads files from a folder, the image reader
+(:mod:`zenodo_hpc.dataset.image`) reads them out of a squashfs image, and both hand the bytes here. Every pickle
+is read by :class:`SafeUnpickler`, which builds numpy arrays, plain Python values and containertree trees
+and refuses anything else: unpickling a downloaded file cannot run code.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import io
+import json
+import pickle
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ..core.errors import UserError
+from ..record.store import H5_FORMAT, HDF5PLUGIN_HINT, segments_dataset_name
+
+H5_READ_VERSIONS = (1, 2)
+LEGACY_SIZE = 80  # the 2018 images: 80 x 80
+LEGACY_PAD = 32  # and their padding: spaces
+_OUR_PICKLE_DTYPES = (np.dtype("<i4"), np.dtype(np.uint32))  # today's pickles; uint32 before format 2
+_LEGACY_NAME = re.compile(r"(?P<path>.+)__(?P<index>[0-9]+)", re.DOTALL)
+
+
+def read_images_h5(file: Any) -> dict[str, np.ndarray]:
+    """An ``images_<id>.h5`` of any format version, or a 2018 one; ``file`` is a path or a file object."""
+    try:
+        with h5py.File(file, "r") as h5:
+            fmt = h5.attrs.get("format")
+            if fmt is None and "format_version" not in h5.attrs:
+                return _read_2018_h5(h5, file)
+            if fmt != H5_FORMAT:
+                raise UserError(f"{file}: not a zenodo-hpc images file (no format={H5_FORMAT} attribute)")
+            version = int(h5.attrs.get("format_version", 1))
+            if version == 1:
+                return _read_h5_v1(h5)
+            if version == 2:
+                return _read_h5_v2(h5, file)
+            raise UserError(f"{file}: written by a newer zenodo-hpc (format_version {version}; this one reads "
+                            f"{' and '.join(map(str, H5_READ_VERSIONS))}): upgrade zenodo-hpc")
+    except (OSError, KeyError, ValueError, IndexError) as exc:  # a damaged file raises any of them from h5py
+        raise UserError(f"{file}: cannot read HDF5 file ({exc})") from None
+
+
+def _read_h5_v1(h5: h5py.File) -> dict[str, np.ndarray]:
+    """Format 1: one ``/segments`` dataset in the record's widest dtype; ``/files/path`` and ``/files/offset``."""
+    segments = h5["segments"][()].astype(np.uint32, copy=False)
+    paths = h5["files/path"].asstr()[()]
+    offsets = h5["files/offset"][()].astype(np.int64)
+    return {str(p): segments[offsets[i]:offsets[i + 1]] for i, p in enumerate(paths)}
+
+
+def _read_h5_v2(h5: h5py.File, file: Any) -> dict[str, np.ndarray]:
+    """Format 2: ``/segments_uint{8,16,32}`` by each file's dtype; ``/files/{path,offset,itemsize,start}``."""
+    paths = h5["files/path"].asstr()[()]
+    offsets = h5["files/offset"][()].astype(np.int64)
+    itemsizes = h5["files/itemsize"][()].astype(np.int64)
+    starts = h5["files/start"][()].astype(np.int64)
+    counts = np.diff(offsets)
+    if not (len(offsets) == len(paths) + 1 == len(itemsizes) + 1 == len(starts) + 1) or (counts < 0).any():
+        raise UserError(f"{file}: damaged: /files/path, offset, itemsize and start do not agree")
+    data: dict[int, np.ndarray] = {}
+    for itemsize in sorted({int(k) for k in itemsizes[counts > 0]}):
+        name = segments_dataset_name(itemsize)
+        if name not in h5:
+            raise UserError(f"{file}: damaged: files are stored in /{name}, which is missing")
+        dataset = h5[name]
+        _check_filters(dataset, file)
+        data[itemsize] = dataset[()].astype(np.uint32, copy=False)
+    out = {}
+    for i, path in enumerate(paths):
+        count = int(counts[i])
+        if count == 0:
+            height = int(h5.attrs.get("height", LEGACY_SIZE))
+            out[str(path)] = np.empty((0, height, int(h5.attrs.get("width", LEGACY_SIZE))), dtype=np.uint32)
+            continue
+        segments = data[int(itemsizes[i])]
+        start = int(starts[i])
+        if start < 0 or start + count > len(segments):
+            raise UserError(f"{file}: damaged: {path} has images {start} to {start + count} of "
+                            f"{len(segments)} in /{segments_dataset_name(int(itemsizes[i]))}")
+        out[str(path)] = segments[start:start + count]
+    return out
+
+
+def _check_filters(dataset: h5py.Dataset, file: Any) -> None:
+    """A dataset compressed with a plugin filter (zstd) asks for hdf5plugin, by name, before h5py fails obscurely."""
+    plist = dataset.id.get_create_plist()
+    for i in range(plist.get_nfilters()):
+        code, _, _, label = plist.get_filter(i)
+        if h5py.h5z.filter_avail(code):
+            continue
+        with contextlib.suppress(ImportError):
+            import hdf5plugin  # noqa: F401 - importing it registers its filters with HDF5
+        if not h5py.h5z.filter_avail(code):
+            what = label.decode(errors="replace") if isinstance(label, bytes) else str(label)
+            raise UserError(f"{file}: its images are compressed with HDF5 filter {code} ({what or 'a plugin'}), "
+                            f"which needs hdf5plugin: {HDF5PLUGIN_HINT}")
+
+
+def _read_2018_h5(h5: h5py.File, file: Any) -> dict[str, np.ndarray]:
+    """The 2018 layout: one dataset per image named ``<path>__<i>`` (``/`` in a path made groups), int64 rows."""
+    found: dict[str, dict[int, np.ndarray]] = {}
+    foreign: list[str] = []
+
+    def visit(name: str, obj: Any) -> None:
+        if not isinstance(obj, h5py.Dataset):
+            return
+        match = _LEGACY_NAME.fullmatch(name)
+        if match is None or obj.ndim != 2 or obj.dtype.kind not in "iu":
+            foreign.append(name)
+            return
+        found.setdefault(match["path"], {})[int(match["index"])] = obj[()]
+
+    h5.visititems(visit)
+    if foreign:
+        raise UserError(f"{file}: not a zenodo-hpc images file (no format={H5_FORMAT} attribute) nor a 2018 one "
+                        f"(2-D datasets named <path>__<i>): it holds {foreign[0]!r}")
+    out = {}
+    for path in sorted(found):
+        by_index = found[path]
+        if sorted(by_index) != list(range(len(by_index))):
+            raise UserError(f"{file}: {path} has images {sorted(by_index)}, not 0 to {len(by_index) - 1}")
+        out[path] = _legacy_stack([by_index[i] for i in range(len(by_index))], f"{file}: {path}")
+    return out
+
+
+def _legacy_stack(segments: list[Any], where: str) -> np.ndarray:
+    """2018 images (int64, the last one shorter than 80 rows) as ``(n, 80, 80)`` uint32, padded with spaces."""
+    arrays = [np.asarray(s) for s in segments]
+    arrays = [a for a in arrays if not (a.ndim == 2 and a.shape[0] == 0)]  # an image of no rows: no image
+    out = np.full((len(arrays), LEGACY_SIZE, LEGACY_SIZE), LEGACY_PAD, dtype=np.uint32)
+    for j, array in enumerate(arrays):
+        if array.ndim != 2 or array.shape[0] > LEGACY_SIZE or array.shape[1] > LEGACY_SIZE:
+            raise UserError(f"{where}: image {j} has shape {array.shape}, expected at most (80, 80)")
+        if array.size and (array.dtype.kind not in "iu" or array.min() < 0 or array.max() > 0x10FFFF):
+            raise UserError(f"{where}: image {j} holds values that are not code points")
+        out[j, :array.shape[0], :array.shape[1]] = array
+    return out
+
+
+def read_images_pkl(file: Path) -> dict[str, np.ndarray]:
+    return images_from_pickle(read_file(file), str(file))
+
+
+def read_file(file: Path) -> bytes:
+    try:
+        return file.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{file}: cannot read it ({exc.strerror or exc})") from None
+
+
+# --- decoding a record's files from bytes (also used for files read out of an image) ------------------
+
+
+def images_from_pickle(data: bytes, name: str) -> dict[str, np.ndarray]:
+    """The pickle ``{path: [array(80, 80), ...]}`` as ``{path: (n, 80, 80) uint32}``.
+
+    Ours (int32, or uint32 before) come back as written; 2018's (int64) are padded to 80 x 80 with spaces.
+    """
+    legacy = _unpickle(data, name)
+    if not isinstance(legacy, dict):
+        raise UserError(f"{name}: expected a dict of file path -> list of arrays")
+    out = {}
+    try:
+        for key, segs in legacy.items():
+            arrays = [np.asarray(s) for s in segs]
+            if not arrays:
+                out[key] = np.empty((0, LEGACY_SIZE, LEGACY_SIZE), dtype=np.uint32)
+            elif all(a.dtype in _OUR_PICKLE_DTYPES for a in arrays):
+                out[key] = np.stack(arrays).astype(np.uint32, copy=False)
+            else:  # 2018's int64 from pandas: the last image is short
+                out[key] = _legacy_stack(arrays, f"{name}: {key}")
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{name}: expected a dict of file path -> list of (80, 80) arrays ({_why(exc)})") from None
+    return out
+
+
+def metadata_from_json(data: bytes, name: str) -> dict[str, Any]:
+    try:
+        meta = json.loads(data.decode("utf-8"))
+    except ValueError as exc:
+        raise UserError(f"{name}: cannot read metadata JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{name}: expected a metadata dict")
+    return meta
+
+
+def metadata_from_pickle(data: bytes, name: str) -> dict[str, Any]:
+    meta = _unpickle(data, name)
+    if not isinstance(meta, dict):
+        raise UserError(f"{name}: expected a metadata dict")
+    if isinstance(meta.get("tree"), ContainerTreeObject):
+        meta = dict(meta, tree=tree_from_containertree(meta["tree"]))
+    return meta
+
+
+# --- pickles, safely --------------------------------------------------------------------------------------
+
+
+class ContainerTreeObject:
+    """An object of the ``containertree`` package, read without it: its attributes and nothing else.
+
+    2018's metadata pickles hold a ``containertree.tree.ContainerTree`` (containertree 0.0.4) whose ``root``
+    is a ``containertree.tree.Node`` (attributes ``filepath``, ``children``, ``leaf``, ``size``, ``name``,
+    ``tags``, ``counter``). No method of the real classes exists here, so nothing of theirs can run.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) == 2:  # (__dict__, __slots__ values)
+            state = {**(state[0] or {}), **(state[1] or {})}
+        if isinstance(state, dict):
+            self.__dict__.update({str(k): v for k, v in state.items()})
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__module__}.{type(self).__name__} read without containertree>"
+
+
+_CONTAINERTREE_CLASSES: dict[tuple[str, str], type] = {}
+
+
+def _containertree_class(module: str, name: str) -> type:
+    """One stand-in class per containertree class name, so that ``type(obj).__name__`` still says which."""
+    key = (module, name)
+    if key not in _CONTAINERTREE_CLASSES:
+        _CONTAINERTREE_CLASSES[key] = type(name, (ContainerTreeObject,), {"__module__": module})
+    return _CONTAINERTREE_CLASSES[key]
+
+
+def _numpy_functions() -> dict[tuple[str, str], Any]:
+    """numpy's reconstruction functions under the module names numpy 1 and 2 pickle them with."""
+    reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]
+    scalar = np.int64(0).__reduce__()[0]
+    frombuffer = np.zeros(1).__reduce_ex__(5)[0]
+    allowed: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for package in ("numpy.core", "numpy._core"):
+        allowed[(f"{package}.multiarray", "_reconstruct")] = reconstruct
+        allowed[(f"{package}.multiarray", "scalar")] = scalar
+        allowed[(f"{package}.numeric", "_frombuffer")] = frombuffer
+    return allowed
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays, plain Python values and containertree trees; refuses every other global.
+
+    A pickle names the functions it calls (``os.system``, ``builtins.eval``, ...) through ``find_class``:
+    only numpy's array and scalar reconstruction, ``set``, ``frozenset``, ``bytes``, ``bytearray``,
+    ``complex``, ``_codecs.encode`` (bytes in protocol 2) and stand-ins for containertree's classes are given.
+    """
+
+    _ALLOWED: dict[tuple[str, str], Any] = {
+        **_numpy_functions(),
+        ("builtins", "set"): set, ("builtins", "frozenset"): frozenset, ("builtins", "bytes"): bytes,
+        ("builtins", "bytearray"): bytearray, ("builtins", "complex"): complex,
+        ("_codecs", "encode"): codecs.encode,
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = self._ALLOWED.get((module, name))
+        if found is not None:
+            return found
+        if (module == "containertree" or module.startswith("containertree.")) and name.isidentifier():
+            return _containertree_class(module, name)
+        raise RefusedPickle(f"{module}.{name}")
+
+
+class RefusedPickle(pickle.UnpicklingError):
+    """A pickle naming a global that :class:`SafeUnpickler` does not give."""
+
+
+def _unpickle(data: bytes, name: str) -> Any:
+    """Unpickle a record's file with :class:`SafeUnpickler`: a pickle that would call anything else is refused."""
+    try:
+        return SafeUnpickler(io.BytesIO(data)).load()
+    except RefusedPickle as exc:
+        raise UserError(f"{name}: refused: this pickle would call {exc}, which is not a numpy array, a plain value "
+                        "or a containertree tree (unpickling it could run any code); nothing was run") from None
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError, IndexError, KeyError,
+            TypeError, struct.error, MemoryError, OverflowError, RecursionError) as exc:  # from damaged pickles
+        raise UserError(f"{name}: cannot read pickle ({_why(exc)})") from None
+
+
+def tree_from_containertree(tree: Any) -> dict[str, Any]:
+    """A containertree ``ContainerTree`` (2018) as today's tree: ``{"type": "dir", "children": {name: node}}``.
+
+    Leaves with no children are files (``size`` from the node, when it has one); every other node is a
+    folder. 2018's intermediate nodes carried the attributes of the first file beneath them: they are dropped.
+    """
+    root = getattr(tree, "root", None)
+    out: dict[str, Any] = {"type": "dir", "children": {}}
+    stack = [(root, out)]
+    while stack:
+        node, target = stack.pop()
+        children = getattr(node, "children", None) or []
+        for child in sorted(children, key=lambda c: str(getattr(c, "filepath", ""))):
+            name = str(getattr(child, "filepath", ""))
+            if getattr(child, "children", None):
+                sub: dict[str, Any] = {"type": "dir", "children": {}}
+                stack.append((child, sub))
+            elif getattr(child, "leaf", False):
+                sub = {"type": "file"}
+                if isinstance(getattr(child, "size", None), int):
+                    sub["size"] = child.size
+            else:
+                sub = {"type": "dir", "children": {}}
+            target["children"][name] = sub
+    return out
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,76 @@
+"""Read records back: ``load_images`` and ``load_metadata`` (docs/formats.md).
+
+Both accept a record folder or one of its files, written by zenodo-hpc or by the 2018 code that made the
+published Zenodo-ML dataset (docs/from-2018.md). Images always come back as ``uint32`` arrays of shape
+``(n, height, width)``, whatever the file stores, so they compare equal to :func:`zenodo_hpc.raster.rasterize`.
+
+Every pickle (ours and 2018's) is read by :class:`SafeUnpickler`, which builds numpy arrays, plain Python
+values and containertree trees and refuses anything else: unpickling a downloaded file cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.errors import UserError
+from .decode import metadata_from_json, metadata_from_pickle, read_file, read_images_h5, read_images_pkl
+from .image import load_images_from_image, load_metadata_from_image, split_image_path
+
+
+def _record_file(path: Path, prefix: str, suffixes: tuple[str, ...]) -> Path:
+    """In a record folder, the ``<prefix>_<id><suffix>`` file, trying ``suffixes`` in order."""
+    if not path.exists():
+        raise UserError(f"{path} does not exist")
+    if not path.is_dir():
+        return path
+    for suffix in suffixes:
+        candidate = path / f"{prefix}_{path.name}{suffix}"
+        if candidate.is_file():
+            return candidate
+    wanted = " or ".join(f"{prefix}_{path.name}{s}" for s in suffixes)
+    raise UserError(f"{path} is not a record folder: it has no {wanted}")
+
+
+def load_images(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """``{file path: (n, height, width) uint32 array}`` from an ``images_<id>.h5``/``.pkl`` or a record folder.
+
+    A record folder is read from its ``.h5`` when it has one, else from its ``.pkl``. A path inside a
+    squashfs image (``zenodo-ml.sqsh:1065022/images_1065022.h5``, or the record folder
+    ``zenodo-ml.sqsh:1065022``) is read without mounting it (docs/image.md).
+
+    Files of the published 2018 dataset are read too: its h5 (one int64 dataset per image, named
+    ``<path>__<i>``) and its pickle. There the last image of a file is shorter than 80 rows; it is padded
+    with rows of spaces (32) to 80 x 80, as the rasterization rules pad it, and an image of no rows at
+    all (2018's empty files) is left out, as an empty file has no image (docs/from-2018.md).
+    """
+    inside = split_image_path(path)
+    if inside is not None:
+        return load_images_from_image(*inside)
+    file = _record_file(Path(path), "images", (".h5", ".pkl"))
+    if file.suffix == ".h5":
+        return read_images_h5(file)
+    if file.suffix == ".pkl":
+        return read_images_pkl(file)
+    raise UserError(f"{file}: not an images file (expected images_<id>.h5 or images_<id>.pkl)")
+
+
+def load_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The record's metadata dict from ``metadata_<id>.json``/``.pkl``, a record folder, or inside an image.
+
+    A 2018 ``metadata_<id>.pkl`` (``{"hit": ..., "tree": <containertree.ContainerTree>}``) is read without
+    containertree: its tree comes back as the nested dicts of today's (``{"type": "dir", "children": {...}}``,
+    files ``{"type": "file", "size": ...}``).
+    """
+    inside = split_image_path(path)
+    if inside is not None:
+        return load_metadata_from_image(*inside)
+    file = _record_file(Path(path), "metadata", (".json", ".pkl"))
+    if file.suffix == ".json":
+        return metadata_from_json(read_file(file), str(file))
+    if file.suffix == ".pkl":
+        return metadata_from_pickle(read_file(file), str(file))
+    raise UserError(f"{file}: not a metadata file (expected metadata_<id>.json or metadata_<id>.pkl)")

@@ -1,0 +1,158 @@
+"""``run``: the whole pipeline in one command — harvest, submit, wait, another round for what failed, pack.
+
+Every stage is resumable and reads the run directory, so ``run`` is safe to start again at any time: it
+picks up where things stand. Rounds are decided by the same function everywhere (zenodo_hpc/drivers/finish.py):
+locally ``run`` takes the decision itself between rounds; on SLURM the finishing job queued with each
+round takes it, and ``run`` only follows the chain until the image is there (or, with ``--no-wait``,
+returns at once: the chain finishes without anybody logged in).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tqdm import tqdm
+
+from ..core.config import Config
+from ..core.state import RunDir, open_run
+from ..dataset.pack import PackResult
+from ..orchestrate.chain import Chain, load_chain
+from ..orchestrate.executor import resolve_kind
+from ..orchestrate.status import RunStatus, gather_status
+from ..orchestrate.submit import format_result
+from ..zenodo.harvest import format_summary as harvest_summary
+from ..zenodo.harvest import harvest
+from .finish import advance, advance_rounds, submit_round
+
+log = logging.getLogger(__name__)
+
+POLL_S = 10.0
+
+
+@dataclass
+class RunOutcome:
+    run: RunDir
+    packed: PackResult | None
+    status: RunStatus
+    waiting: bool  # True when it returned with work still queued (--no-wait)
+    message: str = ""  # how the run ended when the image was not packed here (SLURM: the finishing job)
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def run_pipeline(cfg: Config, *, limit: int | None = None, wait: bool = True, kind: str | None = None,
+                 poll_s: float = POLL_S, progress: bool | None = None) -> RunOutcome:
+    """Harvest, then rounds until every record is done or quarantined, then the image."""
+    kind = resolve_kind(kind or cfg.executor.kind)
+    run = open_run(cfg)
+    say(harvest_summary(harvest(cfg, limit=limit, progress=progress)))
+    if kind == "slurm":
+        return _run_on_slurm(run, cfg, wait=wait, poll_s=poll_s, progress=progress)
+    return _run_here(run, cfg, kind, poll_s=poll_s, progress=progress)
+
+
+def _run_here(run: RunDir, cfg: Config, kind: str, *, poll_s: float, progress: bool | None) -> RunOutcome:
+    """Local and debug executors: each round runs to its end, then the same decision as on SLURM."""
+    chain = Chain(started_by="run", max_rounds=cfg.executor.max_attempts)
+    step = advance_rounds(run, cfg, kind=kind, chain=chain, say=say,
+                          wait=lambda: wait_for_tasks(run, poll_s, progress))
+    return RunOutcome(run, step.packed, gather_status(run), waiting=False)
+
+
+def _run_on_slurm(run: RunDir, cfg: Config, *, wait: bool, poll_s: float, progress: bool | None) -> RunOutcome:
+    """Queue the first round and its finishing job; then follow the chain, or return at once."""
+    result = submit_round(run, cfg, kind="slurm", what="run")
+    say(format_result(result, run))
+    if result.submission is None and not result.snapshot.active:  # nothing left to do but the image
+        step = advance(run, cfg, kind="slurm", chain=load_chain(run))
+        return RunOutcome(run, step.packed, gather_status(run), waiting=False, message=step.message)
+    if not wait:
+        return RunOutcome(run, None, gather_status(run), waiting=True)
+    message = follow_chain(run, poll_s, progress)
+    return RunOutcome(run, None, gather_status(run), waiting=False, message=message)
+
+
+def follow_chain(run: RunDir, poll_s: float, progress: bool | None) -> str:
+    """Wait until the run's chain of rounds has ended (packed, or stopped); its last word."""
+    while True:
+        wait_for_tasks(run, poll_s, progress)
+        chain = load_chain(run)
+        if chain is None or chain.state != "running":
+            return chain.message if chain else "no chain of rounds to follow"
+        if not _job_alive(chain.finishing_job):
+            time.sleep(poll_s)  # accounting may lag behind the job writing its decision
+            chain = load_chain(run)
+            if chain is not None and chain.state == "running" and not _job_alive(chain.finishing_job):
+                return (f"the finishing job {chain.finishing_job} ended without deciding (see "
+                        f"{run.logs / 'submitit'}); continue with `zenodo-hpc resume {run.root}`")
+
+
+def _job_alive(job: str | None) -> bool:
+    from ..orchestrate.slurm import ACTIVE_STATES, task_states
+
+    if not job:
+        return False
+    state = task_states([job]).get(job)
+    return state is not None and state.state in ACTIVE_STATES
+
+
+def wait_for_tasks(run: RunDir, poll_s: float, progress: bool | None) -> None:
+    """Poll the run until SLURM has none of its tasks (nor its finishing job) queued or running."""
+    from ..orchestrate.executor import load_submissions
+    from ..orchestrate.slurm import unfinished_tasks
+
+    status = gather_status(run)
+    bar = tqdm(total=status.records, initial=status.done + status.quarantined, unit="rec", desc="records",
+               disable=None if progress is None else not progress, leave=False)
+    quiet = bar.disable
+    last_log = 0.0
+    try:
+        while True:
+            chain = load_chain(run)
+            finishing = [chain.finishing_job] if chain and chain.finishing_job and chain.state == "running" else []
+            submissions = load_submissions(run)
+            active = unfinished_tasks(submissions, finishing) + live_local_tasks(submissions)
+            status = gather_status(run)
+            finished = status.done + status.quarantined
+            bar.n = finished
+            eta = f"{status.eta_seconds / 60:.0f} min left" if status.eta_seconds else "time left unknown"
+            bar.set_postfix_str(f"{status.failed} failed, {active} tasks active, {eta}", refresh=True)
+            if quiet and time.monotonic() - last_log > 60:
+                log.info("run %s: %d of %d records done, %d failed, %d tasks active, %s", run.root, status.done,
+                         status.records, status.failed, active, eta)
+                last_log = time.monotonic()
+            if active == 0:
+                return
+            time.sleep(poll_s)
+    finally:
+        bar.close()
+
+
+def live_local_tasks(submissions: list[Any]) -> int:
+    """Local worker processes of earlier drivers that are still alive on this host (a killed driver's)."""
+    from ..core.liveness import local_task_state
+
+    return sum(1 for sub in submissions if sub.kind != "slurm"
+               for task in sub.tasks.values() if local_task_state(task) == "RUNNING")
+
+
+def interrupted_message(cfg: Config, config_path: str | None) -> str:
+    again = f"zenodo-hpc run -c {config_path}" if config_path else "zenodo-hpc run -c CONFIG"
+    return (f"interrupted: nothing is lost; queued SLURM jobs keep running. Continue with `{again}`, "
+            f"or follow with `zenodo-hpc status {cfg.run_dir}` and `zenodo-hpc resume {cfg.run_dir}`")
+
+
+def main_summary(outcome: RunOutcome) -> str:
+    from ..dataset.pack import format_summary
+
+    if outcome.waiting:
+        return (f"run {outcome.run.root}: jobs queued with their finishing job, which runs further rounds and packs "
+                f"the image: nothing else to do. Follow with `zenodo-hpc status {outcome.run.root}`.")
+    if outcome.packed is not None:
+        return format_summary(outcome.packed)
+    return outcome.message

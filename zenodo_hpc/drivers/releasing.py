@@ -1,0 +1,141 @@
+"""Make a release once its records are done: plan it, pack and verify its image, record it, publish it where its
+users are (a new version of the Kaggle dataset, a new version of the Zenodo record) and say so (the webhook;
+the Atom feed is part of the release).
+
+Called by ``update`` (locally, after its rounds) and by the finishing job of an update's chain on SLURM
+(``finish``), which is why it is a module of its own: both import it, neither imports the other. A
+publication or notice that fails is logged and tried again by the next ``update``; it never undoes the
+release.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..core.config import Config
+from ..core.errors import UserError
+from ..core.state import RunDir, read_json
+from ..dataset.release import (
+    Release,
+    ReleasePlan,
+    card_lines,
+    list_releases,
+    make_release,
+    plan_release,
+    save_release,
+    summary_line,
+    write_feed,
+)
+
+log = logging.getLogger(__name__)
+
+PENDING_UPDATE = "update.json"  # state/update.json: the harvest that feeds the release being made
+
+
+def release_now(run: RunDir, cfg: Config) -> Release | None:
+    """Plan, pack, verify and make the next release, publish it and send the notice; None when nothing
+    changed since the last release. Called by ``update`` and by the finishing job of an update's chain."""
+    from ..dataset.pack import pack
+    from ..report import card_figures
+
+    plan = plan_release(run, cfg)
+    if plan.previous is not None and not plan.changed:
+        return None
+    if not plan.records:
+        raise UserError(f"{run.root}: no record is done yet: nothing to release")
+    packed = pack(run, cfg, progress=False, card_extra=card_lines(plan), exclude=plan.excluded, figures=card_figures)
+    pending = read_json(run.state / PENDING_UPDATE, default={}) or {}
+    release = make_release(run, cfg, plan, packed.image, harvested_since=pending.get("harvested_since"),
+                           harvest_started=pending.get("harvest_started") or utc_now().isoformat())
+    publish_release(run, cfg, release, plan)
+    notify_release(run, cfg, release)
+    return release
+
+
+def publish_release(run: RunDir, cfg: Config, release: Release, plan: ReleasePlan) -> None:
+    """Kaggle and Zenodo, each when configured; a failure is logged and kept for the next update."""
+    for target, publish in (("kaggle", _publish_kaggle), ("zenodo", _publish_zenodo)):
+        if not _configured(cfg, target) or (release.published.get(target) or {}).get("ok"):
+            continue
+        try:
+            release.published[target] = {"ok": True, **publish(run, cfg, release)}
+        except UserError as exc:
+            log.warning("release %s: publishing on %s failed: %s (the next update tries again)", release.version,
+                        target, exc)
+            release.published[target] = {"ok": False, "error": str(exc)}
+        save_release(run, release)
+    write_feed(run, cfg)
+
+
+def _configured(cfg: Config, target: str) -> bool:
+    publish = cfg.publish
+    return bool(publish.kaggle.username) if target == "kaggle" else bool(publish.zenodo.api_url)
+
+
+def _publish_kaggle(run: RunDir, cfg: Config, release: Release) -> dict[str, Any]:
+    """The by-language export of the released image, as a new version of the Kaggle dataset."""
+    from ..dataset.organize import organize
+    from ..dataset.publish import publish_kaggle
+
+    k = cfg.publish.kaggle
+    out = run.root / "export" / release.version
+    organize(run.root / release.image, out, username=k.username, name=k.name or "zenodo-ml-code-images",
+             title=k.title, progress=False)
+    result = publish_kaggle(out, username=k.username, title=k.title, name=k.name or "zenodo-ml-code-images",
+                            keywords=list(k.keywords) or None, public=k.public, version_notes=summary_line(release))
+    return {"ref": result.ref, "url": result.url, "created": result.created}
+
+
+def _publish_zenodo(run: RunDir, cfg: Config, release: Release) -> dict[str, Any]:
+    """The released image and its checksums, as a new version of the Zenodo record (a DOI per release)."""
+    from ..zenodo.deposit import publish_release_on_zenodo
+
+    z = cfg.publish.zenodo
+    folder = run.root / "releases" / release.version
+    files = [run.root / release.image, folder / f"{release.image}.md5", folder / f"{release.image}.sha256",
+             folder / "CHANGELOG.md"]
+    earlier = [r.published.get("zenodo", {}).get("concept_id") for r in list_releases(run)
+               if r.version != release.version and (r.published.get("zenodo") or {}).get("ok")]
+    return publish_release_on_zenodo(files, release=release, settings=z, run_name=cfg.run.name,
+                                     concept_id=next((c for c in reversed(earlier) if c), None))
+
+
+def notify_release(run: RunDir, cfg: Config, release: Release) -> bool:
+    """The webhook's notice of one release; True when it was accepted (or none is configured)."""
+    from ..dataset.notify import notice, send_notice
+
+    url = cfg.notify.webhook_url
+    if not url or release.notified:
+        return True
+    figures = {"version": release.version, "records": len(release.records), "added": len(release.added),
+               "superseded": len(release.superseded), "newly_quarantined": len(release.newly_quarantined),
+               "image": release.image, "md5": release.md5, "doi": (release.published.get("zenodo") or {}).get("doi"),
+               "kaggle": (release.published.get("kaggle") or {}).get("url")}
+    problem = send_notice(url, notice(summary_line(release), figures))
+    if problem:
+        log.warning("release %s: notice not sent: %s (the next update sends it again)", release.version, problem)
+        return False
+    release.notified = True
+    save_release(run, release)
+    return True
+
+
+def resend_notices(run: RunDir, cfg: Config) -> None:
+    """Notices and publications that failed for earlier releases, tried again first."""
+    for release in list_releases(run):
+        if cfg.notify.webhook_url and not release.notified:
+            notify_release(run, cfg, release)
+
+
+def release_summary(run: RunDir, release: Release) -> str:
+    where = ", ".join(f"{k}: {v.get('url') or v.get('doi') or 'published'}" if v.get("ok") else f"{k}: failed"
+                      for k, v in release.published.items())
+    return (f"{summary_line(release)}; image {Path(run.root / release.image)}, md5 {release.md5}; changelog "
+            f"{run.root / 'releases' / release.version / 'CHANGELOG.md'}{f'; {where}' if where else ''}")
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)

@@ -1,0 +1,82 @@
+"""``update``: the next release of a living dataset — what Zenodo gained since the last one, and only that.
+
+1. Harvest what Zenodo gained or changed since the last release (its harvest's start, minus a day of
+   overlap; records are deduplicated by id, so the overlap costs nothing but a few searches).
+2. Process what is not done, with the same shards, markers, SLURM arrays and walk-away finishing job as
+   ``submit``: records already done are never redone and their outputs never rewritten.
+3. Once every record is done or quarantined (:mod:`zenodo_hpc.drivers.releasing`): plan the release, pack and
+   verify its image (the dataset card says which release it is and what changed; records superseded by a
+   newer version stay in the run directory, outside the image), make the release, publish it where its
+   users are (a new version of the Kaggle dataset, a new version of the Zenodo record) and say so (the
+   webhook; the feed is part of the release).
+
+With nothing new since the last release, ``update`` says so and makes no release. On SLURM step 3 is taken
+by the finishing job of the last round, so ``update`` (like ``submit``) returns once the work is queued;
+locally it runs to the end. A publication or notice that fails is logged and tried again by the next
+``update``; it never undoes the release.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from ..core.config import Config
+from ..core.state import RunDir, atomic_write_json, open_run
+from ..dataset.release import (
+    Release,
+    latest_release,
+)
+from ..orchestrate.chain import Chain
+from ..orchestrate.executor import resolve_kind
+from .releasing import PENDING_UPDATE, release_now, release_summary, resend_notices, utc_now
+
+log = logging.getLogger(__name__)
+
+OVERLAP = timedelta(days=1)
+
+
+@dataclass
+class UpdateOutcome:
+    run: RunDir
+    release: Release | None
+    message: str
+    waiting: bool = False  # SLURM: the finishing job will make the release
+
+
+def update(cfg: Config, *, kind: str | None = None, progress: bool | None = None) -> UpdateOutcome:
+    """Harvest what is new since the last release, process it, and make the next release (see module doc)."""
+    from ..zenodo.harvest import format_summary, harvest
+    from .finish import advance_rounds, submit_round
+
+    kind = resolve_kind(kind or cfg.executor.kind)
+    run = open_run(cfg)
+    resend_notices(run, cfg)
+    previous = latest_release(run)
+    started = utc_now()
+    since = _since(previous)
+    result = harvest(cfg, since=since, progress=progress)
+    log.info("%s", format_summary(result))
+    atomic_write_json(run.state / PENDING_UPDATE, {"harvest_started": started.isoformat(),
+                                                   "harvested_since": since.isoformat() if since else None})
+    if kind == "slurm":
+        submitted = submit_round(run, cfg, kind="slurm", what="update")
+        if submitted.submission is not None:
+            return UpdateOutcome(run, None, f"{format_summary(result)}; the new records are queued: the finishing "
+                                            "job makes the release when they are done", waiting=True)
+        release = release_now(run, cfg)
+    else:  # rounds here, and the release at their end (the same decision as the finishing job's)
+        advance_rounds(run, cfg, kind=kind, chain=Chain(started_by="update", max_rounds=cfg.executor.max_attempts))
+        newest = latest_release(run)
+        release = newest if newest and (previous is None or newest.version != previous.version) else None
+    if release is None:
+        last = f" since release {previous.version}" if previous else ""
+        return UpdateOutcome(run, None, f"{format_summary(result)}; nothing new{last}: no release made")
+    return UpdateOutcome(run, release, release_summary(run, release))
+
+
+def _since(previous: Release | None) -> datetime | None:
+    if previous is None or not previous.harvest_started:
+        return None
+    return datetime.fromisoformat(previous.harvest_started) - OVERLAP

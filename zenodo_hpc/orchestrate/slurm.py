@@ -1,0 +1,523 @@
+"""SLURM through submitit: job arrays of shard tasks, split at the cluster's MaxArraySize; task states.
+
+submitit writes the sbatch script, pickles the call, requeues on timeout/preemption (the tasks are
+``Checkpointable``) and collects results. What it does not do, done here: split a plan larger than
+``MaxArraySize`` into several arrays, retry ``sbatch`` when the scheduler is busy or a QOS limit is hit,
+and read the tasks' states back from ``sacct`` (or ``squeue`` when accounting is off) for ``status``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..core.config import Config
+from ..core.errors import UserError
+from ..core.state import RunDir
+from .executor import Resources, Submission, TaskGroup, _now, save_submission
+from .plan import Plan
+
+if TYPE_CHECKING:  # submitit (and the worker, with requests, numpy and h5py) are imported where a job is queued:
+    import submitit  # reading task states for `status` needs none of them
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's own default
+SUBMIT_ATTEMPTS = 8
+# sbatch errors that go away when one waits: a busy controller, a per-user submit limit.
+TRANSIENT_SBATCH_ERRORS = (
+    "QOSMaxSubmitJobPerUserLimit", "AssocMaxSubmitJobLimit", "MaxSubmitJobLimit", "Socket timed out",
+    "Unable to contact slurm controller", "Resource temporarily unavailable", "temporarily unavailable",
+    "Slurm temporarily unable", "Connection refused", "Transport endpoint",
+)
+# A task's final states and what they mean for resume.
+FAILED_STATES = ("FAILED", "OUT_OF_MEMORY", "TIMEOUT", "NODE_FAIL", "CANCELLED", "PREEMPTED", "BOOT_FAIL",
+                 "DEADLINE", "KILLED")
+ACTIVE_STATES = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
+                 "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT", "STOPPED")
+
+
+def run_command(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def max_array_size() -> int:
+    """The cluster's ``MaxArraySize`` from ``scontrol show config`` (an array holds indices 0..size-1)."""
+    if shutil.which("scontrol") is None:
+        return DEFAULT_MAX_ARRAY_SIZE
+    try:
+        out = run_command(["scontrol", "show", "config"], timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return DEFAULT_MAX_ARRAY_SIZE
+    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out.stdout, re.MULTILINE)
+    return int(match.group(1)) if match else DEFAULT_MAX_ARRAY_SIZE
+
+
+def chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def format_mem(mem_gb: float) -> str:
+    return f"{int(mem_gb)}GB" if mem_gb == int(mem_gb) else f"{int(mem_gb * 1024)}MB"
+
+
+def signal_delay_s(time_min: int) -> int:
+    """How long before the time limit SLURM warns the task (USR2) so it can requeue: a tenth, 30-120 s."""
+    return int(min(120, max(30, time_min * 60 // 10)))
+
+
+def qos_submit_limit(qos: str) -> int | None:
+    """``MaxSubmitJobsPerUser`` of a QOS (``sacctmgr``), or None when it has none or cannot be read."""
+    try:
+        out = run_command(["sacctmgr", "-n", "-P", "show", "qos", qos, "format=MaxSubmitPU"], timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    value = out.stdout.strip().splitlines()[0].strip() if out.returncode == 0 and out.stdout.strip() else ""
+    return int(value) if value.isdigit() else None
+
+
+def check_qos_room(cfg: Config, jobs: int) -> None:
+    """Refuse at once an array that its QOS could never queue, whatever waiting: say what to do instead.
+
+    An array of N tasks counts N jobs against ``MaxSubmitJobsPerUser``; with its finishing job, N + 1.
+    """
+    qos = cfg.executor.slurm.additional.get("qos")
+    if not isinstance(qos, str) or not qos:
+        return
+    limit = qos_submit_limit(qos)
+    if limit is None or jobs <= limit:
+        return
+    raise UserError(f"the QOS {qos} allows {limit} jobs per user in the queue, and one array of this plan needs "
+                    f"{jobs} (its tasks and the finishing job): raise executor.records_per_shard (fewer, larger "
+                    f"tasks), or use another QOS")
+
+
+def is_transient(message: str) -> bool:
+    return any(marker.lower() in message.lower() for marker in TRANSIENT_SBATCH_ERRORS)
+
+
+def sbatch_error(exc: BaseException) -> str:
+    """The one telling line of an sbatch failure (``sbatch: error: Invalid partition name specified``)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if "error" in line.lower():
+            return line
+    return lines[0] if lines else type(exc).__name__
+
+
+@dataclass
+class ArraySpec:
+    """One sbatch array: shards of one group, at most MaxArraySize of them."""
+
+    shards: list[int]
+    resources: Resources
+
+
+class SlurmExecutor:
+    """Queues job arrays with submitit and returns; the run proceeds without a driver."""
+
+    kind = "slurm"
+    blocking = False
+
+    def __init__(self, cfg: Config, *, task: Callable[..., Any] | None = None, sleep: Any = time.sleep,
+                 max_array: int | None = None) -> None:
+        """``task`` is what each array task calls, ``task(run_dir, generation, shard, concurrent)``: handed in
+        (``submit.make_executor`` gives the worker's ``ShardTask``), so this plugin knows no pipeline stage."""
+        self.cfg = cfg
+        self.task = task
+        self.array_parallelism = cfg.executor.array_parallelism
+        self._max_array_size = max_array
+        self._sleep = sleep
+
+    @property
+    def max_array_size(self) -> int:
+        if self._max_array_size is None:
+            self._max_array_size = max_array_size()
+        return self._max_array_size
+
+    def per_array_parallelism(self, arrays: int) -> int:
+        """Each array's ``%`` limit: the arrays of a plan share ``array_parallelism`` between them."""
+        return max(1, self.array_parallelism // max(1, arrays))
+
+    def arrays(self, groups: list[TaskGroup]) -> list[ArraySpec]:
+        """Each group split into arrays of at most MaxArraySize tasks (submitit would send one)."""
+        return [ArraySpec(part, g.resources) for g in groups for part in chunks(g.shards, self.max_array_size)]
+
+    def parameters(self, run: RunDir, generation: int, resources: Resources, parallelism: int) -> dict[str, Any]:
+        """submitit SlurmExecutor parameters for one array."""
+        params: dict[str, Any] = {
+            "job_name": f"zenodo-hpc-{run.root.name}-g{generation}",
+            "time": resources.time_min,
+            "mem": format_mem(resources.mem_gb),
+            "cpus_per_task": resources.cpus_per_task,
+            "array_parallelism": parallelism,
+            "signal_delay_s": signal_delay_s(resources.time_min),
+            "setup": list(resources.setup),
+        }
+        if resources.partition:
+            params["partition"] = resources.partition
+        if resources.additional:
+            params["additional_parameters"] = {k.replace("_", "-"): v for k, v in resources.additional.items()}
+        return params
+
+    def _executor(self, run: RunDir, generation: int, resources: Resources,
+                  parallelism: int) -> submitit.SlurmExecutor:
+        import submitit
+
+        folder = run.logs / "submitit" / "%j"
+        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=3)
+        executor.update_parameters(**self.parameters(run, generation, resources, parallelism))
+        return executor
+
+    def describe(self, run: RunDir, plan: Plan, groups: list[TaskGroup]) -> str:
+        """The plan's arrays and the sbatch script submitit would write for the first one."""
+        specs = self.arrays(groups)
+        lines = [f"# {len(specs)} sbatch array(s) for {sum(len(s.shards) for s in specs)} shards "
+                 f"(MaxArraySize {self.max_array_size}; at most {self.per_array_parallelism(len(specs))} tasks "
+                 f"of each array at once, {self.array_parallelism} in all)"]
+        for i, spec in enumerate(specs):
+            r = spec.resources
+            lines.append(f"#   array {i + 1}: {len(spec.shards)} tasks (shards {spec.shards[0]}-{spec.shards[-1]}), "
+                         f"{format_mem(r.mem_gb)}, {r.time_min} min, {r.cpus_per_task} cpu, "
+                         f"partition {r.partition or '(default)'}")
+        if specs:
+            from submitit.slurm.slurm import _make_sbatch_string
+
+            executor = self._executor(run, plan.generation, specs[0].resources,
+                                      self.per_array_parallelism(len(specs)))
+            script = _make_sbatch_string(command=executor._submitit_command_str, folder=executor.folder,
+                                         map_count=len(specs[0].shards), **executor.parameters)
+            lines += ["", "# the sbatch script of array 1:", script]
+        return "\n".join(lines)
+
+    def submit(self, run: RunDir, plan: Plan, groups: list[TaskGroup]) -> Submission:
+        if not sbatch_available():
+            raise UserError("executor slurm: sbatch is not on PATH (load the SLURM module, or use --executor local)")
+        specs = self.arrays(groups)
+        check_qos_room(self.cfg, max(len(spec.shards) for spec in specs) + 1)
+        parallelism = self.per_array_parallelism(len(specs))
+        concurrent = max(1, min(len(plan.shards), parallelism * len(specs)))
+        submission = Submission(plan.generation, self.kind, concurrent, submitted_at=_now())
+        for spec in specs:
+            task_ids = self._submit_array(run, plan.generation, spec, concurrent, parallelism)
+            submission.arrays.append({"job_id": task_ids[0].split("_")[0], "task_ids": task_ids,
+                                      "shards": spec.shards,
+                                      "resources": {"mem_gb": spec.resources.mem_gb,
+                                                    "time_min": spec.resources.time_min}})
+            save_submission(run, submission)  # each queued array is on record at once
+            log.info("queued array %s: %d tasks", task_ids[0].split("_")[0], len(spec.shards))
+        return submission
+
+    def _submit_array(self, run: RunDir, generation: int, spec: ArraySpec, concurrent: int,
+                      parallelism: int) -> list[str]:
+        """One ``sbatch`` (through submitit), retried with backoff while the scheduler is busy."""
+        from submitit.core.utils import FailedJobError, FailedSubmissionError
+
+        from ..zenodo.client import backoff_delay
+
+        if self.task is None:
+            raise RuntimeError("SlurmExecutor was made without the task its arrays run: a bug, please report it")
+        for attempt in range(SUBMIT_ATTEMPTS):
+            executor = self._executor(run, generation, spec.resources, parallelism)
+            try:
+                with executor.batch():
+                    jobs = [executor.submit(self.task, str(run.root.resolve()), generation, shard, concurrent)
+                            for shard in spec.shards]
+                return [str(job.job_id) for job in jobs]  # "<array>_<i>", or a plain id for a 1-task batch
+            except (FailedJobError, FailedSubmissionError, OSError) as exc:
+                message = sbatch_error(exc)
+                if not is_transient(message) or attempt == SUBMIT_ATTEMPTS - 1:
+                    raise UserError(f"sbatch refused the array ({len(spec.shards)} tasks): {message}") from None
+                delay = backoff_delay(attempt, base=5.0, cap=300.0)
+                log.warning("sbatch: %s; retrying in %.0f s (%d of %d)", message, delay, attempt + 1,
+                            SUBMIT_ATTEMPTS - 1)
+                self._sleep(delay)
+        raise AssertionError("unreachable")
+
+
+# --- task states --------------------------------------------------------------------------------------
+#
+# Two sources, each right about one thing. ``squeue`` (the controller's memory) is right about what is
+# queued or running *now*: accounting lags behind it, and keeps saying PENDING for a while about array
+# tasks cancelled before they started, or NODE_FAIL about a task already requeued. ``sacct`` is right
+# about how a task *ended*, provided every step is read: a task killed by the cgroup for its memory
+# ends ``FAILED 1:0`` at the job level, and only its step (``.0``, ``.batch``) says OUT_OF_MEMORY.
+
+
+@dataclass
+class TaskState:
+    state: str  # PENDING, RUNNING, COMPLETED, FAILED, OUT_OF_MEMORY, TIMEOUT, CANCELLED, NODE_FAIL, GONE, ...
+    exit_code: str = ""
+    elapsed: str = ""
+    source: str = "sacct"
+    max_rss_gb: float | None = None  # the largest MaxRSS of the task's steps
+    elapsed_s: float | None = None
+    node: str = ""
+
+    def usage(self) -> dict[str, Any]:
+        return {"state": self.state, "max_rss_gb": self.max_rss_gb, "elapsed_s": self.elapsed_s}
+
+
+GONE = "GONE"  # accounting still says queued, but the controller no longer has it: it never ran (cancelled)
+_ARRAY = re.compile(r"^(\d+)_(\d+)$")
+_ARRAY_RANGE = re.compile(r"^(\d+)_\[([^\]]+)\]$")
+_SACCT_FIELDS = "JobID,State,ExitCode,Elapsed,MaxRSS,NodeList"
+# A step's state that says more than its job's: the memory kill shows only there.
+_TELLING_STEP_STATES = ("OUT_OF_MEMORY",)
+
+
+def expand_array_ids(job_id: str) -> list[str]:
+    """``123_[1-3,7%2]`` -> ``123_1 123_2 123_3 123_7``; a plain id is returned as it is."""
+    match = _ARRAY_RANGE.match(job_id)
+    if not match:
+        return [job_id]
+    base, spec = match.group(1), match.group(2).split("%")[0]
+    ids = []
+    for part in spec.split(","):
+        low, _, high = part.partition("-")
+        for index in range(int(low), int(high or low) + 1):
+            ids.append(f"{base}_{index}")
+    return ids
+
+
+def normalise_state(state: str) -> str:
+    """``CANCELLED by 0`` -> ``CANCELLED``; ``OUT_OF_ME+`` (truncated) -> ``OUT_OF_MEMORY``."""
+    word = state.split()[0] if state.split() else "UNKNOWN"
+    word = word.rstrip("+")
+    for full in FAILED_STATES + ACTIVE_STATES + ("COMPLETED",):
+        if full.startswith(word):
+            return full
+    return word
+
+
+def parse_memory_gb(text: str) -> float | None:
+    """sacct's ``MaxRSS`` (``123456K``, ``1.5G``, ``0``) in GB (1024-based units, as SLURM counts)."""
+    match = re.fullmatch(r"\s*([\d.]+)\s*([KMGTP]?)\w*\s*", text or "")
+    if not match:
+        return None
+    scale = {"": 1 / 1024**3, "K": 1 / 1024**2, "M": 1 / 1024, "G": 1.0, "T": 1024.0, "P": 1024.0**2}
+    return float(match.group(1)) * scale[match.group(2)]
+
+
+def parse_elapsed_s(text: str) -> float | None:
+    """``[D-]HH:MM:SS`` or ``MM:SS(.mmm)`` in seconds."""
+    match = re.fullmatch(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+(?:\.\d+)?)", (text or "").strip())
+    if not match:
+        return None
+    days, hours, minutes, seconds = match.groups()
+    return int(days or 0) * 86400 + int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+class TaskStates(dict[str, TaskState]):
+    """Task id -> state; ``controller_answered`` False when squeue could not be asked (then a task missing
+    from accounting may just be too new for it)."""
+
+    controller_answered: bool = True
+
+
+def task_states(job_ids: Iterable[str]) -> TaskStates:
+    """``{"<job>_<index>": TaskState}`` for every task of these jobs, from sacct's steps and squeue together."""
+    ids = sorted(set(job_ids))
+    if not ids:
+        return TaskStates()
+    queued = _squeue_states(ids)
+    accounted = _sacct_states(ids)
+    out = TaskStates(queued or {}) if accounted is None else TaskStates(reconcile(accounted, queued))
+    out.controller_answered = queued is not None
+    return out
+
+
+def reconcile(accounted: dict[str, TaskState], queued: dict[str, TaskState] | None) -> dict[str, TaskState]:
+    """One state per task: squeue for what is queued or running now, sacct for how the rest ended.
+
+    ``queued`` None means squeue could not be asked; then accounting is all there is.
+    """
+    out = dict(accounted)
+    if queued is None:
+        return out
+    for task, state in accounted.items():
+        if state.state in ACTIVE_STATES and task not in queued:
+            out[task] = TaskState(GONE, state.exit_code, state.elapsed, "sacct+squeue", state.max_rss_gb,
+                                  state.elapsed_s, state.node)
+    for task, state in queued.items():
+        earlier = accounted.get(task)
+        out[task] = TaskState(state.state, "", "", "squeue",
+                              earlier.max_rss_gb if earlier else None, earlier.elapsed_s if earlier else None,
+                              state.node)
+    return out
+
+
+def _sacct_states(ids: list[str]) -> dict[str, TaskState] | None:
+    """Every step of every task (no ``-X``), folded into one state per task; None without accounting."""
+    try:
+        out = run_command(["sacct", "-n", "-P", f"--format={_SACCT_FIELDS}", "-j", ",".join(ids)], timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:  # "Slurm accounting storage is disabled", no sacct
+        log.info("sacct unavailable (%s): using squeue", out.stderr.strip()[:200])
+        return None
+    return fold_sacct_lines(out.stdout.splitlines())
+
+
+def fold_sacct_lines(lines: Iterable[str]) -> dict[str, TaskState]:
+    """sacct lines (job and steps: ``12_3``, ``12_3.batch``, ``12_3.0``) -> one state per task.
+
+    The task's state is its job line's, unless a step ended OUT_OF_MEMORY (then that); its memory use is
+    the largest MaxRSS of its steps, its time the job line's Elapsed.
+    """
+    jobs: dict[str, TaskState] = {}
+    steps: dict[str, list[tuple[str, float | None]]] = {}
+    for line in lines:
+        parts = line.split("|")
+        if len(parts) < 6:
+            continue
+        job_id, state, exit_code, elapsed, max_rss, node = parts[:6]
+        base, dot, _ = job_id.partition(".")
+        if dot:
+            steps.setdefault(base, []).append((normalise_state(state), parse_memory_gb(max_rss)))
+            continue
+        for task in expand_array_ids(base):
+            jobs[task] = TaskState(normalise_state(state), exit_code, elapsed, "sacct", parse_memory_gb(max_rss),
+                                   parse_elapsed_s(elapsed), node)
+    for base, found in steps.items():
+        task = jobs.get(base)
+        if task is None:
+            continue
+        rss = [r for _, r in found if r is not None] + ([task.max_rss_gb] if task.max_rss_gb else [])
+        task.max_rss_gb = max(rss) if rss else task.max_rss_gb
+        telling = [st for st, _ in found if st in _TELLING_STEP_STATES]
+        if telling and task.state not in ACTIVE_STATES:
+            task.state = telling[0]
+    return jobs
+
+
+def _squeue_states(ids: list[str], *, tries: int = 3, sleep: Any = time.sleep) -> dict[str, TaskState] | None:
+    """What the controller has queued or running now; None when squeue cannot be asked (a busy controller
+    is asked again a few times first: without it, tasks just queued would look gone)."""
+    for attempt in range(tries):
+        try:
+            out = run_command(["squeue", "-h", "-r", "-o", "%i|%T|%N", "-j", ",".join(ids)], timeout=60)
+        except FileNotFoundError:  # no SLURM on this machine (status on a laptop): nothing to ask again
+            return None
+        except (OSError, subprocess.TimeoutExpired):
+            out = None
+        if out is not None and (out.returncode == 0 or "Invalid job id" in out.stderr):
+            break
+        log.info("squeue failed (%s)", out.stderr.strip()[:200] if out is not None else "no answer")
+        if attempt == tries - 1:
+            return None
+        sleep(2.0)
+    assert out is not None
+    states = {}
+    for line in out.stdout.splitlines():
+        parts = line.split("|")
+        if len(parts) >= 2:
+            for task in expand_array_ids(parts[0]):
+                states[task] = TaskState(normalise_state(parts[1]), "", "", "squeue",
+                                         node=parts[2] if len(parts) > 2 else "")
+    return states
+
+
+# Without an answer from the controller, a task accounting does not know yet may just have been queued.
+JUST_SUBMITTED_S = 300
+
+
+def shard_states(submission: Submission, states: dict[str, TaskState]) -> dict[int, TaskState]:
+    """The state of each shard of a SLURM submission (array task index -> plan shard).
+
+    A task neither the controller nor accounting knows is left out (finished long ago, no accounting),
+    unless the controller could not be asked and the submission is recent: then it counts as pending.
+    """
+    out: dict[int, TaskState] = {}
+    unsure = not getattr(states, "controller_answered", True) and submission.age_s() < JUST_SUBMITTED_S
+    for array in submission.arrays:
+        task_ids = array.get("task_ids") or [f"{array['job_id']}_{i}" for i in range(len(array["shards"]))]
+        for task_id, shard in zip(task_ids, array["shards"], strict=True):
+            state = states.get(task_id)
+            if state is not None:
+                out[shard] = state
+            elif unsure:
+                out[shard] = TaskState("PENDING", source="just submitted, controller not answering")
+    return out
+
+
+def unfinished_tasks(submissions: Iterable[Submission], extra_jobs: Iterable[str] = ()) -> int:
+    """Tasks of these SLURM submissions (and ``extra_jobs``, a finishing job) still queued or running."""
+    subs = [s for s in submissions if s.kind == "slurm"]
+    extra = list(extra_jobs)
+    states = task_states(job_ids(subs) + extra)
+    active = sum(1 for sub in subs for st in shard_states(sub, states).values() if st.state in ACTIVE_STATES)
+    return active + sum(1 for job in extra if states.get(job, TaskState(GONE)).state in ACTIVE_STATES)
+
+
+def settle_accounting(job_ids: Iterable[str], *, timeout_s: float = 60.0, sleep: Any = time.sleep) -> None:
+    """Wait (bounded) until accounting has the end of every task the controller no longer holds.
+
+    The finishing job starts the moment the last task ends, often before ``slurmdbd`` has written how
+    it ended; deciding on a task still called RUNNING there (``GONE``) would miss an OUT_OF_MEMORY.
+    """
+    ids = list(job_ids)
+    deadline = time.monotonic() + timeout_s
+    while ids and time.monotonic() < deadline:
+        if not any(st.state == GONE for st in task_states(ids).values()):
+            return
+        sleep(2.0)
+
+
+def cancel(job_ids: Iterable[str]) -> None:
+    ids = list(job_ids)
+    if ids:
+        run_command(["scancel", *ids], timeout=60)
+
+
+def job_ids(submissions: Iterable[Submission]) -> list[str]:
+    return [a["job_id"] for s in submissions if s.kind == "slurm" for a in s.arrays]
+
+
+def sbatch_available() -> bool:
+    return shutil.which("sbatch") is not None
+
+
+# --- the finishing job ------------------------------------------------------------------------------------
+
+
+def submit_follow_up(run: RunDir, cfg: Config, fn: Callable[..., Any], args: tuple[Any, ...],
+                     depends_on: list[str], *, name: str, sleep: Any = time.sleep) -> str:
+    """Queue ``fn(*args)`` as one job that starts when every job of ``depends_on`` has ended, however.
+
+    ``afterany``: the job runs whatever the arrays' outcome (tasks that failed, ran out of memory or were
+    cancelled included), so it can decide what comes next. It gets the pack job's resources (it may pack).
+    The callable is handed in by the caller: this module knows no pipeline stage.
+    """
+    import submitit
+    from submitit.core.utils import FailedJobError, FailedSubmissionError
+
+    from ..zenodo.client import backoff_delay
+
+    s = cfg.executor.slurm
+    executor = submitit.SlurmExecutor(folder=run.logs / "submitit" / "%j", max_num_timeout=3)
+    params: dict[str, Any] = {"job_name": f"zenodo-hpc-{run.root.name}-{name}", "time": cfg.pack.time_min,
+                              "mem": format_mem(cfg.pack.mem_gb), "cpus_per_task": cfg.pack.cpus_per_task,
+                              "setup": list(s.setup),
+                              "additional_parameters": {k.replace("_", "-"): v for k, v in s.additional.items()}}
+    if s.partition:
+        params["partition"] = s.partition
+    if depends_on:
+        params["dependency"] = "afterany:" + ":".join(depends_on)
+    executor.update_parameters(**params)
+    for attempt in range(SUBMIT_ATTEMPTS):
+        try:
+            return str(executor.submit(fn, *args).job_id)
+        except (FailedJobError, FailedSubmissionError, OSError) as exc:
+            message = sbatch_error(exc)
+            if not is_transient(message) or attempt == SUBMIT_ATTEMPTS - 1:
+                raise UserError(f"sbatch refused the {name} job: {message}") from None
+            sleep(backoff_delay(attempt, base=5.0, cap=300.0))
+    raise AssertionError("unreachable")

@@ -1,0 +1,238 @@
+"""``status``: what a run has done, from the run directory alone (and SLURM's view of its tasks).
+
+No driver needs to be alive. Record counts come from directory listings of the markers (no file is read
+for a done record), failures from the few failure markers, task states from one ``sacct`` call
+(``squeue`` when accounting is off), the time left from the completion times of recent records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..core.errors import UserError
+from ..core.liveness import LOST, UNCHECKABLE
+from ..core.state import DONE, RunDir, record_outcomes
+from .chain import load_chain
+from .executor import load_submissions, submission_path
+from .plan import generations, load_plan
+from .submit import slurm_shard_states
+
+RATE_WINDOW_S = 15 * 60
+
+
+@dataclass
+class ShardCounts:
+    generation: int = 0
+    kind: str = ""
+    total: int = 0
+    done: int = 0
+    running: int = 0
+    pending: int = 0
+    failed: int = 0
+    unknown: int = 0
+    failed_states: dict[str, int] = field(default_factory=dict)  # OUT_OF_MEMORY, TIMEOUT, CANCELLED, ...
+    job_ids: list[str] = field(default_factory=list)
+    efficiency: list[dict[str, Any]] = field(default_factory=list)  # per resource class: asked vs used
+    elsewhere: dict[str, int] = field(default_factory=dict)  # local tasks running on another host: host -> shards
+    error: str = ""  # the plan is unreadable: what to do (no shard counted)
+
+
+@dataclass
+class RunStatus:
+    run_dir: str
+    records: int
+    done: int
+    failed: int
+    quarantined: int
+    pending: int
+    failed_reasons: dict[str, int]
+    quarantined_reasons: dict[str, int]
+    generations: list[ShardCounts]
+    rate_per_min: float | None
+    eta_seconds: float | None
+    state_source: str
+    chain: dict[str, Any] | None = None  # the chain of rounds on SLURM: round, what is queued next
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def complete(self) -> bool:
+        return self.done + self.quarantined >= self.records
+
+
+def completion_rate(run: RunDir, now: float | None = None) -> float | None:
+    """Records completed per minute over the last 15 minutes, from the done markers' times."""
+    now = time.time() if now is None else now
+    folder = run.state / DONE
+    recent = 0
+    oldest = now
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                mtime = entry.stat().st_mtime
+                if now - mtime <= RATE_WINDOW_S:
+                    recent += 1
+                    oldest = min(oldest, mtime)
+    except FileNotFoundError:
+        return None
+    if recent < 2:
+        return None
+    span = max(now - oldest, 60.0)
+    return recent / span * 60
+
+
+def gather_status(run: RunDir) -> RunStatus:
+    outcomes = record_outcomes(run)
+    records, done_ids, failed, quarantined = outcomes.records, outcomes.done_ids, outcomes.failed, outcomes.quarantined
+    submissions = load_submissions(run)
+    usage: dict[tuple[int, int], dict[str, Any]] = {}
+    states = slurm_shard_states(run, submissions, usage=usage) if submissions else {}
+    per_generation = []
+    by_generation = {s.generation: s for s in submissions}
+    for generation in generations(run):
+        sub = by_generation.get(generation)
+        try:
+            counts = _shard_counts(run, generation, sub, states, done_ids)
+        except UserError as exc:  # an unreadable plan: the rest of the run is still worth showing
+            counts = ShardCounts(generation, sub.kind if sub else "not submitted", error=str(exc))
+        counts.efficiency = efficiency(sub, usage) if sub is not None and sub.kind == "slurm" else []
+        per_generation.append(counts)
+    n_failed, n_quarantined, pending = sum(failed.values()), sum(quarantined.values()), outcomes.pending
+    rate = completion_rate(run)
+    left = pending + n_failed
+    eta = left / rate * 60 if rate and left else (0.0 if not left else None)
+    source = "sacct/squeue" if any(s.kind == "slurm" for s in submissions) else "run directory"
+    chain = load_chain(run)
+    return RunStatus(str(run.root), records, len(done_ids), n_failed, n_quarantined, pending, dict(failed),
+                     dict(quarantined), per_generation, rate, eta, source, chain.to_json() if chain else None)
+
+
+def efficiency(sub: Any, usage: dict[tuple[int, int], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Memory and time asked against the most any task of the array used (``seff``'s question), per array.
+
+    Tasks shorter than SLURM's sampling interval report no memory; an array none of whose tasks ended yet
+    has nothing to say.
+    """
+    out = []
+    for array in sub.arrays:
+        asked = array.get("resources") or {}
+        used = [usage[(sub.generation, shard)] for shard in array["shards"] if (sub.generation, shard) in usage]
+        mem = [u["max_rss_gb"] for u in used if u.get("max_rss_gb")]
+        secs = [u["elapsed_s"] for u in used if u.get("elapsed_s")]
+        if not (mem or secs):
+            continue
+        out.append({"job_id": array["job_id"], "tasks": len(used), "mem_asked_gb": asked.get("mem_gb"),
+                    "mem_used_gb": round(max(mem), 3) if mem else None, "time_asked_min": asked.get("time_min"),
+                    "time_used_min": round(max(secs) / 60, 2) if secs else None})
+    return out
+
+
+def _shard_counts(run: RunDir, generation: int, sub: Any, states: dict[tuple[int, int], str],
+                  done_ids: set[str]) -> ShardCounts:
+    from .slurm import ACTIVE_STATES, GONE
+
+    plan = load_plan(run, generation)
+    counts = ShardCounts(generation, sub.kind if sub else _not_submitted(run, generation), len(plan.shards))
+    if sub is not None and sub.kind == "slurm":
+        counts.job_ids = [a["job_id"] for a in sub.arrays]
+    failed_states: Counter[str] = Counter()
+    for shard in plan.shards:
+        state = states.get((generation, shard.index))
+        if state in ("RUNNING", UNCHECKABLE):
+            counts.running += 1
+            if state == UNCHECKABLE:
+                host = str(sub.tasks[str(shard.index)].get("host"))
+                counts.elsewhere[host] = counts.elsewhere.get(host, 0) + 1
+        elif state == "COMPLETED" or (state in (None, GONE, LOST) and all(i in done_ids for i in shard.ids)):
+            counts.done += 1  # records that failed inside a completed task are counted as records
+        elif state in ACTIVE_STATES or sub is None or state is None and sub.kind != "slurm":
+            counts.pending += 1  # local: never started (its driver ended first)
+        elif state is None:  # SLURM forgot it: finished, and without accounting nobody can say how
+            counts.unknown += 1
+        else:  # FAILED, OUT_OF_MEMORY, TIMEOUT, CANCELLED, NODE_FAIL, KILLED: shown even when a later round
+            counts.failed += 1  # finished the task's records, so that what happened stays in view
+            failed_states[state] += 1
+    counts.failed_states = dict(failed_states)
+    return counts
+
+
+def _not_submitted(run: RunDir, generation: int) -> str:
+    """The kind shown for a plan without a submission: none, or one that is unreadable (warned about)."""
+    return "submission unreadable" if submission_path(run, generation).exists() else "not submitted"
+
+
+def _reasons(counter: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def format_status(status: RunStatus) -> str:
+    lines = [f"run {status.run_dir}: {status.records} records"]
+    lines.append(f"  done         {status.done:7d}")
+    lines.append(f"  failed       {status.failed:7d}" + (f"  ({_reasons(status.failed_reasons)})"
+                                                         if status.failed else ""))
+    lines.append(f"  quarantined  {status.quarantined:7d}" + (f"  ({_reasons(status.quarantined_reasons)})"
+                                                              if status.quarantined else ""))
+    lines.append(f"  pending      {status.pending:7d}")
+    if status.generations:
+        lines.append(f"shards (states from {status.state_source}):")
+        for g in status.generations:
+            if g.error:
+                lines.append(f"  plan {g.generation} [{g.kind}]: {g.error}")
+                continue
+            elsewhere = "".join(f" ({n} on {host}: cannot be checked from here)" for host, n in g.elsewhere.items())
+            extra = f"  ({_reasons(g.failed_states)})" if g.failed_states else ""
+            jobs = f"  jobs {', '.join(g.job_ids)}" if g.job_ids else ""
+            lines.append(f"  plan {g.generation} [{g.kind}]: {g.total} shards: {g.done} done, {g.running} running"
+                         f"{elsewhere}, {g.pending} pending, {g.failed} failed{extra}"
+                         f"{f', {g.unknown} ended (no accounting to say how)' if g.unknown else ''}{jobs}")
+            lines += [f"    {_efficiency_line(e)}" for e in g.efficiency]
+    if status.chain:
+        lines.append(_chain_line(status.chain))
+    if status.complete:
+        lines.append("complete: every record is done or quarantined")
+    elif status.rate_per_min:
+        eta = _duration(status.eta_seconds) if status.eta_seconds is not None else "unknown"
+        lines.append(f"rate {status.rate_per_min:.1f} records/min over the last 15 min; time left about {eta}")
+    else:
+        lines.append("time left: unknown (no record finished in the last 15 min)")
+    if status.failed and not status.complete:
+        lines.append(f"to retry the failed records: zenodo-hpc resume {status.run_dir}")
+    return "\n".join(lines)
+
+
+def _efficiency_line(e: dict[str, Any]) -> str:
+    """``job 12: memory up to 1.2 of 4 GB asked (30%), time up to 3.1 of 60 min (5%)``."""
+    parts = []
+    if e.get("mem_used_gb") is not None and e.get("mem_asked_gb"):
+        parts.append(f"memory up to {e['mem_used_gb']:.2f} of {e['mem_asked_gb']:g} GB asked "
+                     f"({100 * e['mem_used_gb'] / e['mem_asked_gb']:.0f}%)")
+    if e.get("time_used_min") is not None and e.get("time_asked_min"):
+        parts.append(f"time up to {e['time_used_min']:.1f} of {e['time_asked_min']} min "
+                     f"({100 * e['time_used_min'] / e['time_asked_min']:.0f}%)")
+    return f"job {e['job_id']} ({e['tasks']} tasks ended): " + ", ".join(parts)
+
+
+def _chain_line(chain: dict[str, Any]) -> str:
+    """Where the chain of rounds stands: which round, what is queued next, or how it ended."""
+    if chain.get("state") == "running" and chain.get("finishing_job"):
+        return (f"rounds: {chain.get('rounds')} of at most {chain.get('max_rounds')}; finishing job "
+                f"{chain['finishing_job']} decides when they end (another round, or the image)")
+    return f"rounds: {chain.get('message') or chain.get('state')}"
+
+
+def status_json(status: RunStatus) -> str:
+    return json.dumps(status.to_json(), indent=1, sort_keys=True)

@@ -1,0 +1,321 @@
+"""``submit`` and ``resume``: plan what is not complete and hand it to an executor, once.
+
+Both are the same operation — datatrove's lesson: resume is just running again. The records to plan are
+the harvested ones minus those complete (a marker in ``state/done``), quarantined (failed
+``executor.max_attempts`` times), or still queued or running in SLURM. A shard that died of
+``OUT_OF_MEMORY`` or ``TIMEOUT`` has its records planned again with twice the memory or time (up to
+``executor.slurm.max_mem_gb``/``max_time_min``). A lock in the run directory keeps two drivers from
+submitting the same records twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core.config import Config
+from ..core.errors import UserError
+from ..core.liveness import LOCAL_ACTIVE, UNCHECKABLE, local_task_state
+from ..core.state import (
+    DONE,
+    RunDir,
+    attempts_of,
+    driver_lock,
+    ids_in,
+    mark_failed,
+    read_failure,
+)
+from .executor import (
+    DebugExecutor,
+    Executor,
+    LocalExecutor,
+    Resources,
+    Submission,
+    TaskGroup,
+    load_submissions,
+    resolve_kind,
+)
+from .plan import (
+    Plan,
+    RecordRef,
+    Shard,
+    generations,
+    load_plan,
+    make_shards,
+    next_generation,
+    scan_records,
+    write_plan,
+)
+
+log = logging.getLogger(__name__)
+
+ESCALATING_STATES = {"OUT_OF_MEMORY": "mem", "TIMEOUT": "time"}
+
+
+@dataclass
+class RunSnapshot:
+    """What the run directory (and SLURM) says right now, for planning."""
+
+    records: list[RecordRef]
+    done: set[str]
+    quarantined: set[str]
+    active: set[str]  # in shards that SLURM still has queued or running
+    active_jobs: set[str] = field(default_factory=set)  # array jobs with tasks queued or running
+    escalated: dict[str, Resources] = field(default_factory=dict)
+    newly_quarantined: list[str] = field(default_factory=list)
+
+    def pending(self) -> list[RecordRef]:
+        skip = self.done | self.quarantined | self.active
+        return [r for r in self.records if r.id not in skip]
+
+
+@dataclass
+class SubmitResult:
+    plan: Plan | None
+    submission: Submission | None
+    snapshot: RunSnapshot
+    description: str = ""
+    kind: str = ""
+    follow_up_error: str | None = None  # the arrays were queued, their finishing job was not
+
+    @property
+    def submitted(self) -> bool:
+        return self.submission is not None
+
+
+def quarantined_ids(run: RunDir) -> set[str]:
+    """Records set aside after ``max_attempts`` failures (their failure marker says so)."""
+    out = set()
+    for record_id in ids_in(run, "failed"):
+        failure = read_failure(run, record_id) or {}
+        if failure.get("quarantined"):
+            out.add(record_id)
+    return out
+
+
+def shard_records(run: RunDir) -> dict[tuple[int, int], Shard]:
+    """Every shard of every plan, by (generation, shard index)."""
+    return {(g, s.index): s for g in generations(run) for s in load_plan(run, g).shards}
+
+
+def slurm_shard_states(run: RunDir, submissions: list[Submission], active_jobs: set[str] | None = None,
+                       usage: dict[tuple[int, int], dict[str, Any]] | None = None) -> dict[tuple[int, int], str]:
+    """(generation, shard) -> the state SLURM (or the local executor) last gave that task.
+
+    ``active_jobs``, when given, receives the ids of array jobs with a task still queued or running;
+    ``usage`` receives each SLURM task's memory and time used (MaxRSS, Elapsed).
+    """
+    states: dict[tuple[int, int], str] = {}
+    slurm_subs = [s for s in submissions if s.kind == "slurm"]
+    if slurm_subs:
+        from .slurm import ACTIVE_STATES, job_ids, shard_states, task_states
+
+        tasks = task_states(job_ids(slurm_subs))
+        for sub in slurm_subs:
+            for shard, state in shard_states(sub, tasks).items():
+                states[(sub.generation, shard)] = state.state
+                if usage is not None:
+                    usage[(sub.generation, shard)] = state.usage()
+        if active_jobs is not None:
+            active_jobs.update(t.split("_")[0] for t, st in tasks.items() if st.state in ACTIVE_STATES)
+    for sub in submissions:
+        if sub.kind != "slurm":
+            for shard, task in sub.tasks.items():
+                states[(sub.generation, int(shard))] = local_task_state(task)  # LOST once its process is gone
+    return states
+
+
+def take_snapshot(run: RunDir, cfg: Config) -> RunSnapshot:
+    from .slurm import ACTIVE_STATES
+
+    records = list(scan_records(run.records))
+    if not records:
+        raise UserError(f"{run.records} holds no records: run `zenodo-hpc harvest -c CONFIG` first")
+    snapshot = RunSnapshot(records, ids_in(run, DONE), quarantined_ids(run), set())
+    submissions = load_submissions(run, strict=True)
+    if not submissions:
+        return snapshot
+    usage: dict[tuple[int, int], dict[str, Any]] = {}
+    states = slurm_shard_states(run, submissions, snapshot.active_jobs, usage)
+    shards = shard_records(run)
+    base = Resources.from_config(cfg)
+    escalated: dict[str, Resources] = {}
+    for (generation, index), state in sorted(states.items()):
+        shard = shards.get((generation, index))
+        if shard is None:
+            continue
+        unfinished = [i for i in shard.ids if i not in snapshot.done]
+        kind = sub_kind(submissions, generation)
+        if state in ACTIVE_STATES and kind == "slurm" or kind == "local" and state in LOCAL_ACTIVE:
+            snapshot.active.update(unfinished)
+        elif kind == "local" and state == UNCHECKABLE and unfinished:
+            log.warning("plan %d, shard %d: its worker ran on another host and cannot be checked from here; its %d "
+                        "unfinished records are planned again (stop that worker first if it still runs)", generation,
+                        index, len(unfinished))
+        elif state in ESCALATING_STATES:
+            before = Resources(base.partition, shard.time_min or base.time_min, shard.mem_gb or base.mem_gb,
+                               base.cpus_per_task, base.setup, base.additional)
+            used = usage.get((generation, index), {})
+            after = escalate(before, ESCALATING_STATES[state], cfg, used_gb=used.get("max_rss_gb"))
+            for record_id in unfinished:  # a record in two dead shards gets the larger of the two
+                escalated[record_id] = _larger(escalated.get(record_id), after)
+    snapshot.escalated = escalated
+    return snapshot
+
+
+def sub_kind(submissions: list[Submission], generation: int) -> str:
+    return next((s.kind for s in submissions if s.generation == generation), "")
+
+
+def escalate(resources: Resources, what: str, cfg: Config, *, used_gb: float | None = None) -> Resources:
+    """More memory (after OUT_OF_MEMORY) or time (after TIMEOUT), capped by the config.
+
+    Memory: what the task was seen to use (MaxRSS) with a quarter to spare, and at least twice what it
+    had, since a task killed at its limit used at least all of it. Time: twice.
+    """
+    caps = cfg.executor.slurm
+    mem, time_min = resources.mem_gb, resources.time_min
+    if what == "mem":
+        needed = max(mem * 2, (used_gb or 0.0) * 1.25)
+        mem = min(caps.max_mem_gb, round(needed, 3))
+    else:
+        time_min = min(caps.max_time_min, time_min * 2)
+    return Resources(resources.partition, time_min, mem, resources.cpus_per_task, resources.setup,
+                     resources.additional)
+
+
+def _larger(one: Resources | None, other: Resources) -> Resources:
+    if one is None:
+        return other
+    return Resources(other.partition, max(one.time_min, other.time_min), max(one.mem_gb, other.mem_gb),
+                     other.cpus_per_task, other.setup, other.additional)
+
+
+def quarantine_exhausted(run: RunDir, cfg: Config, snapshot: RunSnapshot) -> None:
+    """Records tried ``max_attempts`` times are set aside now, with their last reason (the worker's or
+    ``worker_died`` when the task was killed mid-record every time)."""
+    limit = cfg.executor.max_attempts
+    for ref in snapshot.pending():
+        attempts = attempts_of(run, ref.id)
+        if attempts < limit:
+            continue
+        failure = read_failure(run, ref.id) or {}
+        mark_failed(run, ref.id, reason=failure.get("reason") or "worker_died",
+                    message=failure.get("message") or f"the worker stopped during all {attempts} attempts",
+                    attempt=attempts, task="resume", quarantined=True)
+        snapshot.quarantined.add(ref.id)
+        snapshot.newly_quarantined.append(ref.id)
+
+
+def plan_groups(pending: list[RecordRef], snapshot: RunSnapshot, cfg: Config,
+                generation: int) -> tuple[Plan, list[TaskGroup]]:
+    """Shards by resources: escalated records get their own shards with more memory or time."""
+    base = Resources.from_config(cfg)
+    by_resources: dict[tuple[float, int], list[RecordRef]] = defaultdict(list)
+    for ref in pending:
+        r = snapshot.escalated.get(ref.id, base)
+        by_resources[(r.mem_gb, r.time_min)].append(ref)
+    shards: list[Shard] = []
+    groups: list[TaskGroup] = []
+    for (mem, time_min), refs in sorted(by_resources.items()):
+        resources = Resources(base.partition, time_min, mem, base.cpus_per_task, base.setup, base.additional)
+        group_shards = make_shards(refs, cfg.executor.records_per_shard)
+        first = len(shards)
+        for offset, shard in enumerate(group_shards):
+            shard.index = first + offset
+            if (mem, time_min) != (base.mem_gb, base.time_min):
+                shard.mem_gb, shard.time_min = mem, time_min
+        shards += group_shards
+        groups.append(TaskGroup([s.index for s in group_shards], resources))
+    return Plan(generation, shards), groups
+
+
+def make_executor(kind: str, cfg: Config) -> Executor:
+    """The executor of ``kind`` (``auto`` resolved): the plugin chosen here, so the executor module knows none."""
+    kind = resolve_kind(kind)
+    if kind == "slurm":
+        from .slurm import SlurmExecutor
+        from .worker import ShardTask
+
+        return SlurmExecutor(cfg, task=ShardTask())
+    if kind == "local":
+        return LocalExecutor(cfg)
+    if kind == "debug":
+        from .worker import run_shard
+
+        return DebugExecutor(run_shard)
+    raise UserError(f"unknown executor {kind!r}: use auto, slurm, local or debug")
+
+
+def submit_pending(run: RunDir, cfg: Config, *, kind: str | None = None, dry_run: bool = False,
+                   what: str = "submit", follow_up: Callable[[str], Any] | None = None) -> SubmitResult:
+    """Plan and submit every record that is not complete; nothing when there is nothing to do.
+
+    On SLURM, ``follow_up`` (a callable taking the run directory) is queued as one more job that starts
+    when every array of the run has ended, whatever their outcome: the finishing job (zenodo_hpc/drivers/finish.py).
+    """
+    kind = resolve_kind(kind or cfg.executor.kind)
+    if dry_run:
+        return _plan_and_submit(run, cfg, kind, dry_run=True, follow_up=follow_up)
+    with driver_lock(run, what):
+        return _plan_and_submit(run, cfg, kind, dry_run=False, follow_up=follow_up)
+
+
+def _plan_and_submit(run: RunDir, cfg: Config, kind: str, *, dry_run: bool,
+                     follow_up: Callable[[str], Any] | None) -> SubmitResult:
+    snapshot = take_snapshot(run, cfg)
+    if not dry_run:
+        quarantine_exhausted(run, cfg, snapshot)
+    pending = snapshot.pending()
+    if not pending:
+        return SubmitResult(None, None, snapshot, kind=kind)
+    generation = next_generation(run)
+    plan, groups = plan_groups(pending, snapshot, cfg, generation)
+    executor = make_executor(kind, cfg)
+    description = executor.describe(run, plan, groups)
+    if dry_run:
+        return SubmitResult(plan, None, snapshot, description, kind)
+    write_plan(run, plan)
+    submission = executor.submit(run, plan, groups)
+    if follow_up is not None and submission.kind == "slurm":
+        from .executor import save_submission
+        from .slurm import submit_follow_up
+
+        depends = sorted(snapshot.active_jobs | {a["job_id"] for a in submission.arrays})
+        try:
+            submission.finishing_job = submit_follow_up(run, cfg, follow_up, (str(run.root.resolve()),), depends,
+                                                        name="finish")
+        except UserError as exc:  # the arrays are queued all the same: say so, and how to go on later
+            log.warning("%s", exc)
+            return SubmitResult(plan, submission, snapshot, description, kind, follow_up_error=str(exc))
+        save_submission(run, submission)
+    return SubmitResult(plan, submission, snapshot, description, kind)
+
+
+def format_result(result: SubmitResult, run: RunDir, *, dry_run: bool = False) -> str:
+    snap = result.snapshot
+    counts = (f"{len(snap.done)} done, {len(snap.quarantined)} quarantined"
+              f"{f', {len(snap.active)} queued or running' if snap.active else ''}")
+    if result.plan is None:
+        return f"nothing to submit for {run.root}: all {len(snap.records)} records are accounted for ({counts})"
+    plan = result.plan
+    head = (f"plan {plan.generation}: {plan.records} records in {len(plan.shards)} shards "
+            f"({counts} of {len(snap.records)})")
+    if dry_run:
+        return f"{head}; dry run, nothing submitted\n{result.description}"
+    sub = result.submission
+    assert sub is not None
+    if sub.kind == "slurm":
+        ids = ", ".join(a["job_id"] for a in sub.arrays)
+        follow = (f" and finishing job {sub.finishing_job} (when they have all ended: another round for what "
+                  "can still succeed, or the image)") if sub.finishing_job else ""
+        if result.follow_up_error:
+            follow = f" (but {result.follow_up_error}: run `zenodo-hpc resume {run.root}` when they end)"
+        return (f"{head}; queued {len(sub.arrays)} array job(s): {ids}{follow}. Nothing else to do: follow with "
+                f"`zenodo-hpc status {run.root}`")
+    failed = sum(1 for t in sub.tasks.values() if t.get("state") != "COMPLETED")
+    tail = f"; {failed} task(s) did not complete" if failed else ""
+    return f"{head}; ran {len(sub.tasks)} {sub.kind} task(s){tail}. See `zenodo-hpc status {run.root}`"
