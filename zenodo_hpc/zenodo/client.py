@@ -228,19 +228,7 @@ class HttpClient:
                 throttled += 1
             else:
                 attempt += 1
-            if attempt > self.retries or throttled > MAX_THROTTLED:
-                response.close()
-                raise RequestFailed(f"{url}: HTTP {response.status_code} after {attempt + throttled} tries",
-                                    reason=f"http_{response.status_code}")
-            asked = retry_after_seconds(response.headers)
-            response.close()
-            if asked is not None:
-                self._check_wait(asked, f"HTTP {response.status_code} from {_base(url)} with Retry-After", url)
-                self.limiter.hold_until(time.monotonic() + asked + random.uniform(0, 0.1 * asked + 0.05))
-                log.info("HTTP %s from %s: waiting %.1f s as asked (Retry-After)", response.status_code, url, asked)
-                self.stats.retries += 1
-            else:
-                self._back_off(attempt + throttled - 1, f"HTTP {response.status_code} on {url}")
+            self._wait_to_retry(response, url, url, attempt, throttled)
 
     def send(self, method: str, url: str, *, json_body: Any = None, body: Callable[[], IO[bytes]] | None = None,
              content_type: str | None = None, params: Mapping[str, Any] | None = None, accept: str | None = JSON,
@@ -293,19 +281,7 @@ class HttpClient:
                                     reason=f"http_{response.status_code}")
             else:
                 attempt += 1
-            if attempt > self.retries or throttled > MAX_THROTTLED:
-                response.close()
-                raise RequestFailed(f"{method} {url}: HTTP {response.status_code} after {attempt + throttled} tries",
-                                    reason=f"http_{response.status_code}")
-            asked = retry_after_seconds(response.headers)
-            response.close()
-            if asked is not None:
-                self._check_wait(asked, f"HTTP {response.status_code} from {_base(url)} with Retry-After", url)
-                self.limiter.hold_until(time.monotonic() + asked + random.uniform(0, 0.1 * asked + 0.05))
-                log.info("HTTP %s from %s: waiting %.1f s as asked (Retry-After)", response.status_code, url, asked)
-                self.stats.retries += 1
-            else:
-                self._back_off(attempt + throttled - 1, f"HTTP {response.status_code} on {method} {url}")
+            self._wait_to_retry(response, url, f"{method} {url}", attempt, throttled)
 
     def _send_once(self, method: str, url: str, json_body: Any, body: Callable[[], IO[bytes]] | None,
                    headers: dict[str, str], params: Mapping[str, Any] | None) -> requests.Response:
@@ -317,6 +293,25 @@ class HttpClient:
             return self.session.request(method, url, **kwargs)
         with body() as stream:
             return self.session.request(method, url, data=stream, **kwargs)
+
+    def _wait_to_retry(self, response: requests.Response, url: str, label: str, attempt: int,
+                       throttled: int) -> None:
+        """After a 429 or 5xx that may be retried (``get`` and ``send`` alike): give up once the retries or
+        the 429s are used up, else wait what the server asks (``Retry-After``, at most ``max_wait_s``) or
+        back off. ``label`` names the request in messages (``url``, or ``METHOD url``)."""
+        status = response.status_code
+        if attempt > self.retries or throttled > MAX_THROTTLED:
+            response.close()
+            raise RequestFailed(f"{label}: HTTP {status} after {attempt + throttled} tries", reason=f"http_{status}")
+        asked = retry_after_seconds(response.headers)
+        response.close()
+        if asked is not None:
+            self._check_wait(asked, f"HTTP {status} from {_base(url)} with Retry-After", url)
+            self.limiter.hold_until(time.monotonic() + asked + random.uniform(0, 0.1 * asked + 0.05))
+            log.info("HTTP %s from %s: waiting %.1f s as asked (Retry-After)", status, url, asked)
+            self.stats.retries += 1
+        else:
+            self._back_off(attempt + throttled - 1, f"HTTP {status} on {label}")
 
     def _check_wait(self, seconds: float, what: str, url: str) -> None:
         """A wait the server asks for, refused (``rate_limited``) when it is longer than ``max_wait_s``."""
