@@ -214,8 +214,9 @@ def format_status(status: RunStatus) -> str:
     return "\n".join(lines)
 
 
-def _efficiency_line(e: dict[str, Any]) -> str:
-    """``job 12: memory up to 1.2 of 4 GB asked (30%), time up to 3.1 of 60 min (5%)``."""
+def efficiency_parts(e: dict[str, Any]) -> list[str]:
+    """``memory up to 1.2 of 4 GB asked (30%)`` and ``time up to 3.1 of 60 min (5%)``, each when known:
+    what ``status`` and the report say of one array's usage."""
     parts = []
     if e.get("mem_used_gb") is not None and e.get("mem_asked_gb"):
         parts.append(f"memory up to {e['mem_used_gb']:.2f} of {e['mem_asked_gb']:g} GB asked "
@@ -223,7 +224,12 @@ def _efficiency_line(e: dict[str, Any]) -> str:
     if e.get("time_used_min") is not None and e.get("time_asked_min"):
         parts.append(f"time up to {e['time_used_min']:.1f} of {e['time_asked_min']} min "
                      f"({100 * e['time_used_min'] / e['time_asked_min']:.0f}%)")
-    return f"job {e['job_id']} ({e['tasks']} tasks ended): " + ", ".join(parts)
+    return parts
+
+
+def _efficiency_line(e: dict[str, Any]) -> str:
+    """``job 12 (3 tasks ended): memory up to 1.2 of 4 GB asked (30%), time up to 3.1 of 60 min (5%)``."""
+    return f"job {e['job_id']} ({e['tasks']} tasks ended): " + ", ".join(efficiency_parts(e))
 
 
 def _chain_line(chain: dict[str, Any]) -> str:

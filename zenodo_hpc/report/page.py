@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .. import __version__
+from ..orchestrate.status import efficiency_parts
 from .collect import Facts, RoundFacts, overall_rate_per_min
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -149,13 +150,7 @@ def efficiency_lines(facts: Facts) -> list[str]:
     lines = []
     for g in facts.status.generations:
         for e in g.efficiency:
-            parts = []
-            if e.get("mem_used_gb") is not None and e.get("mem_asked_gb"):
-                parts.append(f"memory up to {e['mem_used_gb']:.2f} of {e['mem_asked_gb']:g} GB asked "
-                             f"({100 * e['mem_used_gb'] / e['mem_asked_gb']:.0f}%)")
-            if e.get("time_used_min") is not None and e.get("time_asked_min"):
-                parts.append(f"time up to {e['time_used_min']:.1f} of {e['time_asked_min']} min "
-                             f"({100 * e['time_used_min'] / e['time_asked_min']:.0f}%)")
+            parts = efficiency_parts(e)
             if parts:
                 lines.append(f"plan {g.generation}, job {e['job_id']} ({e['tasks']} tasks ended): " + ", ".join(parts))
     return lines
