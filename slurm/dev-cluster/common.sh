@@ -120,6 +120,16 @@ configured_nodes() {
     sed -n 's/^NodeName=\([^ ]*\) .*/\1/p' "$SLURM_CONF_FILE" 2>/dev/null || true
 }
 
+# The NODE argument of the failure scripts, checked against the configured
+# nodes: printed on stdout, or a usage line and status 2.
+node_argument() {
+    local script="$1" node="$2"
+    [[ -n "$node" ]] || { log "usage: $script NODE   (one of: $(configured_nodes | tr '\n' ' '))"; return 2; }
+    configured_nodes | grep -qx "$node" \
+        || { log "ERROR: '$node' is not a node of the dev cluster in $STATE (nodes: $(configured_nodes | tr '\n' ' '))"; return 2; }
+    printf '%s\n' "$node"
+}
+
 # Node $1 is usable once it reports idle/mixed/allocated. A node left drained
 # or down by an earlier run (a crash-node.sh, a job that could not be killed)
 # is resumed: this is a throwaway dev cluster.

@@ -19,10 +19,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=common.sh
 source "$HERE/common.sh"
 
-node="${1:-}"
-[[ -n "$node" ]] || { log "usage: $0 NODE   (one of: $(configured_nodes | tr '\n' ' '))"; exit 2; }
-configured_nodes | grep -qx "$node" \
-    || { log "ERROR: '$node' is not a node of the dev cluster in $STATE (nodes: $(configured_nodes | tr '\n' ' '))"; exit 2; }
+node="$(node_argument "$0" "${1:-}")" || exit 2
 take_lock
 export SLURM_CONF="$SLURM_CONF_FILE"
 
