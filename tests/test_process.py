@@ -161,6 +161,21 @@ def test_config_controls_geometry_and_formats(source_tree: Path, tmp_path: Path)
     np.testing.assert_array_equal(readme, rasterize((source_tree / "README.md").read_bytes(), width=40, height=20))
 
 
+@pytest.mark.parametrize("compression, h5py_filter", [("lzf", "lzf"), ("gzip-7", "gzip")])
+def test_config_chooses_the_h5_compression(source_tree: Path, tmp_path: Path, compression: str,
+                                           h5py_filter: str) -> None:
+    import h5py
+
+    cfg = config_from_dict({"output": {"h5_compression": compression}})
+    result = process_path(source_tree, tmp_path / "d", cfg, record_id="4")
+    with h5py.File(result.written.folder / "images_4.h5") as h5:
+        assert h5.attrs["compression"] == compression
+        assert {h5[name].compression for name in h5 if name.startswith("segments_")} == {h5py_filter}
+    default = process_path(source_tree, tmp_path / "e", Config(), record_id="4")
+    with h5py.File(default.written.folder / "images_4.h5") as h5:
+        assert h5.attrs["compression"] == Config().output.h5_compression
+
+
 def test_bad_archive_writes_nothing_and_cleans_its_temp_folder(tmp_path: Path, ram_root: Path) -> None:
     bad = tmp_path / "bad.zip"
     bad.write_bytes(b"<html><body>502 Bad Gateway</body></html>")

@@ -269,7 +269,8 @@ def process_sources(
     }
     raster_attrs = {k: getattr(cfg.raster, k) for k in ("width", "height", "pad", "tab_width")}
     written = write_record(Path(data_dir), record_id, record.images, metadata,
-                           formats=cfg.output.formats, raster_attrs=raster_attrs)
+                           formats=cfg.output.formats, raster_attrs=raster_attrs,
+                           h5_compression=cfg.output.h5_compression)
     return ProcessResult(record_id, written, record.stats, time.monotonic() - started)
 
 
