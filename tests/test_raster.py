@@ -152,8 +152,14 @@ def test_bad_geometry_is_refused() -> None:
 def test_narrow_images_are_the_same_images() -> None:
     from zenodo_hpc.record.raster import rasterize_narrow
 
-    for data in (b"x = 1\n" * 200, b"no newline at the end", b"\t tab\r\nCRLF\n" + b"y" * 200, "é😀\n".encode()):
+    for data, dtype in ((b"x = 1\n" * 200, np.uint8), (b"no newline at the end", np.uint8),
+                        (b"\t tab\r\nCRLF\n" + b"y" * 200, np.uint8), ("caf\u00e9\n".encode(), np.uint8),
+                        ("\uffff\n".encode(), np.uint16),
+                        ("\u00e9\U0001f600\n".encode(), np.uint32), ("x" * 90 + "\u20ac", np.uint16)):
+        data = data.encode() if isinstance(data, str) else data
         wide, narrow = rasterize(data), rasterize_narrow(data)
         np.testing.assert_array_equal(wide, narrow)
-        assert narrow.dtype == (np.uint8 if data.isascii() else np.uint32)
-    assert rasterize_narrow(b"x", pad=300).dtype == np.uint32  # a pad above 255 needs the wide type
+        assert narrow.dtype == dtype, data
+    assert rasterize_narrow(b"x", pad=300).dtype == np.uint16  # a pad above 255 needs a wider type
+    assert rasterize_narrow(b"x", pad=0x10000).dtype == np.uint32
+    assert rasterize_narrow("\u00e9".encode(), pad=0x10000).dtype == np.uint32

@@ -48,10 +48,11 @@ def rasterize(
 def rasterize_narrow(
     data: bytes, *, width: int = 80, height: int = 80, pad: int = 32, tab_width: int = 4
 ) -> np.ndarray:
-    """The same images as :func:`rasterize`, as ``uint8`` when the text is ASCII (most code) and the pad fits.
+    """The same images as :func:`rasterize`, in the narrowest of ``uint8`` (ASCII and Latin-1 text, most code),
+    ``uint16`` (the Basic Multilingual Plane) and ``uint32`` that holds the text's code points and the pad.
 
-    What the record writer stores anyway: building the images a quarter of the size saves the time and memory
-    of a uint32 array that would only be narrowed again.
+    What the record writer stores anyway: building the images a quarter (or half) of the size saves the time
+    and memory of a uint32 array that would only be narrowed again.
     """
     return _rasterize(data, width, height, pad, tab_width, narrow=True)
 
@@ -60,8 +61,8 @@ def _rasterize(data: bytes, width: int, height: int, pad: int, tab_width: int, *
     if width < 1 or height < 1:
         raise ValueError("width and height must be at least 1")
     cp = code_points(bytes(data), tab_width=tab_width)
-    dtype = np.uint8 if narrow and cp.dtype == np.uint8 and pad < 256 else np.uint32
     n = cp.size
+    dtype = _narrowest(cp, pad) if narrow else np.uint32
     if n == 0:
         return np.empty((0, height, width), dtype=dtype)
 
@@ -90,6 +91,12 @@ def _rasterize(data: bytes, width: int, height: int, pad: int, tab_width: int, *
     out = np.full((images * height, width), pad, dtype=dtype)
     out[:lines][_first_cells_masks(width)[cells]] = source
     return out.reshape(images, height, width)
+
+
+def _narrowest(cp: np.ndarray, pad: int) -> type[np.unsignedinteger]:
+    """The narrowest unsigned type holding every code point and the pad (ASCII comes as bytes: no max taken)."""
+    top = max(pad, 0x7F if cp.dtype == np.uint8 or cp.size == 0 else int(cp.max()))
+    return np.uint8 if top <= 0xFF else np.uint16 if top <= 0xFFFF else np.uint32
 
 
 @lru_cache(maxsize=8)

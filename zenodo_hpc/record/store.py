@@ -178,6 +178,13 @@ def smallest_dtype(max_value: int) -> type[np.unsignedinteger]:
     return SEGMENT_DTYPES[-1]
 
 
+def _narrowest_itemsize(array: np.ndarray) -> int:
+    """Bytes per pixel of the narrowest type holding a file's images (a uint8 array needs no look)."""
+    if array.dtype.itemsize == 1 or not array.size:
+        return 1
+    return np.dtype(smallest_dtype(int(array.max()))).itemsize
+
+
 def segments_dataset_name(itemsize: int) -> str:
     """``1`` -> ``segments_uint8``: the dataset of a format 2 file holding images of this many bytes a pixel."""
     return f"segments_uint{8 * int(itemsize)}"
@@ -222,7 +229,7 @@ def write_images_h5(
     filled: dict[int, int] = {}
     for i, key in enumerate(keys):
         array = images[key]
-        itemsize = np.dtype(smallest_dtype(int(array.max()) if array.size else 0)).itemsize
+        itemsize = _narrowest_itemsize(array)
         itemsizes[i] = itemsize
         starts[i] = filled.get(itemsize, 0)
         if array.shape[0]:
@@ -242,7 +249,7 @@ def write_images_h5(
                 h5.attrs[name] = int(raster_attrs[name])
         for itemsize in sorted(groups):
             dtype = np.dtype(f"<u{itemsize}")
-            segments = np.concatenate(groups[itemsize]).astype(dtype, copy=False)
+            segments = np.concatenate(groups[itemsize], dtype=dtype, casting="unsafe")  # values checked to fit
             h5.create_dataset(
                 segments_dataset_name(itemsize),
                 data=segments,
