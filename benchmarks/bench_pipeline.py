@@ -171,7 +171,8 @@ class Steps:
         self.wrap(process_module, "classify", "walk + read + sha256")
         self.wrap_generator(process_module, "walk", "walk + read + sha256")  # versions that walked twice
         self.wrap(process_module, "rasterize", "rasterize")  # the code before this work
-        self.wrap(process_module, "rasterize_narrow", "rasterize")  # today: uint8 for ASCII text
+        self.wrap(process_module, "rasterize_narrow", "rasterize")  # uint8 for ASCII text (alone, as a fallback)
+        self.wrap(process_module, "rasterize_many", "rasterize")  # today: files in batches
         self.wrap(process_module._ExtractionSpace, "__exit__", "remove extracted files")
         self.wrap(process_module, "write_record", "write")
         self.wrap(store_module, "write_images_h5", "h5")

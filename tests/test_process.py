@@ -176,6 +176,34 @@ def test_config_chooses_the_h5_compression(source_tree: Path, tmp_path: Path, co
         assert h5.attrs["compression"] == Config().output.h5_compression
 
 
+def test_a_file_the_rasterizer_fails_on_is_skipped_and_its_batch_kept(source_tree: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files are rasterized in batches: when a batch fails, each file is tried alone, and only the one that fails
+    costs its images (the tree says why), as when files were rasterized one by one."""
+    want = load_images(process_path(source_tree, tmp_path / "good", Config(), record_id="4").written.folder)
+    bad_key, bad_text = "demo-json-1a2b3c4/README.md", (source_tree / "README.md").read_bytes()
+    alone = process_module.rasterize_narrow
+
+    def batch_fails(texts: list[bytes], **geometry: Any) -> list[np.ndarray]:
+        raise MemoryError("no room for the batch")
+
+    def fails_on_readme(text: bytes, **geometry: Any) -> np.ndarray:
+        if text == bad_text:
+            raise MemoryError("no room for this file")
+        return alone(text, **geometry)
+
+    monkeypatch.setattr(process_module, "rasterize_many", batch_fails)
+    monkeypatch.setattr(process_module, "rasterize_narrow", fails_on_readme)
+    result = process_path(source_tree, tmp_path / "d", Config(), record_id="4")
+    got = load_images(result.written.folder)
+    assert set(got) == set(want) - {bad_key} and len(got) > 3
+    for key in got:
+        np.testing.assert_array_equal(got[key], want[key])
+    readme = load_metadata(result.written.folder)["tree"]["children"]["demo-json-1a2b3c4"]["children"]["README.md"]
+    assert readme["skipped"] == "error: MemoryError: no room for this file" and "segments" not in readme
+    assert result.stats.skipped["error"] == 1 and result.stats.rasterized == len(want) - 1
+
+
 def test_bad_archive_writes_nothing_and_cleans_its_temp_folder(tmp_path: Path, ram_root: Path) -> None:
     bad = tmp_path / "bad.zip"
     bad.write_bytes(b"<html><body>502 Bad Gateway</body></html>")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -163,3 +165,33 @@ def test_narrow_images_are_the_same_images() -> None:
     assert rasterize_narrow(b"x", pad=300).dtype == np.uint16  # a pad above 255 needs a wider type
     assert rasterize_narrow(b"x", pad=0x10000).dtype == np.uint32
     assert rasterize_narrow("\u00e9".encode(), pad=0x10000).dtype == np.uint32
+
+
+def test_rasterize_many_gives_each_file_its_own_images() -> None:
+    """Joined into one layout, every file still starts on a new image and ends as it would alone."""
+    from zenodo_hpc.record.raster import rasterize_many, rasterize_narrow
+
+    texts = [b"", b"\n", b"one line, no newline", b"x\n" * 80, b"x\n" * 81, b"y" * 200 + b"\nshort\n",
+             b"\xef\xbb\xbfBOM\r\nCRLF\rCR\n\tTab\n", "caf\u00e9\n".encode(), "\U0001f600 wide\n".encode(),
+             b"\n" * 160, b"last\n\n", Path(__file__).read_bytes()]
+    for geometry in ({}, {"width": 7, "height": 3}, {"pad": 0}, {"pad": 300}, {"tab_width": 8}):
+        many = rasterize_many(texts, **geometry)
+        assert len(many) == len(texts)
+        for text, images in zip(texts, many, strict=True):
+            alone = rasterize_narrow(text, **geometry)
+            assert images.dtype == alone.dtype and images.shape == alone.shape, (text[:20], geometry)
+            np.testing.assert_array_equal(images, alone)
+    assert rasterize_many([]) == []
+    with pytest.raises(ValueError, match="at least 1"):
+        rasterize_many([b"x"], height=0)
+
+
+@settings(max_examples=60)
+@given(texts=st.lists(raw_bytes(), max_size=6), width=st.integers(1, 12), height=st.integers(1, 6),
+       pad=st.sampled_from([32, 0, 0x2591]))
+def test_rasterize_many_matches_the_reference_file_by_file(texts: list[bytes], width: int, height: int,
+                                                          pad: int) -> None:
+    from zenodo_hpc.record.raster import rasterize_many
+
+    for text, images in zip(texts, rasterize_many(texts, width=width, height=height, pad=pad), strict=True):
+        np.testing.assert_array_equal(images, reference(text, width=width, height=height, pad=pad))
