@@ -1032,3 +1032,40 @@ def test_an_archive_goes_to_ram_when_it_fits_budget_memory_and_free_space(
     assert placed.root == second
     unknown = save(dest, "unknown.zip", b"PK\x03\x04 not really")  # no estimate: tried, and capped there
     assert choose_memory_root(unknown, 100 * MB, roots=[second], memory=GiB).root == second
+
+
+# --- the small files' bytes, kept as extracted ------------------------------------------------------------------
+
+
+def small_files_on_disk(dest: Path, limit: int) -> dict[str, bytes]:
+    return {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*")
+            if p.is_file() and not p.is_symlink() and p.stat().st_size <= limit}
+
+
+@pytest.mark.filterwarnings("ignore:Duplicate name")  # zipfile, building the duplicates on purpose
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_kept_contents_are_the_small_files_on_disk_after_every_replacement(dest: Path, kind: str) -> None:
+    """What the walk is handed instead of reading must be what is on disk: later duplicates, a file turned
+    symlink, hard-link copies and empty files included, and nothing of a file over the limit."""
+    if kind == "tar":
+        archive = save(dest, "a.tar.gz", tar_bytes([
+            reg("p/a.txt", b"first"), reg("p/big.txt", b"x" * 200), reg("p/b.txt", b"becomes a link"),
+            reg("p/a.txt", b"second, later wins"), tlink("p/b.txt", "a.txt"), reg("p/empty"),
+            tlink("p/copy.txt", "p/a.txt", hard=True), reg("p/d/c.py", b"print(1)\n")], "gz"))
+    else:
+        archive = save(dest, "a.zip", zip_bytes([
+            ("p/a.txt", b"first"), ("p/big.txt", b"x" * 200), ("p/b.txt", b"becomes a link"),
+            ("p/a.txt", b"second, later wins"), zsym("p/b.txt", "a.txt"), ("p/empty", b""),
+            ("p\\d\\c.py", b"print(1)\n")]))
+    stats = extract_archive(archive, dest, max_bytes=BIG, max_members=100, keep_files_up_to=100)
+    assert stats.contents == small_files_on_disk(dest, 100)
+    assert stats.contents["p/a.txt"] == b"second, later wins" and "p/b.txt" not in stats.contents
+    assert "p/big.txt" not in stats.contents and stats.contents["p/empty"] == b""
+    assert extract_archive(archive, dest.parent / "outside", max_bytes=BIG, max_members=100).contents == {}
+
+
+def test_kept_contents_stop_at_their_budget(dest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(extract_module, "KEPT_BYTES", 25)
+    archive = save(dest, "a.tar", tar_bytes([reg(f"p/{i}.txt", b"0123456789") for i in range(5)]))
+    stats = extract_archive(archive, dest, max_bytes=BIG, max_members=100, keep_files_up_to=100)
+    assert stats.contents == {"p/0.txt": b"0123456789", "p/1.txt": b"0123456789"} and stats.files == 5

@@ -202,3 +202,19 @@ def test_a_path_taken_by_a_file_is_a_duplicate_and_the_first_stays() -> None:
     assert not add_file(tree, "top", {"type": "file"})  # a file where a folder is
     assert json.dumps(tree) == before and tree["children"]["top"]["children"]["a"] is first
     assert path_is_free(tree, "top/b") and add_dir(tree, "top/b/c") == new_tree()
+
+
+def test_a_file_whose_bytes_are_known_is_judged_as_if_read(tmp_path: Path) -> None:
+    """The extraction hands the walk the small files' bytes: text, binary, empty and too large alike."""
+    cases = {"text.py": b"print(1)\n", "bin.dat": b"\x00\x01" * 10, "empty": b"", "large.txt": b"y" * 300}
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        info = os.lstat(path)
+        read = classify(name, path, info, max_file_bytes=100, skip_binary=True)
+        path.write_bytes(b"not what was extracted")  # only the known bytes may be looked at now
+        known = classify(name, path, info, max_file_bytes=100, skip_binary=True, known=data)
+        assert known == read, name
+    stale = classify("text.py", tmp_path / "text.py", os.lstat(tmp_path / "text.py"), max_file_bytes=100,
+                     skip_binary=True, known=b"other size")
+    assert stale.data == b"not what was extracted"  # bytes of another size than listed are not trusted

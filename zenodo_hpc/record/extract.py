@@ -73,6 +73,7 @@ MAX_LISTED_SKIPS = 1000  # skipped members listed by key; more are only counted 
 MAX_SKIP_KEY_CHARS = 1024  # a longer key of a skipped member keeps its start and end around "…"
 
 CHUNK_SIZE = 1 << 20
+KEPT_BYTES = 64 << 20  # at most this much of an archive's small files is kept in memory (ExtractStats.contents)
 MAX_SYMLINK_TARGET = 4095  # PATH_MAX - 1 on Linux; longer targets cannot be created anyway
 _TRAILER_DRAIN_LIMIT = 16 << 20  # bytes read after a compressed tar's end marker to reach its checksum
 
@@ -120,6 +121,9 @@ class ExtractStats:
     skipped_unlisted: dict[str, int] = field(default_factory=dict)  # reason -> skipped members beyond those listed
     # What the entries take on a tmpfs (files in whole pages, ENTRY_OVERHEAD per entry): see footprint_limit.
     footprint: int = field(default=0, compare=False)
+    # The bytes of the small files as written (relative path -> bytes; see keep_files_up_to), so that the walk
+    # need not open and read them again.
+    contents: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
 
 class OverFootprint(Exception):
@@ -171,19 +175,21 @@ def archive_kind(path: Path) -> str:
 
 
 def extract_archive(archive: Path, dest: Path, *, max_bytes: int, max_members: int,
-                    footprint_limit: int | None = None) -> ExtractStats:
+                    footprint_limit: int | None = None, keep_files_up_to: int = 0) -> ExtractStats:
     """Extract ``archive`` into the existing empty folder ``dest``, refusing anything unsafe.
 
     On error whatever was already extracted stays in ``dest`` (the caller removes it); nothing is
     ever written outside ``dest``. With ``footprint_limit``, :class:`OverFootprint` stops the extraction
-    before the entries take more than that many bytes of a tmpfs (``ExtractStats.footprint``).
+    before the entries take more than that many bytes of a tmpfs (``ExtractStats.footprint``). The bytes
+    of files of at most ``keep_files_up_to`` bytes are kept in ``ExtractStats.contents`` as written, up to
+    KEPT_BYTES in all (the later files are only on disk).
     """
     archive, dest = Path(archive), Path(dest)
     _require_empty_dir(dest)
     kind, compression = _sniff(archive)
     writer = _SafeWriter(
         archive.name, dest, max_bytes=max_bytes, max_members=max_members, backslash_separates=kind == "zip",
-        footprint_limit=footprint_limit,
+        footprint_limit=footprint_limit, keep_files_up_to=keep_files_up_to,
     )
     if kind == "zip":
         _extract_zip(archive, writer)
@@ -344,9 +350,11 @@ class _SafeWriter:
 
     def __init__(
         self, archive: str, dest: Path, *, max_bytes: int, max_members: int, backslash_separates: bool = False,
-        footprint_limit: int | None = None,
+        footprint_limit: int | None = None, keep_files_up_to: int = 0,
     ) -> None:
         self.archive = archive
+        self.keep_files_up_to = keep_files_up_to
+        self._kept = 0  # bytes in stats.contents
         self.footprint_limit = footprint_limit
         self.backslash_separates = backslash_separates  # zips made by some Windows tools use ``\\``
         self.root = os.path.abspath(dest)
@@ -543,6 +551,7 @@ class _SafeWriter:
         if for_dir and not stat.S_ISLNK(info.st_mode):
             raise _bad_entry(self.archive, name, f"{_q(rel)} is already a file")
         os.unlink(path)
+        self._forget_contents(rel)
         if stat.S_ISLNK(info.st_mode):
             self.stats.symlinks -= 1
             self._symlinks.pop(rel, None)
@@ -561,26 +570,40 @@ class _SafeWriter:
             slot = self._prepare_slot(parts, name, for_dir=False)
             assert slot is not None
             fd = os.open(slot, _WRITE_FLAGS, 0o600)
+        rel = "/".join(parts)
         try:
-            written = self._copy_capped(src, fd, name)
+            written = self._copy_capped(src, fd, name, rel)
             os.fchmod(fd, mode)
         finally:
             os.close(fd)
         self.stats.footprint += _pages(written)
         self.stats.files += 1
-        self._files.add("/".join(parts))
+        self._files.add(rel)
 
-    def _copy_capped(self, src: IO[bytes], fd: int, name: str) -> int:
+    def _keep_contents(self, rel: str, data: bytes) -> None:
+        if self.keep_files_up_to > 0 and len(data) <= self.keep_files_up_to and self._kept + len(data) <= KEPT_BYTES:
+            self.stats.contents[rel] = data
+            self._kept += len(data)
+
+    def _forget_contents(self, rel: str) -> None:
+        self._kept -= len(self.stats.contents.pop(rel, b""))
+
+    def _copy_capped(self, src: IO[bytes], fd: int, name: str, rel: str) -> int:
         """Stream in chunks, stopping before the running total of written bytes passes ``max_bytes`` (or the
-        file would take the entries past ``footprint_limit``). Returns the file's size."""
+        file would take the entries past ``footprint_limit``). Returns the file's size; a file written in one
+        chunk (all small ones) is kept in ``stats.contents`` when it fits (see ``keep_files_up_to``)."""
         written = 0
+        first = b""
         while True:
             try:
                 chunk = src.read(CHUNK_SIZE)
             except _CORRUPT_ERRORS as exc:
                 raise _corrupt(self.archive, name, exc) from exc
             if not chunk:
+                if written == len(first):  # one chunk, or none: an empty file
+                    self._keep_contents(rel, first)
                 return written
+            first = first or chunk
             if self.stats.bytes + len(chunk) > self.max_bytes:
                 raise self.too_large_error(name)
             self.check_footprint(written + len(chunk))

@@ -113,9 +113,12 @@ def rasterize_tree(roots: Iterable[WalkRoot | tuple[Path, str]], raster: RasterC
             if node is not None and reason:
                 node["skipped"] = reason
                 skipped[skip_category(reason)] += 1
+        kept = extracted.contents if extracted is not None else {}  # small files' bytes, as extracted
         for key, path, info in others:  # what walk() yields, without listing the folder a second time
-            entry = classify(key, path, info, max_file_bytes=raster.max_file_bytes, skip_binary=raster.skip_binary)
+            entry = classify(key, path, info, max_file_bytes=raster.max_file_bytes, skip_binary=raster.skip_binary,
+                             known=kept.pop(key[len(prefix):], None))
             _take_entry(entry, tree, pending)
+        kept.clear()
         if extracted is not None:
             _take_extraction_skips(extracted, prefix, tree, pending)
     pending.flush()
@@ -295,7 +298,7 @@ def process_sources(
     """
     started = time.monotonic()
     check_record_id(record_id)
-    with _ExtractionSpace(record_id, cfg.extract, tmp_dir) as space:
+    with _ExtractionSpace(record_id, cfg.extract, tmp_dir, keep_files_up_to=cfg.raster.max_file_bytes) as space:
         roots = [space.unpack(path, prefix, i) for i, (path, prefix) in enumerate(sources)]
         record = add_loose_files(rasterize_tree(roots, cfg.raster), loose, left_out, cfg.raster)
     metadata = {
@@ -320,9 +323,10 @@ class _ExtractionSpace:
     if this process is killed the next worker on the node removes it. An archive that takes more RAM than
     expected, or finds the RAM folder full, is extracted again on disk."""
 
-    def __init__(self, record_id: str, cfg: ExtractConfig, tmp_dir: Path | None) -> None:
+    def __init__(self, record_id: str, cfg: ExtractConfig, tmp_dir: Path | None, keep_files_up_to: int = 0) -> None:
         self.record_id = record_id
         self.cfg = cfg
+        self.keep_files_up_to = keep_files_up_to  # files the walk reads whole: their bytes are kept as extracted
         self.tmp_dir = tmp_dir
         self.budget = cfg.memory_budget_mb << 20
         self._stack = contextlib.ExitStack()
@@ -368,7 +372,7 @@ class _ExtractionSpace:
     def _extract(self, path: Path, target: Path, footprint_limit: int | None) -> ExtractStats:
         target.mkdir()
         return extract_archive(path, target, max_bytes=self.cfg.max_bytes, max_members=self.cfg.max_members,
-                               footprint_limit=footprint_limit)
+                               footprint_limit=footprint_limit, keep_files_up_to=self.keep_files_up_to)
 
     def _disk_folder(self) -> Path:
         if self._disk is None:

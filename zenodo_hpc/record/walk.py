@@ -126,8 +126,9 @@ def walk(
 
 
 def classify(key: str, path: str | os.PathLike[str], info: EntryInfo, *, max_file_bytes: int,
-             skip_binary: bool) -> WalkedFile:
-    """Decide what happens to one entry, reading a regular file at most once.
+             skip_binary: bool, known: bytes | None = None) -> WalkedFile:
+    """Decide what happens to one entry, reading a regular file at most once (not at all when its bytes are
+    ``known``: what the extraction wrote into it, of the size listed).
 
     A key that is not UTF-8 (a name made elsewhere) is skipped as ``bad_name`` under its printable form:
     the outputs could not hold it, and one odd name must not stop the record.
@@ -144,6 +145,8 @@ def classify(key: str, path: str | os.PathLike[str], info: EntryInfo, *, max_fil
         return WalkedFile(key, "symlink", target=printable_name(target), skipped=SYMLINK)
     if not stat.S_ISREG(info.st_mode):
         return WalkedFile(key, "other", skipped=NOT_REGULAR)
+    if known is not None and len(known) == info.st_size:
+        return _judge(key, known, max_file_bytes=max_file_bytes, skip_binary=skip_binary)
     try:
         return _read_regular_file(key, path, max_file_bytes=max_file_bytes, skip_binary=skip_binary)
     except PermissionError:
@@ -169,6 +172,11 @@ def _read_regular_file(key: str, path: str | os.PathLike[str], *, max_file_bytes
         data = _read_at_most(fd, max_file_bytes + 1)
     finally:
         os.close(fd)
+    return _judge(key, data, max_file_bytes=max_file_bytes, skip_binary=skip_binary)
+
+
+def _judge(key: str, data: bytes, *, max_file_bytes: int, skip_binary: bool) -> WalkedFile:
+    """A regular file from its bytes (at most ``max_file_bytes + 1`` of them): its hash, and rasterized or why not."""
     size = len(data)
     digest = hashlib.sha256(data).hexdigest()
     if size > max_file_bytes:  # grew while we looked
