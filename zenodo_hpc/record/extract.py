@@ -507,6 +507,8 @@ class _SafeWriter:
 
     def _ensure_dirs(self, dir_parts: list[str], name: str) -> str:
         """Create missing parent folders; refuse a path through a symlink or a file. Returns the last one."""
+        if "/".join(dir_parts) in self._dirs:  # verified with every folder above it, and never replaced since
+            return os.path.join(self.root, *dir_parts)
         path = self.root
         for depth, part in enumerate(dir_parts, start=1):
             path = os.path.join(path, part)
