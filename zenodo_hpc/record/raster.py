@@ -27,9 +27,9 @@ def code_points(data: bytes, *, tab_width: int = 4) -> np.ndarray:
 
 
 def normalized_text(data: bytes, tab_width: int) -> bytes:
-    """The bytes with the BOM dropped, ``\r\n`` and ``\r`` made ``\n``, tabs expanded to ``tab_width`` spaces.
+    """The bytes with the BOM dropped, ``\\r\\n`` and ``\\r`` made ``\\n``, tabs expanded to ``tab_width`` spaces.
 
-    ``\r``, ``\n`` and ``\t`` are ASCII and never part of a multi-byte UTF-8 sequence, so they are rewritten
+    ``\\r``, ``\\n`` and ``\\t`` are ASCII and never part of a multi-byte UTF-8 sequence, so they are rewritten
     on the raw bytes, before any decoding.
     """
     if data.startswith(BOM):
