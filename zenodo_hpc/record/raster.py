@@ -15,6 +15,7 @@ from functools import lru_cache
 import numpy as np
 
 BOM = b"\xef\xbb\xbf"
+IMAGE_TYPES = (np.uint8, np.uint16, np.uint32)  # narrowest first: a file's images take the first that holds them
 
 
 def code_points(data: bytes, *, tab_width: int = 4) -> np.ndarray:
@@ -147,10 +148,17 @@ def _layout(cp: np.ndarray, dtype: type[np.unsignedinteger], width: int, height:
     return out.reshape(images, height, width)
 
 
+def narrowest_uint(max_value: int) -> type[np.unsignedinteger]:
+    """The narrowest of uint8, uint16 and uint32 holding every value up to ``max_value``."""
+    for dtype in IMAGE_TYPES[:-1]:
+        if max_value <= np.iinfo(dtype).max:
+            return dtype
+    return IMAGE_TYPES[-1]
+
+
 def _narrowest(cp: np.ndarray, pad: int) -> type[np.unsignedinteger]:
-    """The narrowest unsigned type holding every code point and the pad (ASCII comes as bytes: no max taken)."""
-    top = max(pad, 0x7F if cp.dtype == np.uint8 or cp.size == 0 else int(cp.max()))
-    return np.uint8 if top <= 0xFF else np.uint16 if top <= 0xFFFF else np.uint32
+    """The narrowest type holding every code point and the pad (ASCII comes as bytes: no max taken)."""
+    return narrowest_uint(max(pad, 0x7F if cp.dtype == np.uint8 or cp.size == 0 else int(cp.max())))
 
 
 @lru_cache(maxsize=8)

@@ -39,12 +39,12 @@ import numpy as np
 
 from ..core.config import DEFAULT_H5_COMPRESSION
 from ..core.errors import UserError
+from .raster import narrowest_uint
 
 H5_FORMAT = "zenodo-hpc-images"
 H5_FORMAT_VERSION = 2
 PICKLE_PROTOCOL = 4  # readable by every Python 3 the 2018 tutorial ran on
 CHUNK_SEGMENTS = 64
-SEGMENT_DTYPES = (np.uint8, np.uint16, np.uint32)  # /segments_uint8, ... (per file, the narrowest that fits)
 PICKLE_DTYPE = "<i4"  # the pickle's arrays: signed like 2018's int64, half its size, a type OpenCV writes
 # HDF5 1.10's file format (every h5py 3 reads it): its chunk indexes cost a few bytes where 1.8's B-tree
 # costs about 5 KB per compressed dataset, which would make a dataset per dtype expensive for small records.
@@ -170,19 +170,11 @@ def metadata_to_json(metadata: dict[str, Any]) -> str:
     return json.dumps(metadata, ensure_ascii=False, allow_nan=False, separators=(",", ":")) + "\n"
 
 
-def smallest_dtype(max_value: int) -> type[np.unsignedinteger]:
-    """The narrowest unsigned type holding every code point of a file (ASCII code fits in uint8)."""
-    for dtype in SEGMENT_DTYPES[:-1]:
-        if max_value <= np.iinfo(dtype).max:
-            return dtype
-    return SEGMENT_DTYPES[-1]
-
-
 def _narrowest_itemsize(array: np.ndarray) -> int:
     """Bytes per pixel of the narrowest type holding a file's images (a uint8 array needs no look)."""
     if array.dtype.itemsize == 1 or not array.size:
         return 1
-    return np.dtype(smallest_dtype(int(array.max()))).itemsize
+    return np.dtype(narrowest_uint(int(array.max()))).itemsize
 
 
 def segments_dataset_name(itemsize: int) -> str:
