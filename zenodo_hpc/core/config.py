@@ -98,6 +98,10 @@ class RasterConfig:
     skip_binary: bool = True
     binary_extensions: list[str] = field(default_factory=lambda: list(BINARY_EXTENSIONS), metadata={"since": 2})
 
+    def layout(self) -> dict[str, int]:
+        """The keywords of the rasterizer (``width``, ``height``, ``pad``, ``tab_width``), also the h5's attributes."""
+        return {"width": self.width, "height": self.height, "pad": self.pad, "tab_width": self.tab_width}
+
 
 @dataclass
 class ExtractConfig:

@@ -150,7 +150,7 @@ class _PendingImages:
         files, self._files, self._bytes = self._files, [], 0
         if not files:
             return
-        geometry = {k: getattr(self.raster, k) for k in ("width", "height", "pad", "tab_width")}
+        geometry = self.raster.layout()
         try:
             arrays: list[np.ndarray | None] = list(rasterize_many([e.data or b"" for e, _ in files], **geometry))
         except Exception:  # find the file at fault: one file's error never stops the record
@@ -308,9 +308,8 @@ def process_sources(
         "stats": record.stats.to_dict(),
         "tool": tool_info(cfg),
     }
-    raster_attrs = {k: getattr(cfg.raster, k) for k in ("width", "height", "pad", "tab_width")}
     written = write_record(Path(data_dir), record_id, record.images, metadata,
-                           formats=cfg.output.formats, raster_attrs=raster_attrs,
+                           formats=cfg.output.formats, raster_attrs=cfg.raster.layout(),
                            h5_compression=cfg.output.h5_compression)
     return ProcessResult(record_id, written, record.stats, time.monotonic() - started)
 
