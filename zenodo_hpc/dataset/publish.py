@@ -64,6 +64,7 @@ from typing import Any, TextIO
 
 from ..core.errors import UserError
 from ..core.state import atomic_write_json
+from ..core.units import byte_size
 
 __all__ = [
     "KAGGLE_LICENSES",
@@ -737,12 +738,7 @@ def publish_kaggle(
 
 
 def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
+    return byte_size(n, kilo="KB")
 
 
 def format_summary(result: PublishResult) -> str:

@@ -56,6 +56,7 @@ from typing import Any
 import requests
 
 from ..core.errors import UserError
+from ..core.units import byte_size
 from .client import JSON, HttpClient, RequestFailed, origin
 
 __all__ = [
@@ -905,12 +906,7 @@ def _listing(files: Iterable[_RemoteFile]) -> str:
 
 
 def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("bytes", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{n} bytes"  # pragma: no cover
+    return byte_size(n, kilo="kB")
 
 
 def format_deposit_summary(result: DepositResult) -> str:
