@@ -145,6 +145,35 @@ def test_every_key_is_documented() -> None:
             assert f"| `{rest}` |" in doc, f"{key} is not described in docs/configuration.md"
 
 
+def _key_of_comment(lines: list[str], index: int) -> str:
+    """The dotted key a YAML comment belongs to: the key on its line, or on the line a comment-only line follows."""
+    while index > 0 and lines[index].lstrip().startswith("#"):
+        index -= 1
+    path: list[str] = []
+    indent = len(lines[index]) - len(lines[index].lstrip())
+    path.append(lines[index].split(":", 1)[0].strip())
+    for line in reversed(lines[:index]):
+        depth = len(line) - len(line.lstrip())
+        if line.strip() and not line.lstrip().startswith("#") and depth < indent:
+            path.insert(0, line.split(":", 1)[0].strip())
+            indent = depth
+    return ".".join(path)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_the_offline_switch_is_the_one_the_cluster_guide_names(name: str) -> None:
+    """Compute nodes without internet: what a shipped config says about them is said on the key the guide names."""
+    guide = (ROOT / "docs" / "cluster-guide.md").read_text().split("## Compute nodes without internet", 1)[1]
+    guide = guide.split("\n## ", 1)[0]
+    assert "`fetch.offline: true`" in guide
+    lines = (ROOT / "configs" / name).read_text().splitlines()
+    said = [_key_of_comment(lines, i) for i, line in enumerate(lines) if "without internet" in line
+            or "lack internet" in line or "no internet" in line]
+    assert set(said) <= {"fetch.offline"}, f"configs/{name} speaks of offline nodes on {said}"
+    if name == "sherlock.yaml":
+        assert said and "zenodo-hpc fetch" in "\n".join(lines)
+
+
 @pytest.mark.parametrize("name", ["default.yaml", "local.yaml", "sherlock.yaml", "zenodo-ml-2018.yaml"])
 def test_shipped_configs_load_and_validate(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCRATCH", "/scratch/users/me")

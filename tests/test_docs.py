@@ -4,15 +4,19 @@ quickstart's commands run as written."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import shlex
 import shutil
+import typing
 from pathlib import Path
 
 import pytest
+import yaml
 
 from zenodo_hpc.cli import build_parser, main
+from zenodo_hpc.core.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
@@ -55,6 +59,125 @@ def test_every_command_and_flag_in_the_docs_exists(page: Path) -> None:
             flag = token.split("=")[0]
             if flag.startswith("--") or re.fullmatch(r"-[a-z]", flag):
                 assert flag in known, f"{page.name}: `zenodo-hpc {name} {flag}` is not an option of {name}"
+
+
+CONFIG_FILE = re.compile(r"\bconfigs/[\w.-]*[\w-]\.ya?ml\b")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_config_file_a_page_names_exists(page: Path) -> None:
+    named = sorted(set(CONFIG_FILE.findall(page.read_text())))
+    assert [name for name in named if not (ROOT / name).is_file()] == [], f"{page.name} names missing config files"
+
+
+def config_tree(cls: type = Config) -> dict[str, object]:
+    """The config's keys as nested dicts, from the dataclasses: a section is a dict, a key None, and a free-form
+    mapping (``executor.slurm.additional``) ANY, under which every key exists."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: config_tree(hints[f.name]) if dataclasses.is_dataclass(hints[f.name])
+            else ANY if typing.get_origin(hints[f.name]) is dict else None for f in dataclasses.fields(cls)}
+
+
+ANY = "any key"
+MISSING = "missing"
+TREE = config_tree()
+
+
+def node_at(key: str) -> object:
+    """What the dotted ``key`` is in :data:`TREE`: a section (dict), a key (None), ANY, or MISSING."""
+    node: object = TREE
+    for part in key.split("."):
+        if node == ANY:
+            return ANY
+        if not isinstance(node, dict) or part not in node:
+            return MISSING
+        node = node[part]
+    return node
+
+
+SECTIONS = "|".join(TREE)
+# `section.key[.key]` anywhere in a page's text; not a file (pack.py, run.yaml), a host (zenodo.org) or part of a
+# longer dotted name (zenodo_hpc.dataset.pack, cfg.fetch.offline: a Python attribute, not what a user writes)
+DOTTED_KEY = re.compile(rf"(?<![\w/.$-])(?:{SECTIONS})(?:\.[a-z_][a-z0-9_]*)+(?![\w-]|\.\w)")
+NOT_KEYS = {"py", "md", "yaml", "yml", "json", "jsonl", "sqsh", "org", "com", "txt", "html", "png", "csv", "sh",
+            "sbatch", "h5", "pkl", "toml", "gz"}
+SECTION_HEADING = re.compile(r"^## `([a-z_]+):`", re.M)
+TABLE_KEY = re.compile(r"^\| `([a-z0-9_.]+)` \|", re.M)
+
+
+def keys_in_prose(markdown: str) -> list[str]:
+    """Dotted config keys named anywhere but in Python blocks (``run.data`` there is an attribute), in the key
+    column of a table (relative to its section: keys_in_tables) and in a quoted ``unknown key`` error."""
+    text = re.sub(r"```python\n.*?```", "", markdown, flags=re.S)
+    text = TABLE_KEY.sub("|", text)
+    return [m.group(0) for m in DOTTED_KEY.finditer(text)
+            if m.group(0).split(".")[1] not in NOT_KEYS and not text.startswith(": unknown key", m.end())]
+
+
+def keys_in_tables(markdown: str) -> list[str]:
+    """The keys of the tables under a section's heading (``## `fetch:` ``), made absolute (``fetch.offline``)."""
+    parts = SECTION_HEADING.split(markdown)
+    return [f"{section}.{key}" for section, body in zip(parts[1::2], parts[2::2], strict=True)
+            for key in TABLE_KEY.findall(body.split("\n## ", 1)[0])]
+
+
+def keys_in_yaml_blocks(markdown: str) -> list[str]:
+    """Every key of a YAML block that configures something (a top-level key is a config section), at any depth
+    down to a key (the values of a free-form mapping are not keys)."""
+    keys: list[str] = []
+
+    def walk(mapping: dict[object, object], prefix: str) -> None:
+        for key, value in mapping.items():
+            keys.append(f"{prefix}{key}")
+            if isinstance(value, dict) and isinstance(node_at(f"{prefix}{key}"), dict):
+                walk(value, f"{prefix}{key}.")
+
+    for block in re.findall(r"```yaml\n(.*?)```", markdown, re.S):
+        data = yaml.safe_load(block)
+        if isinstance(data, dict) and set(data) & set(TREE):
+            walk(data, "")
+    return keys
+
+
+def unknown_keys(markdown: str) -> list[str]:
+    named = keys_in_prose(markdown) + keys_in_tables(markdown) + keys_in_yaml_blocks(markdown)
+    return sorted({key for key in named if node_at(key) == MISSING})
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_config_key_a_page_names_exists(page: Path) -> None:
+    """``fetch.offline`` in a sentence, ``offline`` in the ``fetch:`` table, ``offline: true`` under ``fetch:`` in a
+    YAML block: each must be a key of zenodo_hpc/core/config.py's dataclasses."""
+    assert unknown_keys(page.read_text()) == [], f"{page.name} names keys that zenodo_hpc/core/config.py lacks"
+
+
+def test_the_key_checks_catch_what_they_are_for() -> None:
+    page = """Set `fetch.offline: true` (fetch.ofline would be a typo), not `run.yaml` or zenodo.org or pack.py.
+
+## `fetch:`
+
+| key | default |
+|---|---|
+| `offline` | `false` |
+| `offlne` | `false` |
+
+```yaml
+executor:
+  slurm:
+    setup: []
+    additional: {account: mylab}
+    setpu: []
+```
+
+```python
+run.data / "figures"
+```
+"""
+    assert unknown_keys(page) == ["executor.slurm.setpu", "fetch.offlne", "fetch.ofline"]
+    named = keys_in_prose(page) + keys_in_tables(page) + keys_in_yaml_blocks(page)
+    assert {"fetch.offline", "executor.slurm.additional", "executor.slurm.setup"} <= set(named)
+    assert not {"run.yaml", "zenodo.org", "pack.py", "run.data"} & set(named)
+    assert CONFIG_FILE.findall("see configs/sherlock-offline.yaml.") == ["configs/sherlock-offline.yaml"]
 
 
 def quickstart_commands() -> list[str]:
