@@ -39,7 +39,7 @@ CLUSTER="zhpc-dev"
 ACCOUNT="zhpc"
 QOS="limited"                   # MaxSubmitJobsPerUser=$QOS_MAX_SUBMIT
 QOS_MAX_SUBMIT=5
-REAL_MEMORY=6000                # MB each node declares
+REAL_MEMORY=16000               # MB each node declares: 8 GB jobs fit (configs/sherlock.yaml's pack, slurm/driver.sbatch)
 DEF_MEM_PER_CPU=500             # MB a job gets per CPU without --mem
 PACKAGES=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server)
 
