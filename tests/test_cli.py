@@ -7,6 +7,7 @@ import io
 import io as _io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -135,6 +136,24 @@ def test_help_describes_process() -> None:
     assert code == 0
     for flag in ("ARCHIVE_OR_DIR", "--out", "--id", "--config"):
         assert flag in out
+
+
+def test_process_help_names_the_files_process_writes(tmp_path: Path) -> None:
+    """--help names every file of the record folder, and says which ones only some configs write."""
+    _, out, _ = run("process", "--help")
+    text = " ".join(out.split())
+    named = set(re.findall(r"\b(?:images|metadata)_ID\.\w+", text))
+    only_if = {name for name in named if re.search(re.escape(name) + r"[^,;]*? when output\.formats", text)}
+    archive = make_zip(tmp_path / "r.zip", {"r/a.py": b"a = 1\n"})
+    for formats in (None, ["h5", "pkl"]):
+        config = tmp_path / f"{formats}.yaml"
+        config.write_text(json.dumps({"output": {"formats": formats}} if formats else {}))
+        code, _, err = run("process", str(archive), "--out", str(tmp_path / str(formats)), "--id", "7", "-c",
+                           str(config))
+        assert code == 0, err
+        written = {name.replace("_7.", "_ID.") for name in visible(tmp_path / str(formats) / "7")}
+        assert written == (named if formats else named - only_if)
+    assert only_if == {"images_ID.pkl"}
 
 
 def test_missing_arguments_are_a_usage_error() -> None:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
+import importlib.util
 import io
 import json
+import os
 import shutil
 import subprocess
+import sys
 import sysconfig
 import tarfile
 from collections import defaultdict
@@ -25,6 +28,7 @@ from zenodo_hpc.dataset.organize import (
     DEFAULT_EXTENSIONS,
     INDEX_COLUMNS,
     OrganizeResult,
+    check_package_names,
     file_extension,
     format_summary,
     organize,
@@ -342,6 +346,62 @@ def test_bad_options(finished_run, tmp_path: Path) -> None:  # noqa: ANN001
         organize(run.root, out, title="short")
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+KAGGLE_VERDICT = """
+import json, os, sys
+from kaggle.api.kaggle_api_extended import KaggleApi
+
+class Checked(Exception):
+    pass
+
+def stop(*args, **kwargs):  # the first network call, once the metadata passed the client's checks
+    raise Checked
+
+api = KaggleApi()
+api.config_values = {"username": "alice"}
+api.dataset_status = stop
+verdicts = {}
+for i, name in enumerate(json.loads(sys.argv[2])):
+    folder = os.path.join(sys.argv[1], str(i))
+    os.makedirs(folder)
+    with open(os.path.join(folder, "dataset-metadata.json"), "w") as handle:
+        json.dump({"id": "alice/" + name, "title": "A fine title", "licenses": [{"name": "CC0-1.0"}]}, handle)
+    try:
+        api._validate_slug_syntax(name)  # the client's slug syntax
+        api.dataset_create_new(folder)  # its checks of a new dataset (the slug's length among them)
+    except Checked:
+        verdicts[name] = True
+    except ValueError as exc:
+        verdicts[name] = str(exc)
+print(json.dumps(verdicts))
+"""
+SLUGS = ["abc", "abcde", "abcdef", "zenodo-ml", "zenodo-ml-code-images", "a1-b2-c3", "x" * 50, "x" * 51, "a--bcdef",
+         "-abcdef", "abcdef-", "Abcdef", "abc_def", "abc def"]
+
+
+def test_dataset_names_are_the_ones_the_kaggle_client_accepts(finished_run, tmp_path: Path) -> None:  # noqa: ANN001
+    """organize refuses a slug exactly when the installed kaggle client would (its own checks, run in a child)."""
+    if importlib.util.find_spec("kaggle") is None:
+        pytest.skip("the kaggle client is not installed (the kaggle extra): its slug rules cannot be asked")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+           "KAGGLE_API_ENVIRONMENT": "LOCALHOST"}
+    env = {k: v for k, v in env.items() if k not in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN",
+                                                     "KAGGLE_CONFIG_DIR")}
+    child = subprocess.run([sys.executable, "-c", KAGGLE_VERDICT, str(tmp_path / "meta"), json.dumps(SLUGS)],
+                           capture_output=True, text=True, timeout=120, env=env)
+    assert child.returncode == 0, child.stderr
+    verdicts = json.loads(child.stdout.strip().splitlines()[-1])
+    assert verdicts["abcdef"] is True and verdicts["abc"] is not True  # the client itself says 6 to 50
+    run, _ = finished_run
+    for name, verdict in verdicts.items():
+        if verdict is True:
+            check_package_names(name, "A fine title", "alice")
+        else:
+            with pytest.raises(UserError, match="bad dataset name"):
+                organize(run.root, tmp_path / "out", name=name, workers=1, progress=False)
 
 
 def test_a_foreign_folder_is_never_replaced(finished_run, tmp_path: Path) -> None:  # noqa: ANN001

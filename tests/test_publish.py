@@ -210,6 +210,32 @@ def test_no_credentials_says_where_to_put_them(export, no_credentials, monkeypat
     assert KEY not in out + err + str(info.value)
 
 
+CLIENT_CONFIG = "from kaggle.api.kaggle_api_extended import KaggleApi; print(KaggleApi.config)"
+
+
+@needs_kaggle
+@pytest.mark.parametrize("dot_kaggle", [False, True], ids=["fresh-home", "with-dot-kaggle"])
+def test_help_and_error_name_the_kaggle_json_the_client_reads(no_credentials: Path, dot_kaggle: bool) -> None:
+    """Where the installed client looks for kaggle.json (its KaggleApi.config, read in a child with this HOME) is
+    the file the error names and one that --help names."""
+    if dot_kaggle:
+        (no_credentials / ".kaggle").mkdir()
+    child = subprocess.run([sys.executable, "-c", CLIENT_CONFIG], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "KAGGLE_API_ENVIRONMENT": "LOCALHOST"})
+    reads = child.stdout.strip().splitlines()[-1]
+    make_export(no_credentials / "export")
+    with pytest.raises(UserError) as info:
+        publish_kaggle(no_credentials / "export", username=USER, title=TITLE)
+    assert f"save kaggle.json as {reads} " in str(info.value)
+    from zenodo_hpc.cli import build_parser
+
+    publish = next(a for a in build_parser()._actions if getattr(a, "choices", None) and "publish" in a.choices)
+    kaggle = next(a for a in publish.choices["publish"]._actions if getattr(a, "choices", None))
+    help_text = " ".join(kaggle.choices["kaggle"].format_help().split())
+    folder = "~/" + str(Path(reads).parent.relative_to(no_credentials)) + "/"
+    assert "kaggle.json in $KAGGLE_CONFIG_DIR" in help_text and folder in help_text
+
+
 def test_without_the_kaggle_extra(export, no_credentials, monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.setenv("KAGGLE_USERNAME", USER)
     monkeypatch.setenv("KAGGLE_KEY", KEY)

@@ -185,8 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="one archive or folder -> one record folder, no cluster",
         description=(
             "Extract an archive (.zip, .tar, .tar.gz/.tgz, .tar.bz2, .tar.xz) or walk a folder, rasterize its "
-            "text files into 80x80 code images and write the record folder OUT/ID/ (images_ID.h5, "
-            "images_ID.pkl, metadata_ID.pkl, metadata_ID.json). Prints a one-line summary."
+            "text files into 80x80 code images and write the record folder OUT/ID/: images_ID.h5, metadata_ID.pkl "
+            "and metadata_ID.json, and images_ID.pkl (the 2018 layout) when output.formats lists pkl. Prints a "
+            "one-line summary."
         ),
     )
     process.add_argument("source", metavar="ARCHIVE_OR_DIR", help="the archive or folder to process")
@@ -347,7 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
             "(pip install 'zenodo-hpc[kaggle]'). Checks before any network call what Kaggle would refuse (slug "
             "and title 6-50 characters, exactly one known license, the files exist, at most 1,000 files). Creates "
             "the dataset private unless --public, or a new version when it exists (--version-notes required). "
-            "Credentials: ~/.kaggle/kaggle.json, KAGGLE_USERNAME/KAGGLE_KEY or KAGGLE_API_TOKEN; never printed."
+            "Credentials, where the kaggle client reads them: KAGGLE_API_TOKEN, ~/.kaggle/access_token, "
+            "KAGGLE_USERNAME/KAGGLE_KEY, or kaggle.json in $KAGGLE_CONFIG_DIR, else in ~/.kaggle/ when that folder "
+            "exists, else (Linux) in ~/.config/kaggle/; never printed."
         ),
     )
     kaggle.add_argument("folder", metavar="DIR", help="the export folder made by `zenodo-hpc organize`")

@@ -67,8 +67,12 @@ TAR_FORMAT = tarfile.PAX_FORMAT  # plain ustar headers unless a name is longer t
 MARKER = "zenodo_hpc"  # the datapackage.json property that says a folder is an organize output
 
 _EXTENSION = re.compile(r"[A-Za-z0-9_+-]{1,32}")
-_SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{1,48})[a-z0-9]")
-_USERNAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# What the kaggle client refuses before uploading (kaggle 2.x, KaggleApi._validate_slug_syntax and
+# dataset_create_new): a slug of lowercase letters and digits in words joined by single hyphens, an owner the same
+# with "_" too, slug and title 6 to 50 characters. publish checks them again on what it is given.
+KAGGLE_SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+KAGGLE_OWNER = re.compile(r"[a-z0-9]+(?:[_-][a-z0-9]+)*")
+KAGGLE_LENGTHS = (6, 50)
 _STAGING = ".{name}.partial-"  # staging folders: hidden siblings of --out
 
 
@@ -192,13 +196,16 @@ def check_extensions(extensions: Iterable[str] | str) -> frozenset[str]:
 
 
 def check_package_names(name: str, title: str, username: str) -> None:
-    """Kaggle's rules (which also satisfy Frictionless): slug 3-50 characters, title 6-50."""
-    if not _SLUG.fullmatch(name):
-        raise UserError(f"bad dataset name {name!r}: 3 to 50 lowercase letters, digits and '-', e.g. {DEFAULT_NAME}")
-    if not 6 <= len(title) <= 50:
-        raise UserError(f"bad dataset title {title!r}: Kaggle wants 6 to 50 characters (it has {len(title)})")
-    if not _USERNAME.fullmatch(username):
-        raise UserError(f"bad Kaggle username {username!r}: letters, digits, '.', '_' or '-'")
+    """Kaggle's rules (which also satisfy Frictionless): slug and title 6-50 characters (:data:`KAGGLE_SLUG`)."""
+    low, high = KAGGLE_LENGTHS
+    if not (KAGGLE_SLUG.fullmatch(name) and low <= len(name) <= high):
+        raise UserError(f"bad dataset name {name!r}: {low} to {high} lowercase letters and digits, words joined by "
+                        f"single hyphens, e.g. {DEFAULT_NAME}")
+    if not low <= len(title) <= high:
+        raise UserError(f"bad dataset title {title!r}: Kaggle wants {low} to {high} characters (it has {len(title)})")
+    if not KAGGLE_OWNER.fullmatch(username):
+        raise UserError(f"bad Kaggle username {username!r}: lowercase letters and digits, words joined by a single "
+                        "'-' or '_', as in the profile URL")
 
 
 def default_workers() -> int:

@@ -36,8 +36,9 @@ file), but that user would be left with an incomplete version to replace, so ``p
 Below 3: a major release may change the public API. ``six``: kaggle 2.2.4 and 2.2.5 import it without
 declaring it, and recent python-dateutil releases (4.0) no longer bring it.
 
-Credentials are the client's own (``~/.kaggle/kaggle.json``, ``$KAGGLE_CONFIG_DIR/kaggle.json``,
-``KAGGLE_USERNAME``/``KAGGLE_KEY``, ``KAGGLE_API_TOKEN``, ``~/.kaggle/access_token``, ``kaggle auth login``).
+Credentials are the client's own (``kaggle.json`` in ``$KAGGLE_CONFIG_DIR``, else in ``~/.kaggle/`` when it
+exists, else in ``~/.config/kaggle/`` on Linux; ``KAGGLE_USERNAME``/``KAGGLE_KEY``, ``KAGGLE_API_TOKEN``,
+``~/.kaggle/access_token``, ``kaggle auth login``).
 The key is never printed, logged or put in an error message: everything the client prints passes through a
 filter that masks it (also as the ``Basic`` credential, base64 of ``user:key``).
 """
@@ -65,6 +66,7 @@ from typing import Any, TextIO
 from ..core.errors import UserError
 from ..core.state import atomic_write_json
 from ..core.units import byte_size
+from .organize import KAGGLE_LENGTHS, KAGGLE_OWNER, KAGGLE_SLUG
 
 __all__ = [
     "KAGGLE_LICENSES",
@@ -100,8 +102,6 @@ KAGGLE_LICENSES: tuple[str, ...] = (
 )  # fmt: skip
 _LICENSES_BY_LOWER = {name.lower(): name for name in KAGGLE_LICENSES}
 
-_SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")  # the client's own slug rule (_validate_slug_syntax)
-_OWNER = re.compile(r"[a-z0-9]+(?:[_-][a-z0-9]+)*")  # ... and its owner-slug rule
 _HEX = re.compile(r"[0-9a-fA-F]+")
 
 
@@ -154,7 +154,8 @@ def _load_package(folder: Path) -> dict[str, Any]:
     return package
 
 
-def _check_length(what: str, value: str, low: int = 6, high: int = 50) -> None:
+def _check_length(what: str, value: str) -> None:
+    low, high = KAGGLE_LENGTHS
     if not low <= len(value) <= high:
         raise UserError(f"the dataset {what} must be {low} to {high} characters long, {value!r} has {len(value)}")
 
@@ -260,7 +261,7 @@ def prepare_kaggle_metadata(
     package = _load_package(folder)
     path = folder / PACKAGE_FILE
     username = (username or "").strip()
-    if not _OWNER.fullmatch(username):
+    if not KAGGLE_OWNER.fullmatch(username):
         raise UserError(f"the Kaggle user name {username!r} must be lowercase letters, digits, hyphens or "
                         "underscores, as in the profile URL")
     title = (title or "").strip()
@@ -272,7 +273,7 @@ def prepare_kaggle_metadata(
             raise UserError(f"{path} has no dataset name (id or name): pass --name")
     name = name.strip()
     _check_length("name (URL slug)", name)
-    if not _SLUG.fullmatch(name):
+    if not KAGGLE_SLUG.fullmatch(name):
         raise UserError(f"the dataset name {name!r} may hold only lowercase letters, digits and single hyphens "
                         "(no spaces), e.g. zenodo-ml-by-language")
     subtitle = package.get("subtitle")
