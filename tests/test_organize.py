@@ -26,7 +26,10 @@ from zenodo_hpc.core.state import append_records, mark_done, open_run
 from zenodo_hpc.dataset.load import load_images
 from zenodo_hpc.dataset.organize import (
     DEFAULT_EXTENSIONS,
+    EMPTY,
     INDEX_COLUMNS,
+    NOT_LISTED,
+    LeftOut,
     OrganizeResult,
     check_package_names,
     file_extension,
@@ -303,6 +306,35 @@ def test_summary_is_one_line(exported) -> None:  # noqa: ANN001
     line = format_summary(result)
     assert "\n" not in line
     assert f"{result.pngs} PNGs (grey)" in line and "from 3 records" in line and str(out) in line
+
+
+def test_what_is_left_out_is_counted_by_reason_and_extension(finished_run, tmp_path: Path) -> None:  # noqa: ANN001
+    """Makefile and .gitignore (no extension) and helper.r (r is not a default extension) give no PNG, nor does
+    the empty empty.py: the summary, the description and datapackage.json say so, and every image is accounted for."""
+    run, _ = finished_run
+    result = organize(run.root, tmp_path / "out", workers=1, progress=False)
+    images = [load_images(run.record_folder(record_id)) for record_id in ("9", "101", "102")]
+    assert result.pngs + sum(e.images for e in result.left_out) == sum(len(s) for i in images for s in i.values())
+    left = {(e.reason, e.extension): (e.files, e.images) for e in result.left_out}
+    assert left == {(NOT_LISTED, "(none)"): (2, 2), (NOT_LISTED, "r"): (1, 1), (EMPTY, "py"): (1, 0)}
+    assert result.left_out[0].reason == NOT_LISTED and result.left_out[-1] == LeftOut(EMPTY, "py", 1, 0)
+    line = format_summary(result)
+    assert "\n" not in line
+    assert line.endswith("; left out: 3 images of 3 files whose extension is not exported ((none) 2, r 1), and "
+                         "1 empty file (py 1)")
+    package = json.loads((tmp_path / "out" / "datapackage.json").read_text(encoding="utf-8"))
+    assert package["zenodo_hpc"]["left_out"] == [
+        {"reason": NOT_LISTED, "extension": "(none)", "files": 2, "images": 2},
+        {"reason": NOT_LISTED, "extension": "r", "files": 1, "images": 1},
+        {"reason": EMPTY, "extension": "py", "files": 1, "images": 0}]
+    description = package["description"]
+    assert "Left out: 3 images of 3 files whose extension is not among those exported, and 1 empty file" in description
+    assert f"| (none) | 2 | 2 | {NOT_LISTED} |\n| r | 1 | 1 | {NOT_LISTED} |\n| py | 1 | 0 | {EMPTY} |" in description
+
+    everything = organize(run.root, tmp_path / "all", extensions=["py", "md", "R", "r", "c", "h", "json"], workers=1,
+                          progress=False)
+    assert [(e.extension, e.files) for e in everything.left_out if e.reason == NOT_LISTED] == [("(none)", 2)]
+    assert "left out: 2 images of 2 files" in format_summary(everything)
 
 
 def test_progress_bar_when_asked(finished_run, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001

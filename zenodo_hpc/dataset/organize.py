@@ -74,6 +74,19 @@ KAGGLE_SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 KAGGLE_OWNER = re.compile(r"[a-z0-9]+(?:[_-][a-z0-9]+)*")
 KAGGLE_LENGTHS = (6, 50)
 _STAGING = ".{name}.partial-"  # staging folders: hidden siblings of --out
+NO_EXTENSION = "(none)"  # how a file without an extension (Makefile, .gitignore) is counted
+# Why a rasterized file of a record read gives no PNG: its extension is not one of those exported, or it is empty
+NOT_LISTED = "extension not exported"
+EMPTY = "empty file"
+
+
+class LeftOut(NamedTuple):
+    """The rasterized files of the records read that gave no PNG, for one reason and one extension."""
+
+    reason: str  # NOT_LISTED or EMPTY
+    extension: str  # NO_EXTENSION for none
+    files: int
+    images: int  # the code images they hold (none for EMPTY)
 
 
 @dataclass
@@ -88,6 +101,7 @@ class OrganizeResult:
     archives: list[Path] = field(default_factory=list)
     archive_bytes: int = 0
     seconds: float = 0.0
+    left_out: list[LeftOut] = field(default_factory=list)  # what the records hold that is not exported, and why
 
 
 def file_extension(path: str) -> str | None:
@@ -139,7 +153,7 @@ def organize(
     try:
         _chmod_shared(staging)
         with worker_pool(workers) as pool:
-            rows = _export_records(reader, staging, wanted, png, pool, workers, progress)
+            rows, left_out = _export_records(reader, staging, wanted, png, pool, workers, progress)
             if not rows:
                 raise UserError(f"{reader.source}: none of its {reader.count} records has a rasterized file with "
                                 f"extension {', '.join(sorted(wanted))}; nothing to export")
@@ -148,7 +162,7 @@ def organize(
             by_extension = dict(sorted(Counter(row.extension for row in rows).items()))
             archives = _build_archives(staging, list(by_extension), pool, workers)
         package = datapackage(staging, rows, by_extension, reader.count, png=png, name=name, title=title,
-                              username=username)
+                              username=username, left_out=left_out)
         (staging / DATAPACKAGE).write_text(json.dumps(package, indent=1, ensure_ascii=False) + "\n",
                                            encoding="utf-8")
         check_replaceable(out)
@@ -162,17 +176,40 @@ def organize(
         source=reader.source, out=out, png=png, records=reader.count, files=files, pngs=len(rows),
         by_extension=by_extension, archives=archive_paths,
         archive_bytes=sum(p.stat().st_size for p in archive_paths), seconds=time.monotonic() - started,
+        left_out=left_out,
     )
+
+
+def _top(counts: Iterable[tuple[str, int]], most: int = 8) -> str:
+    """``py 1353, h 52, ...``: the largest first (ties by name), at most ``most`` of them."""
+    top = sorted(counts, key=lambda item: (-item[1], item[0]))
+    more = f", ... ({len(top)} extensions)" if len(top) > most else ""
+    return ", ".join(f"{name} {count}" for name, count in top[:most]) + more
 
 
 def format_summary(result: OrganizeResult) -> str:
     """The one line ``organize`` prints."""
-    top = sorted(result.by_extension.items(), key=lambda item: (-item[1], item[0]))
-    shown = ", ".join(f"{ext} {count}" for ext, count in top[:8])
-    more = f", ... ({len(top)} extensions)" if len(top) > 8 else ""
+    shown = _top(result.by_extension.items())
     return (f"organize: {result.pngs} PNGs ({result.png}) of {result.files} files from {result.records} records "
-            f"({shown}{more}) -> {result.out}: {len(result.archives)} archives, "
-            f"{result.archive_bytes / 1e6:.1f} MB, index.csv, datapackage.json in {result.seconds:.1f} s")
+            f"({shown}) -> {result.out}: {len(result.archives)} archives, "
+            f"{result.archive_bytes / 1e6:.1f} MB, index.csv, datapackage.json in {result.seconds:.1f} s"
+            f"{format_left_out(result.left_out)}")
+
+
+def format_left_out(left_out: list[LeftOut]) -> str:
+    """The end of the summary line: what the records hold that the export leaves out, by reason and extension
+    (images of the files whose extension is not exported, empty files); "" when nothing is."""
+    parts = []
+    unlisted = [entry for entry in left_out if entry.reason == NOT_LISTED]
+    if unlisted:
+        parts.append(f"{_count(sum(e.images for e in unlisted), 'image')} of "
+                     f"{_count(sum(e.files for e in unlisted), 'file')} whose extension is not exported "
+                     f"({_top((e.extension, e.images) for e in unlisted)})")
+    empty = [entry for entry in left_out if entry.reason == EMPTY]
+    if empty:
+        parts.append(f"{_count(sum(e.files for e in empty), 'empty file')} "
+                     f"({_top((e.extension, e.files) for e in empty)})")
+    return f"; left out: {', and '.join(parts)}" if parts else ""
 
 
 # --- checking the arguments -------------------------------------------------------------------------------
@@ -369,9 +406,21 @@ def _doi(metadata: Any) -> str:
     return str(doi) if doi else ""
 
 
+def files_left_out(images: dict[str, np.ndarray], extensions: frozenset[str]) -> Iterator[tuple[str, str, int]]:
+    """``(reason, extension, images)`` of each file of a record that gives no PNG: its extension is not one of
+    ``extensions`` (:data:`NOT_LISTED`), or it is but the file is empty (:data:`EMPTY`, no image)."""
+    for path, segments in images.items():
+        extension = file_extension(path)
+        if extension not in extensions:
+            yield NOT_LISTED, extension or NO_EXTENSION, len(segments)
+        elif not len(segments):
+            yield EMPTY, extension, 0
+
+
 def _export_record(record_id: str, where: Any, metadata: Any, staging: str, extensions: frozenset[str],
-                   png: str) -> list[IndexRow]:
-    """Write one record's PNGs under ``staging``; its index rows. Runs in a worker process.
+                   png: str) -> tuple[list[IndexRow], list[tuple[str, str, int]]]:
+    """Write one record's PNGs under ``staging``; its index rows, and its files left out (:func:`files_left_out`).
+    Runs in a worker process.
 
     ``where`` is the record folder (read here, in the worker) or its images already read from an image.
     """
@@ -392,24 +441,33 @@ def _export_record(record_id: str, where: Any, metadata: Any, staging: str, exte
             made.add(target.parent)
         target.write_bytes(encode(image, png))
         rows.append(row)
-    return rows
+    return rows, list(files_left_out(images, extensions))
 
 
 def _export_records(reader: _Source, staging: Path, extensions: frozenset[str], png: str,
-                    pool: cf.ProcessPoolExecutor | None, workers: int, progress: bool | None) -> list[IndexRow]:
-    """Every record's rows, its PNGs written by the ``pool``'s processes (by this one without a pool)."""
+                    pool: cf.ProcessPoolExecutor | None, workers: int,
+                    progress: bool | None) -> tuple[list[IndexRow], list[LeftOut]]:
+    """Every record's rows, its PNGs written by the ``pool``'s processes (by this one without a pool), and what the
+    records hold that is left out, counted by reason and extension."""
     from tqdm import tqdm
 
     rows: list[IndexRow] = []
+    files: Counter[tuple[str, str]] = Counter()
+    images: Counter[tuple[str, str]] = Counter()
     disable = None if progress is None else not progress
     tasks = ((record_id, where, meta, str(staging), extensions, png) for record_id, where, meta in reader.tasks())
     log.info("organizing %d records of %s", reader.count, reader.source)
     with tqdm(total=reader.count, unit="rec", desc="organize", disable=disable, leave=False) as bar, \
             contextlib.closing(_map(pool, workers, _export_record, tasks)) as results:
-        for record_rows_ in results:
+        for record_rows_, left_out in results:
             rows.extend(record_rows_)
+            for reason, extension, count in left_out:
+                files[reason, extension] += 1
+                images[reason, extension] += count
             bar.update()
-    return rows
+    order = sorted(files, key=lambda key: (key[0] != NOT_LISTED, -images[key], -files[key], key[1]))
+    return rows, [LeftOut(reason, extension, files[reason, extension], images[reason, extension])
+                  for reason, extension in order]
 
 
 @contextlib.contextmanager
@@ -571,13 +629,15 @@ INDEX_FIELDS = (
 
 def datapackage(folder: Path, rows: list[IndexRow], by_extension: dict[str, int], records: int, *,
                 png: str, name: str = DEFAULT_NAME, title: str = DEFAULT_TITLE,
-                username: str = DEFAULT_USERNAME) -> dict[str, Any]:
+                username: str = DEFAULT_USERNAME, left_out: Iterable[LeftOut] = ()) -> dict[str, Any]:
     """``datapackage.json``: Kaggle's dataset metadata and a Frictionless (v1) data package in one.
 
     Kaggle reads title, subtitle, id, licenses (exactly one, by name), keywords, description and resources
     (path, description, schema); Frictionless needs name and resources (name, path), and checks bytes and
     hash. Nothing in it depends on time or on where the source was, so it is as reproducible as the archives.
+    ``left_out`` (what the records hold that is not exported) goes into the description and ``zenodo_hpc``.
     """
+    left_out = list(left_out)
     files_per_ext = Counter(ext for ext, _, _ in {(r.extension, r.record_id, r.file_path) for r in rows})
     records_per_ext = Counter(ext for ext, _ in {(r.extension, r.record_id) for r in rows})
     resources = []
@@ -598,13 +658,14 @@ def datapackage(folder: Path, rows: list[IndexRow], by_extension: dict[str, int]
         "id": f"{username}/{name}",
         "title": title,
         "subtitle": SUBTITLE,
-        "description": _description(rows, by_extension, records, png),
+        "description": _description(rows, by_extension, records, png, left_out),
         "licenses": [dict(LICENSE)],
         "keywords": list(KEYWORDS),
         "sources": [{"title": "Zenodo", "path": "https://zenodo.org"}],
         "resources": resources,
         MARKER: {"tool": "zenodo-hpc", "version": __version__, "png": png, "records": records,
-                 "pngs": len(rows), "extensions": list(by_extension)},
+                 "pngs": len(rows), "extensions": list(by_extension),
+                 "left_out": [entry._asdict() for entry in left_out]},
     }
 
 
@@ -612,7 +673,8 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
-def _description(rows: list[IndexRow], by_extension: dict[str, int], records: int, png: str) -> str:
+def _description(rows: list[IndexRow], by_extension: dict[str, int], records: int, png: str,
+                 left_out: list[LeftOut]) -> str:
     with_pngs = len({r.record_id for r in rows})
     table = "\n".join(f"| {ext} | {count} |" for ext, count in by_extension.items())
     mode = ("8-bit greyscale: each pixel is the Unicode code point of one character, 255 for code points "
@@ -623,13 +685,32 @@ def _description(rows: list[IndexRow], by_extension: dict[str, int], records: in
         "Code images of the software archived on Zenodo (the Zenodo-ML dataset): every text file of a "
         "record's archive becomes 80x80 images, one pixel per character, one row per line (lines cut at 80 "
         "characters, padded with spaces; 80 lines per image).\n\n"
-        f"This export holds {_count(len(rows), 'image')} of {with_pngs} of {_count(records, 'record')}, "
+        f"This export holds {_count(len(rows), 'image')} from {with_pngs} of the {_count(records, 'record')} read, "
         f"grouped by the source file's extension, one archive per extension. PNGs are {mode}.\n\n"
-        "| extension | images |\n|---|---|\n" + table + "\n\n"
+        "| extension | images |\n|---|---|\n" + table + "\n\n" + _left_out_text(left_out) +
         "`index.csv` maps each PNG to its Zenodo record id, DOI, source file and segment. Each record keeps "
         "the license its authors gave it on Zenodo (see its DOI).\n\n"
         f"Made with zenodo-hpc {__version__}."
     )
+
+
+def _left_out_text(left_out: list[LeftOut]) -> str:
+    """The description's account of what the records hold and the export does not, by reason and extension."""
+    if not left_out:
+        return ("Every file of these records that was rasterized is in it. Files that were never rasterized "
+                "(binary, too large, ...) are listed in each record's metadata.\n\n")
+    unlisted = [e for e in left_out if e.reason == NOT_LISTED]
+    empty = sum(e.files for e in left_out if e.reason == EMPTY)
+    said = []
+    if unlisted:
+        said.append(f"{_count(sum(e.images for e in unlisted), 'image')} of "
+                    f"{_count(sum(e.files for e in unlisted), 'file')} whose extension is not among those exported")
+    if empty:
+        said.append(f"{_count(empty, 'empty file')} (no image)")
+    rows = "\n".join(f"| {e.extension} | {e.files} | {e.images} | {e.reason} |" for e in left_out)
+    return (f"Left out: {', and '.join(said)}. Files that were never rasterized (binary, too large, ...) are not "
+            "counted here: each record's metadata lists them.\n\n"
+            "| extension | files | images | why |\n|---|---|---|---|\n" + rows + "\n\n")
 
 
 # --- into place --------------------------------------------------------------------------------------------
