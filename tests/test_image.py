@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from conftest import stdlib_package
 
 from zenodo_hpc.core.errors import UserError
 from zenodo_hpc.dataset.image import (
+    READER_REQUIREMENTS,
     SquashImage,
     iter_image_records,
     load_images_from_image,
@@ -37,7 +39,7 @@ MKSQUASHFS = shutil.which("mksquashfs")
 needs_mksquashfs = pytest.mark.skipif(MKSQUASHFS is None, reason="mksquashfs not found: apt-get install "
                                       "squashfs-tools to build the test image")
 needs_reader = pytest.mark.skipif(not HAVE_READER, reason="the optional extra is not installed: "
-                                  "pip install 'zenodo-hpc[image]' (PySquashfsImage, zstandard)")
+                                  "pip install '.[image]' in the repository (PySquashfsImage, zstandard)")
 
 
 def _meta(record_id: str, files: dict[str, np.ndarray]) -> dict:
@@ -280,8 +282,16 @@ def test_missing_extra_says_how_to_install(tmp_path: Path, monkeypatch: pytest.M
     (tmp_path / "x.sqsh").write_bytes(b"hsqs" + bytes(200))
     with pytest.raises(UserError) as err:
         load_images_from_image(tmp_path / "x.sqsh", "7")
-    assert "pip install 'zenodo-hpc[image]'" in str(err.value)
-    assert "\n" not in str(err.value)
+    # zenodo-hpc is not on PyPI: the hint names the extra's packages, which are, as pyproject pins them
+    assert ("needs PySquashfsImage: python -m pip install 'PySquashfsImage>=0.9,<0.10' 'zstandard>=0.18' "
+            in str(err.value))
+    assert "zenodo-hpc[image]" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_install_hint_pins_what_the_image_extra_pins() -> None:
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11's: pyproject.toml is read with it")
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert shlex.split(READER_REQUIREMENTS) == pyproject["project"]["optional-dependencies"]["image"]
 
 
 @needs_reader
@@ -289,7 +299,8 @@ def test_missing_extra_says_how_to_install(tmp_path: Path, monkeypatch: pytest.M
 def test_missing_zstandard_says_how_to_install(image: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Simulated: PySquashfsImage imports zstandard only when it meets a zstd image; the None entry fails it.
     monkeypatch.setitem(sys.modules, "zstandard", None)
-    with pytest.raises(UserError, match=r"needs zstandard: pip install 'zenodo-hpc\[image\]'$"):
+    with pytest.raises(UserError, match=r"needs zstandard: python -m pip install 'PySquashfsImage>=0.9,<0.10' "
+                                        r"'zstandard>=0.18'$"):
         SquashImage(image)
 
 

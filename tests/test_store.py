@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 import pytest
 from conftest import call_as_nobody
+from registry_venv import install, throwaway_venv
 
 from zenodo_hpc.core.errors import UserError
 from zenodo_hpc.record.raster import rasterize
@@ -179,24 +180,14 @@ print(json.dumps({"numpy": numpy.__version__,
                   "files": {k: [[str(s.dtype), list(s.shape), bool(s.flags.writeable), int(s.sum())] for s in v]
                             for k, v in legacy.items()}}))
 """
-_OFFLINE = ("No matching distribution", "Could not find a version", "NewConnectionError", "Temporary failure in name",
-            "Network is unreachable", "ConnectTimeout", "ReadTimeout", "Connection refused", "ProxyError")
 
 
 @pytest.mark.registry
 def test_the_pickle_loads_under_numpy_1(tmp_path: Path) -> None:
     """A throwaway venv with numpy<2 from the registry (pip's own cache is used; nothing in the work tree)."""
     write(tmp_path / "data")
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    python = venv / "bin" / "python"
-    install = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
-                              "--disable-pip-version-check", "--no-input", "numpy<2"],
-                             capture_output=True, text=True, timeout=600)
-    if install.returncode != 0:
-        if any(sign in install.stdout + install.stderr for sign in _OFFLINE):
-            pytest.skip(f"cannot install numpy<2 from the package registry: {install.stderr.strip().splitlines()[-1]}")
-        raise AssertionError(f"pip install numpy<2 failed: {install.stderr}")
+    python = throwaway_venv(tmp_path / "venv")
+    install(python, "numpy<2")
     run = subprocess.run([str(python), "-c", NUMPY1_CHECK, str(tmp_path / "data" / "7" / "images_7.pkl")],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr

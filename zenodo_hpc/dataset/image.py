@@ -2,8 +2,8 @@
 
 Mounting needs ``squashfuse`` or root, which laptops, CI and many login nodes lack; a pure-Python reader
 (``PySquashfsImage``, plus ``zstandard`` for the zstd blocks ``pack`` writes) only needs the file. It is an
-optional extra (``pip install 'zenodo-hpc[image]'``): the package imports and works without it, and only
-the functions here that open an image ask for it.
+optional extra (``image``; zenodo-hpc is not on PyPI, so the hint names the two packages themselves, which are):
+the package imports and works without it, and only the functions here that open an image ask for it.
 
 A member of an image is written ``<image>:<path inside>``, e.g. ``zenodo-ml.sqsh:1065022/images_1065022.h5``
 or ``zenodo-ml.sqsh:1065022`` (a record folder); :func:`split_image_path` parses that form.
@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 
 IMAGE_SEPARATOR = ":"
 IMAGE_SUFFIXES = (".sqsh", ".squashfs")
-INSTALL_HINT = "pip install 'zenodo-hpc[image]'"
+# The image extra's two packages (pyproject.toml pins the same): PyPI has them, where zenodo-hpc is not.
+READER_REQUIREMENTS = "'PySquashfsImage>=0.9,<0.10' 'zstandard>=0.18'"
+INSTALL_HINT = f"python -m pip install {READER_REQUIREMENTS}"
 LISTED_NAMES = 8  # how many names an error message shows before "... (N in all)"
 
 _PIP_NAMES = {"lzo": "python-lzo", "lz4": "lz4"}  # modules PySquashfsImage imports for lzo/lz4 images

@@ -54,6 +54,7 @@ from ..core.state import (
 )
 from ..record.store import STAGING_PREFIX, images_h5_name, metadata_json_name, record_file_names
 from .decode import read_images_h5
+from .image import READER_REQUIREMENTS
 from .load import load_metadata
 
 # Writes the figures of the dataset card into a folder: (their paths, the card's markdown section linking them).
@@ -243,65 +244,262 @@ def manifest_entries(run: RunDir, cfg: Config, files: dict[str, list[dict[str, A
     return entries
 
 
-def dataset_card(run: RunDir, cfg: Config, entries: list[dict[str, Any]], extra: str = "") -> str:
-    """README.md of the image: what the data is, counts, how it was made, how to mount and load it;
-    ``extra`` (which release it is and what changed, the figures) goes after the counts."""
+# The recipe the card (and docs/formats.md) gives for reading an images h5 with h5py and numpy only. Every index
+# is made an int64 or an int first: under numpy 1, a uint64 plus an int is a float64, which cannot slice.
+READ_H5_RECIPE = '''import h5py
+import numpy as np
+
+
+def read_images(h5_file):
+    """{file path: (n, height, width) uint32 array of code points} of one images_<id>.h5 (a path or a binary file)."""
+    with h5py.File(h5_file, "r") as h5:
+        paths = h5["files/path"].asstr()[()]
+        offset = h5["files/offset"][()].astype(np.int64)  # int64: under numpy 1, uint64 + int is a float
+        if h5.attrs.get("format_version", 1) == 1:  # records of older zenodo-hpc: one /segments dataset
+            stored, itemsize, start = {1: h5["segments"][()]}, np.ones(len(paths), np.int64), offset[:-1]
+        else:  # each file in the narrowest type that holds it: /segments_uint8, _uint16 or _uint32
+            stored = {k: h5[f"segments_uint{8 * k}"][()] for k in (1, 2, 4) if f"segments_uint{8 * k}" in h5}
+            itemsize = h5["files/itemsize"][()].astype(np.int64)
+            start = h5["files/start"][()].astype(np.int64)
+        empty = np.zeros((0, int(h5.attrs.get("height", 80)), int(h5.attrs.get("width", 80))), np.uint32)
+    images = {}
+    for i, path in enumerate(paths):
+        n, first = int(offset[i + 1] - offset[i]), int(start[i])
+        images[path] = stored[int(itemsize[i])][first:first + n].astype(np.uint32) if n else empty
+    return images
+'''
+H5_LAYOUT = (  # format 2 of images_<id>.h5, as the card describes it (docs/formats.md says the same)
+    ("`/segments_uint8`, `/segments_uint16`, `/segments_uint32`", "`(N, height, width)`",
+     "the images stored in that type, file after file in path order; a dataset is there only when it holds images"),
+    ("`/files/path`", "`(F,)` UTF-8 strings", "the path of every rasterized file, sorted; an empty file is there with "
+     "0 images"),
+    ("`/files/offset`", "`(F + 1,)` `uint64`", "file `i` has `offset[i + 1] - offset[i]` images"),
+    ("`/files/itemsize`", "`(F,)` `uint8`", "1, 2 or 4: file `i`'s images are in `/segments_uint{8 * itemsize[i]}`"),
+    ("`/files/start`", "`(F,)` `uint64`", "the index of file `i`'s first image in that dataset"),
+    ("attributes of `/`", "", "`format` (`zenodo-hpc-images`), `format_version`, `record_id`, `compression`, "
+     "`width`, `height`, `pad` (the padding code point, 32: a space), `tab_width`"),
+)
+
+
+def dataset_card(run: RunDir, cfg: Config, entries: list[dict[str, Any]], extra: str = "",
+                 image_name: str | None = None) -> str:
+    """README.md of the image, for whoever downloads it without zenodo-hpc: what the data is, counts, how to check,
+    mount or read it with common tools, every file's layout, how it was made. ``extra`` (which release it is and
+    what changed, the figures) goes after the counts; ``image_name`` is the file name the commands use (a
+    release's versioned name; the image's own by default)."""
     done = [e for e in entries if e["status"] == "done"]
+    image = image_name or cfg.pack.image
+    record = str(done[0]["id"]) if done else "<id>"
+    extra = f"{extra.rstrip()}\n\n" if extra.strip() else ""
+    return (_card_summary(run, cfg, entries, done) + extra + _card_opening(cfg, image, record, done)
+            + _card_files(cfg) + _card_reading(cfg, image, record) + _card_provenance(cfg))
+
+
+def _card_summary(run: RunDir, cfg: Config, entries: list[dict[str, Any]], done: list[dict[str, Any]]) -> str:
     reasons: dict[str, int] = {}
     for e in entries:
         if e["status"] != "done":
             key = f"{e['status']}: {e.get('reason') or 'not processed'}"
             reasons[key] = reasons.get(key, 0) + 1
-    segments = sum(e["segments"] for e in done)
-    image = cfg.pack.image
     missing = "".join(f"\n| {k} | {v} |" for k, v in sorted(reasons.items())) or "\n| (none) | 0 |"
-    config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip()
-    pkl_line = ("- `<id>/images_<id>.pkl`: the 2018 layout, `dict[path] -> list of (80, 80) int32 arrays`.\n"
-                if "pkl" in cfg.output.formats else "")
-    extra = f"{extra.rstrip()}\n\n" if extra.strip() else ""
+    width, height = cfg.raster.width, cfg.raster.height
     return f"""# Zenodo-ML code images ({run.root.name})
 
-Software records from Zenodo, their archived code turned into 80x80 "code images": one pixel per
-character, its value the character's Unicode code point (lines cut at 80 characters and padded with
-spaces, 80 lines per image). One folder per record with its images, its file tree and its Zenodo
-metadata. Made with zenodo-hpc {__version__}.
+Software records from Zenodo, their archived code turned into {width}x{height} "code images": one pixel per
+character, its value the character's Unicode code point (lines cut at {width} characters and padded with
+spaces, {height} lines per image). One folder per record with its images, its file tree and its Zenodo
+metadata. Made with zenodo-hpc {__version__}; this card says all you need to check, open and read it with
+common tools.
 
 | | |
 |---|---|
 | records harvested | {len(entries)} |
 | records in this image | {len(done)} |
-| code images (80x80) | {segments} |
+| code images ({width}x{height}) | {sum(e["segments"] for e in done)} |
 
 Records not in the image:
 
 | status: reason | records |
 |---|---|{missing}
 
-{extra}## Files
+"""
 
-- `<id>/images_<id>.h5`: all images of a record, each file in the narrowest integer type (`/files/path`,
-  `/files/offset`; zenodo-hpc's `load_images` or the layout in its docs/formats.md).
-{pkl_line}
-- `<id>/metadata_<id>.json` and `.pkl`: `hit` (the Zenodo record), `tree` (every file with size, sha256,
-  image count or skip reason), `source`, `stats`, `tool`.
-- `manifest.jsonl`: one line per harvested record: id, doi, status, files with sha256 and size.
-- `records.jsonl`: the harvested Zenodo records; `run.yaml`: the configuration used (below).
 
-## Use
+def _card_opening(cfg: Config, image: str, record: str, done: list[dict[str, Any]]) -> str:
+    """Check the checksums, then mount (squashfuse, or root) or extract the image."""
+    size = sum(f["size"] for e in done for f in e["files"]) / 1e6
+    return f"""## Check it
 
-Mount it (no root needed with squashfuse), then load records with zenodo-hpc or plain h5py:
+In the folder that holds `{image}` and its checksum files, as you downloaded them (each says `{image}: OK`):
 
-    squashfuse {image} zenodo-ml/            # or: sudo mount -t squashfs -o loop,ro {image} /mnt/zenodo-ml
-    python -c "from zenodo_hpc.load import load_images; print(load_images('zenodo-ml/<id>'))"
+```sh
+md5sum -c {image}.md5
+sha256sum -c {image}.sha256
+```
 
-Or read it without mounting (`pip install 'zenodo-hpc[image]'`):
+## Open it
 
-    from zenodo_hpc.load import load_images
-    images = load_images("{image}:<id>/images_<id>.h5")
+`{image}` is a read-only squashfs file system ({cfg.pack.compression}, 1 MiB blocks). Mount it without root with
+squashfuse (Debian and Ubuntu: `apt-get install squashfuse`; on a cluster often a module):
 
-Check it first: `md5sum -c {image}.md5`.
+```sh
+mkdir -p zenodo-ml && squashfuse {image} zenodo-ml
+```
 
-## How it was made
+and unmount it with `fusermount3 -u zenodo-ml` (`fusermount -u zenodo-ml` with FUSE 2). As root, the kernel
+mounts it itself (`umount zenodo-ml` after):
+
+```sh
+mkdir -p zenodo-ml && mount -t squashfs -o loop,ro {image} zenodo-ml
+```
+
+Or extract the records you name (`unsquashfs` of squashfs-tools; without ids, all of it: {size:.1f} MB):
+
+```sh
+unsquashfs -d zenodo-ml {image} {record}
+```
+
+Either way `zenodo-ml/` holds the files below. Python can also read them straight out of `{image}`, without
+mounting or extracting it (below).
+
+"""
+
+
+def _card_files(cfg: Config) -> str:
+    """Every file of the image and the layout of the h5 and of the metadata."""
+    if cfg.output.h5_compression.startswith("zstd"):
+        filters = ("with zstd, an HDF5 plugin filter: `python -m pip install hdf5plugin` and `import hdf5plugin` "
+                   "before reading them")
+    else:
+        filters = f"with {cfg.output.h5_compression.split('-')[0]}, which every h5py reads"
+    files = [("`<id>/images_<id>.h5`", "every code image of the record (HDF5, below)"),
+             *([("`<id>/images_<id>.pkl`", "the 2018 layout: a pickled `dict` of file path -> `list` of (height, "
+                 "width) `int32` arrays (unpickle it only from an image you trust)")]
+               if "pkl" in cfg.output.formats else []),
+             ("`<id>/metadata_<id>.json`", "the record's metadata (below); `metadata_<id>.pkl` is the same dict, "
+              "pickled"),
+             ("`manifest.jsonl`", "one JSON line per harvested record: `id`, `doi`, `title`, `status` (`done`: in "
+              "this image; else `failed`, `quarantined`, `superseded` or `pending`, with its `reason`), `files` (each "
+              "`name`, `size`, `sha256`), `segments` (its images), `source`"),
+             ("`records.jsonl`", "the harvested Zenodo records, one per line, as Zenodo's API returned them"),
+             ("`run.yaml`", "the configuration that made the image (also at the end of this card)"),
+             ("`README.md`", "this card")]
+    return f"""## Files
+
+{_table(("path", "what"), files)}
+
+### `<id>/images_<id>.h5`
+
+One HDF5 file per record (h5py 3 reads it). Each file's images are stored in the narrowest unsigned type that
+holds its largest code point, in chunks of 64 images, compressed {filters}:
+
+{_table(("object", "shape, type", "meaning"), H5_LAYOUT)}
+
+`format_version` is 2. Records made by older zenodo-hpc versions (kept as they were) have version 1: one
+`/segments` dataset in the record's widest type, file `i`'s images `segments[offset[i]:offset[i + 1]]`, and no
+`itemsize` or `start`. The recipe below reads both.
+
+### `<id>/metadata_<id>.json`
+
+One line of JSON: `hit` (the Zenodo record, as its API returned it), `tree` (every folder and file of the
+record's code: `{{"type": "dir", "children": {{name: node}}}}`, a file with its `size`, `sha256` and
+`segments` (its images), or `skipped` and why), `source` (where the code came from: `kind` `zenodo` or
+`github`, `url`, the `archives` and `loose` files with their md5 `checksum`, what was `not_fetched`), `stats`
+(`files`, `rasterized`, `skipped` by reason, `segments`, `bytes_rasterized`) and `tool` (the zenodo-hpc
+version and the sha256 of its configuration).
+
+"""
+
+
+def _card_reading(cfg: Config, image: str, record: str) -> str:
+    """The recipes: h5py and numpy on the opened image; PySquashfsImage without opening it; zenodo-hpc."""
+    plugin = cfg.output.h5_compression.startswith("zstd")
+    needs = "h5py numpy" + (" hdf5plugin" if plugin else "")
+    recipe = READ_H5_RECIPE.replace("import h5py\n", "import h5py\nimport hdf5plugin  # the zstd filter\n") \
+        if plugin else READ_H5_RECIPE
+    return f"""## Read it with h5py and numpy
+
+Any numpy, 1.x or 2.x; then, beside the mounted or extracted `zenodo-ml/`:
+
+```sh
+python -m pip install {needs}
+```
+
+```python
+import json
+
+{recipe}
+
+RECORD = "{record}"  # any id of manifest.jsonl whose status is "done"
+images = read_images(f"zenodo-ml/{{RECORD}}/images_{{RECORD}}.h5")  # {{file path: (n, height, width) array}}
+with open(f"zenodo-ml/{{RECORD}}/metadata_{{RECORD}}.json", encoding="utf-8") as file:
+    meta = json.load(file)
+print(meta["hit"]["metadata"]["title"], {{path: array.shape for path, array in images.items()}})
+```
+
+An image's rows are the file's lines and each value a character: `chr(images[path][k, row, column])`.
+
+## Read it without mounting
+
+PySquashfsImage reads squashfs in pure Python, and zstandard decompresses its blocks:
+
+```sh
+python -m pip install {needs} {READER_REQUIREMENTS}
+```
+
+then, with `read_images` from above, in the folder that holds `{image}`:
+
+```python
+import io
+
+from PySquashfsImage import SquashFsImage
+
+with SquashFsImage.from_file("{image}") as image:
+    manifest = [json.loads(line) for line in image.select("manifest.jsonl").read_text().splitlines()]
+    in_image = [entry["id"] for entry in manifest if entry["status"] == "done"]
+    RECORD = in_image[0]
+    images = read_images(io.BytesIO(image.select(f"{{RECORD}}/images_{{RECORD}}.h5").read_bytes()))
+    meta = json.loads(image.select(f"{{RECORD}}/metadata_{{RECORD}}.json").read_bytes())
+```
+
+## Read it with zenodo-hpc
+
+zenodo-hpc, which made the image, reads it too (also the pickles, safely, and the 2018 dataset). It is not on
+PyPI: install it from its source repository, in the repository's folder (the `image` extra reads images
+without mounting them):
+
+```sh
+python -m pip install ".[image]"
+```
+
+or build a wheel there and install that wherever you like:
+
+```sh
+python -m pip wheel --no-deps -w dist .
+python -m pip install "dist/zenodo_hpc-{__version__}-py3-none-any.whl[image]"
+```
+
+then:
+
+```python
+from zenodo_hpc.load import load_images, load_metadata
+
+images = load_images("{image}:{record}")  # {{file path: (n, height, width) uint32 array}}, without mounting
+meta = load_metadata("zenodo-ml/{record}")  # or from the mounted or extracted folder
+```
+
+"""
+
+
+def _table(header: tuple[str, ...], rows: Iterable[tuple[str, ...]]) -> str:
+    """A markdown table."""
+    lines = [header, tuple("---" for _ in header), *rows]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
+def _card_provenance(cfg: Config) -> str:
+    config_text = yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip()
+    return f"""## How it was made
 
 `zenodo-hpc harvest` listed the records, `zenodo-hpc submit` rasterized them in SLURM job arrays (or
 local processes), `zenodo-hpc pack` built this image with `mksquashfs {" ".join(compression_options(cfg))} -b 1M
@@ -314,7 +512,7 @@ local processes), `zenodo-hpc pack` built this image with `mksquashfs {" ".join(
 
 
 def write_extras(run: RunDir, cfg: Config, entries: list[dict[str, Any]], card_extra: str = "",
-                 figures: FigureWriter | None = None) -> list[str]:
+                 figures: FigureWriter | None = None, image_name: str | None = None) -> list[str]:
     """The image root's own files, written atomically into ``<run>/data/``; their names.
 
     With ``figures`` (the report's :func:`zenodo_hpc.report.card_figures`, handed in by the commands that
@@ -325,7 +523,7 @@ def write_extras(run: RunDir, cfg: Config, entries: list[dict[str, Any]], card_e
     atomic_write_text(run.data / "manifest.jsonl",
                       "".join(json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n" for e in entries))
     figures = _card_figures(run, cfg, figures)
-    atomic_write_text(run.data / "README.md", dataset_card(run, cfg, entries, card_extra + figures[1]))
+    atomic_write_text(run.data / "README.md", dataset_card(run, cfg, entries, card_extra + figures[1], image_name))
     shutil.copyfile(run.records, run.data / ".records.jsonl.tmp")
     os.replace(run.data / ".records.jsonl.tmp", run.data / "records.jsonl")
     atomic_write_text(run.data / "run.yaml", run_yaml_text(cfg))
@@ -515,13 +713,15 @@ def _read_back_by_extracting(image: Path, names: list[str], sizes: list[int]) ->
 
 
 def pack(run: RunDir, cfg: Config, *, allow_partial: bool = False, progress: bool | None = None,
-         card_extra: str = "", exclude: Iterable[str] = (), figures: FigureWriter | None = None) -> PackResult:
+         card_extra: str = "", exclude: Iterable[str] = (), figures: FigureWriter | None = None,
+         image_name: str | None = None) -> PackResult:
     """Check every done record, build the image, verify every file of it, and only then put it in place.
 
     ``exclude``: done records left out of the image (a release leaves out versions superseded by a newer
     one; their folders stay in ``data/``). ``card_extra``: markdown the dataset card shows (the release).
     ``figures``: writes the figures the card links (the commands hand in the report's ``card_figures``;
-    this module draws nothing itself).
+    this module draws nothing itself). ``image_name``: the file name the card's commands use, when the image is
+    published under another name than its own (a release's ``zenodo-ml-<version>.sqsh``).
     """
     started = time.monotonic()
     find_mksquashfs()
@@ -532,7 +732,7 @@ def pack(run: RunDir, cfg: Config, *, allow_partial: bool = False, progress: boo
         send_back(run, damaged, allow_partial=allow_partial)
         partial = True
     entries = manifest_entries(run, cfg, files, superseded=left_out)
-    extras = write_extras(run, cfg, entries, card_extra, figures)
+    extras = write_extras(run, cfg, entries, card_extra, figures, image_name)
     show = sys.stderr.isatty() if progress is None else progress
     expected = expected_files(run, entries, extras)
     data_bytes = sum(size for size, _ in expected.values())
@@ -558,5 +758,5 @@ def format_summary(result: PackResult) -> str:
     rate = result.data_bytes / 1e6 / result.seconds if result.seconds else 0.0
     part = " (partial: --allow-partial)" if result.partial else ""
     return (f"pack: {result.image} ({result.image_bytes / 1e6:.1f} MB) holds {result.records} records{part}, "
-            f"{result.files} files, {result.data_bytes / 1e6:.1f} MB of data, ratio {result.ratio:.2f}, "
+            f"{result.files} entries, {result.data_bytes / 1e6:.1f} MB of data, ratio {result.ratio:.2f}, "
             f"{rate:.1f} MB/s; md5 {result.md5}; verified")
