@@ -4,6 +4,7 @@ cluster is there (slurm/dev-cluster/up.sh in CI), submit/status/resume against t
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -26,9 +27,11 @@ from zenodo_hpc.orchestrate.slurm import (
     parse_memory_gb,
     reconcile,
     sbatch_error,
+    sbatch_script,
     shard_states,
     signal_delay_s,
 )
+from zenodo_hpc.orchestrate.submit import job_python
 
 GOLDEN = Path(__file__).parent / "data" / "sbatch_golden.sh"
 SHERLOCK_LIKE = {"executor": {"array_parallelism": 64, "slurm": {
@@ -40,7 +43,8 @@ SHERLOCK_LIKE = {"executor": {"array_parallelism": 64, "slurm": {
 def plan_of(n: int) -> tuple[Plan, list[TaskGroup], SlurmExecutor]:
     cfg = config_from_dict(SHERLOCK_LIKE)
     plan = Plan(1, [Shard(i, [str(i)], [i]) for i in range(n)])
-    return plan, [TaskGroup(list(range(n)), Resources.from_config(cfg))], SlurmExecutor(cfg, max_array=1001)
+    executor = SlurmExecutor(cfg, max_array=1001, python=job_python(cfg))
+    return plan, [TaskGroup(list(range(n)), Resources.from_config(cfg))], executor
 
 
 def normalised_script(text: str) -> str:
@@ -64,7 +68,43 @@ def test_plans_larger_than_max_array_size_become_several_arrays() -> None:
     assert [s for a in arrays for s in a.shards] == list(range(2500))
     assert executor.per_array_parallelism(len(arrays)) == 21  # 64 shared by 3 arrays
     text = executor.describe(RunDir(Path("/r")), plan, groups)
-    assert "# 3 sbatch array(s) for 2500 shards" in text and "#SBATCH --array=0-1000%21" in text
+    assert "# 3 sbatch array(s) for 2500 shards" in text and "MaxArraySize 1001 (given)" in text
+    scripts = text.split("# the sbatch script of array ")[1:]  # every array's script, not the first one's only
+    assert [script.split(":")[0] for script in scripts] == ["1", "2", "3"]
+    assert ["#SBATCH --array=0-1000%21" in s for s in scripts] == [True, True, False]
+    assert "#SBATCH --array=0-497%21" in scripts[2]
+
+
+def test_the_script_adapter_keeps_submitits_command_line(tmp_path: Path) -> None:
+    """The dry run's scripts come from submitit's private script writer (one adapter, pinned versions): if a
+    submitit release changed it, the command the jobs run would vanish from the preview."""
+    folder = tmp_path / "logs" / "%j"
+    params = {"job_name": "x", "time": 5, "mem": "1GB", "setup": ["source /venv/bin/activate"]}
+    array = sbatch_script(folder, "python3", params, 3)
+    command = f"python3 -u -m submitit.core._submit {folder}"
+    assert array.splitlines()[-1].startswith("srun ") and array.splitlines()[-1].endswith(command)
+    assert "#SBATCH --array=0-2%3" in array and "source /venv/bin/activate" in array
+    single = sbatch_script(folder, "/opt/my python/bin/python", params, 1)
+    assert "--array" not in single and single.splitlines()[-1].endswith(
+        f"/opt/my python/bin/python -u -m submitit.core._submit {folder}")  # the caller quotes its own command
+
+
+def test_the_jobs_run_python3_of_the_setup_environment_else_this_interpreter() -> None:
+    with_setup = job_python(config_from_dict(SHERLOCK_LIKE))
+    assert with_setup.command == "python3" and "executor.slurm.setup" in with_setup.why
+    without = job_python(config_from_dict({"executor": {"slurm": {"setup": []}}}))
+    assert without.command == shlex.quote(sys.executable) and sys.executable in without.why
+
+
+def test_without_slurm_commands_the_limits_are_said_to_be_assumed(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no scontrol, sacctmgr, sinfo, sbatch, srun
+    plan, groups, _ = plan_of(3)
+    cfg = config_from_dict(SHERLOCK_LIKE)
+    text = SlurmExecutor(cfg, python=job_python(cfg)).describe(RunDir(tmp_path / "run"), plan, groups)
+    assert "# cluster limits: MaxArraySize 1001 (assumed: SLURM's default, scontrol not on PATH)" in text
+    assert "QOS normal MaxSubmitJobsPerUser none (assumed: no limit, sacctmgr not on PATH)" in text
+    assert not (tmp_path / "run").exists()
 
 
 def test_small_helpers() -> None:

@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import yaml
 from conftest import run_config, tree_bytes
 
 from zenodo_hpc.cli import main
@@ -23,8 +26,8 @@ from zenodo_hpc.core.config import Config, config_from_dict
 from zenodo_hpc.core.errors import UserError
 from zenodo_hpc.core.state import RunDir, attempts_of, ids_in, open_run, read_failure
 from zenodo_hpc.orchestrate.executor import load_submissions
-from zenodo_hpc.orchestrate.plan import load_plan
-from zenodo_hpc.orchestrate.slurm import max_array_size, task_states, unfinished_tasks
+from zenodo_hpc.orchestrate.plan import generations, load_plan
+from zenodo_hpc.orchestrate.slurm import ACTIVE_STATES, GONE, max_array_size, task_states, unfinished_tasks
 from zenodo_hpc.orchestrate.status import gather_status
 from zenodo_hpc.orchestrate.submit import submit_pending
 from zenodo_hpc.zenodo.harvest import harvest
@@ -247,6 +250,11 @@ def test_status_falls_back_to_squeue_when_sacct_fails(tmp_path: Path, zenodo_wit
     assert ids_in(run, "done") == ALL
 
 
+def queued_script(run: RunDir, job_id: str) -> str:
+    """The sbatch script submitit queued for a job or an array (its plain id)."""
+    return next((run.logs / "submitit").glob(f"{job_id}/*_submission.sh")).read_text()
+
+
 def _image_matches_data(run: RunDir) -> None:
     import numpy as np
 
@@ -289,12 +297,19 @@ def test_submit_queues_a_finishing_job_after_every_array(tmp_path: Path, zenodo_
 
     cfg = slurm_config(tmp_path, zenodo_with_records)
     run = harvested(cfg)
+    preview = submit_round(run, cfg, dry_run=True).description
     result = submit_round(run, cfg)
     sub = result.submission
     assert sub is not None and sub.finishing_job and len(sub.arrays) >= 2
-    script = next((run.logs / "submitit").glob(f"{sub.finishing_job}/*_submission.sh")).read_text()
+    script = queued_script(run, sub.finishing_job)
     arrays = ":".join(sorted(a["job_id"] for a in sub.arrays))
     assert f"#SBATCH --dependency=afterany:{arrays}" in script  # every array, whatever its outcome
+    # the dry run showed, made without SLURM, every script that submitit then queued (the job ids aside)
+    shown = preview.split("#!/bin/bash")[1:]
+    queued = [queued_script(run, a["job_id"]) for a in sub.arrays] + [script]
+    shown[-1] = shown[-1].replace(":".join(f"ARRAY{i + 1}_ID" for i in range(len(sub.arrays))), arrays)
+    assert ["#!/bin/bash" + text.split("\n\n# the sbatch script of")[0].rstrip("\n") for text in shown] == \
+        [text.rstrip("\n") for text in queued]
     wait_until(lambda: (run.root / "zenodo-ml.sqsh.sha256").exists(), 300, "the finishing job to write the image")
     assert ids_in(run, "done") == ALL
 
@@ -304,3 +319,126 @@ def test_submit_queues_a_finishing_job_after_every_array(tmp_path: Path, zenodo_
 
     wait_until(lambda: finish_state() == "COMPLETED", 60, "the finishing job to complete")
     _image_matches_data(run)
+
+
+# --- the interpreter the jobs run, and the driver as a job --------------------------------------------------
+
+VENV_BIN = Path(sys.prefix) / "bin"  # the environment this test suite runs in, with zenodo-hpc installed
+DRIVER = Path(__file__).resolve().parent.parent / "slurm" / "driver.sbatch"
+
+
+def probing_venv(tmp_path: Path) -> tuple[Path, Path]:
+    """A second venv that sees this suite's packages, and whose every interpreter start appends its
+    ``sys.executable`` to a probe file: (the venv, the probe)."""
+    import site
+    import venv
+
+    folder, probe = tmp_path / "other-venv", tmp_path / "interpreters.txt"
+    venv.EnvBuilder(with_pip=False).create(folder)
+    packages = next(folder.glob("lib/python*/site-packages"))
+    ours = next(p for p in site.getsitepackages() if Path(p).is_relative_to(sys.prefix))
+    (packages / "zz_probe.pth").write_text(
+        f"import site; site.addsitedir({ours!r})\n"
+        f"import sys; open({str(probe)!r}, 'a').write(sys.executable + '\\n')\n")
+    return folder, probe
+
+
+def test_a_job_whose_setup_activates_a_venv_runs_that_venvs_python(tmp_path: Path,
+                                                                    zenodo_with_records) -> None:  # noqa: ANN001
+    other, probe = probing_venv(tmp_path)
+    cfg = slurm_config(tmp_path, zenodo_with_records, records_per_shard=6)
+    data = cfg.to_dict()
+    data["executor"]["slurm"]["setup"] = [f"source {other}/bin/activate"]
+    cfg = config_from_dict(data)
+    run = harvested(cfg)
+    submit_pending(run, cfg)
+    wait_for_tasks(run)
+    assert ids_in(run, "done") == ALL
+    ran = set(probe.read_text().split())
+    assert ran == {f"{other}/bin/python3"}  # the setup's environment's python3, not this one
+    assert sys.executable not in ran
+
+
+def test_an_interpreter_the_nodes_cannot_see_is_refused_before_anything_is_queued(  # noqa: ANN001
+        tmp_path: Path, zenodo_with_records, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """The dev cluster's nodes all run on this machine, so they see its disk: sinfo says so (their host
+    names are this host's). Seen from another host (a login node), the same interpreter on the same local
+    disk is refused, and nothing is planned or queued."""
+    from zenodo_hpc.orchestrate import slurm
+    from zenodo_hpc.record.extract import SHARED_FILESYSTEMS, filesystem_type
+
+    kind = filesystem_type(sys.prefix)
+    if kind is None or kind in SHARED_FILESYSTEMS:
+        pytest.skip(f"this interpreter's environment is on a shared file system ({kind}): nothing to refuse")
+    assert slurm.nodes_are_this_host(PARTITION)
+    cfg = slurm_config(tmp_path, zenodo_with_records)
+    assert cfg.executor.slurm.setup == []
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg.to_dict()))
+    run = harvested(cfg)
+    monkeypatch.setattr(slurm, "socket", SimpleNamespace(gethostname=lambda: "login-elsewhere"))
+    assert not slurm.nodes_are_this_host(PARTITION)
+    capsys.readouterr()
+    assert main(["submit", "-c", str(config)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"the jobs would run {sys.executable}, but {sys.prefix} is on this machine's own " \
+        f"disk ({kind})" in err[0] and "executor.slurm.setup" in err[0]
+    assert generations(run) == [] and load_submissions(run) == []
+    out = subprocess.run(["squeue", "-h", "-n", f"zenodo-hpc-{run.root.name}-g1"], capture_output=True, text=True)
+    assert out.stdout.strip() == ""
+
+
+def sbatch_driver(tmp_path: Path, cfg: Config) -> tuple[str, Path]:
+    """``sbatch --export=ALL,CONFIG=... slurm/driver.sbatch`` as the README shows it, from a shell where
+    zenodo-hpc is not on PATH (no venv active); the output and resources are given on the command line, as a
+    user overrides the script's. The job id and its output file."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg.to_dict()))
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p and Path(p) != VENV_BIN)
+    assert shutil.which("zenodo-hpc", path=path) is None
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"} | {"PATH": path}
+    output = tmp_path / "driver.out"
+    out = subprocess.run(["sbatch", "--parsable", f"--chdir={tmp_path}", f"--output={output}", "--mem=1G",
+                          "--cpus-per-task=1", f"--export=ALL,CONFIG={config}", str(DRIVER)],
+                         capture_output=True, text=True, env=env, check=True)
+    return out.stdout.strip().split(";")[0], output
+
+
+def job_ended(job_id: str) -> str | None:
+    """How the job ended (COMPLETED, FAILED, ...); None while it is queued or running, or accounting lags."""
+    state = task_states([job_id]).get(job_id)
+    return state.state if state and state.state not in (*ACTIVE_STATES, GONE) else None
+
+
+@pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="mksquashfs not on PATH")
+def test_the_driver_job_finds_zenodo_hpc_through_the_setup_lines_and_runs_the_pipeline(  # noqa: ANN001
+        tmp_path: Path, zenodo_with_records) -> None:
+    cfg = slurm_config(tmp_path, zenodo_with_records, records_per_shard=4)
+    data = cfg.to_dict()
+    data["executor"]["slurm"]["setup"] = [f"source {VENV_BIN}/activate"]
+    cfg = config_from_dict(data)
+    job, output = sbatch_driver(tmp_path, cfg)
+    try:
+        state = None
+        wait_until(lambda: bool(job_ended(job)), 400, f"the driver job {job} to end")
+        state = job_ended(job)
+    finally:
+        subprocess.run(["scancel", job], check=False)
+    log = output.read_text()
+    assert state == "COMPLETED", log[-2000:]
+    run = RunDir(cfg.run_dir)
+    assert "harvest: 12 records" in log and "packed after 1 round(s)" in log
+    assert ids_in(run, "done") == ALL and (run.root / "zenodo-ml.sqsh.md5").exists()
+
+
+def test_the_driver_job_that_cannot_find_zenodo_hpc_says_how_to_fix_it(tmp_path: Path,
+                                                                      zenodo_with_records) -> None:  # noqa: ANN001
+    cfg = slurm_config(tmp_path, zenodo_with_records)
+    assert cfg.executor.slurm.setup == []
+    job, output = sbatch_driver(tmp_path, cfg)
+    wait_until(lambda: bool(job_ended(job)), 120, f"the driver job {job} to end")
+    assert job_ended(job) == "FAILED"
+    log = output.read_text()
+    assert "zenodo-hpc driver: error: zenodo-hpc is not on PATH in this job" in log
+    assert "executor.slurm.setup" in log and "ZENODO_HPC_VENV=/path/to/venv" in log
+    assert not RunDir(cfg.run_dir).records.exists()  # nothing ran

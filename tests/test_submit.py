@@ -10,11 +10,13 @@ import os
 import resource
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import run_config, tree_bytes
 
 from zenodo_hpc.cli import main
@@ -28,6 +30,7 @@ from zenodo_hpc.orchestrate.submit import plan_groups, submit_pending, take_snap
 from zenodo_hpc.zenodo.harvest import harvest
 
 ALL = {str(100 + i) for i in range(1, 13)}
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def harvested(tmp_path: Path, double, **executor) -> tuple[RunDir, Config]:  # noqa: ANN001
@@ -234,6 +237,56 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path, zenodo_with_
     assert out.startswith("plan 1: 12 records in 4 shards") and "dry run, nothing submitted" in out
     assert "-m zenodo_hpc.orchestrate.worker" in out
     assert generations(run) == [] and load_submissions(run) == [] and ids_in(run, "done") == set()
+
+
+def test_dry_run_of_the_sherlock_config_needs_neither_slurm_nor_a_harvest(  # noqa: ANN001
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """A laptop (or a login node before `module load slurm`): no SLURM command on PATH, nothing harvested."""
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no sbatch, srun, scontrol, sacctmgr, sinfo
+    monkeypatch.setenv("SCRATCH", str(tmp_path / "scratch"))
+    config = str(ROOT / "configs" / "sherlock.yaml")
+    assert main(["submit", "-c", config, "--dry-run", "--records", "10000"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("plan 1: 10000 records in 200 shards (a number stated with --records")
+    assert "# cluster limits: MaxArraySize 1001 (assumed: SLURM's default, scontrol not on PATH)" in out
+    assert "# the jobs run python3 of the environment that executor.slurm.setup makes on the node" in out
+    assert out.count("#!/bin/bash") == 2  # the array's script and the finishing job's
+    array, finishing = out.split("# the sbatch script of array 1:")[1].split("# the sbatch script of the finishing job")
+    assert "#SBATCH --array=0-199%32" in array and "-finish" not in array
+    assert "#SBATCH --dependency=afterany:ARRAY1_ID" in finishing and "#SBATCH --job-name=zenodo-hpc-zenodo-ml-finish" \
+        in finishing
+    for script in (array, finishing):
+        assert f"source {tmp_path}/scratch/zenodo-hpc/venv/bin/activate" in script
+        assert "python3 -u -m submitit.core._submit" in script and sys.executable not in script
+    assert not (tmp_path / "scratch").exists()  # nothing written
+
+    monkeypatch.delenv("SCRATCH")
+    assert main(["submit", "-c", config, "--dry-run", "--records", "10000"]) == 1
+    assert "run.scratch: environment variable SCRATCH is not set" in capsys.readouterr().err
+
+
+def test_records_is_for_a_dry_run_only(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"run: {{scratch: {tmp_path}, name: r}}\n")
+    assert main(["submit", "-c", str(config), "--records", "10"]) == 1
+    assert "--records N is for a preview only: use it with --dry-run" in capsys.readouterr().err
+    assert main(["submit", "-c", str(config), "--dry-run", "--records", "0", "--executor", "local"]) == 1
+    assert "--records must be 1 or more" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_real_submit_without_slurm_says_what_is_missing_and_writes_no_plan(  # noqa: ANN001
+        tmp_path: Path, zenodo_with_records, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    run, cfg = harvested(tmp_path, zenodo_with_records)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(cfg.to_dict()))
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    capsys.readouterr()
+    assert main(["submit", "-c", str(config), "--executor", "slurm"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["zenodo-hpc submit: error: executor slurm: sbatch and srun are not on PATH: load your site's SLURM "
+                   "module (e.g. module load slurm), or use --executor local"]
+    assert generations(run) == [] and load_submissions(run) == []
 
 
 def test_submit_without_harvest_is_a_clear_error(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001

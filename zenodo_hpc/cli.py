@@ -60,13 +60,16 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from .drivers.finish import submit_round
     from .orchestrate.submit import format_result
 
+    if args.records is not None and not args.dry_run:
+        raise UserError("--records N is for a preview only: use it with --dry-run")
     cfg = load_config(args.config)
     if args.dry_run:
         run = RunDir(cfg.run_dir)
         check_config(run, cfg)
     else:
         run = open_run(cfg)
-    result = submit_round(run, cfg, kind=args.executor, dry_run=args.dry_run, what="submit")
+    result = submit_round(run, cfg, kind=args.executor, dry_run=args.dry_run, what="submit",
+                          stated_records=args.records)
     print(format_result(result, run, dry_run=args.dry_run))
     return 0
 
@@ -248,7 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--executor", choices=["auto", "slurm", "local", "debug"],
                         help="where the workers run (default: executor.kind; auto = slurm when sbatch is on PATH)")
     submit.add_argument("--dry-run", action="store_true",
-                        help="print the plan and the generated sbatch script; write and submit nothing")
+                        help="print the plan and every job script (the arrays' and the finishing job's), with the "
+                             "cluster limits read or assumed and the Python the jobs run; write and submit nothing. "
+                             "Needs no SLURM on this machine")
+    submit.add_argument("--records", type=_positive_int, metavar="N",
+                        help="with --dry-run: preview the plan and the scripts for N records of equal size instead "
+                             "of the harvest, which need not exist yet (no internet needed)")
     submit.set_defaults(func=cmd_submit)
 
     status = commands.add_parser(

@@ -22,4 +22,4 @@ source $SCRATCH/venv/bin/activate
 
 # command
 export SUBMITIT_EXECUTOR=slurm
-srun --unbuffered --output /scratch/users/me/zenodo-hpc/zenodo-ml/logs/submitit/%A_%a/%A_%a_%t_log.out --error /scratch/users/me/zenodo-hpc/zenodo-ml/logs/submitit/%A_%a/%A_%a_%t_log.err PYTHON -u -m submitit.core._submit /scratch/users/me/zenodo-hpc/zenodo-ml/logs/submitit/%j
+srun --unbuffered --output /scratch/users/me/zenodo-hpc/zenodo-ml/logs/submitit/%A_%a/%A_%a_%t_log.out --error /scratch/users/me/zenodo-hpc/zenodo-ml/logs/submitit/%A_%a/%A_%a_%t_log.err python3 -u -m submitit.core._submit /scratch/users/me/zenodo-hpc/zenodo-ml/logs/submitit/%j

@@ -41,12 +41,14 @@ NOT_FINISHED = "not_finished"  # the reason of a record still not done when a ch
 
 
 def submit_round(run: RunDir, cfg: Config, *, kind: str | None = None, dry_run: bool = False,
-                 what: str = "submit") -> SubmitResult:
+                 what: str = "submit", stated_records: int | None = None) -> SubmitResult:
     """``submit``/``resume``: plan what is not complete, queue it, and on SLURM its finishing job.
 
-    A submit or resume starts a new chain (round 1); the finishing jobs continue it.
+    A submit or resume starts a new chain (round 1); the finishing jobs continue it. ``stated_records``: a dry
+    run of that many records instead of the harvest (``submit --dry-run --records N``).
     """
-    result = submit_pending(run, cfg, kind=kind, dry_run=dry_run, what=what, follow_up=finish_task)
+    result = submit_pending(run, cfg, kind=kind, dry_run=dry_run, what=what, follow_up=finish_task,
+                            stated_records=stated_records)
     if not dry_run and result.submission is not None and result.submission.kind == "slurm":
         chain = Chain(started_by=what, max_rounds=cfg.executor.max_attempts)
         _count_round(run, chain, result)

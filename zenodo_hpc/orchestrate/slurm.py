@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import logging
 import re
+import shlex
 import shutil
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core.config import Config
 from ..core.errors import UserError
@@ -27,6 +32,7 @@ if TYPE_CHECKING:  # submitit (and the worker, with requests, numpy and h5py) ar
     import submitit  # reading task states for `status` needs none of them
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's own default
 SUBMIT_ATTEMPTS = 8
@@ -47,16 +53,42 @@ def run_command(args: list[str], timeout: float = 60) -> subprocess.CompletedPro
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def max_array_size() -> int:
-    """The cluster's ``MaxArraySize`` from ``scontrol show config`` (an array holds indices 0..size-1)."""
+@dataclass(frozen=True)
+class ClusterLimit:
+    """A limit of the cluster and where its value comes from: a dry run says which it read and which it assumed."""
+
+    name: str
+    value: int | None  # None: no limit
+    source: str  # "read from scontrol", "assumed: SLURM's default, scontrol not on PATH", ...
+
+    def describe(self) -> str:
+        return f"{self.name} {self.value if self.value is not None else 'none'} ({self.source})"
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "no output")
+
+
+def read_max_array_size() -> ClusterLimit:
+    """The cluster's ``MaxArraySize`` from ``scontrol show config`` (an array holds indices 0..size-1), or SLURM's
+    default, saying why, when scontrol cannot tell."""
+    assumed = "assumed: SLURM's default, "
     if shutil.which("scontrol") is None:
-        return DEFAULT_MAX_ARRAY_SIZE
+        return ClusterLimit("MaxArraySize", DEFAULT_MAX_ARRAY_SIZE, assumed + "scontrol not on PATH")
     try:
         out = run_command(["scontrol", "show", "config"], timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return DEFAULT_MAX_ARRAY_SIZE
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return ClusterLimit("MaxArraySize", DEFAULT_MAX_ARRAY_SIZE, assumed + f"scontrol failed: {exc}")
     match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out.stdout, re.MULTILINE)
-    return int(match.group(1)) if match else DEFAULT_MAX_ARRAY_SIZE
+    if out.returncode != 0 or not match:
+        return ClusterLimit("MaxArraySize", DEFAULT_MAX_ARRAY_SIZE,
+                            assumed + f"scontrol show config did not say: {_first_line(out.stderr)}")
+    return ClusterLimit("MaxArraySize", int(match.group(1)), "read from scontrol")
+
+
+def max_array_size() -> int:
+    """The cluster's ``MaxArraySize`` (SLURM's default when scontrol cannot tell)."""
+    return read_max_array_size().value or DEFAULT_MAX_ARRAY_SIZE
 
 
 def chunks(items: list[int], size: int) -> Iterator[list[int]]:
@@ -73,25 +105,58 @@ def signal_delay_s(time_min: int) -> int:
     return int(min(120, max(30, time_min * 60 // 10)))
 
 
-def qos_submit_limit(qos: str) -> int | None:
-    """``MaxSubmitJobsPerUser`` of a QOS (``sacctmgr``), or None when it has none or cannot be read."""
+def configured_qos(cfg: Config) -> str | None:
+    qos = cfg.executor.slurm.additional.get("qos")
+    return qos if isinstance(qos, str) and qos else None
+
+
+def read_qos_submit_limit(qos: str) -> ClusterLimit:
+    """``MaxSubmitJobsPerUser`` of a QOS from ``sacctmgr`` (None: it has none), or no limit assumed, saying why."""
+    name = f"QOS {qos} MaxSubmitJobsPerUser"
+    if shutil.which("sacctmgr") is None:
+        return ClusterLimit(name, None, "assumed: no limit, sacctmgr not on PATH")
     try:
         out = run_command(["sacctmgr", "-n", "-P", "show", "qos", qos, "format=MaxSubmitPU"], timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return ClusterLimit(name, None, f"assumed: no limit, sacctmgr failed: {exc}")
+    if out.returncode != 0:
+        return ClusterLimit(name, None, f"assumed: no limit, sacctmgr failed: {_first_line(out.stderr)}")
+    lines = out.stdout.strip().splitlines()
+    if not lines:
+        return ClusterLimit(name, None, f"assumed: no limit, sacctmgr knows no QOS named {qos}")
+    value = lines[0].strip()
+    return ClusterLimit(name, int(value) if value.isdigit() else None, "read from sacctmgr")
+
+
+def qos_submit_limit(qos: str) -> int | None:
+    """``MaxSubmitJobsPerUser`` of a QOS (``sacctmgr``), or None when it has none or cannot be read."""
+    return read_qos_submit_limit(qos).value
+
+
+def nodes_are_this_host(partition: str | None, host: str | None = None) -> bool:
+    """Every node the jobs may run on (the partition's, or all) is this machine, ``host`` (default: this
+    hostname), by ``sinfo``'s node host names: a cluster of one machine, whose file systems every node sees.
+    False when sinfo cannot say."""
+    args = ["sinfo", "-h", "-N", "-o", "%n", *(["-p", partition] if partition else [])]
+    try:
+        out = run_command(args, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
-        return None
-    value = out.stdout.strip().splitlines()[0].strip() if out.returncode == 0 and out.stdout.strip() else ""
-    return int(value) if value.isdigit() else None
+        return False
+    here = (host or socket.gethostname()).split(".")[0].lower()
+    hosts = {name.split(".")[0].lower() for name in out.stdout.split()}
+    return out.returncode == 0 and hosts == {here}
 
 
-def check_qos_room(cfg: Config, jobs: int) -> None:
+def check_qos_room(cfg: Config, jobs: int, known: ClusterLimit | None = None) -> None:
     """Refuse at once an array that its QOS could never queue, whatever waiting: say what to do instead.
 
     An array of N tasks counts N jobs against ``MaxSubmitJobsPerUser``; with its finishing job, N + 1.
+    ``known`` is the QOS's limit when it has been read already.
     """
-    qos = cfg.executor.slurm.additional.get("qos")
-    if not isinstance(qos, str) or not qos:
+    qos = configured_qos(cfg)
+    if qos is None:
         return
-    limit = qos_submit_limit(qos)
+    limit = (known or read_qos_submit_limit(qos)).value
     if limit is None or jobs <= limit:
         return
     raise UserError(f"the QOS {qos} allows {limit} jobs per user in the queue, and one array of this plan needs "
@@ -120,6 +185,55 @@ class ArraySpec:
     resources: Resources
 
 
+@dataclass(frozen=True)
+class JobPython:
+    """The interpreter the jobs run (a shell word), why that one, and why a real submit must refuse it (None: no
+    reason). Chosen by ``submit.job_python``, which looks at file systems; this plugin writes it into the scripts."""
+
+    command: str
+    why: str
+    problem: str | None = None
+
+
+def this_python() -> JobPython:
+    """The interpreter running now, as submitit would use it by default."""
+    return JobPython(shlex.quote(sys.executable), f"{sys.executable}, the interpreter of this command")
+
+
+def sbatch_script(folder: Path, python: str, parameters: dict[str, Any], tasks: int) -> str:
+    """The sbatch script submitit writes for a job (an array when ``tasks`` > 1) with these parameters, made
+    without SLURM (``--dry-run`` on a laptop, where submitit's executor refuses to exist without ``srun``).
+
+    The one place that calls submitit's private API: its script writer and its command line (the versions it
+    was tested with are pinned in pyproject.toml; tests/test_slurm.py checks that the command line is in the
+    script, tests/test_slurm_cluster.py that the script is the one submitit queues).
+    """
+    import submitit
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    folder = Path(folder).expanduser().absolute()  # as submitit's executor holds it
+    command = submitit.SlurmExecutor._submitit_command_str.fget(  # type: ignore[attr-defined]
+        SimpleNamespace(python=python, folder=folder))
+    return str(_make_sbatch_string(command=command, folder=folder, map_count=tasks if tasks > 1 else None,
+                                   **parameters))
+
+
+def slurm_commands_missing() -> list[str]:
+    """The SLURM commands that queueing needs and this machine lacks: ``sbatch``, and ``srun``, which submitit
+    insists on finding where it runs."""
+    return [name for name in ("sbatch", "srun") if shutil.which(name) is None]
+
+
+def sbatch_options(additional: dict[str, Any]) -> dict[str, Any]:
+    """``executor.slurm.additional`` as sbatch options (``mail_type`` -> ``--mail-type``)."""
+    return {k.replace("_", "-"): v for k, v in additional.items()}
+
+
+def logs_folder(run: RunDir) -> Path:
+    """Where submitit writes each job's script, pickles and logs (``%j``: the job id)."""
+    return run.logs / "submitit" / "%j"
+
+
 class SlurmExecutor:
     """Queues job arrays with submitit and returns; the run proceeds without a driver."""
 
@@ -127,20 +241,36 @@ class SlurmExecutor:
     blocking = False
 
     def __init__(self, cfg: Config, *, task: Callable[..., Any] | None = None, sleep: Any = time.sleep,
-                 max_array: int | None = None) -> None:
+                 max_array: int | None = None, python: JobPython | None = None) -> None:
         """``task`` is what each array task calls, ``task(run_dir, generation, shard, concurrent)``: handed in
-        (``submit.make_executor`` gives the worker's ``ShardTask``), so this plugin knows no pipeline stage."""
+        (``submit.make_executor`` gives the worker's ``ShardTask``), so this plugin knows no pipeline stage.
+        ``python`` is the interpreter the jobs run (default: this one); ``max_array`` a MaxArraySize to use
+        instead of asking the cluster."""
         self.cfg = cfg
         self.task = task
+        self.python = python or this_python()
         self.array_parallelism = cfg.executor.array_parallelism
-        self._max_array_size = max_array
+        self._max_array = None if max_array is None else ClusterLimit("MaxArraySize", max_array, "given")
+        self._qos_limit: ClusterLimit | None = None
         self._sleep = sleep
 
     @property
+    def max_array_limit(self) -> ClusterLimit:
+        if self._max_array is None:
+            self._max_array = read_max_array_size()
+        return self._max_array
+
+    @property
     def max_array_size(self) -> int:
-        if self._max_array_size is None:
-            self._max_array_size = max_array_size()
-        return self._max_array_size
+        return self.max_array_limit.value or DEFAULT_MAX_ARRAY_SIZE
+
+    @property
+    def qos_limit(self) -> ClusterLimit | None:
+        """The configured QOS's MaxSubmitJobsPerUser (None without a QOS), asked once."""
+        qos = configured_qos(self.cfg)
+        if qos is not None and self._qos_limit is None:
+            self._qos_limit = read_qos_submit_limit(qos)
+        return self._qos_limit
 
     def per_array_parallelism(self, arrays: int) -> int:
         """Each array's ``%`` limit: the arrays of a plan share ``array_parallelism`` between them."""
@@ -164,44 +294,80 @@ class SlurmExecutor:
         if resources.partition:
             params["partition"] = resources.partition
         if resources.additional:
-            params["additional_parameters"] = {k.replace("_", "-"): v for k, v in resources.additional.items()}
+            params["additional_parameters"] = sbatch_options(resources.additional)
         return params
 
-    def _executor(self, run: RunDir, generation: int, resources: Resources,
-                  parallelism: int) -> submitit.SlurmExecutor:
+    def follow_up_parameters(self, run: RunDir, name: str, depends_on: list[str]) -> dict[str, Any]:
+        """submitit SlurmExecutor parameters for the finishing job: the pack's resources (it may pack), the
+        arrays' partition, setup and options, and ``afterany`` on ``depends_on``."""
+        s, pack = self.cfg.executor.slurm, self.cfg.pack
+        params: dict[str, Any] = {"job_name": f"zenodo-hpc-{run.root.name}-{name}", "time": pack.time_min,
+                                  "mem": format_mem(pack.mem_gb), "cpus_per_task": pack.cpus_per_task,
+                                  "setup": list(s.setup), "additional_parameters": sbatch_options(s.additional)}
+        if s.partition:
+            params["partition"] = s.partition
+        if depends_on:
+            params["dependency"] = "afterany:" + ":".join(depends_on)
+        return params
+
+    def _executor(self, parameters: dict[str, Any], folder: Path) -> submitit.SlurmExecutor:
         import submitit
 
-        folder = run.logs / "submitit" / "%j"
-        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=3)
-        executor.update_parameters(**self.parameters(run, generation, resources, parallelism))
+        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=3, python=self.python.command)
+        executor.update_parameters(**parameters)
         return executor
 
     def describe(self, run: RunDir, plan: Plan, groups: list[TaskGroup]) -> str:
-        """The plan's arrays and the sbatch script submitit would write for the first one."""
+        """The plan's arrays, the cluster limits read or assumed, the interpreter the tasks run, and the sbatch
+        script of every array, as submitit would write them (made here without SLURM)."""
         specs = self.arrays(groups)
-        lines = [f"# {len(specs)} sbatch array(s) for {sum(len(s.shards) for s in specs)} shards "
-                 f"(MaxArraySize {self.max_array_size}; at most {self.per_array_parallelism(len(specs))} tasks "
-                 f"of each array at once, {self.array_parallelism} in all)"]
+        parallelism = self.per_array_parallelism(len(specs))
+        lines = [f"# {len(specs)} sbatch array(s) for {sum(len(s.shards) for s in specs)} shards, at most "
+                 f"{parallelism} tasks of each array at once ({self.array_parallelism} in all)"]
         for i, spec in enumerate(specs):
             r = spec.resources
             lines.append(f"#   array {i + 1}: {len(spec.shards)} tasks (shards {spec.shards[0]}-{spec.shards[-1]}), "
                          f"{format_mem(r.mem_gb)}, {r.time_min} min, {r.cpus_per_task} cpu, "
-                         f"partition {r.partition or '(default)'}")
-        if specs:
-            from submitit.slurm.slurm import _make_sbatch_string
-
-            executor = self._executor(run, plan.generation, specs[0].resources,
-                                      self.per_array_parallelism(len(specs)))
-            script = _make_sbatch_string(command=executor._submitit_command_str, folder=executor.folder,
-                                         map_count=len(specs[0].shards), **executor.parameters)
-            lines += ["", "# the sbatch script of array 1:", script]
+                         f"partition {r.partition or '(the cluster default)'}")
+        lines += self.describe_setting()
+        for i, spec in enumerate(specs):
+            params = self.parameters(run, plan.generation, spec.resources, parallelism)
+            lines += ["", f"# the sbatch script of array {i + 1}:",
+                      sbatch_script(logs_folder(run), self.python.command, params, len(spec.shards))]
         return "\n".join(lines)
 
+    def describe_setting(self) -> list[str]:
+        """The cluster limits a plan depends on, each read or assumed, and the interpreter the jobs run."""
+        lines = [f"# cluster limits: {self.max_array_limit.describe()}"]
+        if self.qos_limit is not None:
+            lines.append(f"#   {self.qos_limit.describe()}")
+        lines.append(f"# the jobs run {self.python.why}")
+        if self.python.problem:
+            lines.append(f"# a real submit refuses this: {self.python.problem}")
+        return lines
+
+    def describe_follow_up(self, run: RunDir, depends_on: list[str], arrays: int, *, name: str) -> str:
+        """The finishing job's sbatch script; the arrays' job ids, unknown before they are queued, are shown as
+        ``ARRAY1_ID``, ``ARRAY2_ID``, ...."""
+        placeholders = [f"ARRAY{i + 1}_ID" for i in range(arrays)]
+        params = self.follow_up_parameters(run, name, sorted(depends_on) + placeholders)
+        return "\n".join(["# the sbatch script of the finishing job, queued with the arrays (ARRAY1_ID...: their job "
+                          "ids, known once queued):", sbatch_script(logs_folder(run), self.python.command, params, 1)])
+
+    def check_ready(self, groups: list[TaskGroup]) -> None:
+        """Refuse, before anything is written or queued, what would fail: no SLURM commands here, an interpreter
+        the nodes cannot run, an array its QOS can never hold."""
+        missing = slurm_commands_missing()
+        if missing:
+            raise UserError(f"executor slurm: {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not on "
+                            "PATH: load your site's SLURM module (e.g. module load slurm), or use --executor local")
+        if self.python.problem:
+            raise UserError(self.python.problem)
+        check_qos_room(self.cfg, max(len(spec.shards) for spec in self.arrays(groups)) + 1, self.qos_limit)
+
     def submit(self, run: RunDir, plan: Plan, groups: list[TaskGroup]) -> Submission:
-        if not sbatch_available():
-            raise UserError("executor slurm: sbatch is not on PATH (load the SLURM module, or use --executor local)")
+        self.check_ready(groups)
         specs = self.arrays(groups)
-        check_qos_room(self.cfg, max(len(spec.shards) for spec in specs) + 1)
         parallelism = self.per_array_parallelism(len(specs))
         concurrent = max(1, min(len(plan.shards), parallelism * len(specs)))
         submission = Submission(plan.generation, self.kind, concurrent, submitted_at=_now())
@@ -217,24 +383,47 @@ class SlurmExecutor:
 
     def _submit_array(self, run: RunDir, generation: int, spec: ArraySpec, concurrent: int,
                       parallelism: int) -> list[str]:
-        """One ``sbatch`` (through submitit), retried with backoff while the scheduler is busy."""
+        """One array through submitit (a plain job for a single task); its task ids."""
+        if self.task is None:
+            raise RuntimeError("SlurmExecutor was made without the task its arrays run: a bug, please report it")
+        task = self.task
+        params = self.parameters(run, generation, spec.resources, parallelism)
+
+        def queue() -> list[str]:
+            executor = self._executor(params, logs_folder(run))
+            with executor.batch():
+                jobs = [executor.submit(task, str(run.root.resolve()), generation, shard, concurrent)
+                        for shard in spec.shards]
+            return [str(job.job_id) for job in jobs]  # "<array>_<i>", or a plain id for a 1-task batch
+
+        return self._sbatch(f"the array ({len(spec.shards)} tasks)", queue)
+
+    def submit_follow_up(self, run: RunDir, fn: Callable[..., Any], args: tuple[Any, ...], depends_on: list[str],
+                         *, name: str) -> str:
+        """Queue ``fn(*args)`` as one job that starts when every job of ``depends_on`` has ended, however; its id.
+
+        ``afterany``: the job runs whatever the arrays' outcome (tasks that failed, ran out of memory or were
+        cancelled included), so it can decide what comes next. It gets the pack job's resources (it may pack).
+        The callable is handed in by the caller: this module knows no pipeline stage.
+        """
+        params = self.follow_up_parameters(run, name, depends_on)
+        return self._sbatch(f"the {name} job",
+                            lambda: str(self._executor(params, logs_folder(run)).submit(fn, *args).job_id))
+
+    def _sbatch(self, what: str, queue: Callable[[], T]) -> T:
+        """``queue()`` (an sbatch through submitit), retried with backoff while the scheduler is busy or a submit
+        limit is reached; any other refusal is one line naming ``what``."""
         from submitit.core.utils import FailedJobError, FailedSubmissionError
 
         from ..zenodo.client import backoff_delay
 
-        if self.task is None:
-            raise RuntimeError("SlurmExecutor was made without the task its arrays run: a bug, please report it")
         for attempt in range(SUBMIT_ATTEMPTS):
-            executor = self._executor(run, generation, spec.resources, parallelism)
             try:
-                with executor.batch():
-                    jobs = [executor.submit(self.task, str(run.root.resolve()), generation, shard, concurrent)
-                            for shard in spec.shards]
-                return [str(job.job_id) for job in jobs]  # "<array>_<i>", or a plain id for a 1-task batch
+                return queue()
             except (FailedJobError, FailedSubmissionError, OSError) as exc:
                 message = sbatch_error(exc)
                 if not is_transient(message) or attempt == SUBMIT_ATTEMPTS - 1:
-                    raise UserError(f"sbatch refused the array ({len(spec.shards)} tasks): {message}") from None
+                    raise UserError(f"sbatch refused {what}: {message}") from None
                 delay = backoff_delay(attempt, base=5.0, cap=300.0)
                 log.warning("sbatch: %s; retrying in %.0f s (%d of %d)", message, delay, attempt + 1,
                             SUBMIT_ATTEMPTS - 1)
@@ -479,45 +668,3 @@ def cancel(job_ids: Iterable[str]) -> None:
 
 def job_ids(submissions: Iterable[Submission]) -> list[str]:
     return [a["job_id"] for s in submissions if s.kind == "slurm" for a in s.arrays]
-
-
-def sbatch_available() -> bool:
-    return shutil.which("sbatch") is not None
-
-
-# --- the finishing job ------------------------------------------------------------------------------------
-
-
-def submit_follow_up(run: RunDir, cfg: Config, fn: Callable[..., Any], args: tuple[Any, ...],
-                     depends_on: list[str], *, name: str, sleep: Any = time.sleep) -> str:
-    """Queue ``fn(*args)`` as one job that starts when every job of ``depends_on`` has ended, however.
-
-    ``afterany``: the job runs whatever the arrays' outcome (tasks that failed, ran out of memory or were
-    cancelled included), so it can decide what comes next. It gets the pack job's resources (it may pack).
-    The callable is handed in by the caller: this module knows no pipeline stage.
-    """
-    import submitit
-    from submitit.core.utils import FailedJobError, FailedSubmissionError
-
-    from ..zenodo.client import backoff_delay
-
-    s = cfg.executor.slurm
-    executor = submitit.SlurmExecutor(folder=run.logs / "submitit" / "%j", max_num_timeout=3)
-    params: dict[str, Any] = {"job_name": f"zenodo-hpc-{run.root.name}-{name}", "time": cfg.pack.time_min,
-                              "mem": format_mem(cfg.pack.mem_gb), "cpus_per_task": cfg.pack.cpus_per_task,
-                              "setup": list(s.setup),
-                              "additional_parameters": {k.replace("_", "-"): v for k, v in s.additional.items()}}
-    if s.partition:
-        params["partition"] = s.partition
-    if depends_on:
-        params["dependency"] = "afterany:" + ":".join(depends_on)
-    executor.update_parameters(**params)
-    for attempt in range(SUBMIT_ATTEMPTS):
-        try:
-            return str(executor.submit(fn, *args).job_id)
-        except (FailedJobError, FailedSubmissionError, OSError) as exc:
-            message = sbatch_error(exc)
-            if not is_transient(message) or attempt == SUBMIT_ATTEMPTS - 1:
-                raise UserError(f"sbatch refused the {name} job: {message}") from None
-            sleep(backoff_delay(attempt, base=5.0, cap=300.0))
-    raise AssertionError("unreachable")

@@ -11,10 +11,12 @@ submitting the same records twice.
 from __future__ import annotations
 
 import logging
+import sys
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..core.config import Config
 from ..core.errors import UserError
@@ -50,6 +52,9 @@ from .plan import (
     write_plan,
 )
 
+if TYPE_CHECKING:
+    from .slurm import JobPython
+
 log = logging.getLogger(__name__)
 
 ESCALATING_STATES = {"OUT_OF_MEMORY": "mem", "TIMEOUT": "time"}
@@ -80,6 +85,7 @@ class SubmitResult:
     description: str = ""
     kind: str = ""
     follow_up_error: str | None = None  # the arrays were queued, their finishing job was not
+    stated: bool = False  # a dry run of a stated number of records (--records), not of the harvest
 
     @property
     def submitted(self) -> bool:
@@ -240,7 +246,7 @@ def make_executor(kind: str, cfg: Config) -> Executor:
         from .slurm import SlurmExecutor
         from .worker import ShardTask
 
-        return SlurmExecutor(cfg, task=ShardTask())
+        return SlurmExecutor(cfg, task=ShardTask(), python=job_python(cfg))
     if kind == "local":
         return LocalExecutor(cfg)
     if kind == "debug":
@@ -250,44 +256,97 @@ def make_executor(kind: str, cfg: Config) -> Executor:
     raise UserError(f"unknown executor {kind!r}: use auto, slurm, local or debug")
 
 
+def job_python(cfg: Config) -> JobPython:
+    """The interpreter the SLURM jobs run, and why.
+
+    With ``executor.slurm.setup`` lines, ``python3`` of the environment they make on the node: a path of this
+    machine may mean nothing there. Without, this interpreter (the jobs inherit this environment), provided
+    the nodes can see it: else a real submit refuses, saying what to do (``JobPython.problem``).
+    """
+    from .slurm import JobPython, this_python
+
+    if cfg.executor.slurm.setup:
+        return JobPython("python3", "python3 of the environment that executor.slurm.setup makes on the node")
+    here = this_python()
+    why = f"{sys.executable}, this interpreter (executor.slurm.setup is empty: the jobs inherit this environment)"
+    return JobPython(here.command, why, unseen_by_the_nodes(cfg))
+
+
+def unseen_by_the_nodes(cfg: Config) -> str | None:
+    """Why the compute nodes may not see this interpreter or this package (on this machine's own disk, and
+    the nodes are other machines), or None."""
+    from ..record.extract import SHARED_FILESYSTEMS, filesystem_type
+    from .slurm import nodes_are_this_host
+
+    paths = (sys.prefix, str(Path(__file__).resolve().parents[1]))  # the environment, and the package in it
+    local = [(path, kind) for path in paths if (kind := filesystem_type(path)) and kind not in SHARED_FILESYSTEMS]
+    if not local or nodes_are_this_host(cfg.executor.slurm.partition):
+        return None
+    path, kind = local[0]
+    return (f"the jobs would run {sys.executable}, but {path} is on this machine's own disk ({kind}), which the "
+            "compute nodes do not see: install zenodo-hpc on a file system they share and put the lines that make "
+            "its environment (module load ..., source .../bin/activate) in executor.slurm.setup; the jobs then run "
+            "that environment's python3 (docs/cluster-guide.md)")
+
+
+def stated_snapshot(records: int) -> RunSnapshot:
+    """A fresh run of ``records`` records of equal size, for a dry run before any harvest (``--records``)."""
+    if records < 1:
+        raise UserError(f"--records must be 1 or more, got {records}")
+    return RunSnapshot([RecordRef(str(i), i, 0) for i in range(1, records + 1)], set(), set(), set())
+
+
 def submit_pending(run: RunDir, cfg: Config, *, kind: str | None = None, dry_run: bool = False,
-                   what: str = "submit", follow_up: Callable[[str], Any] | None = None) -> SubmitResult:
+                   what: str = "submit", follow_up: Callable[[str], Any] | None = None,
+                   stated_records: int | None = None) -> SubmitResult:
     """Plan and submit every record that is not complete; nothing when there is nothing to do.
 
     On SLURM, ``follow_up`` (a callable taking the run directory) is queued as one more job that starts
     when every array of the run has ended, whatever their outcome: the finishing job (zenodo_hpc/drivers/finish.py).
+    ``stated_records`` (a dry run only) plans that many records of a fresh run instead of the harvest.
     """
     kind = resolve_kind(kind or cfg.executor.kind)
+    if stated_records is not None and not dry_run:
+        raise UserError("a stated number of records (--records) is for a dry run only (--dry-run)")
     if dry_run:
-        return _plan_and_submit(run, cfg, kind, dry_run=True, follow_up=follow_up)
+        return _plan_and_submit(run, cfg, kind, dry_run=True, follow_up=follow_up, stated_records=stated_records)
     with driver_lock(run, what):
         return _plan_and_submit(run, cfg, kind, dry_run=False, follow_up=follow_up)
 
 
 def _plan_and_submit(run: RunDir, cfg: Config, kind: str, *, dry_run: bool,
-                     follow_up: Callable[[str], Any] | None) -> SubmitResult:
-    snapshot = take_snapshot(run, cfg)
+                     follow_up: Callable[[str], Any] | None, stated_records: int | None = None) -> SubmitResult:
+    from .slurm import SlurmExecutor
+
+    snapshot = take_snapshot(run, cfg) if stated_records is None else stated_snapshot(stated_records)
     if not dry_run:
         quarantine_exhausted(run, cfg, snapshot)
     pending = snapshot.pending()
     if not pending:
         return SubmitResult(None, None, snapshot, kind=kind)
-    generation = next_generation(run)
+    generation = next_generation(run) if stated_records is None else 1
     plan, groups = plan_groups(pending, snapshot, cfg, generation)
     executor = make_executor(kind, cfg)
+    finishing = follow_up is not None and isinstance(executor, SlurmExecutor)
     description = executor.describe(run, plan, groups)
     if dry_run:
-        return SubmitResult(plan, None, snapshot, description, kind)
+        if finishing:
+            assert isinstance(executor, SlurmExecutor)
+            description += "\n\n" + executor.describe_follow_up(run, sorted(snapshot.active_jobs),
+                                                                len(executor.arrays(groups)), name="finish")
+        return SubmitResult(plan, None, snapshot, description, kind, stated=stated_records is not None)
+    if isinstance(executor, SlurmExecutor):
+        executor.check_ready(groups)  # before the plan is written: nothing is left behind by a refusal
     write_plan(run, plan)
     submission = executor.submit(run, plan, groups)
-    if follow_up is not None and submission.kind == "slurm":
+    if finishing:
+        assert isinstance(executor, SlurmExecutor) and follow_up is not None
         from .executor import save_submission
-        from .slurm import submit_follow_up
 
         depends = sorted(snapshot.active_jobs | {a["job_id"] for a in submission.arrays})
         try:
-            submission.finishing_job = submit_follow_up(run, cfg, follow_up, (str(run.root.resolve()),), depends,
-                                                        name="finish")
+            submission.finishing_job = executor.submit_follow_up(run, follow_up, (str(run.root.resolve()),), depends,
+                                                                 name="finish")
         except UserError as exc:  # the arrays are queued all the same: say so, and how to go on later
             log.warning("%s", exc)
             return SubmitResult(plan, submission, snapshot, description, kind, follow_up_error=str(exc))
@@ -304,6 +363,9 @@ def format_result(result: SubmitResult, run: RunDir, *, dry_run: bool = False) -
     plan = result.plan
     head = (f"plan {plan.generation}: {plan.records} records in {len(plan.shards)} shards "
             f"({counts} of {len(snap.records)})")
+    if result.stated:
+        head = (f"plan {plan.generation}: {plan.records} records in {len(plan.shards)} shards (a number stated with "
+                "--records, of equal size: no harvest read)")
     if dry_run:
         return f"{head}; dry run, nothing submitted\n{result.description}"
     sub = result.submission
