@@ -417,3 +417,64 @@ def test_titles_from_the_data_are_drawn_as_text(recwarn: pytest.WarningsRecorder
     figures = draw(facts, specs)
     assert all(png and png.startswith(b"\x89PNG") for png in figures.values())
     assert not [w for w in recwarn if "Glyph" in str(w.message)]
+
+
+# --- what the figures show, read from matplotlib's own objects ---------------------------------------------
+
+
+def _budget_facts(per_minute: int, limit: float) -> Any:
+    from types import SimpleNamespace
+
+    start = 60.0 * 29_333_333  # a whole minute: the downloads fall in one bin
+    downloads = [(start + i, 1) for i in range(per_minute)]
+    return SimpleNamespace(downloads=downloads, cfg=SimpleNamespace(zenodo=SimpleNamespace(rate_limit_per_min=limit)))
+
+
+def _height_in_axes(ax: Any, y: float) -> float:
+    """Where ``y`` (data) is drawn, from 0 (the bottom of the axes) to 1 (its top), whatever the scale."""
+    return float(ax.transAxes.inverted().transform(ax.transData.transform((0, y)))[1])
+
+
+@pytest.mark.parametrize(("used", "limit", "log"), [(39, 6000, True), (1, 6000, True), (50, 60, False)],
+                         ids=["demo-1-percent", "one-download", "near-the-limit"])
+def test_the_budget_chart_shows_the_use_and_the_limit(used: int, limit: float, log: bool) -> None:
+    """39 downloads in a minute under a budget of 6,000 (the demo) must be seen, not a sliver at the bottom: the
+    busiest minute reaches a visible height, the budget's line is inside the axes, and the axes say their scale."""
+    from zenodo_hpc.report.figures import fig_budget
+
+    ax = fig_budget(_budget_facts(used, limit)).axes[0]
+    drawn = max(max(path.vertices[:, 1]) for path in ax.collections[0].get_paths())
+    assert drawn == used
+    assert _height_in_axes(ax, used) >= (0.05 if used == 1 else 0.3)
+    assert 0.5 < _height_in_axes(ax, limit) < 0.97
+    assert (ax.get_yscale() == "log") is log
+    assert ax.get_ylabel() == "downloads per minute" + (" (log scale)" if log else "")
+    assert ax.get_xlabel() == "time (UTC)"
+    assert any(f"zenodo.rate_limit_per_min = {limit:g}" in t.get_text() for t in ax.texts)
+
+
+def test_the_throughput_chart_labels_its_time_axis() -> None:
+    from types import SimpleNamespace
+
+    from zenodo_hpc.report.figures import fig_throughput
+
+    status = SimpleNamespace(complete=False, rate_per_min=2.0, pending=3, failed=1)
+    facts = SimpleNamespace(finished=[1_760_000_000.0 + 7 * i for i in range(20)], status=status)
+    ax = fig_throughput(facts).axes[0]
+    assert ax.get_xlabel() == "time (UTC)"
+    assert ax.get_ylabel().startswith("records per ")
+
+
+def test_the_page_title_names_the_run_directory_with_its_parent(tmp_path: Path) -> None:
+    """The demo's run directory is named `run`: the title said "Zenodo-ML run run"."""
+    from zenodo_hpc.core.config import config_from_dict
+    from zenodo_hpc.core.state import open_run
+    from zenodo_hpc.report import build_report
+
+    run = open_run(config_from_dict({"run": {"scratch": str(tmp_path / "zenodo-hpc-demo"), "name": "run"}}))
+    html = build_report(run.root, tmp_path / "report.html", accounting=False).out.read_text()
+    heading = re.sub(r"<[^>]+>", "", re.search(r"<h1>(.*?)</h1>", html, re.S).group(1))
+    title = re.search(r"<title>(.*?)</title>", html).group(1)
+    assert heading == "Zenodo-ML report: zenodo-hpc-demo/run"
+    assert title == "zenodo-hpc report: zenodo-hpc-demo/run"
+    assert not re.search(r"\b(\w+) \1\b", heading + " " + title)  # no word twice in a row

@@ -19,6 +19,7 @@ from __future__ import annotations
 import heapq
 import json
 import logging
+import os
 import re
 import shutil
 import time
@@ -32,7 +33,7 @@ from typing import Any
 from ..core.config import Config
 from ..core.errors import UserError
 from ..core.state import ATTEMPTS, DONE, FAILED, RunDir, ids_in, iter_records, read_json_object
-from ..dataset.organize import record_order
+from ..dataset.organize import NO_EXTENSION, file_extension, record_order
 from ..orchestrate.executor import Submission, load_submissions
 from ..orchestrate.plan import Plan, generations, load_plan
 from ..orchestrate.status import RunStatus, gather_status
@@ -41,7 +42,6 @@ from ..record.store import metadata_json_name
 log = logging.getLogger(__name__)
 
 SAMPLES_PER_LANGUAGE = 4
-NO_EXTENSION = "(none)"
 LARGEST = 15
 RELEASES = "releases"
 _TASK = re.compile(r"g(\d+)-s(\d+)")
@@ -133,7 +133,10 @@ class Facts:
 
     @property
     def name(self) -> str:
-        return self.run.root.name
+        """The run directory's name with its parent's (``zenodo-hpc/zenodo-ml``, ``zenodo-hpc-demo/run``): the name
+        alone may be a word like ``run``, and the scratch folder tells runs of one name apart."""
+        root = Path(os.path.abspath(self.run.root))
+        return f"{root.parent.name}/{root.name}" if root.parent.name else root.name
 
 
 def collect(run: RunDir, cfg: Config, *, accounting: bool = True, now: float | None = None) -> Facts:
@@ -290,8 +293,7 @@ def _rasterized_files(tree: Any) -> Iterator[tuple[str, str, int]]:
                 continue
             segments = child.get("segments")
             if type(segments) is int and not child.get("skipped"):  # noqa: E721 - not a bool
-                stem, dot, extension = name.lstrip(".").rpartition(".")
-                yield (extension if dot and stem and extension else NO_EXTENSION), prefix + name, segments
+                yield file_extension(name) or NO_EXTENSION, prefix + name, segments
 
 
 def license_name(hit: dict[str, Any]) -> str:

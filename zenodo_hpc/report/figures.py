@@ -27,6 +27,8 @@ BLUE, GREY, RED, ORANGE = "#1f77b4", "#7f7f7f", "#d62728", "#ff7f0e"
 WIDTH = 9.0  # inches, at DPI: 900 pixels
 DPI = 100
 TOP = 20  # bars shown at most in a ranking
+LOG_BELOW = 0.1  # the budget chart's y-axis is logarithmic when the busiest minute used less than this share
+LOG_FLOOR = 0.5  # ... and starts at half a download a minute, so that a minute with one shows
 MPL_HINT = "matplotlib is not installed: pip install 'zenodo-hpc[report]'"
 
 
@@ -190,11 +192,13 @@ def fig_tasks(facts: Facts) -> Any:
 
 
 def _time_axis(ax: Any) -> None:
+    """Dates on the x-axis, labelled: the times are UTC (the markers' epoch seconds)."""
     import matplotlib.dates as mdates
 
     locator = mdates.AutoDateLocator()
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.set_xlabel("time (UTC)")
 
 
 _BIN_SIZES = (1, 5, 15, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
@@ -257,16 +261,24 @@ def fig_budget(facts: Facts) -> Any:
     edges = low + 60 * np.arange(count + 1)
     per_minute, _ = np.histogram(times, bins=edges, weights=weights)
     limit = facts.cfg.zenodo.rate_limit_per_min
-    fig, ax = new_figure(3.0)
-    ax.fill_between(_dates(edges), np.append(per_minute, per_minute[-1]), step="post", color=BLUE, linewidth=0,
-                    label="downloads per minute (recorded)")
-    ax.axhline(limit, color=RED, linestyle="--", label=f"zenodo.rate_limit_per_min = {limit:g}")
-    ax.set_xlim(_dates([edges[0] - 30, edges[-1] + 30]))
-    ax.set_ylim(0, max(limit, float(per_minute.max())) * 1.15)
-    ax.set_ylabel("requests per minute")
-    _time_axis(ax)
-    ax.legend(fontsize=8, loc="upper right")
     peak = float(per_minute.max())
+    top = max(limit, peak)
+    log = peak < LOG_BELOW * limit  # on a linear axis the use would be a sliver under the limit's line
+    floor = LOG_FLOOR if log else 0.0
+    fig, ax = new_figure(3.0)
+    if log:
+        ax.set_yscale("log")
+    ax.fill_between(_dates(edges), np.maximum(np.append(per_minute, per_minute[-1]), floor), floor, step="post",
+                    color=BLUE, linewidth=0)
+    ax.axhline(limit, color=RED, linestyle="--")
+    ax.annotate(f"the budget: zenodo.rate_limit_per_min = {limit:g}", (1, limit), xycoords=("axes fraction", "data"),
+                xytext=(-4, 3), textcoords="offset points", ha="right", va="bottom", color=RED, fontsize=8)
+    ax.set_xlim(_dates([edges[0] - 30, edges[-1] + 30]))
+    ax.set_ylim(floor, top * (4 if log else 1.2))
+    ax.set_ylabel("downloads per minute" + (" (log scale)" if log else ""))
+    if log:
+        ax.yaxis.set_major_formatter(_thousands())
+    _time_axis(ax)
     ax.set_title(f"API budget: at most {peak:,.0f} downloads in a minute, {100 * peak / limit:.0f}% of the limit",
                  fontsize=10)
     ax.spines[["top", "right"]].set_visible(False)
@@ -448,7 +460,8 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("throughput", "run", "Throughput", "Records done per interval and in all, from the done markers' "
                "times; dashed: the rest at the current rate.", fig_throughput, "No record is done yet.", False),
     FigureSpec("budget", "run", "API budget", "Downloads per minute, from what each done record fetched, against "
-               "the run's request budget.", fig_budget, "No download is recorded yet.", False),
+               "the run's request budget; on a log scale when the run used less than a tenth of it.", fig_budget,
+               "No download is recorded yet.", False),
     FigureSpec("extensions", "dataset", "Files and code images per extension", "The first analysis of the 2018 "
                "Zenodo-ML page: rasterized files and their 80x80 code images, by file extension.", fig_extensions,
                "No record is done yet, so there is no data to count.", True),

@@ -258,7 +258,7 @@ def render_page(facts: Facts, figures: dict[str, bytes | None], specs: Any,
 </head>
 <body>
 <header>
-<h1>Zenodo-ML run <code>{esc(facts.name)}</code></h1>
+<h1>Zenodo-ML report: <code>{esc(facts.name)}</code></h1>
 <p class="meta">{esc(run.root)} · report made {esc(when(facts.generated_at))} by zenodo-hpc {esc(__version__)} from
 the run directory{'' if facts.accounting != 'sacct' else ' and SLURM accounting'}</p>
 {nav}
