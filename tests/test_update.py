@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -23,12 +24,15 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import stdlib_records
+from conftest import run_config, stdlib_records
 from kaggle_double import KaggleDouble
 
-from zenodo_hpc.core.state import RunDir, attempts_of, ids_in
-from zenodo_hpc.dataset.release import list_releases
+from zenodo_hpc.core.state import RunDir, attempts_of, ids_in, open_run
+from zenodo_hpc.dataset.release import Release, list_releases
 from zenodo_hpc.demo.doubles import ZenodoDouble, make_zip
+from zenodo_hpc.drivers.releasing import release_now
+from zenodo_hpc.orchestrate.submit import submit_pending
+from zenodo_hpc.zenodo.harvest import harvest
 
 HERE = Path(__file__).parent
 USER, KEY = "alice", "k4ggle-key-0123456789"
@@ -161,6 +165,12 @@ def test_update_makes_the_next_release_from_the_new_records_only(
     image = run.root / two.image
     assert hashlib.md5(image.read_bytes()).hexdigest() == two.md5  # the released image, verified by pack
     assert not (run.root / one.image).exists()  # releases.keep: 1
+    assert_checksums_check_where_the_docs_say(run.root / "releases" / two.version, two.image)
+    assert not (run.root / "releases" / one.version / one.image).exists()  # pruned from its folder too
+    assert "No such file" in checksum(run.root / "releases" / one.version, f"{one.image}.md5").stderr  # says so
+    assert_checksums_check_where_the_docs_say(downloaded_from_zenodo(zenodo, two, tmp_path / "from-zenodo"), two.image)
+    card = (run.data / "README.md").read_text()  # the card inside the image names it as it is published
+    assert f"md5sum -c {two.image}.md5" in card and f"squashfuse {two.image} zenodo-ml" in card
     changelog = (run.root / "releases" / two.version / "CHANGELOG.md").read_text()
     assert all(f"- {i} [10.5281/zenodo.{i}]" in changelog for i in ("410", "411", "412"))
     assert "- 301 by 412" in changelog
@@ -186,3 +196,63 @@ def test_update_makes_the_next_release_from_the_new_records_only(
         if path.is_file():
             data = path.read_bytes()
             assert KEY.encode() not in data and DEPOSIT_TOKEN.encode() not in data, path
+
+
+# --- checksums work from where they are written (docs/updating.md) ------------------------------------------------
+
+
+def checksum(folder: Path, name: str) -> subprocess.CompletedProcess[str]:
+    """``md5sum -c`` or ``sha256sum -c`` of a checksum file, run in its folder."""
+    tool = {"md5": "md5sum", "sha256": "sha256sum"}[name.rsplit(".", 1)[1]]
+    return subprocess.run([tool, "-c", name], cwd=folder, capture_output=True, text=True, timeout=300)
+
+
+def assert_checksums_check_where_the_docs_say(folder: Path, image: str) -> None:
+    """docs/updating.md's commands (the release's version and image in place of its example's), in ``folder``."""
+    page = (HERE.parent / "docs" / "updating.md").read_text()
+    (block,) = [b for b in re.findall(r"```bash\n(.*?)```", page, re.S) if "md5sum -c" in b]
+    commands = [line.split("#")[0].strip() for line in block.splitlines()[1:]]
+    assert block.startswith("cd scratch/zenodo-ml/releases/2026.12.01\n") and len(commands) == 2
+    for command in commands:
+        tool, flag, name = command.replace("zenodo-ml-2026.12.01.sqsh", image).split()
+        assert (tool, flag) in {("md5sum", "-c"), ("sha256sum", "-c")}
+        checked = checksum(folder, name)
+        assert (checked.returncode, checked.stdout) == (0, f"{image}: OK\n"), checked.stderr
+
+
+def downloaded_from_zenodo(zenodo: ZenodoDouble, release: Release, folder: Path) -> Path:
+    """The files of the release's Zenodo record, as a downloader saves them: in one folder."""
+    record = int(release.published["zenodo"]["record_id"])
+    folder.mkdir()
+    for entry in zenodo.deposition(record)["files"]:
+        (folder / entry["filename"]).write_bytes(zenodo.deposit_file(record, entry["filename"]))
+    assert {p.name for p in folder.iterdir()} == {release.image, f"{release.image}.md5", f"{release.image}.sha256",
+                                                   "CHANGELOG.md"}
+    return folder
+
+
+def test_a_release_folder_holds_its_image_and_checks_from_there(tmp_path: Path, zenodo_with_records,  # noqa: ANN001
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without publishing: the release's folder holds its image (a hard link, no second copy), its checksums check
+    there; a release made before its folder held its image gets it at the next release; where hard links are
+    refused, a relative symbolic link does it."""
+    cfg = run_config(tmp_path, zenodo_with_records)
+    harvest(cfg, progress=False)
+    run = open_run(cfg)
+    submit_pending(run, cfg, kind="debug")
+    release = release_now(run, cfg)
+    folder = run.root / "releases" / release.version
+    assert (folder / release.image).stat().st_ino == (run.root / release.image).stat().st_ino
+    assert_checksums_check_where_the_docs_say(folder, release.image)
+
+    (folder / release.image).unlink()  # as releases were made before: the image only in the run directory
+    assert "No such file" in checksum(folder, f"{release.image}.md5").stderr
+    monkeypatch.setattr(os, "link", _no_hard_links)
+    assert release_now(run, cfg) is None  # nothing new: no release, but the folder gets its image
+    assert (folder / release.image).is_symlink()
+    assert os.readlink(folder / release.image) == f"../../{release.image}"
+    assert_checksums_check_where_the_docs_say(folder, release.image)
+
+
+def _no_hard_links(source: object, target: object, *args: object, **kwargs: object) -> None:
+    raise PermissionError(1, "Operation not permitted")  # what file systems without hard links answer

@@ -3,10 +3,12 @@ changelog, and an Atom feed of them all.
 
 ``<run>/releases/<version>/`` holds ``release.json`` (what the release is: counts, ids added, superseded
 and newly quarantined, the image's checksums, where it was published), ``manifest.jsonl`` (one line per
-record in the release), ``CHANGELOG.md`` and the image's ``.md5``/``.sha256``. The image itself,
-``<run>/<image stem>-<version>.sqsh``, is a hard link to the verified image ``pack`` wrote, so a later pack
-never changes a released image; ``releases.keep`` says how many released images stay on disk (their
-folders always stay). ``<run>/releases/feed.xml`` is an Atom feed anyone can subscribe to.
+record in the release), ``CHANGELOG.md``, the image ``<image stem>-<version>.sqsh`` and its ``.md5``/``.sha256``,
+which name it by its bare name: they check from that folder, as from any folder the published files are
+downloaded into. The image is a hard link to the verified image ``pack`` wrote (so a later pack never changes
+a released image), in the folder and as ``<run>/<image stem>-<version>.sqsh``; ``releases.keep`` says how many
+released images stay on disk (their folders always stay, with the checksums). ``<run>/releases/feed.xml`` is
+an Atom feed anyone can subscribe to.
 
 A release is planned before the image is packed (:func:`plan_release`: its version, which records, what
 changed, the lines the dataset card shows), then made once the image is verified (:func:`make_release`).
@@ -19,6 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,7 +55,7 @@ class Release:
 
     version: str
     created: str  # ISO time the release was made
-    image: str  # the released image's file name, in the run directory
+    image: str  # the released image's file name, in the run directory and in its release folder
     md5: str = ""
     sha256: str = ""
     size: int = 0
@@ -204,22 +208,32 @@ def card_lines(plan: ReleasePlan) -> str:
     lines = [f"## Release {plan.version}", "",
              f"{len(plan.records)} records; {len(plan.added)} added{since}, {len(plan.superseded)} superseded by a "
              f"newer version, {len(plan.newly_quarantined)} newly quarantined. Every change, with ids and DOIs: "
-             f"`CHANGELOG.md` of release {plan.version} (in the run directory, `releases/{plan.version}/`)."]
+             f"`CHANGELOG.md` of release {plan.version}, published with the image on Zenodo (and in "
+             f"`releases/{plan.version}/` of the run directory that made it)."]
     return "\n".join(lines) + "\n"
 
 
 # --- making it ------------------------------------------------------------------------------------------
 
 
+def release_image_name(cfg: Config, version: str) -> str:
+    """``zenodo-ml-2026.12.01.sqsh``: the name of a release's image, in the run directory, in its release folder
+    and wherever it is published (the dataset card inside it names it so)."""
+    image = Path(cfg.pack.image)
+    return f"{image.stem}-{version}{image.suffix}"
+
+
 def make_release(run: RunDir, cfg: Config, plan: ReleasePlan, image: Path, *, harvested_since: str | None,
                  harvest_started: str) -> Release:
-    """The verified ``image`` becomes release ``plan.version``: a hard link with the version in its name,
-    its folder (release.json, manifest, changelog, checksums), the feed; old images pruned."""
+    """The verified ``image`` becomes release ``plan.version``: a hard link with the version in its name, in the
+    run directory and in its folder (with release.json, manifest, changelog and checksums, which therefore check
+    from there), the feed; old images pruned."""
     md5, sha256 = _checksums_of(image)
-    versioned = run.root / f"{Path(cfg.pack.image).stem}-{plan.version}{Path(cfg.pack.image).suffix}"
+    versioned = run.root / release_image_name(cfg, plan.version)
     _link_or_copy(image, versioned)
     folder = release_dir(run, plan.version)
     folder.mkdir(parents=True, exist_ok=True)
+    _place_in_folder(versioned, folder)
     atomic_write_text(folder / f"{versioned.name}.md5", f"{md5}  {versioned.name}\n")
     atomic_write_text(folder / f"{versioned.name}.sha256", f"{sha256}  {versioned.name}\n")
     atomic_write_text(folder / "manifest.jsonl", "".join(
@@ -250,15 +264,35 @@ def _checksums_of(image: Path) -> tuple[str, str]:
 
 def _link_or_copy(source: Path, target: Path) -> None:
     """A hard link (no second copy on scratch); a copy where links are not allowed. Never half a file."""
+    _link_or(source, target, shutil.copyfile)
+
+
+def _place_in_folder(image: Path, folder: Path) -> None:
+    """The release's image in its release folder too, beside its checksum files, which name it by its bare name
+    (``md5sum -c`` then works there, as it does in the folder a downloader puts the published files in): a hard
+    link, no second copy; a relative symbolic link where hard links are not allowed."""
+    _link_or(image, folder / image.name, lambda source, tmp: os.symlink(os.path.relpath(source, folder), tmp))
+
+
+def _link_or(source: Path, target: Path, otherwise: Callable[[Path, Path], Any]) -> None:
+    """``target`` a hard link of ``source``, made under a temporary name and renamed; ``otherwise(source, tmp)``
+    where linking fails."""
     tmp = target.with_name(f".{target.name}.tmp")
     tmp.unlink(missing_ok=True)
     try:
         os.link(source, tmp)
     except OSError:
-        import shutil
-
-        shutil.copyfile(source, tmp)
+        otherwise(source, tmp)
     os.replace(tmp, target)
+
+
+def place_release_images(run: RunDir) -> None:
+    """Releases made before their folder held their image (their checksums did not check from there) get it,
+    while the run directory still has it."""
+    for release in list_releases(run):
+        image, folder = run.root / release.image, release_dir(run, release.version)
+        if image.is_file() and not os.path.lexists(folder / release.image):
+            _place_in_folder(image, folder)
 
 
 def changelog(release: Release, plan: ReleasePlan) -> str:
@@ -291,11 +325,13 @@ def summary_line(release: Release) -> str:
 
 
 def prune_images(run: RunDir, keep: int) -> list[Path]:
-    """Remove released images beyond the ``keep`` newest (their release folders stay); the ones removed."""
+    """Remove released images beyond the ``keep`` newest, from the run directory and from their release folders
+    (which stay, with their checksums and changelog); the ones removed."""
     releases = list_releases(run)
     removed = []
     for release in releases[:-keep] if keep > 0 else releases:
         path = run.root / release.image
+        (release_dir(run, release.version) / release.image).unlink(missing_ok=True)
         if path.exists():
             path.unlink()
             removed.append(path)
@@ -337,4 +373,5 @@ def _now() -> str:
 
 
 __all__ = ["Release", "ReleasePlan", "card_lines", "changelog", "latest_release", "list_releases",
-           "make_release", "next_version", "plan_release", "prune_images", "summary_line", "write_feed"]
+           "make_release", "next_version", "place_release_images", "plan_release", "prune_images",
+           "release_image_name", "summary_line", "write_feed"]

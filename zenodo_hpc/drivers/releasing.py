@@ -24,7 +24,10 @@ from ..dataset.release import (
     card_lines,
     list_releases,
     make_release,
+    place_release_images,
     plan_release,
+    release_dir,
+    release_image_name,
     save_release,
     summary_line,
     write_feed,
@@ -41,12 +44,14 @@ def release_now(run: RunDir, cfg: Config) -> Release | None:
     from ..dataset.pack import pack
     from ..report import card_figures
 
+    place_release_images(run)  # releases made before their folder held their image get it
     plan = plan_release(run, cfg)
     if plan.previous is not None and not plan.changed:
         return None
     if not plan.records:
         raise UserError(f"{run.root}: no record is done yet: nothing to release")
-    packed = pack(run, cfg, progress=False, card_extra=card_lines(plan), exclude=plan.excluded, figures=card_figures)
+    packed = pack(run, cfg, progress=False, card_extra=card_lines(plan), exclude=plan.excluded, figures=card_figures,
+                  image_name=release_image_name(cfg, plan.version))
     pending = read_json(run.state / PENDING_UPDATE, default={}) or {}
     release = make_release(run, cfg, plan, packed.image, harvested_since=pending.get("harvested_since"),
                            harvest_started=pending.get("harvest_started") or utc_now().isoformat())
@@ -90,12 +95,13 @@ def _publish_kaggle(run: RunDir, cfg: Config, release: Release) -> dict[str, Any
 
 
 def _publish_zenodo(run: RunDir, cfg: Config, release: Release) -> dict[str, Any]:
-    """The released image and its checksums, as a new version of the Zenodo record (a DOI per release)."""
+    """The released image, its checksums and its changelog, as a new version of the Zenodo record (a DOI per
+    release): the files of its release folder, which a downloader puts in one folder, where the checksums check."""
     from ..zenodo.deposit import publish_release_on_zenodo
 
     z = cfg.publish.zenodo
-    folder = run.root / "releases" / release.version
-    files = [run.root / release.image, folder / f"{release.image}.md5", folder / f"{release.image}.sha256",
+    folder = release_dir(run, release.version)
+    files = [folder / release.image, folder / f"{release.image}.md5", folder / f"{release.image}.sha256",
              folder / "CHANGELOG.md"]
     earlier = [r.published.get("zenodo", {}).get("concept_id") for r in list_releases(run)
                if r.version != release.version and (r.published.get("zenodo") or {}).get("ok")]
@@ -134,7 +140,7 @@ def release_summary(run: RunDir, release: Release) -> str:
     where = ", ".join(f"{k}: {v.get('url') or v.get('doi') or 'published'}" if v.get("ok") else f"{k}: failed"
                       for k, v in release.published.items())
     return (f"{summary_line(release)}; image {Path(run.root / release.image)}, md5 {release.md5}; changelog "
-            f"{run.root / 'releases' / release.version / 'CHANGELOG.md'}{f'; {where}' if where else ''}")
+            f"{release_dir(run, release.version) / 'CHANGELOG.md'}{f'; {where}' if where else ''}")
 
 
 def utc_now() -> datetime:
