@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install system-deps demo test bench clean
+.PHONY: install system-deps demo test bench clean dist
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: on Debian/Ubuntu run 'apt-get install python3-venv'"; exit 1; }
@@ -29,6 +29,13 @@ system-deps:
 test: install system-deps
 	$(BIN)/ruff check zenodo_hpc tests benchmarks
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash slurm/dev-cluster/with-cluster.sh $(BIN)/python -m pytest
+
+# A wheel of the package in $(DIST)/, to install where there is no clone, e.g. on a cluster with the extras it
+# needs: pip install "$$(ls dist/zenodo_hpc-*.whl)[image,report]" (docs/cluster-guide.md). Any Python >= 3.10 with
+# venv: the wheel is built by the venv's pip, which fetches the build backend (setuptools) from PyPI.
+DIST ?= dist
+dist: $(BIN)/python
+	$(BIN)/python -m pip wheel --quiet --no-deps --disable-pip-version-check -w $(DIST) .
 
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import re
 import shlex
 import shutil
+import subprocess
+import sys
 import typing
 from pathlib import Path
 
 import pytest
 import yaml
 
+from zenodo_hpc import __version__
 from zenodo_hpc.cli import build_parser, main
 from zenodo_hpc.core.config import Config
 
@@ -240,3 +244,134 @@ def test_the_source_block_of_the_metadata_is_documented_key_for_key() -> None:
     assert documented == set(written)
     archive_keys = re.search(r"^\| `archives` \|(.*)$", table, re.M).group(1)
     assert [k for k in archive.info() if f"`{k}`" not in archive_keys] == []
+
+
+# --- installing: zenodo-hpc is not on PyPI; its extras' packages are ---------------------------------------
+
+PIP_INSTALL = re.compile(r"pip3? install ([^\n`#]+)")
+
+
+def install_arguments(text: str) -> list[list[str]]:
+    """The arguments of each `pip install` in a text (to the end of its line, a comment or a code span's end)."""
+    commands = []
+    for command in PIP_INSTALL.findall(text):
+        try:
+            commands.append(shlex.split(command))
+        except ValueError:  # quotes that close outside: a Python string around the command
+            commands.append(command.split())
+    return commands
+
+
+def extras() -> dict[str, list[str]]:
+    """pyproject.toml's optional dependencies: extra -> its requirements, as pinned there."""
+    toml = pytest.importorskip("tomllib", reason="tomllib is Python 3.11's: pyproject.toml is read with it")
+    return toml.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+
+
+DEVELOPERS = ("test", "bench")  # extras of the clone's own venv (make install), not what a user is told to add
+
+
+def requirement_name(requirement: str) -> str:
+    return re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def texts_that_tell_how_to_install() -> dict[str, str]:
+    """Every text a user reads: the pages, the package's messages, --help and the dataset card (its source), the
+    configs, the Makefile and the SLURM scripts."""
+    files = [*PAGES, *(ROOT / "zenodo_hpc").rglob("*.py"), *(ROOT / "configs").glob("*.yaml"), ROOT / "Makefile",
+             *(ROOT / "slurm").glob("*.sbatch")]
+    return {str(p.relative_to(ROOT)): p.read_text() for p in files}
+
+
+def from_pypi(text: str) -> list[str]:
+    return [arg for args in install_arguments(text) for arg in args if requirement_name(arg) == "zenodo-hpc"]
+
+
+def test_nothing_says_to_install_zenodo_hpc_from_pypi() -> None:
+    """`pip install 'zenodo-hpc[image]'` finds no distribution: the package is installed from a clone or a wheel."""
+    said = {name: from_pypi(text) for name, text in texts_that_tell_how_to_install().items()}
+    assert {name: found for name, found in said.items() if found} == {}
+    assert from_pypi("`pip install 'zenodo-hpc[report]'` or\n pip install -U zenodo_hpc") == ["zenodo-hpc[report]",
+                                                                                             "zenodo_hpc"]
+    assert from_pypi("""pip install '.[image]' dist/zenodo_hpc-0.1.0-py3-none-any.whl "$(ls dist/*.whl)[report]"
+HINT = "pip install 'kaggle' six"  # the kaggle extra, from PyPI (zenodo-hpc is not there)""") == []
+
+
+def test_the_install_hints_name_their_extras_packages() -> None:
+    """Each error that says what to install names the packages of its extra, pinned as pyproject.toml pins them."""
+    from zenodo_hpc.dataset.image import INSTALL_HINT as IMAGE_HINT
+    from zenodo_hpc.dataset.publish import INSTALL_HINT as KAGGLE_HINT
+    from zenodo_hpc.record.store import HDF5PLUGIN_HINT
+    from zenodo_hpc.report.figures import MPL_HINT
+
+    pins = extras()
+    for extra, hint in (("image", IMAGE_HINT), ("kaggle", KAGGLE_HINT), ("hdf5plugin", HDF5PLUGIN_HINT),
+                        ("report", MPL_HINT)):
+        command = hint.split("pip install ", 1)[1]
+        assert sorted(shlex.split(command)) == sorted(pins[extra]), extra
+
+
+def test_every_package_a_text_says_to_install_is_pinned_as_its_extra() -> None:
+    """`pip install 'matplotlib>=3.6'` in a page is what the report extra holds (or the bare name, which gets the
+    newest): the texts never contradict pyproject.toml's pins."""
+    pinned = {requirement_name(r): r for extra, requirements in extras().items() if extra not in DEVELOPERS
+              for r in requirements}
+    wrong = [f"{name}: {arg}" for name, text in texts_that_tell_how_to_install().items()
+             for args in install_arguments(text) for arg in args
+             if requirement_name(arg) in pinned and arg.replace(" ", "") not in (pinned[requirement_name(arg)],
+                                                                                 requirement_name(arg))]
+    assert wrong == []
+
+
+def install_section() -> str:
+    guide = (ROOT / "docs" / "cluster-guide.md").read_text()
+    return guide.split("## Install once", 1)[1].split("\n## ", 1)[0]
+
+
+def extras_the_guide_installs() -> list[set[str]]:
+    """The extras of each `pip install` of the cluster guide's install section (from the clone, from a wheel)."""
+    lines = re.findall(r"""pip install ['"][^'"\n]*\[([a-z0-9,]+)\]['"]""", install_section())
+    return [set(line.split(",")) for line in lines]
+
+
+def test_the_cluster_guide_installs_what_a_cluster_needs() -> None:
+    """Images read without mounting (image) and the report and the card's figures (report), on every path."""
+    installs = extras_the_guide_installs()
+    assert len(installs) >= 2  # from the clone, and from a wheel
+    for chosen in installs:
+        assert {"image", "report"} <= chosen <= set(extras())
+    assert "make dist" in install_section() and "kaggle" in install_section()
+
+
+@pytest.mark.registry
+def test_make_dist_builds_a_wheel_that_installs_as_the_cluster_guide_says(tmp_path: Path) -> None:
+    """`make dist` in a copy of the sources (any build output stays there), then the guide's own line installs
+    the wheel with its extras into a throwaway venv, where zenodo-hpc and every package of those extras work."""
+    from registry_venv import run_from_registry, source_copy, throwaway_venv, venv_environment
+
+    if shutil.which("make") is None:
+        pytest.skip("make not on PATH")
+    source = source_copy(tmp_path / "clone")
+    shutil.copy(ROOT / "Makefile", source / "Makefile")
+    run_from_registry(["make", "-s", "dist", f"VENV={sys.prefix}"], what="setuptools (to build the wheel)", cwd=source)
+    wheels = sorted((source / "dist").glob("zenodo_hpc-*.whl"))
+    assert [w.name for w in wheels] == [f"zenodo_hpc-{__version__}-py3-none-any.whl"]
+    python = throwaway_venv(tmp_path / "venv", pip=True)
+    line = next(line.strip() for line in install_section().splitlines() if "whl)[" in line)
+    chosen = set(re.search(r"\[([a-z0-9,]+)\]", line).group(1).split(","))
+    run_from_registry(line, what=f"the wheel's dependencies and extras {sorted(chosen)}", cwd=source,
+                      env=venv_environment(python))
+    packages = sorted({requirement_name(r) for extra in chosen for r in extras()[extra]})
+    check = ("import importlib.metadata as m, json, zenodo_hpc\n"
+             "from zenodo_hpc.report.figures import require_matplotlib\n"
+             "from zenodo_hpc.dataset.image import SquashImage\n"
+             "require_matplotlib()\n"
+             "print(json.dumps([zenodo_hpc.__file__] + [m.version(name) for name in json.loads(input())]))")
+    done = subprocess.run([str(python), "-c", check], input=json.dumps(packages), capture_output=True, text=True,
+                          cwd=tmp_path, env=venv_environment(python), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    where, *versions = json.loads(done.stdout)
+    assert Path(where).is_relative_to(tmp_path / "venv") and len(versions) == len(packages)
+    version = subprocess.run([str(python.parent / "zenodo-hpc"), "--version"], capture_output=True, text=True,
+                             timeout=120)
+    assert version.returncode == 0 and version.stdout.split() == ["zenodo-hpc", __version__]

@@ -46,7 +46,7 @@ TITLE = "Zenodo ML code images by language"
 
 needs_kaggle = pytest.mark.skipif(
     importlib.util.find_spec("kaggle") is None,
-    reason="the kaggle client is not installed (pip install 'zenodo-hpc[kaggle]'): publishing is not tested",
+    reason="the kaggle client is not installed (the kaggle extra): publishing is not tested",
 )
 
 
@@ -240,7 +240,8 @@ def test_without_the_kaggle_extra(export, no_credentials, monkeypatch) -> None: 
     monkeypatch.setenv("KAGGLE_USERNAME", USER)
     monkeypatch.setenv("KAGGLE_KEY", KEY)
     monkeypatch.setitem(sys.modules, "kaggle", None)  # as if not installed
-    with pytest.raises(UserError, match=r"needs the official kaggle client: pip install 'zenodo-hpc\[kaggle\]'"):
+    with pytest.raises(UserError, match=r"needs the official kaggle client: python -m pip install 'kaggle>=2\.2\.5,<3' "
+                                        "six$"):
         publish_kaggle(export[0], username=USER, title=TITLE)
 
 

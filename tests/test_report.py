@@ -29,7 +29,7 @@ from conftest import run_config, stdlib_records
 from zenodo_hpc.cli import main
 from zenodo_hpc.core.state import RunDir
 
-pytest.importorskip("matplotlib", reason="matplotlib not installed (pip install 'zenodo-hpc[report]')")
+pytest.importorskip("matplotlib", reason="matplotlib not installed (python -m pip install 'matplotlib>=3.6')")
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -157,7 +157,7 @@ needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium not on PA
 @needs_chromium
 def test_the_browser_check_sees_external_loads_and_console_errors(tmp_path: Path) -> None:
     """The check itself can fail: a page that loads from the network and logs an error is caught."""
-    pytest.importorskip("websocket", reason="websocket-client not installed (pip install 'zenodo-hpc[test]')")
+    pytest.importorskip("websocket", reason="websocket-client not installed (pip install -e '.[test]' in the clone)")
     bad = tmp_path / "bad.html"
     bad.write_text('<!DOCTYPE html><html><head><link rel="icon" href="data:,"></head><body>'
                    '<img data-figure="x" src="http://192.0.2.1/x.png"><script>console.error("boom")</script>'
@@ -182,7 +182,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @needs_chromium
 def test_the_demo_report_shows_every_figure_loads_nothing_and_logs_no_error(
         demo_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    pytest.importorskip("websocket", reason="websocket-client not installed (pip install 'zenodo-hpc[test]')")
+    pytest.importorskip("websocket", reason="websocket-client not installed (pip install -e '.[test]' in the clone)")
     page = tmp_path / "report.html"
     capsys.readouterr()
     assert main(["report", str(demo_run), "--out", str(page)]) == 0
@@ -381,7 +381,7 @@ def test_without_matplotlib_report_says_how_to_install_it(tmp_path: Path, monkey
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
     assert main(["report", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == "zenodo-hpc report: error: matplotlib is not installed: pip install 'zenodo-hpc[report]'"
+    assert err == "zenodo-hpc report: error: matplotlib is not installed: python -m pip install 'matplotlib>=3.6'"
 
 
 def test_report_of_a_folder_that_is_no_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -353,8 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="create (private unless --public) or update a Kaggle dataset",
         description=(
             "Upload an organize export (DIR) as a Kaggle dataset through the official kaggle client "
-            "(pip install 'zenodo-hpc[kaggle]'). Checks before any network call what Kaggle would refuse (slug "
-            "and title 6-50 characters, exactly one known license, the files exist, at most 1,000 files). Creates "
+            "(the kaggle extra: python -m pip install 'kaggle>=2.2.5,<3' six). Checks before any network call what "
+            "Kaggle would refuse (slug and title 6-50 characters, exactly one known license, the files exist, at "
+            "most 1,000 files). Creates "
             "the dataset private unless --public, or a new version when it exists (--version-notes required). "
             "Credentials, where the kaggle client reads them: KAGGLE_API_TOKEN, ~/.kaggle/access_token, "
             "KAGGLE_USERNAME/KAGGLE_KEY, or kaggle.json in $KAGGLE_CONFIG_DIR, else in ~/.kaggle/ when that folder "
@@ -398,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
             "extension, images per file and per record, files skipped by reason, licenses, records by year, the "
             "largest records, sample code images per language), and records added per release when there are "
             "two or more. Works from the run directory alone, on a run in progress too. Needs matplotlib: "
-            "pip install 'zenodo-hpc[report]'."
+            "python -m pip install 'matplotlib>=3.6' (the report extra)."
         ),
     )
     report.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (<scratch>/<name>)")

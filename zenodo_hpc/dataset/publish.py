@@ -2,7 +2,7 @@
 
 ``publish_kaggle`` checks everything Kaggle would refuse before any network call, writes the
 ``dataset-metadata.json`` the client reads into the folder, then, through the official ``kaggle`` client
-(the optional extra ``pip install 'zenodo-hpc[kaggle]'``), creates the dataset (private unless asked
+(the optional extra ``kaggle``: :data:`INSTALL_HINT`), creates the dataset (private unless asked
 otherwise) or, when it exists, a new version of it, and finally checks that Kaggle holds every file.
 
 Only the client's public, documented API is used, so that a new release cannot break publishing by
@@ -86,7 +86,7 @@ METADATA_FILE = "dataset-metadata.json"  # what the kaggle client reads
 COVER_IMAGES = tuple(f"dataset-cover-image{ext}" for ext in (".png", ".jpg", ".jpeg", ".webp"))
 MAX_FILES = 1000
 WEB_URL = "https://www.kaggle.com/datasets"
-INSTALL_HINT = "pip install 'zenodo-hpc[kaggle]'"
+INSTALL_HINT = "python -m pip install 'kaggle>=2.2.5,<3' six"  # the kaggle extra, from PyPI (zenodo-hpc is not there)
 PROCESSING_WAIT = 1800.0  # seconds to wait for Kaggle to process a new version before its files are checked
 POLL_SECONDS = (5.0, 60.0)  # the first and the longest pause between two status calls meanwhile
 LIST_PAGE_SIZE = 100  # files asked for per dataset_list_files call

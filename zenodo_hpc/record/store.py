@@ -50,7 +50,7 @@ PICKLE_DTYPE = "<i4"  # the pickle's arrays: signed like 2018's int64, half its 
 # costs about 5 KB per compressed dataset, which would make a dataset per dtype expensive for small records.
 H5_LIBVER = ("v110", "v110")
 ZSTD_FILTER = 32015  # the HDF5 filter id of zstd (registered by hdf5plugin)
-HDF5PLUGIN_HINT = "pip install 'zenodo-hpc[hdf5plugin]'"
+HDF5PLUGIN_HINT = "python -m pip install 'hdf5plugin>=4'"  # the hdf5plugin extra (PyPI has it, not zenodo-hpc)
 STAGING_PREFIX = "."  # staging folders are hidden: ".<id>.partial-<random>"
 
 

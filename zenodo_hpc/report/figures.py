@@ -29,7 +29,7 @@ DPI = 100
 TOP = 20  # bars shown at most in a ranking
 LOG_BELOW = 0.1  # the budget chart's y-axis is logarithmic when the busiest minute used less than this share
 LOG_FLOOR = 0.5  # ... and starts at half a download a minute, so that a minute with one shows
-MPL_HINT = "matplotlib is not installed: pip install 'zenodo-hpc[report]'"
+MPL_HINT = "matplotlib is not installed: python -m pip install 'matplotlib>=3.6'"  # the report extra, from PyPI
 
 
 def require_matplotlib() -> Any:
