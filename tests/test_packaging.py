@@ -4,19 +4,17 @@ form of ``project.license`` on 2027-02-18): PEP 639's SPDX expression and ``lice
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
+from registry_venv import OFFLINE, source_copy
 
 tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11's: pyproject.toml is read with it")
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-_OFFLINE = ("No matching distribution", "Could not find a version", "NewConnectionError", "Temporary failure in name",
-            "Network is unreachable", "ConnectTimeout", "ReadTimeout", "Connection refused", "ProxyError")
 
 
 def test_the_license_is_an_spdx_expression_with_its_file() -> None:
@@ -33,16 +31,13 @@ def test_the_license_is_an_spdx_expression_with_its_file() -> None:
 def test_building_the_wheel_prints_no_deprecation(tmp_path: Path) -> None:
     """``pip wheel .`` as ``pip install .`` builds it: in an isolated environment with today's setuptools (from a
     copy of the sources, so that the build leaves nothing in the work tree)."""
-    source = tmp_path / "source"
-    for name in ("pyproject.toml", "README.md", *PYPROJECT["project"]["license-files"]):
-        (source / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / name, source / name)
-    shutil.copytree(ROOT / "zenodo_hpc", source / "zenodo_hpc", ignore=shutil.ignore_patterns("__pycache__"))
+    source = source_copy(tmp_path / "source")
+    assert all((source / name).is_file() for name in PYPROJECT["project"]["license-files"])
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--disable-pip-version-check",
                             "--no-input", "-w", str(tmp_path), str(source)], capture_output=True, text=True,
                            timeout=600)
     output = build.stdout + build.stderr
-    if build.returncode != 0 and any(sign in output for sign in _OFFLINE):
+    if build.returncode != 0 and any(sign in output for sign in OFFLINE):
         pytest.skip("cannot install setuptools from the package registry to build the wheel")
     assert build.returncode == 0, output[-2000:]
     assert [line for line in output.splitlines() if "eprecat" in line] == []
