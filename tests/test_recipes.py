@@ -69,10 +69,8 @@ def digest(images: dict[str, np.ndarray]) -> dict[str, list[Any]]:
     return {path: [list(a.shape), str(a.dtype), hashlib.sha256(a.tobytes()).hexdigest()] for path, a in images.items()}
 
 
-@pytest.fixture(scope="module")
-def packed(tmp_path_factory: pytest.TempPathFactory) -> Packed:
+def pack_a_run(root: Path, **output: Any) -> Packed:
     """A run of three records (the docs' 1065022 first) from a Zenodo double, processed and packed."""
-    root = tmp_path_factory.mktemp("packed")
     with ZenodoDouble() as double:
         double.add_record(ZenodoDouble.make_hit(int(DOCS_RECORD), created="2017-11-21", title="every kind of file"),
                           {"code-1.0.zip": make_zip(DOCS_RECORD_FILES)})
@@ -80,6 +78,8 @@ def packed(tmp_path_factory: pytest.TempPathFactory) -> Packed:
             double.add_record(ZenodoDouble.make_hit(int(DOCS_RECORD) + i, created=f"2017-12-0{i}", title=top),
                               {f"{top}.zip": make_zip(files)})
         cfg = run_config(root, double)
+        for key, value in output.items():
+            setattr(cfg.output, key, value)
         harvest(cfg, progress=False)
         run = open_run(cfg)
         submit_pending(run, cfg, kind="debug")
@@ -95,6 +95,11 @@ def packed(tmp_path_factory: pytest.TempPathFactory) -> Packed:
         assert h5["files/start"][()].max() > 0  # a file starts past another in its dataset
     assert min(a.shape[0] for a in arrays.values()) == 0  # and an empty file
     return Packed(result.image, (run.data / "README.md").read_text(), expected, arrays)
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory: pytest.TempPathFactory) -> Packed:
+    return pack_a_run(tmp_path_factory.mktemp("packed"))
 
 
 # --- reading the pages ------------------------------------------------------------------------------------------
@@ -253,6 +258,15 @@ def test_the_card_s_commands_and_recipes_run_as_written(packed: Packed, way: str
     if why := can_open(way):
         pytest.skip(why)
     check_card(packed, sys.executable, way, download(packed, tmp_path / "download"))
+
+
+def test_the_card_of_an_image_of_zstd_h5_files_says_to_install_hdf5plugin(tmp_path: Path) -> None:
+    """``output.h5_compression: zstd-N``: h5py reads those files only with hdf5plugin imported; the card's recipes
+    install and import it."""
+    pytest.importorskip("hdf5plugin", reason="zstd h5 files need hdf5plugin: pip install 'zenodo-hpc[hdf5plugin]'")
+    packed = pack_a_run(tmp_path / "run", h5_compression="zstd-3")
+    assert all("hdf5plugin" in line for line in pip_lines(packed.card)[:2])
+    check_card(packed, sys.executable, "unsquashfs", download(packed, tmp_path / "download"))
 
 
 def test_the_formats_page_recipe_runs_as_written(packed: Packed, tmp_path: Path) -> None:
