@@ -3,9 +3,10 @@
 Its output is committed: the demo reads it as package data, so that ``zenodo-hpc demo`` runs, and prints
 the same, on every Python the package accepts (Debian's and Ubuntu's own ``python3`` have neither IDLE nor
 the C headers unless optional packages are installed, so the demo cannot take them from the running Python).
-Run it only to change the sample; the committed one was built from CPython 3.11.7 (pyenv)::
+Run it only to change the sample, with the venv's Python (it uses the package); the committed one was built
+from CPython 3.11.7 (pyenv)::
 
-    python scripts/build_demo_sample.py /root/.pyenv/versions/3.11.7
+    .venv/bin/python scripts/build_demo_sample.py ~/.pyenv/versions/3.11.7
 
 What it takes, under ``cpython-<version>/`` in the archive: the first 26 packages of the standard library
 (by name; tests, IDLE, Tk and the like left out), each with up to 12 of its files of at most 40 kB; 25 of
@@ -17,13 +18,12 @@ same bytes: members sorted, fixed times, owners and modes, gzip without a name o
 from __future__ import annotations
 
 import argparse
-import gzip
-import io
 import os
 import re
 import sys
-import tarfile
 from pathlib import Path
+
+from zenodo_hpc.demo.demo import tar_gz  # the demo's own deterministic tar.gz: same members, same bytes
 
 PACKAGES = 26
 FILES_PER_PACKAGE = 12
@@ -87,22 +87,6 @@ def sources_text(version: str, prefix: Path, chosen: dict[str, Path]) -> str:
     return SOURCES_HEAD.format(version=version) + "\n".join(lines) + "\n"
 
 
-def tar_gz(top: str, members: dict[str, bytes]) -> bytes:
-    """A gzipped tar of ``members`` under ``top/`` that depends on nothing but their names and bytes."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for name in sorted(members):
-            info = tarfile.TarInfo(f"{top}/{name}")
-            info.size, info.mtime, info.mode = len(members[name]), 0, 0o644
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            tf.addfile(info, io.BytesIO(members[name]))
-    packed = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=packed, compresslevel=9, mtime=0) as gz:
-        gz.write(raw.getvalue())
-    return packed.getvalue()
-
-
 def build(prefix: Path) -> tuple[bytes, int, str]:
     """The sample's bytes, how many files of code it holds, and the CPython version they come from."""
     stdlib, include = installation_dirs(prefix)
@@ -110,7 +94,8 @@ def build(prefix: Path) -> tuple[bytes, int, str]:
     chosen = chosen_files(stdlib, include)
     members = {name: path.read_bytes() for name, path in chosen.items()}
     members["SOURCES.txt"] = sources_text(version, prefix, chosen).encode()
-    return tar_gz(f"cpython-{version}", members), len(chosen) - 1, version
+    top = f"cpython-{version}"
+    return tar_gz({f"{top}/{name}": data for name, data in members.items()}), len(chosen) - 1, version
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,23 +1,39 @@
 """``demo``: the whole pipeline offline, on a built-in sample, ending in a verified image and an export.
 
-The sample is real source code — packages of the running Python's own standard library — published as
-Zenodo records by the loopback Zenodo and GitHub doubles (zenodo_hpc/demo/doubles.py): archives in today's
+The sample is real source code shipped with the package (``sample.tar.gz`` beside this module, built by
+scripts/build_demo_sample.py from CPython 3.11.7, under the PSF License: its ``LICENSE.txt`` and
+``SOURCES.txt`` are inside): packages of the standard library, C headers and IDLE's text, HTML and config
+documents. Being package data, it is the same on every Python, so the demo runs, and prints the same, on
+Debian's own ``python3`` (which has neither IDLE nor the headers unless optional packages are installed).
+The loopback Zenodo and GitHub doubles (zenodo_hpc/demo/doubles.py) publish it as records: archives in today's
 record shape and the older one, GitHub releases reached through the codeload fallback, a record of loose
 files (text and HTML beside a PDF that is never downloaded), a record with nothing to rasterize and a
 restricted one (to show failures and their quarantine) and a gcube record (excluded at harvest). The demo
 fetches first (as on a cluster whose compute nodes have no internet), then runs the pipeline with the
 local executor, or with SLURM when a cluster answers, and exports the result by language.
+
+It prints one summary on stdout, one line per stage; its log lines go to ``<run>/logs/demo.log``, and only
+warnings reach stderr. The next steps it prints run as shown from where it was started: the package's own
+``zenodo-hpc`` and ``python`` by path unless they are the ones on PATH (``make demo`` leaves its venv inactive).
 """
 
 from __future__ import annotations
 
+import gzip
 import io
+import logging
+import shlex
 import shutil
 import subprocess
+import sys
 import sysconfig
 import tarfile
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
+from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 
 from ..core.config import Config, config_from_dict
@@ -29,10 +45,10 @@ from ..zenodo.harvest import format_summary as harvest_summary
 from ..zenodo.harvest import harvest
 from .doubles import ZenodoDouble, make_zip
 
+SAMPLE = "sample.tar.gz"
 SAMPLE_RECORDS = 30
-FILES_PER_RECORD = 25
 FIRST_ID = 7_000_001
-SKIP_PACKAGES = {"test", "site-packages", "idlelib", "lib2to3", "pydoc_data", "turtledemo", "tkinter", "ensurepip"}
+LOG_NAME = "demo.log"
 
 
 @dataclass
@@ -42,71 +58,93 @@ class DemoResult:
     image: Path | None
     export: Path | None
     executor: str
+    log: Path | None = None
 
 
-def stdlib_packages() -> list[Path]:
-    root = Path(sysconfig.get_paths()["stdlib"])
-    return [p for p in sorted(root.iterdir())
-            if p.is_dir() and (p / "__init__.py").exists() and p.name not in SKIP_PACKAGES]
+@dataclass(frozen=True)
+class Sample:
+    """The shipped sample, by kind: ``packages`` maps a standard-library package to ``{path in it: bytes}``."""
+
+    python: str  # the CPython version its files come from
+    packages: dict[str, dict[str, bytes]]
+    headers: dict[str, bytes]
+    idle_docs: dict[str, bytes]
 
 
-def package_files(package: Path, top: str) -> dict[str, bytes]:
-    """Up to FILES_PER_RECORD source files of a package, under the archive's top folder."""
-    files = sorted(p for p in package.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-    return {f"{top}/{p.relative_to(package).as_posix()}": p.read_bytes() for p in files[:FILES_PER_RECORD]}
+@lru_cache(maxsize=1)
+def load_sample() -> Sample:
+    """The sample shipped as package data, read into memory (under 2 MB of code)."""
+    data = resources.files(__package__).joinpath(SAMPLE).read_bytes()
+    packages: dict[str, dict[str, bytes]] = {}
+    headers: dict[str, bytes] = {}
+    idle_docs: dict[str, bytes] = {}
+    top = ""
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tf:
+        for member in tf.getmembers():
+            reader = tf.extractfile(member) if member.isfile() else None
+            if reader is None:
+                continue
+            top, kind, rest = (member.name.split("/", 2) + ["", ""])[:3]
+            if kind == "stdlib":
+                package, path = rest.split("/", 1)
+                packages.setdefault(package, {})[path] = reader.read()
+            elif kind == "headers":
+                headers[rest] = reader.read()
+            elif kind == "idle-docs":
+                idle_docs[rest] = reader.read()
+    return Sample(top.removeprefix("cpython-"), dict(sorted(packages.items())), headers, idle_docs)
 
 
-def other_languages() -> list[tuple[str, dict[str, bytes]]]:
-    """Records in other languages than Python, from the same installation: C headers, IDLE's text and HTML."""
-    include = Path(sysconfig.get_paths()["include"])
-    headers = sorted(include.glob("*.h"))[:FILES_PER_RECORD]
-    idle = Path(sysconfig.get_paths()["stdlib"]) / "idlelib"
-    docs = sorted(p for p in idle.iterdir() if p.is_file() and p.suffix in (".txt", ".html", ".def"))
-    return [("cpython headers", {p.name: p.read_bytes() for p in headers}),
-            ("idle docs", {p.name: p.read_bytes() for p in docs})]
+def package_files(files: dict[str, bytes], top: str) -> dict[str, bytes]:
+    """A package's files under an archive's top folder."""
+    return {f"{top}/{path}": data for path, data in files.items()}
 
 
 def tar_gz(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tf:
+    """A gzipped tar that depends only on the names and bytes of ``files`` (fixed times, owners and modes, no
+    time stamp in the gzip header): the same sample gives the same archive, and so the same checksums."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
         for name in sorted(files):
             info = tarfile.TarInfo(name)
-            info.size, info.mtime = len(files[name]), 0
+            info.size, info.mtime, info.mode, info.uid, info.gid = len(files[name]), 0, 0o644, 0, 0
             tf.addfile(info, io.BytesIO(files[name]))
-    return buffer.getvalue()
+    packed = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=packed, compresslevel=9, mtime=0) as gz:
+        gz.write(raw.getvalue())
+    return packed.getvalue()
 
 
-def publish_sample(double: ZenodoDouble) -> int:
+def publish_sample(double: ZenodoDouble, sample: Sample | None = None) -> int:
     """Put the sample on the doubles; return how many records it has."""
-    packages = stdlib_packages()
+    sample = sample or load_sample()
     day = date(2016, 1, 4)
     count = 0
-    for i, package in enumerate(packages[:SAMPLE_RECORDS - 3]):
+    for i, (name, files) in enumerate(list(sample.packages.items())[:SAMPLE_RECORDS - 3]):
         record_id = FIRST_ID + i
         created = (day + timedelta(days=7 * i)).isoformat()
         version = f"v1.{i}"
         if i % 9 == 4:  # a GitHub-integration record without files: the release tag comes from codeload
-            repo = f"py-{package.name}"
-            hit = ZenodoDouble.make_hit(record_id, created=created, title=f"{package.name}: Python's own",
+            repo = f"py-{name}"
+            hit = ZenodoDouble.make_hit(record_id, created=created, title=f"{name}: Python's own",
                                         github=("python-demo", repo, version))
-            double.add_codeload("python-demo", repo, version, make_zip(package_files(package, f"{repo}-{version}")))
+            double.add_codeload("python-demo", repo, version, make_zip(package_files(files, f"{repo}-{version}")))
             double.add_record(hit)
         elif i % 5 == 2:  # an older record: tar.gz, legacy file shape
-            top = f"{package.name}-{version}"
-            hit = ZenodoDouble.make_hit(record_id, created=created, title=f"{package.name} {version}")
-            double.add_record(hit, {f"{top}.tar.gz": tar_gz(package_files(package, top))}, legacy=True)
+            top = f"{name}-{version}"
+            hit = ZenodoDouble.make_hit(record_id, created=created, title=f"{name} {version}")
+            double.add_record(hit, {f"{top}.tar.gz": tar_gz(package_files(files, top))}, legacy=True)
         else:  # the common case: a GitHub release archived by Zenodo
-            top = f"python-demo-{package.name}-{record_id % 10_000_000:07x}"
-            hit = ZenodoDouble.make_hit(record_id, created=created, title=f"{package.name} {version}",
-                                        github=("python-demo", package.name, version))
-            double.add_record(hit, {f"python-demo/{package.name}-{version}.zip": make_zip(package_files(package, top))})
+            top = f"python-demo-{name}-{record_id % 10_000_000:07x}"
+            hit = ZenodoDouble.make_hit(record_id, created=created, title=f"{name} {version}",
+                                        github=("python-demo", name, version))
+            double.add_record(hit, {f"python-demo/{name}-{version}.zip": make_zip(package_files(files, top))})
         count += 1
     base = FIRST_ID + SAMPLE_RECORDS
-    (headers_title, headers), (docs_title, docs) = other_languages()
-    double.add_record(ZenodoDouble.make_hit(base + 2, created="2019-07-02", title=headers_title),  # C headers
-                      {"cpython-headers.zip": make_zip({f"cpython-headers/{n}": d for n, d in headers.items()})})
-    double.add_record(ZenodoDouble.make_hit(base + 3, created="2019-07-03", title=docs_title),  # loose files
-                      {**docs, "idle-manual.pdf": b"%PDF-1.4\n% a manual, not code\n"})
+    double.add_record(ZenodoDouble.make_hit(base + 2, created="2019-07-02", title="cpython headers"),  # C headers
+                      {"cpython-headers.zip": make_zip(package_files(sample.headers, "cpython-headers"))})
+    double.add_record(ZenodoDouble.make_hit(base + 3, created="2019-07-03", title="idle docs"),  # loose files
+                      {**sample.idle_docs, "idle-manual.pdf": b"%PDF-1.4\n% a manual, not code\n"})
     double.add_record(ZenodoDouble.make_hit(base, created="2019-06-01", title="Slides about my code"),
                       {"slides.pdf": b"%PDF-1.4\n% no code in here\n"})
     double.add_record(ZenodoDouble.make_hit(base + 1, created="2019-06-02", title="gCube portlet"),
@@ -140,23 +178,56 @@ def demo_config(out: Path, double: ZenodoDouble, executor: str) -> Config:
     })
 
 
+@contextmanager
+def log_to_file(path: Path) -> Iterator[None]:
+    """The package's log lines into ``path``, and only warnings on the handlers already there (stderr): the
+    summary on stdout is then all a user reads, however the demo is run. ``--debug`` leaves stderr as it is."""
+    logger = logging.getLogger("zenodo_hpc")
+    debug = logger.getEffectiveLevel() <= logging.DEBUG
+    handlers = [(h, h.level) for h in logger.handlers]
+    level = logger.level
+    to_file = logging.FileHandler(path, encoding="utf-8")
+    to_file.setFormatter(next((h.formatter for h, _ in handlers if h.formatter), None)
+                         or logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    if not debug:
+        for handler, _ in handlers:
+            handler.setLevel(max(handler.level, logging.WARNING))
+        logger.setLevel(logging.INFO)
+    logger.addHandler(to_file)
+    try:
+        yield
+    finally:
+        logger.removeHandler(to_file)
+        to_file.close()
+        logger.setLevel(level)
+        for handler, old in handlers:
+            handler.setLevel(old)
+
+
 def run_demo(out: Path, *, executor: str | None = None, progress: bool | None = None) -> DemoResult:
-    out = Path(out).resolve()
+    """The demo into ``out``, which stays relative if given so: the lines it prints then name the folders as
+    typed (``build/demo/run``), and the image it packs does not depend on where the clone lies."""
+    out = Path(out)
     executor = executor or ("slurm" if slurm_answers() else "local")
+    sample = load_sample()
     with ZenodoDouble() as double:
-        records = publish_sample(double)
-        say(f"demo: {records} sample records of real code (Python {sysconfig.get_python_version()}'s standard "
-            f"library) served by a Zenodo double at {double.api_url}; executor: {executor}")
+        records = publish_sample(double, sample)
         cfg = demo_config(out, double, executor)
         run = open_run(cfg)
-        say(harvest_summary(harvest(cfg, progress=progress)))
-        say(format_fetch_summary(fetch_all(run, cfg, progress=progress), run))
-        cfg.fetch.offline = True  # the tasks work from the cache, as on compute nodes without internet
-        outcome = run_pipeline(cfg, wait=True, poll_s=2, progress=progress)
-        say(main_summary(outcome))
-    say(format_status(gather_status(run)))
-    export = _export(run.root, out / "export", progress)
-    return DemoResult(out, run.root, outcome.packed.image if outcome.packed else None, export, executor)
+        log = run.logs / LOG_NAME
+        with log_to_file(log):
+            say(f"demo: {records} sample records of real code (CPython {sample.python}'s standard library, C "
+                f"headers and IDLE's docs, shipped with zenodo-hpc) served by a Zenodo double at {double.api_url}; "
+                f"executor: {executor}")
+            say(harvest_summary(harvest(cfg, progress=progress)))
+            say(format_fetch_summary(fetch_all(run, cfg, progress=progress), run))
+            cfg.fetch.offline = True  # the tasks work from the cache, as on compute nodes without internet
+            outcome = run_pipeline(cfg, wait=True, poll_s=2, progress=progress, harvest_first=False)
+            say(main_summary(outcome))
+            say(format_status(replace(gather_status(run), chain=None)))  # the chain's last word: the line above
+            export = _export(run.root, out / "export", progress)
+    image = outcome.packed.image if outcome.packed else None
+    return DemoResult(out, run.root, image, export, executor, log)
 
 
 def _export(run_dir: Path, target: Path, progress: bool | None) -> Path | None:
@@ -168,20 +239,49 @@ def _export(run_dir: Path, target: Path, progress: bool | None) -> Path | None:
     return target
 
 
+def shown(path: Path) -> str:
+    """``path`` as a command typed here should name it: relative when it is under the current folder."""
+    path = Path(path).absolute()
+    here = Path.cwd()
+    return path.relative_to(here).as_posix() if path.is_relative_to(here) else str(path)
+
+
+def command(name: str, installed: Path) -> str:
+    """How to call the ``installed`` program ``name`` from here: its bare name when that is what PATH finds
+    (an activated venv), else its path (``make demo`` does not activate its venv)."""
+    found = shutil.which(name)
+    if found is not None and Path(found).parent.resolve() == installed.parent.resolve():
+        return name
+    return shown(installed)
+
+
+def quoted(code: str) -> str:
+    """``code`` as one shell word, in double quotes when that needs no escape (easier to read and to edit)."""
+    return f'"{code}"' if not set(code) & set('"$`\\!') else shlex.quote(code)
+
+
 def next_steps(result: DemoResult) -> str:
+    """Where everything is, and commands that run as printed, from the folder the demo was started in."""
     run = result.run_dir
+    scripts = Path(sysconfig.get_path("scripts"))
+    cli = command("zenodo-hpc", scripts / "zenodo-hpc")
+    python = command("python", Path(sys.executable))
+    record = run / "data" / str(FIRST_ID)
+    read = ("from zenodo_hpc.load import load_images; "
+            f"print({{path: a.shape for path, a in load_images({shown(record)!r}).items()}})")
     lines: list[str | None] = [
         "",
-        f"Everything is in {result.out}:",
-        f"  {run}/records.jsonl   the harvested records",
-        f"  {run}/data/<id>/      one folder per record (images_<id>.h5/.pkl, metadata_<id>.json/.pkl)",
-        f"  {result.image}   the packed, verified image (+ .md5, .sha256)" if result.image else None,
-        f"  {result.export}/   PNGs by language, index.csv, <ext>.tar.gz, datapackage.json" if result.export else None,
+        f"Everything is in {shown(result.out)}:",
+        f"  {shown(run)}/records.jsonl   the harvested records",
+        f"  {shown(run)}/data/<id>/      one folder per record (images_<id>.h5, metadata_<id>.json and .pkl)",
+        f"  {shown(result.image)}   the packed, verified image (+ .md5, .sha256)" if result.image else None,
+        f"  {shown(result.export)}/   PNGs by language, index.csv, <ext>.tar.gz, datapackage.json"
+        if result.export else None,
+        f"  {shown(result.log)}   the log of this demo" if result.log else None,
         "",
-        "Try next:",
-        f"  zenodo-hpc status {run}",
-        (f"  python -c \"from zenodo_hpc.load import load_images; "
-         f"print(list(load_images('{result.image}:{FIRST_ID}')))\"") if result.image else None,
-        "  zenodo-hpc run -c configs/local.yaml      # a real run, here (configs/sherlock.yaml on a cluster)",
+        "Try next (from this folder):",
+        f"  {cli} status {shlex.quote(shown(run))}",
+        f"  {python} -c {quoted(read)}",
+        "Then docs/quickstart.md: reading the records, exporting by language, a real run.",
     ]
     return "\n".join(line for line in lines if line is not None)

@@ -46,11 +46,13 @@ def say(message: str) -> None:
 
 
 def run_pipeline(cfg: Config, *, limit: int | None = None, wait: bool = True, kind: str | None = None,
-                 poll_s: float = POLL_S, progress: bool | None = None) -> RunOutcome:
-    """Harvest, then rounds until every record is done or quarantined, then the image."""
+                 poll_s: float = POLL_S, progress: bool | None = None, harvest_first: bool = True) -> RunOutcome:
+    """Harvest, then rounds until every record is done or quarantined, then the image. ``harvest_first=False``:
+    the caller has just harvested (the demo, which fetches in between), so neither harvest nor its line again."""
     kind = resolve_kind(kind or cfg.executor.kind)
     run = open_run(cfg)
-    say(harvest_summary(harvest(cfg, limit=limit, progress=progress)))
+    if harvest_first:
+        say(harvest_summary(harvest(cfg, limit=limit, progress=progress)))
     if kind == "slurm":
         return _run_on_slurm(run, cfg, wait=wait, poll_s=poll_s, progress=progress)
     return _run_here(run, cfg, kind, poll_s=poll_s, progress=progress)
