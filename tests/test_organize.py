@@ -484,7 +484,7 @@ def image(finished_run) -> Path:  # noqa: ANN001
 
 
 def test_organizing_the_image_gives_the_same_export(image: Path, exported, tmp_path: Path) -> None:  # noqa: ANN001
-    pytest.importorskip("PySquashfsImage", reason="reading the image needs pip install 'zenodo-hpc[image]'")
+    pytest.importorskip("PySquashfsImage", reason="reading the image needs the image extra (pip install -e '.[image]')")
     out, _ = exported
     result = organize(image, tmp_path / "from-image", extensions=DEFAULT_EXTENSIONS + ("r",), workers=2,
                       progress=False)
