@@ -370,14 +370,14 @@ def test_an_interpreter_the_nodes_cannot_see_is_refused_before_anything_is_queue
     kind = filesystem_type(sys.prefix)
     if kind is None or kind in SHARED_FILESYSTEMS:
         pytest.skip(f"this interpreter's environment is on a shared file system ({kind}): nothing to refuse")
-    assert slurm.nodes_are_this_host(PARTITION)
+    assert slurm.node_hosts(PARTITION) == {slurm.this_host()}
     cfg = slurm_config(tmp_path, zenodo_with_records)
     assert cfg.executor.slurm.setup == []
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(cfg.to_dict()))
     run = harvested(cfg)
     monkeypatch.setattr(slurm, "socket", SimpleNamespace(gethostname=lambda: "login-elsewhere"))
-    assert not slurm.nodes_are_this_host(PARTITION)
+    assert slurm.this_host() == "login-elsewhere"
     capsys.readouterr()
     assert main(["submit", "-c", str(config)]) == 1
     err = capsys.readouterr().err.strip().splitlines()

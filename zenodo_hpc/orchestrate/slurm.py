@@ -133,18 +133,24 @@ def qos_submit_limit(qos: str) -> int | None:
     return read_qos_submit_limit(qos).value
 
 
-def nodes_are_this_host(partition: str | None, host: str | None = None) -> bool:
-    """Every node the jobs may run on (the partition's, or all) is this machine, ``host`` (default: this
-    hostname), by ``sinfo``'s node host names: a cluster of one machine, whose file systems every node sees.
-    False when sinfo cannot say."""
+def node_hosts(partition: str | None) -> set[str] | None:
+    """The host names of the nodes the jobs may run on (the partition's, or all), short and lower-case, from
+    ``sinfo``; None when sinfo cannot say (not on PATH, no controller, no such partition)."""
     args = ["sinfo", "-h", "-N", "-o", "%n", *(["-p", partition] if partition else [])]
     try:
         out = run_command(args, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
-        return False
-    here = (host or socket.gethostname()).split(".")[0].lower()
-    hosts = {name.split(".")[0].lower() for name in out.stdout.split()}
-    return out.returncode == 0 and hosts == {here}
+        return None
+    hosts = {short_host(name) for name in out.stdout.split()}
+    return hosts if out.returncode == 0 and hosts else None
+
+
+def short_host(name: str) -> str:
+    return name.split(".")[0].lower()
+
+
+def this_host() -> str:
+    return short_host(socket.gethostname())
 
 
 def check_qos_room(cfg: Config, jobs: int, known: ClusterLimit | None = None) -> None:

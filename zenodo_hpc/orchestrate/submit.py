@@ -267,26 +267,32 @@ def job_python(cfg: Config) -> JobPython:
 
     if cfg.executor.slurm.setup:
         return JobPython("python3", "python3 of the environment that executor.slurm.setup makes on the node")
-    here = this_python()
     why = f"{sys.executable}, this interpreter (executor.slurm.setup is empty: the jobs inherit this environment)"
-    return JobPython(here.command, why, unseen_by_the_nodes(cfg))
+    return JobPython(this_python().command, *judge_visibility(cfg, why))
 
 
-def unseen_by_the_nodes(cfg: Config) -> str | None:
-    """Why the compute nodes may not see this interpreter or this package (on this machine's own disk, and
-    the nodes are other machines), or None."""
+def judge_visibility(cfg: Config, why: str) -> tuple[str, str | None]:
+    """``why`` with what is known of whether the compute nodes see this interpreter and this package, and the
+    reason to refuse it (None: none). Refused when either lies on this machine's own disk and ``sinfo`` names
+    the nodes, other machines; when sinfo cannot tell (no SLURM here, no such partition), a caution only."""
     from ..record.extract import SHARED_FILESYSTEMS, filesystem_type
-    from .slurm import nodes_are_this_host
+    from .slurm import node_hosts, this_host
 
     paths = (sys.prefix, str(Path(__file__).resolve().parents[1]))  # the environment, and the package in it
     local = [(path, kind) for path in paths if (kind := filesystem_type(path)) and kind not in SHARED_FILESYSTEMS]
-    if not local or nodes_are_this_host(cfg.executor.slurm.partition):
-        return None
+    if not local:
+        return why, None
     path, kind = local[0]
-    return (f"the jobs would run {sys.executable}, but {path} is on this machine's own disk ({kind}), which the "
-            "compute nodes do not see: install zenodo-hpc on a file system they share and put the lines that make "
-            "its environment (module load ..., source .../bin/activate) in executor.slurm.setup; the jobs then run "
-            "that environment's python3 (docs/cluster-guide.md)")
+    hosts = node_hosts(cfg.executor.slurm.partition)
+    if hosts is None:
+        return f"{why}; {path} is on this machine's own disk ({kind}), which the nodes must see (sinfo cannot " \
+               "tell where they are)", None
+    if hosts == {this_host()}:  # a cluster of one machine: its nodes see its disk
+        return why, None
+    return why, (f"the jobs would run {sys.executable}, but {path} is on this machine's own disk ({kind}), which the "
+                 "compute nodes do not see: install zenodo-hpc on a file system they share and put the lines that "
+                 "make its environment (module load ..., source .../bin/activate) in executor.slurm.setup; the jobs "
+                 "then run that environment's python3 (docs/cluster-guide.md)")
 
 
 def stated_snapshot(records: int) -> RunSnapshot:
