@@ -191,8 +191,13 @@ def tree_2018(monkeypatch: pytest.MonkeyPatch, files: dict[str, int], uid: int) 
 @pytest.fixture
 def folder_2018(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A record folder of the published 2018 dataset: its h5, its pickle, its metadata pickle."""
-    folder = tmp_path / "1065022"
-    folder.mkdir()
+    return write_folder_2018(tmp_path / "1065022", monkeypatch)
+
+
+def write_folder_2018(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Write record 1065022 of the 2018 dataset into ``folder`` as the 2018 code wrote it (also used by
+    tests/test_doc_commands.py for the 2018 page's recipes)."""
+    folder.mkdir(parents=True)
     images = {path: images_2018(text) for path, text in SOURCES_2018.items()}
     with h5py.File(folder / "images_1065022.h5", "w") as h5:
         for image_id, image_dataset in images.items():
