@@ -259,6 +259,9 @@ def test_dry_run_of_the_sherlock_config_needs_neither_slurm_nor_a_harvest(  # no
         assert f"source {tmp_path}/scratch/zenodo-hpc/venv/bin/activate" in script
         assert "python3 -u -m submitit.core._submit" in script and sys.executable not in script
     assert not (tmp_path / "scratch").exists()  # nothing written
+    assert main(["submit", "-c", config, "--dry-run"]) == 1  # no harvest, no stated number: say how to preview
+    assert "holds no records: run `zenodo-hpc harvest -c CONFIG` first; or preview the plan of N records without " \
+        "one: --dry-run --records N" in capsys.readouterr().err
 
     monkeypatch.delenv("SCRATCH")
     assert main(["submit", "-c", config, "--dry-run", "--records", "10000"]) == 1

@@ -324,7 +324,12 @@ def _plan_and_submit(run: RunDir, cfg: Config, kind: str, *, dry_run: bool,
                      follow_up: Callable[[str], Any] | None, stated_records: int | None = None) -> SubmitResult:
     from .slurm import SlurmExecutor
 
-    snapshot = take_snapshot(run, cfg) if stated_records is None else stated_snapshot(stated_records)
+    try:
+        snapshot = take_snapshot(run, cfg) if stated_records is None else stated_snapshot(stated_records)
+    except UserError as exc:
+        if dry_run and stated_records is None and not any(scan_records(run.records)):  # a preview needs none
+            raise UserError(f"{exc}; or preview the plan of N records without one: --dry-run --records N") from None
+        raise
     if not dry_run:
         quarantine_exhausted(run, cfg, snapshot)
     pending = snapshot.pending()
