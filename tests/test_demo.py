@@ -19,8 +19,9 @@ from types import ModuleType
 
 import pytest
 
+from zenodo_hpc.cli import main
 from zenodo_hpc.core.state import RunDir, ids_in, read_failure
-from zenodo_hpc.demo.demo import FIRST_ID, DemoResult, load_sample, next_steps, publish_sample
+from zenodo_hpc.demo.demo import FIRST_ID, DemoResult, load_sample, next_steps, publish_sample, slurm_answers
 from zenodo_hpc.demo.doubles import ZenodoDouble
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,6 +194,21 @@ def test_demo_picks_up_where_it_stands(demo: update.DemoRun) -> None:
     again = update.run_demo(demo.where)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "+0 new" in again.stdout and "nothing to submit" in again.stdout and "verified" in again.stdout
+
+
+@pytest.mark.slurm
+@NEEDS_MKSQUASHFS
+def test_demo_on_slurm_names_the_image_its_finishing_job_packed(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    """`make demo` where a cluster answers: the arrays and the finishing job (which packs) on SLURM."""
+    if not slurm_answers():
+        pytest.skip("no SLURM cluster answers (sbatch or sinfo missing or failing): slurm/dev-cluster/up.sh")
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--executor", "slurm"]) == 0
+    out = capsys.readouterr().out
+    assert "executor: slurm" in out and out.count("pack: ") == 1 and out.count("harvest: ") == 1
+    image = tmp_path / "demo" / "run" / "zenodo-ml.sqsh"
+    assert image.is_file() and f"{image}   the packed, verified image" in out
+    assert len(ids_in(RunDir(tmp_path / "demo" / "run"), "done")) == 28
 
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")

@@ -226,7 +226,8 @@ def run_demo(out: Path, *, executor: str | None = None, progress: bool | None = 
             say(main_summary(outcome))
             say(format_status(replace(gather_status(run), chain=None)))  # the chain's last word: the line above
             export = _export(run.root, out / "export", progress)
-    image = outcome.packed.image if outcome.packed else None
+    image = outcome.packed.image if outcome.packed else run.root / cfg.pack.image  # SLURM: the finishing job's
+    image = image if image.is_file() else None
     return DemoResult(out, run.root, image, export, executor, log)
 
 
