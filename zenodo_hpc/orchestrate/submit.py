@@ -338,26 +338,24 @@ def _plan_and_submit(run: RunDir, cfg: Config, kind: str, *, dry_run: bool,
     generation = next_generation(run) if stated_records is None else 1
     plan, groups = plan_groups(pending, snapshot, cfg, generation)
     executor = make_executor(kind, cfg)
-    finishing = follow_up is not None and isinstance(executor, SlurmExecutor)
+    slurm = executor if isinstance(executor, SlurmExecutor) else None
     description = executor.describe(run, plan, groups)
     if dry_run:
-        if finishing:
-            assert isinstance(executor, SlurmExecutor)
-            description += "\n\n" + executor.describe_follow_up(run, sorted(snapshot.active_jobs),
-                                                                len(executor.arrays(groups)), name="finish")
+        if slurm is not None and follow_up is not None:
+            description += "\n\n" + slurm.describe_follow_up(run, sorted(snapshot.active_jobs),
+                                                             len(slurm.arrays(groups)), name="finish")
         return SubmitResult(plan, None, snapshot, description, kind, stated=stated_records is not None)
-    if isinstance(executor, SlurmExecutor):
-        executor.check_ready(groups)  # before the plan is written: nothing is left behind by a refusal
+    if slurm is not None:
+        slurm.check_ready(groups)  # before the plan is written: nothing is left behind by a refusal
     write_plan(run, plan)
     submission = executor.submit(run, plan, groups)
-    if finishing:
-        assert isinstance(executor, SlurmExecutor) and follow_up is not None
+    if slurm is not None and follow_up is not None:
         from .executor import save_submission
 
         depends = sorted(snapshot.active_jobs | {a["job_id"] for a in submission.arrays})
         try:
-            submission.finishing_job = executor.submit_follow_up(run, follow_up, (str(run.root.resolve()),), depends,
-                                                                 name="finish")
+            submission.finishing_job = slurm.submit_follow_up(run, follow_up, (str(run.root.resolve()),), depends,
+                                                              name="finish")
         except UserError as exc:  # the arrays are queued all the same: say so, and how to go on later
             log.warning("%s", exc)
             return SubmitResult(plan, submission, snapshot, description, kind, follow_up_error=str(exc))
