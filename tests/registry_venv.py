@@ -21,7 +21,7 @@ OFFLINE = ("No matching distribution", "Could not find a version", "NewConnectio
            "Network is unreachable", "ConnectTimeout", "ReadTimeout", "Connection refused", "ProxyError")
 PIP_QUIET = ("--quiet", "--disable-pip-version-check", "--no-input")
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ("pyproject.toml", "README.md", "LICENSE", "zenodo_hpc")  # what building the package reads
+SOURCES = ("pyproject.toml", "README.md", "LICENSE", "LICENSES", "zenodo_hpc")  # what building the package reads
 
 
 def throwaway_venv(folder: Path, *, pip: bool = False) -> Path:

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from registry_venv import PIP_QUIET, run_from_registry, source_copy
 
 from zenodo_hpc.cli import main
 from zenodo_hpc.core.state import RunDir, ids_in, read_failure
@@ -28,8 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 NEEDS_MKSQUASHFS = pytest.mark.skipif(shutil.which("mksquashfs") is None,
                                       reason="mksquashfs not on PATH (apt-get install squashfs-tools)")
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) ", re.M)
-_OFFLINE = ("No matching distribution", "Could not find a version", "NewConnectionError", "Temporary failure in name",
-            "Network is unreachable", "ConnectTimeout", "ReadTimeout", "Connection refused", "ProxyError")
 
 
 def script(name: str) -> ModuleType:
@@ -228,22 +227,14 @@ def test_the_readme_setup_holds_on_the_system_python(tmp_path: Path) -> None:
                              capture_output=True, text=True, timeout=60)
     if version.stdout.strip() != "True":
         pytest.skip(f"{SYSTEM_PYTHON} is older than 3.10, which the package does not accept")
-    source = tmp_path / "clone"
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
-        (source / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / name, source / name)
-    shutil.copytree(ROOT / "zenodo_hpc", source / "zenodo_hpc", ignore=shutil.ignore_patterns("__pycache__"))
+    source = source_copy(tmp_path / "clone")
     venv = subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", str(source / ".venv")], capture_output=True, text=True,
                           timeout=300)
     if venv.returncode != 0 and "ensurepip" in venv.stdout + venv.stderr:
         pytest.skip(f"{SYSTEM_PYTHON} cannot make a venv: python3-venv is not installed")
     assert venv.returncode == 0, venv.stderr
-    install = subprocess.run([str(source / ".venv" / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                              "--disable-pip-version-check", "--no-input", f"{source}[report]"],
-                             capture_output=True, text=True, timeout=900)
-    if install.returncode != 0 and any(sign in install.stdout + install.stderr for sign in _OFFLINE):
-        pytest.skip(f"cannot install from the package registry: {install.stderr.strip().splitlines()[-1]}")
-    assert install.returncode == 0, install.stderr[-3000:]
+    run_from_registry([str(source / ".venv" / "bin" / "python"), "-m", "pip", "install", *PIP_QUIET,
+                       f"{source}[report]"], what=f"the package with {SYSTEM_PYTHON}")
     shutil.rmtree(source / "zenodo_hpc")  # the installed package only, as from a wheel
     run = update.run_demo(source, source / ".venv" / "bin")
     assert run.returncode == 0, run.stderr[-3000:]
