@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -207,3 +208,20 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: fl
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+def probing_venv(tmp_path: Path) -> tuple[Path, Path]:
+    """A second venv that sees this suite's packages, and whose every interpreter start appends its
+    ``sys.executable`` to a probe file: (the venv, the probe). A job whose setup activates it shows which
+    interpreter it really ran."""
+    import site
+    import venv
+
+    folder, probe = tmp_path / "other-venv", tmp_path / "interpreters.txt"
+    venv.EnvBuilder(with_pip=False).create(folder)
+    packages = next(folder.glob("lib/python*/site-packages"))
+    ours = next(p for p in site.getsitepackages() if Path(p).is_relative_to(sys.prefix))
+    (packages / "zz_probe.pth").write_text(
+        f"import site; site.addsitedir({ours!r})\n"
+        f"import sys; open({str(probe)!r}, 'a').write(sys.executable + '\\n')\n")
+    return folder, probe

@@ -69,3 +69,30 @@ def test_on_the_dev_cluster_the_update_is_queued_for_the_next_date_and_removed(
                                60, f"job {job} to be cancelled")
     assert state == "CANCELLED"
     assert os.path.isdir(tmp_path / "scratch" / "monthly" / "logs")
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(slurm_dev.cluster_problem() is not None, reason=slurm_dev.cluster_problem() or "")
+def test_the_scheduled_job_runs_python3_of_the_environment_its_setup_makes(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """As the array tasks: a path of this machine may mean nothing on a node, so the job runs the setup lines and
+    their environment's python3. The job is made to start now (scontrol) instead of at 03:00."""
+    if shutil.which("scrontab"):
+        pytest.skip("this SLURM has scrontab: the schedule goes there (not this test's case)")
+    other, probe = slurm_dev.probing_venv(tmp_path)
+    path = config(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["zenodo"] = {"api_url": "http://127.0.0.1:9/api", "retries": 0}  # the update itself fails at once
+    data["executor"] = {"slurm": {"setup": [f"source {other}/bin/activate"]}}
+    path.write_text(yaml.safe_dump(data))
+    assert main(["schedule", "-c", str(path), "--every", "day"]) == 0
+    job = capsys.readouterr().out.split("scheduled: job ")[1].split()[0]
+    try:
+        slurm_dev.run(["scontrol", "update", f"JobId={job}", "StartTime=now"])
+        slurm_dev.wait_for(lambda: slurm_dev.job_state(job) in slurm_dev.FINISHED, 120, f"job {job} to end")
+    finally:
+        main(["schedule", "-c", str(path), "--remove"])  # the next one, which the job queued
+    ran = set(probe.read_text().split())
+    assert ran == {f"{other}/bin/python3"}  # not sys.executable by path
+    log = (tmp_path / "scratch" / "monthly" / "logs" / f"schedule-{job}.out").read_text()
+    assert "zenodo-hpc update: error:" in log and "Traceback" not in log

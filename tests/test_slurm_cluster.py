@@ -18,6 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import slurm_dev
 import yaml
 from conftest import run_config, tree_bytes
 
@@ -327,25 +328,9 @@ VENV_BIN = Path(sys.prefix) / "bin"  # the environment this test suite runs in, 
 DRIVER = Path(__file__).resolve().parent.parent / "slurm" / "driver.sbatch"
 
 
-def probing_venv(tmp_path: Path) -> tuple[Path, Path]:
-    """A second venv that sees this suite's packages, and whose every interpreter start appends its
-    ``sys.executable`` to a probe file: (the venv, the probe)."""
-    import site
-    import venv
-
-    folder, probe = tmp_path / "other-venv", tmp_path / "interpreters.txt"
-    venv.EnvBuilder(with_pip=False).create(folder)
-    packages = next(folder.glob("lib/python*/site-packages"))
-    ours = next(p for p in site.getsitepackages() if Path(p).is_relative_to(sys.prefix))
-    (packages / "zz_probe.pth").write_text(
-        f"import site; site.addsitedir({ours!r})\n"
-        f"import sys; open({str(probe)!r}, 'a').write(sys.executable + '\\n')\n")
-    return folder, probe
-
-
 def test_a_job_whose_setup_activates_a_venv_runs_that_venvs_python(tmp_path: Path,
                                                                     zenodo_with_records) -> None:  # noqa: ANN001
-    other, probe = probing_venv(tmp_path)
+    other, probe = slurm_dev.probing_venv(tmp_path)
     cfg = slurm_config(tmp_path, zenodo_with_records, records_per_shard=6)
     data = cfg.to_dict()
     data["executor"]["slurm"]["setup"] = [f"source {other}/bin/activate"]

@@ -11,7 +11,10 @@ Three ways, the first the machine offers:
 3. Without SLURM: the crontab line to add (``crontab -e``) is printed, for you to install.
 
 Either way the job runs ``python -m zenodo_hpc update -c <config>`` from the folder ``schedule`` was
-called in, with the Python that called it; ``update`` makes no release when nothing is new.
+called in; ``update`` makes no release when nothing is new. Which Python: as the array tasks do, a SLURM job
+(1, 2) first runs the config's ``executor.slurm.setup`` lines and then ``python3`` of the environment they make
+on the node (a path of this machine may mean nothing there); without setup lines, and for the crontab line
+(3, this machine), the Python that called ``schedule``.
 """
 
 from __future__ import annotations
@@ -46,10 +49,22 @@ def job_name(cfg: Config) -> str:
     return f"zenodo-hpc-update-{cfg.run.name}"
 
 
-def update_command(config: Path) -> str:
-    """The command the schedule runs: this Python, this folder, the config's absolute path."""
-    return (f"cd {shlex.quote(str(Path.cwd()))} && {shlex.quote(sys.executable)} -m zenodo_hpc update -c "
-            f"{shlex.quote(str(config.resolve()))}")
+def update_command(config: Path, cfg: Config | None = None) -> str:
+    """The command the schedule runs: in this folder, the config's absolute path; ``cfg`` given, as a SLURM
+    job of that config runs it (:func:`in_job_environment`), else with this Python."""
+    arguments = f"-m zenodo_hpc update -c {shlex.quote(str(config.resolve()))}"
+    command = in_job_environment(cfg, arguments) if cfg is not None else f"{shlex.quote(sys.executable)} {arguments}"
+    return f"cd {shlex.quote(str(Path.cwd()))} && {command}"
+
+
+def in_job_environment(cfg: Config, arguments: str) -> str:
+    """``python arguments`` as a SLURM job runs it: after the ``executor.slurm.setup`` lines, with ``python3`` of
+    the environment they make (one bash command, as a crontab line or ``--wrap`` needs); without setup lines,
+    with this Python, whose environment the job inherits."""
+    setup = cfg.executor.slurm.setup
+    if not setup:
+        return f"{shlex.quote(sys.executable)} {arguments}"
+    return "bash -c " + shlex.quote("; ".join([*setup, f"python3 {arguments}"]))
 
 
 def next_time(every: str, now: datetime | None = None) -> datetime:
@@ -101,7 +116,7 @@ def _block(cfg: Config, config: Path, every: str) -> list[str]:
     partition = f" --partition={cfg.executor.slurm.partition}" if cfg.executor.slurm.partition else ""
     return [f"{MARK} {config.resolve()} (every {every}; remove with `zenodo-hpc schedule -c {config} --remove`)",
             f"#SCRON --job-name={job_name(cfg)} --time={pack.time_min} --mem={int(pack.mem_gb * 1024)}M{partition}",
-            f"{CRON_SPEC[every]} {update_command(config)}"]
+            f"{CRON_SPEC[every]} {update_command(config, cfg)}"]
 
 
 def _without_block(lines: list[str], config: Path) -> list[str]:
@@ -154,9 +169,8 @@ def _queue_next(cfg: Config, config: Path, every: str, *, log_dir: Path | None =
     when = next_time(every)
     logs = log_dir or cfg.run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    tick = (f"{shlex.quote(sys.executable)} -m zenodo_hpc.drivers.schedule tick "
-            f"-c {shlex.quote(str(config.resolve()))} "
-            f"--every {every}")
+    tick = in_job_environment(cfg, f"-m zenodo_hpc.drivers.schedule tick -c {shlex.quote(str(config.resolve()))} "
+                                   f"--every {every}")
     args = ["sbatch", "--parsable", f"--job-name={job_name(cfg)}", f"--begin={when:%Y-%m-%dT%H:%M:%S}",
             f"--time={cfg.pack.time_min}", f"--mem={int(cfg.pack.mem_gb * 1024)}M",
             f"--output={logs / 'schedule-%j.out'}", f"--chdir={Path.cwd()}", "--wrap", tick]
