@@ -152,9 +152,24 @@ def base_environment(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def without_slurm(env: dict[str, str]) -> dict[str, str]:
-    """A terminal where no SLURM cluster answers: the dev cluster is found through ``SLURM_CONF`` alone."""
-    return {k: v for k, v in env.items() if k != "SLURM_CONF"}
+SLURM_COMMANDS = frozenset({"sbatch", "srun", "salloc", "squeue", "sinfo", "scancel", "sacct", "scontrol", "sstat",
+                            "scrontab", "sacctmgr", "sreport", "sprio", "sshare", "sattach", "sbcast", "strigger"})
+
+
+def without_slurm(env: dict[str, str], shadows: Path) -> dict[str, str]:
+    """A laptop's terminal: no SLURM. ``SLURM_CONF`` goes, and each ``PATH`` folder holding a SLURM command is
+    replaced by a folder (under ``shadows``) linking to everything else it holds."""
+    folders = []
+    for n, folder in enumerate(env.get("PATH", "").split(os.pathsep)):
+        if folder and any((Path(folder) / name).exists() for name in SLURM_COMMANDS):
+            shadow = shadows / str(n)
+            shadow.mkdir(parents=True, exist_ok=True)
+            for entry in Path(folder).iterdir():
+                if entry.name not in SLURM_COMMANDS and not (shadow / entry.name).exists():
+                    (shadow / entry.name).symlink_to(entry)
+            folder = str(shadow)
+        folders.append(folder)
+    return {**{k: v for k, v in env.items() if k != "SLURM_CONF"}, "PATH": os.pathsep.join(folders)}
 
 
 def prepend_path(env: dict[str, str], *folders: Path) -> dict[str, str]:

@@ -13,16 +13,19 @@ check says what the command must have done: its exit status, and what it wrote o
 
 The scenes (fixtures below):
 
-- ``clone``: a fresh copy of the work tree (its tracked and new files), SLURM hidden, nothing installed:
-  ``make demo`` installs from the package index (marked ``registry``), as on a new machine;
-- ``index``: a new, empty venv, active: ``pip install`` of what the pages name, from the package index;
+- ``clone`` (marked ``registry``: it installs from the package index): a fresh copy of the work tree (its
+  tracked and new files), no SLURM, nothing installed: ``make demo``, the venv's activation, every
+  ``pip install`` from the clone or its wheel (``make dist``), the cluster guide's venv on ``$SCRATCH``;
 - ``system``: the machine itself, for ``apt-get install`` (run only where it is a no-op: root, and the
-  package there; it would prompt otherwise);
-- ``demo``: the repository's folder (its entries linked; ``configs/`` pointed at a Zenodo double), a venv
-  with zenodo-hpc active, no SLURM: docs/quickstart.md's demo and what follows it, docs/report.md's and
-  docs/publishing.md's commands on the demo's run (the real kaggle client against the Kaggle double);
-- ``scratch``: the same, with the demo's run where the pages' ``scratch/zenodo-ml`` is;
+  package there; it would install or prompt otherwise) and ``module load``;
+- ``demo``: a laptop: the repository's folder (its entries linked; ``configs/`` pointed at a Zenodo double),
+  a venv with zenodo-hpc active, no SLURM: docs/quickstart.md's demo and what follows it, docs/report.md's
+  and docs/publishing.md's commands on the demo's run (the real kaggle client against the Kaggle double),
+  the dry run of docs/commands.md, adding an extra's packages to the venv;
+- ``scratch``: the same, with the demo's run where the pages' ``scratch/zenodo-ml`` is, and the release
+  docs/updating.md checks (made with the date the page names);
 - ``from_2018``: a record of the 2018 dataset mounted (``zenodo-ml/1065022``) and its image beside it;
+- ``doubles``: an empty folder, for docs/doubles.md's recipes;
 - ``readme_image``, ``image_md``: a folder holding a packed image and its checksums, as downloaded;
 - ``cluster_*`` (marked ``slurm``): the dev SLURM cluster, ``$SCRATCH`` a tmp folder, a venv with zenodo-hpc
   on it where ``configs/sherlock.yaml``'s ``setup`` sources it, ``module`` a no-op: each of the README's ways
@@ -39,9 +42,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +126,32 @@ def as_shown(outcome: Outcome, session: Session) -> None:
     assert (outcome.returncode != 0) == any(": error: " in line for line in shown), outcome.describe()
     missing = [line for line in shown if shape(line) not in printed]
     assert not missing, f"the page shows lines this run did not print: {missing}\n{outcome.describe()}"
+
+
+EXTRA_MODULES = {"image": "PySquashfsImage", "report": "matplotlib", "kaggle": "kaggle", "hdf5plugin": "hdf5plugin",
+                 "test": "pytest"}
+
+
+def installs_what_it_names(outcome: Outcome, session: Session) -> None:
+    """A ``pip install``: the active venv then imports what it names: zenodo-hpc and the module of each extra
+    (``'.[image,report]'``, a wheel's ``[...]``), or the packages named (``'kaggle>=2.2.5,<3' six``)."""
+    words = shlex.split(outcome.snippet.command)
+    modules = []
+    for target in (w for w in words[words.index("install") + 1:] if not w.startswith("-")):
+        name, _, extras = target.partition("[")
+        if extras:
+            modules += ["zenodo_hpc", *(EXTRA_MODULES[e] for e in extras.rstrip("]").split(","))]
+        else:
+            modules.append(re.split(r"[<>=!~]", name)[0])
+    probe(f"python -c 'import {', '.join(modules)}'")(outcome, session)
+
+
+def writes_nothing(*paths: str) -> Check:
+    """A dry run: none of ``paths`` exists afterwards."""
+    def check(outcome: Outcome, session: Session) -> None:
+        made = [p for p in paths if outcome.path(p).exists()]
+        assert not made, f"a dry run wrote {made}\n{outcome.describe()}"
+    return check
 
 
 def image_verified(image: str) -> Check:
@@ -276,17 +305,16 @@ RULES: list[Rule] = [
     Rule("clone", r"make demo( PYTHON=\S+)?", ok(prints(r"^pack: .* verified"), writes(
         "build/demo/run/zenodo-ml.sqsh", ".venv/bin/zenodo-hpc")), once=True, timeout=1800),
     Rule("clone", r"source \.venv/bin/activate", ok(probe("command -v zenodo-hpc", r"/\.venv/bin/zenodo-hpc$"))),
-    Rule("clone", r"(python -m )?pip install -e '\.\[image\]'",
-         ok(probe("python -c 'import PySquashfsImage, zstandard'"))),
+    Rule("clone", r"(python -m )?pip install (-e )?'\.\[[\w,]+\]'", ok(installs_what_it_names)),
+    Rule("clone", r"make dist", ok(probe("ls dist/zenodo_hpc-*-py3-none-any.whl")), once=True),
+    Rule("clone", r'pip install "\$\(ls dist/zenodo_hpc-\*\.whl\)\[[\w,]+\]"', ok(installs_what_it_names)),
+    Rule("clone", r"module load python/3\.\d+", ok(), page="docs/cluster-guide.md"),
+    Rule("clone", r"python3 -m venv \$SCRATCH/zenodo-hpc/venv", ok(writes("$SCRATCH/zenodo-hpc/venv/bin/activate"))),
+    Rule("clone", r"source \$SCRATCH/zenodo-hpc/venv/bin/activate",
+         ok(probe('test "$VIRTUAL_ENV" = "$SCRATCH/zenodo-hpc/venv"'))),
     Rule("system", r"apt-get install (squashfs-tools|squashfuse)", ok(prints("already the newest version")),
          needs=("apt-installed",)),
-    Rule("index", r"(python -m )?pip install '(zenodo-hpc)?\[\w+\]'|pip install 'zenodo-hpc\[\w+\]'",
-         ok(probe("python -c 'import zenodo_hpc'")), once=True),
-    Rule("index", r"python -m pip install '\.\[image\]'", ok(probe("python -c 'import PySquashfsImage'"))),
-    Rule("index", r"module load python/3\.\d+", ok(), once=True),
-    Rule("index", r"python3 -m venv \$SCRATCH/zenodo-hpc/venv", ok(writes("$SCRATCH/zenodo-hpc/venv/bin/activate"))),
-    Rule("index", r"source \$SCRATCH/zenodo-hpc/venv/bin/activate",
-         ok(probe('test "$VIRTUAL_ENV" = "$SCRATCH/zenodo-hpc/venv"'))),
+    Rule("system", r"module load python/3\.\d+", ok(), page="docs/configuration.md"),
     # docs/quickstart.md, then the pages that work on the demo's run
     Rule("demo", r"zenodo-hpc demo --out zenodo-hpc-demo", ok(
         prints(r"^pack: .* verified"), prints("^complete: every record is done or quarantined"),
@@ -310,6 +338,9 @@ RULES: list[Rule] = [
     Rule("demo", rf"zenodo-hpc report {DEMO_RUN}", ok(prints("^report: "), writes(f"{DEMO_RUN}/report.html"))),
     Rule("demo", r"zenodo-hpc publish kaggle zenodo-hpc-demo/export .*", as_shown, page="docs/publishing.md",
          before=upload_fails_once),
+    Rule("demo", r"python -m pip install ('[\w<>=.,]+' ?)+( six)?", ok(installs_what_it_names), once=True),
+    Rule("demo", r"SCRATCH=\S+ zenodo-hpc submit -c configs/sherlock\.yaml --dry-run --records \d+",
+         lambda o, s: (as_shown(o, s), writes_nothing("/scratch/users/me")(o, s))),
     # a run at scratch/zenodo-ml (docs/operations.md, docs/organize.md, docs/report.md)
     Rule("scratch", r"zenodo-hpc status scratch/zenodo-ml", ok(prints(r"^run scratch/zenodo-ml: \d+ records"))),
     Rule("scratch", 'recipe:organize("scratch/zenodo-ml", "export"', ok(writes("export/datapackage.json")),
@@ -320,6 +351,9 @@ RULES: list[Rule] = [
     Rule("scratch", 'recipe:build_report("scratch/zenodo-ml", "report.html")', ok(writes("report.html"))),
     Rule("scratch", "recipe:write_report_figures(run, run.data", ok(), probe="assert figures and card_section\n"),
     Rule("scratch", "recipe:pack(run, cfg, figures=card_figures)", ok()),
+    Rule("scratch", r"cd scratch/zenodo-ml/releases/[\d.]+", ok(probe("test -f CHANGELOG.md"))),
+    Rule("scratch", r"(md5|sha256)sum -c zenodo-ml-[\d.]+\.sqsh\.(md5|sha256)",
+         ok(prints(r"^zenodo-ml-[\d.]+\.sqsh: OK$")), page="docs/updating.md"),
     # docs/doubles.md: the recipes, in a folder of their own
     Rule("doubles", "recipe:def test_harvest(tmp_path):", ok(),
          probe="import pathlib, tempfile\ntest_harvest(pathlib.Path(tempfile.mkdtemp(dir='.')))\n"),
@@ -335,7 +369,7 @@ RULES: list[Rule] = [
         "import pickle, numpy as np\n"
         "data = Path('scratch/zenodo-ml-2018/data')\n"
         "made = sorted(p.name for p in out.iterdir())\n"
-        "assert made and made == sorted(f.name for f in data.iterdir() if f.is_dir() and not f.name.startswith('.'))\n"
+        "assert made and made == sorted(f.name for f in data.iterdir() if f.name.isdigit())\n"
         "for name in made:\n"
         "    with open(out / name / f'images_{name}.pkl', 'rb') as handle:\n"
         "        again = pickle.load(handle)\n"
@@ -344,7 +378,8 @@ RULES: list[Rule] = [
         "    assert all((np.asarray(again[k]) == first[k]).all() for k in first)\n")),
     # a downloaded image: the README's and docs/image.md's commands
     Rule("readme_image", r"md5sum -c zenodo-ml\.sqsh\.md5", ok(prints(r"^zenodo-ml\.sqsh: OK$")), page="README.md"),
-    Rule("readme_image", r"squashfuse zenodo-ml\.sqsh zenodo-ml/", ok(writes("zenodo-ml/manifest.jsonl")),
+    Rule("readme_image", r"(mkdir -p zenodo-ml && )?squashfuse zenodo-ml\.sqsh zenodo-ml/",
+         ok(writes("zenodo-ml/manifest.jsonl")),
          needs=("fuse",)),
     Rule("readme_image", "recipe:zenodo-ml/7000001", ok(), page="README.md", needs=("fuse",), probe=(
         "assert images and all(a.shape[1:] == (80, 80) for a in images.values())\n"
@@ -400,6 +435,9 @@ RULES: list[Rule] = [
     Rule("cluster_updating", r"zenodo-hpc schedule -c configs/sherlock\.yaml --remove", ok(no_job_left)),
     Rule("cluster_updating", r"squeue --me", ok(prints("JOBID"))),
     Rule("cluster_tools", r"scontrol show config", ok(prints(r"^MaxArraySize\s*=")), once=True),
+    Rule("cluster_tools", r"zenodo-hpc submit -c configs/sherlock\.yaml --dry-run --records \d+", ok(
+        prints("^#SBATCH"), prints(r"MaxArraySize \d+ \(read from scontrol\)"),
+        writes_nothing(SHERLOCK_RUN))),
     Rule("cluster_tools", r"source /tmp/zenodo-hpc-slurm/env\.sh", ok(probe('test -f "$SLURM_CONF"')),
          needs=("dev-cluster-default",)),
 ]
@@ -428,12 +466,6 @@ class Broken:
 
 
 KNOWN_BROKEN: list[Broken] = [
-    Broken("*", r"pip install 'zenodo-hpc\[\w+\]'", r"No matching distribution found for zenodo-hpc",
-           "zenodo-hpc is not on the package index: install it from a clone or a wheel"),
-    Broken("README.md", r"squashfuse zenodo-ml\.sqsh zenodo-ml/", r"(No such file or directory|mountpoint)",
-           "the mount point zenodo-ml/ does not exist: squashfuse needs it made first (docs/image.md: mkdir -p)"),
-    Broken("README.md", "recipe:zenodo-ml/7000001", r"zenodo-ml/7000001",
-           "reads the mount of the line above, which failed (the mount point is never made)"),
     Broken("docs/report.md", "recipe:write_report_figures(run, run.data",
            r"NameError: name 'run' is not defined", "uses `run`, which the recipe never defines"),
     Broken("docs/report.md", "recipe:pack(run, cfg, figures=card_figures)",
@@ -496,7 +528,7 @@ CLUSTER_PROBLEM = _cluster_problem()
 def scene_marks(scene: str) -> list[pytest.MarkDecorator]:
     if scene.startswith("cluster_"):
         return [pytest.mark.slurm, pytest.mark.skipif(CLUSTER_PROBLEM is not None, reason=CLUSTER_PROBLEM or "")]
-    if scene in ("clone", "index"):
+    if scene == "clone":
         return [pytest.mark.registry]
     return []
 
@@ -549,7 +581,7 @@ def test_runs_as_written(snippet: Snippet, request: pytest.FixtureRequest) -> No
             pytest.skip(problem)
     session: Session = request.getfixturevalue(rule.scene)
     outcome = session.outcome_of(snippet)
-    if rule.scene in ("clone", "index") and re.search(r"NewConnectionError|Temporary failure in name|Network is "
+    if rule.scene == "clone" and re.search(r"NewConnectionError|Temporary failure in name|Network is "
                                                       r"unreachable|ProxyError", outcome.output):
         pytest.skip("the package index cannot be reached")
     broken = broken_entry(snippet)
@@ -614,7 +646,7 @@ def reader_environment(base: Path, venv_bin: Path, kaggle: object | None = None,
 @pytest.fixture(scope="session")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Session:
     base = tmp_path_factory.mktemp("system")
-    return open_session("system", base, base_environment(base))
+    return open_session("system", base, prepend_path(base_environment(base), module_stub(base / "modules")))
 
 
 @pytest.fixture(scope="session")
@@ -628,20 +660,10 @@ def doubles(tmp_path_factory: pytest.TempPathFactory, reader_venv: Path) -> Sess
 def clone(tmp_path_factory: pytest.TempPathFactory) -> Session:
     base = tmp_path_factory.mktemp("clone")
     path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and not p.startswith(str(ROOT))]
-    env = without_slurm(base_environment(base / "home", PATH=os.pathsep.join(path)))
+    env = without_slurm(base_environment(base / "home", PATH=os.pathsep.join(path), SCRATCH=str(base / "SCRATCH")),
+                        base / "no-slurm")
     (base / "home").mkdir()
-    return open_session("clone", repository_copy(base / "zenodo-hpc"), env)
-
-
-@pytest.fixture(scope="session")
-def index(tmp_path_factory: pytest.TempPathFactory) -> Session:
-    base = tmp_path_factory.mktemp("index")
-    subprocess.run([sys.executable, "-m", "venv", str(base / "venv")], check=True, capture_output=True)
-    (base / "home").mkdir()
-    env = prepend_path(base_environment(base / "home", VIRTUAL_ENV=str(base / "venv"), SCRATCH=str(base / "scratch")),
-                       module_stub(base / "modules"), base / "venv" / "bin")
-    (base / "work").mkdir()
-    return open_session("index", base / "work", env)
+    return open_session("clone", repository_copy(base / "zenodo-hpc"), prepend_path(env, module_stub(base / "modules")))
 
 
 @pytest.fixture(scope="session")
@@ -650,7 +672,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory, reader_venv: Path, kaggle_dou
     with stand_in_zenodo() as zenodo:
         root = repository_view(base / "zenodo-hpc")
         copy_configs(root, zenodo)
-        env = without_slurm(reader_environment(base, reader_venv, kaggle_double, "alice"))
+        env = without_slurm(reader_environment(base, reader_venv, kaggle_double, "alice"), base / "no-slurm")
         yield open_session("demo", root, env, zenodo=zenodo, kaggle=kaggle_double)
 
 
@@ -671,7 +693,28 @@ def scratch(tmp_path_factory: pytest.TempPathFactory, demo: Session, reader_venv
     root = repository_view(base / "zenodo-hpc")
     copy_configs(root, demo.store["zenodo"])
     shutil.copytree(demo.root / DEMO_RUN, root / "scratch" / "zenodo-ml", symlinks=True)
-    return open_session("scratch", root, without_slurm(reader_environment(base, reader_venv)))
+    session = open_session("scratch", root, without_slurm(reader_environment(base, reader_venv), base / "no-slurm"))
+    versions = [m[1] for s in session.steps if (m := re.fullmatch(r"cd scratch/zenodo-ml/releases/(\S+)", s.command))]
+    for version in versions:
+        release_dated(root / "scratch" / "zenodo-ml", version)
+    return session
+
+
+def release_dated(run_dir: Path, version: str) -> None:
+    """Make the run's next release as ``update`` makes it (pack, verify, release folder), on the day ``version``
+    names (``2026.12.01``): the release a page's example checks."""
+    from datetime import datetime, timezone
+    from unittest import mock
+
+    from zenodo_hpc.core.state import load_run
+    from zenodo_hpc.dataset import release
+    from zenodo_hpc.drivers.releasing import release_now
+
+    day = datetime.strptime(version[:10], "%Y.%m.%d").replace(tzinfo=timezone.utc)
+    dated = release.next_version
+    with mock.patch.object(release, "next_version", lambda run, today=None: dated(run, day)):
+        made = release_now(*load_run(run_dir))
+    assert made is not None and made.version == version, made
 
 
 @pytest.fixture(scope="session")
@@ -689,8 +732,7 @@ def from_2018(tmp_path_factory: pytest.TempPathFactory, reader_venv: Path) -> It
                    check=True, capture_output=True)
     with stand_in_zenodo() as zenodo:
         copy_configs(root, zenodo)
-        yield open_session("from_2018", root, reader_environment(base, reader_venv))
-    cancel_jobs_under(base)
+        yield open_session("from_2018", root, without_slurm(reader_environment(base, reader_venv), base / "no-slurm"))
 
 
 def image_folder(tmp_path_factory: pytest.TempPathFactory, demo: Session, name: str) -> Path:
