@@ -247,3 +247,18 @@ def test_the_readme_setup_holds_on_the_system_python(tmp_path: Path) -> None:
                               timeout=300)
         assert done.returncode == 0, f"{command}: {done.stderr[-500:]}"
     assert f"'python-demo-__phello__-{FIRST_ID % 10_000_000:07x}/spam.py'" in done.stdout
+
+
+def test_the_pipeline_names_zenodo_hpc_as_it_can_be_typed_here(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    """The hints inside the run's own lines ("See `zenodo-hpc status ...`") run as printed too."""
+    from zenodo_hpc.core.config import config_from_dict
+    from zenodo_hpc.drivers.pipeline import interrupted_message
+
+    scripts = Path(sysconfig.get_path("scripts"))
+    cfg = config_from_dict({"run": {"scratch": str(tmp_path), "name": "r"}})
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", update.path_without(scripts))
+    assert f"`{scripts}/zenodo-hpc status {tmp_path / 'r'}`" in interrupted_message(cfg, None)
+    monkeypatch.setenv("PATH", f"{scripts}:{update.path_without(scripts)}")
+    assert "`zenodo-hpc status " in interrupted_message(cfg, None)

@@ -26,7 +26,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +35,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+from ..core.commands import installed_command, program, shown
 from ..core.config import Config, config_from_dict
 from ..core.state import open_run
 from ..drivers.pipeline import main_summary, run_pipeline, say
@@ -240,22 +240,6 @@ def _export(run_dir: Path, target: Path, progress: bool | None) -> Path | None:
     return target
 
 
-def shown(path: Path) -> str:
-    """``path`` as a command typed here should name it: relative when it is under the current folder."""
-    path = Path(path).absolute()
-    here = Path.cwd()
-    return path.relative_to(here).as_posix() if path.is_relative_to(here) else str(path)
-
-
-def command(name: str, installed: Path) -> str:
-    """How to call the ``installed`` program ``name`` from here: its bare name when that is what PATH finds
-    (an activated venv), else its path (``make demo`` does not activate its venv)."""
-    found = shutil.which(name)
-    if found is not None and Path(found).parent.resolve() == installed.parent.resolve():
-        return name
-    return shown(installed)
-
-
 def quoted(code: str) -> str:
     """``code`` as one shell word, in double quotes when that needs no escape (easier to read and to edit)."""
     return f'"{code}"' if not set(code) & set('"$`\\!') else shlex.quote(code)
@@ -264,9 +248,8 @@ def quoted(code: str) -> str:
 def next_steps(result: DemoResult) -> str:
     """Where everything is, and commands that run as printed, from the folder the demo was started in."""
     run = result.run_dir
-    scripts = Path(sysconfig.get_path("scripts"))
-    cli = command("zenodo-hpc", scripts / "zenodo-hpc")
-    python = command("python", Path(sys.executable))
+    cli = program()
+    python = installed_command("python", Path(sys.executable))
     record = run / "data" / str(FIRST_ID)
     read = ("from zenodo_hpc.load import load_images; "
             f"print({{path: a.shape for path, a in load_images({shown(record)!r}).items()}})")

@@ -16,6 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ..core.commands import program
 from ..core.config import Config
 from ..core.state import RunDir, open_run
 from ..dataset.pack import PackResult
@@ -144,9 +145,10 @@ def live_local_tasks(submissions: list[Any]) -> int:
 
 
 def interrupted_message(cfg: Config, config_path: str | None) -> str:
-    again = f"zenodo-hpc run -c {config_path}" if config_path else "zenodo-hpc run -c CONFIG"
+    cli = program()
+    again = f"{cli} run -c {config_path or 'CONFIG'}"
     return (f"interrupted: nothing is lost; queued SLURM jobs keep running. Continue with `{again}`, "
-            f"or follow with `zenodo-hpc status {cfg.run_dir}` and `zenodo-hpc resume {cfg.run_dir}`")
+            f"or follow with `{cli} status {cfg.run_dir}` and `{cli} resume {cfg.run_dir}`")
 
 
 def main_summary(outcome: RunOutcome) -> str:
@@ -154,7 +156,7 @@ def main_summary(outcome: RunOutcome) -> str:
 
     if outcome.waiting:
         return (f"run {outcome.run.root}: jobs queued with their finishing job, which runs further rounds and packs "
-                f"the image: nothing else to do. Follow with `zenodo-hpc status {outcome.run.root}`.")
+                f"the image: nothing else to do. Follow with `{program()} status {outcome.run.root}`.")
     if outcome.packed is not None:
         return format_summary(outcome.packed)
     return outcome.message

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..core.commands import program
 from ..core.config import Config
 from ..core.errors import UserError
 from ..core.liveness import LOCAL_ACTIVE, UNCHECKABLE, local_task_state
@@ -384,9 +385,9 @@ def format_result(result: SubmitResult, run: RunDir, *, dry_run: bool = False) -
         follow = (f" and finishing job {sub.finishing_job} (when they have all ended: another round for what "
                   "can still succeed, or the image)") if sub.finishing_job else ""
         if result.follow_up_error:
-            follow = f" (but {result.follow_up_error}: run `zenodo-hpc resume {run.root}` when they end)"
+            follow = f" (but {result.follow_up_error}: run `{program()} resume {run.root}` when they end)"
         return (f"{head}; queued {len(sub.arrays)} array job(s): {ids}{follow}. Nothing else to do: follow with "
-                f"`zenodo-hpc status {run.root}`")
+                f"`{program()} status {run.root}`")
     failed = sum(1 for t in sub.tasks.values() if t.get("state") != "COMPLETED")
     tail = f"; {failed} task(s) did not complete" if failed else ""
-    return f"{head}; ran {len(sub.tasks)} {sub.kind} task(s){tail}. See `zenodo-hpc status {run.root}`"
+    return f"{head}; ran {len(sub.tasks)} {sub.kind} task(s){tail}. See `{program()} status {run.root}`"
