@@ -22,9 +22,10 @@ Among those, two kinds are not run, because they cannot be run as written:
 
 - **output**: a line starting ``zenodo-hpc <command>:`` (``zenodo-hpc pack: error: ...``) is a message the
   command prints, shown as an example of its errors;
-- **usage**: a synopsis with placeholders: a ``<name>`` (``<run>/cache``), an upper-case word standing for a
-  value (``RUN_DIR``, ``CONFIG``, ``U``, ``SPEC.json``), an optional part in brackets (``[--dry-run]``) or an
-  ellipsis (``...``). tests/test_docs.py checks that the commands and options they name exist.
+- **usage**: a synopsis with placeholders: a ``<name>`` (``<run>/cache``, quoted too), an upper-case word
+  standing for a value (``RUN_DIR``, ``CONFIG``, ``U``; not a file name such as ``README.md``), an optional
+  part in brackets (``[--dry-run]``) or an ellipsis (``...``). tests/test_docs.py checks that the commands
+  and options they name exist.
 
 Everything else is a **command**, which tests/test_doc_commands.py runs as written or names in one of its
 explicit lists. ```` ```python ```` blocks are **recipes** (an interactive ``>>>`` session is kept as shown:
@@ -58,10 +59,10 @@ _FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+-]
 _LIST_ITEM = re.compile(r"^ *(?:[-*+]|\d+[.)])[ \t]")
 _INLINE = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)")
 _OUTPUT = re.compile(r"^zenodo-hpc(?: [a-z]+)*: ")
-_PLACEHOLDER = re.compile(r"<[^<>\s][^<>]*>"  # <run>, <next 03:00>
-                          r"|(?:^|\s)\["  # [--dry-run]
-                          r"|(?:^|\s)(?:\.\.\.|…)(?:\s|$)"  # ...
-                          r"|(?:^|\s)[A-Z][A-Z0-9_]*(?:\.[a-z]+)?(?=\s|$)")  # RUN_DIR, U, SPEC.json
+#: Placeholders anywhere in a line (quoted too): <run>, <next 03:00>, an ellipsis.
+_PLACEHOLDER = re.compile(r"<[A-Za-z][^<>'\"]*>|(?:^|\s|')(?:\.\.\.|…)(?:\s|$|')")
+#: Placeholders outside quotes (a quoted title may have capitals): [--dry-run], RUN_DIR, U.
+_BARE_PLACEHOLDER = re.compile(r"(?:^|\s)\[|(?:^|\s)[A-Z][A-Z0-9_]*(?=\s|$)")
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,8 @@ def classify(text: str, where: str, language: str = "", prompted: bool = False) 
             return None
     elif not (language in SHELL_LANGUAGES or prompted or words[0] in PROGRAMS):
         return None
-    return "usage" if _PLACEHOLDER.search(_without_quotes_and_comment(text)) else "command"
+    bare = _without_quotes_and_comment(text)
+    return "usage" if _PLACEHOLDER.search(_strip_comment(text)) or _BARE_PLACEHOLDER.search(bare) else "command"
 
 
 def _names_a_command(words: list[str]) -> bool:

@@ -47,6 +47,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -256,17 +257,26 @@ def wait_then_remember_md5(session: Session, snippet: Snippet) -> None:
 
 
 def offline_config(session: Session, snippet: Snippet) -> None:
-    """The guide's "set fetch.offline: true in the config", done as a reader does it; then, so that the
-    tasks' requests can be told apart, the double forgets what it served so far."""
+    """The guide's "set fetch.offline: true in the config", done as a reader does it, before the stages."""
     set_config_key(session.root / "configs" / "sherlock.yaml", "fetch.offline", True)
+
+
+def forget_requests(session: Session, snippet: Snippet) -> None:
+    """So that the tasks' requests can be told apart, the Zenodo double forgets what it served so far."""
     session.store["zenodo"].reset_log()
+
+
+def harvested(session: Session, snippet: Snippet) -> None:
+    """"After the harvest": the run is harvested first (the page's harvest command)."""
+    out = session.run("zenodo-hpc harvest -c configs/sherlock.yaml")
+    assert out.returncode == 0, out.describe()
 
 
 def zenodo_grew(session: Session, snippet: Snippet) -> None:
     """"Every month after": the first release is made, and Zenodo has gained a record since."""
     if session.occurrence(snippet):
         wait_until_settled(session)
-        add_record(session.store["zenodo"], 7000005, created="2017-12-01")
+        add_record(session.store["zenodo"], 7000005, created=datetime.now(timezone.utc).strftime("%Y-%m-%d"))
 
 
 def upload_fails_once(session: Session, snippet: Snippet) -> None:
@@ -384,6 +394,7 @@ RULES: list[Rule] = [
     Rule("readme_image", "recipe:zenodo-ml/7000001", ok(), page="README.md", needs=("fuse",), probe=(
         "assert images and all(a.shape[1:] == (80, 80) for a in images.values())\n"
         "assert {'hit', 'tree', 'source', 'stats', 'tool'} <= set(meta)\n")),
+    Rule("readme_image", r"unsquashfs -cat zenodo-ml\.sqsh README\.md", ok(prints(r"^# .*Zenodo-ML"))),
     Rule("image_md", r"md5sum -c zenodo-ml\.sqsh\.md5", ok(prints(r"^zenodo-ml\.sqsh: OK$")), page="docs/image.md"),
     Rule("image_md", r"sha256sum -c zenodo-ml\.sqsh\.sha256", ok(prints(r"^zenodo-ml\.sqsh: OK$"))),
     Rule("image_md", r"mkdir -p mnt", ok(writes("mnt")), page="docs/image.md"),
@@ -413,7 +424,7 @@ RULES: list[Rule] = [
     Rule("cluster_stages", rf"zenodo-hpc fetch {re.escape(SHERLOCK_RUN)}",
          ok(prints(r"^fetch: \d+ records downloaded"), writes(f"{SHERLOCK_RUN}/cache")), page="README.md"),
     Rule("cluster_stages", r"zenodo-hpc submit -c configs/sherlock\.yaml --dry-run",
-         ok(prints("^#SBATCH"), nothing_queued)),
+         ok(prints("^#SBATCH"), nothing_queued), page="README.md"),
     Rule("cluster_stages", r"zenodo-hpc submit -c configs/sherlock\.yaml", ok(
         prints("queued"), writes(f"{SHERLOCK_RUN}/state/submissions/0001.json")), page="README.md"),
     Rule("cluster_stages", rf"zenodo-hpc status {re.escape(SHERLOCK_RUN)}", ok(prints(r"^run .*: \d+ records"))),
@@ -422,11 +433,14 @@ RULES: list[Rule] = [
         prints(r"^pack: .* verified"), image_verified(f"{SHERLOCK_RUN}/zenodo-ml.sqsh"), same_image_again),
          before=wait_then_remember_md5),
     Rule("cluster_offline", r"zenodo-hpc harvest -c configs/sherlock\.yaml",
-         ok(writes(f"{SHERLOCK_RUN}/records.jsonl")), page="docs/cluster-guide.md"),
+         ok(writes(f"{SHERLOCK_RUN}/records.jsonl")), page="docs/cluster-guide.md", before=offline_config),
     Rule("cluster_offline", rf"zenodo-hpc fetch {re.escape(SHERLOCK_RUN)}",
          ok(prints(r"^fetch: \d+ records downloaded")), page="docs/cluster-guide.md"),
     Rule("cluster_offline", r"zenodo-hpc submit -c configs/sherlock\.yaml", ok(prints("queued"), offline_tasks),
-         page="docs/cluster-guide.md", before=offline_config),
+         page="docs/cluster-guide.md", before=forget_requests),
+    Rule("cluster_preview", r"zenodo-hpc submit -c configs/sherlock\.yaml --dry-run", ok(
+        prints("^#SBATCH"), prints(r"^plan \d+: 5 records"), nothing_queued), page="docs/cluster-guide.md",
+         before=harvested),
     Rule("cluster_offline", rf"du -sh {re.escape(SHERLOCK_RUN)}/cache", ok(prints(r"^\S+\s+.*/cache$"))),
     Rule("cluster_updating", r"zenodo-hpc update -c configs/sherlock\.yaml", page="docs/updating.md",
          before=zenodo_grew, check=ok(then_settles(lambda o, s: released(s.occurrence(o.snippet) + 1)(o, s)))),
@@ -452,6 +466,8 @@ NEVER: dict[str, str] = {
     r"crontab -e": "opens an editor on this user's crontab: interactive, and it would change the machine's crontab",
     r"kaggle auth login": "an interactive login on kaggle.com: needs the internet and an account",
     r"unsquashfs -cat|sbatch --begin(=.*)?|chmod 600": "an option named in prose, not a command line",
+    r"python tests/kaggle_double\.py child SPEC\.json": "the child process tests/test_publish.py starts, with the "
+                                                       "spec file it writes (SPEC.json stands for it)",
 }
 
 
@@ -703,7 +719,6 @@ def scratch(tmp_path_factory: pytest.TempPathFactory, demo: Session, reader_venv
 def release_dated(run_dir: Path, version: str) -> None:
     """Make the run's next release as ``update`` makes it (pack, verify, release folder), on the day ``version``
     names (``2026.12.01``): the release a page's example checks."""
-    from datetime import datetime, timezone
     from unittest import mock
 
     from zenodo_hpc.core.state import load_run
@@ -800,6 +815,11 @@ def cluster_driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session
 @pytest.fixture(scope="session")
 def cluster_stages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     yield from cluster_scene("cluster_stages", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def cluster_preview(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+    yield from cluster_scene("cluster_preview", tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
