@@ -2,8 +2,9 @@
 
 The commands are read from the pages when the tests are collected (tests/doc_commands.py says what counts
 as a command, as a usage line, as sample output), so a page's new command is run, or fails
-:func:`test_every_command_and_recipe_has_a_runner` until it gets a rule here. The recipes of docs/formats.md
-and docs/image.md, and the dataset card's, are run by tests/test_card.py's kind of tests, not here.
+:func:`test_every_command_and_recipe_has_a_runner` until it gets a rule here. The Python recipes of
+docs/formats.md and docs/image.md, and the dataset card's, are run by tests/test_recipes.py (under numpy 1
+and 2), not here; their pages' shell commands are run here.
 
 How a command runs. Each :class:`Rule` sends commands to a *scene*: a prepared folder standing for where
 the page's reader stands, with a terminal (tests/doc_sessions.py: ``bash``, the working directory and the
@@ -30,7 +31,9 @@ The scenes (fixtures below):
 - ``cluster_*`` (marked ``slurm``): the dev SLURM cluster, ``$SCRATCH`` a tmp folder, a venv with zenodo-hpc
   on it where ``configs/sherlock.yaml``'s ``setup`` sources it, ``module`` a no-op: each of the README's ways
   to run on a cluster gets its own fresh run (one command; queue and leave; the driver as a job; stage by
-  stage), the cluster guide's offline nodes theirs, docs/updating.md's releases theirs.
+  stage), the cluster guide's offline nodes theirs, docs/updating.md's releases theirs. The dev cluster has
+  the ``normal`` partition ``configs/sherlock.yaml`` names, and nodes that fit its 8 GB pack job
+  (slurm/dev-cluster/slurm.conf.in, up.sh).
 
 What stands in for the outside world is listed in tests/doc_sessions.py. Commands that must never run get a
 reason in :data:`NEVER` (shown as skips); commands that fail as written today are in :data:`KNOWN_BROKEN`
@@ -39,6 +42,7 @@ with the failure they show and why (an expected failure, which fails the test on
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -113,7 +117,7 @@ def writes(*paths: str) -> Check:
 def probe(script: str, expect: str = "") -> Check:
     """``script`` succeeds in the command's terminal afterwards (and prints ``expect``)."""
     def check(outcome: Outcome, session: Session) -> None:
-        out = session.probe(script)
+        out = session.probe(script, outcome)
         assert out.returncode == 0 and re.search(expect, out.stdout + out.stderr, re.M), \
             f"after the command, `{script}` gave {out.returncode}: {out.stdout}{out.stderr}\n{outcome.describe()}"
     return check
@@ -165,9 +169,10 @@ def image_verified(image: str) -> Check:
     return check
 
 
-def json_output(outcome: Outcome, session: Session) -> None:
-    status = json.loads(outcome.stdout)
-    assert isinstance(status, dict) and status, outcome.describe()
+def status_json(outcome: Outcome, session: Session) -> None:
+    """``status --json``: JSON whose ``done`` is the run's count of done markers."""
+    run = outcome.path(outcome.snippet.command.split()[2])
+    assert json.loads(outcome.stdout)["done"] == len(list((run / "state" / "done").glob("*.json"))) > 0
 
 
 def nothing_queued(outcome: Outcome, session: Session) -> None:
@@ -200,6 +205,14 @@ def job_waits(outcome: Outcome, session: Session) -> None:
     assert jobs_under(session.root.parent), f"no job of this run is queued\n{outcome.describe()}"
 
 
+def unscheduled(outcome: Outcome, session: Session) -> None:
+    """Once checked, the schedule is taken out again (the page leaves it; a test must not: another run named
+    alike would find it)."""
+    out = session.probe("zenodo-hpc schedule -c configs/sherlock.yaml --remove")
+    assert out.returncode == 0, out.stdout + out.stderr
+    no_job_left(outcome, session)
+
+
 def no_job_left(outcome: Outcome, session: Session) -> None:
     wait_for(lambda: not jobs_under(session.root.parent), 60, "the scheduled job to be cancelled")
 
@@ -215,13 +228,15 @@ def driver_job_finishes(outcome: Outcome, session: Session) -> None:
 
 
 def published_on_kaggle(owner: str) -> Check:
-    """The Kaggle double holds a dataset of ``owner`` with every file of the export's datapackage."""
+    """The Kaggle double holds a dataset of ``owner`` with every file its export (the command's ``DIR``) lists
+    in its ``datapackage.json``, byte for byte."""
     def check(outcome: Outcome, session: Session) -> None:
         kaggle = session.store["kaggle"]
         refs = [ref for ref in kaggle.datasets if ref.startswith(f"{owner}/")]
-        assert refs, outcome.describe()
-        files = kaggle.files_of(refs[0])
-        assert "index.csv" in files and any(name.endswith(".tar.gz") for name in files), sorted(files)
+        assert len(refs) == 1, outcome.describe()
+        export = outcome.path(outcome.snippet.command.split()[3])
+        listed = [r["path"] for r in json.loads((export / "datapackage.json").read_text())["resources"]]
+        assert kaggle.files_of(refs[0]) == {name: (export / name).read_bytes() for name in listed}
     return check
 
 
@@ -272,6 +287,21 @@ def harvested(session: Session, snippet: Snippet) -> None:
     assert out.returncode == 0, out.describe()
 
 
+def no_schedule_of_that_name(session: Session, snippet: Snippet) -> None:
+    """Until no other run's scheduled update is pending under the same job name: ``schedule`` finds its job
+    by the run's name alone (``zenodo-hpc-update-zenodo-ml``), and another test's run of that name would make
+    it answer "already scheduled". (A safety net of a few minutes; the other test removes its own.)"""
+    import yaml
+
+    from zenodo_hpc.core.config import config_from_dict
+    from zenodo_hpc.drivers.schedule import job_name
+
+    run = yaml.safe_load((session.root / "configs" / "sherlock.yaml").read_text())["run"]
+    name = job_name(config_from_dict({"run": {"name": run["name"]}}))
+    wait_for(lambda: not session.probe(f"squeue -h --me -t PENDING -n {name} -o %i").stdout.strip(), 300,
+             f"the pending jobs named {name} of another run to go")
+
+
 def zenodo_grew(session: Session, snippet: Snippet) -> None:
     """"Every month after": the first release is made, and Zenodo has gained a record since."""
     if session.occurrence(snippet):
@@ -291,7 +321,7 @@ def upload_fails_once(session: Session, snippet: Snippet) -> None:
 @dataclass(frozen=True)
 class Rule:
     scene: str  # the fixture of the scene (its folder and terminal)
-    pattern: str  # a command: matches all of Snippet.command; a recipe: found in its code
+    pattern: str  # what it runs (see shows())
     check: Check  # what the command must have done
     page: str = ""  # only on this page ("": any page)
     before: Hook | None = None  # run just before the command (what the page says happens first)
@@ -301,11 +331,15 @@ class Rule:
     timeout: float = 900
 
     def matches(self, snippet: Snippet) -> bool:
-        if self.page and snippet.page != self.page:
-            return False
-        if snippet.kind == "python":
-            return self.pattern.startswith("recipe:") and self.pattern[7:] in snippet.text
-        return not self.pattern.startswith("recipe:") and re.fullmatch(self.pattern, snippet.command) is not None
+        return self.page in ("", snippet.page) and shows(snippet, self.pattern)
+
+
+def shows(snippet: Snippet, pattern: str) -> bool:
+    """``pattern`` is ``snippet``: a regular expression matching all of a command (without its comment), or
+    ``recipe:<text>``, a piece of a recipe's code."""
+    if snippet.kind == "python":
+        return pattern.startswith("recipe:") and pattern[7:] in snippet.text
+    return not pattern.startswith("recipe:") and re.fullmatch(pattern, snippet.command) is not None
 
 
 DEMO_RUN = "zenodo-hpc-demo/run"
@@ -328,9 +362,9 @@ RULES: list[Rule] = [
     # docs/quickstart.md, then the pages that work on the demo's run
     Rule("demo", r"zenodo-hpc demo --out zenodo-hpc-demo", ok(
         prints(r"^pack: .* verified"), prints("^complete: every record is done or quarantined"),
-        writes(f"{DEMO_RUN}/zenodo-ml.sqsh", "zenodo-hpc-demo/export/datapackage.json")), needs=("mksquashfs",)),
+        writes(f"{DEMO_RUN}/zenodo-ml.sqsh", "zenodo-hpc-demo/export/datapackage.json"))),
     Rule("demo", rf"zenodo-hpc status {DEMO_RUN}", ok(prints(rf"^run {DEMO_RUN}: \d+ records"), prints("^  done"))),
-    Rule("demo", rf"zenodo-hpc status {DEMO_RUN} --json", ok(json_output)),
+    Rule("demo", rf"zenodo-hpc status {DEMO_RUN} --json", ok(status_json)),
     Rule("demo", rf"zenodo-hpc resume {DEMO_RUN} --dry-run", ok(prints("^nothing to submit"))),
     Rule("demo", "recipe:zenodo-hpc-demo/run/data/7000001", ok(), probe=(
         "assert images and all(a.ndim == 3 and a.shape[1:] == (80, 80) for a in images.values())\n"
@@ -345,9 +379,10 @@ RULES: list[Rule] = [
                "zenodo-hpc-demo/single/zenodo_hpc/metadata_zenodo_hpc.json"))),
     Rule("demo", r"zenodo-hpc run -c configs/local\.yaml( --limit \d+)?", ok(
         prints(r"^pack: .* verified"), image_verified("scratch/zenodo-ml-local/zenodo-ml.sqsh"))),
-    Rule("demo", rf"zenodo-hpc report {DEMO_RUN}", ok(prints("^report: "), writes(f"{DEMO_RUN}/report.html"))),
+    Rule("demo", rf"zenodo-hpc report {DEMO_RUN}", ok(prints("^report: "), writes(f"{DEMO_RUN}/report.html")),
+         needs=("matplotlib",)),
     Rule("demo", r"zenodo-hpc publish kaggle zenodo-hpc-demo/export .*", as_shown, page="docs/publishing.md",
-         before=upload_fails_once),
+         before=upload_fails_once, needs=("kaggle",)),
     Rule("demo", r"python -m pip install ('[\w<>=.,]+' ?)+( six)?", ok(installs_what_it_names), once=True),
     Rule("demo", r"SCRATCH=\S+ zenodo-hpc submit -c configs/sherlock\.yaml --dry-run --records \d+",
          lambda o, s: (as_shown(o, s), writes_nothing("/scratch/users/me")(o, s))),
@@ -409,11 +444,11 @@ RULES: list[Rule] = [
     Rule("cluster_run", r"zenodo-hpc update -c configs/sherlock\.yaml", ok(then_settles(released(1))),
          page="README.md"),
     Rule("cluster_run", r"zenodo-hpc schedule -c configs/sherlock\.yaml --every month",
-         ok(prints("^scheduled"), job_waits), page="README.md"),
+         ok(prints("^scheduled"), job_waits, unscheduled), page="README.md", before=no_schedule_of_that_name),
     Rule("cluster_run", rf"zenodo-hpc organize {re.escape(SHERLOCK_RUN)} --out by-language",
          ok(prints(r"^organize: \d+ PNGs"), writes("by-language/datapackage.json"))),
     Rule("cluster_run", r'zenodo-hpc publish kaggle by-language --username me --title "[^"]+"',
-         ok(prints(r"kaggle\.com/datasets/me/"), published_on_kaggle("me"))),
+         ok(prints(r"kaggle\.com/datasets/me/"), published_on_kaggle("me")), needs=("kaggle",)),
     Rule("cluster_nowait", r"zenodo-hpc run -c configs/sherlock\.yaml --no-wait", ok(
         prints("queued"), then_settles(image_verified(f"{SHERLOCK_RUN}/zenodo-ml.sqsh")))),
     Rule("cluster_driver", r"sbatch --export=ALL,CONFIG=configs/sherlock\.yaml slurm/driver\.sbatch",
@@ -428,7 +463,8 @@ RULES: list[Rule] = [
     Rule("cluster_stages", r"zenodo-hpc submit -c configs/sherlock\.yaml", ok(
         prints("queued"), writes(f"{SHERLOCK_RUN}/state/submissions/0001.json")), page="README.md"),
     Rule("cluster_stages", rf"zenodo-hpc status {re.escape(SHERLOCK_RUN)}", ok(prints(r"^run .*: \d+ records"))),
-    Rule("cluster_stages", rf"zenodo-hpc resume {re.escape(SHERLOCK_RUN)}", ok()),
+    Rule("cluster_stages", rf"zenodo-hpc resume {re.escape(SHERLOCK_RUN)}",
+         ok(prints(r"^(nothing to submit|plan \d+: )"))),
     Rule("cluster_stages", rf"zenodo-hpc pack {re.escape(SHERLOCK_RUN)}", ok(
         prints(r"^pack: .* verified"), image_verified(f"{SHERLOCK_RUN}/zenodo-ml.sqsh"), same_image_again),
          before=wait_then_remember_md5),
@@ -445,7 +481,7 @@ RULES: list[Rule] = [
     Rule("cluster_updating", r"zenodo-hpc update -c configs/sherlock\.yaml", page="docs/updating.md",
          before=zenodo_grew, check=ok(then_settles(lambda o, s: released(s.occurrence(o.snippet) + 1)(o, s)))),
     Rule("cluster_updating", r"zenodo-hpc schedule -c configs/sherlock\.yaml --every month",
-         ok(prints("^scheduled"), job_waits), page="docs/updating.md"),
+         ok(prints("^scheduled"), job_waits), page="docs/updating.md", before=no_schedule_of_that_name),
     Rule("cluster_updating", r"zenodo-hpc schedule -c configs/sherlock\.yaml --remove", ok(no_job_left)),
     Rule("cluster_updating", r"squeue --me", ok(prints("JOBID"))),
     Rule("cluster_tools", r"scontrol show config", ok(prints(r"^MaxArraySize\s*=")), once=True),
@@ -476,7 +512,7 @@ class Broken:
     """A command (or recipe) that fails as written today: where, what it shows, and why."""
 
     page: str
-    pattern: str  # as in Rule.pattern
+    pattern: str  # which command or recipe (see shows())
     failure: str  # the failure it shows today (found in its output or in the check's message)
     reason: str
 
@@ -505,13 +541,12 @@ def rules_of(snippet: Snippet) -> list[Rule]:
 
 
 def broken_entry(snippet: Snippet) -> Broken | None:
-    return next((b for b in KNOWN_BROKEN if b.page in ("*", snippet.page)
-                 and Rule("", b.pattern, ok()).matches(snippet)), None)
+    return next((b for b in KNOWN_BROKEN if b.page in ("*", snippet.page) and shows(snippet, b.pattern)), None)
 
 
 def _cluster_problem() -> str | None:
     problem = slurm_dev.cluster_problem()
-    return problem or (None if shutil.which("mksquashfs") else "mksquashfs not on PATH (the runs pack an image)")
+    return problem or (None if shutil.which("mksquashfs") else "mksquashfs not on PATH: the runs pack an image")
 
 
 def _fuse_problem() -> str | None:
@@ -531,8 +566,13 @@ def _apt_problem(snippet: Snippet) -> str | None:
     return None
 
 
+def _module_problem(name: str, extra: str) -> str | None:
+    return None if importlib.util.find_spec(name) else f"{name} is not installed (the {extra} extra)"
+
+
 REQUIREMENTS: dict[str, Callable[[Snippet], str | None]] = {
-    "mksquashfs": lambda s: None if shutil.which("mksquashfs") else "mksquashfs not on PATH (squashfs-tools)",
+    "kaggle": lambda s: _module_problem("kaggle", "kaggle"),
+    "matplotlib": lambda s: _module_problem("matplotlib", "report"),
     "fuse": lambda s: _fuse_problem(),
     "apt-installed": _apt_problem,
     "dev-cluster-default": lambda s: None if Path("/tmp/zenodo-hpc-slurm/env.sh").exists() else
@@ -682,8 +722,15 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Session:
     return open_session("clone", repository_copy(base / "zenodo-hpc"), prepend_path(env, module_stub(base / "modules")))
 
 
+def needs_mksquashfs() -> None:
+    """The scenes that pack an image (the demo, the runs) skip where mksquashfs is missing, saying so."""
+    if shutil.which("mksquashfs") is None:
+        pytest.skip("mksquashfs not on PATH (apt-get install squashfs-tools): this scene packs an image")
+
+
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory: pytest.TempPathFactory, reader_venv: Path, kaggle_double: object) -> Iterator[Session]:
+    needs_mksquashfs()
     base = tmp_path_factory.mktemp("demo")
     with stand_in_zenodo() as zenodo:
         root = repository_view(base / "zenodo-hpc")
@@ -737,8 +784,7 @@ def from_2018(tmp_path_factory: pytest.TempPathFactory, reader_venv: Path) -> It
     """A mounted 2018 image (``zenodo-ml/1065022``, written as the 2018 code wrote it) and the image itself."""
     from test_load import write_folder_2018
 
-    if shutil.which("mksquashfs") is None:
-        pytest.skip("mksquashfs not on PATH (the 2018 image is made with it)")
+    needs_mksquashfs()
     base = tmp_path_factory.mktemp("from2018")
     root = repository_view(base / "zenodo-hpc")
     with pytest.MonkeyPatch.context() as monkeypatch:
