@@ -23,7 +23,6 @@ What stands in for the world outside (each said where it is made):
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -31,7 +30,7 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +78,6 @@ class Session:
     steps: list[Snippet] = field(default_factory=list)  # the commands and recipes of the scene, in page order
     before: dict[int, Callable[[Session, Snippet], None]] = field(default_factory=dict)  # index -> hook
     once: set[int] = field(default_factory=set)  # indexes whose command, shown again, is not run again
-    never: set[int] = field(default_factory=set)  # indexes never run (see NEVER in the test module)
     probes: dict[int, str] = field(default_factory=dict)  # index -> code appended to a recipe
     timeouts: dict[int, float] = field(default_factory=dict)
     cwd: Path | None = None
@@ -95,7 +93,7 @@ class Session:
         """Run ``snippet`` after every step before it that has not run yet, as a reader going down the pages."""
         index = self.steps.index(snippet)
         for earlier in range(index + 1):
-            if earlier not in self.outcomes and earlier not in self.never:
+            if earlier not in self.outcomes:
                 self.outcomes[earlier] = self._run_step(earlier)
         return self.outcomes[index]
 
@@ -177,26 +175,27 @@ def prepend_path(env: dict[str, str], *folders: Path) -> dict[str, str]:
     return {**env, "PATH": os.pathsep.join([*map(str, folders), env.get("PATH", "")])}
 
 
+def repository_files() -> list[str]:
+    """The work tree's files a fresh clone would have: tracked, and new ones git does not ignore."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    return [name for name in listed if name and (ROOT / name).is_file()]
+
+
 def repository_view(root: Path) -> Path:
-    """``root`` as a clone of this repository: its top-level entries linked (``configs/`` copied by
-    :func:`copy_configs`), without the venv, the build folder and git's."""
+    """``root`` as a clone of this repository, cheaply: the clone's top-level entries linked to the work tree's
+    (``configs/`` is left to :func:`copy_configs`)."""
     root.mkdir(parents=True, exist_ok=True)
-    for entry in ROOT.iterdir():
-        if entry.name not in {".venv", "build", ".git", "configs", "scratch", "zenodo-hpc-demo"} \
-                and not entry.name.endswith(("_cache", ".egg-info")) and not entry.name.startswith(".benchmarks"):
-            (root / entry.name).symlink_to(entry)
+    for name in sorted({name.split("/", 1)[0] for name in repository_files()} - {"configs"}):
+        (root / name).symlink_to(ROOT / name)
     return root
 
 
 def repository_copy(root: Path) -> Path:
-    """A fresh clone of the work tree as it is now: its tracked and new (not ignored) files, copied."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, check=True).stdout.decode().split("\0")
-    for name in filter(None, listed):
-        source = ROOT / name
-        if source.is_file():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, root / name)
+    """A fresh clone of the work tree as it is now: the files of :func:`repository_files`, copied."""
+    for name in repository_files():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, root / name)
     return root
 
 
@@ -367,9 +366,3 @@ def shape(text: str) -> str:
     text = re.sub(r"\b[\w.-]+\.(?:tar\.gz|csv|json)\b", "FILE", text)
     text = re.sub(r"\b\d+(?:[.,]\d+)* ?(?:bytes|B|kB|KB|MB|GB|TB)\b", "SIZE", text)
     return re.sub(r"\d+(?:[.,]\d+)*", "N", text)
-
-
-def json_lines(text: str) -> Iterator[Any]:
-    for line in text.splitlines():
-        if line.strip():
-            yield json.loads(line)

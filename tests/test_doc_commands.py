@@ -49,6 +49,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -347,10 +348,10 @@ SHERLOCK_RUN = "$SCRATCH/zenodo-hpc/zenodo-ml"
 RULES: list[Rule] = [
     # the set-up: a fresh clone, a new machine
     Rule("clone", r"make demo( PYTHON=\S+)?", ok(prints(r"^pack: .* verified"), writes(
-        "build/demo/run/zenodo-ml.sqsh", ".venv/bin/zenodo-hpc")), once=True, timeout=1800),
+        "build/demo/run/zenodo-ml.sqsh", ".venv/bin/zenodo-hpc")), once=True, timeout=1800, needs=("make",)),
     Rule("clone", r"source \.venv/bin/activate", ok(probe("command -v zenodo-hpc", r"/\.venv/bin/zenodo-hpc$"))),
     Rule("clone", r"(python -m )?pip install (-e )?'\.\[[\w,]+\]'", ok(installs_what_it_names)),
-    Rule("clone", r"make dist", ok(probe("ls dist/zenodo_hpc-*-py3-none-any.whl")), once=True),
+    Rule("clone", r"make dist", ok(probe("ls dist/zenodo_hpc-*-py3-none-any.whl")), once=True, needs=("make",)),
     Rule("clone", r'pip install "\$\(ls dist/zenodo_hpc-\*\.whl\)\[[\w,]+\]"', ok(installs_what_it_names)),
     Rule("clone", r"module load python/3\.\d+", ok(), page="docs/cluster-guide.md"),
     Rule("clone", r"python3 -m venv \$SCRATCH/zenodo-hpc/venv", ok(writes("$SCRATCH/zenodo-hpc/venv/bin/activate"))),
@@ -570,7 +571,16 @@ def _module_problem(name: str, extra: str) -> str | None:
     return None if importlib.util.find_spec(name) else f"{name} is not installed (the {extra} extra)"
 
 
+def _make_problem(snippet: Snippet) -> str | None:
+    """``make`` is there, and so is the Python a ``PYTHON=`` names (Debian's own, say)."""
+    if shutil.which("make") is None:
+        return "make not on PATH (apt-get install make)"
+    given = re.search(r"PYTHON=(\S+)", snippet.command)
+    return f"{given[1]} does not exist here" if given and not os.access(given[1], os.X_OK) else None
+
+
 REQUIREMENTS: dict[str, Callable[[Snippet], str | None]] = {
+    "make": _make_problem,
     "kaggle": lambda s: _module_problem("kaggle", "kaggle"),
     "matplotlib": lambda s: _module_problem("matplotlib", "report"),
     "fuse": lambda s: _fuse_problem(),
@@ -691,7 +701,7 @@ def reader_environment(base: Path, venv_bin: Path, kaggle: object | None = None,
     for folder in ("home", "tmp"):
         (base / folder).mkdir(exist_ok=True)
     env = prepend_path(base_environment(base / "home", VIRTUAL_ENV=str(venv_bin.parent), TMPDIR=str(base / "tmp")),
-                       venv_bin, ROOT / ".venv" / "bin")
+                       venv_bin, Path(sys.prefix) / "bin")  # then the tests' venv: its tools (frictionless, ...)
     if kaggle is not None:
         env.update(PYTHONPATH=str(kaggle_hook(base / "hook")), ZHPC_TEST_KAGGLE_ENDPOINT=kaggle.url,
                    KAGGLE_API_ENVIRONMENT="LOCALHOST", KAGGLE_CONFIG_DIR=str(base / "home" / ".kaggle"),
@@ -715,7 +725,8 @@ def doubles(tmp_path_factory: pytest.TempPathFactory, reader_venv: Path) -> Sess
 @pytest.fixture(scope="session")
 def clone(tmp_path_factory: pytest.TempPathFactory) -> Session:
     base = tmp_path_factory.mktemp("clone")
-    path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and not p.startswith(str(ROOT))]
+    ours = (str(ROOT), sys.prefix)  # nothing of the work tree's or the tests' venv: a new machine
+    path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and not p.startswith(ours)]
     env = without_slurm(base_environment(base / "home", PATH=os.pathsep.join(path), SCRATCH=str(base / "SCRATCH")),
                         base / "no-slurm")
     (base / "home").mkdir()
