@@ -519,12 +519,7 @@ class Broken:
     reason: str
 
 
-KNOWN_BROKEN: list[Broken] = [
-    Broken("docs/report.md", "recipe:write_report_figures(run, run.data",
-           r"NameError: name 'run' is not defined", "uses `run`, which the recipe never defines"),
-    Broken("docs/report.md", "recipe:pack(run, cfg, figures=card_figures)",
-           r"NameError: name 'run' is not defined", "uses `run` and `cfg`, which the recipe never defines"),
-]
+KNOWN_BROKEN: list[Broken] = []
 
 
 # --- which rule, which scene, which marks --------------------------------------------------------------
