@@ -96,3 +96,30 @@ def test_the_scheduled_job_runs_python3_of_the_environment_its_setup_makes(
     assert ran == {f"{other}/bin/python3"}  # not sys.executable by path
     log = (tmp_path / "scratch" / "monthly" / "logs" / f"schedule-{job}.out").read_text()
     assert "zenodo-hpc update: error:" in log and "Traceback" not in log
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(slurm_dev.cluster_problem() is not None, reason=slurm_dev.cluster_problem() or "")
+def test_two_runs_of_one_name_have_each_their_own_scheduled_update(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    """Two scratch folders, one run name (both `monthly`): neither is taken for the other's, and removing one
+    leaves the other queued."""
+    if shutil.which("scrontab"):
+        pytest.skip("this SLURM has scrontab: the schedule goes there (not this test's case)")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = config(tmp_path / "a"), config(tmp_path / "b")
+    jobs = []
+    try:
+        for path in (first, second):
+            assert main(["schedule", "-c", str(path), "--every", "month"]) == 0
+            out = capsys.readouterr().out
+            assert out.startswith("scheduled: job"), out  # not "already scheduled" with the other run's job
+            jobs.append(out.split("scheduled: job ")[1].split()[0])
+        assert jobs[0] != jobs[1]
+        assert main(["schedule", "-c", str(first), "--remove"]) == 0
+        assert f"cancelled the scheduled update: job {jobs[0]}" in capsys.readouterr().out
+        assert slurm_dev.run(["squeue", "-h", "-j", jobs[1], "-o", "%T"]).stdout.strip() == "PENDING"
+    finally:
+        main(["schedule", "-c", str(first), "--remove"])
+        main(["schedule", "-c", str(second), "--remove"])

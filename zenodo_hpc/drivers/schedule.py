@@ -7,7 +7,8 @@ Three ways, the first the machine offers:
    scrontab; ``--remove`` takes the block out again. Nothing else in your scrontab is touched.
 2. A job that puts itself back in the queue: ``sbatch --begin=<next time>`` runs ``update`` then queues
    itself for the next time (for SLURM builds without ``scrontab``, Debian's among them). ``--remove``
-   cancels the queued one. Its log is ``<run>/logs/schedule-<job>.out``.
+   cancels the queued one: the run's own, known by its run directory in the job's comment (another run of
+   the same name, in another scratch folder, has its own). Its log is ``<run>/logs/schedule-<job>.out``.
 3. Without SLURM: the crontab line to add (``crontab -e``) is printed, for you to install.
 
 Either way the job runs ``python -m zenodo_hpc update -c <config>`` from the folder ``schedule`` was
@@ -47,6 +48,12 @@ class ScheduleResult:
 
 def job_name(cfg: Config) -> str:
     return f"zenodo-hpc-update-{cfg.run.name}"
+
+
+def job_comment(cfg: Config) -> str:
+    """What tells this run's queued update from another run's of the same name (another scratch folder): its
+    run directory, in the job's comment (``squeue -o %k``)."""
+    return f"zenodo-hpc schedule {cfg.run_dir.resolve()}"
 
 
 def update_command(config: Path, cfg: Config | None = None) -> str:
@@ -171,7 +178,8 @@ def _queue_next(cfg: Config, config: Path, every: str, *, log_dir: Path | None =
     logs.mkdir(parents=True, exist_ok=True)
     tick = in_job_environment(cfg, f"-m zenodo_hpc.drivers.schedule tick -c {shlex.quote(str(config.resolve()))} "
                                    f"--every {every}")
-    args = ["sbatch", "--parsable", f"--job-name={job_name(cfg)}", f"--begin={when:%Y-%m-%dT%H:%M:%S}",
+    args = ["sbatch", "--parsable", f"--job-name={job_name(cfg)}", f"--comment={job_comment(cfg)}",
+            f"--begin={when:%Y-%m-%dT%H:%M:%S}",
             f"--time={cfg.pack.time_min}", f"--mem={int(cfg.pack.mem_gb * 1024)}M",
             f"--output={logs / 'schedule-%j.out'}", f"--chdir={Path.cwd()}", "--wrap", tick]
     if cfg.executor.slurm.partition:
@@ -186,8 +194,12 @@ def _queue_next(cfg: Config, config: Path, every: str, *, log_dir: Path | None =
 
 
 def _queued_jobs(cfg: Config) -> list[str]:
-    out = _run(["squeue", "-h", "--me", "-t", "PENDING", "-n", job_name(cfg), "-o", "%i"])  # not the running one
-    return out.stdout.split() if out.returncode == 0 else []
+    """This run's scheduled update waiting in the queue (not the running one), by name and comment."""
+    out = _run(["squeue", "-h", "--me", "-t", "PENDING", "-n", job_name(cfg), "-o", "%i|%k"])
+    if out.returncode != 0:
+        return []
+    mine = job_comment(cfg)
+    return [job for job, _, comment in (line.partition("|") for line in out.stdout.splitlines()) if comment == mine]
 
 
 def _cancel_queued(cfg: Config) -> ScheduleResult:
