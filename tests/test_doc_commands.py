@@ -208,8 +208,7 @@ def job_waits(outcome: Outcome, session: Session) -> None:
 
 
 def unscheduled(outcome: Outcome, session: Session) -> None:
-    """Once checked, the schedule is taken out again (the page leaves it; a test must not: another run named
-    alike would find it)."""
+    """Once checked, the schedule is taken out again (the page leaves it; a test must not leave a job queued)."""
     out = session.probe("zenodo-hpc schedule -c configs/sherlock.yaml --remove")
     assert out.returncode == 0, out.stdout + out.stderr
     no_job_left(outcome, session)
@@ -287,21 +286,6 @@ def harvested(session: Session, snippet: Snippet) -> None:
     """"After the harvest": the run is harvested first (the page's harvest command)."""
     out = session.run("zenodo-hpc harvest -c configs/sherlock.yaml")
     assert out.returncode == 0, out.describe()
-
-
-def no_schedule_of_that_name(session: Session, snippet: Snippet) -> None:
-    """Until no other run's scheduled update is pending under the same job name: ``schedule`` finds its job
-    by the run's name alone (``zenodo-hpc-update-zenodo-ml``), and another test's run of that name would make
-    it answer "already scheduled". (A safety net of a few minutes; the other test removes its own.)"""
-    import yaml
-
-    from zenodo_hpc.core.config import config_from_dict
-    from zenodo_hpc.drivers.schedule import job_name
-
-    run = yaml.safe_load((session.root / "configs" / "sherlock.yaml").read_text())["run"]
-    name = job_name(config_from_dict({"run": {"name": run["name"]}}))
-    wait_for(lambda: not session.probe(f"squeue -h --me -t PENDING -n {name} -o %i").stdout.strip(), 300,
-             f"the pending jobs named {name} of another run to go")
 
 
 def zenodo_grew(session: Session, snippet: Snippet) -> None:
@@ -446,7 +430,7 @@ RULES: list[Rule] = [
     Rule("cluster_run", r"zenodo-hpc update -c configs/sherlock\.yaml", ok(then_settles(released(1))),
          page="README.md"),
     Rule("cluster_run", r"zenodo-hpc schedule -c configs/sherlock\.yaml --every month",
-         ok(prints("^scheduled"), job_waits, unscheduled), page="README.md", before=no_schedule_of_that_name),
+         ok(prints("^scheduled"), job_waits, unscheduled), page="README.md"),
     Rule("cluster_run", rf"zenodo-hpc organize {re.escape(SHERLOCK_RUN)} --out by-language",
          ok(prints(r"^organize: \d+ PNGs"), writes("by-language/datapackage.json"))),
     Rule("cluster_run", r'zenodo-hpc publish kaggle by-language --username me --title "[^"]+"',
@@ -483,7 +467,7 @@ RULES: list[Rule] = [
     Rule("cluster_updating", r"zenodo-hpc update -c configs/sherlock\.yaml", page="docs/updating.md",
          before=zenodo_grew, check=ok(then_settles(lambda o, s: released(s.occurrence(o.snippet) + 1)(o, s)))),
     Rule("cluster_updating", r"zenodo-hpc schedule -c configs/sherlock\.yaml --every month",
-         ok(prints("^scheduled"), job_waits), page="docs/updating.md", before=no_schedule_of_that_name),
+         ok(prints("^scheduled"), job_waits), page="docs/updating.md"),
     Rule("cluster_updating", r"zenodo-hpc schedule -c configs/sherlock\.yaml --remove", ok(no_job_left)),
     Rule("cluster_updating", r"squeue --me", ok(prints("JOBID"))),
     Rule("cluster_tools", r"scontrol show config", ok(prints(r"^MaxArraySize\s*=")), once=True),
