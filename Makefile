@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install system-deps demo test bench clean dist
+.PHONY: install system-deps test-deps demo test bench clean dist
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: on Debian/Ubuntu run 'apt-get install python3-venv'"; exit 1; }
@@ -25,8 +25,16 @@ system-deps:
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq squashfs-tools; \
 	  else echo "mksquashfs missing: apt-get install squashfs-tools (pack tests will be skipped)"; fi; }
 
+# What the tests use besides: squashfuse and fusermount3 (mounting an image as the docs and the dataset card
+# show it, without root). Without them those tests skip, saying why.
+test-deps: system-deps
+	@command -v squashfuse >/dev/null 2>&1 && command -v fusermount3 >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq squashfuse fuse3; \
+	  else echo "squashfuse missing: apt-get install squashfuse fuse3 (mount tests will be skipped)"; fi; }
+
 # The tests, with a real multi-node SLURM cluster up for the SLURM tests (slurm/dev-cluster/).
-test: install system-deps
+test: install test-deps
 	$(BIN)/ruff check zenodo_hpc tests benchmarks scripts
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash slurm/dev-cluster/with-cluster.sh $(BIN)/python -m pytest
 
