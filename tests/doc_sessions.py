@@ -29,7 +29,6 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any
 
 import yaml
 from doc_commands import ROOT, Snippet
+from slurm_dev import wait_for
 
 #: Environment variables that belong to the test run, not to a reader's terminal.
 TEST_VARIABLES = ("PYTEST_CURRENT_TEST", "PYTEST_ADDOPTS", "PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
@@ -331,16 +331,6 @@ def cancel_jobs_under(folder: Path) -> None:
         wait_for(lambda: not jobs_under(folder), 120, f"jobs {', '.join(jobs)} to leave the queue")
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 1.0) -> Any:
-    """Poll until ``predicate`` is truthy; ``timeout`` is a safety net against a hung cluster, not a measure."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 def chain_state(run_dir: Path) -> str | None:
