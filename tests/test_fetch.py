@@ -323,6 +323,25 @@ def test_a_slow_server_is_cut_off_at_the_deadline(tmp_path: Path, double: Zenodo
     assert outcome.reason == "timeout" and "fetch.deadline_s (2 s" in outcome.message
 
 
+def test_the_deadline_cuts_the_connection_and_leaves_closing_to_the_reader(double: ZenodoDouble) -> None:
+    """The timer shuts the socket down (the blocked read wakes with the end of the stream) but does not close the
+    response from its own thread: http.client's close racing with a read in progress made the read fail with an
+    AttributeError, and the record end as an 'error' instead of 'timeout' (seen on a busy CI machine)."""
+    import requests
+
+    from zenodo_hpc.zenodo.fetch import _Deadline
+
+    add(double, 121, {"slow.zip": repo_zip("slow")})
+    double.fail("/api/records/121/files/slow.zip/content", "trickle", times=1, seconds=0.5)
+    response = requests.get(f"{double.api_url}/records/121/files/slow.zip/content", stream=True, timeout=30)
+    with response, _Deadline(response, 0.2) as deadline:
+        deadline._timer.join(30)  # the timer thread has fired and done all it does
+        assert deadline.expired
+        assert response.raw._fp.fp is not None  # still open: only the reading thread closes it
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):  # the read ends: the socket was shut down
+            b"".join(response.iter_content(1024))
+
+
 @pytest.mark.parametrize("headers", [{"Retry-After": "1000000000"}, {"Retry-After": "Thu, 01 Jan 2099 00:00:00 GMT"},
                                      {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "4102444800"}])
 def test_a_server_asking_for_a_long_wait_fails_the_record_at_once(tmp_path: Path, double: ZenodoDouble,

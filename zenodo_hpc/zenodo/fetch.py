@@ -297,7 +297,9 @@ class _Deadline:
     """Cuts a download's connection when it runs past ``seconds`` in all.
 
     The read time-out only bounds each wait for data: a server trickling a byte every few seconds
-    never trips it. A timer shuts the socket down instead, which wakes the blocked read at once.
+    never trips it. A timer shuts the socket down instead, which wakes the blocked read at once. It does not
+    close the response: the reading thread does (``with response``), since http.client's close from another
+    thread races with a read in progress (which then fails with an AttributeError instead of ending).
     """
 
     def __init__(self, response: requests.Response, seconds: float) -> None:
@@ -320,7 +322,8 @@ class _Deadline:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(Exception):
+            return
+        with contextlib.suppress(Exception):  # no socket to shut down: closing is the only way to stop the read
             self.response.close()
 
 
@@ -354,8 +357,10 @@ def _stream_to(response: requests.Response, part: Path, max_bytes: int, source: 
     except requests.exceptions.Timeout as exc:
         part.unlink(missing_ok=True)
         raise FetchFailed(f"{source.url}: no data for too long after {size} bytes", reason="timeout") from exc
-    except BaseException:
+    except BaseException as exc:
         part.unlink(missing_ok=True)
+        if deadline.expired and isinstance(exc, Exception) and not isinstance(exc, FetchFailed):  # the cut read's
+            raise _too_slow(source, size, deadline) from None
         raise
     if deadline.expired:
         part.unlink(missing_ok=True)
