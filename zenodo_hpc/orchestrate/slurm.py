@@ -240,6 +240,19 @@ def logs_folder(run: RunDir) -> Path:
     return run.logs / "submitit" / "%j"
 
 
+def job_parameters(run: RunDir, name: str, resources: Resources) -> dict[str, Any]:
+    """The submitit parameters every job of a run has (an array's or the finishing job's): its name, resources,
+    setup lines, partition and extra sbatch options."""
+    params: dict[str, Any] = {"job_name": f"zenodo-hpc-{run.root.name}-{name}", "time": resources.time_min,
+                              "mem": format_mem(resources.mem_gb), "cpus_per_task": resources.cpus_per_task,
+                              "setup": list(resources.setup)}
+    if resources.partition:
+        params["partition"] = resources.partition
+    if resources.additional:
+        params["additional_parameters"] = sbatch_options(resources.additional)
+    return params
+
+
 class SlurmExecutor:
     """Queues job arrays with submitit and returns; the run proceeds without a driver."""
 
@@ -288,30 +301,15 @@ class SlurmExecutor:
 
     def parameters(self, run: RunDir, generation: int, resources: Resources, parallelism: int) -> dict[str, Any]:
         """submitit SlurmExecutor parameters for one array."""
-        params: dict[str, Any] = {
-            "job_name": f"zenodo-hpc-{run.root.name}-g{generation}",
-            "time": resources.time_min,
-            "mem": format_mem(resources.mem_gb),
-            "cpus_per_task": resources.cpus_per_task,
-            "array_parallelism": parallelism,
-            "signal_delay_s": signal_delay_s(resources.time_min),
-            "setup": list(resources.setup),
-        }
-        if resources.partition:
-            params["partition"] = resources.partition
-        if resources.additional:
-            params["additional_parameters"] = sbatch_options(resources.additional)
-        return params
+        return {**job_parameters(run, f"g{generation}", resources), "array_parallelism": parallelism,
+                "signal_delay_s": signal_delay_s(resources.time_min)}
 
     def follow_up_parameters(self, run: RunDir, name: str, depends_on: list[str]) -> dict[str, Any]:
         """submitit SlurmExecutor parameters for the finishing job: the pack's resources (it may pack), the
         arrays' partition, setup and options, and ``afterany`` on ``depends_on``."""
-        s, pack = self.cfg.executor.slurm, self.cfg.pack
-        params: dict[str, Any] = {"job_name": f"zenodo-hpc-{run.root.name}-{name}", "time": pack.time_min,
-                                  "mem": format_mem(pack.mem_gb), "cpus_per_task": pack.cpus_per_task,
-                                  "setup": list(s.setup), "additional_parameters": sbatch_options(s.additional)}
-        if s.partition:
-            params["partition"] = s.partition
+        arrays, pack = Resources.from_config(self.cfg), self.cfg.pack
+        params = job_parameters(run, name, Resources(arrays.partition, pack.time_min, pack.mem_gb,
+                                                     pack.cpus_per_task, arrays.setup, arrays.additional))
         if depends_on:
             params["dependency"] = "afterany:" + ":".join(depends_on)
         return params
