@@ -180,18 +180,25 @@ def close_image(markdown: str, way: str, cwd: Path, folder: str) -> None:
         shell(inline(markdown, rf"{'fusermount3 -u' if way == 'squashfuse' else 'umount'} {folder}/?"), cwd)
 
 
+def check_then_read(page: str, shell_lang: str, python: Path | str, way: str, folder: Path, mount: str,
+                    env: dict[str, str] | None) -> list[dict[str, Any]]:
+    """A page's steps for a downloader, as written, in ``folder``: its checksum block (both say OK), opening the
+    image this way as ``mount``, every Python block (what each printed), closing the image again."""
+    out = shell(next(b for b in fenced(page, shell_lang) if "md5sum -c" in b), folder, env)
+    assert out.splitlines() == [f"{IMAGE}: OK", f"{IMAGE}: OK"]
+    open_image(page, way, folder, env)
+    try:
+        return run_python(python, fenced(page, "python"), folder, env)
+    finally:
+        close_image(page, way, folder, mount)
+
+
 def check_card(packed: Packed, python: Path | str, way: str, folder: Path, env: dict[str, str] | None = None) -> None:
     """The card's commands and recipes, in a downloader's folder: the checksums, opening the image this way, each
     Python block (with h5py and numpy, with PySquashfsImage, with zenodo-hpc), closing it."""
     card = packed.card
     record = re.search(r'^RECORD = "([^"]+)"', card, re.M).group(1)
-    out = shell(next(b for b in fenced(card, "sh") if "md5sum -c" in b), folder, env)
-    assert out.splitlines() == [f"{IMAGE}: OK", f"{IMAGE}: OK"]
-    open_image(card, way, folder, env)
-    try:
-        found = run_python(python, fenced(card, "python"), folder, env)
-    finally:
-        close_image(card, way, folder, "zenodo-ml")
+    found = check_then_read(card, "sh", python, way, folder, "zenodo-ml", env)
     assert len(found) == 3  # h5py and numpy; without mounting; zenodo-hpc
     for read in found:
         assert read == packed.expected[record]
@@ -224,14 +231,7 @@ def write_format_1(path: Path, images: dict[str, np.ndarray]) -> None:
 def check_image_page(packed: Packed, python: Path | str, way: str, folder: Path,
                      env: dict[str, str] | None = None) -> None:
     """docs/image.md: its checksum commands, then its Python blocks with the image opened this way as ``mnt/``."""
-    page = DOCS["image.md"]
-    out = shell(next(b for b in fenced(page, "bash") if "md5sum -c" in b), folder, env)
-    assert out.splitlines() == [f"{IMAGE}: OK", f"{IMAGE}: OK"]
-    open_image(page, way, folder, env)
-    try:
-        found = run_python(python, fenced(page, "python"), folder, env)
-    finally:
-        close_image(page, way, folder, "mnt")
+    found = check_then_read(DOCS["image.md"], "bash", python, way, folder, "mnt", env)
     assert found[-1] == packed.expected[DOCS_RECORD]  # the last block reads the mounted (or extracted) record
 
 
