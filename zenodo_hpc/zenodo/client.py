@@ -172,6 +172,7 @@ class HttpClient:
         self._token_origin = origin(token_url) if token else None
         self.has_token = bool(token)
         self._server_hold_until = 0.0  # monotonic time before which the server said not to come back
+        self.refused_until: float | None = None  # epoch time a refused long wait ends (``rate_limited``), if finite
         self._sleep = sleep
         self.stats = ClientStats()
 
@@ -316,6 +317,7 @@ class HttpClient:
     def _check_wait(self, seconds: float, what: str, url: str) -> None:
         """A wait the server asks for, refused (``rate_limited``) when it is longer than ``max_wait_s``."""
         if seconds > self.max_wait_s:
+            self.refused_until = time.time() + seconds if math.isfinite(seconds) else None
             shown = "for ever" if not math.isfinite(seconds) else f"{seconds:.0f} s"
             raise RequestFailed(f"{what} asks to wait {shown}, more than the {self.max_wait_s:.0f} s allowed "
                                 f"(zenodo.max_wait_s); not waiting for {_base(url)}", reason="rate_limited")
