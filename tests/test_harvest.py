@@ -288,6 +288,26 @@ def test_hostile_hits_are_skipped_and_counted_and_write_nothing_outside(tmp_path
     assert "Infinity" not in (cfg.run_dir / "records.jsonl").read_text()
 
 
+def test_a_lone_surrogate_in_a_hit_costs_no_record(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``"\\ud800"`` is valid JSON that no UTF-8 can hold: it used to stop every harvest, its page's records lost."""
+    with ZenodoDouble() as zenodo:
+        for i in range(1, 4):
+            zenodo.add_record(ZenodoDouble.make_hit(i, created=f"2016-01-0{i}"))
+        hit = ZenodoDouble.make_hit(9, created="2016-01-02T12:00:00", title="a \ud800 title")
+        hit["files"] = [{"key": "x\udfff.zip", "size": 1, "checksum": "md5:" + "0" * 32, "links": {}}]
+        zenodo.add_record(hit)
+        cfg = make_config(tmp_path, zenodo)
+        with caplog.at_level(logging.WARNING):
+            result = harvest(cfg, progress=False)
+        again = harvest(cfg, progress=False)
+    assert result.complete and again.added == 0
+    assert harvested_ids(cfg) == [1, 2, 9, 3]
+    text = (cfg.run_dir / "records.jsonl").read_bytes().decode("utf-8")  # valid UTF-8 throughout
+    kept = [json.loads(line) for line in text.splitlines()][2]
+    assert kept["metadata"]["title"] == "a \ufffd title" and kept["files"][0]["key"] == "x\ufffd.zip"
+    assert "record 9: 3 text(s) held unpaired UTF-16 surrogates" in caplog.text
+
+
 def test_a_lying_total_ends_in_bounded_time(tmp_path: Path) -> None:
     with ZenodoDouble() as zenodo:
         for i in range(1, 31):
@@ -299,15 +319,114 @@ def test_a_lying_total_ends_in_bounded_time(tmp_path: Path) -> None:
         assert len(searches(zenodo)) < 40
 
 
-def test_a_server_ignoring_the_asked_range_stops_the_harvest_with_a_reason(tmp_path: Path) -> None:
+class _QueryDropped(HttpClient):
+    """A client behind a proxy that drops the search's ``q``: Zenodo then answers every record, oldest first."""
+
+    def get(self, url: str, **kwargs: object):  # noqa: ANN201 - the parent's type
+        params = {k: v for k, v in dict(kwargs.pop("params", None) or {}).items() if k != "q"}  # type: ignore[call-overload]
+        return super().get(url, params=params, **kwargs)
+
+
+def harvest_positions(cfg: Config) -> list[dict[str, object]]:
+    return [json.loads(p.read_text()) for p in (cfg.run_dir / "state" / "harvest").glob("*.json")]
+
+
+def test_a_search_ignoring_its_query_stops_the_harvest_unfinished_and_the_next_one_resumes(
+        tmp_path: Path, double: ZenodoDouble) -> None:
+    cfg = make_config(tmp_path, double)
+    harvest(cfg, limit=40, progress=False)
+    ignoring = _QueryDropped(per_minute=60_000, retries=1)
+    with pytest.raises(UserError, match=r"^harvest stopped: the search answered records created outside "
+                                        r"created:\[\S+ TO \S+ \(record 1001\): the server ignores the query; .*"
+                                        r"run the same command again to continue$"):
+        harvest(cfg, progress=False, client=ignoring)
+    assert len(harvested_ids(cfg)) == 40  # nothing of the wrong answer was kept
+    assert [p["done"] for p in harvest_positions(cfg)] == [False]
+    result = harvest(cfg, progress=False)  # Zenodo answers the query again: the harvest goes on from there
+    assert result.complete and result.added == 210 and result.notes == []
+    assert sorted(harvested_ids(cfg)) == list(range(1001, 1251))
+    assert [p["done"] for p in harvest_positions(cfg)] == [True]
+
+
+def test_a_position_saved_done_after_an_error_by_an_older_version_is_resumed(tmp_path: Path,
+                                                                               double: ZenodoDouble) -> None:
+    cfg = make_config(tmp_path, double)
+    harvest(cfg, limit=40, progress=False)
+    (path,) = (cfg.run_dir / "state" / "harvest").glob("*.json")
+    saved = json.loads(path.read_text())
+    path.write_text(json.dumps({**saved, "done": True, "ended": "the search answered records created outside "
+                                "created:[2014-01-01T00:00:00 TO 2014-02-01T00:00:00} (record 999): the server "
+                                "ignores the query; stopped"}))
+    result = harvest(cfg, progress=False)
+    assert result.complete and sorted(harvested_ids(cfg)) == list(range(1001, 1251))
+
+
+@pytest.fixture
+def query_ignoring_double() -> Iterator[ZenodoDouble]:
+    """A search that answers a record created in 2010 whatever range is asked (after the first window)."""
     with ZenodoDouble() as zenodo:
         for i in range(1, 31):
             zenodo.add_record(ZenodoDouble.make_hit(i, created=created(i)))
         zenodo.add_raw_hit('{"id": 999, "created": "2010-01-01T00:00:00+00:00", "metadata": {}}')  # in every answer
+        yield zenodo
+
+
+@pytest.mark.parametrize("command", ["harvest", "run", "update"])
+def test_a_harvest_stopped_by_a_server_ignoring_the_query_exits_non_zero_and_is_not_complete(
+        tmp_path: Path, query_ignoring_double: ZenodoDouble, command: str, capsys: pytest.CaptureFixture) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"run: {{scratch: {tmp_path}, name: r}}\n"
+                      f"zenodo: {{api_url: '{query_ignoring_double.api_url}', search_window: 100, "
+                      "rate_limit_per_min: 60000, search_rate_limit_per_min: 60000}\n"
+                      "executor: {kind: debug}\n")
+    code = main([command, "-c", str(config)])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert err.strip().splitlines()[-1].startswith(
+        f"zenodo-hpc {command}: error: harvest stopped: the search answered records created outside created:[")
+    assert "the server ignores the query" in err and "run the same command again to continue" in err
+    assert "complete" not in out
+    positions = [json.loads(p.read_text()) for p in (tmp_path / "r" / "state" / "harvest").glob("*.json")]
+    assert [p["done"] for p in positions] == [False]
+    assert not (tmp_path / "r" / "state" / "plans").exists() and not (tmp_path / "r" / "releases").exists()
+
+
+def test_a_search_repeating_its_page_stops_the_harvest_unfinished(tmp_path: Path) -> None:
+    with ZenodoDouble(page_cap_anonymous=25, window=100) as zenodo:
+        for i in range(1, 61):  # sixty records in one second: paged through, and the second page is the first again
+            zenodo.add_record(ZenodoDouble.make_hit(i, created="2016-05-05T10:00:00"))
         cfg = make_config(tmp_path, zenodo)
+        client = _RepeatingPages(per_minute=60_000, retries=1)
+        with pytest.raises(UserError, match=r"^harvest stopped: the search answered the same 25 records twice for "
+                                            r"pages 1 and 2 of created:\[2016-05-05T10:00:00 TO .*run the same"):
+            harvest(cfg, progress=False, client=client)
+        assert [p["done"] for p in harvest_positions(cfg)] == [False]
         result = harvest(cfg, progress=False)
-    assert "answered records created outside" in result.notes[0] and "record 999" in result.notes[0]
-    assert "the server ignores the query" in format_summary(result)
+    assert result.complete and sorted(harvested_ids(cfg)) == list(range(1, 61))
+
+
+class _RepeatingPages(HttpClient):
+    """A client behind a cache that ignores ``page``: every page of a search is its first."""
+
+    def get(self, url: str, **kwargs: object):  # noqa: ANN201 - the parent's type
+        params = {k: v for k, v in dict(kwargs.pop("params", None) or {}).items() if k != "page"}  # type: ignore[call-overload]
+        return super().get(url, params=params, **kwargs)
+
+
+def test_more_records_in_one_second_than_a_query_answers_are_named_and_the_harvest_goes_on(tmp_path: Path) -> None:
+    with ZenodoDouble(page_cap_anonymous=25, window=50) as zenodo:
+        for i in range(1, 61):  # sixty records in one second: the search answers the first fifty
+            zenodo.add_record(ZenodoDouble.make_hit(i, created="2016-05-05T10:00:00"))
+        for i in range(61, 71):  # and records after that second
+            zenodo.add_record(ZenodoDouble.make_hit(i, created=f"2017-0{i % 9 + 1}-01"))
+        cfg = make_config(tmp_path, zenodo, search_window=50)
+        result = harvest(cfg, progress=False)
+    ids = harvested_ids(cfg)
+    assert len(ids) == 60 and set(range(61, 71)) <= set(ids)  # the later records were not lost with that second
+    assert result.complete
+    assert result.notes == ["more than 50 records in created:[2016-05-05T10:00:00 TO 2016-05-05T10:00:01}: the rest "
+                            "of them cannot be reached (Zenodo answers at most 50 per query)"]
+    assert "cannot be reached" in format_summary(result)
 
 
 def test_verified_owners_first_loses_no_record(tmp_path: Path) -> None:

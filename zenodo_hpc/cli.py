@@ -209,7 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Search Zenodo for records of zenodo.type (software) and append them to <run>/records.jsonl, "
             "oldest first, unique by id, without those matching zenodo.exclude. More than 10,000 records "
             "are reached by splitting the search into date windows. Resumable: run it again after an "
-            "interruption and it continues; run it again when finished and it adds nothing. With --since, "
+            "interruption and it continues; run it again when finished and it adds nothing. A harvest that "
+            "stops on an error (Zenodo unreachable, or answering other records than asked) exits with status 1 "
+            "and is not complete: the same command continues it. With --since, "
             "adds the records created or modified after a date (how a dataset is kept up to date)."
         ),
     )

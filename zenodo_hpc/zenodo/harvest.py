@@ -10,8 +10,11 @@ more than a page, it is shrunk (estimated from ``total``) and asked again. Only 
 more than a page is paged through. Records are deduplicated by id, so reading a record twice costs nothing.
 The first window has no lower bound at all; the last one no upper bound.
 
-``total`` is only a hint: a short page ends a window whatever ``total`` claims, a server that answers
-records outside the asked range, or the very same page twice, ends the harvest with a reason. Every hit
+``total`` is only a hint: a short page ends a window whatever ``total`` claims. A server that answers
+records outside the asked range, or the very same page twice, stops the harvest with an error (exit status
+1): it is not complete, its position stays at the window asked, and the next harvest asks it again. More
+than ``search_window`` records created in one second cannot all be reached by any query: the harvest names
+that second and goes on with the next window (a note in its summary), instead of ending there. Every hit
 is checked before it is kept: a hit whose id is not a positive integer, whose ``metadata`` is not an
 object or which holds an infinite number is skipped and counted by reason. The position is saved after
 every request in ``<run>/state/harvest/<job>.json``, so an interrupted harvest continues where it stopped
@@ -36,7 +39,7 @@ from tqdm import tqdm
 
 from ..core.config import Config
 from ..core.errors import UserError
-from ..core.records import BadRecord, check_hit, file_keys, github_repository, metadata_of
+from ..core.records import BadRecord, check_hit, file_keys, github_repository, metadata_of, without_surrogates
 from ..core.state import (
     RunDir,
     append_records,
@@ -105,16 +108,18 @@ class HarvestJob:
     duplicates: int = 0
     skipped: dict[str, int] = field(default_factory=dict)  # hits that are not records, by reason
     done: bool = False
-    ended: str = ""  # why the harvest ended early (a server not answering what was asked, ...)
+    notes: list[str] = field(default_factory=list)  # what a complete harvest could not reach (one second's overflow)
 
     def to_json(self) -> dict[str, Any]:
         return {"format": 3, "key": self.key, "params": self.params, "low": self.low, "span_s": self.span_s,
                 "page": self.page, "last_page_ids": self.last_page_ids, "added": self.added,
                 "excluded": self.excluded, "duplicates": self.duplicates, "skipped": self.skipped,
-                "done": self.done, "ended": self.ended}
+                "done": self.done, "notes": self.notes}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> HarvestJob:
+        """A saved position; one that an older version wrote ``done`` with an ``ended`` reason (it stopped on an
+        error then) is not done: the next harvest asks that window again."""
         if data.get("format") != 3:  # saved by an older version: start from its first open window
             pending = data.get("pending") or []
             return cls(key=data["key"], params=data["params"], low=pending[0][0] if pending else None,
@@ -124,7 +129,8 @@ class HarvestJob:
                    span_s=max(1, int(data.get("span_s") or 1)), page=max(1, int(data.get("page") or 1)),
                    last_page_ids=list(data.get("last_page_ids") or []), added=data.get("added", 0),
                    excluded=data.get("excluded", 0), duplicates=data.get("duplicates", 0),
-                   skipped=dict(data.get("skipped") or {}), done=bool(data.get("done")), ended=data.get("ended", ""))
+                   skipped=dict(data.get("skipped") or {}), notes=list(data.get("notes") or []),
+                   done=bool(data.get("done")) and not data.get("ended"))
 
     @property
     def malformed(self) -> int:
@@ -302,17 +308,16 @@ def _harvest_locked(run: RunDir, cfg: Config, *, limit: int, since: datetime | N
             pager.next_page()
             atomic_write_json(job_path(run, job.key), job.to_json())
     except RequestFailed as exc:
-        raise UserError(f"harvest stopped: {exc}; run the same command again to continue") from None
+        raise stopped(str(exc)) from None
     finally:
         bar.close()
         if own_client:
             client.close()
-    notes = [job.ended] if job.ended else []
     return HarvestResult(
         total=len(known), added=job.added - added_before, excluded=job.excluded, duplicates=job.duplicates,
         malformed=job.malformed, requests=client.stats.requests, throttled=client.stats.throttled,
         seconds=time.monotonic() - started, complete=job.done or job.added >= limit, path=run.records,
-        notes=notes, skipped=dict(job.skipped),
+        notes=list(job.notes), skipped=dict(job.skipped),
     )
 
 
@@ -342,12 +347,12 @@ class _Pager:
         hits, total = answer["hits"], answer["total"]
         outside = [h for h in hits if isinstance(h, dict) and (t := created_time(h)) and not window.holds(t)]
         if outside:
-            return self._end(f"the search answered records created outside {window.clause()} "
-                             f"(record {str(outside[0].get('id'))[:20]}): the server ignores the query; stopped")
+            raise stopped(f"the search answered records created outside {window.clause()} "
+                          f"(record {str(outside[0].get('id'))[:20]}): the server ignores the query")
         page_ids = [str(hit.get("id"))[:40] for hit in hits if isinstance(hit, dict)]
         if job.page > 1 and page_ids == job.last_page_ids:
-            return self._end(f"the search answered the same {len(hits)} records twice (its total says {total}); "
-                             "stopped there")
+            raise stopped(f"the search answered the same {len(hits)} records twice for pages {job.page - 1} and "
+                          f"{job.page} of {window.clause()} (its total says {total})")
         self._append(self._take(hits))
         log.log(logging.INFO if hits else logging.DEBUG, "harvest: %d records so far (%s, page %d: %d hits, "
                 "the server counts %s)", job.added, window.clause(), job.page, len(hits), total)
@@ -385,7 +390,9 @@ class _Pager:
         """The next page of a window that cannot be narrowed (one second, or everything before 2013)."""
         job = self.job
         if job.page * self.size >= self.window:
-            self._end(f"more than {self.window} records in {window.clause()}: the rest cannot be reached")
+            self._note(f"more than {self.window} records in {window.clause()}: the rest of them cannot be reached "
+                       f"(Zenodo answers at most {self.window} per query)")
+            self._next_window(window, self.size)
             return
         job.page += 1
 
@@ -401,6 +408,10 @@ class _Pager:
                 skipped[exc.reason] += 1
                 log.warning("harvest: skipped a hit: %s", exc)
                 continue
+            hit, repaired = without_surrogates(hit)
+            if repaired:
+                log.warning("harvest: record %s: %d text(s) held unpaired UTF-16 surrogates, which no UTF-8 can "
+                            "hold: kept with U+FFFD in their place", record_id, repaired)
             if len(fresh) + job.added >= self.limit:
                 break
             if record_id in self.known:
@@ -422,9 +433,14 @@ class _Pager:
         if self.bar is not None:
             self.bar.update(len(fresh))
 
-    def _end(self, why: str) -> None:
-        log.warning("harvest: %s", why)
-        self.job.done, self.job.ended = True, why
+    def _note(self, what: str) -> None:
+        log.warning("harvest: %s", what)
+        self.job.notes.append(what)
+
+
+def stopped(why: str) -> UserError:
+    """The error of a harvest that cannot go on: not complete, resumed from its saved position next time."""
+    return UserError(f"harvest stopped: {why}; the records so far are kept: run the same command again to continue")
 
 
 def _quiet(progress: bool | None) -> bool | None:
