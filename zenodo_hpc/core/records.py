@@ -90,6 +90,35 @@ def _has_non_finite(value: Any, depth: int = 0) -> bool:
     return False
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+REPLACEMENT = "\ufffd"
+
+
+def without_surrogates(value: Any) -> tuple[Any, int]:
+    """``value`` (a checked hit: nesting bounded) with every unpaired UTF-16 surrogate as U+FFFD, and how many
+    strings held one.
+
+    JSON may spell one (``"\\ud800"``), Python reads it, and no UTF-8 can hold it: written as it is, a title
+    holding one stops the harvest and every file the record reaches (records.jsonl, its metadata, the card).
+    It is no character, so the text loses nothing a reader could see, and the record keeps its place.
+    """
+    if isinstance(value, str):
+        fixed, count = _SURROGATE.subn(REPLACEMENT, value)
+        return fixed, int(count > 0)
+    if isinstance(value, list):
+        items = [without_surrogates(item) for item in value]
+        return [item for item, _ in items], sum(n for _, n in items)
+    if isinstance(value, dict):
+        repaired = 0
+        out: dict[Any, Any] = {}
+        for key, item in value.items():
+            key, n_key = without_surrogates(key)
+            out[key], n_item = without_surrogates(item)
+            repaired += n_key + n_item
+        return out, repaired
+    return value, 0
+
+
 def _clip(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
