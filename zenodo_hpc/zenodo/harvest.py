@@ -412,10 +412,6 @@ class _Pager:
             if repaired:
                 log.warning("harvest: record %s: %d text(s) held unpaired UTF-16 surrogates, which no UTF-8 can "
                             "hold: kept with U+FFFD in their place", record_id, repaired)
-            hit, repaired = without_surrogates(hit)
-            if repaired:
-                log.warning("harvest: record %s: %d text(s) held unpaired UTF-16 surrogates, which no UTF-8 can "
-                            "hold: kept with U+FFFD in their place", record_id, repaired)
             if len(fresh) + job.added >= self.limit:
                 break
             if record_id in self.known:
