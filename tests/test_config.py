@@ -435,6 +435,21 @@ def test_run_yaml_goes_through_the_same_checks(tmp_path: Path) -> None:
         load_run(run.root)
 
 
+@pytest.mark.parametrize("image", ["../ESCAPED.sqsh", "/tmp/abs.sqsh", "sub/x.sqsh", "..", "", ".hidden.sqsh",
+                                   "records.jsonl"])
+def test_pack_image_is_a_file_name_in_the_run_directory(tmp_path: Path, image: str) -> None:
+    """The image and its checksums are written at ``<run>/<pack.image>``: a path there would write elsewhere."""
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, f"pack:\n  image: {image!r}\n"))
+    assert str(info.value).startswith(f"{tmp_path / 'cfg.yaml'}: pack.image: {image!r} is ")
+    assert "a plain file name like zenodo-ml.sqsh" in str(info.value) and "\n" not in str(info.value)
+    run, _ = _frozen_run(tmp_path)  # the same in a run.yaml edited by hand
+    run.run_yaml.write_text(run.run_yaml.read_text().replace("  image: zenodo-ml.sqsh\n", f"  image: {image!r}\n"))
+    with pytest.raises(ConfigError, match=r"run\.yaml: pack\.image: "):
+        load_run(run.root)
+    assert load_config(write(tmp_path, "pack:\n  image: my-data.v2.sqsh\n")).pack.image == "my-data.v2.sqsh"
+
+
 def test_the_keys_of_each_run_yaml_format_are_pinned() -> None:
     # A key added to Config must be marked with the format that first writes it (metadata since=N, with
     # FROZEN_FORMAT = N), or run.yaml files written before it would be refused as truncated.

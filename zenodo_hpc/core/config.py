@@ -466,6 +466,21 @@ def _build(cls: type, data: Any, where: str) -> Any:
     return cls(**values)
 
 
+def file_name_problem(name: str) -> str | None:
+    """Why ``name`` is no plain file name of a folder (``../x``, ``/abs``, ``a/b``, ``..``, hidden, empty), or None:
+    a name from a config must not write outside the folder it names a file of."""
+    if not name or name in (".", "..") or "/" in name or "\x00" in name:
+        return "is not a file name (a path, or empty)"
+    if name.startswith("."):
+        return "is a hidden name (the run directory's temporary files start with a dot)"
+    if name in RUN_DIR_ENTRIES:
+        return "is the name of one of the run directory's own files or folders"
+    return None
+
+
+RUN_DIR_ENTRIES = ("run.yaml", "records.jsonl", "data", "state", "logs", "plans", "cache", "releases")
+
+
 def config_from_dict(data: dict[str, Any] | None, source: str = "<config>") -> Config:
     """Build and validate a :class:`Config`; ``source`` names the file in error messages."""
     cfg = _build(Config, data or {}, f"{source}:")
@@ -473,6 +488,10 @@ def config_from_dict(data: dict[str, Any] | None, source: str = "<config>") -> C
     if top is not None and cfg.pack.level > top:
         raise ConfigError(f"{source}: pack.level: {cfg.pack.compression} levels go from 1 to {top}, "
                           f"got {cfg.pack.level}")
+    problem = file_name_problem(cfg.pack.image)
+    if problem:
+        raise ConfigError(f"{source}: pack.image: {cfg.pack.image!r} {problem}: the image is written in the run "
+                          "directory, under a plain file name like zenodo-ml.sqsh")
     if len(set(cfg.output.formats)) != len(cfg.output.formats) or not cfg.output.formats:
         raise ConfigError(f"{source}: output.formats: list each of {', '.join(OUTPUT_FORMATS)} at most once, "
                           "and at least one")
