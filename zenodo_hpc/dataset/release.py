@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 from xml.sax.saxutils import escape
 
 from ..core.config import Config
@@ -343,29 +344,50 @@ def prune_images(run: RunDir, keep: int) -> list[Path]:
 
 
 def write_feed(run: RunDir, cfg: Config) -> Path:
-    """``releases/feed.xml``: an Atom feed with one entry per release, newest first."""
+    """``releases/feed.xml``: an Atom feed (RFC 4287) with one entry per release, newest first.
+
+    Its ``rel="self"`` link is the file's own ``file:`` URI: the only address of the feed the run knows (a copy
+    served elsewhere is another feed). Each entry holds its text in ``<content>`` (so an unpublished release is a
+    valid entry too); the release's DOI is its one ``rel="alternate"`` link, Kaggle a ``rel="related"`` one.
+    """
     releases = list(reversed(list_releases(run)))
-    name = escape(cfg.run.name)
+    path = releases_dir(run) / FEED
     updated = releases[0].created if releases else _now()
     entries = [_feed_entry(cfg, r) for r in releases]
     text = ('<?xml version="1.0" encoding="utf-8"?>\n<feed xmlns="http://www.w3.org/2005/Atom">\n'
-            f"  <title>Zenodo-ML releases ({name})</title>\n  <id>urn:zenodo-hpc:{name}</id>\n"
+            f"  <title>Zenodo-ML releases ({escape(cfg.run.name)})</title>\n  <id>{_feed_id(cfg)}</id>\n"
             f"  <updated>{updated}</updated>\n  <author><name>zenodo-hpc</name></author>\n"
+            f"  {_link('self', path.absolute().as_uri(), 'application/atom+xml')}\n"
             + "".join(entries) + "</feed>\n")
-    path = releases_dir(run) / FEED
     atomic_write_text(path, text)
     return path
+
+
+def _feed_id(cfg: Config, *parts: str) -> str:
+    """A permanent IRI for the feed (or, with its version, for a release): the run's name, percent-encoded."""
+    return ":".join(["urn:zenodo-hpc", *(quote(part, safe="") for part in (cfg.run.name, *parts))])
+
+
+def _link(rel: str, href: str, kind: str) -> str:
+    return f'<link rel="{rel}" type="{kind}" href="{escape(href, {chr(34): "&quot;"})}"/>'
 
 
 def _feed_entry(cfg: Config, release: Release) -> str:
     doi = (release.published.get("zenodo") or {}).get("doi")
     kaggle = (release.published.get("kaggle") or {}).get("url")
-    links = "".join(f'    <link rel="alternate" href="{escape(url, {chr(34): "&quot;"})}"/>\n'
-                    for url in ([f"https://doi.org/{doi}"] if doi else []) + ([kaggle] if kaggle else []))
-    body = escape(f"{summary_line(release)}. Image {release.image}, md5 {release.md5}.")
+    links = ([_link("alternate", f"https://doi.org/{doi}", "text/html")] if doi else []) + (
+        [_link("related", kaggle, "text/html")] if kaggle else [])
+    where = [f"DOI: https://doi.org/{doi}"] if doi else ["Not published: the files are in the run directory's "
+                                                         f"releases/{release.version}/ folder"]
+    where += [f"Kaggle: {kaggle}"] if kaggle else []
+    content = "\n".join([f"{summary_line(release)}.", f"Image {release.image}, {release.size} bytes.",
+                         f"md5 {release.md5}", f"sha256 {release.sha256}", *where,
+                         f"Changelog: releases/{release.version}/CHANGELOG.md"])
     return (f"  <entry>\n    <title>{escape(summary_line(release))}</title>\n"
-            f"    <id>urn:zenodo-hpc:{escape(cfg.run.name)}:{escape(release.version)}</id>\n"
-            f"    <updated>{release.created}</updated>\n{links}    <summary>{body}</summary>\n  </entry>\n")
+            f"    <id>{_feed_id(cfg, release.version)}</id>\n    <updated>{release.created}</updated>\n"
+            + "".join(f"    {link}\n" for link in links)
+            + f"    <summary>{escape(summary_line(release))}</summary>\n"
+            f'    <content type="text">{escape(content)}</content>\n  </entry>\n')
 
 
 def _now() -> str:
