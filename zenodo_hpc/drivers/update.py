@@ -28,6 +28,7 @@ from ..dataset.release import (
     Release,
     latest_release,
 )
+from ..dataset.verify import verify_run
 from ..orchestrate.chain import Chain
 from ..orchestrate.executor import resolve_kind
 from .releasing import PENDING_UPDATE, release_now, release_summary, resend_notices, utc_now
@@ -60,6 +61,7 @@ def update(cfg: Config, *, kind: str | None = None, progress: bool | None = None
     log.info("%s", format_summary(result))
     atomic_write_json(run.state / PENDING_UPDATE, {"harvest_started": started.isoformat(),
                                                    "harvested_since": since.isoformat() if since else None})
+    verify_run(run, cfg)  # a purged scratch: records found damaged are made again by the rounds below
     if kind == "slurm":
         submitted = submit_round(run, cfg, kind="slurm", what="update")
         if submitted.submission is not None:

@@ -17,6 +17,7 @@ from typing import Any
 from ..core.errors import UserError
 from ..core.liveness import LOST, UNCHECKABLE
 from ..core.state import DONE, RunDir, record_outcomes
+from ..dataset.verify import check_for_status, format_check
 from .chain import load_chain
 from .executor import load_submissions, submission_path
 from .plan import generations, load_plan
@@ -57,6 +58,7 @@ class RunStatus:
     eta_seconds: float | None
     state_source: str
     chain: dict[str, Any] | None = None  # the chain of rounds on SLURM: round, what is queued next
+    last_check: dict[str, Any] | None = None  # what the check before the last release found (purged, damaged)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,7 +112,8 @@ def gather_status(run: RunDir) -> RunStatus:
     source = "sacct/squeue" if any(s.kind == "slurm" for s in submissions) else "run directory"
     chain = load_chain(run)
     return RunStatus(str(run.root), records, len(done_ids), n_failed, n_quarantined, pending, dict(failed),
-                     dict(quarantined), per_generation, rate, eta, source, chain.to_json() if chain else None)
+                     dict(quarantined), per_generation, rate, eta, source, chain.to_json() if chain else None,
+                     check_for_status(run, done_ids))
 
 
 def efficiency(sub: Any, usage: dict[tuple[int, int], dict[str, Any]]) -> list[dict[str, Any]]:
@@ -202,6 +205,8 @@ def format_status(status: RunStatus) -> str:
             lines += [f"    {_efficiency_line(e)}" for e in g.efficiency]
     if status.chain:
         lines.append(_chain_line(status.chain))
+    if status.last_check:
+        lines.append(format_check(status.last_check))
     if status.complete:
         lines.append("complete: every record is done or quarantined")
     elif status.rate_per_min:

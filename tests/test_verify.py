@@ -1,0 +1,182 @@
+"""The check before a release (zenodo_hpc/dataset/verify.py): on a scratch file system that purges, ``update``
+finds the records whose files or done markers are gone or damaged, takes back the ones whose files are whole
+without a download, makes the others again, and the release holds every record; ``status`` says what it found.
+
+A purge here is what Lustre's purge policy does: every file not modified for N days is deleted (folders stay).
+Loopback Zenodo double, local executor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import stdlib_records
+
+from zenodo_hpc.cli import main
+from zenodo_hpc.core.config import Config, config_from_dict
+from zenodo_hpc.core.state import RunDir, attempts_of, ids_in, marker, open_run, read_done, read_failure
+from zenodo_hpc.dataset.verify import last_check, verify_run
+from zenodo_hpc.demo.doubles import ZenodoDouble, make_zip
+from zenodo_hpc.drivers.releasing import release_now
+from zenodo_hpc.drivers.update import update
+from zenodo_hpc.orchestrate.submit import submit_pending
+from zenodo_hpc.zenodo.harvest import harvest
+
+pytestmark = pytest.mark.skipif(__import__("shutil").which("mksquashfs") is None, reason="mksquashfs not on PATH")
+DAY = 86400
+IDS = [str(300 + i) for i in range(1, 7)]
+
+
+def purge(root: Path, days: float) -> list[Path]:
+    """Delete every file under ``root`` not modified for ``days`` days, as a scratch purge does (Sherlock: 90 days
+    on $SCRATCH); folders stay. The files deleted."""
+    cutoff = time.time() - days * DAY
+    gone = [p for p in root.rglob("*") if p.is_file() and not p.is_symlink() and p.stat().st_mtime < cutoff]
+    for path in gone:
+        path.unlink()
+    return gone
+
+
+def age(paths: list[Path], days: float) -> None:
+    """Make files look ``days`` days old (their last modification and access)."""
+    then = time.time() - days * DAY
+    for path in paths:
+        os.utime(path, (then, then))
+
+
+@pytest.fixture
+def zenodo() -> Iterator[ZenodoDouble]:
+    with ZenodoDouble() as double:
+        for i, (top, files) in enumerate(stdlib_records(6, files_per_record=4), 1):
+            double.add_record(ZenodoDouble.make_hit(300 + i, created=f"2017-05-{i:02d}", title=top),
+                              {f"{top}.zip": make_zip(files)})
+        yield double
+
+
+def living_config(tmp_path: Path, zenodo: ZenodoDouble) -> Config:
+    return config_from_dict({
+        "run": {"scratch": str(tmp_path / "scratch"), "name": "living"},
+        "zenodo": {"api_url": zenodo.api_url, "rate_limit_per_min": 60_000, "search_rate_limit_per_min": 60_000,
+                   "retries": 1},
+        "github": {"codeload_url": zenodo.codeload_url},
+        "fetch": {"attempts": 1},
+        "executor": {"kind": "local", "records_per_shard": 2, "local": {"workers": 2}},
+    })
+
+
+def downloaded(zenodo: ZenodoDouble) -> set[str]:
+    """The records whose files the double was asked for."""
+    return {m[1] for r in zenodo.requests if (m := re.match(r"/api/records/(\d+)/files/", r.path))}
+
+
+def status_of(run: RunDir, capsys: pytest.CaptureFixture[str], *extra: str) -> str:
+    capsys.readouterr()
+    assert main(["status", str(run.root), *extra]) == 0
+    return capsys.readouterr().out
+
+
+def test_update_after_a_purge_remakes_what_is_gone_takes_back_what_is_whole_and_releases_every_record(
+        tmp_path: Path, zenodo: ZenodoDouble, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = living_config(tmp_path, zenodo)
+    first = update(cfg, kind="local").release
+    assert first is not None and first.records == IDS
+    run = RunDir(cfg.run_dir)
+
+    # between two releases: 301 loses its images, 302 its done marker, 303 gets a byte changed, and 304 is a
+    # record nobody touched for 100 days, which the purge deletes, marker, attempts and files (its folder stays)
+    (run.data / "301" / "images_301.h5").unlink()
+    marker(run, "done", "302").unlink()
+    h5 = run.data / "303" / "images_303.h5"
+    payload = bytearray(h5.read_bytes())
+    payload[len(payload) // 2] ^= 0xFF
+    h5.write_bytes(bytes(payload))
+    age([p for p in run.root.rglob("*304*") if p.is_file()] + list((run.data / "304").iterdir()), 100)
+    purged = purge(run.root, 90)
+    assert {p.name for p in purged} == {"304.json", "304", "images_304.h5", "metadata_304.json", "metadata_304.pkl"}
+    new = stdlib_records(7, files_per_record=3)[6]
+    zenodo.add_record(ZenodoDouble.make_hit(410, created=time.strftime("%Y-%m-%dT%H:%M:%S"), title=new[0]),
+                      {f"{new[0]}.zip": make_zip(new[1])})
+    zenodo.reset_log()
+
+    second = update(cfg, kind="local").release
+
+    assert downloaded(zenodo) == {"301", "303", "304", "410"}  # 302's files were whole: taken back, no download
+    assert second is not None and sorted(second.records) == sorted([*IDS, "410"])  # every record, none lost
+    assert second.added == ["410"] and second.newly_quarantined == []
+    assert ids_in(run, "done") == {*IDS, "410"}
+    assert (read_done(run, "302") or {}).get("repaired_by") == "verify"
+    assert attempts_of(run, "302") == 1  # taken back, not made again
+    for record_id, problem in (("301", "images_301.h5 is missing"), ("303", "images_303.h5 has changed"),
+                               ("304", "its done marker is gone and images_304.h5 is missing")):
+        kept = json.loads(marker(run, "purged", record_id).read_text())
+        assert kept["problem"].startswith(problem), kept
+        assert (kept["done_marker"] is None) == (record_id == "304")
+        assert attempts_of(run, record_id) == 1  # the attempt of this update only: a purge is not the record's fault
+    manifest = [json.loads(line)["id"] for line in
+                (run.root / "releases" / second.version / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(manifest) == sorted([*IDS, "410"])
+
+    check = last_check(run)
+    assert check is not None and check["reverified"] == ["302"] and sorted(check["damaged"]) == ["301", "303", "304"]
+    text = status_of(run, capsys)
+    assert re.search(r"^check before the release \(.*\): 4 done records checked in [\d.]+ s; 3 purged or damaged, "
+                     r"made again \(301: images_301\.h5 is missing; 303: .*; 304: .*\); 1 re-verified, not made again "
+                     r"\(done marker gone, files whole: 302\); all 3 done again$", text, re.M), text
+    shown = json.loads(status_of(run, capsys, "--json"))["last_check"]
+    assert shown["reverified"] == ["302"] and sorted(shown["damaged"]) == ["301", "303", "304"]
+    assert shown["not_done_again"] == []
+
+
+@pytest.fixture
+def released(tmp_path: Path, zenodo_with_records: ZenodoDouble) -> tuple[RunDir, Config]:
+    """A run of 12 records (101..112), done and released, in-process."""
+    from conftest import run_config
+
+    cfg = run_config(tmp_path, zenodo_with_records)
+    harvest(cfg, progress=False)
+    run = open_run(cfg)
+    submit_pending(run, cfg, kind="debug")
+    assert release_now(run, cfg) is not None
+    return run, cfg
+
+
+def test_an_older_marker_without_checksums_is_checked_for_its_files_not_rejected(
+        released: tuple[RunDir, Config]) -> None:
+    run, cfg = released
+    for record_id in ("101", "102"):
+        path = marker(run, "done", record_id)
+        old = json.loads(path.read_text())
+        del old["outputs"]  # as markers were written before they kept each file's checksum
+        path.write_text(json.dumps(old))
+    (run.data / "102" / "metadata_102.json").unlink()
+
+    check = verify_run(run, cfg)
+
+    assert check.checked == 12 and check.reverified == []
+    assert list(check.damaged) == ["102"] and "metadata_102.json is missing" in check.damaged["102"]
+    assert "101" in ids_in(run, "done") and "102" not in ids_in(run, "done")
+    assert (read_failure(run, "102") or {}).get("reason") == "damaged_output"
+
+
+def test_a_folder_without_marker_is_taken_back_only_when_it_holds_its_record(released: tuple[RunDir, Config]) -> None:
+    run, cfg = released
+    for record_id in ("101", "102", "103"):
+        marker(run, "done", record_id).unlink()
+    # 102's folder holds 103's files under 102's names: whole, readable, but another record
+    for name in ("images_{}.h5", "metadata_{}.json", "metadata_{}.pkl"):
+        (run.data / "102" / name.format("102")).write_bytes((run.data / "103" / name.format("103")).read_bytes())
+    (run.data / "103" / "metadata_103.pkl").write_bytes(b"\x80\x04junk")  # cut short
+
+    check = verify_run(run, cfg)
+
+    assert check.reverified == ["101"] and sorted(check.damaged) == ["102", "103"]
+    assert "holds another record than records.jsonl's 102" in check.damaged["102"]
+    assert check.damaged["103"].startswith("its done marker is gone and metadata_103.pkl")
+    assert ids_in(run, "done") == {str(i) for i in range(101, 113)} - {"102", "103"}
+    assert verify_run(run, cfg).damaged == {}  # sent back once: not taken back by a later check, made again

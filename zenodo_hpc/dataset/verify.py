@@ -1,0 +1,231 @@
+"""Before a release: every done record checked against its done marker, on a scratch file system that purges.
+
+Cluster scratch deletes files nobody modified for a while (Sherlock: 90 days on ``$SCRATCH``), so a run
+directory that makes a release every month loses the files of its oldest records, or their done markers,
+between two releases. ``update`` calls :func:`verify_run` before it processes anything (docs/operations.md,
+"Scratch purges"):
+
+- a done record whose files are all there, each of the size and sha256 its done marker keeps (a marker of
+  an older version, without checksums: the sizes add up, the h5 reads to its last image, the metadata JSON
+  parses), stays done;
+- a done record with a file missing, cut short or changed is done no more: its done marker is moved to
+  ``state/purged/<id>.json`` with what is wrong, and it is failed as ``damaged_output`` (its attempts
+  forgotten: not its fault), so that this update's rounds make it again before the release;
+- a record without a done marker whose folder is whole (every file there and readable, the h5 and the
+  metadata naming this record, the metadata's record the same as ``records.jsonl``'s) is re-verified: its done
+  marker is written anew from its files, and it is not made again (no download);
+- a record of the latest release left with neither a done marker nor a folder is sent back the same way.
+
+What the check found is kept in ``state/verify.json`` for ``status``. A record that cannot be made again is
+failed, then quarantined by the rounds, and the release's changelog names it: a release never silently lacks one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+
+from ..core.config import Config
+from ..core.errors import UserError
+from ..core.state import (
+    DONE,
+    FAILED,
+    RunDir,
+    atomic_write_json,
+    ids_in,
+    iter_records,
+    mark_done,
+    mark_for_redo,
+    marker,
+    read_done,
+    read_failure,
+    read_json,
+    sha256_of,
+)
+from ..record.store import images_h5_name, metadata_json_name, metadata_pkl_name, record_file_names
+from .decode import metadata_from_pickle
+from .load import load_metadata
+from .pack import DAMAGED, DamagedRecord, check_reads_whole, check_record
+from .release import latest_release, plan_release
+
+log = logging.getLogger(__name__)
+
+VERIFY_JSON = "verify.json"  # state/verify.json: what the last check found (status shows it)
+PURGED = "purged"  # state/purged/<id>.json: the done marker of a record found purged or damaged, with why
+SHOWN = 3  # records named in one line
+
+
+@dataclass
+class Check:
+    """What one check found: ``state/verify.json``."""
+
+    checked_at: str
+    seconds: float = 0.0
+    checked: int = 0  # done records whose files were checked against their done marker
+    reverified: list[str] = field(default_factory=list)  # no done marker, folder whole: marker written anew
+    damaged: dict[str, str] = field(default_factory=dict)  # id -> what was wrong: made again
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def verify_run(run: RunDir, cfg: Config) -> Check:
+    """Check every done record, re-verify the folders left without a done marker, send back what is purged or
+    damaged (see the module's doc); write and return what was found."""
+    started = time.monotonic()
+    check = Check(checked_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    not_released = set(plan_release(run, cfg).excluded) if run.records.exists() else set()
+    for record_id in sorted(ids_in(run, DONE) - not_released):
+        check.checked += 1
+        try:
+            check_record(run, cfg, record_id)
+        except DamagedRecord as exc:
+            check.damaged[record_id] = str(exc)
+    unmarked = _folders_without_marker(run)
+    for hit in iter_records(run.records):
+        record_id = str(hit["id"])
+        if record_id in unmarked:
+            unmarked.discard(record_id)  # the first line of an id is the record (the harvest keeps no other)
+            problem = reverify(run, cfg, record_id, hit)
+            if problem is None:
+                check.reverified.append(record_id)
+            else:
+                check.damaged[record_id] = f"its done marker is gone and {problem}"
+    for record_id in _released_without_trace(run):
+        check.damaged[record_id] = "its done marker and its folder are gone"
+    for record_id, problem in sorted(check.damaged.items()):
+        send_back(run, record_id, problem)
+    check.seconds = round(time.monotonic() - started, 3)
+    atomic_write_json(run.state / VERIFY_JSON, check.to_json())
+    (log.warning if check.damaged or check.reverified else log.info)("%s", format_check(check))
+    return check
+
+
+def _folders_without_marker(run: RunDir) -> set[str]:
+    """Record folders in ``data/`` whose record has no done marker, leaving out those already sent back as
+    damaged (a changed file that still reads whole must not be taken back)."""
+    try:
+        with os.scandir(run.data) as entries:
+            folders = {e.name for e in entries if e.is_dir() and not e.name.startswith(".")}
+    except FileNotFoundError:
+        return set()
+    unmarked, failed = folders - ids_in(run, DONE), ids_in(run, FAILED)
+    return {i for i in unmarked if not (i in failed and _sent_back(run, i))}
+
+
+def _sent_back(run: RunDir, record_id: str) -> bool:
+    return (read_failure(run, record_id) or {}).get("reason") == DAMAGED
+
+
+def _released_without_trace(run: RunDir) -> list[str]:
+    """Records of the latest release with neither a done marker, a folder nor a failure: purged whole."""
+    release = latest_release(run)
+    if release is None:
+        return []
+    done, failed = ids_in(run, DONE), ids_in(run, FAILED)
+    return [i for i in release.records if i not in done and i not in failed and not run.record_folder(i).exists()]
+
+
+def reverify(run: RunDir, cfg: Config, record_id: str, hit: dict[str, Any]) -> str | None:
+    """A folder left without its done marker: when it is whole and holds this record (``hit``, its line of
+    records.jsonl), write its done marker anew and return None; else what is wrong with it."""
+    folder = run.record_folder(record_id)
+    found = {}
+    for name in record_file_names(record_id, cfg.output.formats):
+        try:
+            sha, size = sha256_of(folder / name)
+        except OSError:
+            return f"{name} is missing or unreadable"
+        found[name] = {"size": size, "sha256": sha}
+    try:
+        check_reads_whole(folder, record_id, cfg, found, None)
+        metadata = load_metadata(folder / metadata_json_name(record_id))
+        problem = _other_record(record_id, hit, metadata, folder, cfg)
+    except (DamagedRecord, UserError) as exc:
+        return str(exc).replace(f"{folder}/", "")
+    if problem:
+        return problem
+    stats = metadata.get("stats")
+    mark_done(run, record_id, {"repaired_by": "verify", "repaired_because": "its done marker was gone and its "
+                               "files are whole", **(stats if isinstance(stats, dict) else {})})
+    return None
+
+
+def _other_record(record_id: str, hit: dict[str, Any], metadata: dict[str, Any], folder: Path,
+                  cfg: Config) -> str | None:
+    """What says the folder holds another record than ``hit``; None when the h5, the metadata JSON and pickle all
+    name it and the metadata's record is records.jsonl's."""
+    if metadata.get("hit") != hit:
+        return f"{metadata_json_name(record_id)} holds another record than records.jsonl's {record_id}"
+    try:
+        pickled = metadata_from_pickle((folder / metadata_pkl_name(record_id)).read_bytes(),
+                                       metadata_pkl_name(record_id))
+    except OSError as exc:
+        return f"{metadata_pkl_name(record_id)} cannot be read ({exc.strerror or exc})"
+    if pickled.get("hit") != hit:
+        return f"{metadata_pkl_name(record_id)} holds another record than records.jsonl's {record_id}"
+    if "h5" in cfg.output.formats:
+        with h5py.File(folder / images_h5_name(record_id), "r") as h5:
+            named = h5.attrs.get("record_id")
+        if named is not None and str(named) != record_id:
+            return f"{images_h5_name(record_id)} names record {named}"
+    return None
+
+
+def send_back(run: RunDir, record_id: str, problem: str) -> None:
+    """The record is done no more: its done marker (if any) is kept in ``state/purged/<id>.json`` with what is
+    wrong, and it is failed as ``damaged_output`` so that the next round makes it again."""
+    try:
+        kept = read_done(run, record_id)
+    except UserError:
+        kept = None
+    atomic_write_json(marker(run, PURGED, record_id), {"id": record_id, "problem": problem, "found_by": "verify",
+                                                       "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                                       "done_marker": kept})
+    mark_for_redo(run, record_id, reason=DAMAGED, message=f"the check before the release found that {problem}")
+
+
+def last_check(run: RunDir) -> dict[str, Any] | None:
+    """What the last check found (``state/verify.json``), None before the first; an unreadable one is None too."""
+    with contextlib.suppress(UserError):
+        found = read_json(run.state / VERIFY_JSON)
+        return found if isinstance(found, dict) else None
+    return None
+
+
+def format_check(check: Check | dict[str, Any]) -> str:
+    """``check: 9 done records checked in 0.1 s; 2 purged or damaged, made again (...); 1 re-verified ...``."""
+    found = check.to_json() if isinstance(check, Check) else check
+    damaged, reverified = found.get("damaged") or {}, found.get("reverified") or []
+    text = f"check before the release ({found.get('checked_at')}): {found.get('checked', 0)} done records checked"
+    text += f" in {found.get('seconds', 0):.1f} s"
+    if damaged:
+        shown = "; ".join(f"{i}: {p}" for i, p in sorted(damaged.items())[:SHOWN])
+        more = f"; and {len(damaged) - SHOWN} more" if len(damaged) > SHOWN else ""
+        text += f"; {len(damaged)} purged or damaged, made again ({shown}{more})"
+    if reverified:
+        more = f" and {len(reverified) - SHOWN} more" if len(reverified) > SHOWN else ""
+        text += (f"; {len(reverified)} re-verified, not made again (done marker gone, files whole: "
+                 f"{', '.join(reverified[:SHOWN])}{more})")
+    if not damaged and not reverified:
+        text += ": all whole"
+    if damaged and "not_done_again" in found:  # status adds which of them are not done again yet
+        left = found["not_done_again"]
+        text += (f"; all {len(damaged)} done again" if not left else
+                 f"; {len(left)} not done again yet ({', '.join(left[:SHOWN])}{' ...' if len(left) > SHOWN else ''})")
+    return text
+
+
+def check_for_status(run: RunDir, done_ids: set[str]) -> dict[str, Any] | None:
+    """The last check for ``status``, with the records it sent back that are not done again yet."""
+    found = last_check(run)
+    if found is not None:
+        found["not_done_again"] = sorted(set(found.get("damaged") or {}) - done_ids)
+    return found
