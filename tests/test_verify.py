@@ -20,7 +20,16 @@ from conftest import stdlib_records
 
 from zenodo_hpc.cli import main
 from zenodo_hpc.core.config import Config, config_from_dict
-from zenodo_hpc.core.state import RunDir, attempts_of, ids_in, marker, open_run, read_done, read_failure
+from zenodo_hpc.core.state import (
+    RunDir,
+    attempts_of,
+    ids_in,
+    mark_failed,
+    marker,
+    open_run,
+    read_done,
+    read_failure,
+)
 from zenodo_hpc.dataset.verify import last_check, verify_run
 from zenodo_hpc.demo.doubles import ZenodoDouble, make_zip
 from zenodo_hpc.drivers.releasing import release_now
@@ -172,11 +181,15 @@ def test_a_folder_without_marker_is_taken_back_only_when_it_holds_its_record(rel
     for name in ("images_{}.h5", "metadata_{}.json", "metadata_{}.pkl"):
         (run.data / "102" / name.format("102")).write_bytes((run.data / "103" / name.format("103")).read_bytes())
     (run.data / "103" / "metadata_103.pkl").write_bytes(b"\x80\x04junk")  # cut short
+    # 104 is set aside on purpose (quarantined: withdrawn from Zenodo, its folder kept): not taken back either
+    mark_failed(run, "104", reason="withdrawn", message="410 Gone", attempt=0, task="update", quarantined=True)
+    marker(run, "done", "104").unlink()
 
     check = verify_run(run, cfg)
 
     assert check.reverified == ["101"] and sorted(check.damaged) == ["102", "103"]
     assert "holds another record than records.jsonl's 102" in check.damaged["102"]
     assert check.damaged["103"].startswith("its done marker is gone and metadata_103.pkl")
-    assert ids_in(run, "done") == {str(i) for i in range(101, 113)} - {"102", "103"}
+    assert ids_in(run, "done") == {str(i) for i in range(101, 113)} - {"102", "103", "104"}
+    assert (read_failure(run, "104") or {}).get("reason") == "withdrawn"
     assert verify_run(run, cfg).damaged == {}  # sent back once: not taken back by a later check, made again

@@ -110,18 +110,20 @@ def verify_run(run: RunDir, cfg: Config) -> Check:
 
 def _folders_without_marker(run: RunDir) -> set[str]:
     """Record folders in ``data/`` whose record has no done marker, leaving out those already sent back as
-    damaged (a changed file that still reads whole must not be taken back)."""
+    damaged (a changed file that still reads whole must not be taken back) and those set aside on purpose
+    (quarantined: a record withdrawn from Zenodo whose folder is kept, say)."""
     try:
         with os.scandir(run.data) as entries:
             folders = {e.name for e in entries if e.is_dir() and not e.name.startswith(".")}
     except FileNotFoundError:
         return set()
     unmarked, failed = folders - ids_in(run, DONE), ids_in(run, FAILED)
-    return {i for i in unmarked if not (i in failed and _sent_back(run, i))}
+    return {i for i in unmarked if not (i in failed and _set_aside(run, i))}
 
 
-def _sent_back(run: RunDir, record_id: str) -> bool:
-    return (read_failure(run, record_id) or {}).get("reason") == DAMAGED
+def _set_aside(run: RunDir, record_id: str) -> bool:
+    failure = read_failure(run, record_id) or {}
+    return bool(failure.get("quarantined")) or failure.get("reason") == DAMAGED
 
 
 def _released_without_trace(run: RunDir) -> list[str]:
