@@ -229,6 +229,89 @@ def test_resume_right_after_cancelling_everything_resubmits_what_is_not_done(
     assert ids_in(run, "done") == ALL
 
 
+# --- the finishing job must be able to run: checked up front, small, and run decides when it cannot ----------
+
+
+def requested(job_id: str) -> tuple[int, int]:
+    """The memory (bytes) and CPUs SLURM gave a job, from sacct."""
+    out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "ReqMem,AllocCPUS"], capture_output=True,
+                         text=True, check=True).stdout.split()
+    mem, cpus = out[0].split("|")
+    return slurm_dev.parse_size(mem.rstrip("n").rstrip("c")), int(cpus)
+
+
+def test_a_pack_job_no_node_can_hold_is_refused_before_anything_is_queued(
+        tmp_path: Path, zenodo_with_records: ZenodoDouble, capsys: pytest.CaptureFixture) -> None:
+    node_mb = max(int(mb.rstrip("+")) for mb in slurm_dev.run(["sinfo", "-h", "-N", "-o", "%m"]).stdout.split())
+    data = slurm_cfg(tmp_path, zenodo_with_records).to_dict()
+    data["pack"]["mem_gb"] = node_mb // 1024 + 4  # more than any node of the partition declares
+    cfg = config_from_dict(data)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg.to_dict()))
+    harvest(cfg, progress=False)
+    assert main(["submit", "-c", str(config), "--dry-run"]) == 0
+    assert "# a real submit refuses this: the pack job cannot be queued" in capsys.readouterr().out
+    assert main(["submit", "-c", str(config)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err  # one line: which job, what it asks, what the nodes offer, which key to change
+    assert f"the pack job cannot be queued: it asks {data['pack']['mem_gb']}GB" in err[0]
+    assert f"at most {node_mb} MB" in err[0] and "lower pack.mem_gb to" in err[0] and "nothing was queued" in err[0]
+    run = RunDir(cfg.run_dir)
+    assert load_submissions(run) == [] and not list(run.root.glob("plans/*.json"))
+    assert not (run.logs / "submitit").exists() or not any((run.logs / "submitit").iterdir())  # no job's folder
+    queued = subprocess.run(["squeue", "-h", "-o", "%A %o"], capture_output=True, text=True, check=True).stdout
+    assert str(tmp_path) not in queued
+
+
+def test_the_finishing_job_decides_small_and_a_pack_job_packs_with_the_packs_resources(
+        tmp_path: Path, zenodo_with_records: ZenodoDouble) -> None:
+    data = slurm_cfg(tmp_path, zenodo_with_records).to_dict()
+    data["pack"].update({"mem_gb": 2, "cpus_per_task": 2})
+    run = submitted(tmp_path, config_from_dict(data))
+    wait_for_the_image(run)
+    image_is_verified(run)
+    assert ids_in(run, "done") == ALL
+    chain = load_chain(run)
+    finishing = load_submissions(run)[0].finishing_job
+    assert finishing and chain.pack_job and chain.pack_job != finishing
+    assert requested(finishing) == (2**29, 1)  # it only decides: 1 CPU, at most 1 GB and the arrays' 0.5 GB
+    assert requested(chain.pack_job) == (2 * 2**30, 2)  # pack.mem_gb, pack.cpus_per_task
+    ended = slurm_dev.wait_for(lambda: (state := slurm_dev.job_state(chain.pack_job)) in slurm_dev.FINISHED and state,
+                               60, f"the pack job {chain.pack_job} to end")
+    assert (slurm_dev.job_state(finishing), ended) == ("COMPLETED", "COMPLETED")
+
+
+def test_run_packs_itself_when_the_finishing_job_is_cancelled(tmp_path: Path,
+                                                                zenodo_with_records: ZenodoDouble) -> None:
+    import threading
+
+    from zenodo_hpc.drivers.pipeline import run_pipeline
+
+    fail_file(zenodo_with_records, 105, "slow", seconds=10.0)  # the arrays still run when it is cancelled
+    cfg = slurm_cfg(tmp_path, zenodo_with_records)
+    run = RunDir(cfg.run_dir)
+    ended: dict[str, Any] = {}
+
+    def follow() -> None:
+        try:
+            ended["outcome"] = run_pipeline(cfg, poll_s=1, progress=False)
+        except BaseException as exc:  # noqa: BLE001 - shown by the assertion below
+            ended["error"] = exc
+
+    driver = threading.Thread(target=follow)
+    driver.start()
+    job = slurm_dev.wait_for(lambda: (chain := load_chain(run)) is not None and chain.finishing_job, 120,
+                             "run to queue the finishing job")
+    assert slurm_dev.job_state(job) in ("PENDING", "UNKNOWN")  # its arrays still run
+    slurm_dev.scancel(job)
+    driver.join(timeout=420)
+    assert not driver.is_alive() and "error" not in ended, ended
+    outcome = ended["outcome"]
+    assert outcome.packed is not None and outcome.packed.records == 12  # packed by run itself
+    image_is_verified(run)
+    assert slurm_dev.job_state(job) == "CANCELLED" and load_chain(run).state == "packed"
+
+
 @pytest.fixture(autouse=True)
 def _no_jobs_left_behind(tmp_path: Path) -> Any:
     """Whatever a test left queued (a failed assertion mid-way) is cancelled, so the next test starts clean."""

@@ -11,10 +11,13 @@ tasks have all ended, however they ended, one decision is taken by :func:`advanc
   last reason, and the image is packed from the rest.
 
 On SLURM the decision is taken by the **finishing job** queued with every round's arrays
-(``afterany`` on all of them, so it starts whatever their outcome): it either queues the next round with
-a new finishing job, or packs. So ``submit`` (or ``resume``, or ``run --no-wait``) and logging out ends in
-a verified image with no further command. Locally, ``run`` takes the same decision between rounds. The
-chain's progress is kept in ``<run>/state/chain.json`` for ``status``.
+(``afterany`` on all of them, so it starts whatever their outcome). It asks little (it only decides): it
+either queues the next round with a new finishing job, or, once there is something to pack, the **pack
+job** with the pack's resources (``pack.mem_gb``, ``cpus_per_task``, ``time_min``), which packs (or makes
+the release). So ``submit`` (or ``resume``, or ``run --no-wait``) and logging out ends in a verified image
+with no further command. Locally, ``run`` takes the same decision between rounds; on SLURM it takes it
+itself when the finishing job or the pack job could not be queued or ended without deciding. The chain's
+progress is kept in ``<run>/state/chain.json`` for ``status``.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ def _count_round(run: RunDir, chain: Chain, result: SubmitResult) -> None:
     assert result.submission is not None
     chain.rounds += 1
     chain.generations.append(result.submission.generation)
-    chain.finishing_job = result.submission.finishing_job
+    chain.finishing_job, chain.pack_job = result.submission.finishing_job, None
     chain.state = "running"
     chain.message = (f"round {chain.rounds} of at most {chain.max_rounds} queued (plan "
                      f"{result.submission.generation})")
@@ -76,17 +79,19 @@ def _count_round(run: RunDir, chain: Chain, result: SubmitResult) -> None:
 class Step:
     """What :func:`advance` did."""
 
-    action: str  # "submitted", "waiting", "packed", "released"
+    action: str  # "submitted", "waiting", "pack_queued", "packed", "released"
     message: str
     result: SubmitResult | None = None
     packed: PackResult | None = None
 
 
-def advance(run: RunDir, cfg: Config, *, kind: str, chain: Chain | None, what: str = "finish") -> Step:
+def advance(run: RunDir, cfg: Config, *, kind: str, chain: Chain | None, what: str = "finish",
+            may_pack: bool = True) -> Step:
     """After a round: queue the next one for what can still succeed, or pack. The one decision of a run.
 
     ``chain`` None means no round limit beyond the records' own attempts (the local ``run`` driver
-    counts its rounds itself and passes a chain too).
+    counts its rounds itself and passes a chain too). ``may_pack`` False (the small finishing job on SLURM):
+    queue the pack job instead of packing here.
     """
     if chain is not None and chain.rounds >= chain.max_rounds:
         quarantined = quarantine_unfinished(run, cfg, chain)
@@ -99,6 +104,8 @@ def advance(run: RunDir, cfg: Config, *, kind: str, chain: Chain | None, what: s
         return Step("submitted", format_result(result, run), result=result)
     if result.snapshot.active:
         return Step("waiting", format_result(result, run), result=result)
+    if not may_pack and chain is not None:
+        return _queue_pack_job(run, cfg, chain, result)
     if chain is not None and chain.started_by == "update":
         return _release(run, cfg, chain, result)
     from ..report import card_figures  # here: drawing needs numpy and matplotlib, deciding does not
@@ -120,6 +127,24 @@ def advance(run: RunDir, cfg: Config, *, kind: str, chain: Chain | None, what: s
         chain.message = f"packed after {chain.rounds} round(s): {format_summary(packed)}"
         save_chain(run, chain)
     return Step("packed", format_summary(packed), result=result, packed=packed)
+
+
+def _queue_pack_job(run: RunDir, cfg: Config, chain: Chain, result: SubmitResult) -> Step:
+    """Every record is done or quarantined: the pack job, with the pack's resources, packs (or releases).
+
+    Queued only now, so that the finishing jobs of every round stay small; the chain follows it."""
+    from ..orchestrate.slurm import SlurmExecutor, format_mem
+    from ..orchestrate.submit import job_python
+
+    slurm = SlurmExecutor(cfg, python=job_python(cfg))
+    pack = slurm.pack_resources()
+    job = slurm.submit_follow_up(run, pack_task, (str(run.root.resolve()),), [], name="pack", resources=pack)
+    chain.finishing_job = chain.pack_job = job
+    goal = "make the release" if chain.started_by == "update" else "pack the image"
+    chain.message = (f"round {chain.rounds} ended with every record done or quarantined: pack job {job} queued to "
+                     f"{goal} ({format_mem(pack.mem_gb)}, {pack.cpus_per_task} cpu, {pack.time_min} min)")
+    save_chain(run, chain)
+    return Step("pack_queued", chain.message, result=result)
 
 
 def _release(run: RunDir, cfg: Config, chain: Chain, result: SubmitResult) -> Step:
@@ -164,7 +189,19 @@ def quarantine_unfinished(run: RunDir, cfg: Config, chain: Chain) -> int:
 
 
 def finish_task(run_dir: str) -> str:
-    """The SLURM finishing job's call (through submitit): decide what comes after the round that ended."""
+    """The SLURM finishing job's call (through submitit): decide what comes after the round that ended; the
+    packing itself is the pack job's (:func:`pack_task`)."""
+    return _decide_in_job(run_dir, may_pack=False)
+
+
+def pack_task(run_dir: str) -> str:
+    """The SLURM pack job's call: the same decision, taken again (a resume may have queued more since), and
+    this job packs (or makes the release)."""
+    return _decide_in_job(run_dir, may_pack=True)
+
+
+def _decide_in_job(run_dir: str, *, may_pack: bool) -> str:
+    """A job of the chain decides, unless a newer chain has taken over the run."""
     run, cfg = load_run(run_dir)
     chain = load_chain(run)
     me = os.environ.get("SLURM_JOB_ID")
@@ -179,7 +216,7 @@ def finish_task(run_dir: str) -> str:
 
     settle_accounting(job_ids(load_submissions(run)))
     try:
-        step = advance(run, cfg, kind="slurm", chain=chain)
+        step = advance(run, cfg, kind="slurm", chain=chain, may_pack=may_pack)
     except UserError as exc:
         chain.state, chain.finishing_job = "stopped", None
         chain.message = f"stopped: {exc}"

@@ -3,8 +3,10 @@
 Every stage is resumable and reads the run directory, so ``run`` is safe to start again at any time: it
 picks up where things stand. Rounds are decided by the same function everywhere (zenodo_hpc/drivers/finish.py):
 locally ``run`` takes the decision itself between rounds; on SLURM the finishing job queued with each
-round takes it, and ``run`` only follows the chain until the image is there (or, with ``--no-wait``,
-returns at once: the chain finishes without anybody logged in).
+round takes it, and ``run`` follows the chain until the image is there (or, with ``--no-wait``, returns at
+once: the chain finishes without anybody logged in). A ``run`` that waits never ends without the image it
+could make: when no job of the chain is left to decide (the finishing job or the pack job could not be
+queued, was cancelled, or died), it takes the decision itself, in its own process.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ..orchestrate.status import RunStatus, gather_status
 from ..orchestrate.submit import format_result
 from ..zenodo.harvest import format_summary as harvest_summary
 from ..zenodo.harvest import harvest
-from .finish import advance, advance_rounds, submit_round
+from .finish import MAX_LOCAL_DECISIONS, Step, advance, advance_rounds, submit_round
 
 log = logging.getLogger(__name__)
 
@@ -76,23 +78,52 @@ def _run_on_slurm(run: RunDir, cfg: Config, *, wait: bool, poll_s: float, progre
         return RunOutcome(run, step.packed, gather_status(run), waiting=False, message=step.message)
     if not wait:
         return RunOutcome(run, None, gather_status(run), waiting=True)
-    message = follow_chain(run, poll_s, progress)
-    return RunOutcome(run, None, gather_status(run), waiting=False, message=message)
+    packed, message = follow_chain(run, cfg, poll_s, progress)
+    return RunOutcome(run, packed, gather_status(run), waiting=False, message=message)
 
 
-def follow_chain(run: RunDir, poll_s: float, progress: bool | None) -> str:
-    """Wait until the run's chain of rounds has ended (packed, or stopped); its last word."""
-    while True:
-        wait_for_tasks(run, poll_s, progress)
-        chain = load_chain(run)
-        if chain is None or chain.state != "running":
-            return chain.message if chain else "no chain of rounds to follow"
-        if not _job_alive(chain.finishing_job):
-            time.sleep(poll_s)  # accounting may lag behind the job writing its decision
+def follow_chain(run: RunDir, cfg: Config, poll_s: float, progress: bool | None) -> tuple[PackResult | None, str]:
+    """Wait until the run's chain of rounds has made the image (its last word). When no job of the chain is left
+    to decide, the decision is taken here (:func:`decide_here`): then the image, if packed here, too."""
+    for _ in range(MAX_LOCAL_DECISIONS):
+        while True:
+            wait_for_tasks(run, poll_s, progress)
             chain = load_chain(run)
-            if chain is not None and chain.state == "running" and not _job_alive(chain.finishing_job):
-                return (f"the finishing job {chain.finishing_job} ended without deciding (see "
-                        f"{run.logs / 'submitit'}); continue with `zenodo-hpc resume {run.root}`")
+            if chain is not None and chain.state == "packed":
+                return None, chain.message
+            time.sleep(poll_s)  # a job still queued or running, or accounting behind the job writing its decision
+            chain = load_chain(run)
+            if chain is not None and chain.state == "packed":
+                return None, chain.message
+            if chain is None or not _job_alive(chain.finishing_job):
+                break
+        step = decide_here(run, cfg, chain)
+        if step.action in ("packed", "released"):
+            return step.packed, step.message
+    raise RuntimeError(f"{MAX_LOCAL_DECISIONS} decisions without an end: a bug, please report it")
+
+
+def decide_here(run: RunDir, cfg: Config, chain: Chain | None) -> Step:
+    """The chain's job could not be queued, was cancelled or died before it decided: ``run``, which waits anyway,
+    takes the decision itself (the next round, or the image packed in this process)."""
+    job = chain.finishing_job if chain else None
+    why = (f"its job {job} ended {_job_end(job)} without deciding (see {run.logs / 'submitit'})" if job and
+           chain and chain.state == "running" else (chain.message if chain else "no chain of rounds was recorded"))
+    say(f"the chain of rounds stopped: {why}; run takes the decision here")
+    if chain is None:
+        chain = Chain(started_by="run", max_rounds=cfg.executor.max_attempts)
+    step = advance(run, cfg, kind="slurm", chain=chain, what="run")
+    if step.action not in ("packed", "released"):
+        say(step.message)
+    return step
+
+
+def _job_end(job: str) -> str:
+    """How SLURM says a job ended (sacct's state: CANCELLED, OUT_OF_MEMORY, FAILED...), for the log line."""
+    from ..orchestrate.slurm import task_states
+
+    state = task_states([job]).get(job)
+    return state.state if state else "out of sight of squeue and sacct"
 
 
 def _job_alive(job: str | None) -> bool:

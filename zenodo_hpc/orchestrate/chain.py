@@ -27,7 +27,8 @@ class Chain:
     rounds: int = 0  # rounds (generations) queued by this chain
     max_rounds: int = 3
     generations: list[int] = field(default_factory=list)
-    finishing_job: str | None = None  # SLURM: the job that decides after the current round
+    finishing_job: str | None = None  # SLURM: the job that decides after the current round (or the pack job)
+    pack_job: str | None = None  # SLURM: the pack job the last finishing job queued, with the pack's resources
     state: str = "running"  # running, packed, stopped
     message: str = ""  # the last decision, in words
 

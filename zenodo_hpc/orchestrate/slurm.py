@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_MAX_ARRAY_SIZE = 1001  # SLURM's own default
+# The finishing job only decides (the pack job packs): memory (GB, at most the arrays') and minutes it asks.
+DECIDING_MEM_GB = 1.0
+DECIDING_TIME_MIN = 30
 SUBMIT_ATTEMPTS = 8
 # sbatch errors that go away when one waits: a busy controller, a per-user submit limit.
 TRANSIENT_SBATCH_ERRORS = (
@@ -304,12 +307,24 @@ class SlurmExecutor:
         return {**job_parameters(run, f"g{generation}", resources), "array_parallelism": parallelism,
                 "signal_delay_s": signal_delay_s(resources.time_min)}
 
-    def follow_up_parameters(self, run: RunDir, name: str, depends_on: list[str]) -> dict[str, Any]:
-        """submitit SlurmExecutor parameters for the finishing job: the pack's resources (it may pack), the
-        arrays' partition, setup and options, and ``afterany`` on ``depends_on``."""
+    def deciding_resources(self) -> Resources:
+        """The finishing job's: it only decides (reads the run directory, asks sacct, queues the next jobs), so it
+        asks little, and fits wherever the arrays fit; the arrays' partition, setup and options."""
+        arrays = Resources.from_config(self.cfg)
+        return Resources(arrays.partition, DECIDING_TIME_MIN, min(DECIDING_MEM_GB, arrays.mem_gb), 1, arrays.setup,
+                         arrays.additional)
+
+    def pack_resources(self) -> Resources:
+        """The pack job's: ``pack.time_min``, ``mem_gb``, ``cpus_per_task``; the arrays' partition, setup, options."""
         arrays, pack = Resources.from_config(self.cfg), self.cfg.pack
-        params = job_parameters(run, name, Resources(arrays.partition, pack.time_min, pack.mem_gb,
-                                                     pack.cpus_per_task, arrays.setup, arrays.additional))
+        return Resources(arrays.partition, pack.time_min, pack.mem_gb, pack.cpus_per_task, arrays.setup,
+                         arrays.additional)
+
+    def follow_up_parameters(self, run: RunDir, name: str, depends_on: list[str],
+                             resources: Resources | None = None) -> dict[str, Any]:
+        """submitit SlurmExecutor parameters for a job that follows the arrays: ``resources`` (default: the small
+        finishing job's), and ``afterany`` on ``depends_on``."""
+        params = job_parameters(run, name, resources or self.deciding_resources())
         if depends_on:
             params["dependency"] = "afterany:" + ":".join(depends_on)
         return params
@@ -355,8 +370,13 @@ class SlurmExecutor:
         ``ARRAY1_ID``, ``ARRAY2_ID``, ...."""
         placeholders = [f"ARRAY{i + 1}_ID" for i in range(arrays)]
         params = self.follow_up_parameters(run, name, sorted(depends_on) + placeholders)
+        pack = self.pack_resources()
         return "\n".join(["# the sbatch script of the finishing job, queued with the arrays (ARRAY1_ID...: their job "
-                          "ids, known once queued):", sbatch_script(logs_folder(run), self.python.command, params, 1)])
+                          "ids, known once queued):",
+                          f"# (it decides; when there is something to pack it queues the pack job: "
+                          f"{format_mem(pack.mem_gb)}, {pack.cpus_per_task} cpu, {pack.time_min} min, from "
+                          "pack.mem_gb, cpus_per_task, time_min)",
+                          sbatch_script(logs_folder(run), self.python.command, params, 1)])
 
     def check_ready(self, groups: list[TaskGroup]) -> None:
         """Refuse, before anything is written or queued, what would fail: no SLURM commands here, an interpreter
@@ -403,14 +423,15 @@ class SlurmExecutor:
         return self._sbatch(f"the array ({len(spec.shards)} tasks)", queue)
 
     def submit_follow_up(self, run: RunDir, fn: Callable[..., Any], args: tuple[Any, ...], depends_on: list[str],
-                         *, name: str) -> str:
+                         *, name: str, resources: Resources | None = None) -> str:
         """Queue ``fn(*args)`` as one job that starts when every job of ``depends_on`` has ended, however; its id.
 
         ``afterany``: the job runs whatever the arrays' outcome (tasks that failed, ran out of memory or were
-        cancelled included), so it can decide what comes next. It gets the pack job's resources (it may pack).
-        The callable is handed in by the caller: this module knows no pipeline stage.
+        cancelled included), so it can decide what comes next. It asks little (``deciding_resources``) unless
+        given ``resources`` (the pack job: ``pack_resources``). The callable is handed in by the caller: this
+        module knows no pipeline stage.
         """
-        params = self.follow_up_parameters(run, name, depends_on)
+        params = self.follow_up_parameters(run, name, depends_on, resources)
         return self._sbatch(f"the {name} job",
                             lambda: str(self._executor(params, logs_folder(run)).submit(fn, *args).job_id))
 

@@ -239,6 +239,9 @@ def _efficiency_line(e: dict[str, Any]) -> str:
 
 def _chain_line(chain: dict[str, Any]) -> str:
     """Where the chain of rounds stands: which round, what is queued next, or how it ended."""
+    pack_job = chain.get("pack_job")
+    if chain.get("state") == "running" and pack_job and pack_job == chain.get("finishing_job"):
+        return f"rounds: {chain.get('message')}"  # the pack job is queued: it packs (or releases)
     if chain.get("state") == "running" and chain.get("finishing_job"):
         return (f"rounds: {chain.get('rounds')} of at most {chain.get('max_rounds')}; finishing job "
                 f"{chain['finishing_job']} decides when they end (another round, or the image)")

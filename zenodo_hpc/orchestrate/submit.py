@@ -345,9 +345,16 @@ def _plan_and_submit(run: RunDir, cfg: Config, kind: str, *, dry_run: bool,
         if slurm is not None and follow_up is not None:
             description += "\n\n" + slurm.describe_follow_up(run, sorted(snapshot.active_jobs),
                                                              len(slurm.arrays(groups)), name="finish")
+        if slurm is not None:
+            from .feasibility import describe_feasibility
+
+            description = f"{describe_feasibility(slurm, run, finishing=follow_up is not None)}\n{description}"
         return SubmitResult(plan, None, snapshot, description, kind, stated=stated_records is not None)
     if slurm is not None:
         slurm.check_ready(groups)  # before the plan is written: nothing is left behind by a refusal
+        from .feasibility import check_feasible
+
+        check_feasible(slurm, run, finishing=follow_up is not None)  # every job of the round fits a node
     write_plan(run, plan)
     submission = executor.submit(run, plan, groups)
     if slurm is not None and follow_up is not None:
