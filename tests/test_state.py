@@ -201,6 +201,57 @@ def test_a_garbled_submission_is_shown_without_task_states_and_stops_resume(fini
     assert code == 0 and out.startswith("plan 2: 1 records in 1 shards (10 done, 1 quarantined of 12)")
 
 
+# --- records.jsonl ---------------------------------------------------------------------------------
+
+
+def test_lines_no_plan_holds_are_no_records_for_any_command(finished, capsys: pytest.CaptureFixture) -> None:  # noqa: ANN001
+    """A hit an older harvest kept (an id that is no Zenodo id) and a record's line twice: the plans leave both out,
+    so status, resume, pack and run must not count them either (they said "1 pending" / "all accounted for")."""
+    run, _ = finished
+    lines = run.records.read_bytes().splitlines(keepends=True)
+    run.records.write_bytes(b"".join(lines) + b'{"id": "../../x", "metadata": {}}\n' + lines[0])
+    code, out, _ = cli(capsys, "status", str(run.root))
+    assert code == 0 and "run " in out and ": 12 records" in out and "pending            0" in out
+    assert "complete: every record is done or quarantined" in out
+    code, out, _ = cli(capsys, "resume", "--dry-run", str(run.root))
+    assert code == 0 and "all 12 records are accounted for (11 done, 1 quarantined)" in out
+    code, out, _ = cli(capsys, "run", "-c", str(run.run_yaml))
+    assert code == 0 and "holds 11 records" in out and "not complete" not in out
+    assert cli(capsys, "pack", str(run.root))[0] == 0
+
+
+RECORDS_DAMAGE = {
+    "a byte that is not UTF-8": (lambda line: line.replace(b'"title":', b'"title\xff":'), "not UTF-8 text"),
+    "another JSON value": (lambda line: b"[1, 2, 3]\n", "a JSON list, not a record"),
+    "half a line": (lambda line: line[: len(line) // 2] + b"\n", "cut short or not JSON"),
+}
+
+
+@pytest.mark.parametrize("how", sorted(RECORDS_DAMAGE))
+def test_a_damaged_line_of_records_jsonl_is_one_line_saying_how_to_repair_it(finished, how: str,  # noqa: ANN001
+                                                                            capsys: pytest.CaptureFixture) -> None:
+    run, cfg = finished
+    lines = run.records.read_bytes().splitlines(keepends=True)
+    assert json.loads(lines[4])["id"] == 105
+    change, why = RECORDS_DAMAGE[how]
+    run.records.write_bytes(b"".join(lines[:4] + [change(lines[4])] + lines[5:]))
+    errors = []
+    for args in (["status", str(run.root)], ["resume", "--dry-run", str(run.root)], ["pack", str(run.root)],
+                 ["fetch", str(run.root)], ["harvest", "-c", str(run.run_yaml)], ["run", "-c", str(run.run_yaml)]):
+        code, out, err = cli(capsys, *args)
+        assert code == 1 and "complete" not in out, args
+        errors.append(err.strip().splitlines()[-1])
+    for err in errors:
+        assert f"{run.records}: line 5 (byte {sum(map(len, lines[:4]))}) is damaged ({why}" in err
+        assert f"delete that line (after a copy: sed -i '5d' {run.records})" in err
+    subprocess.run(["sed", "-i", "5d", str(run.records)], check=True)  # what the message says, word for word
+    shutil.rmtree(run.state / "harvest")
+    code, out, _ = cli(capsys, "harvest", "-c", str(run.run_yaml))
+    assert code == 0 and "+1 new" in out
+    code, out, _ = cli(capsys, "status", str(run.root))
+    assert code == 0 and ": 12 records" in out and "done              11" in out
+
+
 # --- liveness: a live process, a dead one, a reused pid, a zombie, another host ----------------------
 
 

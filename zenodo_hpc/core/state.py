@@ -34,7 +34,7 @@ from .config import (
 )
 from .errors import UserError
 from .liveness import owner_token, parse_owner_token
-from .records import BadRecord, check_hit
+from .records import BadRecord, check_hit, without_surrogates
 
 log = logging.getLogger(__name__)
 
@@ -194,33 +194,85 @@ def file_digest(path: Path) -> tuple[str, str, int]:
 # --- records.jsonl -----------------------------------------------------------------------------------
 
 
-def iter_records(path: Path) -> Iterator[dict[str, Any]]:
-    """The harvested records, in order. A last line cut short by a crash is ignored (it is re-harvested).
+def scan_run_records(path: Path) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """The run's records: ``(byte offset, id, record)`` of each line of ``records.jsonl`` that is one, in order.
 
-    A record whose id is not a Zenodo id, or whose shape is broken, is left out with a warning (an older
-    harvest may have kept one): its id must never name a file.
+    The one definition every command counts and plans by (status, pack, resume, run, fetch, the release):
+
+    - a last line without its newline is an append a crash interrupted: not yet a record (the next harvest
+      cuts it and reads that record again);
+    - a JSON object whose id is not a Zenodo id, or whose shape is broken, is left out with a warning (an
+      older harvest may have kept one): it is no record, its id must never name a file;
+    - the same id on a later line is left out (the first line is the record);
+    - anything else (a line that is not UTF-8, not JSON, cut short in the middle, not an object or without
+      an id) means the file is damaged: a :class:`UserError` naming the line and how to repair it.
+
+    Text holding an unpaired UTF-16 surrogate (``"\\ud800"``, which no UTF-8 can hold) reads with U+FFFD in its
+    place, as the harvest writes it.
     """
-    if not Path(path).exists():
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below, generator
+    except FileNotFoundError:
         return
-    with open(path, encoding="utf-8") as handle:
+    seen: set[str] = set()
+    with handle:
+        offset = 0
         for number, line in enumerate(handle, 1):
-            if not line.endswith("\n"):
-                return  # an interrupted append
-            line = line.strip()
-            if not line:
+            start, offset = offset, offset + len(line)
+            if not line.endswith(b"\n"):
+                return
+            if not line.strip():
                 continue
             try:
-                record = json.loads(line)
-            except ValueError:
-                raise UserError(f"{path}:{number}: not a JSON record") from None
-            if not isinstance(record, dict) or "id" not in record:
-                raise UserError(f"{path}:{number}: a record without an id")
+                record = record_from_line(line)
+            except ValueError as exc:
+                raise damaged_records(Path(path), number, start, str(exc)) from None
             try:
-                check_hit(record)
+                record_id = check_hit(record)
             except BadRecord as exc:
-                log.warning("%s:%d: left out: %s", path, number, exc)
+                warn_once(f"{path}: line {number} is no record, left out: {exc}")
                 continue
-            yield record
+            if record_id in seen:
+                warn_once(f"{path}: line {number} holds record {record_id} again: left out (its first line counts)")
+                continue
+            seen.add(record_id)
+            yield start, record_id, record
+
+
+def record_from_line(line: bytes) -> dict[str, Any]:
+    """One line of records.jsonl as a record object (surrogates replaced); ValueError saying what it is instead."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text: byte {exc.start + 1} of the line is {line[exc.start:exc.start + 1]!r}") \
+            from None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"cut short or not JSON: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(record, dict) or "id" not in record:
+        raise ValueError(f"a JSON {type(record).__name__}, not a record" if not isinstance(record, dict)
+                         else "a JSON object without an id, not a record")
+    if _ESCAPED_SURROGATE.search(text):
+        record = without_surrogates(record)[0]
+    return record
+
+
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89abcdefABCDEF]")  # how JSON spells a surrogate (paired or not)
+
+
+def damaged_records(path: Path, number: int, start: int, why: str) -> UserError:
+    """The one-line error of a damaged records.jsonl: which line, what is wrong, how to repair it."""
+    return UserError(
+        f"{path}: line {number} (byte {start}) is damaged ({why}); delete that line (after a copy: "
+        f"sed -i '{number}d' {path}), and the record it held comes back with the next `zenodo-hpc harvest -c CONFIG` "
+        f"once {path.parent / 'state' / 'harvest'} is removed (it reads Zenodo again and adds only what is missing)")
+
+
+def iter_records(path: Path) -> Iterator[dict[str, Any]]:
+    """The run's records (:func:`scan_run_records`), in order."""
+    for _, _, record in scan_run_records(path):
+        yield record
 
 
 def repair_records_file(path: Path) -> None:
@@ -552,13 +604,31 @@ class Outcomes:
         return max(0, self.records - self.done - sum(self.failed.values()) - sum(self.quarantined.values()))
 
 
+RECORDS_COUNT = "records.count.json"
+
+
 def count_records(path: os.PathLike[str]) -> int:
-    """Lines of records.jsonl, counted in blocks (no JSON parsing)."""
+    """The run's records (:func:`scan_run_records`), counted: what the plans hold, never a line they leave out.
+
+    Reading every record takes a while at scale (about 40 us each), and ``status`` asks again and again while
+    the file stays as it is: the count is kept in ``state/records.count.json`` with the file's size, time and
+    inode, and read again only when one of them changed.
+    """
+    path = Path(path)
     try:
-        with open(path, "rb") as handle:
-            return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+        info = path.stat()
     except FileNotFoundError:
         return 0
+    key = {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "inode": info.st_ino}
+    cache = path.parent / "state" / RECORDS_COUNT
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        saved = json.loads(cache.read_text(encoding="utf-8"))
+        if {k: saved.get(k) for k in key} == key and isinstance(saved.get("records"), int):
+            return int(saved["records"])
+    count = sum(1 for _ in scan_run_records(path))
+    with contextlib.suppress(OSError):  # a read-only run directory (someone else's) is counted each time
+        atomic_write_json(cache, {**key, "records": count})
+    return count
 
 
 def record_outcomes(run: RunDir) -> Outcomes:

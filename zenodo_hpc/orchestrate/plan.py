@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import UserError
-from ..core.records import BadRecord, check_hit, declared_size
-from ..core.state import RunDir, atomic_write_text, read_json_object
+from ..core.records import declared_size
+from ..core.state import RunDir, atomic_write_text, read_json_object, record_from_line, scan_run_records
 
 log = logging.getLogger(__name__)
 
@@ -81,33 +81,9 @@ def record_size(hit: dict[str, Any]) -> int:
 
 
 def scan_records(path: Path) -> Iterator[RecordRef]:
-    """Every record of ``records.jsonl`` with its byte offset; a last line cut short is skipped.
-
-    A line whose id is not a Zenodo id (a harvest by an older version may have kept one) is left out of
-    every plan, with a warning: its id cannot name a folder or a marker.
-    """
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed below, generator
-    except FileNotFoundError:
-        return
-    with handle:
-        offset = 0
-        for line in handle:
-            start, offset = offset, offset + len(line)
-            if not line.endswith(b"\n"):
-                return
-            if not line.strip():
-                continue
-            try:
-                hit = json.loads(line)
-            except ValueError:
-                raise UserError(f"{path}: the line at byte {start} is not a JSON record") from None
-            try:
-                record = check_hit(hit)
-            except BadRecord as exc:
-                log.warning("%s: the record at byte %d is left out: %s", path, start, exc)
-                continue
-            yield RecordRef(record, start, record_size(hit))
+    """The run's records (``scan_run_records``: the lines status and pack count too) with their byte offsets."""
+    for start, record_id, hit in scan_run_records(path):
+        yield RecordRef(record_id, start, record_size(hit))
 
 
 def make_shards(records: Iterable[RecordRef], records_per_shard: int) -> list[Shard]:
@@ -216,7 +192,7 @@ def read_records_at(path: Path, offsets: Iterable[int]) -> Iterator[Any]:
             handle.seek(offset)
             line = handle.readline()
             try:
-                yield json.loads(line)
+                yield record_from_line(line)
             except ValueError:
                 log.warning("%s: the record at byte %d is not JSON any more: skipped", path, offset)
                 yield None
