@@ -10,6 +10,7 @@ folders and markers reach the shared run directory.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
 import os
@@ -137,7 +138,10 @@ def process_record(
         return RecordOutcome(record_id, "skipped")
     if attempts_of(run, record_id) >= cfg.executor.max_attempts or _is_quarantined(run, record_id):
         return _quarantine(run, record_id, task, cfg.executor.max_attempts)
-    attempt = mark_started(run, record_id, task)
+    try:
+        attempt = mark_started(run, record_id, task)
+    except OSError as exc:
+        return _not_started(run, record_id, exc, task)
     started = time.monotonic()
     try:
         with record_tmp(record_id, tmp_root or node_tmp()) as tmp:
@@ -189,6 +193,19 @@ def _fail(run: RunDir, record_id: str, exc: BaseException, attempt: int, task: s
     log.warning("record %s: failed (%s): %s%s", record_id, reason, message,
                 " - quarantined" if quarantined else "")
     return RecordOutcome(record_id, "quarantined" if quarantined else "failed", reason, message, seconds)
+
+
+def _not_started(run: RunDir, record_id: str, exc: OSError, task: str) -> RecordOutcome:
+    """The attempt could not even be counted (the run directory's disk is full, say): the record fails with the
+    reason (``disk_full``: not its fault, so nothing counts against it), without a traceback; the failure marker
+    is written if the disk still takes it."""
+    reason = failure_reason(exc)
+    message = f"cannot count the attempt in {run.state / 'attempts'}: {exc.strerror or exc}"
+    with contextlib.suppress(OSError):
+        mark_failed(run, record_id, reason=reason, message=message, attempt=attempts_of(run, record_id), task=task,
+                    quarantined=False)
+    log.warning("record %s: failed (%s): %s", record_id, reason, message)
+    return RecordOutcome(record_id, "failed", reason, message)
 
 
 def _quarantine(run: RunDir, record_id: str, task: str, max_attempts: int) -> RecordOutcome:
