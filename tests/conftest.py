@@ -122,8 +122,8 @@ def run_config(tmp_path: Path, double: Any, **executor: Any) -> Any:
 
     return config_from_dict({
         "run": {"scratch": str(tmp_path), "name": "run"},
-        "zenodo": {"api_url": double.api_url, "rate_limit_per_min": 60_000, "search_rate_limit_per_min": 60_000,
-                   "retries": 1},
+        "zenodo": {"api_url": double.api_url, "rate_limit_per_min": 60_000, "rate_limit_per_hour": 3_600_000,
+                   "search_rate_limit_per_min": 60_000, "retries": 1},
         "github": {"codeload_url": double.codeload_url},
         "fetch": {"attempts": 1},
         "executor": {"kind": "local", "records_per_shard": 3, "local": {"workers": 2}, **executor},

@@ -277,7 +277,7 @@ def copy_configs(root: Path, double: Any) -> Path:
     for config in sorted((ROOT / "configs").glob("*.yaml")):
         data = yaml.safe_load(config.read_text()) or {}
         data.setdefault("zenodo", {}).update(api_url=double.api_url, rate_limit_per_min=60_000,
-                                             search_rate_limit_per_min=60_000)
+                                             rate_limit_per_hour=3_600_000, search_rate_limit_per_min=60_000)
         data.setdefault("github", {})["codeload_url"] = double.codeload_url
         (target / config.name).write_text(yaml.safe_dump(data, sort_keys=False))
     return target

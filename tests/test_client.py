@@ -1,13 +1,18 @@
-"""The polite client: even spacing, 429 with and without Retry-After, quota headers, retries, timeouts."""
+"""The polite client: even spacing in both windows, 429 with and without Retry-After, quota headers, retries."""
 
 from __future__ import annotations
 
 import random
+import threading
+from collections import Counter
 
 import pytest
+import requests
 
-from zenodo_hpc.demo.doubles import ZenodoDouble
+from zenodo_hpc.core.config import GUEST_BUDGET, TOKEN_BUDGET, Config, RequestBudget, config_from_dict
+from zenodo_hpc.demo.doubles import ZenodoDouble, make_zip
 from zenodo_hpc.zenodo.client import (
+    PACE,
     HttpClient,
     RateLimiter,
     RequestFailed,
@@ -15,7 +20,9 @@ from zenodo_hpc.zenodo.client import (
     quota_exhausted_seconds,
     retry_after_seconds,
     share_of_budget,
+    spread_s,
 )
+from zenodo_hpc.zenodo.fetch import download_client
 
 
 class FakeClock:
@@ -36,11 +43,21 @@ def test_limiter_spaces_requests_evenly_without_bursts() -> None:
     limiter = RateLimiter(30, clock=fake.clock, sleep=fake.sleep)
     for _ in range(5):
         limiter.acquire()
-    assert fake.slept == [2.0, 2.0, 2.0, 2.0]  # the first goes at once, then one every 60/30 s
+    # one every 60/30 s, the first too: a task that replaces one that just ended adds no request to its slot
+    assert fake.slept == [pytest.approx(2.0 / PACE)] * 5  # PACE: a hair under the budget, off the window's edge
     fake.now += 10  # idle time is not saved up into a burst
     limiter.acquire()
     limiter.acquire()
-    assert fake.slept[-1] == 2.0
+    assert fake.slept[-1] == pytest.approx(2.0 / PACE)
+
+
+@pytest.mark.parametrize(("per_minute", "per_hour", "interval"), [(60, 1800, 2.0), (60, 7200, 1.0), (60, None, 1.0)])
+def test_limiter_paces_at_the_tightest_window(per_minute: float, per_hour: float | None, interval: float) -> None:
+    fake = FakeClock()
+    limiter = RateLimiter(per_minute, per_hour=per_hour, clock=fake.clock, sleep=fake.sleep)
+    for _ in range(3):
+        limiter.acquire()
+    assert fake.slept == [pytest.approx(interval / PACE)] * 3
 
 
 def test_limiter_can_be_held_by_the_server() -> None:
@@ -54,6 +71,88 @@ def test_limiter_can_be_held_by_the_server() -> None:
 def test_budget_is_shared_between_concurrent_workers() -> None:
     assert share_of_budget(60, 4) == 15
     assert share_of_budget(60, 0) == 60
+
+
+@pytest.mark.parametrize(("token", "interval"), [(None, 3600 / (2000 / 4)), ("tok", 3600 / (5000 / 4))])
+def test_unset_budgets_are_zenodos_published_limits_for_a_guest_or_a_token(
+        monkeypatch: pytest.MonkeyPatch, token: str | None, interval: float) -> None:
+    # developers.zenodo.org: guests 60 a minute and 2,000 an hour, a token 100 and 5,000: the hour is the tighter
+    if token:
+        monkeypatch.setenv("ZENODO_TOKEN", token)
+    else:
+        monkeypatch.delenv("ZENODO_TOKEN", raising=False)
+    cfg = Config()
+    assert (cfg.zenodo.rate_limit_per_min, cfg.zenodo.rate_limit_per_hour) == (None, None)  # loading reads no token
+    client = download_client(cfg, concurrent=4)
+    assert (client.limiter.interval, client.workers) == (pytest.approx(interval / PACE), 4)
+    assert cfg.zenodo.request_budget(has_token=bool(token)) == (TOKEN_BUDGET if token else GUEST_BUDGET)
+    set_keys = config_from_dict({"zenodo": {"rate_limit_per_min": 10, "rate_limit_per_hour": 6000}})
+    assert set_keys.zenodo.request_budget(has_token=bool(token)) == RequestBudget(per_minute=10, per_hour=6000)
+    assert download_client(set_keys, concurrent=2).limiter.interval == pytest.approx(60 / 5 / PACE)
+
+
+def test_workers_sharing_both_windows_never_run_into_the_hour(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Zenodo's two windows scaled down: a 1 s "minute" of 30 and a 4 s "hour" of 40 (10 a second, the tighter).
+    Four workers take shards of 4 records, each shard with a new client and its share (as the local executor's
+    worker processes do). Pacing by the minute alone spends the hour's 40 in its first 1.4 s; every request then
+    earns a 429 whose Retry-After (about 3 s, most of the "hour") is above max_wait_s: rate_limited."""
+    monkeypatch.delenv("ZENODO_TOKEN", raising=False)
+    minute, hour, workers, records = 1.0, 4.0, 4, 48
+    with ZenodoDouble(rate_per_min=30, rate_per_hour=40, rate_window_seconds=minute,
+                      hour_window_seconds=hour) as zenodo:
+        urls = []
+        for i in range(1, records + 1):
+            hit = zenodo.add_record(ZenodoDouble.make_hit(i, created="2020-01-01"), {"a.zip": make_zip({"a.py": b"1"})})
+            urls.append(hit["files"][0]["links"]["self"])
+        cfg = config_from_dict({"zenodo": {"api_url": zenodo.api_url, "rate_limit_per_min": 30 * 60 / minute,
+                                           "rate_limit_per_hour": 40 * 3600 / hour, "max_wait_s": 1.5, "retries": 0}})
+        shards = [urls[i:i + 4] for i in range(0, records, 4)]
+        failed: list[str] = []
+        lock = threading.Lock()
+
+        def worker() -> None:
+            while True:
+                with lock:
+                    if not shards:
+                        return
+                    shard = shards.pop()
+                with download_client(cfg, concurrent=workers) as client:
+                    for url in shard:
+                        try:
+                            client.get(url).close()
+                        except RequestFailed as exc:
+                            failed.append(exc.reason)
+
+        threads = [threading.Thread(target=worker) for _ in range(workers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        statuses = Counter(r.status for r in zenodo.requests)
+    assert failed == [] and statuses[200] == records
+    assert statuses[429] <= 2  # a stray one at a window's edge is waited out (a short Retry-After), never a cliff
+
+
+def test_what_the_server_says_is_left_is_spread_among_the_workers() -> None:
+    with ZenodoDouble(rate_per_min=20) as zenodo:  # a real 60 s window, of which someone else used half
+        zenodo.add_record(ZenodoDouble.make_hit(1, created="2020-01-01"))
+        url = f"{zenodo.api_url}/records/1"
+        for _ in range(10):
+            assert requests.get(url, timeout=5).status_code == 200
+        waits: list[float] = []
+        client = HttpClient(per_minute=6000, workers=2, sleep=waits.append)  # a share far above what is left
+        assert client.get(url).headers["X-RateLimit-Remaining"] == "9"
+        client.get(url)
+        # 9 left until the window's oldest request expires (about 61 s, Reset in epoch seconds), for 2 workers:
+        # this one's next request waits about 61 * 2 / 9 s instead of its own 0.01 s
+        assert 12 < waits[-1] <= 61 * 2 / 9 + 0.1
+        assert [r.status for r in zenodo.requests] == [200] * 12
+
+
+def test_fewer_left_than_workers_waits_for_the_reset_at_most() -> None:
+    assert spread_s(remaining=2, until_reset=30, workers=4) == 30
+    assert spread_s(remaining=40, until_reset=30, workers=4) == 3
+    assert spread_s(remaining=0, until_reset=30, workers=1) == 30
 
 
 def test_backoff_is_exponential_with_jitter_and_capped() -> None:
@@ -83,9 +182,8 @@ def test_429_is_waited_out_and_never_fails_the_request(retry_after: bool) -> Non
     with ZenodoDouble(rate_per_min=3, rate_window_seconds=1.0, send_retry_after=retry_after) as zenodo:
         zenodo.add_record(ZenodoDouble.make_hit(1, created="2020-01-01"))
         url = f"{zenodo.api_url}/records/1"
-        other = HttpClient(per_minute=6000, retries=0)  # another worker that used the quota up
-        for _ in range(3):
-            assert other.get(url).status_code == 200
+        for _ in range(3):  # someone else on the same address used the quota up
+            assert requests.get(url, timeout=5).status_code == 200
         client = HttpClient(per_minute=6000, retries=0)  # has not seen the quota headers: gets 429s
         assert [client.get(url).status_code for _ in range(3)] == [200] * 3
         assert client.stats.throttled >= 1

@@ -47,7 +47,8 @@ def double() -> Iterator[ZenodoDouble]:
 def make_cfg(tmp_path: Path, double: ZenodoDouble, **fetch: object) -> Config:
     return config_from_dict({
         "run": {"scratch": str(tmp_path), "name": "run"},
-        "zenodo": {"api_url": double.api_url, "rate_limit_per_min": 60_000, "retries": 2},
+        "zenodo": {"api_url": double.api_url, "rate_limit_per_min": 60_000, "rate_limit_per_hour": 3_600_000,
+                   "retries": 2},
         "github": {"codeload_url": double.codeload_url},
         "fetch": {"attempts": 2, **fetch},
     })
@@ -367,7 +368,7 @@ def test_what_no_retry_can_change_is_quarantined_at_once(tmp_path: Path, double:
     flaky = add(double, 143, {"f.zip": repo_zip("f")})
     double.fail("/api/records/143/files/f.zip/content", "503", times=10)
     cfg = config_from_dict({**make_cfg(tmp_path, double).to_dict(), "zenodo": {
-        "api_url": double.api_url, "rate_limit_per_min": 60_000, "retries": 0}})
+        "api_url": double.api_url, "rate_limit_per_min": 60_000, "rate_limit_per_hour": 3_600_000, "retries": 0}})
     run = open_run(cfg)
     outcomes = {o.record_id: (o.status, o.reason) for o in process_records([gone, not_an_archive, nothing, flaky],
                                                                            run, cfg)}

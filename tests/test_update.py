@@ -95,8 +95,8 @@ def services() -> Iterator[tuple[ZenodoDouble, KaggleDouble, Webhook]]:
 def config_file(tmp_path: Path, zenodo: ZenodoDouble, webhook: Webhook) -> Path:
     config = {
         "run": {"scratch": str(tmp_path / "scratch"), "name": "living"},
-        "zenodo": {"api_url": zenodo.api_url, "rate_limit_per_min": 60_000, "search_rate_limit_per_min": 60_000,
-                   "retries": 1},
+        "zenodo": {"api_url": zenodo.api_url, "rate_limit_per_min": 60_000, "rate_limit_per_hour": 3_600_000,
+                   "search_rate_limit_per_min": 60_000, "retries": 1},
         "github": {"codeload_url": zenodo.codeload_url},
         "fetch": {"attempts": 1},
         "executor": {"kind": "local", "records_per_shard": 2, "local": {"workers": 2}},

@@ -34,6 +34,7 @@ TB = 10**12
 MAX_MEM_GB = 100_000  # 100 TB: more than any single node has
 MAX_CPUS = 10_000
 MAX_RATE_PER_MIN = 1_000_000
+MAX_RATE_PER_HOUR = 60 * MAX_RATE_PER_MIN
 MAX_TRIES = 100
 INT64 = 2**63  # no integer anywhere in a config may reach it (or go below -2**63)
 
@@ -49,6 +50,21 @@ class RunConfig:
     scratch: str = "./scratch"
 
 
+@dataclass(frozen=True)
+class RequestBudget:
+    """Requests a minute and an hour for the whole run (every worker's share together)."""
+
+    per_minute: float
+    per_hour: float
+
+
+# Zenodo's published limits (developers.zenodo.org, "Rate limiting", November 2025: the zenodo/developers.zenodo.org
+# repository, source/includes/rate-limit/_root.md): guests 60 requests a minute and 2,000 an hour, authenticated
+# users 100 a minute and 5,000 an hour; searches 30 a minute for everyone (``search_rate_limit_per_min``).
+GUEST_BUDGET = RequestBudget(per_minute=60.0, per_hour=2000.0)
+TOKEN_BUDGET = RequestBudget(per_minute=100.0, per_hour=5000.0)
+
+
 @dataclass
 class ZenodoConfig:
     api_url: str = "https://zenodo.org/api"
@@ -58,13 +74,24 @@ class ZenodoConfig:
     all_versions: bool = False
     exclude: list[str] = field(default_factory=lambda: ["gcube"])
     token_env: str = "ZENODO_TOKEN"
-    rate_limit_per_min: float = field(default=60.0, metadata=_bounded(0.001, MAX_RATE_PER_MIN))
+    # None: Zenodo's published limit for guests or for a token (see ``request_budget``), chosen where the token is read.
+    rate_limit_per_min: float | None = field(default=None, metadata=_bounded(0.001, MAX_RATE_PER_MIN))
+    rate_limit_per_hour: float | None = field(default=None, metadata=_bounded(0.001, MAX_RATE_PER_HOUR, since=4))
     search_rate_limit_per_min: float = field(default=30.0, metadata=_bounded(0.001, MAX_RATE_PER_MIN))
     page_size: int | None = field(default=None, metadata=_bounded(1, 10_000))
     search_window: int = field(default=10_000, metadata=_bounded(1, 10_000_000))
     timeout_s: float = field(default=60.0, metadata=_bounded(0.001, DAY_S))
     retries: int = field(default=5, metadata=_bounded(0, MAX_TRIES))
     max_wait_s: float = field(default=600.0, metadata=_bounded(0, DAY_S, since=2))
+
+    def request_budget(self, has_token: bool) -> RequestBudget:
+        """The run's request budget: the keys that are set, Zenodo's published limits for the others (a token's
+        when ``has_token``). Resolved where the token is read, so that loading a config never depends on it."""
+        published = TOKEN_BUDGET if has_token else GUEST_BUDGET
+        return RequestBudget(per_minute=published.per_minute if self.rate_limit_per_min is None
+                             else self.rate_limit_per_min,
+                             per_hour=published.per_hour if self.rate_limit_per_hour is None
+                             else self.rate_limit_per_hour)
 
 
 @dataclass
@@ -280,7 +307,7 @@ class Config:
 # not write yet keeps its default. A key's field metadata ``since`` is the first format that wrote it
 # (default 1: run.yaml files written before formats were recorded, which all hold those keys). A new key
 # gets ``since=FROZEN_FORMAT + 1``, and FROZEN_FORMAT that number.
-FROZEN_FORMAT = 3
+FROZEN_FORMAT = 4
 
 
 def frozen_keys(fmt: int, cls: type = Config, prefix: str = "") -> list[str]:

@@ -168,8 +168,8 @@ def slurm_answers() -> bool:
 def demo_config(out: Path, double: ZenodoDouble, executor: str) -> Config:
     return config_from_dict({
         "run": {"scratch": str(out), "name": "run"},
-        "zenodo": {"api_url": double.api_url, "rate_limit_per_min": 6000, "search_rate_limit_per_min": 6000,
-                   "limit": 100},
+        "zenodo": {"api_url": double.api_url, "rate_limit_per_min": 6000, "rate_limit_per_hour": 360_000,
+                   "search_rate_limit_per_min": 6000, "limit": 100},
         "github": {"codeload_url": double.codeload_url},
         "fetch": {"cache": True},
         "executor": {"kind": executor, "records_per_shard": 4, "max_attempts": 1,

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..dataset.png import PALETTE_TABLE, clip_code_points
+from ..zenodo.client import run_budget
 from .collect import Facts
 
 STATUS_COLOURS = {"done": "#2ca02c", "failed": "#ff7f0e", "quarantined": "#d62728", "pending": "#c7c7c7"}
@@ -261,6 +262,10 @@ def fig_budget(facts: Facts) -> Any:
     edges = low + 60 * np.arange(count + 1)
     per_minute, _ = np.histogram(times, bins=edges, weights=weights)
     limit = facts.cfg.zenodo.rate_limit_per_min
+    label = f"the budget: zenodo.rate_limit_per_min = {limit:g}" if limit is not None else ""
+    if limit is None:  # unset: the published limit (guest or token) that this process's workers would use
+        limit = run_budget(facts.cfg.zenodo).per_minute
+        label = f"the budget: {limit:g} a minute (Zenodo's published limit)"
     peak = float(per_minute.max())
     top = max(limit, peak)
     log = peak < LOG_BELOW * limit  # on a linear axis the use would be a sliver under the limit's line
@@ -271,7 +276,7 @@ def fig_budget(facts: Facts) -> Any:
     ax.fill_between(_dates(edges), np.maximum(np.append(per_minute, per_minute[-1]), floor), floor, step="post",
                     color=BLUE, linewidth=0)
     ax.axhline(limit, color=RED, linestyle="--")
-    ax.annotate(f"the budget: zenodo.rate_limit_per_min = {limit:g}", (1, limit), xycoords=("axes fraction", "data"),
+    ax.annotate(label, (1, limit), xycoords=("axes fraction", "data"),
                 xytext=(-4, 3), textcoords="offset points", ha="right", va="bottom", color=RED, fontsize=8)
     ax.set_xlim(_dates([edges[0] - 30, edges[-1] + 30]))
     ax.set_ylim(floor, top * (4 if log else 1.2))

@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import __version__
 from ..orchestrate.status import efficiency_parts
+from ..zenodo.client import read_token, run_budget
 from .collect import Facts, RoundFacts, overall_rate_per_min
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -178,8 +179,13 @@ def escalated_tasks(facts: Facts) -> str:
 def budget_text(facts: Facts) -> str:
     cfg, h = facts.cfg, facts.harvest
     total = sum(n for _, n in facts.downloads)
-    parts = [f"Budget: <code>zenodo.rate_limit_per_min</code> = {cfg.zenodo.rate_limit_per_min:g} requests a "
-             f"minute for the whole run, <code>search_rate_limit_per_min</code> = "
+    budget = run_budget(cfg.zenodo)
+    unset = [key for key in ("rate_limit_per_min", "rate_limit_per_hour") if getattr(cfg.zenodo, key) is None]
+    published = (f" ({' and '.join(f'<code>{k}</code>' for k in unset)} unset: Zenodo's published limits for "
+                 f"{'a token' if read_token(cfg.zenodo.token_env) else 'a guest'}, as this process sees it)"
+                 if unset else "")
+    parts = [f"Budget: {budget.per_minute:g} requests a minute and {budget.per_hour:,.0f} an hour for the whole run"
+             f"{published}, shared by the workers running at once; <code>search_rate_limit_per_min</code> = "
              f"{cfg.zenodo.search_rate_limit_per_min:g} for the harvest's searches."]
     parts.append(f"Downloads recorded by the done records: {total:,}. Retries and the requests of failed records "
                  "are not recorded in the run directory, so the real use is somewhat higher.")

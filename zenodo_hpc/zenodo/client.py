@@ -1,11 +1,24 @@
 """A polite HTTP client for Zenodo and GitHub: one rate budget, retries with backoff, timeouts everywhere.
 
-``zenodo.rate_limit_per_min`` is the budget of the whole run. Coordinating many processes on many nodes
-through shared scratch is fragile (file locks on Lustre/NFS are not to be trusted), so the budget is split
-instead: with P workers running at once each one spaces its requests evenly at R/P per minute, which
-together never exceeds R. Evenly spaced, not bursty: a burst is what earns 429 answers. On top of that,
-every client obeys what the server says: ``429`` with or without ``Retry-After``, and
-``X-RateLimit-Remaining: 0`` until ``X-RateLimit-Reset``, with exponential backoff and jitter.
+The budget of the whole run has two windows, as Zenodo's limits do: ``zenodo.rate_limit_per_min`` and
+``zenodo.rate_limit_per_hour`` (unset: Zenodo's published limits for guests or for a token). Coordinating many
+processes on many nodes through shared scratch is fragile (file locks on Lustre/NFS are not to be trusted), so
+the budget is split instead: with P workers running at once each one spaces its requests evenly at the
+tightest of its shares, R/P a minute and H/P an hour, which together never exceed either window. Evenly
+spaced, not bursty: a burst is what earns 429 answers, and a burst that spends the hour's budget in its first
+minutes earns a 429 whose ``Retry-After`` is most of an hour. A new client waits one interval before its first
+request too, so that a task starting right after another one ended never adds a request to its slot.
+
+On top of that, every client reads what the server says on every answer. Zenodo limits through invenio-app
+with Flask-Limiter (``moving-window`` strategy; ``flask_limiter/extension.py``, ``__evaluate_limits`` and
+``__inject_headers``, tag 3.11.0): the limits are tried shortest window first, and the ``X-RateLimit-Limit``,
+``-Remaining`` (what is left after this request) and ``-Reset`` (epoch seconds: the oldest request of the window
+plus its length, plus one) headers describe the first limit (the minute) unless a limit is breached, when they
+describe the breached one (a 429, with ``Retry-After``: ``Reset`` minus now). So the hour shows only once it is
+exhausted: the hourly share above is what keeps a run out of it. The client spreads its part of what is left
+(``Remaining`` over the time to ``Reset``, divided among the P workers) and never goes faster than its own
+share; ``Remaining: 0`` holds it until ``Reset``; a ``429`` is waited out as its ``Retry-After`` says (or with
+exponential backoff and jitter without one).
 
 The token travels only in the ``Authorization`` header, and only to the origin (scheme, host, port) it
 belongs to (``zenodo.api_url``'s): never to GitHub, never to a host a file link names, never on a redirect
@@ -34,6 +47,7 @@ import requests
 import urllib3
 
 from .. import __version__
+from ..core.config import RequestBudget, ZenodoConfig
 from ..core.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -47,6 +61,10 @@ EPOCH_2001 = 1e9  # an X-RateLimit-Reset below this is a number of seconds, not 
 JSON = "application/json"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_THROTTLED = 30  # 429 answers tolerated for one request before giving up
+# The fraction of a budget a client's even spacing uses. At exactly the budget, the request that is a window's
+# limit after another one comes exactly one window later, at the edge of the server's moving window, where a few
+# milliseconds of jitter earn a 429; 2% slower moves it 1.2 s past the minute's edge and 72 s past the hour's.
+PACE = 0.98
 
 
 class RequestFailed(UserError):
@@ -58,19 +76,20 @@ class RequestFailed(UserError):
 
 
 class RateLimiter:
-    """At most ``per_minute`` requests, evenly spaced; the server can push the next slot later."""
+    """Evenly spaced requests at the tightest of ``per_minute`` and ``per_hour``; the server can push the next
+    slot later. The first request also waits one interval: a client replacing one that just ended (the next
+    task of a worker slot) must not add a request to the slot's budget."""
 
-    def __init__(self, per_minute: float, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        if per_minute <= 0:
-            raise ValueError("per_minute must be positive")
-        self.interval = 60.0 / per_minute
+    def __init__(self, per_minute: float, *, per_hour: float | None = None,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.interval = spacing_s(per_minute, per_hour)
         self._clock, self._sleep = clock, sleep
-        self._next = 0.0
+        self._next = clock() + self.interval
         self._lock = threading.Lock()
 
     def acquire(self) -> float:
-        """Wait for the next slot; return the seconds waited."""
+        """Wait for the next slot; return the seconds waited. The slot after it is one interval after the
+        moment this one really began: a sleep that overslept must not shorten the next gap."""
         with self._lock:
             now = self._clock()
             slot = max(now, self._next)
@@ -78,17 +97,34 @@ class RateLimiter:
         wait = slot - now
         if wait > 0:
             self._sleep(wait)
+            with self._lock:
+                self._next = max(self._next, self._clock() + self.interval)
         return wait
 
     def hold_until(self, when: float) -> None:
-        """No request before the monotonic time ``when`` (a 429 or an exhausted quota said so)."""
+        """No request before the monotonic time ``when`` (a 429, an exhausted quota or its headers said so)."""
         with self._lock:
             self._next = max(self._next, when)
 
 
+def spacing_s(per_minute: float, per_hour: float | None = None) -> float:
+    """Seconds between two requests of a client allowed ``per_minute`` and ``per_hour``: the tightest window,
+    at :data:`PACE` of it."""
+    if per_minute <= 0 or (per_hour is not None and per_hour <= 0):
+        raise ValueError("a rate must be positive")
+    return max(60.0 / per_minute, 0.0 if per_hour is None else 3600.0 / per_hour) / PACE
+
+
 def share_of_budget(per_minute: float, concurrent: int) -> float:
-    """Each of ``concurrent`` workers' share of a run-wide budget."""
+    """Each of ``concurrent`` workers' share of a run-wide budget (a minute's or an hour's)."""
     return per_minute / max(1, concurrent)
+
+
+def spread_s(remaining: int, until_reset: float, workers: int) -> float:
+    """The spacing that spends one worker's part of what the server has left by its reset: ``remaining``
+    requests over ``until_reset`` seconds, shared by ``workers`` clients. Never beyond the reset itself: by then
+    at least one slot is free again, and the next answer says how many."""
+    return until_reset * min(1.0, max(1, workers) / max(1, remaining))
 
 
 def backoff_delay(attempt: int, *, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_CAP_S,
@@ -114,20 +150,28 @@ def retry_after_seconds(headers: Mapping[str, str], *, now: float | None = None)
     return max(0.0, when - (time.time() if now is None else now))
 
 
-def quota_exhausted_seconds(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """Seconds until ``X-RateLimit-Reset`` when ``X-RateLimit-Remaining`` says nothing is left."""
+def quota(headers: Mapping[str, str], *, now: float | None = None) -> tuple[int, float] | None:
+    """``(X-RateLimit-Remaining, seconds until X-RateLimit-Reset)`` of an answer, or None without both."""
     remaining, reset = headers.get("X-RateLimit-Remaining"), headers.get("X-RateLimit-Reset")
+    if remaining is None or reset is None:
+        return None
     try:
-        if remaining is None or int(remaining) > 0 or reset is None:
-            return None
-        value = float(reset)
+        left, value = int(remaining), float(reset)
     except (ValueError, OverflowError):
         return None
     if not math.isfinite(value):
-        return math.inf
+        return max(0, left), math.inf
     if value < EPOCH_2001:  # some servers send seconds from now; Zenodo sends epoch seconds
-        return max(0.0, value)
-    return max(0.0, value - (time.time() if now is None else now))
+        return max(0, left), max(0.0, value)
+    return max(0, left), max(0.0, value - (time.time() if now is None else now))
+
+
+def quota_exhausted_seconds(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds until ``X-RateLimit-Reset`` when ``X-RateLimit-Remaining`` says nothing is left."""
+    found = quota(headers, now=now)
+    if found is None or found[0] > 0:
+        return None
+    return found[1]
 
 
 @dataclass
@@ -143,14 +187,18 @@ class HttpClient:
 
     :meth:`send` does the same for POST, PUT and DELETE (the Zenodo deposit API).
 
-    ``token`` is sent only to the origin of ``token_url`` (the API's); requests elsewhere carry no
-    credential at all. A server-requested wait above ``max_wait_s`` fails the request (``rate_limited``).
+    ``per_minute`` and ``per_hour`` are this client's share of the budget; ``workers`` is how many clients share
+    the server's window at once (each spreads ``1/workers`` of what the server says is left). ``token`` is sent
+    only to the origin of ``token_url`` (the API's); requests elsewhere carry no credential at all. A
+    server-requested wait above ``max_wait_s`` fails the request (``rate_limited``).
     """
 
     def __init__(
         self,
         *,
         per_minute: float,
+        per_hour: float | None = None,
+        workers: int = 1,
         token: str | None = None,
         token_url: str | None = None,
         timeout_s: float = 60.0,
@@ -161,7 +209,8 @@ class HttpClient:
     ) -> None:
         if token and not token_url:
             raise ValueError("a token needs the URL of the API it belongs to (token_url)")
-        self.limiter = RateLimiter(per_minute, sleep=sleep)
+        self.limiter = RateLimiter(per_minute, per_hour=per_hour, sleep=sleep)
+        self.workers = max(1, workers)
         self.timeout = (min(CONNECT_TIMEOUT_S, timeout_s), timeout_s)
         self.retries = retries
         self.max_wait_s = max_wait_s
@@ -339,13 +388,29 @@ class HttpClient:
         self.limiter.hold_until(time.monotonic() + delay)
 
     def _obey_quota_headers(self, response: requests.Response) -> None:
-        wait = quota_exhausted_seconds(response.headers)
-        if wait:
-            log.info("rate-limit quota used up: next request in %.1f s", wait)
-            until = time.monotonic() + min(wait, 10 * 365 * 86400.0)
-            self._server_hold_until = max(self._server_hold_until, until)
-            if wait <= self.max_wait_s:
-                self.limiter.hold_until(until)
+        """Pace by what the server says is left of its window (``X-RateLimit-*``, on every answer)."""
+        found = quota(response.headers)
+        if found is None:
+            return
+        remaining, until_reset = found
+        if remaining == 0:
+            self._hold_for_reset(until_reset)
+            return
+        spacing = min(spread_s(remaining, until_reset, self.workers), self.max_wait_s)
+        if spacing > self.limiter.interval:
+            log.debug("%d requests left for %.1f s among %d workers: next request in %.1f s", remaining,
+                      until_reset, self.workers, spacing)
+            self.limiter.hold_until(time.monotonic() + spacing)
+
+    def _hold_for_reset(self, wait: float) -> None:
+        """``X-RateLimit-Remaining: 0``: nothing before ``X-RateLimit-Reset`` (refused later if too far away)."""
+        if not wait:
+            return
+        log.info("rate-limit quota used up: next request in %.1f s", wait)
+        until = time.monotonic() + min(wait, 10 * 365 * 86400.0)
+        self._server_hold_until = max(self._server_hold_until, until)
+        if wait <= self.max_wait_s:
+            self.limiter.hold_until(until)
 
 
 def origin(url: str | None) -> tuple[str, str, int] | None:
@@ -367,6 +432,12 @@ def read_token(env_name: str) -> str | None:
     """The Zenodo token from the environment variable named in the config (never from a file)."""
     value = os.environ.get(env_name, "").strip()
     return value or None
+
+
+def run_budget(zenodo: ZenodoConfig) -> RequestBudget:
+    """The run's budget in this process: the keys set, else the published limits for a guest or for the token
+    found in the environment (``zenodo.token_env``)."""
+    return zenodo.request_budget(has_token=read_token(zenodo.token_env) is not None)
 
 
 def _nothing_sent(exc: Exception) -> bool:

@@ -236,9 +236,13 @@ def local_name(index: int, source: Source) -> str:
 
 
 def download_client(cfg: Config, concurrent: int = 1) -> HttpClient:
-    """A client for downloads with its share of the run's request budget (``concurrent`` workers at once)."""
-    return HttpClient(per_minute=share_of_budget(cfg.zenodo.rate_limit_per_min, concurrent),
-                      token=read_token(cfg.zenodo.token_env), token_url=cfg.zenodo.api_url,
+    """A client for downloads with its share of the run's request budget, both windows (``concurrent`` workers
+    at once); the budget's unset keys are Zenodo's published limits for a guest, or for the token if one is set."""
+    token = read_token(cfg.zenodo.token_env)
+    budget = cfg.zenodo.request_budget(has_token=token is not None)
+    return HttpClient(per_minute=share_of_budget(budget.per_minute, concurrent),
+                      per_hour=share_of_budget(budget.per_hour, concurrent), workers=concurrent,
+                      token=token, token_url=cfg.zenodo.api_url,
                       timeout_s=cfg.fetch.timeout_s, retries=cfg.zenodo.retries, max_wait_s=cfg.zenodo.max_wait_s)
 
 

@@ -293,8 +293,12 @@ def _harvest_locked(run: RunDir, cfg: Config, *, limit: int, since: datetime | N
     patterns = compile_patterns(cfg.zenodo.exclude)
     own_client = client is None
     if client is None:
-        per_minute = min(cfg.zenodo.rate_limit_per_min, cfg.zenodo.search_rate_limit_per_min)
-        client = HttpClient(per_minute=per_minute, token=read_token(cfg.zenodo.token_env),
+        # Searches count against their own limit only (invenio-app's set_rate_limit: an endpoint's limit replaces
+        # the user's), 30 a minute, so the hourly budget of the downloads does not apply to them.
+        token = read_token(cfg.zenodo.token_env)
+        per_minute = min(cfg.zenodo.request_budget(has_token=token is not None).per_minute,
+                         cfg.zenodo.search_rate_limit_per_min)
+        client = HttpClient(per_minute=per_minute, token=token,
                             token_url=cfg.zenodo.api_url, timeout_s=cfg.zenodo.timeout_s, retries=cfg.zenodo.retries,
                             max_wait_s=cfg.zenodo.max_wait_s)
     pager = _Pager(client, job, page_size(cfg, client.has_token), cfg.zenodo.search_window, known, patterns, run,
