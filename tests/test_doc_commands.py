@@ -16,7 +16,7 @@ The scenes (fixtures below):
 
 - ``clone`` (marked ``registry``: it installs from the package index): a fresh copy of the work tree (its
   tracked and new files), no SLURM, nothing installed: ``make demo``, the venv's activation, every
-  ``pip install`` from the clone or its wheel (``make dist``), the cluster guide's venv on ``$SCRATCH``;
+  ``pip install`` from the clone or its wheel (``make dist``), the cluster guide's venv in ``$HOME``;
 - ``system``: the machine itself, for ``apt-get install`` (run only where it is a no-op: root, and the
   package there; it would install or prompt otherwise) and ``module load``;
 - ``demo``: a laptop: the repository's folder (its entries linked; ``configs/`` pointed at a Zenodo double),
@@ -339,9 +339,9 @@ RULES: list[Rule] = [
     Rule("clone", r"make dist", ok(probe("ls dist/zenodo_hpc-*-py3-none-any.whl")), once=True, needs=("make",)),
     Rule("clone", r'pip install "\$\(ls dist/zenodo_hpc-\*\.whl\)\[[\w,]+\]"', ok(installs_what_it_names)),
     Rule("clone", r"module load python/3\.\d+", ok(), page="docs/cluster-guide.md"),
-    Rule("clone", r"python3 -m venv \$SCRATCH/zenodo-hpc/venv", ok(writes("$SCRATCH/zenodo-hpc/venv/bin/activate"))),
-    Rule("clone", r"source \$SCRATCH/zenodo-hpc/venv/bin/activate",
-         ok(probe('test "$VIRTUAL_ENV" = "$SCRATCH/zenodo-hpc/venv"'))),
+    Rule("clone", r"python3 -m venv \$HOME/zenodo-hpc/venv", ok(writes("$HOME/zenodo-hpc/venv/bin/activate"))),
+    Rule("clone", r"source \$HOME/zenodo-hpc/venv/bin/activate",
+         ok(probe('test "$VIRTUAL_ENV" = "$HOME/zenodo-hpc/venv"'))),
     Rule("system", r"apt-get install (squashfs-tools|squashfuse)", ok(prints("already the newest version")),
          needs=("apt-installed",)),
     Rule("system", r"module load python/3\.\d+", ok(), page="docs/configuration.md"),
@@ -819,7 +819,7 @@ def cluster_scene(scene: str, tmp_path_factory: pytest.TempPathFactory, kaggle: 
     if CLUSTER_PROBLEM:
         pytest.skip(CLUSTER_PROBLEM)
     base = tmp_path_factory.mktemp(scene.replace("_", "-"))
-    venv_bin = stand_in_venv(base / "SCRATCH" / "zenodo-hpc" / "venv")
+    venv_bin = stand_in_venv(base / "home" / "zenodo-hpc" / "venv")  # where configs/sherlock.yaml's setup sources it
     with stand_in_zenodo() as zenodo:
         root = repository_view(base / "zenodo-hpc")
         copy_configs(root, zenodo)

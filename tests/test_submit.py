@@ -244,6 +244,7 @@ def test_dry_run_of_the_sherlock_config_needs_neither_slurm_nor_a_harvest(  # no
     """A laptop (or a login node before `module load slurm`): no SLURM command on PATH, nothing harvested."""
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no sbatch, srun, scontrol, sacctmgr, sinfo
     monkeypatch.setenv("SCRATCH", str(tmp_path / "scratch"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     config = str(ROOT / "configs" / "sherlock.yaml")
     assert main(["submit", "-c", config, "--dry-run", "--records", "10000"]) == 0
     out = capsys.readouterr().out
@@ -256,7 +257,7 @@ def test_dry_run_of_the_sherlock_config_needs_neither_slurm_nor_a_harvest(  # no
     assert "#SBATCH --dependency=afterany:ARRAY1_ID" in finishing and "#SBATCH --job-name=zenodo-hpc-zenodo-ml-finish" \
         in finishing
     for script in (array, finishing):
-        assert f"source {tmp_path}/scratch/zenodo-hpc/venv/bin/activate" in script
+        assert f"source {tmp_path}/home/zenodo-hpc/venv/bin/activate" in script
         assert "python3 -u -m submitit.core._submit" in script and sys.executable not in script
     assert not (tmp_path / "scratch").exists()  # nothing written
     assert main(["submit", "-c", config, "--dry-run"]) == 1  # no harvest, no stated number: say how to preview
