@@ -52,6 +52,9 @@ def test_interrupt_message_says_how_to_continue(tmp_path: Path, zenodo_with_reco
     cfg = run_config(tmp_path, zenodo_with_records)
     message = interrupted_message(cfg, "my.yaml")
     assert "zenodo-hpc run -c my.yaml" in message and f"zenodo-hpc resume {cfg.run_dir}" in message
+    assert "SLURM" not in message and "the local workers stopped with it" in message  # a local run queued nothing
+    message = interrupted_message(cfg, "my.yaml", "slurm")  # run --executor slurm
+    assert "queued SLURM jobs keep running" in message and "local workers" not in message
 
 
 def test_run_with_debug_executor_and_a_limit(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001

@@ -113,7 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         outcome = run_pipeline(cfg, limit=args.limit, wait=not args.no_wait, kind=args.executor)
     except KeyboardInterrupt:
-        print(interrupted_message(cfg, args.config), file=sys.stderr)
+        print(interrupted_message(cfg, args.config, args.executor), file=sys.stderr)
         return EXIT_INTERRUPTED
     print(main_summary(outcome))
     return 0

@@ -175,10 +175,13 @@ def live_local_tasks(submissions: list[Any]) -> int:
                for task in sub.tasks.values() if local_task_state(task) == "RUNNING")
 
 
-def interrupted_message(cfg: Config, config_path: str | None) -> str:
+def interrupted_message(cfg: Config, config_path: str | None, kind: str | None = None) -> str:
+    """What Ctrl-C of ``run`` left and how to go on; ``kind``: the executor asked for (else the config's)."""
     cli = program()
     again = f"{cli} run -c {config_path or 'CONFIG'}"
-    return (f"interrupted: nothing is lost; queued SLURM jobs keep running. Continue with `{again}`, "
+    left = ("queued SLURM jobs keep running" if resolve_kind(kind or cfg.executor.kind) == "slurm" else
+            "the local workers stopped with it, and the records they had begun are made again")
+    return (f"interrupted: nothing is lost; {left}. Continue with `{again}`, "
             f"or follow with `{cli} status {cfg.run_dir}` and `{cli} resume {cfg.run_dir}`")
 
 

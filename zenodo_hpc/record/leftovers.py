@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,18 +40,49 @@ def record_tmp(record_id: str, root: Path) -> Iterator[Path]:
     process, so that if it is killed the next worker on this node removes the folder, and no other one does."""
     with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}{record_id}-", dir=root) as tmp:
         (Path(tmp) / OWNER_FILE).write_text(json.dumps(identity()), encoding="utf-8")
-        yield Path(tmp)
+        try:
+            yield Path(tmp)
+        finally:
+            _empty_but_the_owner(Path(tmp))
+
+
+def _empty_but_the_owner(folder: Path) -> None:
+    """Remove what is in ``folder`` but its owner file, which goes last (with the folder): a worker stopped while it
+    cleans up (Ctrl-C, then the driver's SIGTERM) leaves a folder that still names it, for the next one to remove."""
+    for entry in _entries(folder):
+        if entry.name == OWNER_FILE:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+
+
+ORPHAN_GRACE_S = 60  # an empty folder without an owner file this old is no worker's that is still naming itself
 
 
 def clean_dead_tmp(root: Path) -> list[str]:
-    """Remove the ``zenodo-hpc-*`` folders under ``root`` whose owner is gone; those without an owner file (older
-    versions, or being made this instant) and those of live or unknown owners stay."""
+    """Remove the ``zenodo-hpc-*`` folders under ``root`` whose owner is gone, and the empty ones without an owner
+    file older than a minute (a worker stopped between making the folder and naming itself in it, or between
+    removing its owner file and the folder); those of live or unknown owners stay, and so do folders of older
+    versions (no owner file, not empty) and those being made this instant."""
     removed = []
     for entry in _entries(root):
         mine = entry.name.startswith(TMP_PREFIX) and entry.is_dir(follow_symlinks=False)
-        if mine and is_dead(read_owner(Path(entry.path) / OWNER_FILE)):
+        if mine and (is_dead(read_owner(Path(entry.path) / OWNER_FILE)) or _empty_orphan(entry)):
             removed += _remove(entry.path)
     return removed
+
+
+def _empty_orphan(entry: os.DirEntry[str]) -> bool:
+    try:
+        with os.scandir(entry.path) as inside:
+            if next(inside, None) is not None:
+                return False
+        return time.time() - entry.stat().st_mtime > ORPHAN_GRACE_S
+    except OSError:  # not ours to look into
+        return False
 
 
 def clean_dead_staging(run: RunDir) -> list[str]:
