@@ -11,6 +11,7 @@ from pathlib import Path
 from conftest import run_config
 
 from zenodo_hpc.core.state import attempts_of, iter_records, open_run, read_failure
+from zenodo_hpc.demo.doubles import ZenodoDouble
 from zenodo_hpc.orchestrate.worker import make_client, process_record
 from zenodo_hpc.zenodo.harvest import harvest
 
@@ -50,3 +51,17 @@ def test_a_full_disk_when_counting_the_attempt_is_a_clean_disk_full_failure(tmp_
     assert attempts_of(run, str(hit["id"])) == 0 and read_failure(run, str(hit["id"]))["reason"] == "disk_full"
     attempts.unlink()  # space freed: the record is made as if nothing happened
     assert process_record(hit, run, cfg, make_client(cfg), tmp_root=tmp_path).status == "done"
+
+
+def test_a_record_whose_only_file_has_a_bad_name_is_quarantined_at_once(tmp_path: Path,
+                                                                       zenodo_with_records) -> None:  # noqa: ANN001
+    """No retry changes a file's name: ``bad_name`` is final, like ``bad_link`` (it used to take every round)."""
+    cfg = run_config(tmp_path, zenodo_with_records)
+    run = open_run(cfg)
+    hit = ZenodoDouble.make_hit(7000001, created="2016-01-01")
+    hit["files"] = [{"key": "../evil.py", "size": 3, "checksum": "md5:" + "0" * 32,
+                     "links": {"self": f"{zenodo_with_records.api_url}/records/7000001/files/evil.py/content"}}]
+    outcome = process_record(hit, run, cfg, make_client(cfg), tmp_root=tmp_path)
+    assert (outcome.status, outcome.reason) == ("quarantined", "bad_name")
+    assert read_failure(run, "7000001")["quarantined"] and attempts_of(run, "7000001") == 1
+    assert not [r for r in zenodo_with_records.requests if "evil" in r.path]  # nothing was asked of the server

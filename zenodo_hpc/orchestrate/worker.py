@@ -96,6 +96,7 @@ QUARANTINE_AT_ONCE = frozenset({
     "bad_archive", "unsafe_archive",  # not an archive (an HTML page, say), or one that escapes its folder
     "too_large",  # over fetch.max_bytes or extract.max_bytes: the same next time
     "bad_link",  # no file of the record has an http(s) link
+    "bad_name",  # no file of the record has a name that can be a path in its tree (../x, /abs, a control character)
 })
 
 
