@@ -74,7 +74,7 @@ def sbatch_test_only(script: str) -> str | None:
     """``sbatch --test-only`` of a job script: None when the scheduler would take it (or cannot be asked, or is
     only busy), else its reason in one line."""
     try:
-        out = subprocess.run(["sbatch", "--test-only"], input=script, capture_output=True, text=True, timeout=60,
+        out = subprocess.run(["sbatch", "--test-only"], input=script, capture_output=True, text=True, timeout=30,
                              check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.info("sbatch --test-only could not be asked: %s", exc)
@@ -156,7 +156,8 @@ def describe_feasibility(executor: SlurmExecutor, run: RunDir, *, finishing: boo
     problem = feasibility_problem(executor, run, finishing=finishing)
     if problem:
         return f"# a real submit refuses this: {problem}"
-    names = ", ".join(shape.what for shape in job_shapes(executor, finishing=finishing))
+    whats = [shape.what for shape in job_shapes(executor, finishing=finishing)]
+    names = " and ".join([", ".join(whats[:-1]), whats[-1]] if len(whats) > 1 else whats)
     sizes = read_node_sizes(executor.cfg.executor.slurm.partition)
     nodes = f" (the nodes of partition {sizes.partition} offer {sizes.describe()})" if sizes else ""
     return f"# sbatch --test-only: {names} can be queued{nodes}"
