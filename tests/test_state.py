@@ -14,12 +14,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from conftest import run_config
 
 from zenodo_hpc.cli import main
+from zenodo_hpc.core.errors import UserError
 from zenodo_hpc.core.liveness import (
     ALIVE,
     ELSEWHERE,
@@ -35,6 +37,7 @@ from zenodo_hpc.core.liveness import (
 from zenodo_hpc.core.state import (
     RunDir,
     attempts_of,
+    driver_lock,
     ids_in,
     last_attempt_owner,
     mark_failed,
@@ -250,6 +253,30 @@ def test_a_damaged_line_of_records_jsonl_is_one_line_saying_how_to_repair_it(fin
     assert code == 0 and "+1 new" in out
     code, out, _ = cli(capsys, "status", str(run.root))
     assert code == 0 and ": 12 records" in out and "done              11" in out
+
+
+# --- state/driver.lock -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("junk", [b"\x00\xff garbage", b'{"junk": true}', b"[1, 2, 3]", b""])
+def test_a_driver_lock_naming_no_driver_says_so_and_is_taken_over_once_a_minute_old(tmp_path: Path,
+                                                                                     junk: bytes) -> None:
+    """It was reported as held by ``(?, pid ? on ?, since ?)``, and other JSON was never taken over."""
+    run = RunDir(tmp_path)
+    lock = run.state / "driver.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_bytes(junk)
+    with pytest.raises(UserError) as info, driver_lock(run, "resume"):
+        pass
+    message = str(info.value)
+    assert message == (f"{lock} names no driver (unreadable, or being written this instant): it is taken over "
+                       f"once it is a minute old; if no zenodo-hpc driver is working on {run.root}, remove it now: "
+                       f"rm {lock}")
+    old = time.time() - 120
+    os.utime(lock, (old, old))
+    with driver_lock(run, "resume"):
+        assert json.loads(lock.read_text())["command"] == "resume"
+    assert not lock.exists()
 
 
 # --- liveness: a live process, a dead one, a reused pid, a zombie, another host ----------------------

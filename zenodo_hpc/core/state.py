@@ -683,6 +683,11 @@ def driver_lock(run: RunDir, what: str, *, name: str = LOCK) -> Iterator[None]:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
                 continue
+            if not holder:
+                raise UserError(
+                    f"{path} names no driver (unreadable, or being written this instant): it is taken over once it "
+                    f"is a minute old; if no zenodo-hpc driver is working on {run.root}, remove it now: rm {path}"
+                ) from None
             raise UserError(
                 f"another zenodo-hpc driver ({holder.get('command', '?')}, pid {holder.get('pid', '?')} on "
                 f"{holder.get('host', '?')}, since {holder.get('since', '?')}) is working on {run.root}; "
@@ -714,12 +719,15 @@ def _create_with(path: Path, text: str) -> None:
 
 
 def _read_holder(path: Path) -> dict[str, Any]:
-    """Who holds a lock; ``{}`` while its holder has not written it yet (or wrote something else)."""
+    """Who holds a lock; ``{}`` while its holder has not written it yet, or when it names no driver (junk, other
+    JSON): such a lock is taken over once a minute old, like one whose holder died before writing it."""
     try:
         holder = read_json(path, default=None)
     except UserError:
         return {}
-    return holder if isinstance(holder, dict) else {}
+    if not isinstance(holder, dict) or not all(holder.get(key) for key in ("pid", "host")):
+        return {}
+    return holder
 
 
 def _is_stale(holder: dict[str, Any], path: Path) -> bool:
