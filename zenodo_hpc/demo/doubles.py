@@ -101,6 +101,7 @@ _RANGE = re.compile(
     r"(?P<field>[\w.]+):(?P<open>[\[{])\s*(?P<low>[^\s\]}]+)\s+TO\s+(?P<high>[^\s\]}]+)\s*(?P<close>[\]}])"
 )
 _TOKEN = re.compile(r'"[^"]*"|\S+')
+_RECIDS = re.compile(r"recid:(?:\(\s*\d+(?:\s+OR\s+\d+)*\s*\)|\d+)")  # ZENODO_LEGACY_SEARCH_MAP: recid -> id
 _RANGE_FIELDS = ("created", "updated")
 _KEY_SAFE = "/!$&'()*+,;=:@"  # zenodo-rdm ZenodoSchema.dump_files: quote(key, safe=...)
 _HTML_ERROR_PAGE = (
@@ -271,6 +272,18 @@ class _HttpError(Exception):
         return body
 
 
+class _Gone(_HttpError):
+    """410 of a deleted record: invenio-rdm-records' ``HTTPJSONException`` puts the tombstone beside status and
+    message."""
+
+    def __init__(self, tombstone: dict[str, Any]) -> None:
+        super().__init__(410, "Record deleted")
+        self.tombstone = tombstone
+
+    def payload(self) -> dict[str, Any]:
+        return {**super().payload(), "tombstone": copy.deepcopy(self.tombstone)}
+
+
 def _field_error(name: str, message: str) -> _HttpError:
     """Zenodo's answer to a bad query parameter: marshmallow's validation error, as flask-resources words it."""
     return _HttpError(400, _VALIDATION, [{"field": name, "messages": [message]}])
@@ -357,6 +370,8 @@ class ZenodoDouble:
         self._search_window = _window_for(search_rate_per_min, rate_window_seconds, "minute")
         self._lock = threading.Lock()
         self._records: dict[int, _Record] = {}
+        self._tombstones: dict[int, dict[str, Any]] = {}  # deleted records: their tombstone (delete_record)
+        self._private: set[int] = set()  # records whose access.record is restricted (restrict_record)
         self._raw_hits: list[_RawHit] = []
         self._lied_total: int | None = None
         self._buckets: dict[str, int] = {}
@@ -510,6 +525,44 @@ class ZenodoDouble:
 
     def _metadata_url(self, record: _Record, key: str) -> str:
         return f"{self.api_url}/records/{record.record_id}/files/{quote(key, safe=_KEY_SAFE)}"
+
+    def delete_record(self, record_id: int, *, reason: str = "spam", note: str = "", visible: bool = True) -> None:
+        """Delete a published record as Zenodo's curators do: it leaves the search, and ``/api/records/<id>`` and its
+        file URLs answer ``410`` with its tombstone (``404 Record not found`` when the tombstone is not visible).
+
+        invenio-rdm-records ``RecordDeletedException`` handler (``resources/config.py``) with its own
+        ``HTTPJSONException`` (``resources/errors.py``: extra fields join the body) and ``Tombstone.dump``
+        (``records/systemfields/tombstone.py``); ``reason`` is an id of its ``removal_reasons`` vocabulary
+        (``spam``, ``copyright``, ``take-down-request``, ...). See tests/fixtures/zenodo/SOURCES.md.
+        """
+        with self._lock:
+            record = self._records.pop(record_id)
+            title = str((record.hit.get("metadata") or {}).get("title") or "")
+            self._tombstones[record_id] = {
+                "note": note, "removed_by": {"user": "1"}, "removal_date": _now(),
+                "citation_text": f"Doe, Jane. {title}. Zenodo. https://doi.org/{self.doi_prefix}/zenodo.{record_id}",
+                "is_visible": visible, "removal_reason": {"id": reason}}
+
+    def restrict_record(self, record_id: int, *, whole_record: bool = False) -> None:
+        """The owner restricts a record that was open. By default its files (``access.files``, what Zenodo allows:
+        zenodo-rdm's ``RDM_ALLOW_RESTRICTED_RECORDS = False``): it stays in the search, now shown with
+        ``access_right: restricted`` and no files, and its file URLs answer 403. ``whole_record`` restricts
+        ``access.record`` too: it leaves the search and ``/api/records/<id>`` answers ``403 Permission denied.``
+        (invenio-records-resources ``PermissionDeniedError``), as on InvenioRDM sites that allow it."""
+        with self._lock:
+            record = self._records[record_id]
+            hit = record.hit
+            if isinstance(hit.get("metadata"), dict):
+                hit["metadata"]["access_right"] = "restricted"
+            if isinstance(hit.get("access"), dict):
+                hit["access"]["files"] = "restricted"
+            for key in ("updated", "modified"):
+                if key in hit:
+                    hit[key] = _now()
+            record.hidden = True
+            self._finish_hit(record, bool(record.files), {})
+            if whole_record:
+                self._private.add(record_id)
 
     def add_raw_hit(self, json_text: str, *, record_id: str | int | None = None) -> None:
         """Serve ``json_text`` verbatim as one more search hit (and at ``/api/records/<record_id>`` if given).
@@ -777,7 +830,11 @@ class ZenodoDouble:
     def _record_plan(self, wanted: str) -> _Plan:
         """``GET /api/records/<id>``: a stored hit, or a raw one added with that ``record_id``."""
         if wanted.isdigit() and int(wanted) in self._records:
+            if int(wanted) in self._private:
+                raise _HttpError(403, "Permission denied.")
             return _json_plan(200, self._records[int(wanted)].hit)
+        if wanted.isdigit() and int(wanted) in self._tombstones:
+            self._raise_deleted(int(wanted))
         for raw in reversed(self._raw_hits):
             if raw.record_id == wanted:
                 return _Plan(200, raw.text.encode(), [("Content-Type", "application/json")])
@@ -786,6 +843,8 @@ class ZenodoDouble:
     def _file_record(self, record_id: int, key: str) -> _Record:
         """The record of a file URL: 404 for an unknown record or key, 403 when its files are not open."""
         record = self._records.get(record_id)
+        if record is None and record_id in self._tombstones:
+            self._raise_deleted(record_id)
         if record is None:
             raise _HttpError(404, "The persistent identifier does not exist.")
         if record.hidden:
@@ -793,6 +852,13 @@ class ZenodoDouble:
         if key not in record.files:
             raise _HttpError(404, f"Record '{record_id}' has no file '{key}'.")
         return record
+
+    def _raise_deleted(self, record_id: int) -> None:
+        """The answer for a deleted record: 410 and its tombstone, or 404 when the tombstone is hidden."""
+        tombstone = self._tombstones[record_id]
+        if not tombstone["is_visible"]:
+            raise _HttpError(404, "Record not found")
+        raise _Gone(tombstone)
 
     def _file_plan(self, record: _Record, key: str) -> _Plan:
         filename = key.rsplit("/", 1)[-1]
@@ -1193,7 +1259,8 @@ class ZenodoDouble:
         latest_only = not _flag(query, "all_versions")
         wanted_type = query.get("type")
         records = self._latest_versions() if latest_only else list(self._records.values())
-        records = [r for r in records if (not wanted_type or _resource_type(r.hit) == wanted_type) and matches(r.hit)]
+        records = [r for r in records if (not wanted_type or _resource_type(r.hit) == wanted_type) and matches(r.hit)
+                   and r.record_id not in self._private]
         items: list[Any] = [r.hit for r in _sorted(records, order)] + list(self._raw_hits)
         total = len(items) if self._lied_total is None else self._lied_total
         page_items = items[(page - 1) * size : min(page * size, self.window)]
@@ -1932,8 +1999,8 @@ def _compile_query(q: str) -> Any:
     Anything else Elasticsearch would accept (OR, groups, other fields) is a 400, so a client relying on
     syntax the double does not emulate finds out at once instead of getting silently wrong results.
     """
-    tests = [_range_test(m) for m in _RANGE.finditer(q)]
-    rest = _RANGE.sub(" ", q)
+    tests = [_range_test(m) for m in _RANGE.finditer(q)] + [_recid_test(m) for m in _RECIDS.finditer(q)]
+    rest = _RECIDS.sub(" ", _RANGE.sub(" ", q))
     negate = False
     for token in _TOKEN.findall(rest):
         if token == "AND":
@@ -1952,6 +2019,12 @@ def _compile_query(q: str) -> Any:
         return all(test(hit) for test in tests)
 
     return matches
+
+
+def _recid_test(match: re.Match[str]) -> Any:
+    """``recid:(1 OR 2)`` or ``recid:1``: zenodo-rdm maps the legacy ``recid`` to the record's ``id``."""
+    wanted = set(re.findall(r"\d+", match.group(0).split(":", 1)[1]))
+    return lambda hit: str(hit.get("id")) in wanted
 
 
 def _range_test(match: re.Match[str]) -> Any:
