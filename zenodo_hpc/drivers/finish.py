@@ -24,20 +24,23 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..core.config import Config
 from ..core.errors import UserError
-from ..core.state import RunDir, load_run, mark_failed, read_failure
+from ..core.state import DONE, RunDir, ids_in, load_run, mark_failed, read_failure
 from ..dataset.pack import PackResult, format_summary, pack
-from ..orchestrate.chain import Chain, load_chain, save_chain
+from ..orchestrate.chain import RATE_LIMITED, Chain, budget_returns, load_chain, save_chain, utc_text
+from ..orchestrate.status import resumes_text
 from ..orchestrate.submit import SubmitResult, format_result, submit_pending, take_snapshot
 
 log = logging.getLogger(__name__)
 
 MAX_LOCAL_DECISIONS = 20  # a local chain ends after max_attempts rounds; this only guards against a bug
 NOT_FINISHED = "not_finished"  # the reason of a record still not done when a chain's rounds are used up
+BUDGET_WAIT_CAP_S = 86_400.0  # Zenodo's longest window is an hour: a longer "come back later" is no budget
 
 
 # --- starting a chain: submit, resume, run --------------------------------------------------------------
@@ -58,14 +61,23 @@ def submit_round(run: RunDir, cfg: Config, *, kind: str | None = None, dry_run: 
     return result
 
 
-def _count_round(run: RunDir, chain: Chain, result: SubmitResult) -> None:
+def _count_round(run: RunDir, chain: Chain, result: SubmitResult, pause: BudgetPause | None = None) -> None:
+    """Record a queued round in the chain; one queued again after Zenodo's budget stopped the last is not
+    counted against ``executor.max_attempts`` when the stopped round finished records (``pause.free``)."""
     assert result.submission is not None
-    chain.rounds += 1
+    if pause is not None and pause.free:
+        chain.budget_rounds += 1
+    else:
+        chain.rounds += 1
     chain.generations.append(result.submission.generation)
     chain.finishing_job, chain.pack_job = result.submission.finishing_job, None
     chain.state = "running"
     chain.message = (f"round {chain.rounds} of at most {chain.max_rounds} queued (plan "
                      f"{result.submission.generation})")
+    chain.done_when_queued = len(result.snapshot.done)
+    chain.resumes_at = utc_text(pause.until) if pause is not None and pause.wait_s > 0 else None
+    if pause is not None:
+        chain.message += pause.describe()
     if result.follow_up_error:
         chain.state = "stopped"
         chain.message += f"; but {result.follow_up_error}: run `zenodo-hpc resume {run.root}` when its tasks end"
@@ -83,6 +95,62 @@ class Step:
     message: str
     result: SubmitResult | None = None
     packed: PackResult | None = None
+    resume_at: float | None = None  # "budget": when Zenodo's request budget returns (epoch)
+    free: bool = False  # "submitted": a round queued again after the budget stopped one, not counted
+
+
+@dataclass
+class BudgetPause:
+    """Zenodo's request budget stopped the round that ended: when it returns, and whether that round is free."""
+
+    until: float  # epoch time the budget returns (the latest ``retry_at`` of the round's rate_limited records)
+    free: bool  # the stopped round finished records: it does not count against executor.max_attempts
+
+    @property
+    def wait_s(self) -> float:
+        return max(0.0, self.until - time.time())
+
+    def describe(self) -> str:
+        """How a round queued after the pause is described in chain.json and in ``run``'s lines."""
+        why = ("Zenodo's request budget stopped the last round, which does not count" if self.free else
+               "Zenodo's request budget stopped the last round, which finished no record and so counts")
+        start = f"; it starts at {resumes_text(self.until)}, when the budget returns" if self.wait_s > 0 else ""
+        return f": {why}{start}"
+
+
+def budget_pause(run: RunDir, chain: Chain | None) -> BudgetPause | None:
+    """The pause Zenodo's budget asks of the chain after its last round (None: the budget did not stop it).
+
+    A wait longer than :data:`BUDGET_WAIT_CAP_S` is a refusal, not a budget: the round counts as any other.
+    """
+    if chain is None or not chain.generations:
+        return None
+    until = budget_returns(run, chain.generations[-1])
+    if until is None:
+        return None
+    if until - time.time() > BUDGET_WAIT_CAP_S:
+        log.warning("Zenodo asked to wait until %s, more than a day: treated as a refusal, not a budget",
+                    utc_text(until))
+        return None
+    free = chain.done_when_queued is None or len(ids_in(run, DONE)) > chain.done_when_queued
+    return BudgetPause(until, free)
+
+
+def _pause_for_budget(run: RunDir, chain: Chain, pause: BudgetPause) -> Step:
+    """Local executors: say when the next round starts; the driver then waits (:func:`wait_for_budget`)."""
+    chain.resumes_at = utc_text(pause.until)
+    chain.message = (f"waiting for Zenodo's request budget: round {chain.rounds + (not pause.free)} of at most "
+                     f"{chain.max_rounds} starts at {resumes_text(pause.until)}")
+    save_chain(run, chain)
+    return Step("budget", chain.message, resume_at=pause.until)
+
+
+def wait_for_budget(until: float, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Sleep until Zenodo's budget returns (bounded by :data:`BUDGET_WAIT_CAP_S`; Ctrl-C stops it, nothing is
+    lost), saying in the log every ten minutes how long is left."""
+    while (left := until - time.time()) > 0:
+        log.info("waiting for Zenodo's request budget until %s", resumes_text(until))
+        sleep(min(left, 600.0))
 
 
 def advance(run: RunDir, cfg: Config, *, kind: str, chain: Chain | None, what: str = "finish",
@@ -93,15 +161,22 @@ def advance(run: RunDir, cfg: Config, *, kind: str, chain: Chain | None, what: s
     counts its rounds itself and passes a chain too). ``may_pack`` False (the small finishing job on SLURM):
     queue the pack job instead of packing here.
     """
-    if chain is not None and chain.rounds >= chain.max_rounds:
+    pause = budget_pause(run, chain)
+    if pause is not None and pause.wait_s > 0 and kind != "slurm":
+        assert chain is not None
+        return _pause_for_budget(run, chain, pause)
+    if chain is not None and chain.rounds >= chain.max_rounds and not (pause is not None and pause.free):
         quarantined = quarantine_unfinished(run, cfg, chain)
         if quarantined:
             log.warning("%d records still not done after %d rounds: quarantined", quarantined, chain.rounds)
-    result = submit_pending(run, cfg, kind=kind, what=what, follow_up=finish_task if kind == "slurm" else None)
+    begin = pause.until if pause is not None and pause.wait_s > 0 else None  # SLURM: sbatch --begin
+    result = submit_pending(run, cfg, kind=kind, what=what, follow_up=finish_task if kind == "slurm" else None,
+                            begin=begin)
     if result.submission is not None:
         if chain is not None:
-            _count_round(run, chain, result)
-        return Step("submitted", format_result(result, run), result=result)
+            _count_round(run, chain, result, pause)
+        message = format_result(result, run) + (pause.describe() if pause is not None else "")
+        return Step("submitted", message, result=result, free=pause is not None and pause.free)
     if result.snapshot.active:
         return Step("waiting", format_result(result, run), result=result)
     if not may_pack and chain is not None:
@@ -163,15 +238,20 @@ def advance_rounds(run: RunDir, cfg: Config, *, kind: str, chain: Chain, what: s
                    say: Callable[[str], None] | None = None, wait: Callable[[], None] | None = None) -> Step:
     """Local and debug executors: each round runs to its end, then the same decision as on SLURM, until the
     image (or the release) is made. ``wait`` is called while another driver's tasks are still out there."""
-    for _ in range(MAX_LOCAL_DECISIONS):
+    decisions = 0
+    while decisions < MAX_LOCAL_DECISIONS:
         step = advance(run, cfg, kind=kind, chain=chain, what=what)
         if say is not None:
             say(step.message if step.action not in ("packed", "released") or step.result is None
                 else format_result(step.result, run))
         if step.action in ("packed", "released"):
             return step
+        if step.action == "budget" and step.resume_at is not None:
+            wait_for_budget(step.resume_at)
+            continue  # rounds the budget stops are bounded by the records they finish, not by this guard
         if step.action == "waiting" and wait is not None:
             wait()
+        decisions += 0 if step.free else 1
     raise RuntimeError(f"{MAX_LOCAL_DECISIONS} decisions without an end: a bug, please report it")
 
 
@@ -181,6 +261,8 @@ def quarantine_unfinished(run: RunDir, cfg: Config, chain: Chain) -> int:
     count = 0
     for ref in snapshot.pending():
         failure = read_failure(run, ref.id) or {}
+        if failure.get("reason") == RATE_LIMITED:  # never quarantined for Zenodo's budget: for the rounds it took
+            failure = {"attempts": failure.get("attempts")}
         mark_failed(run, ref.id, reason=failure.get("reason") or NOT_FINISHED,
                     message=failure.get("message") or f"not done after {chain.rounds} rounds",
                     attempt=int(failure.get("attempts") or 0), task="finish", quarantined=True)

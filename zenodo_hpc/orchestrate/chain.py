@@ -2,21 +2,32 @@
 
 Written by ``submit``/``resume``/``run`` when they queue a round on SLURM and by each finishing job
 (zenodo_hpc/drivers/finish.py); read by ``status`` and by ``run`` while it follows the chain.
+
+A round that Zenodo's request budget stopped (a worker refused a wait longer than ``zenodo.max_wait_s``:
+``rate_limited``) is not the records' fault: :func:`budget_returns` tells when the budget comes back, from
+the ``retry_at`` its workers wrote in the failure markers, and the next round starts then without counting.
 """
 
 from __future__ import annotations
 
+import calendar
 import logging
+import math
 import os
+import re
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..core.errors import UserError
-from ..core.state import RunDir, atomic_write_json, read_json
+from ..core.state import DONE, FAILED, RunDir, atomic_write_json, ids_in, read_failure, read_json
 
 log = logging.getLogger(__name__)
 
 CHAIN = "chain.json"
+RATE_LIMITED = "rate_limited"  # the reason of a record refused by Zenodo's budget: never its fault
+UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+_TASK = re.compile(r"g(\d+)-s\d+")  # a worker's task name, ``g0002-s00017 (job ...)``
 
 
 @dataclass
@@ -31,6 +42,9 @@ class Chain:
     pack_job: str | None = None  # SLURM: the pack job the last finishing job queued, with the pack's resources
     state: str = "running"  # running, packed, stopped
     message: str = ""  # the last decision, in words
+    resumes_at: str | None = None  # UTC: the next round waits for Zenodo's request budget until then
+    budget_rounds: int = 0  # rounds queued again after Zenodo's budget stopped one (not counted in ``rounds``)
+    done_when_queued: int | None = None  # records done when the current round was queued
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,3 +71,40 @@ def load_chain(run: RunDir) -> Chain | None:
 
 def save_chain(run: RunDir, chain: Chain) -> None:
     atomic_write_json(chain_path(run), chain.to_json())
+
+
+def utc_text(epoch: float) -> str:
+    """``2026-12-07T14:05:12Z``: a time as markers and chain.json keep it (rounded up: never before it)."""
+    return time.strftime(UTC_FORMAT, time.gmtime(math.ceil(epoch)))
+
+
+def utc_epoch(text: object) -> float | None:
+    """The epoch time of :func:`utc_text`'s form; None for anything else."""
+    try:
+        return float(calendar.timegm(time.strptime(str(text), UTC_FORMAT)))
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def task_generation(task: object) -> int | None:
+    """The plan a worker's task name belongs to (``g0002-s00017 ...`` -> 2); None for another name."""
+    match = _TASK.match(str(task))
+    return int(match.group(1)) if match else None
+
+
+def budget_returns(run: RunDir, generation: int) -> float | None:
+    """When Zenodo's request budget returns (epoch), if it stopped a worker of plan ``generation``; else None.
+
+    The latest ``retry_at`` of the records that plan's workers failed as ``rate_limited`` and that are still not
+    done. A server that gave no end to its wait ("for ever") leaves no ``retry_at``: that is no budget.
+    """
+    latest = None
+    for record_id in ids_in(run, FAILED) - ids_in(run, DONE):
+        failure = read_failure(run, record_id) or {}
+        history = failure.get("history")
+        last = history[-1] if isinstance(history, list) and history and isinstance(history[-1], dict) else {}
+        when = utc_epoch(failure.get("retry_at"))
+        if failure.get("reason") != RATE_LIMITED or when is None or task_generation(last.get("task")) != generation:
+            continue
+        latest = when if latest is None else max(latest, when)
+    return latest

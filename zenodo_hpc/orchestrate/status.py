@@ -8,6 +8,7 @@ for a done record), failures from the few failure markers, task states from one 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections import Counter
@@ -18,7 +19,7 @@ from ..core.errors import UserError
 from ..core.liveness import LOST, UNCHECKABLE
 from ..core.state import DONE, RunDir, record_outcomes
 from ..dataset.verify import check_for_status, format_check
-from .chain import load_chain
+from .chain import load_chain, utc_epoch
 from .executor import load_submissions, submission_path
 from .plan import generations, load_plan
 from .submit import slurm_shard_states
@@ -61,7 +62,16 @@ class RunStatus:
     last_check: dict[str, Any] | None = None  # what the check before the last release found (purged, damaged)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), **self.budget_wait()}
+
+    def budget_wait(self) -> dict[str, Any]:
+        """``{"resumes_at": UTC, "resumes_in_s": seconds}`` while the chain waits for Zenodo's request budget
+        (from chain.json); ``{"resumes_at": None, ...}`` otherwise."""
+        chain = self.chain or {}
+        when = utc_epoch(chain.get("resumes_at")) if chain.get("state") == "running" else None
+        if when is None or when <= time.time():
+            return {"resumes_at": None, "resumes_in_s": None}
+        return {"resumes_at": chain["resumes_at"], "resumes_in_s": round(when - time.time(), 1)}
 
     @property
     def complete(self) -> bool:
@@ -182,6 +192,12 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def resumes_text(when: float, now: float | None = None) -> str:
+    """``2026-12-07 14:05:12 UTC (in 42 min)``: when the chain resumes, for a reader anywhere."""
+    left = max(0.0, when - (time.time() if now is None else now))
+    return f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(math.ceil(when)))} (in {_duration(left)})"
+
+
 def format_status(status: RunStatus) -> str:
     lines = [f"run {status.run_dir}: {status.records} records"]
     lines.append(f"  done         {status.done:7d}")
@@ -205,6 +221,10 @@ def format_status(status: RunStatus) -> str:
             lines += [f"    {_efficiency_line(e)}" for e in g.efficiency]
     if status.chain:
         lines.append(_chain_line(status.chain))
+    resumes = utc_epoch(status.budget_wait()["resumes_at"])
+    if resumes is not None:
+        lines.append(f"waiting for Zenodo's request budget: the next round starts at {resumes_text(resumes)}; its "
+                     "records keep their attempts and their place")
     if status.last_check:
         lines.append(format_check(status.last_check))
     if status.complete:

@@ -11,7 +11,9 @@ submitting the same records twice.
 from __future__ import annotations
 
 import logging
+import math
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -240,6 +242,13 @@ def plan_groups(pending: list[RecordRef], snapshot: RunSnapshot, cfg: Config,
     return Plan(generation, shards), groups
 
 
+def start_after(groups: list[TaskGroup], when: float) -> None:
+    """No task of ``groups`` starts before ``when`` (epoch): sbatch's ``--begin``, in the local time sbatch reads."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(math.ceil(when)))
+    for group in groups:
+        group.resources.additional = {**group.resources.additional, "begin": stamp}
+
+
 def make_executor(kind: str, cfg: Config) -> Executor:
     """The executor of ``kind`` (``auto`` resolved): the plugin chosen here, so the executor module knows none."""
     kind = resolve_kind(kind)
@@ -305,12 +314,13 @@ def stated_snapshot(records: int) -> RunSnapshot:
 
 def submit_pending(run: RunDir, cfg: Config, *, kind: str | None = None, dry_run: bool = False,
                    what: str = "submit", follow_up: Callable[[str], Any] | None = None,
-                   stated_records: int | None = None) -> SubmitResult:
+                   stated_records: int | None = None, begin: float | None = None) -> SubmitResult:
     """Plan and submit every record that is not complete; nothing when there is nothing to do.
 
     On SLURM, ``follow_up`` (a callable taking the run directory) is queued as one more job that starts
     when every array of the run has ended, whatever their outcome: the finishing job (zenodo_hpc/drivers/finish.py).
     ``stated_records`` (a dry run only) plans that many records of a fresh run instead of the harvest.
+    ``begin`` (epoch): on SLURM no task starts before then (``sbatch --begin``: Zenodo's budget returns then).
     """
     kind = resolve_kind(kind or cfg.executor.kind)
     if stated_records is not None and not dry_run:
@@ -318,11 +328,12 @@ def submit_pending(run: RunDir, cfg: Config, *, kind: str | None = None, dry_run
     if dry_run:
         return _plan_and_submit(run, cfg, kind, dry_run=True, follow_up=follow_up, stated_records=stated_records)
     with driver_lock(run, what):
-        return _plan_and_submit(run, cfg, kind, dry_run=False, follow_up=follow_up)
+        return _plan_and_submit(run, cfg, kind, dry_run=False, follow_up=follow_up, begin=begin)
 
 
 def _plan_and_submit(run: RunDir, cfg: Config, kind: str, *, dry_run: bool,
-                     follow_up: Callable[[str], Any] | None, stated_records: int | None = None) -> SubmitResult:
+                     follow_up: Callable[[str], Any] | None, stated_records: int | None = None,
+                     begin: float | None = None) -> SubmitResult:
     from .slurm import SlurmExecutor
 
     try:
@@ -338,6 +349,8 @@ def _plan_and_submit(run: RunDir, cfg: Config, kind: str, *, dry_run: bool,
         return SubmitResult(None, None, snapshot, kind=kind)
     generation = next_generation(run) if stated_records is None else 1
     plan, groups = plan_groups(pending, snapshot, cfg, generation)
+    if begin is not None:
+        start_after(groups, begin)
     executor = make_executor(kind, cfg)
     slurm = executor if isinstance(executor, SlurmExecutor) else None
     description = executor.describe(run, plan, groups)
