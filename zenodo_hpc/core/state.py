@@ -554,8 +554,9 @@ UNREADABLE_MARKER = "unreadable_marker"
 
 
 def mark_failed(run: RunDir, record_id: str, *, reason: str, message: str, attempt: int, task: str,
-                quarantined: bool) -> dict[str, Any]:
-    """Record a failure (the history keeps every earlier one); return the marker's content.
+                quarantined: bool, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Record a failure (the history keeps every earlier one); return the marker's content. ``extra``: more
+    keys of this failure (``retry_at`` of a ``rate_limited`` one).
 
     An unreadable earlier marker is set aside (``.<id>.json.corrupt``) and the history starts again.
     """
@@ -569,7 +570,7 @@ def mark_failed(run: RunDir, record_id: str, *, reason: str, message: str, attem
     history = history if isinstance(history, list) else []
     history.append({"reason": reason, "message": message, "attempt": attempt, "task": task, "at": _now()})
     info = {"id": record_id, "reason": reason, "message": message, "attempts": attempt,
-            "quarantined": quarantined, "history": history[-20:]}
+            "quarantined": quarantined, "history": history[-20:], **(extra or {})}
     atomic_write_json(path, info)
     return info
 

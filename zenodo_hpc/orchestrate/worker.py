@@ -46,6 +46,7 @@ from ..record.leftovers import clean_leftovers, record_tmp
 from ..record.process import process_sources
 from ..zenodo.client import HttpClient
 from ..zenodo.fetch import FetchFailed, download_client, fetch_record
+from .chain import RATE_LIMITED, utc_text
 from .plan import load_plan, read_records_at
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class RecordOutcome:
     reason: str | None = None
     message: str | None = None
     seconds: float = 0.0
+    retry_at: float | None = None  # rate_limited: when Zenodo's budget returns (epoch), if the server said
 
 
 def node_tmp() -> Path:
@@ -85,7 +87,7 @@ def make_client(cfg: Config, concurrent: int = 1) -> HttpClient | None:
 
 DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 # Not the record's fault: the attempt is not counted (our disk, a server that asks us to come back later).
-NOT_THE_RECORDS_FAULT = {"disk_full", "rate_limited"}
+NOT_THE_RECORDS_FAULT = {"disk_full", RATE_LIMITED}
 # What no retry can change: quarantined at the first failure, never tried again (docs/operations.md).
 # Transient trouble (5xx, time-outs, cut bodies, a wrong md5) is retried inside the task first, per request
 # and per download with backoff (docs/fetch.md), then by later rounds up to executor.max_attempts.
@@ -153,7 +155,8 @@ def process_record(
                                      source_info=fetched.source_info(), tmp_dir=Path(tmp),
                                      loose=fetched.loose_files(), left_out=fetched.not_fetched)
     except (FetchFailed, UserError, OSError, ValueError, MemoryError) as exc:
-        return _fail(run, record_id, exc, attempt, task, cfg, time.monotonic() - started)
+        return _fail(run, record_id, exc, attempt, task, cfg, time.monotonic() - started,
+                     retry_at=client.refused_until if client is not None else None)
     except UncompletedJobError:  # submitit ending the task (timed out too often): not the record's fault
         unmark_started(run, record_id)
         raise
@@ -182,18 +185,22 @@ def _is_quarantined(run: RunDir, record_id: str) -> bool:
 
 
 def _fail(run: RunDir, record_id: str, exc: BaseException, attempt: int, task: str, cfg: Config,
-          seconds: float) -> RecordOutcome:
+          seconds: float, *, retry_at: float | None = None) -> RecordOutcome:
+    """Record the failure. One that is not the record's fault (a full disk, Zenodo's budget) is not counted
+    as an attempt and never quarantines the record; a ``rate_limited`` one keeps when the budget returns."""
     reason = failure_reason(exc)
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if reason in NOT_THE_RECORDS_FAULT:  # a full disk must not quarantine good records
+    not_its_fault = reason in NOT_THE_RECORDS_FAULT
+    if not_its_fault:
         unmark_started(run, record_id)
         attempt -= 1
-    quarantined = attempt >= cfg.executor.max_attempts or reason in QUARANTINE_AT_ONCE
+    retry_at = retry_at if reason == RATE_LIMITED else None
+    quarantined = not not_its_fault and (attempt >= cfg.executor.max_attempts or reason in QUARANTINE_AT_ONCE)
     mark_failed(run, record_id, reason=reason, message=message, attempt=attempt, task=task,
-                quarantined=quarantined)
+                quarantined=quarantined, extra={"retry_at": utc_text(retry_at)} if retry_at else None)
     log.warning("record %s: failed (%s): %s%s", record_id, reason, message,
                 " - quarantined" if quarantined else "")
-    return RecordOutcome(record_id, "quarantined" if quarantined else "failed", reason, message, seconds)
+    return RecordOutcome(record_id, "quarantined" if quarantined else "failed", reason, message, seconds, retry_at)
 
 
 def _not_started(run: RunDir, record_id: str, exc: OSError, task: str) -> RecordOutcome:
@@ -223,13 +230,34 @@ def _quarantine(run: RunDir, record_id: str, task: str, max_attempts: int) -> Re
 
 def process_records(hits: Iterable[dict[str, Any]], run: RunDir, cfg: Config, *, task: str = "local",
                     concurrent: int = 1, tmp_root: Path | None = None) -> list[RecordOutcome]:
-    """Process records one after the other with one client (a shard's worth)."""
+    """Process records one after the other with one client (a shard's worth).
+
+    Once Zenodo refuses a request for its budget (``rate_limited``), the records after it are not tried:
+    each would only earn another refusal. They stay pending, with no attempt and no marker, for the round
+    that starts when the budget returns (docs/operations.md, "Zenodo's request budget").
+    """
     client = make_client(cfg, concurrent)
+    outcomes: list[RecordOutcome] = []
     try:
-        return [process_record(hit, run, cfg, client, task=task, tmp_root=tmp_root) for hit in hits]
+        for hit in hits:
+            outcomes.append(process_record(hit, run, cfg, client, task=task, tmp_root=tmp_root))
+            if outcomes[-1].reason == RATE_LIMITED:
+                break
+        return outcomes
     finally:
         if client is not None:
             client.close()
+
+
+def stopped_for_the_budget(outcomes: list[RecordOutcome], planned: int, name: str) -> int:
+    """How many records a shard left untried because Zenodo's budget ran out (0: none); logged."""
+    if not outcomes or outcomes[-1].reason != RATE_LIMITED:
+        return 0
+    left = planned - len(outcomes)
+    until = outcomes[-1].retry_at
+    log.warning("%s: stopped early: Zenodo's request budget is used up%s; %d record(s) left pending for the next "
+                "round, their attempts not counted", name, f" until {utc_text(until)}" if until else "", left)
+    return left
 
 
 # --- one array task: a shard of a plan ------------------------------------------------------------
@@ -268,8 +296,12 @@ def run_shard(run_dir: str, generation: int, shard: int, concurrent: int = 1) ->
         clean_leftovers(run, node_tmp())  # what killed workers left behind, if they are gone
         warn_if_shared(node_tmp())
         hits = read_records_at(run.records, records.offsets)
-        for outcome in process_records(hits, run, cfg, task=name, concurrent=concurrent):
+        outcomes = process_records(hits, run, cfg, task=name, concurrent=concurrent)
+        for outcome in outcomes:
             counts[outcome.status] = counts.get(outcome.status, 0) + 1
+        left = stopped_for_the_budget(outcomes, len(records.ids), name)
+        if left:
+            counts["left_for_the_budget"] = left
         log.info("%s: finished %s", name, counts)
     finally:
         logging.getLogger("zenodo_hpc").removeHandler(handler)
