@@ -451,6 +451,21 @@ def test_pack_image_is_a_file_name_in_the_run_directory(tmp_path: Path, image: s
     assert load_config(write(tmp_path, "pack:\n  image: my-data.v2.sqsh\n")).pack.image == "my-data.v2.sqsh"
 
 
+def test_a_config_file_is_read_only_as_far_as_a_config_can_be_long(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    """``-c /dev/zero`` (or a data file given by mistake) ended in ``internal error: MemoryError``."""
+    from zenodo_hpc.cli import main
+
+    assert main(["process", "-c", "/dev/zero", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == ("zenodo-hpc process: error: /dev/zero: not a config file: longer than 1,048,576 bytes "
+                           "(a config is a few kB)")
+    big = write(tmp_path, "# a comment\n" * 100_000)  # 1.2 MB of valid YAML is no config either
+    with pytest.raises(ConfigError, match=r"cfg\.yaml: not a config file: longer than 1,048,576 bytes"):
+        load_config(big)
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_keys_of_each_run_yaml_format_are_pinned() -> None:
     # A key added to Config must be marked with the format that first writes it (metadata since=N, with
     # FROZEN_FORMAT = N), or run.yaml files written before it would be refused as truncated.

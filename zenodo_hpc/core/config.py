@@ -625,13 +625,26 @@ def describe_yaml_error(exc: yaml.YAMLError) -> str:
     return f"{at}: {problem}"
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few kB (configs/default.yaml, every key commented, under 10 kB)
+
+
+def read_config_text(path: Path) -> str:
+    """A config file's text, read up to :data:`MAX_CONFIG_BYTES`: a bigger one (``/dev/zero``, a data file given by
+    mistake) is refused before it fills the memory."""
+    with open(path, "rb") as handle:
+        data = handle.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: not a config file: longer than {MAX_CONFIG_BYTES:,} bytes (a config is a few kB)")
+    return data.decode("utf-8")
+
+
 def load_config(path: str | os.PathLike[str] | None) -> Config:
     """Read a YAML config file (``None`` gives the defaults)."""
     if path is None:
         return Config()
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_config_text(path)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
