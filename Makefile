@@ -50,6 +50,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_raster.py
 	$(BIN)/python benchmarks/bench_record.py
 	$(BIN)/python benchmarks/bench_fetch.py
+	$(BIN)/python benchmarks/bench_budget.py
 	$(BIN)/python benchmarks/bench_harvest.py
 	$(BIN)/python benchmarks/bench_orchestrate.py
 	$(BIN)/python benchmarks/bench_pack.py

@@ -230,7 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
             "Fetch-first mode: on a login or transfer node with internet, download the archives of every "
             "harvested record that is not complete into RUN_DIR/cache/<id>/, verified against Zenodo's md5 "
             "(or the GitHub release zip when a record has no archive). Workers with fetch.offline: true then "
-            "rasterize from the cache without any network. Run it again to retry what failed."
+            "rasterize from the cache without any network. Requests keep to the run's whole budget, the tighter of "
+            "zenodo.rate_limit_per_min and zenodo.rate_limit_per_hour (unset: Zenodo's published limits, 60 a "
+            "minute and 2,000 an hour for a guest, 100 and 5,000 with a token in zenodo.token_env). Run it again "
+            "to retry what failed."
         ),
     )
     fetch.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (<scratch>/<name>)")
