@@ -159,7 +159,7 @@ def cmd_update(args: argparse.Namespace) -> int:
     from .core.config import load_config
     from .drivers.update import update
 
-    outcome = update(load_config(args.config), kind=args.executor)
+    outcome = update(load_config(args.config), kind=args.executor, keep_withdrawn=args.keep_withdrawn or None)
     print(outcome.message)
     return 0
 
@@ -271,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Report a run from its run directory alone (no driver needs to be running): records done, failed "
             "by reason, quarantined and pending; shards done, running, pending and failed with SLURM's state "
             "(squeue for what is queued or running, sacct with every step for how the rest ended) such as "
-            "OUT_OF_MEMORY or TIMEOUT; memory and time used against asked; the chain of rounds; the time left."
+            "OUT_OF_MEMORY or TIMEOUT; memory and time used against asked; the chain of rounds, and when it "
+            "resumes while it waits for Zenodo's request budget (UTC, and in how long); the time left."
         ),
     )
     status.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (<scratch>/<name>)")
@@ -314,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "The whole pipeline in one command: harvest, submit (SLURM arrays, or local workers), wait with a "
             "live progress display, another round for what failed until every record is done or quarantined "
-            "(at most executor.max_attempts rounds), and pack the image; on SLURM the finishing jobs take those "
+            "(at most executor.max_attempts rounds; when Zenodo's request budget stops a round, the next one "
+            "waits for the budget and does not count), and pack the image; on SLURM the finishing jobs take those "
             "decisions and run follows them. Safe to run again at any time: it picks up where things stand. "
             "Ctrl-C leaves the run resumable. With SLURM and --no-wait it returns once the jobs are queued."
         ),

@@ -248,6 +248,15 @@ class NotifyConfig:
     webhook_url: str | None = field(default=None, metadata={"since": 3})
 
 
+@dataclass
+class DatasetConfig:
+    """What leaves the dataset: records an author asked to leave out (``exclude``: a file of record ids, DOIs and
+    concept DOIs), and whether the folders of records withdrawn from Zenodo stay in the run directory."""
+
+    exclude: str | None = field(default=None, metadata={"since": 4})
+    keep_withdrawn: bool = field(default=False, metadata={"since": 4})
+
+
 # What a run's outputs depend on. Everything else (executor resources, rate limits, timeouts, pack
 # settings, limit) may change between submissions of the same run; these may not, or one run would mix
 # two datasets.
@@ -268,6 +277,7 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     pack: PackConfig = field(default_factory=PackConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig, metadata={"since": 4})
     publish: PublishConfig = field(default_factory=PublishConfig)
     releases: ReleasesConfig = field(default_factory=ReleasesConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)

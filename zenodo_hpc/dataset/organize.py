@@ -300,7 +300,7 @@ def open_source(source: Path) -> _Source:
         raise UserError(f"{source} is neither a run directory nor a squashfs image (*.sqsh)")
     run = RunDir(source)
     if run.data.is_dir() and run.state.is_dir():
-        done = ids_in(run, DONE)
+        done = ids_in(run, DONE) - _left_out(run)
         ids = sorted((d.name for d in _subfolders(run.data) if d.name in done), key=record_order)
         if not ids:
             raise UserError(f"{source} has no completed records (none in data/ with a state/done/ marker); "
@@ -312,6 +312,15 @@ def open_source(source: Path) -> _Source:
             raise UserError(f"{source} holds no record folders (no <id>/images_<id>.h5)")
         return _Source(source, "mounted", len(ids), lambda: ((i, source / i, None) for i in ids))
     raise UserError(f"{source} is neither a run directory (no data/ and state/ folders) nor a squashfs image")
+
+
+def _left_out(run: Any) -> set[str]:
+    """The run's records withdrawn from Zenodo or named by its ``dataset.exclude`` (its run.yaml says which file):
+    an export never holds them (an image already lacks them)."""
+    from ..core.state import load_run
+    from .removals import left_out
+
+    return set(left_out(run, load_run(run.root)[1])) if run.run_yaml.is_file() else set()
 
 
 def _image_source(path: Path) -> _Source:

@@ -56,6 +56,8 @@ from ..record.store import STAGING_PREFIX, images_h5_name, metadata_json_name, r
 from .decode import read_images_h5
 from .image import READER_REQUIREMENTS
 from .load import load_metadata
+from .removals import filter_lines
+from .removals import left_out as left_out_of_dataset
 
 # Writes the figures of the dataset card into a folder: (their paths, the card's markdown section linking them).
 FigureWriter = Callable[[RunDir, Path, Config], tuple[list[Path], str]]
@@ -221,12 +223,15 @@ def send_back(run: RunDir, damaged: dict[str, str], *, allow_partial: bool) -> N
 
 
 def manifest_entries(run: RunDir, cfg: Config, files: dict[str, list[dict[str, Any]]], *,
-                     superseded: set[str] | None = None) -> list[dict[str, Any]]:
+                     superseded: set[str] | None = None, gone: set[str] | None = None) -> list[dict[str, Any]]:
     """One entry per harvested record, in manifest order: what is in the image (``files``: the checked done
-    records), or why it is not (``superseded``: done, but a newer version of it is in the image instead)."""
+    records), or why it is not (``superseded``: done, but a newer version of it is in the image instead). A record
+    ``gone`` (withdrawn from Zenodo, or excluded: :mod:`zenodo_hpc.dataset.removals`) has no entry at all."""
     entries = []
     for hit in iter_records(run.records):
         record_id = str(hit["id"])
+        if gone and record_id in gone:
+            continue
         entry: dict[str, Any] = {"id": record_id, "doi": hit.get("doi"),
                                  "title": (hit.get("metadata") or {}).get("title")}
         if record_id in files:
@@ -512,7 +517,8 @@ local processes), `zenodo-hpc pack` built this image with `mksquashfs {" ".join(
 
 
 def write_extras(run: RunDir, cfg: Config, entries: list[dict[str, Any]], card_extra: str = "",
-                 figures: FigureWriter | None = None, image_name: str | None = None) -> list[str]:
+                 figures: FigureWriter | None = None, image_name: str | None = None,
+                 gone: set[str] | None = None) -> list[str]:
     """The image root's own files, written atomically into ``<run>/data/``; their names.
 
     With ``figures`` (the report's :func:`zenodo_hpc.report.card_figures`, handed in by the commands that
@@ -524,7 +530,11 @@ def write_extras(run: RunDir, cfg: Config, entries: list[dict[str, Any]], card_e
                       "".join(json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n" for e in entries))
     figures = _card_figures(run, cfg, figures)
     atomic_write_text(run.data / "README.md", dataset_card(run, cfg, entries, card_extra + figures[1], image_name))
-    shutil.copyfile(run.records, run.data / ".records.jsonl.tmp")
+    if gone:  # the image's copy of records.jsonl holds no record that left the dataset
+        with open(run.records, "rb") as source, open(run.data / ".records.jsonl.tmp", "wb") as target:
+            target.writelines(filter_lines(source, gone))
+    else:
+        shutil.copyfile(run.records, run.data / ".records.jsonl.tmp")
     os.replace(run.data / ".records.jsonl.tmp", run.data / "records.jsonl")
     atomic_write_text(run.data / "run.yaml", run_yaml_text(cfg))
     return list(EXTRAS) + figures[0]
@@ -718,7 +728,9 @@ def pack(run: RunDir, cfg: Config, *, allow_partial: bool = False, progress: boo
     """Check every done record, build the image, verify every file of it, and only then put it in place.
 
     ``exclude``: done records left out of the image (a release leaves out versions superseded by a newer
-    one; their folders stay in ``data/``). ``card_extra``: markdown the dataset card shows (the release).
+    one; their folders stay in ``data/``). Records withdrawn from Zenodo or named by ``dataset.exclude`` are always
+    left out, of the manifest and the image's ``records.jsonl`` too. ``card_extra``: markdown the dataset card
+    shows (the release).
     ``figures``: writes the figures the card links (the commands hand in the report's ``card_figures``;
     this module draws nothing itself). ``image_name``: the file name the card's commands use, when the image is
     published under another name than its own (a release's ``zenodo-ml-<version>.sqsh``).
@@ -726,13 +738,14 @@ def pack(run: RunDir, cfg: Config, *, allow_partial: bool = False, progress: boo
     started = time.monotonic()
     find_mksquashfs()
     done, partial = check_complete(run, allow_partial)
-    left_out = set(exclude)
+    gone = set(left_out_of_dataset(run, cfg))  # withdrawn from Zenodo or named by dataset.exclude
+    left_out = set(exclude) | gone
     files, damaged = check_done_records(run, cfg, done - left_out)
     if damaged:
         send_back(run, damaged, allow_partial=allow_partial)
         partial = True
-    entries = manifest_entries(run, cfg, files, superseded=left_out)
-    extras = write_extras(run, cfg, entries, card_extra, figures, image_name)
+    entries = manifest_entries(run, cfg, files, superseded=left_out - gone, gone=gone)
+    extras = write_extras(run, cfg, entries, card_extra, figures, image_name, gone)
     show = sys.stderr.isatty() if progress is None else progress
     expected = expected_files(run, entries, extras)
     data_bytes = sum(size for size, _ in expected.values())

@@ -65,6 +65,7 @@ class Release:
     superseded: list[dict[str, str]] = field(default_factory=list)  # {"id", "by"}
     quarantined: list[str] = field(default_factory=list)  # every quarantined id at release time
     newly_quarantined: list[str] = field(default_factory=list)
+    removed: list[dict[str, str]] = field(default_factory=list)  # {"id", "reason"}: left since the previous release
     previous: str | None = None
     harvested_since: str | None = None  # the `updated` bound of the harvest that fed it (None: everything)
     harvest_started: str = ""  # when that harvest started: the next update harvests from here (with overlap)
@@ -126,12 +127,13 @@ class ReleasePlan:
     superseded: list[dict[str, str]]
     quarantined: list[str]
     newly_quarantined: list[str]
-    excluded: list[str]  # done records left out of the image (superseded)
+    excluded: list[str]  # done records left out of the image (superseded, or named by dataset.exclude)
     titles: dict[str, tuple[str, str]]  # id -> (doi, title)
+    removed: list[dict[str, str]] = field(default_factory=list)  # {"id", "reason"}: withdrawn or excluded since
 
     @property
     def changed(self) -> bool:
-        return bool(self.added or self.superseded or self.previous is None)
+        return bool(self.added or self.superseded or self.removed or self.previous is None)
 
 
 def next_version(run: RunDir, today: datetime | None = None) -> str:
@@ -147,13 +149,18 @@ def next_version(run: RunDir, today: datetime | None = None) -> str:
 
 
 def plan_release(run: RunDir, cfg: Config, *, today: datetime | None = None) -> ReleasePlan:
-    """The next release from what is done now: newest version of each concept, unless ``all_versions``."""
+    """The next release from what is done now: newest version of each concept, unless ``all_versions``; never a
+    record withdrawn from Zenodo or named by ``dataset.exclude`` (:mod:`zenodo_hpc.dataset.removals`)."""
+    from .removals import left_out
+
     previous = latest_release(run)
+    gone = left_out(run, cfg)
     done = ids_in(run, DONE)
-    hits = [hit for hit in iter_records(run.records) if str(hit["id"]) in done]
+    every = [hit for hit in iter_records(run.records) if str(hit["id"]) in done or str(hit["id"]) in gone]
+    hits = [hit for hit in every if str(hit["id"]) not in gone]
     keep, superseded = _newest_versions(hits, cfg.zenodo.all_versions)
-    titles = {str(h["id"]): (str(h.get("doi") or ""), _title(h)) for h in hits}
-    quarantined = sorted(_quarantined(run), key=_id_order)
+    titles = {str(h["id"]): (str(h.get("doi") or ""), _title(h)) for h in every}
+    quarantined = sorted(_quarantined(run) - set(gone), key=_id_order)
     before = set(previous.records) if previous else set()
     before_q = set(previous.quarantined) if previous else set()
     return ReleasePlan(
@@ -161,7 +168,8 @@ def plan_release(run: RunDir, cfg: Config, *, today: datetime | None = None) -> 
         added=[i for i in keep if i not in before],
         superseded=[s for s in superseded if s["id"] in before or previous is None],
         quarantined=quarantined, newly_quarantined=[i for i in quarantined if i not in before_q],
-        excluded=sorted((s["id"] for s in superseded), key=_id_order), titles=titles)
+        excluded=sorted({s["id"] for s in superseded} | (set(gone) & done), key=_id_order), titles=titles,
+        removed=[{"id": i, "reason": gone[i]} for i in sorted(before & set(gone), key=_id_order)])
 
 
 def _newest_versions(hits: list[dict[str, Any]], all_versions: bool) -> tuple[list[str], list[dict[str, str]]]:
@@ -208,9 +216,12 @@ def card_lines(plan: ReleasePlan) -> str:
     since = f" since release {plan.previous.version}" if plan.previous else ""
     lines = [f"## Release {plan.version}", "",
              f"{len(plan.records)} records; {len(plan.added)} added{since}, {len(plan.superseded)} superseded by a "
-             f"newer version, {len(plan.newly_quarantined)} newly quarantined. Every change, with ids and DOIs: "
-             f"`CHANGELOG.md` of release {plan.version}, published with the image on Zenodo (and in "
-             f"`releases/{plan.version}/` of the run directory that made it)."]
+             f"newer version, {len(plan.removed)} removed, {len(plan.newly_quarantined)} newly quarantined. Every "
+             f"change, with ids and DOIs: `CHANGELOG.md` of release {plan.version}, published with the image on "
+             f"Zenodo (and in `releases/{plan.version}/` of the run directory that made it).", "",
+             "Records deleted or restricted on Zenodo leave the dataset at the next release. An author who wants a "
+             "record left out asks whoever publishes this dataset (the owner of its Kaggle dataset or Zenodo "
+             "record) to add its id, DOI or concept DOI to their exclude list: it leaves every later release."]
     return "\n".join(lines) + "\n"
 
 
@@ -243,7 +254,7 @@ def make_release(run: RunDir, cfg: Config, plan: ReleasePlan, image: Path, *, ha
     release = Release(version=plan.version, created=_now(), image=versioned.name, md5=md5, sha256=sha256,
                       size=versioned.stat().st_size, records=plan.records, added=plan.added,
                       superseded=plan.superseded, quarantined=plan.quarantined,
-                      newly_quarantined=plan.newly_quarantined,
+                      newly_quarantined=plan.newly_quarantined, removed=plan.removed,
                       previous=plan.previous.version if plan.previous else None,
                       harvested_since=harvested_since, harvest_started=harvest_started)
     atomic_write_text(folder / "CHANGELOG.md", changelog(release, plan))
@@ -308,12 +319,15 @@ def changelog(release: Release, plan: ReleasePlan) -> str:
              f"Made {release.created}{since}. Image `{release.image}`, md5 `{release.md5}`.", "",
              "| | records |", "|---|---|", f"| in this release | {len(release.records)} |",
              f"| added | {len(release.added)} |", f"| superseded by a newer version | {len(release.superseded)} |",
+             f"| removed (withdrawn from Zenodo, or excluded) | {len(release.removed)} |",
              f"| newly quarantined | {len(release.newly_quarantined)} |",
              f"| quarantined in all | {len(release.quarantined)} |", "",
              f"## Added ({len(release.added)})", ""]
     parts += [line(i) for i in release.added] or ["(none)"]
     parts += ["", f"## Superseded by a newer version ({len(release.superseded)})", ""]
     parts += [f"- {s['id']} by {s['by']}" for s in release.superseded] or ["(none)"]
+    parts += ["", f"## Removed ({len(release.removed)})", ""]
+    parts += [f"{line(r['id'])}: removed, {r['reason']}" for r in release.removed] or ["(none)"]
     parts += ["", f"## Newly quarantined ({len(release.newly_quarantined)})", ""]
     parts += [line(i) for i in release.newly_quarantined] or ["(none)"]
     return "\n".join(parts) + "\n"
@@ -322,7 +336,8 @@ def changelog(release: Release, plan: ReleasePlan) -> str:
 def summary_line(release: Release) -> str:
     """One line for people: the webhook's text, the feed entry's title, version notes."""
     return (f"Zenodo-ML release {release.version}: {len(release.records)} records (+{len(release.added)} added, "
-            f"{len(release.superseded)} superseded, {len(release.newly_quarantined)} newly quarantined)")
+            f"{len(release.superseded)} superseded, {len(release.newly_quarantined)} newly quarantined"
+            f"{f', {len(release.removed)} removed' if release.removed else ''})")
 
 
 def prune_images(run: RunDir, keep: int) -> list[Path]:

@@ -46,8 +46,10 @@ class UpdateOutcome:
     waiting: bool = False  # SLURM: the finishing job will make the release
 
 
-def update(cfg: Config, *, kind: str | None = None, progress: bool | None = None) -> UpdateOutcome:
-    """Harvest what is new since the last release, process it, and make the next release (see module doc)."""
+def update(cfg: Config, *, kind: str | None = None, progress: bool | None = None,
+           keep_withdrawn: bool | None = None) -> UpdateOutcome:
+    """Harvest what is new since the last release, process it, and make the next release (see module doc).
+    ``keep_withdrawn`` (default ``dataset.keep_withdrawn``) keeps the folders of records Zenodo withdrew."""
     from ..zenodo.harvest import format_summary, harvest
     from .finish import advance_rounds, submit_round
 
@@ -56,17 +58,19 @@ def update(cfg: Config, *, kind: str | None = None, progress: bool | None = None
     resend_notices(run, cfg)
     previous = latest_release(run)
     started = utc_now()
-    since = _since(previous)
+    since = _since(run, cfg, previous)
     result = harvest(cfg, since=since, progress=progress)
     log.info("%s", format_summary(result))
+    keep = cfg.dataset.keep_withdrawn if keep_withdrawn is None else keep_withdrawn
+    checked = reconcile(run, cfg, previous, keep_outputs=keep)
     atomic_write_json(run.state / PENDING_UPDATE, {"harvest_started": started.isoformat(),
                                                    "harvested_since": since.isoformat() if since else None})
     verify_run(run, cfg)  # a purged scratch: records found damaged are made again by the rounds below
     if kind == "slurm":
         submitted = submit_round(run, cfg, kind="slurm", what="update")
         if submitted.submission is not None:
-            return UpdateOutcome(run, None, f"{format_summary(result)}; the new records are queued: the finishing "
-                                            "job makes the release when they are done", waiting=True)
+            return UpdateOutcome(run, None, f"{format_summary(result)}{checked}; the new records are queued: the "
+                                            "finishing job makes the release when they are done", waiting=True)
         release = release_now(run, cfg)
     else:  # rounds here, and the release at their end (the same decision as the finishing job's)
         advance_rounds(run, cfg, kind=kind, chain=Chain(started_by="update", max_rounds=cfg.executor.max_attempts))
@@ -74,11 +78,37 @@ def update(cfg: Config, *, kind: str | None = None, progress: bool | None = None
         release = newest if newest and (previous is None or newest.version != previous.version) else None
     if release is None:
         last = f" since release {previous.version}" if previous else ""
-        return UpdateOutcome(run, None, f"{format_summary(result)}; nothing new{last}: no release made")
+        return UpdateOutcome(run, None, f"{format_summary(result)}{checked}; nothing new{last}: no release made")
     return UpdateOutcome(run, release, release_summary(run, release))
 
 
-def _since(previous: Release | None) -> datetime | None:
-    if previous is None or not previous.harvest_started:
+def _since(run: RunDir, cfg: Config, previous: Release | None) -> datetime | None:
+    """Where this update's harvest starts: the last release's harvest, or (the first update of a run made by
+    ``run`` or ``submit``) the run's own complete harvest, each minus a day of overlap; None: everything."""
+    from ..zenodo.harvest import harvest_began
+
+    if previous is None:
+        began = harvest_began(run, cfg)
+        return began - OVERLAP if began else None
+    if not previous.harvest_started:
         return None
     return datetime.fromisoformat(previous.harvest_started) - OVERLAP
+
+
+def reconcile(run: RunDir, cfg: Config, previous: Release | None, *, keep_outputs: bool) -> str:
+    """The previous release's records that Zenodo no longer shares (deleted, restricted) leave the dataset
+    (:mod:`zenodo_hpc.dataset.removals`); a record whose lookup failed stays. ``; reconcile: ...``, or nothing."""
+    from ..dataset.removals import left_out, withdraw
+    from ..zenodo.withdrawn import format_lookup, look_up
+
+    if previous is None:
+        return ""
+    gone = left_out(run, cfg)
+    candidates = [i for i in previous.records if i not in gone]
+    lookup = look_up(cfg, candidates)
+    withdraw(run, lookup.removed, keep_outputs=keep_outputs)
+    for record_id, why in sorted(lookup.unresolved.items()):
+        log.warning("record %s stays: its lookup on Zenodo failed (%s); the next update asks again", record_id, why)
+    line = format_lookup(lookup, len(candidates))
+    log.info("%s", line)
+    return f"; {line}"

@@ -109,12 +109,13 @@ class HarvestJob:
     skipped: dict[str, int] = field(default_factory=dict)  # hits that are not records, by reason
     done: bool = False
     notes: list[str] = field(default_factory=list)  # what a complete harvest could not reach (one second's overflow)
+    started: str = ""  # when this harvest began (ISO, UTC): the first update of a run harvests from there
 
     def to_json(self) -> dict[str, Any]:
         return {"format": 3, "key": self.key, "params": self.params, "low": self.low, "span_s": self.span_s,
                 "page": self.page, "last_page_ids": self.last_page_ids, "added": self.added,
                 "excluded": self.excluded, "duplicates": self.duplicates, "skipped": self.skipped,
-                "done": self.done, "notes": self.notes}
+                "done": self.done, "notes": self.notes, "started": self.started}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> HarvestJob:
@@ -130,7 +131,7 @@ class HarvestJob:
                    last_page_ids=list(data.get("last_page_ids") or []), added=data.get("added", 0),
                    excluded=data.get("excluded", 0), duplicates=data.get("duplicates", 0),
                    skipped=dict(data.get("skipped") or {}), notes=list(data.get("notes") or []),
-                   done=bool(data.get("done")) and not data.get("ended"))
+                   done=bool(data.get("done")) and not data.get("ended"), started=str(data.get("started") or ""))
 
     @property
     def malformed(self) -> int:
@@ -190,7 +191,7 @@ def job_params(cfg: Config, since: datetime | None) -> dict[str, Any]:
 
 def new_job(params: dict[str, Any]) -> HarvestJob:
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
-    return HarvestJob(key=key, params=params)
+    return HarvestJob(key=key, params=params, started=_iso(datetime.now(timezone.utc)) + "+00:00")
 
 
 def job_path(run: RunDir, key: str) -> Any:
@@ -208,6 +209,22 @@ def load_or_start_job(run: RunDir, cfg: Config, since: datetime | None) -> Harve
         log.warning("%s: unreadable harvest position, starting again (records are deduplicated by id)",
                     job_path(run, fresh.key))
         return fresh
+
+
+def harvest_began(run: RunDir, cfg: Config) -> datetime | None:
+    """When the run's own harvest (the one ``harvest``, ``run`` and ``submit`` make, without ``--since``) began, once
+    it is complete: its position's ``started``; for a position an older version saved without it, when it was last
+    saved (an ``update`` harvests with a day of overlap). None when this run has no complete harvest of its own."""
+    path = job_path(run, new_job(job_params(cfg, None)).key)
+    try:
+        saved = read_json(path)
+        if not isinstance(saved, dict) or not HarvestJob.from_json(saved).done:
+            return None
+        began = saved.get("started")
+        return _parse_datetime(str(began)) if began else datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+    except (UserError, OSError, ValueError, KeyError, TypeError):
+        log.warning("%s: unreadable harvest position: the update harvests every record (deduplicated by id)", path)
+        return None
 
 
 def page_size(cfg: Config, has_token: bool) -> int:
