@@ -427,13 +427,20 @@ def build_parser() -> argparse.ArgumentParser:
             "<run>/releases/<version>/ (manifest, checksums, CHANGELOG.md) and the Atom feed releases/feed.xml; "
             "a new version of the Kaggle dataset and of the Zenodo record when publish is configured, and a "
             "notice to notify.webhook_url. With nothing new it says so and makes no release. On SLURM it "
-            "returns once the work is queued: the finishing job makes the release."
+            "returns once the work is queued: the finishing job makes the release. The last release's records "
+            "are checked with Zenodo first: those deleted (410, 404) or no longer open leave the release, its "
+            "image and its exports, named as removed in the changelog, and their folders are removed from "
+            "data/ (unless --keep-withdrawn or dataset.keep_withdrawn); records named by dataset.exclude are "
+            "left out too (docs/updating.md)."
         ),
     )
     update.add_argument("-c", "--config", required=True, metavar="CONFIG", help="YAML config (docs/configuration.md)")
     update.add_argument("--executor", choices=["auto", "slurm", "local", "debug"],
                         help="where the workers run (default: executor.kind)")
     update.set_defaults(func=cmd_update)
+    update.add_argument("--keep-withdrawn", action="store_true",
+                        help="keep the data/<id>/ folders of records withdrawn from Zenodo (default: "
+                             "dataset.keep_withdrawn, false: they are removed); they leave the release either way")
 
     schedule = commands.add_parser(
         "schedule",
