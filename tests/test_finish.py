@@ -196,18 +196,6 @@ def _submit_time(job_id: str) -> str | None:
     return out[0] if out else None
 
 
-def test_a_qos_too_small_for_one_array_says_what_to_do(tmp_path: Path, zenodo_with_records: ZenodoDouble,
-                                                        capsys: pytest.CaptureFixture) -> None:
-    cfg = slurm_cfg(tmp_path, zenodo_with_records, records_per_shard=1, slurm={"additional": {"qos": "limited"}})
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(cfg.to_dict()))
-    harvest(cfg, progress=False)
-    assert main(["submit", "-c", str(config)]) == 1
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "QOS limited allows 5 jobs per user" in err and "executor.records_per_shard" in err
-    assert load_submissions(RunDir(cfg.run_dir)) == [] or not load_submissions(RunDir(cfg.run_dir))[0].arrays
-
-
 def test_resume_right_after_cancelling_everything_resubmits_what_is_not_done(
         tmp_path: Path, zenodo_with_records: ZenodoDouble, capsys: pytest.CaptureFixture) -> None:
     double = zenodo_with_records

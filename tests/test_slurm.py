@@ -5,19 +5,25 @@ from __future__ import annotations
 
 import os
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from zenodo_hpc.core.config import config_from_dict
+from zenodo_hpc.core.config import Config, config_from_dict
 from zenodo_hpc.core.state import RunDir
 from zenodo_hpc.orchestrate.executor import Resources, Submission, TaskGroup
 from zenodo_hpc.orchestrate.plan import Plan, Shard
 from zenodo_hpc.orchestrate.slurm import (
     GONE,
+    ClusterLimit,
+    JobPython,
+    QueueRoom,
     SlurmExecutor,
+    SubmitLimit,
     TaskState,
+    describe_feeding,
     expand_array_ids,
     fold_sacct_lines,
     format_mem,
@@ -25,13 +31,14 @@ from zenodo_hpc.orchestrate.slurm import (
     normalise_state,
     parse_elapsed_s,
     parse_memory_gb,
+    read_queue_room,
     reconcile,
     sbatch_error,
     sbatch_script,
     shard_states,
     signal_delay_s,
 )
-from zenodo_hpc.orchestrate.submit import job_python
+from zenodo_hpc.orchestrate.submit import job_python, shard_groups
 
 GOLDEN = Path(__file__).parent / "data" / "sbatch_golden.sh"
 SHERLOCK_LIKE = {"executor": {"array_parallelism": 64, "slurm": {
@@ -144,3 +151,108 @@ def test_the_controller_knows_what_is_queued_accounting_how_the_rest_ended() -> 
     assert merged["9_1"].state == "PENDING" and merged["9_2"].state == "COMPLETED"
     assert reconcile(accounted, None)["9_0"].state == "PENDING"  # no squeue: accounting is all there is
     assert parse_elapsed_s("1-02:03:04") == 93784 and parse_memory_gb("1.5G") == 1.5
+
+
+# --- the room in the queue, from what the dev cluster answered ------------------------------------------------
+
+QUEUE_LIMITS = Path(__file__).parent / "data" / "queue_limits_22.05.txt"
+
+
+def recorded_answers() -> dict[str, str]:
+    """Each command of tests/data/queue_limits_22.05.txt and its recorded output."""
+    answers: dict[str, list[str]] = {}
+    command = None
+    for line in QUEUE_LIMITS.read_text().splitlines():
+        if line.startswith("## $ "):
+            command = line[5:]
+            answers[command] = []
+        elif command is not None:
+            answers[command].append(line)
+    return {command: "\n".join(lines) + "\n" for command, lines in answers.items()}
+
+
+@pytest.fixture
+def dev_cluster_answers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The SLURM commands answer what the dev cluster answered (any other command fails the test); the commands
+    asked, in order."""
+    from zenodo_hpc.orchestrate import slurm
+
+    answers, asked = recorded_answers(), []
+
+    def replay(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        command = " ".join(args)
+        asked.append(command)
+        assert command in answers, f"not recorded: {command}"
+        return subprocess.CompletedProcess(args, 0, answers[command], "")
+
+    monkeypatch.setattr(slurm, "run_command", replay)
+    monkeypatch.setattr(slurm.shutil, "which", lambda name, *a, **k: f"/usr/bin/{name}")
+    return asked
+
+
+def limited_config(**additional: str) -> Config:
+    return config_from_dict({"executor": {"slurm": {"partition": "debug", "additional": additional}}})
+
+
+def test_the_qos_limit_and_what_is_queued_under_it_leave_room_for_two_tasks_and_the_finishing_job(
+        dev_cluster_answers: list[str]) -> None:
+    room = read_queue_room(limited_config(qos="limited"), user="root")
+    # QOS limited: 5 jobs, 2 of root's queued under it (2041_0, 2041_1); root's default account zhpc has no limit
+    assert [(limit.limit.name, limit.limit.value, limit.queued) for limit in room.limits] == [
+        ("QOS limited MaxSubmitJobsPerUser", 5, 2)]
+    assert room.free == 3 and room.tasks_now(22, reserve=1) == 2 and room.tasks_now(2, reserve=1) == 2
+    assert "sacctmgr -n -P show user root format=defaultaccount" in dev_cluster_answers
+
+
+def test_the_associations_limit_counts_the_jobs_of_its_account(dev_cluster_answers: list[str]) -> None:
+    room = read_queue_room(limited_config(account="zhpcq"), user="root")  # QOS normal (the default): no limit
+    assert [(limit.limit.name, limit.limit.value, limit.queued) for limit in room.limits if limit.free is not None] \
+        == [("association zhpcq MaxSubmitJobs", 4, 1)]
+    assert room.free == 3
+    both = read_queue_room(limited_config(account="zhpcq", qos="limited"), user="root")
+    assert sorted(limit.free for limit in both.limits) == [3, 3] and both.tasks_now(22, reserve=1) == 2
+    free = read_queue_room(limited_config(), user="root")  # account zhpc, QOS normal: nothing limits
+    assert free.free is None and free.tasks_now(22, reserve=1) == 22
+
+
+def test_a_plan_larger_than_the_room_queues_what_fits_and_says_how_the_rest_is_fed(
+        dev_cluster_answers: list[str]) -> None:
+    cfg = limited_config(qos="limited")
+    plan = Plan(1, [Shard(i, [str(i)], [i]) for i in range(22)])
+    base = Resources.from_config(cfg)
+    more = Resources(base.partition, base.time_min, base.mem_gb * 2, base.cpus_per_task)
+    groups = [TaskGroup([0, 1], more), TaskGroup(list(range(2, 22)), base)]  # escalated shards first
+    executor = SlurmExecutor(cfg, python=JobPython("python3", "python3 of the setup lines"))
+    assert executor.split_batch(groups, executor.queue_room()) == (groups, [])  # nothing follows: all at once
+    executor.reserve = 1  # the finishing job
+    now, later = executor.split_batch(groups, executor.queue_room())
+    assert [(g.shards, g.resources) for g in now] == [([0, 1], more)] and later == list(range(2, 22))
+    text = executor.describe(RunDir(Path("/r")), plan, groups)
+    assert "# 22 tasks, 2 queued now, the other 20 in batches by the finishing job as room frees (3 jobs free in " \
+           "the queue, 1 kept for the finishing job)" in text
+    assert "QOS limited MaxSubmitJobsPerUser 5 (read from sacctmgr); 2 of your jobs queued under it now" in text
+    assert "# cluster limits: MaxArraySize 5 (read from scontrol)" in text
+    assert text.count("# the sbatch script of array ") == 1 and "#SBATCH --array=0-1%" in text  # the first batch
+
+
+def test_a_full_queue_still_queues_one_task_once_the_wait_for_room_is_over() -> None:
+    full = QueueRoom((SubmitLimit(ClusterLimit("QOS limited MaxSubmitJobsPerUser", 5, "read"), 5),))
+    assert full.free == 0 and full.tasks_now(22, reserve=1) == 0
+    cfg = limited_config(qos="limited")
+    slept: list[float] = []
+    executor = SlurmExecutor(cfg, python=JobPython("python3", "python3"), room=full, sleep=slept.append)
+    executor.reserve = 1
+    assert executor.wait_for_room() is full and len(slept) == 7  # the backoff of a busy scheduler, then go on
+    groups = [TaskGroup(list(range(22)), Resources.from_config(cfg))]
+    now, later = executor.split_batch(groups, full)
+    assert [g.shards for g in now] == [[0]] and later == list(range(1, 22))  # sbatch's own retries take over
+    assert "the queue is full now" in describe_feeding(22, 21, full, 1)
+
+
+def test_the_finishing_job_regroups_the_waiting_shards_by_their_resources() -> None:
+    cfg = config_from_dict(SHERLOCK_LIKE)
+    plan = Plan(2, [Shard(0, ["a"], [0]), Shard(1, ["b"], [1], mem_gb=16.0), Shard(2, ["c"], [2]),
+                    Shard(3, ["d"], [3], mem_gb=16.0)])
+    groups = shard_groups(plan, [1, 2, 3], cfg)
+    assert [(g.shards, g.resources.mem_gb) for g in groups] == [([2], 8), ([1, 3], 16.0)]
+    assert all(g.resources.partition == "normal" and g.resources.time_min == 120 for g in groups)

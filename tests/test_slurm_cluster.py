@@ -322,6 +322,58 @@ def test_submit_queues_a_finishing_job_after_every_array(tmp_path: Path, zenodo_
     _image_matches_data(run)
 
 
+# --- a plan larger than the room in the queue ---------------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="mksquashfs not on PATH")
+def test_a_plan_larger_than_the_qos_submit_limit_is_fed_in_batches_of_one_round(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """22 tasks under the dev cluster's QOS ``limited`` (5 jobs per user queued, each array task one): one submit,
+    then the test only watches. The finishing jobs queue the rest batch by batch, within one round."""
+    pytest.importorskip("PySquashfsImage", reason="the [image] extra is not installed")
+    from conftest import stdlib_records
+
+    from zenodo_hpc.demo.doubles import ZenodoDouble, make_zip
+    from zenodo_hpc.orchestrate.chain import load_chain
+    from zenodo_hpc.orchestrate.status import format_status
+
+    with ZenodoDouble() as double:
+        for i, (top, files) in enumerate(stdlib_records(21, files_per_record=2), 1):
+            double.add_record(ZenodoDouble.make_hit(200 + i, created=f"2016-04-{i:02d}", title=top),
+                              {f"{top}.zip": make_zip(files)})
+        double.add_record(ZenodoDouble.make_hit(299, created="2016-04-28", title="slides"), {"slides.pdf": b"%PDF-1.4"})
+        cfg = slurm_config(tmp_path, double, max_attempts=2)
+        data = cfg.to_dict()
+        data["executor"]["slurm"]["additional"] = {"qos": "limited"}
+        cfg = config_from_dict(data)
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump(cfg.to_dict()))
+        run = harvested(cfg)
+        capsys.readouterr()
+        assert main(["submit", "-c", str(config), "--dry-run"]) == 0
+        preview = capsys.readouterr().out
+        assert "QOS limited MaxSubmitJobsPerUser 5 (read from sacctmgr)" in preview
+        assert "# 22 tasks, " in preview and " in batches by the finishing job as room frees" in preview
+        assert main(["submit", "-c", str(config)]) == 0  # today's code refused: "allows 5 jobs per user"
+        assert "it queues the other" in capsys.readouterr().out
+        waiting = load_submissions(run)[0].unqueued
+        status = gather_status(run)
+        assert waiting and status.generations[0].unqueued == len(waiting)
+        assert f"{len(waiting)} not yet queued" in format_status(status)
+        wait_until(lambda: (load_chain(run) or SimpleNamespace(state="running")).state != "running", 900,
+                   "the chain of finishing jobs to end")
+    chain = load_chain(run)
+    assert chain is not None and chain.state == "packed", chain
+    assert chain.rounds == 1 and generations(run) == [1]  # the batches were one round: no attempt spent on them
+    good = {str(200 + i) for i in range(1, 22)}
+    assert ids_in(run, "done") == good
+    assert read_failure(run, "299")["quarantined"]
+    sub = load_submissions(run)[0]
+    assert sub.unqueued == [] and sorted(s for a in sub.arrays for s in a["shards"]) == list(range(22))
+    assert len(sub.arrays) >= 6 and all(len(a["shards"]) <= 4 for a in sub.arrays)  # 5 jobs, one the finishing job
+    _image_matches_data(run)
+
+
 # --- the interpreter the jobs run, and the driver as a job --------------------------------------------------
 
 VENV_BIN = Path(sys.prefix) / "bin"  # the environment this test suite runs in, with zenodo-hpc installed

@@ -34,7 +34,7 @@ from ..core.state import DONE, RunDir, ids_in, load_run, mark_failed, read_failu
 from ..dataset.pack import PackResult, format_summary, pack
 from ..orchestrate.chain import RATE_LIMITED, Chain, budget_returns, load_chain, save_chain, utc_text
 from ..orchestrate.status import resumes_text
-from ..orchestrate.submit import SubmitResult, format_result, submit_pending, take_snapshot
+from ..orchestrate.submit import SubmitResult, format_result, queue_next_batch, submit_pending, take_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +293,8 @@ def _decide_in_job(run_dir: str, *, may_pack: bool) -> str:
         return message
     if chain is None:
         chain = Chain(started_by="finish", max_rounds=cfg.executor.max_attempts)
+    if not may_pack and (fed := feed_next_batch(run, cfg, chain)) is not None:
+        return fed
     from ..orchestrate.executor import load_submissions
     from ..orchestrate.slurm import job_ids, settle_accounting
 
@@ -306,6 +308,29 @@ def _decide_in_job(run_dir: str, *, may_pack: bool) -> str:
         raise
     log.info("%s", step.message)
     return step.message
+
+
+def feed_next_batch(run: RunDir, cfg: Config, chain: Chain) -> str | None:
+    """A round larger than the room in the queue is fed in batches: while shards of it wait to be queued, the
+    finishing job queues the next batch and its own successor (one job, kept free for it), and decides nothing.
+    The batch belongs to the round (``chain.rounds`` unchanged: it costs no attempt). None: no shard waits."""
+    try:
+        sub = queue_next_batch(run, cfg, finish_task)
+    except UserError as exc:
+        chain.state, chain.finishing_job = "stopped", None
+        chain.message = f"stopped: {exc}; run `zenodo-hpc resume {run.root}` when the queued tasks end"
+        save_chain(run, chain)
+        raise
+    if sub is None:
+        return None
+    queued = sum(len(a["shards"]) for a in sub.arrays)
+    chain.finishing_job = sub.finishing_job
+    rest = ", the next batch when these end" if sub.unqueued else ": the last batch"
+    chain.message = (f"round {chain.rounds} of at most {chain.max_rounds} (plan {sub.generation}): {queued} of "
+                     f"{queued + len(sub.unqueued)} tasks queued{rest}")
+    save_chain(run, chain)
+    log.info("%s", chain.message)
+    return chain.message
 
 
 def _same_job(recorded: str, slurm_job_id: str) -> bool:

@@ -66,6 +66,7 @@ class Submission:
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # local/debug: shard -> {"state", "exit"}
     submitted_at: str = ""
     finishing_job: str | None = None  # SLURM: the job queued to decide after this submission's arrays
+    unqueued: list[int] = field(default_factory=list)  # SLURM: shards the finishing job queues as room frees
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

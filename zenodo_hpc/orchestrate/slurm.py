@@ -8,6 +8,7 @@ and read the tasks' states back from ``sacct`` (or ``squeue`` when accounting is
 
 from __future__ import annotations
 
+import getpass
 import logging
 import re
 import shlex
@@ -72,21 +73,41 @@ def _first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), "no output")
 
 
-def read_max_array_size() -> ClusterLimit:
-    """The cluster's ``MaxArraySize`` from ``scontrol show config`` (an array holds indices 0..size-1), or SLURM's
-    default, saying why, when scontrol cannot tell."""
-    assumed = "assumed: SLURM's default, "
+def read_scontrol_config() -> dict[str, str] | str:
+    """``scontrol show config`` as ``{"MaxArraySize": "1001", "ClusterName": ...}``, or why it cannot be read."""
     if shutil.which("scontrol") is None:
-        return ClusterLimit("MaxArraySize", DEFAULT_MAX_ARRAY_SIZE, assumed + "scontrol not on PATH")
+        return "scontrol not on PATH"
     try:
         out = run_command(["scontrol", "show", "config"], timeout=30)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return ClusterLimit("MaxArraySize", DEFAULT_MAX_ARRAY_SIZE, assumed + f"scontrol failed: {exc}")
-    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out.stdout, re.MULTILINE)
-    if out.returncode != 0 or not match:
+        return f"scontrol failed: {exc}"
+    if out.returncode != 0:
+        return f"scontrol show config did not say: {_first_line(out.stderr)}"
+    return parse_scontrol_config(out.stdout)
+
+
+def parse_scontrol_config(text: str) -> dict[str, str]:
+    """``Key = value`` lines (``scontrol show config``) as a dict."""
+    pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line)
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def read_max_array_size() -> ClusterLimit:
+    """The cluster's ``MaxArraySize`` from ``scontrol show config`` (an array holds indices 0..size-1), or SLURM's
+    default, saying why, when scontrol cannot tell."""
+    return max_array_size_of(read_scontrol_config())
+
+
+def max_array_size_of(config: dict[str, str] | str) -> ClusterLimit:
+    """``MaxArraySize`` of a read ``scontrol show config`` (or of the reason it could not be read)."""
+    assumed = "assumed: SLURM's default, "
+    if isinstance(config, str):
+        return ClusterLimit("MaxArraySize", DEFAULT_MAX_ARRAY_SIZE, assumed + config)
+    value = config.get("MaxArraySize", "")
+    if not value.isdigit():
         return ClusterLimit("MaxArraySize", DEFAULT_MAX_ARRAY_SIZE,
-                            assumed + f"scontrol show config did not say: {_first_line(out.stderr)}")
-    return ClusterLimit("MaxArraySize", int(match.group(1)), "read from scontrol")
+                            assumed + "scontrol show config did not say: no MaxArraySize")
+    return ClusterLimit("MaxArraySize", int(value), "read from scontrol")
 
 
 def max_array_size() -> int:
@@ -156,21 +177,172 @@ def this_host() -> str:
     return short_host(socket.gethostname())
 
 
-def check_qos_room(cfg: Config, jobs: int, known: ClusterLimit | None = None) -> None:
-    """Refuse at once an array that its QOS could never queue, whatever waiting: say what to do instead.
+# --- the room in the queue ----------------------------------------------------------------------------------
+#
+# A shared cluster limits the jobs one user may have queued (pending or running), each array task counting as
+# one: ``MaxSubmitJobsPerUser`` of the QOS the jobs run under, ``MaxSubmitJobs`` of the user's association.
+# A plan with more tasks than the room left is queued in batches: what fits now, with its finishing job (one
+# job more, reserved), which queues the next batch of the same round when the batch has ended.
 
-    An array of N tasks counts N jobs against ``MaxSubmitJobsPerUser``; with its finishing job, N + 1.
-    ``known`` is the QOS's limit when it has been read already.
-    """
-    qos = configured_qos(cfg)
-    if qos is None:
-        return
-    limit = (known or read_qos_submit_limit(qos)).value
-    if limit is None or jobs <= limit:
-        return
-    raise UserError(f"the QOS {qos} allows {limit} jobs per user in the queue, and one array of this plan needs "
-                    f"{jobs} (its tasks and the finishing job): raise executor.records_per_shard (fewer, larger "
-                    f"tasks), or use another QOS")
+
+@dataclass(frozen=True)
+class Association:
+    """One association of the user (``sacctmgr show assoc``): its account, partition (empty: any), submit limit."""
+
+    account: str
+    partition: str
+    max_submit: int | None
+    default_qos: str
+
+
+@dataclass(frozen=True)
+class SubmitLimit:
+    """A limit on the jobs the user may have queued, and how many of theirs count against it now."""
+
+    limit: ClusterLimit
+    queued: int | None  # the user's jobs (array tasks one by one) under this limit, pending or running; None: unknown
+
+    @property
+    def free(self) -> int | None:
+        return None if self.limit.value is None else max(0, self.limit.value - (self.queued or 0))
+
+    def describe(self) -> str:
+        if self.limit.value is None:
+            return self.limit.describe()
+        queued = "squeue could not say" if self.queued is None else self.queued
+        return f"{self.limit.describe()}; {queued} of your jobs queued under it now"
+
+
+@dataclass(frozen=True)
+class QueueRoom:
+    """The submit limits that apply to the run's jobs; the tightest one decides how many tasks fit now."""
+
+    limits: tuple[SubmitLimit, ...] = ()
+    note: str = ""  # why the limits could not be read
+
+    @property
+    def free(self) -> int | None:
+        """Jobs the user may still queue (None: no limit applies)."""
+        frees = [limit.free for limit in self.limits if limit.free is not None]
+        return min(frees) if frees else None
+
+    def tasks_now(self, tasks: int, reserve: int) -> int:
+        """How many of ``tasks`` to queue now, ``reserve`` jobs kept free (the finishing job): all of them without
+        a limit; none when not even one fits beside the reserve."""
+        free = self.free
+        return tasks if free is None else max(0, min(tasks, free - reserve))
+
+
+def parse_associations(text: str) -> list[Association]:
+    """``sacctmgr -n -P show assoc ... format=account,partition,maxsubmit,defaultqos`` lines."""
+    out = []
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) >= 4 and parts[0]:
+            account, partition, max_submit, default_qos = (p.strip() for p in parts[:4])
+            out.append(Association(account, partition, int(max_submit) if max_submit.isdigit() else None,
+                                   default_qos))
+    return out
+
+
+def count_queued(text: str) -> list[tuple[str, str]]:
+    """``squeue -h -r -u USER -o %i|%q|%a`` lines (one per array task): (QOS, account) of each queued job."""
+    out = []
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) >= 3 and parts[0]:
+            out.append((parts[1], parts[2]))
+    return out
+
+
+def applying_associations(associations: list[Association], account: str | None,
+                          partition: str | None) -> list[Association]:
+    """The associations the jobs run under: the account's (the user's default when the config names none), for
+    any partition or the jobs' one (every partition's when the jobs name none: the tightest then decides)."""
+    return [a for a in associations if (account is None or a.account == account)
+            and (not a.partition or partition is None or a.partition == partition)]
+
+
+def room_from(associations: list[Association], account: str | None, partition: str | None, qos: str | None,
+              qos_limit: ClusterLimit | None, queued: list[tuple[str, str]] | None) -> QueueRoom:
+    """The room in the queue from what sacctmgr and squeue said (the arithmetic of ``read_queue_room``)."""
+    limits = []
+    for assoc in applying_associations(associations, account, partition):
+        if assoc.max_submit is not None:
+            where = f"{assoc.account}{f' partition {assoc.partition}' if assoc.partition else ''}"
+            limits.append(SubmitLimit(ClusterLimit(f"association {where} MaxSubmitJobs", assoc.max_submit,
+                                                   "read from sacctmgr"),
+                                      None if queued is None else sum(1 for _, a in queued if a == assoc.account)))
+    if qos_limit is not None and qos is not None:
+        limits.append(SubmitLimit(qos_limit, None if queued is None else sum(1 for q, _ in queued if q == qos)))
+    return QueueRoom(tuple(limits))
+
+
+def read_queue_room(cfg: Config, *, user: str | None = None) -> QueueRoom:
+    """The submit limits that apply to the run's jobs (QOS and association), and what the user has queued under
+    each: ``scontrol show config`` (the cluster's name), ``sacctmgr show user/assoc/qos``, ``squeue -r``."""
+    user = user or getpass.getuser()
+    unread = "sacctmgr not on PATH" if shutil.which("sacctmgr") is None else None
+    config = read_scontrol_config() if unread is None else "not asked"
+    cluster = config.get("ClusterName") if isinstance(config, dict) else None
+    where = [f"user={user}", *([f"cluster={cluster}"] if cluster else [])]
+    found = None if unread else _sacctmgr(["show", "assoc", "where", *where,
+                                            "format=account,partition,maxsubmit,defaultqos"])
+    if found is None:  # no accounting to ask: the configured QOS's limit is said to be unknown
+        qos = configured_qos(cfg)
+        return QueueRoom((SubmitLimit(read_qos_submit_limit(qos), None),) if qos else (),
+                         unread or "sacctmgr show assoc failed")
+    associations = parse_associations(found)
+    account = _sbatch_option(cfg, "account") or _sacctmgr(["show", "user", user, "format=defaultaccount"])
+    partition = cfg.executor.slurm.partition
+    mine = applying_associations(associations, account or None, partition)
+    qos = configured_qos(cfg) or next((a.default_qos for a in mine if a.default_qos), None) or "normal"
+    queued = None
+    if shutil.which("squeue") is not None:
+        try:
+            out = run_command(["squeue", "-h", "-r", "-u", user, "-o", "%i|%q|%a"], timeout=60)
+            queued = count_queued(out.stdout) if out.returncode == 0 else None
+        except (OSError, subprocess.TimeoutExpired):
+            queued = None
+    return room_from(associations, account or None, partition, qos, read_qos_submit_limit(qos), queued)
+
+
+def _sbatch_option(cfg: Config, name: str) -> str | None:
+    value = cfg.executor.slurm.additional.get(name)
+    return value if isinstance(value, str) and value else None
+
+
+def first_tasks(groups: list[TaskGroup], count: int) -> list[TaskGroup]:
+    """The first ``count`` shards of ``groups``, in order, as groups with their resources."""
+    out = []
+    for group in groups:
+        if count <= 0:
+            break
+        out.append(TaskGroup(group.shards[:count], group.resources))
+        count -= len(out[-1].shards)
+    return out
+
+
+def describe_feeding(tasks: int, later: int, room: QueueRoom, reserve: int) -> str:
+    """How the plan's tasks reach the queue: ``# 21 tasks, 4 queued now, the other 17 in batches by the finishing
+    job as room frees (...)``, or all at once."""
+    free = room.free
+    if not later:
+        why = f"{free} jobs free in the queue" if free is not None else (
+            f"{room.note}: no submit limit read, none assumed" if room.note else "no submit limit applies")
+        return f"# {tasks} tasks, all queued now ({why})"
+    full = " (the queue is full now: the submit waits for room first)" if free is not None and free <= reserve else ""
+    return (f"# {tasks} tasks, {tasks - later} queued now, the other {later} in batches by the finishing job as room "
+            f"frees ({free} jobs free in the queue, {reserve} kept for the finishing job){full}")
+
+
+def _sacctmgr(args: list[str]) -> str | None:
+    """``sacctmgr -n -P ARGS``'s output, or None when it fails."""
+    try:
+        out = run_command(["sacctmgr", "-n", "-P", *args], timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
 
 
 def is_transient(message: str) -> bool:
@@ -263,18 +435,21 @@ class SlurmExecutor:
     blocking = False
 
     def __init__(self, cfg: Config, *, task: Callable[..., Any] | None = None, sleep: Any = time.sleep,
-                 max_array: int | None = None, python: JobPython | None = None) -> None:
+                 max_array: int | None = None, python: JobPython | None = None, room: QueueRoom | None = None) -> None:
         """``task`` is what each array task calls, ``task(run_dir, generation, shard, concurrent)``: handed in
         (``submit.make_executor`` gives the worker's ``ShardTask``), so this plugin knows no pipeline stage.
-        ``python`` is the interpreter the jobs run (default: this one); ``max_array`` a MaxArraySize to use
-        instead of asking the cluster."""
+        ``python`` is the interpreter the jobs run (default: this one); ``max_array`` a MaxArraySize, ``room`` the
+        room in the queue, to use instead of asking the cluster."""
         self.cfg = cfg
         self.task = task
         self.python = python or this_python()
         self.array_parallelism = cfg.executor.array_parallelism
         self._max_array = None if max_array is None else ClusterLimit("MaxArraySize", max_array, "given")
-        self._qos_limit: ClusterLimit | None = None
+        self._room, self._room_given = room, room is not None
         self._sleep = sleep
+        # Jobs queued after each batch of arrays (the finishing job, which queues the next batch): kept free in
+        # the queue. 0 (nothing follows to queue the rest): every task is queued at once.
+        self.reserve = 0
 
     @property
     def max_array_limit(self) -> ClusterLimit:
@@ -286,13 +461,35 @@ class SlurmExecutor:
     def max_array_size(self) -> int:
         return self.max_array_limit.value or DEFAULT_MAX_ARRAY_SIZE
 
-    @property
-    def qos_limit(self) -> ClusterLimit | None:
-        """The configured QOS's MaxSubmitJobsPerUser (None without a QOS), asked once."""
-        qos = configured_qos(self.cfg)
-        if qos is not None and self._qos_limit is None:
-            self._qos_limit = read_qos_submit_limit(qos)
-        return self._qos_limit
+    def queue_room(self, *, fresh: bool = False) -> QueueRoom:
+        """The submit limits and what is queued under them: asked once, or again when ``fresh``."""
+        if self._room is None or fresh and not self._room_given:
+            self._room = read_queue_room(self.cfg)
+        return self._room
+
+    def split_batch(self, groups: list[TaskGroup], room: QueueRoom) -> tuple[list[TaskGroup], list[int]]:
+        """The tasks to queue now (those that fit beside the reserved finishing job, at least one) and the shards
+        left for the finishing job to queue later; all of them now when no finishing job follows."""
+        shards = [s for g in groups for s in g.shards]
+        if not self.reserve:
+            return groups, []
+        count = max(1, room.tasks_now(len(shards), self.reserve))
+        return first_tasks(groups, count), shards[count:]
+
+    def wait_for_room(self) -> QueueRoom:
+        """The room in the queue once one task fits in it beside the reserve, waited for with the backoff of a busy
+        scheduler; then what there is (sbatch's own retries take over)."""
+        from ..zenodo.client import backoff_delay
+
+        for attempt in range(SUBMIT_ATTEMPTS):
+            room = self.queue_room(fresh=True)
+            if not self.reserve or room.tasks_now(1, self.reserve) or attempt == SUBMIT_ATTEMPTS - 1:
+                return room
+            delay = backoff_delay(attempt, base=5.0, cap=300.0)
+            log.warning("the queue is full (%s jobs free, %d to keep for the finishing job): waiting %.0f s for room",
+                        room.free, self.reserve, delay)
+            self._sleep(delay)
+        raise AssertionError("unreachable")
 
     def per_array_parallelism(self, arrays: int) -> int:
         """Each array's ``%`` limit: the arrays of a plan share ``array_parallelism`` between them."""
@@ -338,8 +535,11 @@ class SlurmExecutor:
 
     def describe(self, run: RunDir, plan: Plan, groups: list[TaskGroup]) -> str:
         """The plan's arrays, the cluster limits read or assumed, the interpreter the tasks run, and the sbatch
-        script of every array, as submitit would write them (made here without SLURM)."""
-        specs = self.arrays(groups)
+        script of every array, as submitit would write them (made here without SLURM). A plan larger than the room in
+        the queue shows the arrays of its first batch, and how the rest is fed."""
+        room = self.queue_room()
+        now, later = self.split_batch(groups, room)
+        specs = self.arrays(now)
         parallelism = self.per_array_parallelism(len(specs))
         lines = [f"# {len(specs)} sbatch array(s) for {sum(len(s.shards) for s in specs)} shards, at most "
                  f"{parallelism} tasks of each array at once ({self.array_parallelism} in all)"]
@@ -348,18 +548,18 @@ class SlurmExecutor:
             lines.append(f"#   array {i + 1}: {len(spec.shards)} tasks (shards {spec.shards[0]}-{spec.shards[-1]}), "
                          f"{format_mem(r.mem_gb)}, {r.time_min} min, {r.cpus_per_task} cpu, "
                          f"partition {r.partition or '(the cluster default)'}")
-        lines += self.describe_setting()
+        lines += self.describe_setting(room)
+        lines.append(describe_feeding(sum(len(g.shards) for g in groups), len(later), room, self.reserve))
         for i, spec in enumerate(specs):
             params = self.parameters(run, plan.generation, spec.resources, parallelism)
             lines += ["", f"# the sbatch script of array {i + 1}:",
                       sbatch_script(logs_folder(run), self.python.command, params, len(spec.shards))]
         return "\n".join(lines)
 
-    def describe_setting(self) -> list[str]:
+    def describe_setting(self, room: QueueRoom) -> list[str]:
         """The cluster limits a plan depends on, each read or assumed, and the interpreter the jobs run."""
         lines = [f"# cluster limits: {self.max_array_limit.describe()}"]
-        if self.qos_limit is not None:
-            lines.append(f"#   {self.qos_limit.describe()}")
+        lines += [f"#   {limit.describe()}" for limit in room.limits]
         lines.append(f"# the jobs run {self.python.why}")
         if self.python.problem:
             lines.append(f"# a real submit refuses this: {self.python.problem}")
@@ -380,30 +580,41 @@ class SlurmExecutor:
 
     def check_ready(self, groups: list[TaskGroup]) -> None:
         """Refuse, before anything is written or queued, what would fail: no SLURM commands here, an interpreter
-        the nodes cannot run, an array its QOS can never hold."""
+        the nodes cannot run. (A plan larger than the room in the queue is never refused: it is fed in batches.)"""
         missing = slurm_commands_missing()
         if missing:
             raise UserError(f"executor slurm: {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not on "
                             "PATH: load your site's SLURM module (e.g. module load slurm), or use --executor local")
         if self.python.problem:
             raise UserError(self.python.problem)
-        check_qos_room(self.cfg, max(len(spec.shards) for spec in self.arrays(groups)) + 1, self.qos_limit)
 
     def submit(self, run: RunDir, plan: Plan, groups: list[TaskGroup]) -> Submission:
+        """Queue the plan's first batch (all of it when it fits, or when no finishing job follows); the shards left
+        are recorded in the submission (``unqueued``) for the finishing job (``queue_next_batch``)."""
         self.check_ready(groups)
-        specs = self.arrays(groups)
+        submission = Submission(plan.generation, self.kind, 0, submitted_at=_now())
+        self.queue_next_batch(run, groups, submission)
+        return submission
+
+    def queue_next_batch(self, run: RunDir, groups: list[TaskGroup], submission: Submission) -> list[str]:
+        """Queue what fits of ``groups`` (shards of the submission's plan) as arrays added to ``submission``; the
+        rest stays in ``submission.unqueued``. The new arrays' job ids. Each array is on record once queued."""
+        now, later = self.split_batch(groups, self.wait_for_room())
+        specs = self.arrays(now)
         parallelism = self.per_array_parallelism(len(specs))
-        concurrent = max(1, min(len(plan.shards), parallelism * len(specs)))
-        submission = Submission(plan.generation, self.kind, concurrent, submitted_at=_now())
+        submission.concurrent = max(1, min(sum(len(spec.shards) for spec in specs), parallelism * len(specs)))
+        submission.unqueued = [s for g in now for s in g.shards] + later
+        queued = []
         for spec in specs:
-            task_ids = self._submit_array(run, plan.generation, spec, concurrent, parallelism)
-            submission.arrays.append({"job_id": task_ids[0].split("_")[0], "task_ids": task_ids,
-                                      "shards": spec.shards,
+            task_ids = self._submit_array(run, submission.generation, spec, submission.concurrent, parallelism)
+            queued.append(task_ids[0].split("_")[0])
+            submission.arrays.append({"job_id": queued[-1], "task_ids": task_ids, "shards": spec.shards,
                                       "resources": {"mem_gb": spec.resources.mem_gb,
                                                     "time_min": spec.resources.time_min}})
+            submission.unqueued = [s for s in submission.unqueued if s not in set(spec.shards)]
             save_submission(run, submission)  # each queued array is on record at once
-            log.info("queued array %s: %d tasks", task_ids[0].split("_")[0], len(spec.shards))
-        return submission
+            log.info("queued array %s: %d tasks", queued[-1], len(spec.shards))
+        return queued
 
     def _submit_array(self, run: RunDir, generation: int, spec: ArraySpec, concurrent: int,
                       parallelism: int) -> list[str]:
@@ -669,6 +880,14 @@ def unfinished_tasks(submissions: Iterable[Submission], extra_jobs: Iterable[str
     states = task_states(job_ids(subs) + extra)
     active = sum(1 for sub in subs for st in shard_states(sub, states).values() if st.state in ACTIVE_STATES)
     return active + sum(1 for job in extra if states.get(job, TaskState(GONE)).state in ACTIVE_STATES)
+
+
+def job_active(job_id: str | None) -> bool:
+    """The job (a finishing job) is queued or running now."""
+    if not job_id:
+        return False
+    state = task_states([job_id]).get(job_id)
+    return state is not None and state.state in ACTIVE_STATES
 
 
 def settle_accounting(job_ids: Iterable[str], *, timeout_s: float = 60.0, sleep: Any = time.sleep) -> None:

@@ -37,6 +37,7 @@ class ShardCounts:
     pending: int = 0
     failed: int = 0
     unknown: int = 0
+    unqueued: int = 0  # not yet queued: the finishing job queues them as room in the queue frees
     failed_states: dict[str, int] = field(default_factory=dict)  # OUT_OF_MEMORY, TIMEOUT, CANCELLED, ...
     job_ids: list[str] = field(default_factory=list)
     efficiency: list[dict[str, Any]] = field(default_factory=list)  # per resource class: asked vs used
@@ -155,9 +156,12 @@ def _shard_counts(run: RunDir, generation: int, sub: Any, states: dict[tuple[int
     if sub is not None and sub.kind == "slurm":
         counts.job_ids = [a["job_id"] for a in sub.arrays]
     failed_states: Counter[str] = Counter()
+    unqueued = set(sub.unqueued) if sub is not None and sub.kind == "slurm" else set()
     for shard in plan.shards:
         state = states.get((generation, shard.index))
-        if state in ("RUNNING", UNCHECKABLE):
+        if shard.index in unqueued:
+            counts.unqueued += 1
+        elif state in ("RUNNING", UNCHECKABLE):
             counts.running += 1
             if state == UNCHECKABLE:
                 host = str(sub.tasks[str(shard.index)].get("host"))
@@ -217,6 +221,7 @@ def format_status(status: RunStatus) -> str:
             jobs = f"  jobs {', '.join(g.job_ids)}" if g.job_ids else ""
             lines.append(f"  plan {g.generation} [{g.kind}]: {g.total} shards: {g.done} done, {g.running} running"
                          f"{elsewhere}, {g.pending} pending, {g.failed} failed{extra}"
+                         f"{f', {g.unqueued} not yet queued (queued in batches as room frees)' if g.unqueued else ''}"
                          f"{f', {g.unknown} ended (no accounting to say how)' if g.unknown else ''}{jobs}")
             lines += [f"    {_efficiency_line(e)}" for e in g.efficiency]
     if status.chain:

@@ -137,6 +137,21 @@ def slurm_shard_states(run: RunDir, submissions: list[Submission], active_jobs: 
     return states
 
 
+def records_to_be_queued(submissions: list[Submission], shards: dict[tuple[int, int], Shard],
+                         done: set[str]) -> set[str]:
+    """Records of shards that a live finishing job is still to queue (a round fed in batches). Once that job is
+    gone (cancelled, failed), nobody will queue them: they are pending again, for the next resume."""
+    from .slurm import job_active
+
+    out: set[str] = set()
+    for sub in submissions:
+        if sub.kind == "slurm" and sub.unqueued and job_active(sub.finishing_job):
+            for index in sub.unqueued:
+                shard = shards.get((sub.generation, index))
+                out.update(i for i in (shard.ids if shard else []) if i not in done)
+    return out
+
+
 def take_snapshot(run: RunDir, cfg: Config) -> RunSnapshot:
     from .slurm import ACTIVE_STATES
 
@@ -150,6 +165,7 @@ def take_snapshot(run: RunDir, cfg: Config) -> RunSnapshot:
     usage: dict[tuple[int, int], dict[str, Any]] = {}
     states = slurm_shard_states(run, submissions, snapshot.active_jobs, usage)
     shards = shard_records(run)
+    snapshot.active.update(records_to_be_queued(submissions, shards, snapshot.done))
     base = Resources.from_config(cfg)
     escalated: dict[str, Resources] = {}
     for (generation, index), state in sorted(states.items()):
@@ -353,11 +369,14 @@ def _plan_and_submit(run: RunDir, cfg: Config, kind: str, *, dry_run: bool,
         start_after(groups, begin)
     executor = make_executor(kind, cfg)
     slurm = executor if isinstance(executor, SlurmExecutor) else None
+    if slurm is not None and follow_up is not None:
+        slurm.reserve = 1  # the finishing job: it queues whatever does not fit in the queue now, as room frees
     description = executor.describe(run, plan, groups)
     if dry_run:
         if slurm is not None and follow_up is not None:
+            first_batch = slurm.split_batch(groups, slurm.queue_room())[0]
             description += "\n\n" + slurm.describe_follow_up(run, sorted(snapshot.active_jobs),
-                                                             len(slurm.arrays(groups)), name="finish")
+                                                             len(slurm.arrays(first_batch)), name="finish")
         if slurm is not None:
             from .feasibility import describe_feasibility
 
@@ -384,6 +403,42 @@ def _plan_and_submit(run: RunDir, cfg: Config, kind: str, *, dry_run: bool,
     return SubmitResult(plan, submission, snapshot, description, kind)
 
 
+def shard_groups(plan: Plan, indices: list[int], cfg: Config) -> list[TaskGroup]:
+    """Shards of a written plan as groups by their resources (an escalated shard keeps its memory or time)."""
+    base = Resources.from_config(cfg)
+    wanted, by_resources = set(indices), defaultdict(list)
+    for shard in plan.shards:
+        if shard.index in wanted:
+            by_resources[(shard.mem_gb or base.mem_gb, shard.time_min or base.time_min)].append(shard.index)
+    return [TaskGroup(shards, Resources(base.partition, time_min, mem, base.cpus_per_task, base.setup,
+                                        base.additional))
+            for (mem, time_min), shards in sorted(by_resources.items())]
+
+
+def queue_next_batch(run: RunDir, cfg: Config, follow_up: Callable[[str], Any]) -> Submission | None:
+    """The finishing job's first duty when its round did not fit in the queue at once: queue the next batch of the
+    round's shards (what fits now, its own successor reserved) and ``follow_up`` after it; the submission, or None
+    when no shard waits. A batch is part of its round: no new plan, no attempt counted."""
+    from .executor import save_submission
+    from .slurm import SlurmExecutor
+
+    with driver_lock(run, "finish"):
+        sub = next((s for s in reversed(load_submissions(run, strict=True)) if s.kind == "slurm" and s.unqueued),
+                   None)
+        if sub is None:
+            return None
+        executor = make_executor("slurm", cfg)
+        assert isinstance(executor, SlurmExecutor)
+        executor.reserve = 1
+        groups = shard_groups(load_plan(run, sub.generation), sub.unqueued, cfg)
+        executor.check_ready(groups)
+        queued = executor.queue_next_batch(run, groups, sub)
+        sub.finishing_job = executor.submit_follow_up(run, follow_up, (str(run.root.resolve()),), queued,
+                                                      name="finish")
+        save_submission(run, sub)
+        return sub
+
+
 def format_result(result: SubmitResult, run: RunDir, *, dry_run: bool = False) -> str:
     snap = result.snapshot
     counts = (f"{len(snap.done)} done, {len(snap.quarantined)} quarantined"
@@ -404,6 +459,11 @@ def format_result(result: SubmitResult, run: RunDir, *, dry_run: bool = False) -
         ids = ", ".join(a["job_id"] for a in sub.arrays)
         follow = (f" and finishing job {sub.finishing_job} (when they have all ended: another round for what "
                   "can still succeed, or the image)") if sub.finishing_job else ""
+        if sub.unqueued and sub.finishing_job:
+            follow = (f" ({len(plan.shards) - len(sub.unqueued)} of {len(plan.shards)} tasks: what the queue's "
+                      f"limits leave room for) and finishing job {sub.finishing_job} (it queues the other "
+                      f"{len(sub.unqueued)} in batches as room frees; then another round for what can still "
+                      "succeed, or the image)")
         if result.follow_up_error:
             follow = f" (but {result.follow_up_error}: run `{program()} resume {run.root}` when they end)"
         return (f"{head}; queued {len(sub.arrays)} array job(s): {ids}{follow}. Nothing else to do: follow with "
