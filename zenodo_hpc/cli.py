@@ -248,8 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
             "arrays through submitit (split at the cluster's MaxArraySize), local worker processes, or in-process "
             "debug (both run to the end). On SLURM a finishing job is queued with the arrays: when they have all "
             "ended it queues another round for what can still succeed (more memory after OUT_OF_MEMORY, more "
-            "time after TIMEOUT; at most executor.max_attempts rounds), or packs the verified image. Submit and "
-            "log out. Records the job ids in <run>/state/."
+            "time after TIMEOUT; at most executor.max_attempts rounds; a round that Zenodo's request budget "
+            "stopped does not count, and the next starts when the budget returns: sbatch --begin), or packs the "
+            "verified image. Submit and log out. Records the job ids in <run>/state/."
         ),
     )
     submit.add_argument("-c", "--config", required=True, metavar="CONFIG", help="YAML config (docs/configuration.md)")
