@@ -240,10 +240,16 @@ def download_client(cfg: Config, concurrent: int = 1) -> HttpClient:
     at once); the budget's unset keys are Zenodo's published limits for a guest, or for the token if one is set."""
     token = read_token(cfg.zenodo.token_env)
     budget = cfg.zenodo.request_budget(has_token=token is not None)
-    return HttpClient(per_minute=share_of_budget(budget.per_minute, concurrent),
-                      per_hour=share_of_budget(budget.per_hour, concurrent), workers=concurrent,
-                      token=token, token_url=cfg.zenodo.api_url,
-                      timeout_s=cfg.fetch.timeout_s, retries=cfg.zenodo.retries, max_wait_s=cfg.zenodo.max_wait_s)
+    client = HttpClient(per_minute=share_of_budget(budget.per_minute, concurrent),
+                        per_hour=share_of_budget(budget.per_hour, concurrent), workers=concurrent,
+                        token=token, token_url=cfg.zenodo.api_url,
+                        timeout_s=cfg.fetch.timeout_s, retries=cfg.zenodo.retries, max_wait_s=cfg.zenodo.max_wait_s)
+    log.info("request budget of the run: %g a minute, %g an hour (%s); %d worker(s) at once: one request every "
+             "%.1f s from this one", budget.per_minute, budget.per_hour,
+             "as set" if cfg.zenodo.rate_limit_per_min and cfg.zenodo.rate_limit_per_hour
+             else f"Zenodo's published limits for {'a token' if token else 'a guest'} where unset",
+             concurrent, client.limiter.interval)
+    return client
 
 
 def download(client: HttpClient, source: Source, target: Path, cfg: Config, *,
