@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -322,6 +323,34 @@ def test_a_slow_server_is_cut_off_at_the_deadline(tmp_path: Path, double: Zenodo
     run = open_run(cfg)
     outcome = process_record(record, run, cfg, make_client(cfg))
     assert outcome.reason == "timeout" and "fetch.deadline_s (2 s" in outcome.message
+
+
+def _bytes_arrived(message: str) -> int:
+    match = re.search(r"(\d+) bytes arrived|no data within fetch\.timeout_s after (\d+) bytes", message)
+    assert match, message
+    return int(match.group(1) or match.group(2))
+
+
+def test_a_slowloris_is_cut_off_counting_every_byte_it_sent(tmp_path: Path, double: ZenodoDouble) -> None:
+    """One byte every 0.3 s: the deadline cuts it, and the message says how much came (it said 0: the bytes of a
+    chunk not yet whole were lost with the cut read)."""
+    record = add(double, 122, {"slow.zip": repo_zip("slow")})
+    double.fail("/api/records/122/files/slow.zip/content", "trickle", times=1, seconds=0.3)
+    cfg = make_cfg(tmp_path, double, deadline_s=1.5, attempts=1)
+    outcome = process_record(record, open_run(cfg), cfg, make_client(cfg))
+    assert outcome.reason == "timeout" and "fetch.deadline_s (1.5 s;" in outcome.message
+    sent = [r for r in double.requests if r.path.endswith("/122/files/slow.zip/content")]
+    assert len(sent) == 1 and _bytes_arrived(outcome.message) >= 1  # the first byte is sent at once
+
+
+def test_a_hang_is_a_timeout_that_says_how_much_came(tmp_path: Path, double: ZenodoDouble) -> None:
+    """A server that sends a byte and then nothing: a read time-out, named so, not 'cut short after 0 bytes'."""
+    record = add(double, 123, {"hang.zip": repo_zip("hang")})
+    double.fail("/api/records/123/files/hang.zip/content", "trickle", times=1, seconds=600)
+    cfg = make_cfg(tmp_path, double, timeout_s=0.5, attempts=1)
+    outcome = process_record(record, open_run(cfg), cfg, make_client(cfg))
+    assert outcome.reason == "timeout" and "cut short" not in outcome.message
+    assert "no data within fetch.timeout_s after 1 bytes: the server stopped sending" in outcome.message
 
 
 def test_the_deadline_cuts_the_connection_and_leaves_closing_to_the_reader(double: ZenodoDouble) -> None:

@@ -35,11 +35,13 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import requests
+import urllib3
 from tqdm import tqdm
 
 from ..core.config import Config
@@ -350,7 +352,7 @@ def _stream_to(response: requests.Response, part: Path, max_bytes: int, source: 
     size = 0
     try:
         with open(part, "wb") as handle:
-            for chunk in response.iter_content(CHUNK):
+            for chunk in _as_it_arrives(response):
                 if deadline.expired:
                     break
                 size += len(chunk)
@@ -362,8 +364,10 @@ def _stream_to(response: requests.Response, part: Path, max_bytes: int, source: 
         part.unlink(missing_ok=True)
         if deadline.expired:
             raise _too_slow(source, size, deadline) from None
-        kind = "timeout" if "timed out" in str(exc).lower() else "truncated"
-        raise FetchFailed(f"{source.url}: download cut short after {size} bytes", reason=kind) from exc
+        if "timed out" in str(exc).lower():  # requests calls a read time-out of a body a ConnectionError
+            raise FetchFailed(f"{source.url}: no data within fetch.timeout_s after {size} bytes: the server stopped "
+                              "sending", reason="timeout") from exc
+        raise FetchFailed(f"{source.url}: download cut short after {size} bytes", reason="truncated") from exc
     except requests.exceptions.Timeout as exc:
         part.unlink(missing_ok=True)
         raise FetchFailed(f"{source.url}: no data for too long after {size} bytes", reason="timeout") from exc
@@ -376,6 +380,30 @@ def _stream_to(response: requests.Response, part: Path, max_bytes: int, source: 
         part.unlink(missing_ok=True)
         raise _too_slow(source, size, deadline)
     return digest.hexdigest(), size
+
+
+def _as_it_arrives(response: requests.Response) -> Iterator[bytes]:
+    """The body in pieces of whatever has arrived (up to CHUNK), with requests' exceptions.
+
+    ``iter_content(CHUNK)`` waits for a whole CHUNK: when a read is cut (the deadline, a time-out), the bytes of the
+    piece not yet whole are lost, and a server that sent 23 bytes is said to have sent 0. urllib3 2's ``read1``
+    hands over what came; urllib3 1 has none, and keeps ``iter_content``.
+    """
+    read1 = getattr(response.raw, "read1", None)
+    if read1 is None:
+        yield from response.iter_content(CHUNK)
+        return
+    try:
+        while data := read1(CHUNK, decode_content=True):
+            yield data
+    except urllib3.exceptions.ProtocolError as exc:  # as iter_content maps them
+        raise requests.exceptions.ChunkedEncodingError(exc) from exc
+    except urllib3.exceptions.DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(exc) from exc
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise requests.exceptions.ConnectionError(exc) from exc
+    except urllib3.exceptions.SSLError as exc:
+        raise requests.exceptions.SSLError(exc) from exc
 
 
 def _too_slow(source: Source, size: int, deadline: _Deadline) -> FetchFailed:
