@@ -276,3 +276,15 @@ def test_the_double_answers_a_deleted_record_as_zenodo_does(zenodo: ZenodoDouble
     hits = {h["id"]: h for h in found["hits"]["hits"]}
     assert sorted(hits) == [301, 303] and hits[303]["metadata"]["access_right"] == "restricted"
     assert hits[303]["files"] == []
+
+
+def test_a_tombstone_whose_reason_holds_a_lone_surrogate_still_removes_its_record(tmp_path: Path,
+                                                                                  zenodo: ZenodoDouble) -> None:
+    """The reason goes into the changelog and the feed: ``"\\ud800"`` (valid JSON, no UTF-8 can hold it) would stop
+    the release; it reads as U+FFFD, like every other text from Zenodo."""
+    from zenodo_hpc.zenodo.withdrawn import look_up
+
+    zenodo.delete_record(302, reason="sp\ud800am")
+    lookup = look_up(config(tmp_path, zenodo), ["301", "302"])
+    assert lookup.kept == {"301"}
+    assert lookup.removed == {"302": "deleted from Zenodo (410 Gone; removal reason: sp\ufffdam)"}

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.config import Config
-from ..core.records import restriction
+from ..core.records import restriction, without_surrogates
 from .client import JSON, HttpClient, RequestFailed, read_token
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def _removal_reason(body: Any) -> str:
     tombstone = body.get("tombstone") if isinstance(body, dict) else None
     reason = tombstone.get("removal_reason") if isinstance(tombstone, dict) else None
     value = reason.get("id") if isinstance(reason, dict) else reason
-    text = " ".join(str(value).split())[:60] if isinstance(value, str) else ""
+    text = without_surrogates(" ".join(str(value).split())[:60])[0] if isinstance(value, str) else ""
     return f"; removal reason: {text}" if text else ""
 
 
