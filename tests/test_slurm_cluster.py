@@ -223,7 +223,10 @@ def test_partition_that_does_not_exist_is_refused_and_nothing_is_queued(tmp_path
     data["executor"]["slurm"]["partition"] = "no_such_partition"
     cfg = config_from_dict(data)
     run = harvested(cfg)
-    with pytest.raises(UserError, match=r"sbatch refused the array .*[Ii]nvalid partition"):
+    with pytest.raises(UserError, match=r"^an array task cannot be queued: .* answers 'invalid partition specified: "
+                                        r"no_such_partition' \(sinfo lists no partition no_such_partition, only "
+                                        r".*debug.*\): set executor.slurm.partition to one of those; nothing was "
+                                        r"queued$"):
         submit_pending(run, cfg)
     assert load_submissions(run) == [] or all(not s.arrays for s in load_submissions(run))
     out = subprocess.run(["squeue", "-h", "-n", f"zenodo-hpc-{run.root.name}-g1"], capture_output=True, text=True)

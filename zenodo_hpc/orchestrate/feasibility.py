@@ -81,22 +81,29 @@ def sbatch_test_only(script: str) -> str | None:
         return None
     if out.returncode == 0:
         return None
-    reason = sbatch_error(RuntimeError(out.stderr or out.stdout)).removeprefix("allocation failure: ")
+    reason = sbatch_error(RuntimeError(out.stderr or out.stdout))
+    reason = reason.removeprefix("allocation failure: ").removeprefix("sbatch: error: ")
     return None if is_transient(reason) else reason
 
 
-def read_node_sizes(partition: str | None) -> NodeSizes | None:
-    """The largest memory and CPU count among a partition's nodes (the default partition's when None) and its
-    time limit, from ``sinfo``; None when sinfo cannot say."""
+def sinfo_nodes() -> list[list[str]]:
+    """``sinfo``'s nodes, one row per node and partition: name, memory (MB), CPUs, partition (``*``: the
+    default), time limit; empty when sinfo cannot say."""
     try:
         out = run_command(["sinfo", "-h", "-N", "-o", "%N|%m|%c|%P|%l"], timeout=30)
     except (OSError, subprocess.TimeoutExpired):
-        return None
-    rows = [line.split("|") for line in out.stdout.splitlines() if line.count("|") == 4]
+        return []
+    return [line.split("|") for line in out.stdout.splitlines() if line.count("|") == 4] if out.returncode == 0 else []
+
+
+def read_node_sizes(partition: str | None, rows: list[list[str]] | None = None) -> NodeSizes | None:
+    """The largest memory and CPU count among a partition's nodes (the default partition's when None) and its
+    time limit, from ``sinfo``'s ``rows``; None when sinfo cannot say."""
+    rows = sinfo_nodes() if rows is None else rows
     mine = [r for r in rows if (r[3].rstrip("*") == partition if partition else r[3].endswith("*"))]
     numbers = [(int(m.group()), int(c.group())) for r in mine
                if (m := re.match(r"\d+", r[1])) and (c := re.match(r"\d+", r[2]))]
-    if out.returncode != 0 or not numbers:
+    if not numbers:
         return None
     return NodeSizes(mine[0][3].rstrip("*"), max(m for m, _ in numbers), max(c for _, c in numbers), mine[0][4])
 
@@ -121,12 +128,21 @@ def what_to_change(shape: JobShape, sizes: NodeSizes | None) -> str:
     return f"{' and '.join(fixes)}, or {other}"
 
 
-def refusal(shape: JobShape, reason: str, sizes: NodeSizes | None) -> str:
+def refusal(shape: JobShape, reason: str) -> str:
+    """The one line that says which job cannot be queued, what it asks, what the nodes offer, what to change."""
+    rows = sinfo_nodes()
+    sizes = read_node_sizes(shape.resources.partition, rows)
     partition = shape.resources.partition or (sizes.partition if sizes else "") or "(the default)"
-    offer = f"the nodes of partition {partition} offer {sizes.describe()}" if sizes else \
-        f"sinfo does not say what the nodes of partition {partition} offer"
+    names = sorted({r[3].rstrip("*") for r in rows})
+    if sizes is not None:
+        offer, fix = f"the nodes of partition {partition} offer {sizes.describe()}", what_to_change(shape, sizes)
+    elif names and shape.resources.partition and shape.resources.partition not in names:
+        offer = f"sinfo lists no partition {partition}, only {', '.join(names)}"
+        fix = "set executor.slurm.partition to one of those"
+    else:
+        offer, fix = f"sinfo does not say what the nodes of partition {partition} offer", what_to_change(shape, None)
     return (f"{shape.what} cannot be queued: it asks {asks(shape.resources)} on partition {partition}, and sbatch "
-            f"--test-only answers '{reason}' ({offer}): {what_to_change(shape, sizes)}; nothing was queued")
+            f"--test-only answers '{reason}' ({offer}): {fix}; nothing was queued")
 
 
 def feasibility_problem(executor: SlurmExecutor, run: RunDir, *, finishing: bool) -> str | None:
@@ -137,7 +153,7 @@ def feasibility_problem(executor: SlurmExecutor, run: RunDir, *, finishing: bool
                                job_parameters(run, shape.name, shape.resources), 1)
         reason = sbatch_test_only(script)
         if reason is not None:
-            return refusal(shape, reason, read_node_sizes(shape.resources.partition))
+            return refusal(shape, reason)
     return None
 
 
