@@ -177,6 +177,52 @@ def status_json(outcome: Outcome, session: Session) -> None:
     assert json.loads(outcome.stdout)["done"] == len(list((run / "state" / "done").glob("*.json"))) > 0
 
 
+def kept_off_scratch(outcome: Outcome, session: Session) -> None:
+    """docs/operations.md's copy after an update: every release's folder (release.json, changelog, checksums),
+    records.jsonl, run.yaml and the markers, and no image."""
+    kept, run = outcome.path("kept/zenodo-ml"), outcome.path("scratch/zenodo-ml")
+    releases = [p.relative_to(run) for p in (run / "releases").glob("*/release.json")]
+    assert releases and all((kept / r).is_file() for r in releases), outcome.describe()
+    assert (kept / "records.jsonl").read_bytes() == (run / "records.jsonl").read_bytes()
+    assert (kept / "run.yaml").is_file() and len(list((kept / "state" / "done").glob("*.json"))) > 0
+    assert not list(kept.rglob("*.sqsh")), "an image was copied"
+
+
+def purge_a_marker(session: Session, snippet: Snippet) -> None:
+    """Before docs/operations.md's putting back: a purge took a done marker, and the copy's run.yaml is older than
+    the run directory's (an update ran since the copy)."""
+    done = sorted((session.cwd / "scratch/zenodo-ml/state/done").glob("*.json"))[0]
+    session.store["purged"] = (done, done.read_bytes())
+    done.unlink()
+    older = session.cwd / "kept/zenodo-ml/run.yaml"
+    older.write_text(older.read_text() + "# an older copy\n")
+
+
+def put_back(outcome: Outcome, session: Session) -> None:
+    """The purged marker is back as it was; the run directory's newer run.yaml is not written over."""
+    done, payload = session.store["purged"]
+    assert done.read_bytes() == payload, outcome.describe()
+    assert "# an older copy" not in outcome.path("scratch/zenodo-ml/run.yaml").read_text()
+
+
+def moved_whole(outcome: Outcome, session: Session) -> None:
+    """docs/operations.md's move: every file there, and each release's image still one file (hard links kept)."""
+    old, new = outcome.path("scratch/zenodo-ml"), outcome.path("moved/zenodo-ml")
+    assert sorted(p.relative_to(old) for p in old.rglob("*")) == sorted(p.relative_to(new) for p in new.rglob("*"))
+    images = [p for p in new.glob("releases/*/*.sqsh") if not p.is_symlink()]
+    assert images and all(p.stat().st_nlink >= 2 for p in images), "a release's image was copied twice"
+
+
+def same_status_as(run: str) -> Check:
+    """``status`` of the moved run counts what ``status`` of ``run`` counts."""
+    def check(outcome: Outcome, session: Session) -> None:
+        counts = [json.loads(session.probe(f"zenodo-hpc status --json {r}", outcome).stdout)
+                  for r in (run, outcome.snippet.command.split()[2])]
+        keys = ("records", "done", "failed", "quarantined", "pending")
+        assert [[c[k] for k in keys] for c in counts][0] == [[c[k] for k in keys] for c in counts][1], counts
+    return check
+
+
 def nothing_queued(outcome: Outcome, session: Session) -> None:
     """A dry run: no plan written, no job queued."""
     run = Path(session.env["SCRATCH"]) / "zenodo-hpc" / "zenodo-ml"
@@ -382,6 +428,17 @@ RULES: list[Rule] = [
     Rule("scratch", 'recipe:build_report("scratch/zenodo-ml", "report.html")', ok(writes("report.html"))),
     Rule("scratch", "recipe:write_report_figures(run, run.data", ok(), probe="assert figures and card_section\n"),
     Rule("scratch", "recipe:pack(run, cfg, figures=card_figures)", ok()),
+    # docs/operations.md's scratch purges: a copy off scratch, putting back what a purge took, moving the run
+    Rule("scratch", r"mkdir -p (kept/zenodo-ml|moved)", ok(), page="docs/operations.md"),
+    Rule("scratch", r"rsync -a --exclude '\*\.sqsh' scratch/zenodo-ml/releases scratch/zenodo-ml/records\.jsonl "
+         r"scratch/zenodo-ml/run\.yaml scratch/zenodo-ml/state kept/zenodo-ml/", ok(kept_off_scratch),
+         page="docs/operations.md", needs=("rsync",)),
+    Rule("scratch", r"rsync -a --ignore-existing kept/zenodo-ml/ scratch/zenodo-ml/", ok(put_back),
+         page="docs/operations.md", before=purge_a_marker, needs=("rsync",)),
+    Rule("scratch", r"rsync -aH scratch/zenodo-ml/ moved/zenodo-ml/", ok(moved_whole), page="docs/operations.md",
+         needs=("rsync",)),
+    Rule("scratch", r"zenodo-hpc status moved/zenodo-ml", ok(prints(r"^run moved/zenodo-ml: \d+ records"),
+                                                             same_status_as("scratch/zenodo-ml"))),
     Rule("scratch", r"cd scratch/zenodo-ml/releases/[\d.]+", ok(probe("test -f CHANGELOG.md"))),
     Rule("scratch", r"(md5|sha256)sum -c zenodo-ml-[\d.]+\.sqsh\.(md5|sha256)",
          ok(prints(r"^zenodo-ml-[\d.]+\.sqsh: OK$")), page="docs/updating.md"),
@@ -564,6 +621,7 @@ REQUIREMENTS: dict[str, Callable[[Snippet], str | None]] = {
     "kaggle": lambda s: _module_problem("kaggle", "kaggle"),
     "matplotlib": lambda s: _module_problem("matplotlib", "report"),
     "fuse": lambda s: _fuse_problem(),
+    "rsync": lambda s: None if shutil.which("rsync") else "rsync is not installed (Debian: apt-get install rsync)",
     "apt-installed": _apt_problem,
     "dev-cluster-default": lambda s: None if Path("/tmp/zenodo-hpc-slurm/env.sh").exists() else
     "the dev cluster's env.sh is not at its default place (ZHPC_SLURM_DIR elsewhere)",

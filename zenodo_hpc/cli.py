@@ -423,7 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "On an existing run directory (or a new one, for the first release): harvest what Zenodo gained or "
             "changed since the last release (a day of overlap, deduplicated by id), process only what is not "
-            "done (the same shards, markers and SLURM arrays as submit; done records are never redone), then "
+            "done (the same shards, markers and SLURM arrays as submit; done records are never redone; first, "
+            "every done record's files are checked against its done marker, for a scratch that purges: what is "
+            "missing or damaged is made again, a folder whose marker alone is gone is taken back), then "
             "make the next release: a verified image named after it (e.g. zenodo-ml-2026.11.29.sqsh) with "
             "<run>/releases/<version>/ (manifest, checksums, CHANGELOG.md) and the Atom feed releases/feed.xml; "
             "a new version of the Kaggle dataset and of the Zenodo record when publish is configured, and a "
