@@ -255,6 +255,25 @@ def test_a_damaged_line_of_records_jsonl_is_one_line_saying_how_to_repair_it(fin
     assert code == 0 and ": 12 records" in out and "done              11" in out
 
 
+def test_a_records_jsonl_spelling_a_lone_surrogate_is_read_with_u_fffd(tmp_path: Path, zenodo_with_records,  # noqa: ANN001
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    """Another tool may write ``"\\ud800"`` (valid JSON, no character): every file made from the record must still be
+    UTF-8 (the record's metadata, the image's card), so it reads as U+FFFD, as the harvest writes it."""
+    cfg = run_config(tmp_path, zenodo_with_records)
+    harvest(cfg, progress=False)
+    run = open_run(cfg)
+    lines = run.records.read_text().splitlines()
+    hit = json.loads(lines[0])
+    hit["metadata"]["title"] = "a \ud800 title"
+    lines[0] = json.dumps(hit)  # ensure_ascii, as other tools write it: "\\ud800"
+    run.records.write_text("\n".join(lines) + "\n")
+    submit_pending(run, cfg, kind="debug")
+    assert ids_in(run, "done") == ALL
+    metadata = json.loads((run.data / "101" / "metadata_101.json").read_bytes().decode("utf-8"))
+    assert metadata["hit"]["metadata"]["title"] == "a \ufffd title"
+    assert cli(capsys, "pack", str(run.root))[0] == 0
+
+
 # --- state/driver.lock -----------------------------------------------------------------------------
 
 
