@@ -5,12 +5,16 @@ from __future__ import annotations
 import random
 import threading
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import requests
+from conftest import run_config, stdlib_records
 
 from zenodo_hpc.core.config import GUEST_BUDGET, TOKEN_BUDGET, Config, RequestBudget, config_from_dict
+from zenodo_hpc.core.state import ids_in, open_run
 from zenodo_hpc.demo.doubles import ZenodoDouble, make_zip
+from zenodo_hpc.orchestrate.submit import submit_pending
 from zenodo_hpc.zenodo.client import (
     PACE,
     HttpClient,
@@ -23,6 +27,7 @@ from zenodo_hpc.zenodo.client import (
     spread_s,
 )
 from zenodo_hpc.zenodo.fetch import download_client
+from zenodo_hpc.zenodo.harvest import harvest
 
 
 class FakeClock:
@@ -276,3 +281,27 @@ def test_links_that_are_not_http_fail_with_bad_link(url: str) -> None:
     with pytest.raises(RequestFailed) as info:
         HttpClient(per_minute=6000, retries=0).get(url)
     assert info.value.reason == "bad_link"
+
+
+def test_worker_processes_sharing_both_windows_do_every_record_in_one_round(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same through the local executor's worker processes (a process, and a client, per shard of 8 records;
+    2 at once, each told so): a 1 s "minute" of 30 and a 3 s "hour" of 6 hold 16 downloads back, and
+    ``max_wait_s`` is below the hour's reset, as a real hour's is above 600 s. Every record is done in the one
+    round, none failed for the budget. Keeping to the minute alone, the hour ran out after 6 downloads and the
+    other 10 records failed as ``rate_limited``."""
+    monkeypatch.delenv("ZENODO_TOKEN", raising=False)
+    with ZenodoDouble(rate_per_min=30, rate_per_hour=6, rate_window_seconds=1.0, hour_window_seconds=3.0,
+                      search_rate_per_min=10_000) as double:
+        for i, (top, files) in enumerate(stdlib_records(16, files_per_record=2), 1):
+            double.add_record(ZenodoDouble.make_hit(100 + i, created=f"2016-03-{i:02d}", title=top),
+                              {f"{top}.zip": make_zip(files)})
+        data = run_config(tmp_path, double, records_per_shard=8, local={"workers": 2}).to_dict()
+        data["zenodo"].update(rate_limit_per_min=30 * 60, rate_limit_per_hour=6 * 3600 / 3, max_wait_s=1)
+        cfg = config_from_dict(data)
+        run = open_run(cfg)
+        harvest(cfg, progress=False)
+        submit_pending(run, cfg, kind="local")
+        statuses = Counter(r.status for r in double.requests)
+    assert len(ids_in(run, "done")) == 16 and ids_in(run, "failed") == set()
+    assert statuses[429] <= 2  # at most a stray one per worker at a window's edge, waited out
