@@ -257,11 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--executor", choices=["auto", "slurm", "local", "debug"],
                         help="where the workers run (default: executor.kind; auto = slurm when sbatch is on PATH)")
     submit.add_argument("--dry-run", action="store_true",
-                        help="print the plan and the job scripts (the arrays queued now, and the finishing job), with "
-                             "the cluster limits read or assumed (MaxArraySize, the QOS's and association's submit limits "
-                             "and what you have queued under them), how the tasks reach the queue (all now, or in "
-                             "batches the finishing job queues as room frees) and the Python the jobs run; write and "
-                             "submit nothing. Needs no SLURM on this machine")
+                        help="print the plan and the job scripts (the arrays queued now, and the finishing job), "
+                             "with the cluster limits read or assumed (MaxArraySize, the QOS's and association's "
+                             "submit limits and what you have queued under them), how the tasks reach the queue (all "
+                             "now, or in batches the finishing job queues as room frees) and the Python the jobs run; "
+                             "write and submit nothing. Needs no SLURM on this machine")
     submit.add_argument("--records", type=_positive_int, metavar="N",
                         help="with --dry-run: preview the plan and the scripts for N records of equal size instead "
                              "of the harvest, which need not exist yet (no internet needed)")
