@@ -249,8 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
             "debug (both run to the end). On SLURM a finishing job is queued with the arrays: when they have all "
             "ended it queues another round for what can still succeed (more memory after OUT_OF_MEMORY, more "
             "time after TIMEOUT; at most executor.max_attempts rounds; a round that Zenodo's request budget "
-            "stopped does not count, and the next starts when the budget returns: sbatch --begin), or packs the "
-            "verified image. Submit and log out. Records the job ids in <run>/state/."
+            "stopped does not count, and the next starts when the budget returns: sbatch --begin), or, once every "
+            "record is done or quarantined, queues the pack job (pack.mem_gb, cpus_per_task, time_min), which packs "
+            "the verified image. Before anything is queued, each job (an array task, the finishing job, the pack "
+            "job) is checked with sbatch --test-only against the partition's nodes (--dry-run shows the outcome). "
+            "Submit and log out. Records the job ids in <run>/state/."
         ),
     )
     submit.add_argument("-c", "--config", required=True, metavar="CONFIG", help="YAML config (docs/configuration.md)")
@@ -320,7 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
             "live progress display, another round for what failed until every record is done or quarantined "
             "(at most executor.max_attempts rounds; when Zenodo's request budget stops a round, the next one "
             "waits for the budget and does not count), and pack the image; on SLURM the finishing jobs take those "
-            "decisions and run follows them. Safe to run again at any time: it picks up where things stand. "
+            "decisions and run follows them, taking them itself when no job of the chain is left to decide (one "
+            "could not be queued, was cancelled or died). Safe to run again at any time: it picks up where things "
+            "stand. "
             "Ctrl-C leaves the run resumable. With SLURM and --no-wait it returns once the jobs are queued."
         ),
     )
