@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import run_config, stdlib_records
+from test_update import Webhook
 
 from zenodo_hpc.core.config import Config, config_from_dict
 from zenodo_hpc.core.errors import UserError
@@ -44,8 +45,9 @@ def zenodo() -> Any:
         yield double
 
 
-def config(tmp_path: Path, zenodo: ZenodoDouble, **dataset: Any) -> Config:
+def config(tmp_path: Path, zenodo: ZenodoDouble, webhook: str | None = None, **dataset: Any) -> Config:
     cfg = run_config(tmp_path, zenodo).to_dict()
+    cfg["notify"]["webhook_url"] = webhook
     cfg["zenodo"]["all_versions"] = True  # every version is a record of its own: 305 and 306 are both released
     if dataset:
         cfg["dataset"].update(dataset)
@@ -90,7 +92,8 @@ def export_ids(folder: Path) -> set[str]:
 @pytest.mark.parametrize("keep", [False, True], ids=["outputs-removed", "outputs-kept"])
 def test_records_zenodo_deleted_or_restricted_leave_the_next_release(tmp_path: Path, zenodo: ZenodoDouble,
                                                                      keep: bool) -> None:
-    cfg = config(tmp_path, zenodo, **({"keep_withdrawn": True} if keep else {}))
+    webhook = Webhook()
+    cfg = config(tmp_path, zenodo, webhook.url, **({"keep_withdrawn": True} if keep else {}))
     run = RunDir(cfg.run_dir)
     first = update(cfg, kind="debug").release
     assert first is not None and first.records == IDS
@@ -133,6 +136,8 @@ def test_records_zenodo_deleted_or_restricted_leave_the_next_release(tmp_path: P
         assert failure is not None and failure["reason"] == "withdrawn" and failure["quarantined"]
     assert not {"302", "303", "304"} & ids_in(run, "done")
     assert summary_line(second).endswith("newly quarantined, 3 removed)") and summary_line(second) in outcome.message
+    assert webhook.bodies[-1]["text"] == summary_line(second) and webhook.bodies[-1]["release"]["removed"] == 3
+    webhook.stop()
 
     zenodo.reset_log()
     again = update(cfg, kind="debug")  # nothing new: the withdrawn records are not looked up again

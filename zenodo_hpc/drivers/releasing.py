@@ -118,6 +118,7 @@ def notify_release(run: RunDir, cfg: Config, release: Release) -> bool:
         return True
     figures = {"version": release.version, "records": len(release.records), "added": len(release.added),
                "superseded": len(release.superseded), "newly_quarantined": len(release.newly_quarantined),
+               "removed": len(release.removed),
                "image": release.image, "md5": release.md5, "doi": (release.published.get("zenodo") or {}).get("doi"),
                "kaggle": (release.published.get("kaggle") or {}).get("url")}
     problem = send_notice(url, notice(summary_line(release), figures))
