@@ -44,6 +44,7 @@ from zenodo_hpc.core.state import (
     mark_started,
     open_run,
     read_failure,
+    scan_run_records,
     unmark_started,
 )
 from zenodo_hpc.orchestrate.plan import generations, next_generation
@@ -221,6 +222,17 @@ def test_lines_no_plan_holds_are_no_records_for_any_command(finished, capsys: py
     code, out, _ = cli(capsys, "run", "-c", str(run.run_yaml))
     assert code == 0 and "holds 11 records" in out and "not complete" not in out
     assert cli(capsys, "pack", str(run.root))[0] == 0
+
+
+@pytest.mark.parametrize("value", ["Infinity", "-Infinity", "NaN", "1e999", "-1E+0400", "1" * 400 + ".0",
+                                   "[" * 150 + "]" * 150])
+def test_a_record_holding_an_infinite_number_or_deep_nesting_is_no_record(tmp_path: Path, value: str) -> None:
+    """Reading records.jsonl spares the walk through each record when its reader saw no such number: every
+    spelling of one (and nesting too deep to walk) must still leave the line out."""
+    path = tmp_path / "records.jsonl"
+    path.write_text('{"id": 1, "metadata": {"x": 1.5}}\n' f'{{"id": 2, "metadata": {{"x": {value}}}}}\n'
+                    '{"id": 3, "metadata": {}}\n')
+    assert [record_id for _, record_id, _ in scan_run_records(path)] == ["1", "3"]
 
 
 RECORDS_DAMAGE = {

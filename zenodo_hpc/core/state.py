@@ -34,7 +34,7 @@ from .config import (
 )
 from .errors import UserError
 from .liveness import owner_token, parse_owner_token
-from .records import BadRecord, check_hit, without_surrogates
+from .records import BadRecord, check_hit, loads_hit, without_surrogates
 
 log = logging.getLogger(__name__)
 
@@ -224,11 +224,11 @@ def scan_run_records(path: Path) -> Iterator[tuple[int, str, dict[str, Any]]]:
             if not line.strip():
                 continue
             try:
-                record = record_from_line(line)
+                record, plain = read_record_line(line)
             except ValueError as exc:
                 raise damaged_records(Path(path), number, start, str(exc)) from None
             try:
-                record_id = check_hit(record)
+                record_id = check_hit(record, plain=plain)
             except BadRecord as exc:
                 warn_once(f"{path}: line {number} is no record, left out: {exc}")
                 continue
@@ -241,21 +241,27 @@ def scan_run_records(path: Path) -> Iterator[tuple[int, str, dict[str, Any]]]:
 
 def record_from_line(line: bytes) -> dict[str, Any]:
     """One line of records.jsonl as a record object (surrogates replaced); ValueError saying what it is instead."""
+    return read_record_line(line)[0]
+
+
+def read_record_line(line: bytes) -> tuple[dict[str, Any], bool]:
+    """:func:`record_from_line`, and whether the record is plain (``check_hit``'s ``plain``: no walk needed)."""
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError(f"not UTF-8 text: byte {exc.start + 1} of the line is {line[exc.start:exc.start + 1]!r}") \
             from None
     try:
-        record = json.loads(text)
+        record, plain = loads_hit(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"cut short or not JSON: {exc.msg} at column {exc.colno}") from None
     if not isinstance(record, dict) or "id" not in record:
         raise ValueError(f"a JSON {type(record).__name__}, not a record" if not isinstance(record, dict)
                          else "a JSON object without an id, not a record")
-    if _ESCAPED_SURROGATE.search(text):
-        record = without_surrogates(record)[0]
-    return record
+    if ("\\ud" in text or "\\uD" in text) and _ESCAPED_SURROGATE.search(text):
+        with contextlib.suppress(RecursionError):  # nested beyond reason: check_hit leaves it out (malformed)
+            record = without_surrogates(record)[0]
+    return record, plain
 
 
 _ESCAPED_SURROGATE = re.compile(r"\\u[dD][89abcdefABCDEF]")  # how JSON spells a surrogate (paired or not)
