@@ -193,3 +193,21 @@ def test_a_folder_without_marker_is_taken_back_only_when_it_holds_its_record(rel
     assert ids_in(run, "done") == {str(i) for i in range(101, 113)} - {"102", "103", "104"}
     assert (read_failure(run, "104") or {}).get("reason") == "withdrawn"
     assert verify_run(run, cfg).damaged == {}  # sent back once: not taken back by a later check, made again
+
+
+def test_resume_takes_back_a_whole_folder_whose_marker_is_gone_without_a_download(
+        released: tuple[RunDir, Config], zenodo_with_records: ZenodoDouble) -> None:
+    """Not only ``update``: a worker of ``resume`` or ``run`` takes a record back instead of downloading it again,
+    and makes again only the record whose files are gone too."""
+    run, cfg = released
+    marker(run, "done", "101").unlink()  # purged: the marker alone
+    marker(run, "done", "103").unlink()  # purged: the marker and the images
+    (run.data / "103" / "images_103.h5").unlink()
+    zenodo_with_records.reset_log()
+
+    submit_pending(run, cfg, kind="debug")
+
+    assert downloaded(zenodo_with_records) == {"103"}
+    assert ids_in(run, "done") == {str(i) for i in range(101, 113)}
+    assert (read_done(run, "101") or {}).get("repaired_by") == "verify" and attempts_of(run, "101") == 1
+    assert attempts_of(run, "103") == 2  # made again

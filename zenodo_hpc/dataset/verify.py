@@ -145,6 +145,20 @@ def _released_without_trace(run: RunDir) -> list[str]:
     return [i for i in release.records if i not in done and i not in failed and not run.record_folder(i).exists()]
 
 
+def taken_back(run: RunDir, cfg: Config, record_id: str, hit: dict[str, Any]) -> bool:
+    """A worker about to make a record without a done marker: True when its folder is whole and holds it (its
+    marker alone was purged, or its worker died between the folder and the marker), which is then done again
+    without a download. Costs one look at ``data/`` for a record that has no folder."""
+    folder = run.record_folder(record_id)
+    if not folder.is_dir() or (marker(run, FAILED, record_id).exists() and _set_aside(run, record_id)):
+        return False
+    problem = reverify(run, cfg, record_id, hit)
+    if problem is None:
+        log.warning("record %s: its done marker was gone and its folder is whole: taken back, not made again",
+                    record_id)
+    return problem is None
+
+
 def reverify(run: RunDir, cfg: Config, record_id: str, hit: dict[str, Any]) -> str | None:
     """A folder left without its done marker: when it is whole and holds this record (``hit``, its line of
     records.jsonl), write its done marker anew and return None; else what is wrong with it."""

@@ -41,6 +41,7 @@ from ..core.state import (
     read_failure,
     unmark_started,
 )
+from ..dataset.verify import taken_back
 from ..record.extract import SHARED_FILESYSTEMS, filesystem_type
 from ..record.leftovers import clean_leftovers, record_tmp
 from ..record.process import process_sources
@@ -137,7 +138,7 @@ def process_record(
         log.warning("skipped a hit that is not a record: %s", exc)
         return RecordOutcome(str(hit.get("id") if isinstance(hit, dict) else None)[:40], "invalid", exc.reason,
                              str(exc))
-    if is_done(run, record_id):
+    if is_done(run, record_id) or taken_back(run, cfg, record_id, hit):  # a purged marker: its folder checked
         return RecordOutcome(record_id, "skipped")
     if attempts_of(run, record_id) >= cfg.executor.max_attempts or _is_quarantined(run, record_id):
         return _quarantine(run, record_id, task, cfg.executor.max_attempts)
