@@ -267,6 +267,7 @@ def test_the_finishing_job_decides_small_and_a_pack_job_packs_with_the_packs_res
     ended = slurm_dev.wait_for(lambda: (state := slurm_dev.job_state(chain.pack_job)) in slurm_dev.FINISHED and state,
                                60, f"the pack job {chain.pack_job} to end")
     assert (slurm_dev.job_state(finishing), ended) == ("COMPLETED", "COMPLETED")
+    assert gather_status(run).chain["pack_job"] == chain.pack_job  # status --json names it too
 
 
 def test_run_packs_itself_when_the_finishing_job_is_cancelled(tmp_path: Path,

@@ -28,7 +28,7 @@ from ..orchestrate.status import RunStatus, gather_status
 from ..orchestrate.submit import format_result
 from ..zenodo.harvest import format_summary as harvest_summary
 from ..zenodo.harvest import harvest
-from .finish import MAX_LOCAL_DECISIONS, Step, advance, advance_rounds, submit_round
+from .finish import MAX_LOCAL_DECISIONS, Step, advance, advance_rounds, feed_next_batch, submit_round
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,10 @@ def decide_here(run: RunDir, cfg: Config, chain: Chain | None) -> Step:
     say(f"the chain of rounds stopped: {why}; run takes the decision here")
     if chain is None:
         chain = Chain(started_by="run", max_rounds=cfg.executor.max_attempts)
+    fed = feed_next_batch(run, cfg, chain)  # a round's next batch first: it is no new round
+    if fed is not None:
+        say(fed)
+        return Step("submitted", fed)
     step = advance(run, cfg, kind="slurm", chain=chain, what="run")
     if step.action not in ("packed", "released"):
         say(step.message)
