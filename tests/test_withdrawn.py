@@ -293,3 +293,17 @@ def test_a_tombstone_whose_reason_holds_a_lone_surrogate_still_removes_its_recor
     lookup = look_up(config(tmp_path, zenodo), ["301", "302"])
     assert lookup.kept == {"301"}
     assert lookup.removed == {"302": "deleted from Zenodo (410 Gone; removal reason: sp\ufffdam)"}
+
+
+def test_the_first_update_after_a_run_stopped_at_its_limit_harvests_what_is_new(tmp_path: Path,
+                                                                                zenodo: ZenodoDouble) -> None:
+    """A run whose harvest stopped at zenodo.limit is complete too: the first update takes what is new since."""
+    cfg = config(tmp_path, zenodo)
+    cfg.zenodo.limit = 4
+    harvest(cfg, progress=False)
+    run = open_run(cfg)
+    submit_pending(run, cfg, kind="debug")
+    add_new_record(zenodo, 320)
+
+    outcome = update(cfg, kind="debug")
+    assert outcome.release is not None and "320" in outcome.release.records

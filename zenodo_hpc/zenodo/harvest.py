@@ -213,12 +213,14 @@ def load_or_start_job(run: RunDir, cfg: Config, since: datetime | None) -> Harve
 
 def harvest_began(run: RunDir, cfg: Config) -> datetime | None:
     """When the run's own harvest (the one ``harvest``, ``run`` and ``submit`` make, without ``--since``) began, once
-    it is complete: its position's ``started``; for a position an older version saved without it, when it was last
-    saved (an ``update`` harvests with a day of overlap). None when this run has no complete harvest of its own."""
+    it is complete (or stopped at ``zenodo.limit``): its position's ``started``; for a position an older version saved
+    without it, when it was last saved (an ``update`` harvests with a day of overlap). None when this run has no
+    complete harvest of its own (the update then continues it)."""
     path = job_path(run, new_job(job_params(cfg, None)).key)
     try:
         saved = read_json(path)
-        if not isinstance(saved, dict) or not HarvestJob.from_json(saved).done:
+        job = HarvestJob.from_json(saved) if isinstance(saved, dict) else None
+        if job is None or not (job.done or job.added >= cfg.zenodo.limit):
             return None
         began = saved.get("started")
         return _parse_datetime(str(began)) if began else datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
