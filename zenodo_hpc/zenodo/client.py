@@ -63,7 +63,7 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_THROTTLED = 30  # 429 answers tolerated for one request before giving up
 # The fraction of a budget a client's even spacing uses. At exactly the budget, the request that is a window's
 # limit after another one comes exactly one window later, at the edge of the server's moving window, where a few
-# milliseconds of jitter earn a 429; 2% slower moves it 1.2 s past the minute's edge and 72 s past the hour's.
+# milliseconds of jitter earn a 429; 2% slower moves it about 1.2 s past the minute's edge, 73 s past the hour's.
 PACE = 0.98
 
 
