@@ -50,8 +50,10 @@ def look_up(cfg: Config, ids: Iterable[str], *, client: HttpClient | None = None
     wanted = sorted(set(ids), key=lambda i: (len(i), i))
     own = client is None
     if client is None:
-        client = HttpClient(per_minute=min(cfg.zenodo.rate_limit_per_min or 60.0, cfg.zenodo.search_rate_limit_per_min),
-                            token=read_token(cfg.zenodo.token_env), token_url=cfg.zenodo.api_url,
+        token = read_token(cfg.zenodo.token_env)
+        budget = cfg.zenodo.request_budget(bool(token))  # the lookups count against the hour's budget too
+        client = HttpClient(per_minute=min(budget.per_minute, cfg.zenodo.search_rate_limit_per_min),
+                            per_hour=budget.per_hour, token=token, token_url=cfg.zenodo.api_url,
                             timeout_s=cfg.zenodo.timeout_s, retries=cfg.zenodo.retries,
                             max_wait_s=cfg.zenodo.max_wait_s)
     lookup = Lookup()
