@@ -694,6 +694,19 @@ def test_the_minute_counts_requests_the_hour_then_refuses() -> None:
         assert [a.headers["X-RateLimit-Limit"] for a in answers] == ["5", "5", "5", "3", "3", "5"]
 
 
+def test_the_hour_can_have_a_length_of_its_own() -> None:
+    """A scaled-down "hour" for tests and benchmarks of a long campaign: its own limit, label, Reset and Retry-After."""
+    with ZenodoDouble(rate_per_min=10, rate_per_hour=3, rate_window_seconds=1.0, hour_window_seconds=30.0) as double:
+        before = time.time()
+        answers = [get(f"{double.api_url}/records/1") for _ in range(4)]
+        assert [a.status_code for a in answers] == [404, 404, 404, 429]
+        assert [a.headers["X-RateLimit-Limit"] for a in answers] == ["10", "10", "10", "3"]  # the minute until breached
+        assert answers[-1].json() == {"message": "3 per 30 seconds", "status": 429}
+        reset = int(answers[-1].headers["X-RateLimit-Reset"])
+        assert int(before) + 31 <= reset <= int(time.time()) + 31  # the oldest request + 30 s + 1, epoch seconds
+        assert 28 <= int(answers[-1].headers["Retry-After"]) <= 31  # the rest of the "hour", not of the minute
+
+
 def test_no_retry_after_anywhere_when_asked() -> None:
     with ZenodoDouble(rate_per_min=1, send_retry_after=False) as double:
         first = search(double)
