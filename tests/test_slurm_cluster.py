@@ -377,6 +377,40 @@ def test_a_plan_larger_than_the_qos_submit_limit_is_fed_in_batches_of_one_round(
     _image_matches_data(run)
 
 
+@pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="mksquashfs not on PATH")
+def test_run_queues_the_next_batch_itself_when_the_finishing_job_is_lost(tmp_path: Path,
+                                                                         zenodo_with_records) -> None:  # noqa: ANN001
+    """12 tasks under the QOS limited: the first batch's finishing job is cancelled; ``run``, which waits anyway,
+    queues the next batch of the same round itself (not a new round), and the finishing jobs go on from there."""
+    pytest.importorskip("PySquashfsImage", reason="the [image] extra is not installed")
+    from zenodo_hpc.drivers.pipeline import run_pipeline
+    from zenodo_hpc.orchestrate.chain import load_chain
+
+    data = slurm_config(tmp_path, zenodo_with_records, max_attempts=2).to_dict()
+    data["executor"]["slurm"]["additional"] = {"qos": "limited"}
+    cfg = config_from_dict(data)
+    run, cancelled = RunDir(cfg.run_dir), []
+
+    def cancel_the_first_finishing_job() -> None:
+        deadline = time.monotonic() + 300
+        while not cancelled and time.monotonic() < deadline:
+            chain = load_chain(run) if (run.state / "chain.json").exists() else None
+            if chain is not None and chain.finishing_job:
+                subprocess.run(["scancel", chain.finishing_job], check=True)
+                cancelled.append(chain.finishing_job)
+            time.sleep(0.2)
+
+    threading.Thread(target=cancel_the_first_finishing_job, daemon=True).start()
+    outcome = run_pipeline(cfg, poll_s=1, progress=False)
+    assert cancelled and "holds 12 records" in outcome.message
+    chain = load_chain(run)
+    assert chain is not None and chain.rounds == 1 and generations(run) == [1]  # fed, not planned again
+    assert ids_in(run, "done") == ALL
+    sub = load_submissions(run)[0]
+    assert sub.unqueued == [] and sorted(s for a in sub.arrays for s in a["shards"]) == list(range(12))
+    assert len(sub.arrays) >= 3
+
+
 # --- the interpreter the jobs run, and the driver as a job --------------------------------------------------
 
 VENV_BIN = Path(sys.prefix) / "bin"  # the environment this test suite runs in, with zenodo-hpc installed

@@ -324,7 +324,7 @@ def feed_next_batch(run: RunDir, cfg: Config, chain: Chain) -> str | None:
     if sub is None:
         return None
     queued = sum(len(a["shards"]) for a in sub.arrays)
-    chain.finishing_job = sub.finishing_job
+    chain.finishing_job, chain.state = sub.finishing_job, "running"
     rest = ", the next batch when these end" if sub.unqueued else ": the last batch"
     chain.message = (f"round {chain.rounds} of at most {chain.max_rounds} (plan {sub.generation}): {queued} of "
                      f"{queued + len(sub.unqueued)} tasks queued{rest}")
