@@ -256,3 +256,16 @@ def test_the_finishing_job_regroups_the_waiting_shards_by_their_resources() -> N
     groups = shard_groups(plan, [1, 2, 3], cfg)
     assert [(g.shards, g.resources.mem_gb) for g in groups] == [([2], 8), ([1, 3], 16.0)]
     assert all(g.resources.partition == "normal" and g.resources.time_min == 120 for g in groups)
+
+
+def test_status_says_who_queues_the_tasks_a_batched_round_has_not_queued_yet() -> None:
+    from zenodo_hpc.orchestrate.status import RunStatus, ShardCounts, format_status
+
+    plan = ShardCounts(1, "slurm", 22, done=4, unqueued=18)
+    status = RunStatus("/r", 22, 4, 0, 0, 18, {}, {}, [plan], None, None, "sacct/squeue",
+                       chain={"state": "running", "generations": [1], "rounds": 1, "max_rounds": 3,
+                              "finishing_job": "77"})
+    assert "22 shards: 4 done, 0 running, 0 pending, 0 failed, 18 not yet queued (queued in batches as room " \
+           "frees)" in format_status(status)
+    status.chain = {"state": "stopped", "generations": [1], "message": "stopped: sbatch refused the finish job"}
+    assert "18 never queued (their chain ended first: resume plans what is not done)" in format_status(status)

@@ -221,7 +221,7 @@ def format_status(status: RunStatus) -> str:
             jobs = f"  jobs {', '.join(g.job_ids)}" if g.job_ids else ""
             lines.append(f"  plan {g.generation} [{g.kind}]: {g.total} shards: {g.done} done, {g.running} running"
                          f"{elsewhere}, {g.pending} pending, {g.failed} failed{extra}"
-                         f"{f', {g.unqueued} not yet queued (queued in batches as room frees)' if g.unqueued else ''}"
+                         f"{_unqueued_text(g, status.chain)}"
                          f"{f', {g.unknown} ended (no accounting to say how)' if g.unknown else ''}{jobs}")
             lines += [f"    {_efficiency_line(e)}" for e in g.efficiency]
     if status.chain:
@@ -260,6 +260,16 @@ def efficiency_parts(e: dict[str, Any]) -> list[str]:
 def _efficiency_line(e: dict[str, Any]) -> str:
     """``job 12 (3 tasks ended): memory up to 1.2 of 4 GB asked (30%), time up to 3.1 of 60 min (5%)``."""
     return f"job {e['job_id']} ({e['tasks']} tasks ended): " + ", ".join(efficiency_parts(e))
+
+
+def _unqueued_text(counts: ShardCounts, chain: dict[str, Any] | None) -> str:
+    """``, 18 not yet queued (...)``: tasks of a round fed in batches, which its chain's finishing jobs queue; once
+    that chain has stopped or another has taken over, nobody will."""
+    if not counts.unqueued:
+        return ""
+    if chain and chain.get("state") == "running" and counts.generation in (chain.get("generations") or []):
+        return f", {counts.unqueued} not yet queued (queued in batches as room frees)"
+    return f", {counts.unqueued} never queued (their chain ended first: resume plans what is not done)"
 
 
 def _chain_line(chain: dict[str, Any]) -> str:
