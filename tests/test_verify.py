@@ -211,3 +211,26 @@ def test_resume_takes_back_a_whole_folder_whose_marker_is_gone_without_a_downloa
     assert ids_in(run, "done") == {str(i) for i in range(101, 113)}
     assert (read_done(run, "101") or {}).get("repaired_by") == "verify" and attempts_of(run, "101") == 1
     assert attempts_of(run, "103") == 2  # made again
+
+
+def test_a_purged_record_that_cannot_be_made_again_is_named_in_the_release(
+        tmp_path: Path, zenodo: ZenodoDouble) -> None:
+    """Its files are gone from the run directory and Zenodo no longer serves them: the release goes out without it,
+    and says so (newly quarantined, in release.json and the changelog), instead of stopping or keeping silent."""
+    cfg = living_config(tmp_path, zenodo)
+    assert update(cfg, kind="local").release is not None
+    run = RunDir(cfg.run_dir)
+    (run.data / "305" / "images_305.h5").unlink()
+    zenodo.fail("/api/records/305/files/*", "404", times=100)
+    new = stdlib_records(7, files_per_record=3)[6]
+    zenodo.add_record(ZenodoDouble.make_hit(410, created=time.strftime("%Y-%m-%dT%H:%M:%S"), title=new[0]),
+                      {f"{new[0]}.zip": make_zip(new[1])})
+
+    second = update(cfg, kind="local").release
+
+    assert second is not None and "305" not in second.records and second.newly_quarantined == ["305"]
+    assert sorted(second.records) == sorted([*(i for i in IDS if i != "305"), "410"])
+    changelog = (run.root / "releases" / second.version / "CHANGELOG.md").read_text()
+    assert "## Newly quarantined (1)\n\n- 305 [10.5281/zenodo.305]" in changelog
+    assert (read_failure(run, "305") or {}).get("reason") == "http_404"
+    assert "images_305.h5 is missing" in json.loads(marker(run, "purged", "305").read_text())["problem"]

@@ -155,12 +155,14 @@ def plan_release(run: RunDir, cfg: Config, *, today: datetime | None = None) -> 
 
     previous = latest_release(run)
     gone = left_out(run, cfg)
-    done = ids_in(run, DONE)
-    every = [hit for hit in iter_records(run.records) if str(hit["id"]) in done or str(hit["id"]) in gone]
+    done, set_aside = ids_in(run, DONE), _quarantined(run)
+    wanted = done | set(gone) | set_aside
+    named = [hit for hit in iter_records(run.records) if str(hit["id"]) in wanted]
+    every = [hit for hit in named if str(hit["id"]) in done or str(hit["id"]) in gone]
     hits = [hit for hit in every if str(hit["id"]) not in gone]
     keep, superseded = _newest_versions(hits, cfg.zenodo.all_versions)
-    titles = {str(h["id"]): (str(h.get("doi") or ""), _title(h)) for h in every}
-    quarantined = sorted(_quarantined(run) - set(gone), key=_id_order)
+    titles = {str(h["id"]): (str(h.get("doi") or ""), _title(h)) for h in named}  # the changelog names each
+    quarantined = sorted(set_aside - set(gone), key=_id_order)
     before = set(previous.records) if previous else set()
     before_q = set(previous.quarantined) if previous else set()
     return ReleasePlan(
