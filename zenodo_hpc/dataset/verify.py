@@ -16,8 +16,10 @@ between two releases. ``update`` calls :func:`verify_run` before it processes an
   marker is written anew from its files, and it is not made again (no download);
 - a record of the latest release left with neither a done marker nor a folder is sent back the same way.
 
-What the check found is kept in ``state/verify.json`` for ``status``. A record that cannot be made again is
-failed, then quarantined by the rounds, and the release's changelog names it: a release never silently lacks one.
+What the check found is kept in ``state/verify.json`` for ``status``. The workers of ``run``, ``submit`` and
+``resume`` take back a whole folder left without its marker the same way (:func:`taken_back`) before they would
+download its record again. A record that cannot be made again is failed, then quarantined by the rounds, and the
+release's changelog names it: a release never silently lacks one.
 """
 
 from __future__ import annotations
