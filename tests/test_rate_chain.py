@@ -89,6 +89,24 @@ def test_a_shard_stops_at_the_budget_and_leaves_the_rest_pending(tmp_path: Path,
     assert abs(utc_epoch(failure["retry_at"]) - int(asked.headers["X-RateLimit-Reset"])) <= 1  # its reset, in UTC
 
 
+def test_a_worker_starting_after_the_refusal_asks_nothing(tmp_path: Path, hour_of_a_minute: ZenodoDouble) -> None:
+    """The budget is the run's, shared by every task: a task that starts after another was refused (the next
+    task of an array) is refused at its first record from what that one was told, without a request."""
+    cfg = budget_config(tmp_path, hour_of_a_minute, max_wait_s=5)
+    run = open_run(cfg)
+    harvest(cfg, progress=False)
+    hits = [dict(h) for h in _records(run)]
+    first = process_records(hits[:3], run, cfg, task="g0001-s00000")
+    assert first[-1].reason == "rate_limited"
+    asked = len(hour_of_a_minute.requests)
+    later = process_records(hits[3:], run, cfg, task="g0001-s00001")
+    assert len(hour_of_a_minute.requests) == asked  # not one more request
+    assert [o.reason for o in later] == ["rate_limited"]
+    failure = read_failure(run, str(hits[3]["id"]))
+    assert not failure["quarantined"] and failure["attempts"] == 0
+    assert abs(utc_epoch(failure["retry_at"]) - utc_epoch(read_failure(run, first[-1].record_id)["retry_at"])) <= 1
+
+
 def test_status_says_when_the_chain_resumes_and_the_round_is_not_counted(tmp_path: Path,
                                                                          hour_of_a_minute: ZenodoDouble) -> None:
     cfg = budget_config(tmp_path, hour_of_a_minute, max_wait_s=5, max_attempts=2)

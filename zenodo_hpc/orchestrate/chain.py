@@ -25,6 +25,7 @@ from ..core.state import DONE, FAILED, RunDir, atomic_write_json, ids_in, read_f
 log = logging.getLogger(__name__)
 
 CHAIN = "chain.json"
+BUDGET = "budget.json"  # when Zenodo's request budget returns, as the last worker it refused was told
 RATE_LIMITED = "rate_limited"  # the reason of a record refused by Zenodo's budget: never its fault
 UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _TASK = re.compile(r"g(\d+)-s\d+")  # a worker's task name, ``g0002-s00017 (job ...)``
@@ -108,3 +109,20 @@ def budget_returns(run: RunDir, generation: int) -> float | None:
             continue
         latest = when if latest is None else max(latest, when)
     return latest
+
+
+def note_budget_gone(run: RunDir, until: float) -> None:
+    """Keep (``state/budget.json``) that Zenodo's budget is gone until ``until`` (epoch), for the workers that start
+    after this one: they then do not spend a request each to be refused. A later time replaces an earlier one."""
+    known = budget_gone_until(run)
+    if known is None or until > known:
+        atomic_write_json(run.state / BUDGET, {"retry_at": utc_text(until)})
+
+
+def budget_gone_until(run: RunDir) -> float | None:
+    """When Zenodo's budget returns, as ``state/budget.json`` keeps it (None: never refused, or unreadable)."""
+    try:
+        data = read_json(run.state / BUDGET)
+    except UserError:
+        return None
+    return utc_epoch(data.get("retry_at")) if isinstance(data, dict) else None

@@ -47,7 +47,7 @@ from ..record.leftovers import clean_leftovers, record_tmp
 from ..record.process import process_sources
 from ..zenodo.client import HttpClient
 from ..zenodo.fetch import FetchFailed, download_client, fetch_record
-from .chain import RATE_LIMITED, utc_text
+from .chain import RATE_LIMITED, budget_gone_until, note_budget_gone, utc_text
 from .plan import load_plan, read_records_at
 
 log = logging.getLogger(__name__)
@@ -235,14 +235,21 @@ def process_records(hits: Iterable[dict[str, Any]], run: RunDir, cfg: Config, *,
 
     Once Zenodo refuses a request for its budget (``rate_limited``), the records after it are not tried:
     each would only earn another refusal. They stay pending, with no attempt and no marker, for the round
-    that starts when the budget returns (docs/operations.md, "Zenodo's request budget").
+    that starts when the budget returns (docs/operations.md, "Zenodo's request budget"). A worker that starts
+    while another one's refusal still holds (``state/budget.json``) is refused at its first record without
+    asking the server.
     """
     client = make_client(cfg, concurrent)
+    gone_until = budget_gone_until(run)
+    if client is not None and gone_until is not None and gone_until > time.time():
+        client.hold_until_epoch(gone_until)
     outcomes: list[RecordOutcome] = []
     try:
         for hit in hits:
             outcomes.append(process_record(hit, run, cfg, client, task=task, tmp_root=tmp_root))
             if outcomes[-1].reason == RATE_LIMITED:
+                if outcomes[-1].retry_at is not None:
+                    note_budget_gone(run, outcomes[-1].retry_at)
                 break
         return outcomes
     finally:

@@ -371,6 +371,15 @@ class HttpClient:
             raise RequestFailed(f"{what} asks to wait {shown}, more than the {self.max_wait_s:.0f} s allowed "
                                 f"(zenodo.max_wait_s); not waiting for {_base(url)}", reason="rate_limited")
 
+    def hold_until_epoch(self, when: float) -> None:
+        """No request before the epoch time ``when``: what the server told another worker of the run (the budget
+        is shared), so that this one does not spend a request to hear it again; a longer wait than
+        ``max_wait_s`` fails the next request at once (``rate_limited``), as an exhausted quota does."""
+        until = time.monotonic() + (when - time.time())
+        self._server_hold_until = max(self._server_hold_until, until)
+        if until - time.monotonic() <= self.max_wait_s:
+            self.limiter.hold_until(until)
+
     def _refuse_long_wait(self, url: str) -> None:
         """An exhausted quota whose reset is too far away fails the next request at once.
 
