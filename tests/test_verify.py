@@ -156,7 +156,7 @@ def released(tmp_path: Path, zenodo_with_records: ZenodoDouble) -> tuple[RunDir,
 
 
 def test_an_older_marker_without_checksums_is_checked_for_its_files_not_rejected(
-        released: tuple[RunDir, Config]) -> None:
+        released: tuple[RunDir, Config], capsys: pytest.CaptureFixture[str]) -> None:
     run, cfg = released
     for record_id in ("101", "102"):
         path = marker(run, "done", record_id)
@@ -171,6 +171,9 @@ def test_an_older_marker_without_checksums_is_checked_for_its_files_not_rejected
     assert list(check.damaged) == ["102"] and "metadata_102.json is missing" in check.damaged["102"]
     assert "101" in ids_in(run, "done") and "102" not in ids_in(run, "done")
     assert (read_failure(run, "102") or {}).get("reason") == "damaged_output"
+    text = status_of(run, capsys)  # before a round made it again
+    assert "1 purged or damaged, made again (102: metadata_102.json is missing); 1 not done again yet (102)" in text
+    assert "damaged_output 1" in text
 
 
 def test_a_folder_without_marker_is_taken_back_only_when_it_holds_its_record(released: tuple[RunDir, Config]) -> None:
