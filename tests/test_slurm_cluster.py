@@ -216,6 +216,13 @@ def _kill_worker_of(run: RunDir, record_id: str) -> bool:
     return killed
 
 
+def queued_from(tmp_path: Path) -> list[str]:
+    """The jobs SLURM holds whose script lies under ``tmp_path`` (a test's own: every run is named ``run``, so
+    job names do not tell the tests that share the cluster apart)."""
+    out = subprocess.run(["squeue", "-h", "-o", "%A %o"], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if str(tmp_path) in line]
+
+
 def test_partition_that_does_not_exist_is_refused_and_nothing_is_queued(tmp_path: Path,
                                                                          zenodo_with_records) -> None:  # noqa: ANN001
     cfg = slurm_config(tmp_path, zenodo_with_records)
@@ -229,8 +236,7 @@ def test_partition_that_does_not_exist_is_refused_and_nothing_is_queued(tmp_path
                                         r"queued$"):
         submit_pending(run, cfg)
     assert load_submissions(run) == [] or all(not s.arrays for s in load_submissions(run))
-    out = subprocess.run(["squeue", "-h", "-n", f"zenodo-hpc-{run.root.name}-g1"], capture_output=True, text=True)
-    assert out.stdout.strip() == ""
+    assert queued_from(tmp_path) == []
 
 
 def test_status_falls_back_to_squeue_when_sacct_fails(tmp_path: Path, zenodo_with_records,  # noqa: ANN001
@@ -458,8 +464,7 @@ def test_an_interpreter_the_nodes_cannot_see_is_refused_before_anything_is_queue
     assert len(err) == 1 and f"the jobs would run {sys.executable}, but {sys.prefix} is on this machine's own " \
         f"disk ({kind})" in err[0] and "executor.slurm.setup" in err[0]
     assert generations(run) == [] and load_submissions(run) == []
-    out = subprocess.run(["squeue", "-h", "-n", f"zenodo-hpc-{run.root.name}-g1"], capture_output=True, text=True)
-    assert out.stdout.strip() == ""
+    assert queued_from(tmp_path) == []
 
 
 def sbatch_driver(tmp_path: Path, cfg: Config) -> tuple[str, Path]:
