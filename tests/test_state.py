@@ -235,6 +235,21 @@ def test_a_record_holding_an_infinite_number_or_deep_nesting_is_no_record(tmp_pa
     assert [record_id for _, record_id, _ in scan_run_records(path)] == ["1", "3"]
 
 
+def test_markers_of_a_line_removed_by_hand_count_for_nothing(finished, capsys: pytest.CaptureFixture) -> None:  # noqa: ANN001
+    """A record's line deleted (a damaged line's repair, before the harvest brings it back): its done marker and
+    folder stay, and must not make the counts disagree with the records, nor its folder enter the image."""
+    run, _ = finished
+    lines = run.records.read_bytes().splitlines(keepends=True)
+    run.records.write_bytes(b"".join(lines[:4] + lines[5:]))  # record 105, done
+    code, out, _ = cli(capsys, "status", str(run.root))
+    assert code == 0 and ": 11 records" in out and "done              10" in out
+    assert "complete: every record is done or quarantined" in out
+    code, out, _ = cli(capsys, "resume", "--dry-run", str(run.root))
+    assert code == 0 and "all 11 records are accounted for (10 done, 1 quarantined)" in out
+    code, out, _ = cli(capsys, "pack", str(run.root))
+    assert code == 0 and "holds 10 records" in out
+
+
 RECORDS_DAMAGE = {
     "a byte that is not UTF-8": (lambda line: line.replace(b'"title":', b'"title\xff":'), "not UTF-8 text"),
     "another JSON value": (lambda line: b"[1, 2, 3]\n", "a JSON list, not a record"),

@@ -615,40 +615,47 @@ RECORDS_COUNT = "records.count.json"
 
 
 def count_records(path: os.PathLike[str]) -> int:
-    """The run's records (:func:`scan_run_records`), counted: what the plans hold, never a line they leave out.
+    """The run's records (:func:`scan_run_records`), counted: what the plans hold, never a line they leave out."""
+    return len(record_ids(path))
 
-    Reading every record takes a while at scale (about 40 us each), and ``status`` asks again and again while
-    the file stays as it is: the count is kept in ``state/records.count.json`` with the file's size, time and
+
+def record_ids(path: os.PathLike[str]) -> set[str]:
+    """The ids of the run's records (:func:`scan_run_records`).
+
+    Reading every record takes a while at scale (tens of us each), and ``status`` asks again and again while
+    the file stays as it is: the ids are kept in ``state/records.count.json`` with the file's size, time and
     inode, and read again only when one of them changed.
     """
     path = Path(path)
     try:
         info = path.stat()
     except FileNotFoundError:
-        return 0
+        return set()
     key = {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "inode": info.st_ino}
     cache = path.parent / "state" / RECORDS_COUNT
     with contextlib.suppress(OSError, ValueError, TypeError):
         saved = json.loads(cache.read_text(encoding="utf-8"))
-        if {k: saved.get(k) for k in key} == key and isinstance(saved.get("records"), int):
-            return int(saved["records"])
-    count = sum(1 for _ in scan_run_records(path))
-    with contextlib.suppress(OSError):  # a read-only run directory (someone else's) is counted each time
-        atomic_write_json(cache, {**key, "records": count})
-    return count
+        if {k: saved.get(k) for k in key} == key and isinstance(saved.get("ids"), list):
+            return {str(i) for i in saved["ids"]}
+    ids = [record_id for _, record_id, _ in scan_run_records(path)]
+    with contextlib.suppress(OSError):  # a read-only run directory (someone else's) is read each time
+        atomic_write_text(cache, json.dumps({**key, "records": len(ids), "ids": ids}, separators=(",", ":")))
+    return set(ids)
 
 
 def record_outcomes(run: RunDir) -> Outcomes:
-    """Count the records done, failed and quarantined (by reason) from their markers."""
-    done_ids = ids_in(run, DONE)
+    """Count the records done, failed and quarantined (by reason) from their markers; a marker of an id that is
+    none of the run's records (its line removed by hand) counts for nothing."""
+    records = record_ids(run.records)
+    done_ids = ids_in(run, DONE) & records
     failed: dict[str, int] = {}
     quarantined: dict[str, int] = {}
-    for record_id in ids_in(run, FAILED) - done_ids:
+    for record_id in (ids_in(run, FAILED) & records) - done_ids:
         failure = read_failure(run, record_id) or {}
         counts = quarantined if failure.get("quarantined") else failed
         reason = failure.get("reason", "unknown")
         counts[reason] = counts.get(reason, 0) + 1
-    return Outcomes(count_records(run.records), done_ids, failed, quarantined)
+    return Outcomes(len(records), done_ids, failed, quarantined)
 
 
 def _now() -> str:

@@ -158,7 +158,8 @@ def take_snapshot(run: RunDir, cfg: Config) -> RunSnapshot:
     records = list(scan_records(run.records))
     if not records:
         raise UserError(f"{run.records} holds no records: run `zenodo-hpc harvest -c CONFIG` first")
-    snapshot = RunSnapshot(records, ids_in(run, DONE), quarantined_ids(run), set())
+    ids = {record.id for record in records}  # markers of ids that are no record of the run count for nothing
+    snapshot = RunSnapshot(records, ids_in(run, DONE) & ids, quarantined_ids(run) & ids, set())
     submissions = load_submissions(run, strict=True)
     if not submissions:
         return snapshot
