@@ -25,10 +25,10 @@ from conftest import run_config, stdlib_records
 
 from zenodo_hpc.cli import main
 from zenodo_hpc.core.config import Config, config_from_dict
-from zenodo_hpc.core.state import RunDir, attempts_of, ids_in, open_run, read_failure
+from zenodo_hpc.core.state import RunDir, attempts_of, ids_in, mark_failed, open_run, read_failure
 from zenodo_hpc.demo.doubles import ZenodoDouble, make_zip
-from zenodo_hpc.drivers.finish import advance
-from zenodo_hpc.orchestrate.chain import Chain, load_chain, utc_epoch
+from zenodo_hpc.drivers.finish import advance, budget_pause, quarantine_unfinished
+from zenodo_hpc.orchestrate.chain import Chain, load_chain, utc_epoch, utc_text
 from zenodo_hpc.orchestrate.executor import load_submissions
 from zenodo_hpc.orchestrate.status import format_status, gather_status, status_json
 from zenodo_hpc.orchestrate.worker import process_records
@@ -128,6 +128,30 @@ def test_status_says_when_the_chain_resumes_and_the_round_is_not_counted(tmp_pat
     assert data["resumes_at"] == saved.resumes_at and 0 < data["resumes_in_s"] <= 62
     assert data["chain"]["resumes_at"] == saved.resumes_at
     assert status.quarantined == 0
+
+
+def test_the_budget_frees_a_round_only_within_bounds_and_never_quarantines(tmp_path: Path,
+                                                                           hour_of_a_minute: ZenodoDouble) -> None:
+    """A round the budget stopped is free only when it finished records and the wait is a budget's (a day at
+    most); a record still refused when a chain's rounds run out is quarantined as not_finished, not rate_limited."""
+    cfg = budget_config(tmp_path, hour_of_a_minute, max_wait_s=5)
+    run = open_run(cfg)
+    harvest(cfg, progress=False)
+
+    def refused(record_id: str, generation: int, in_s: float) -> None:
+        mark_failed(run, record_id, reason="rate_limited", message="asks to wait", attempt=0, quarantined=False,
+                    task=f"g{generation:04d}-s00000", extra={"retry_at": utc_text(time.time() + in_s)})
+
+    refused("101", 1, 30)
+    assert budget_pause(run, Chain("run", rounds=1, generations=[1], done_when_queued=None)).free
+    nothing_done = budget_pause(run, Chain("run", rounds=1, generations=[1], done_when_queued=0))
+    assert nothing_done is not None and not nothing_done.free  # it finished no record: it counts
+    assert budget_pause(run, Chain("run", rounds=1, generations=[2])) is None  # plan 2 was not stopped by it
+    refused("102", 1, 2 * 86_400)
+    assert budget_pause(run, Chain("run", rounds=1, generations=[1])) is None  # two days: a refusal, no budget
+    chain = Chain("run", rounds=1, max_rounds=1, generations=[2])
+    assert quarantine_unfinished(run, cfg, chain) == 4
+    assert {read_failure(run, i)["reason"] for i in ("101", "102")} == {"not_finished"}
 
 
 @pytest.mark.skipif(NO_MKSQUASHFS is not None, reason=NO_MKSQUASHFS or "")
