@@ -614,11 +614,6 @@ class Outcomes:
 RECORDS_COUNT = "records.count.json"
 
 
-def count_records(path: os.PathLike[str]) -> int:
-    """The run's records (:func:`scan_run_records`), counted: what the plans hold, never a line they leave out."""
-    return len(record_ids(path))
-
-
 def record_ids(path: os.PathLike[str]) -> set[str]:
     """The ids of the run's records (:func:`scan_run_records`).
 
