@@ -237,3 +237,22 @@ def test_a_purged_record_that_cannot_be_made_again_is_named_in_the_release(
     assert "## Newly quarantined (1)\n\n- 305 [10.5281/zenodo.305]" in changelog
     assert (read_failure(run, "305") or {}).get("reason") == "http_404"
     assert "images_305.h5 is missing" in json.loads(marker(run, "purged", "305").read_text())["problem"]
+
+
+def test_a_record_left_out_of_the_dataset_is_not_made_again_after_a_purge(
+        released: tuple[RunDir, Config], tmp_path: Path) -> None:
+    """A record an author asked to leave out (dataset.exclude) after it was released, then purged whole: the check
+    does not send it back to be downloaded again, nor does it count it against the release."""
+    from dataclasses import replace
+
+    run, cfg = released
+    (tmp_path / "exclude.txt").write_text("105  # its author asked\n")
+    cfg = replace(cfg, dataset=replace(cfg.dataset, exclude=str(tmp_path / "exclude.txt")))
+    for path in [marker(run, "done", "105"), marker(run, "attempts", "105"), *(run.data / "105").iterdir()]:
+        path.unlink()
+    (run.data / "104" / "images_104.h5").unlink()
+
+    check = verify_run(run, cfg)
+
+    assert list(check.damaged) == ["104"] and check.checked == 11
+    assert read_failure(run, "105") is None and not marker(run, "purged", "105").exists()

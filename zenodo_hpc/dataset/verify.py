@@ -57,6 +57,7 @@ from .decode import metadata_from_pickle
 from .load import load_metadata
 from .pack import DAMAGED, DamagedRecord, check_reads_whole, check_record
 from .release import latest_release, plan_release
+from .removals import left_out
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +86,14 @@ def verify_run(run: RunDir, cfg: Config) -> Check:
     damaged (see the module's doc); write and return what was found."""
     started = time.monotonic()
     check = Check(checked_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    not_released = set(plan_release(run, cfg).excluded) if run.records.exists() else set()
+    # superseded versions, records withdrawn from Zenodo or named by dataset.exclude: no release holds them
+    not_released = set(plan_release(run, cfg).excluded) | set(left_out(run, cfg)) if run.records.exists() else set()
     done = sorted(ids_in(run, DONE) - not_released)
     with ThreadPoolExecutor(max_workers=THREADS) as pool:  # a shared file system answers faster to several reads
         problems = pool.map(lambda record_id: _problem_of(run, cfg, record_id), done)
         check.damaged.update((i, p) for i, p in zip(done, problems, strict=True) if p is not None)
     check.checked = len(done)
-    unmarked = _folders_without_marker(run)
+    unmarked = _folders_without_marker(run) - not_released
     for hit in iter_records(run.records) if unmarked else ():
         record_id = str(hit["id"])
         if record_id in unmarked:
@@ -101,7 +103,7 @@ def verify_run(run: RunDir, cfg: Config) -> Check:
                 check.reverified.append(record_id)
             else:
                 check.damaged[record_id] = f"its done marker is gone and {problem}"
-    for record_id in _released_without_trace(run):
+    for record_id in set(_released_without_trace(run)) - not_released:
         check.damaged[record_id] = "its done marker and its folder are gone"
     for record_id, problem in sorted(check.damaged.items()):
         send_back(run, record_id, problem)
