@@ -239,6 +239,33 @@ def test_partition_that_does_not_exist_is_refused_and_nothing_is_queued(tmp_path
     assert queued_from(tmp_path) == []
 
 
+def test_memory_escalated_past_every_node_is_held_at_the_largest_node(tmp_path: Path,
+                                                                     zenodo_with_records) -> None:  # noqa: ANN001
+    """A task killed for its memory again and again gets twice as much each round, up to max_mem_gb (64 GB
+    here, more than any node of the dev cluster declares): past the largest node sbatch would refuse the next
+    round's array, in the finishing job, and nothing would ever pack. The escalation stops at that node."""
+    from zenodo_hpc.orchestrate.executor import Resources
+    from zenodo_hpc.orchestrate.feasibility import sbatch_test_only
+    from zenodo_hpc.orchestrate.slurm import job_parameters, logs_folder, sbatch_script, this_python
+    from zenodo_hpc.orchestrate.submit import escalate, largest_node_mem_gb
+
+    cfg = slurm_config(tmp_path, zenodo_with_records)
+    node_gb = largest_node_mem_gb(cfg)
+    assert node_gb is not None and node_gb < cfg.executor.slurm.max_mem_gb
+    run = RunDir(cfg.run_dir)
+
+    def queueable(resources: Resources) -> bool:
+        script = sbatch_script(logs_folder(run), this_python().command, job_parameters(run, "g9", resources), 1)
+        return sbatch_test_only(script) is None
+
+    capped = uncapped = Resources.from_config(cfg)
+    for _ in range(10):  # each round's task used all it had
+        capped = escalate(capped, "mem", cfg, used_gb=capped.mem_gb, node_mem_gb=node_gb)
+        uncapped = escalate(uncapped, "mem", cfg, used_gb=uncapped.mem_gb)
+    assert capped.mem_gb == node_gb and queueable(capped)
+    assert uncapped.mem_gb == cfg.executor.slurm.max_mem_gb and not queueable(uncapped)  # what sbatch would refuse
+
+
 def test_status_falls_back_to_squeue_when_sacct_fails(tmp_path: Path, zenodo_with_records,  # noqa: ANN001
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     _slow(zenodo_with_records, 101, 20.0)

@@ -169,6 +169,7 @@ def take_snapshot(run: RunDir, cfg: Config) -> RunSnapshot:
     snapshot.active.update(records_to_be_queued(submissions, shards, snapshot.done))
     base = Resources.from_config(cfg)
     escalated: dict[str, Resources] = {}
+    node_mem_gb = largest_node_mem_gb(cfg) if "OUT_OF_MEMORY" in states.values() else None
     for (generation, index), state in sorted(states.items()):
         shard = shards.get((generation, index))
         if shard is None:
@@ -185,28 +186,40 @@ def take_snapshot(run: RunDir, cfg: Config) -> RunSnapshot:
             before = Resources(base.partition, shard.time_min or base.time_min, shard.mem_gb or base.mem_gb,
                                base.cpus_per_task, base.setup, base.additional)
             used = usage.get((generation, index), {})
-            after = escalate(before, ESCALATING_STATES[state], cfg, used_gb=used.get("max_rss_gb"))
+            after = escalate(before, ESCALATING_STATES[state], cfg, used_gb=used.get("max_rss_gb"),
+                             node_mem_gb=node_mem_gb)
             for record_id in unfinished:  # a record in two dead shards gets the larger of the two
                 escalated[record_id] = _larger(escalated.get(record_id), after)
     snapshot.escalated = escalated
     return snapshot
 
 
+def largest_node_mem_gb(cfg: Config) -> float | None:
+    """The memory of the largest node of the arrays' partition (``sinfo``), GB; None when sinfo cannot say."""
+    from .feasibility import read_node_sizes
+
+    sizes = read_node_sizes(cfg.executor.slurm.partition)
+    return sizes.mem_mb / 1024 if sizes else None
+
+
 def sub_kind(submissions: list[Submission], generation: int) -> str:
     return next((s.kind for s in submissions if s.generation == generation), "")
 
 
-def escalate(resources: Resources, what: str, cfg: Config, *, used_gb: float | None = None) -> Resources:
+def escalate(resources: Resources, what: str, cfg: Config, *, used_gb: float | None = None,
+             node_mem_gb: float | None = None) -> Resources:
     """More memory (after OUT_OF_MEMORY) or time (after TIMEOUT), capped by the config.
 
     Memory: what the task was seen to use (MaxRSS) with a quarter to spare, and at least twice what it
-    had, since a task killed at its limit used at least all of it. Time: twice.
+    had, since a task killed at its limit used at least all of it; at most ``executor.slurm.max_mem_gb`` and
+    ``node_mem_gb``, the largest node of the partition (sbatch would refuse more, and the round with it).
+    Time: twice.
     """
     caps = cfg.executor.slurm
     mem, time_min = resources.mem_gb, resources.time_min
     if what == "mem":
         needed = max(mem * 2, (used_gb or 0.0) * 1.25)
-        mem = min(caps.max_mem_gb, round(needed, 3))
+        mem = min(caps.max_mem_gb, node_mem_gb or caps.max_mem_gb, round(needed, 3))
     else:
         time_min = min(caps.max_time_min, time_min * 2)
     return Resources(resources.partition, time_min, mem, resources.cpus_per_task, resources.setup,
