@@ -119,6 +119,7 @@ def test_status_says_when_the_chain_resumes_and_the_round_is_not_counted(tmp_pat
     assert after.action == "budget" and after.resume_at is not None and after.resume_at > time.time()
     saved = load_chain(run)
     assert saved.rounds == 1 and saved.resumes_at is not None
+    assert "(in " not in saved.message  # chain.json is read later: no "in 42 s" that would be stale by then
     assert abs(utc_epoch(saved.resumes_at) - after.resume_at) <= 1
     status = gather_status(run)
     text = format_status(status)

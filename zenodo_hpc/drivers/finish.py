@@ -33,7 +33,7 @@ from ..core.errors import UserError
 from ..core.state import DONE, RunDir, ids_in, load_run, mark_failed, read_failure
 from ..dataset.pack import PackResult, format_summary, pack
 from ..orchestrate.chain import RATE_LIMITED, Chain, budget_returns, load_chain, save_chain, utc_text
-from ..orchestrate.status import resumes_text
+from ..orchestrate.status import resumes_text, utc_clock
 from ..orchestrate.submit import SubmitResult, format_result, queue_next_batch, submit_pending, take_snapshot
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def _count_round(run: RunDir, chain: Chain, result: SubmitResult, pause: BudgetP
     chain.done_when_queued = len(result.snapshot.done)
     chain.resumes_at = utc_text(pause.until) if pause is not None and pause.wait_s > 0 else None
     if pause is not None:
-        chain.message += pause.describe()
+        chain.message += pause.describe(from_now=False)
     if result.follow_up_error:
         chain.state = "stopped"
         chain.message += f"; but {result.follow_up_error}: run `zenodo-hpc resume {run.root}` when its tasks end"
@@ -110,11 +110,13 @@ class BudgetPause:
     def wait_s(self) -> float:
         return max(0.0, self.until - time.time())
 
-    def describe(self) -> str:
-        """How a round queued after the pause is described in chain.json and in ``run``'s lines."""
+    def describe(self, *, from_now: bool = True) -> str:
+        """How a round queued after the pause is described in ``run``'s lines and (``from_now`` False: no "in 42
+        min" that would be stale when read) in chain.json."""
         why = ("Zenodo's request budget stopped the last round, which does not count" if self.free else
                "Zenodo's request budget stopped the last round, which finished no record and so counts")
-        start = f"; it starts at {resumes_text(self.until)}, when the budget returns" if self.wait_s > 0 else ""
+        when = resumes_text(self.until) if from_now else utc_clock(self.until)
+        start = f"; it starts at {when}, when the budget returns" if self.wait_s > 0 else ""
         return f": {why}{start}"
 
 
@@ -139,10 +141,10 @@ def budget_pause(run: RunDir, chain: Chain | None) -> BudgetPause | None:
 def _pause_for_budget(run: RunDir, chain: Chain, pause: BudgetPause) -> Step:
     """Local executors: say when the next round starts; the driver then waits (:func:`wait_for_budget`)."""
     chain.resumes_at = utc_text(pause.until)
-    chain.message = (f"waiting for Zenodo's request budget: round {chain.rounds + (not pause.free)} of at most "
-                     f"{chain.max_rounds} starts at {resumes_text(pause.until)}")
+    head = f"waiting for Zenodo's request budget: round {chain.rounds + (not pause.free)} of at most {chain.max_rounds}"
+    chain.message = f"{head} starts at {utc_clock(pause.until)}"
     save_chain(run, chain)
-    return Step("budget", chain.message, resume_at=pause.until)
+    return Step("budget", f"{head} starts at {resumes_text(pause.until)}", resume_at=pause.until)
 
 
 def wait_for_budget(until: float, *, sleep: Callable[[float], None] = time.sleep) -> None:

@@ -196,10 +196,15 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def utc_clock(when: float) -> str:
+    """``2026-12-07 14:05:12 UTC``: a time for a reader anywhere (rounded up: never before it)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(math.ceil(when)))
+
+
 def resumes_text(when: float, now: float | None = None) -> str:
-    """``2026-12-07 14:05:12 UTC (in 42 min)``: when the chain resumes, for a reader anywhere."""
+    """``2026-12-07 14:05:12 UTC (in 42 min)``: when the chain resumes, and how long from ``now``."""
     left = max(0.0, when - (time.time() if now is None else now))
-    return f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(math.ceil(when)))} (in {_duration(left)})"
+    return f"{utc_clock(when)} (in {_duration(left)})"
 
 
 def format_status(status: RunStatus) -> str:
