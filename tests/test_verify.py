@@ -71,8 +71,8 @@ def zenodo() -> Iterator[ZenodoDouble]:
 def living_config(tmp_path: Path, zenodo: ZenodoDouble) -> Config:
     return config_from_dict({
         "run": {"scratch": str(tmp_path / "scratch"), "name": "living"},
-        "zenodo": {"api_url": zenodo.api_url, "rate_limit_per_min": 60_000, "search_rate_limit_per_min": 60_000,
-                   "retries": 1},
+        "zenodo": {"api_url": zenodo.api_url, "rate_limit_per_min": 60_000, "rate_limit_per_hour": 3_600_000,
+                   "search_rate_limit_per_min": 60_000, "retries": 1},
         "github": {"codeload_url": zenodo.codeload_url},
         "fetch": {"attempts": 1},
         "executor": {"kind": "local", "records_per_shard": 2, "local": {"workers": 2}},
