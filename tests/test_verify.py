@@ -20,6 +20,7 @@ from conftest import stdlib_records
 
 from zenodo_hpc.cli import main
 from zenodo_hpc.core.config import Config, config_from_dict
+from zenodo_hpc.core.errors import UserError
 from zenodo_hpc.core.state import (
     RunDir,
     attempts_of,
@@ -30,6 +31,7 @@ from zenodo_hpc.core.state import (
     read_done,
     read_failure,
 )
+from zenodo_hpc.dataset.release import list_releases
 from zenodo_hpc.dataset.verify import last_check, verify_run
 from zenodo_hpc.demo.doubles import ZenodoDouble, make_zip
 from zenodo_hpc.drivers.releasing import release_now
@@ -256,3 +258,29 @@ def test_a_record_left_out_of_the_dataset_is_not_made_again_after_a_purge(
 
     assert list(check.damaged) == ["104"] and check.checked == 11
     assert read_failure(run, "105") is None and not marker(run, "purged", "105").exists()
+
+
+def test_update_stops_when_a_purge_took_records_jsonl_and_goes_on_once_its_copy_is_appended(
+        tmp_path: Path, zenodo: ZenodoDouble) -> None:
+    """records.jsonl is purged whole when no update appended to it for 90 days: the next update must not make a
+    release of only what it harvests anew; it says what to do, and the copy operations.md keeps puts it right."""
+    cfg = living_config(tmp_path, zenodo)
+    assert update(cfg, kind="local").release is not None
+    run = RunDir(cfg.run_dir)
+    kept = tmp_path / "kept-records.jsonl"
+    kept.write_bytes(run.records.read_bytes())
+    age([run.records], 100)
+    assert purge(run.root, 90) == [run.records]
+    new = stdlib_records(7, files_per_record=3)[6]
+    zenodo.add_record(ZenodoDouble.make_hit(410, created=time.strftime("%Y-%m-%dT%H:%M:%S"), title=new[0]),
+                      {f"{new[0]}.zip": make_zip(new[1])})
+
+    with pytest.raises(UserError, match=r"records\.jsonl no longer holds 6 record\(s\) of release [\d.]+ \(e\.g\. "
+                                        r"301, 302, 303\): a purge deleted it.*cat <your copy>/records\.jsonl >> "):
+        update(cfg, kind="local")
+    assert len(list_releases(run)) == 1
+
+    with open(run.records, "ab") as records:  # as the message says
+        records.write(kept.read_bytes())
+    second = update(cfg, kind="local").release
+    assert second is not None and sorted(second.records) == sorted([*IDS, "410"]) and second.added == ["410"]

@@ -14,7 +14,9 @@ between two releases. ``update`` calls :func:`verify_run` before it processes an
 - a record without a done marker whose folder is whole (every file there and readable, the h5 and the
   metadata naming this record, the metadata's record the same as ``records.jsonl``'s) is re-verified: its done
   marker is written anew from its files, and it is not made again (no download);
-- a record of the latest release left with neither a done marker nor a folder is sent back the same way.
+- a record of the latest release left with neither a done marker nor a folder is sent back the same way;
+- ``records.jsonl`` must still hold every record of the latest release (a purge deletes it whole when no update
+  appended to it for 90 days): otherwise the update stops, saying to append the copy kept elsewhere.
 
 What the check found is kept in ``state/verify.json`` for ``status``. The workers of ``run``, ``submit`` and
 ``resume`` take back a whole folder left without its marker the same way (:func:`taken_back`) before they would
@@ -88,21 +90,20 @@ def verify_run(run: RunDir, cfg: Config) -> Check:
     check = Check(checked_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     # superseded versions, records withdrawn from Zenodo or named by dataset.exclude: no release holds them
     not_released = set(plan_release(run, cfg).excluded) | set(left_out(run, cfg)) if run.records.exists() else set()
+    unmarked = _folders_without_marker(run) - not_released
+    hits = _hits_of(run, unmarked)  # records.jsonl's line of each folder without a marker; and of the release's
+    _require_released_records(run, hits, not_released)
     done = sorted(ids_in(run, DONE) - not_released)
     with ThreadPoolExecutor(max_workers=THREADS) as pool:  # a shared file system answers faster to several reads
         problems = pool.map(lambda record_id: _problem_of(run, cfg, record_id), done)
         check.damaged.update((i, p) for i, p in zip(done, problems, strict=True) if p is not None)
     check.checked = len(done)
-    unmarked = _folders_without_marker(run) - not_released
-    for hit in iter_records(run.records) if unmarked else ():
-        record_id = str(hit["id"])
-        if record_id in unmarked:
-            unmarked.discard(record_id)  # the first line of an id is the record (the harvest keeps no other)
-            problem = reverify(run, cfg, record_id, hit)
-            if problem is None:
-                check.reverified.append(record_id)
-            else:
-                check.damaged[record_id] = f"its done marker is gone and {problem}"
+    for record_id in sorted(unmarked & set(hits)):
+        problem = reverify(run, cfg, record_id, hits[record_id] or {})
+        if problem is None:
+            check.reverified.append(record_id)
+        else:
+            check.damaged[record_id] = f"its done marker is gone and {problem}"
     for record_id in set(_released_without_trace(run)) - not_released:
         check.damaged[record_id] = "its done marker and its folder are gone"
     for record_id, problem in sorted(check.damaged.items()):
@@ -111,6 +112,31 @@ def verify_run(run: RunDir, cfg: Config) -> Check:
     atomic_write_json(run.state / VERIFY_JSON, check.to_json())
     (log.warning if check.damaged or check.reverified else log.info)("%s", format_check(check))
     return check
+
+
+def _hits_of(run: RunDir, wanted: set[str]) -> dict[str, dict[str, Any] | None]:
+    """Every record id of records.jsonl, with its line (the first of its id: the harvest keeps no other) for the
+    ids ``wanted``, None for the others."""
+    hits: dict[str, dict[str, Any] | None] = {}
+    for hit in iter_records(run.records):
+        record_id = str(hit["id"])
+        if record_id not in hits:
+            hits[record_id] = hit if record_id in wanted else None
+    return hits
+
+
+def _require_released_records(run: RunDir, hits: dict[str, Any], not_released: set[str]) -> None:
+    """records.jsonl must still hold every record of the latest release: a purge deletes it whole when no update
+    appended to it for 90 days, and a release made without it would silently lack every record it held."""
+    release = latest_release(run)
+    if release is None:
+        return
+    lost = [i for i in release.records if i not in hits and i not in not_released]
+    if lost:
+        raise UserError(
+            f"{run.records} no longer holds {len(lost)} record(s) of release {release.version} (e.g. "
+            f"{', '.join(lost[:SHOWN])}): a purge deleted it, or it was cut; append the copy you keep of it (docs/"
+            f"operations.md, \"Scratch purges\": cat <your copy>/records.jsonl >> {run.records}), then update again")
 
 
 def _problem_of(run: RunDir, cfg: Config, record_id: str) -> str | None:
