@@ -131,6 +131,26 @@ def test_status_says_when_the_chain_resumes_and_the_round_is_not_counted(tmp_pat
     assert status.quarantined == 0
 
 
+def test_a_local_run_interrupted_while_it_waits_for_the_budget_promises_nothing(
+        tmp_path: Path, hour_of_a_minute: ZenodoDouble, monkeypatch: pytest.MonkeyPatch) -> None:
+    from zenodo_hpc.drivers import finish
+
+    def interrupted(until: float) -> None:
+        raise KeyboardInterrupt  # Ctrl-C during the wait
+
+    monkeypatch.setattr(finish, "wait_for_budget", interrupted)
+    cfg = budget_config(tmp_path, hour_of_a_minute, max_wait_s=5)
+    run = open_run(cfg)
+    harvest(cfg, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        finish.advance_rounds(run, cfg, kind="debug", chain=Chain(started_by="run", max_rounds=2))
+    status = gather_status(run)
+    assert status.budget_wait()["resumes_at"] is None  # no driver is left to start that round
+    assert "the next round starts at" not in format_status(status)
+    chain = load_chain(run)
+    assert chain.state == "stopped" and "interrupted while waiting for Zenodo's request budget" in chain.message
+
+
 def test_the_budget_frees_a_round_only_within_bounds_and_never_quarantines(tmp_path: Path,
                                                                            hour_of_a_minute: ZenodoDouble) -> None:
     """A round the budget stopped is free only when it finished records and the wait is a budget's (a day at

@@ -249,12 +249,25 @@ def advance_rounds(run: RunDir, cfg: Config, *, kind: str, chain: Chain, what: s
         if step.action in ("packed", "released"):
             return step
         if step.action == "budget" and step.resume_at is not None:
-            wait_for_budget(step.resume_at)
+            _wait_or_stop(run, chain, step.resume_at)
             continue  # rounds the budget stops are bounded by the records they finish, not by this guard
         if step.action == "waiting" and wait is not None:
             wait()
         decisions += 0 if step.free else 1
     raise RuntimeError(f"{MAX_LOCAL_DECISIONS} decisions without an end: a bug, please report it")
+
+
+def _wait_or_stop(run: RunDir, chain: Chain, until: float) -> None:
+    """The local driver waits for Zenodo's budget; interrupted (Ctrl-C, a signal), the chain says it stopped, so
+    that ``status`` does not promise a round that no driver is left to start."""
+    try:
+        wait_for_budget(until)
+    except BaseException:
+        chain.state, chain.resumes_at = "stopped", None
+        chain.message = (f"interrupted while waiting for Zenodo's request budget (until {utc_clock(until)}): "
+                         f"continue with `zenodo-hpc run` or `zenodo-hpc resume {run.root}`")
+        save_chain(run, chain)
+        raise
 
 
 def quarantine_unfinished(run: RunDir, cfg: Config, chain: Chain) -> int:
