@@ -204,7 +204,7 @@ def reverify(run: RunDir, cfg: Config, record_id: str, hit: dict[str, Any]) -> s
         check_reads_whole(folder, record_id, cfg, found, None)
         metadata = load_metadata(folder / metadata_json_name(record_id))
         problem = _other_record(record_id, hit, metadata, folder, cfg)
-    except (DamagedRecord, UserError) as exc:
+    except (DamagedRecord, UserError, OSError) as exc:  # OSError: a file h5py or the file system refuses now
         return str(exc).replace(f"{folder}/", "")
     if problem:
         return problem
