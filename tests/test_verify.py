@@ -31,8 +31,9 @@ from zenodo_hpc.core.state import (
     read_done,
     read_failure,
 )
+from zenodo_hpc.dataset.check_summary import last_check
 from zenodo_hpc.dataset.release import list_releases
-from zenodo_hpc.dataset.verify import last_check, verify_run
+from zenodo_hpc.dataset.verify import verify_run
 from zenodo_hpc.demo.doubles import ZenodoDouble, make_zip
 from zenodo_hpc.drivers.releasing import release_now
 from zenodo_hpc.drivers.update import update

@@ -18,7 +18,7 @@ from typing import Any
 from ..core.errors import UserError
 from ..core.liveness import LOST, UNCHECKABLE
 from ..core.state import DONE, RunDir, record_outcomes
-from ..dataset.verify import check_for_status, format_check
+from ..dataset.check_summary import check_for_status, format_check
 from .chain import load_chain, utc_epoch
 from .executor import load_submissions, submission_path
 from .plan import generations, load_plan
