@@ -247,6 +247,9 @@ def test_a_full_queue_still_queues_one_task_once_the_wait_for_room_is_over() -> 
     now, later = executor.split_batch(groups, full)
     assert [g.shards for g in now] == [[0]] and later == list(range(1, 22))  # sbatch's own retries take over
     assert "the queue is full now" in describe_feeding(22, 21, full, 1)
+    unknown = SubmitLimit(ClusterLimit("QOS limited MaxSubmitJobsPerUser", 5, "read"), None)  # squeue failed
+    assert unknown.free == 5 and unknown.describe().endswith("how many of your jobs are queued under it: squeue "
+                                                            "could not say")
 
 
 def test_the_finishing_job_regroups_the_waiting_shards_by_their_resources() -> None:

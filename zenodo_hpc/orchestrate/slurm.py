@@ -209,8 +209,9 @@ class SubmitLimit:
     def describe(self) -> str:
         if self.limit.value is None:
             return self.limit.describe()
-        queued = "squeue could not say" if self.queued is None else self.queued
-        return f"{self.limit.describe()}; {queued} of your jobs queued under it now"
+        if self.queued is None:
+            return f"{self.limit.describe()}; how many of your jobs are queued under it: squeue could not say"
+        return f"{self.limit.describe()}; {self.queued} of your jobs queued under it now"
 
 
 @dataclass(frozen=True)
