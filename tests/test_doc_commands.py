@@ -528,6 +528,7 @@ RULES: list[Rule] = [
     Rule("cluster_updating", r"zenodo-hpc schedule -c configs/sherlock\.yaml --remove", ok(no_job_left)),
     Rule("cluster_updating", r"squeue --me", ok(prints("JOBID"))),
     Rule("cluster_tools", r"scontrol show config", ok(prints(r"^MaxArraySize\s*=")), once=True),
+    Rule("cluster_tools", r"squeue -r --me", ok(prints("JOBID"))),
     Rule("cluster_tools", r"zenodo-hpc submit -c configs/sherlock\.yaml --dry-run --records \d+", ok(
         prints("^#SBATCH"), prints(r"MaxArraySize \d+ \(read from scontrol\)"),
         writes_nothing(SHERLOCK_RUN))),
@@ -544,7 +545,8 @@ NEVER: dict[str, str] = {
         "squashfuse mounts the same image in the test's folder",
     r"crontab -e": "opens an editor on this user's crontab: interactive, and it would change the machine's crontab",
     r"kaggle auth login": "an interactive login on kaggle.com: needs the internet and an account",
-    r"unsquashfs -cat|sbatch --begin(=.*)?|chmod 600": "an option named in prose, not a command line",
+    r"unsquashfs -cat|sbatch --begin(=.*)?|sbatch --test-only|squeue -r|chmod 600":
+        "an option named in prose, not a command line",
     r"python tests/kaggle_double\.py child SPEC\.json": "the child process tests/test_publish.py starts, with the "
                                                        "spec file it writes (SPEC.json stands for it)",
 }
