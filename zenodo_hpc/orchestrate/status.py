@@ -21,7 +21,7 @@ from ..core.state import DONE, RunDir, record_outcomes
 from ..dataset.check_summary import check_for_status, format_check
 from .chain import load_chain, utc_epoch
 from .executor import load_submissions, submission_path
-from .plan import generations, load_plan
+from .plan import Plan, generations, load_plan, plan_path
 from .submit import slurm_shard_states
 
 RATE_WINDOW_S = 15 * 60
@@ -80,16 +80,23 @@ class RunStatus:
 
 
 def completion_rate(run: RunDir, now: float | None = None) -> float | None:
-    """Records completed per minute over the last 15 minutes, from the done markers' times."""
+    """Records completed per minute over the last 15 minutes, from the done markers' times.
+
+    Each marker's time is read once per process (a ``stat`` each: 300,000 of them took seconds, on a cluster's
+    scratch far more, and a waiting ``run`` asks every few seconds): a marker is written once to a new file (a
+    temporary name, then a rename) and never touched again, so its name and inode stand for its time
+    (:class:`_MarkerTimes`).
+    """
     now = time.time() if now is None else now
-    folder = run.state / DONE
+    times = _MARKER_TIMES.setdefault(str(run.state / DONE), _MarkerTimes())
+    times.forget_old_before(now)
     recent = 0
     oldest = now
     try:
-        with os.scandir(folder) as entries:
+        with os.scandir(run.state / DONE) as entries:
             for entry in entries:
-                mtime = entry.stat().st_mtime
-                if now - mtime <= RATE_WINDOW_S:
+                mtime = times.recent_mtime(entry, now)
+                if mtime is not None:
                     recent += 1
                     oldest = min(oldest, mtime)
     except FileNotFoundError:
@@ -98,6 +105,51 @@ def completion_rate(run: RunDir, now: float | None = None) -> float | None:
         return None
     span = max(now - oldest, 60.0)
     return recent / span * 60
+
+
+@dataclass
+class _MarkerTimes:
+    """The times of one folder's done markers, kept between calls of :func:`completion_rate`.
+
+    A marker is known by ``hash((name, inode))`` (the listing gives both, no ``stat``). One seen older than the
+    window is only remembered as such (``old``, about 60 bytes a marker; ``seen_at``: the latest moment one was
+    found so): it stays so for any later moment (a call about an earlier one starts again). The others keep
+    their time (``recent``: a window's worth). A marker deleted and written again under its inode number (a
+    redone record, on a file system that reuses numbers) would keep its old time: the rate, an estimate, would
+    miss that one record.
+    """
+
+    old: set[int] = field(default_factory=set)
+    seen_at: float = float("-inf")
+    recent: dict[int, float] = field(default_factory=dict)
+
+    def forget_old_before(self, now: float) -> None:
+        """A call about an earlier moment than the last: what was old then may not be old now."""
+        if now < self.seen_at:
+            self.old.clear()
+            self.seen_at = float("-inf")
+
+    def recent_mtime(self, entry: os.DirEntry[str], now: float) -> float | None:
+        """The marker's time; None when it is older than the window before ``now`` (or gone since the listing)."""
+        key = hash((entry.name, entry.inode()))
+        if key in self.old:
+            return None
+        mtime = self.recent.get(key)
+        if mtime is None:
+            try:
+                mtime = entry.stat().st_mtime
+            except FileNotFoundError:  # redone (pack found it damaged) since the listing
+                return None
+        if now - mtime > RATE_WINDOW_S:
+            self.recent.pop(key, None)
+            self.old.add(key)
+            self.seen_at = max(self.seen_at, now)
+            return None
+        self.recent[key] = mtime
+        return mtime
+
+
+_MARKER_TIMES: dict[str, _MarkerTimes] = {}
 
 
 def gather_status(run: RunDir) -> RunStatus:
@@ -151,7 +203,7 @@ def _shard_counts(run: RunDir, generation: int, sub: Any, states: dict[tuple[int
                   done_ids: set[str]) -> ShardCounts:
     from .slurm import ACTIVE_STATES, GONE
 
-    plan = load_plan(run, generation)
+    plan = _plan(run, generation)
     counts = ShardCounts(generation, sub.kind if sub else _not_submitted(run, generation), len(plan.shards))
     if sub is not None and sub.kind == "slurm":
         counts.job_ids = [a["job_id"] for a in sub.arrays]
@@ -177,6 +229,28 @@ def _shard_counts(run: RunDir, generation: int, sub: Any, states: dict[tuple[int
             failed_states[state] += 1
     counts.failed_states = dict(failed_states)
     return counts
+
+
+def _plan(run: RunDir, generation: int) -> Plan:
+    """:func:`load_plan`, kept between calls while the file stays as it is (same size, time and inode: a plan is
+    written to a new file and renamed into place): a plan of 300,000 records takes half a second to read, and a
+    waiting ``run`` asks every few seconds."""
+    path = plan_path(run, generation)
+    try:
+        info = path.stat()
+        key = (info.st_size, info.st_mtime_ns, info.st_ino)
+    except OSError:
+        key = None  # load_plan says what is wrong
+    kept = _PLANS.get(str(path))
+    if key is not None and kept is not None and kept[0] == key:
+        return kept[1]
+    plan = load_plan(run, generation)
+    if key is not None:
+        _PLANS[str(path)] = (key, plan)
+    return plan
+
+
+_PLANS: dict[str, tuple[tuple[int, int, int], Plan]] = {}
 
 
 def _not_submitted(run: RunDir, generation: int) -> str:

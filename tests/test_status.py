@@ -1,0 +1,62 @@
+"""status at scale: what it keeps between calls (marker times, plans) is read again once it no longer holds."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from zenodo_hpc.core.state import DONE, RunDir, atomic_write_json, marker
+from zenodo_hpc.orchestrate import status
+from zenodo_hpc.orchestrate.plan import Plan, Shard, plan_path
+from zenodo_hpc.orchestrate.status import RATE_WINDOW_S, completion_rate
+
+
+def done_at(run: RunDir, record_id: str, when: float) -> None:
+    """A done marker written as a worker writes it (a new file renamed into place), dated ``when``."""
+    path = marker(run, DONE, record_id)
+    atomic_write_json(path, {"id": record_id})
+    os.utime(path, (when, when))
+
+
+def test_rate_counts_markers_written_after_an_earlier_call(tmp_path: Path) -> None:
+    run = RunDir(tmp_path)
+    now = time.time()
+    for i in range(3):
+        done_at(run, f"{i}", now - RATE_WINDOW_S - 600)  # old: out of the window
+    done_at(run, "10", now - 300)
+    done_at(run, "11", now - 120)
+    assert completion_rate(run, now) == 2 / 300 * 60
+    done_at(run, "12", now - 60)  # a new record done
+    assert completion_rate(run, now) == 3 / 300 * 60
+
+
+def test_rate_reads_a_marker_written_again_and_an_earlier_moment(tmp_path: Path) -> None:
+    run = RunDir(tmp_path)
+    now = time.time()
+    done_at(run, "1", now - RATE_WINDOW_S - 600)
+    done_at(run, "2", now - RATE_WINDOW_S - 600)
+    done_at(run, "3", now - 100)
+    assert completion_rate(run, now) is None  # one recent record: no rate
+    done_at(run, "1", now - 200)  # redone: a new marker, out of the old one's place
+    done_at(run, "4", now - 200)
+    assert completion_rate(run, now) == 3 / 200 * 60
+    earlier = now - RATE_WINDOW_S - 300  # asked about a moment when "2" was recent (the others: later still)
+    assert completion_rate(run, earlier) == 4 / 300 * 60
+
+
+def write_plan_file(run: RunDir, shards: list[Shard]) -> None:
+    path = plan_path(run, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(".new")
+    tmp.write_text(Plan(1, shards).to_json())
+    os.replace(tmp, path)  # a new file, as plans are written
+
+
+def test_a_plan_changed_since_the_last_status_is_read_again(tmp_path: Path) -> None:
+    run = RunDir(tmp_path)
+    write_plan_file(run, [Shard(0, ["1", "2"], [0, 10])])
+    assert [s.ids for s in status._plan(run, 1).shards] == [["1", "2"]]
+    assert status._plan(run, 1) is status._plan(run, 1)  # kept while unchanged
+    write_plan_file(run, [Shard(0, ["1"], [0]), Shard(1, ["3"], [20])])
+    assert [s.ids for s in status._plan(run, 1).shards] == [["1"], ["3"]]
