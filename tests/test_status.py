@@ -60,3 +60,40 @@ def test_a_plan_changed_since_the_last_status_is_read_again(tmp_path: Path) -> N
     assert status._plan(run, 1) is status._plan(run, 1)  # kept while unchanged
     write_plan_file(run, [Shard(0, ["1"], [0]), Shard(1, ["3"], [20])])
     assert [s.ids for s in status._plan(run, 1).shards] == [["1"], ["3"]]
+
+
+class SlowClock:
+    """time for drivers.pipeline: each status takes ``status_s`` (of this clock), each pause is recorded."""
+
+    def __init__(self, status_s: float) -> None:
+        self.now, self.status_s, self.pauses = 0.0, status_s, []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.now += seconds
+
+
+def test_a_waiting_run_looks_less_often_when_status_takes_long(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    from types import SimpleNamespace
+
+    from zenodo_hpc.drivers import pipeline
+    from zenodo_hpc.orchestrate import executor, slurm
+
+    for status_s, expected in ((0.01, [10.0, 10.0]), (2.0, [40.0, 40.0])):  # a small run; 300,000 records
+        clock = SlowClock(status_s)
+        looks = iter([3, 2, 0])  # tasks still queued or running, at each look
+
+        def slow_status(run: RunDir, clock: SlowClock = clock) -> SimpleNamespace:
+            clock.now += clock.status_s
+            return SimpleNamespace(records=10, done=1, quarantined=0, failed=0, eta_seconds=None)
+
+        monkeypatch.setattr(pipeline, "time", clock)
+        monkeypatch.setattr(pipeline, "gather_status", slow_status)
+        monkeypatch.setattr(pipeline, "load_chain", lambda run: None)
+        monkeypatch.setattr(executor, "load_submissions", lambda run: [])
+        monkeypatch.setattr(slurm, "unfinished_tasks", lambda subs, finishing, looks=looks: next(looks))
+        pipeline.wait_for_tasks(RunDir(tmp_path), 10.0, progress=False)
+        assert clock.pauses == expected

@@ -33,6 +33,7 @@ from .finish import MAX_LOCAL_DECISIONS, Step, advance, advance_rounds, feed_nex
 log = logging.getLogger(__name__)
 
 POLL_S = 10.0
+POLL_SHARE = 20  # a waiting run pauses at least 20 times as long as its last look took: under 5% of a core
 
 
 @dataclass
@@ -155,7 +156,9 @@ def wait_for_tasks(run: RunDir, poll_s: float, progress: bool | None) -> None:
             finishing = [chain.finishing_job] if chain and chain.finishing_job and chain.state == "running" else []
             submissions = load_submissions(run)
             active = unfinished_tasks(submissions, finishing) + live_local_tasks(submissions)
+            looked = time.monotonic()
             status = gather_status(run)
+            took = time.monotonic() - looked
             finished = status.done + status.quarantined
             bar.n = finished
             eta = f"{status.eta_seconds / 60:.0f} min left" if status.eta_seconds else "time left unknown"
@@ -166,7 +169,7 @@ def wait_for_tasks(run: RunDir, poll_s: float, progress: bool | None) -> None:
                 last_log = time.monotonic()
             if active == 0:
                 return
-            time.sleep(poll_s)
+            time.sleep(max(poll_s, POLL_SHARE * took))  # a big run's status takes seconds: look less often
     finally:
         bar.close()
 
