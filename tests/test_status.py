@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from zenodo_hpc.core.state import DONE, RunDir, atomic_write_json, marker
+from zenodo_hpc.core.state import DONE, RunDir, atomic_write_json, marker, record_ids
 from zenodo_hpc.orchestrate import status
 from zenodo_hpc.orchestrate.plan import Plan, Shard, plan_path
 from zenodo_hpc.orchestrate.status import RATE_WINDOW_S, completion_rate
@@ -97,3 +97,19 @@ def test_a_waiting_run_looks_less_often_when_status_takes_long(tmp_path: Path, m
         monkeypatch.setattr(slurm, "unfinished_tasks", lambda subs, finishing, looks=looks: next(looks))
         pipeline.wait_for_tasks(RunDir(tmp_path), 10.0, progress=False)
         assert clock.pauses == expected
+
+
+def test_the_records_kept_in_memory_are_read_again_once_records_jsonl_changed(tmp_path: Path) -> None:
+    path = tmp_path / "records.jsonl"
+    path.write_text('{"id": 1, "metadata": {}}\n{"id": 2, "metadata": {}}\n')
+    assert record_ids(path) == {"1", "2"}
+    with open(path, "a") as handle:  # the harvest appends
+        handle.write('{"id": 3, "metadata": {}}\n')
+    assert record_ids(path) == {"1", "2", "3"}
+    new = tmp_path / "new"
+    new.write_text('{"id": 1, "metadata": {}}\n{"id": 4, "metadata": {}}\n{"id": 3, "metadata": {}}\n')
+    os.replace(new, path)  # the same size, another file (sed -i of a line): read again
+    assert record_ids(path) == {"1", "3", "4"}
+    ids = record_ids(path)
+    ids.add("5")  # a caller's set is its own
+    assert record_ids(path) == {"1", "3", "4"}

@@ -619,7 +619,8 @@ def record_ids(path: os.PathLike[str]) -> set[str]:
 
     Reading every record takes a while at scale (tens of us each), and ``status`` asks again and again while
     the file stays as it is: the ids are kept in ``state/records.count.json`` with the file's size, time and
-    inode, and read again only when one of them changed.
+    inode, and read again only when one of them changed; a process that asks again (a waiting ``run``) keeps them
+    in memory under the same key.
     """
     path = Path(path)
     try:
@@ -627,6 +628,20 @@ def record_ids(path: os.PathLike[str]) -> set[str]:
     except FileNotFoundError:
         return set()
     key = {"size": info.st_size, "mtime_ns": info.st_mtime_ns, "inode": info.st_ino}
+    kept = _RECORD_IDS.get(str(path))
+    if kept is not None and kept[0] == key:
+        return set(kept[1])
+    ids = _saved_record_ids(path, key)
+    _RECORD_IDS[str(path)] = (key, frozenset(ids))
+    return ids
+
+
+_RECORD_IDS: dict[str, tuple[dict[str, int], frozenset[str]]] = {}
+
+
+def _saved_record_ids(path: Path, key: dict[str, int]) -> set[str]:
+    """The ids of ``records.jsonl`` from ``state/records.count.json`` when it was written for this ``key``,
+    else read from the file (and saved there)."""
     cache = path.parent / "state" / RECORDS_COUNT
     with contextlib.suppress(OSError, ValueError, TypeError):
         saved = json.loads(cache.read_text(encoding="utf-8"))
