@@ -447,10 +447,10 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("-c", "--config", required=True, metavar="CONFIG", help="YAML config (docs/configuration.md)")
     update.add_argument("--executor", choices=["auto", "slurm", "local", "debug"],
                         help="where the workers run (default: executor.kind)")
-    update.set_defaults(func=cmd_update)
     update.add_argument("--keep-withdrawn", action="store_true",
                         help="keep the data/<id>/ folders of records withdrawn from Zenodo (default: "
                              "dataset.keep_withdrawn, false: they are removed); they leave the release either way")
+    update.set_defaults(func=cmd_update)
 
     schedule = commands.add_parser(
         "schedule",
