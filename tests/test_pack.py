@@ -184,11 +184,17 @@ def _flip_bytes(path: Path, at: int = 5000, count: int = 64) -> None:
         handle.write(bytes(b ^ 0xFF for b in block))
 
 
+# The ways pack reads a new image back, with what its log says of each.
+READ_BACK_WAYS = {"unsquashfs -pf": "in one pass (unsquashfs -pf)",  # squashfs-tools 4.5 and later
+                  "unsquashfs -cat": "by name, 1000 at a time (unsquashfs -cat",
+                  "extracting (squashfs-tools < 4.5)": "by name, 1000 at a time (extracting them"}
+
+
 @pytest.mark.parametrize("damage", ["flipped bytes", "cut short", "a file changed while packing"])
-@pytest.mark.parametrize("stream", [True, False], ids=["unsquashfs -cat", "extracting (squashfs-tools < 4.5)"])
+@pytest.mark.parametrize("way", list(READ_BACK_WAYS))
 def test_a_new_image_that_fails_verification_leaves_the_previous_one_and_its_checksums(
         finished_run, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, damage: str,  # noqa: ANN001
-        stream: bool) -> None:
+        way: str) -> None:
     import zenodo_hpc.dataset.pack as pack_module
 
     run, cfg = finished_run
@@ -196,7 +202,7 @@ def test_a_new_image_that_fails_verification_leaves_the_previous_one_and_its_che
     assert first.verify_seconds > 0
     before = _checksum_files(run)
     assert set(before) == {"zenodo-ml.sqsh", "zenodo-ml.sqsh.md5", "zenodo-ml.sqsh.sha256"}
-    monkeypatch.setattr(pack_module, "_can_cat", lambda: stream)
+    _read_back_by(monkeypatch, way)
     original = pack_module.build_image
     if damage == "flipped bytes":
         monkeypatch.setattr(pack_module, "build_image", _corrupting(original, _flip_bytes))
@@ -218,13 +224,52 @@ def test_a_new_image_that_fails_verification_leaves_the_previous_one_and_its_che
         assert pack(run, cfg, progress=False).md5 == first.md5  # nothing was wrong with the run itself
 
 
-def test_the_extracting_read_back_verifies_a_good_image_too(finished_run, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
-    import zenodo_hpc.dataset.pack as pack_module
+@pytest.mark.parametrize("way", list(READ_BACK_WAYS))
+def test_each_read_back_verifies_a_good_image_and_the_log_says_which(
+        finished_run, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, way: str) -> None:  # noqa: ANN001
+    run, cfg = finished_run
+    _read_back_by(monkeypatch, way)
+    with caplog.at_level("INFO", logger="zenodo_hpc.dataset.pack"):
+        result = pack(run, cfg, progress=False)
+    assert result.records == 12 and result.md5 == md5(run.root / "zenodo-ml.sqsh")
+    assert READ_BACK_WAYS[way] in caplog.text
+
+
+@pytest.mark.parametrize("way", list(READ_BACK_WAYS))
+def test_each_read_back_names_a_file_that_reads_back_different_a_missing_and_an_unexpected_one(
+        finished_run, monkeypatch: pytest.MonkeyPatch, way: str) -> None:  # noqa: ANN001
+    from zenodo_hpc.dataset.pack import verify_image
 
     run, cfg = finished_run
-    monkeypatch.setattr(pack_module, "_can_cat", lambda: False)
-    result = pack(run, cfg, progress=False)
-    assert result.records == 12 and result.md5 == md5(run.root / "zenodo-ml.sqsh")
+    image = pack(run, cfg, progress=False).image
+    _read_back_by(monkeypatch, way)
+    expected = {name: (size, sha) for name, size, sha in _files_of(run.data, image_listing(image))}
+    verify_image(image, expected)
+    name = "107/metadata_107.json"
+    size, sha = expected[name]
+    with pytest.raises(UserError, match=rf"^{name} reads back different from the file packed \(sha256 {sha[:16]}"
+                                        r"\.\.\., the manifest says 0000000000000000\.\.\.\)$"):
+        verify_image(image, {**expected, name: (size, "0" * 64)})
+    with pytest.raises(UserError, match=rf"^{name} is {size} bytes in it, {size + 1} in the manifest$"):
+        verify_image(image, {**expected, name: (size + 1, sha)})
+    with pytest.raises(UserError, match=r"missing \['999/metadata_999.json'\], unexpected \[\]$"):
+        verify_image(image, {**expected, "999/metadata_999.json": (size, sha)})
+    with pytest.raises(UserError, match=rf"missing \[\], unexpected \['{name}'\]$"):
+        verify_image(image, {n: v for n, v in expected.items() if n != name})
+
+
+def _read_back_by(monkeypatch: pytest.MonkeyPatch, way: str) -> None:
+    """Make pack read the image back the given way, as an unsquashfs offering only it would."""
+    import zenodo_hpc.dataset.pack as pack_module
+
+    offers = {"unsquashfs -pf": "-pf -cat", "unsquashfs -cat": "-cat", "extracting (squashfs-tools < 4.5)": ""}
+    if way == "unsquashfs -pf" and "-pf" not in pack_module._unsquashfs_help():
+        pytest.skip("this unsquashfs has no -pf (squashfs-tools < 4.5)")
+    monkeypatch.setattr(pack_module, "_unsquashfs_help", lambda: offers[way])
+
+
+def _files_of(folder: Path, names: set[str]) -> list[tuple[str, int, str]]:
+    return [(n, (folder / n).stat().st_size, hashlib.sha256((folder / n).read_bytes()).hexdigest()) for n in names]
 
 
 def _damaged_then_made_again(run, cfg, capsys, record: str = "105") -> None:  # noqa: ANN001

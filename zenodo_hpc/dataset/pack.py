@@ -9,7 +9,8 @@ number of CPUs) and a failed pack never leaves a truncated image behind.
 Before packing, every done record's files are checked against its done marker (each file's size and
 sha256 when the record was made): a record damaged since then is sent back to ``resume`` rather than
 packed. The new image is verified before it replaces anything: its listing must match the manifest and
-every file must read back (``unsquashfs -cat``) with the manifest's sha256. Only then is it renamed over
+every file must read back with the manifest's sha256 (``unsquashfs -pf``: the whole image in one walk of
+its tree; an unsquashfs older than 4.5 extracts it by name, a batch at a time). Only then is it renamed over
 the previous image and ``<image>.md5`` and ``<image>.sha256`` written beside it; a failed verification
 leaves the previous image and its checksum files as they were.
 """
@@ -28,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
@@ -663,28 +664,131 @@ def expected_files(run: RunDir, entries: list[dict[str, Any]],
 
 def verify_image(image: Path, expected: dict[str, tuple[int, str]]) -> None:
     """The image holds exactly the expected files, each of the expected size, and each reads back with the
-    expected sha256. Raises UserError saying what differs."""
-    listed = image_sizes(image)
+    expected sha256. Raises UserError saying what differs.
+
+    Why one pass: naming files to unsquashfs makes it look each one up from the image's root, whose folder
+    per record makes that quadratic (hours at Zenodo's scale). ``unsquashfs -pf`` (squashfs-tools 4.5 and
+    later) instead walks the tree once and streams every file out in its listing's order; older ones fall
+    back to extracting a batch of names at a time."""
+    help_text = _unsquashfs_help()
+    if "-pf" in help_text:
+        log.info("verifying %d files of %s in one pass (unsquashfs -pf)", len(expected), image)
+        _verify_in_one_pass(image, expected)
+        return
+    read_back = _read_back_by_cat if "-cat" in help_text else _read_back_by_extracting
+    log.info("verifying %d files of %s by name, %d at a time (%s: this unsquashfs has no -pf)", len(expected),
+             image, CAT_BATCH, "unsquashfs -cat" if "-cat" in help_text else "extracting them")
+    _verify_by_name(image, expected, read_back)
+
+
+def _check_listing(listed: dict[str, int], expected: dict[str, tuple[int, str]]) -> None:
+    """The image's regular files are the expected ones, each of the expected size."""
     if listed.keys() != expected.keys():
         missing, extra = sorted(expected.keys() - listed.keys()), sorted(listed.keys() - expected.keys())
         raise UserError(f"it does not hold what the manifest lists: missing {missing[:3]}, unexpected {extra[:3]}")
     for name, (size, _) in expected.items():
         if listed[name] != size:
             raise UserError(f"{name} is {listed[name]} bytes in it, {size} in the manifest")
+
+
+def _check_digest(name: str, sha: str, wanted: str) -> None:
+    if sha != wanted:
+        raise UserError(f"{name} reads back different from the file packed (sha256 {sha[:16]}..., the "
+                        f"manifest says {wanted[:16]}...)")
+
+
+def _verify_by_name(image: Path, expected: dict[str, tuple[int, str]],
+                    read_back: Callable[[Path, list[str], list[int]], list[str]]) -> None:
+    """The older way: list the image, then read its files back by name, ``CAT_BATCH`` at a time."""
+    _check_listing(image_sizes(image), expected)
     names = sorted(expected)
-    read_back = _read_back_by_cat if _can_cat() else _read_back_by_extracting
     for start in range(0, len(names), CAT_BATCH):
         batch = names[start:start + CAT_BATCH]
         for name, sha in zip(batch, read_back(image, batch, [expected[n][0] for n in batch]), strict=True):
-            if sha != expected[name][1]:
-                raise UserError(f"{name} reads back different from the file packed (sha256 {sha[:16]}..., the "
-                                f"manifest says {expected[name][1][:16]}...)")
+            _check_digest(name, sha, expected[name][1])
 
 
-def _can_cat() -> bool:
-    """squashfs-tools 4.5 and later can stream files out (``-cat``); older ones can only extract them."""
+PSEUDO_DATA_START = b"# START OF DATA - DO NOT MODIFY\n"  # unsquashfs -pf: the file data follows "#\n"
+
+
+def _verify_in_one_pass(image: Path, expected: dict[str, tuple[int, str]]) -> None:
+    """``unsquashfs -pf``: a listing of every entry (a regular file's with its size and offset), then every
+    regular file's bytes one after the other in that order, hashed as they stream by (one file chunk in
+    memory at a time)."""
+    with tempfile.TemporaryFile() as stderr:  # a file, not a pipe: a damaged image's many errors never block it
+        proc = subprocess.Popen([_unsquashfs(), "-no-progress", "-pf", "/dev/stdout", str(image)],
+                                stdout=subprocess.PIPE, stderr=stderr)
+        assert proc.stdout is not None
+
+        def errors() -> str:
+            proc.stdout.close()  # unsquashfs stops at its next write, if it has not stopped yet
+            proc.wait()
+            stderr.seek(0)
+            return stderr.read().decode(errors="replace").strip()[:200]
+        try:
+            files = _pseudo_listing(proc.stdout, errors)
+            _check_listing(dict(files), expected)
+            for name, size in files:
+                _check_digest(name, _hash_stream(proc.stdout, name, size, errors), expected[name][1])
+            trailing = proc.stdout.read(1)
+        finally:
+            proc.stdout.close()  # stopped at the first difference: unsquashfs stops at its next write
+            proc.wait()
+        if proc.returncode != 0 or trailing:
+            raise UserError(f"unsquashfs -pf failed ({proc.returncode}): {errors() or 'more bytes than listed'}")
+
+
+def _pseudo_listing(stream: IO[bytes], errors: Callable[[], str]) -> list[tuple[str, int]]:
+    """``(path, size)`` of every regular file in the listing ``unsquashfs -pf`` writes before the data, in
+    the order their bytes follow (a line: ``path R time mode uid gid size offset``, with ``\\`` escaping
+    spaces and quotes in the path)."""
+    files, offset = [], 0
+    for line in iter(stream.readline, b""):
+        if line == PSEUDO_DATA_START:
+            stream.readline()  # "#"
+            return files
+        if line.startswith(b"#"):
+            continue
+        name, fields = _pseudo_name(line.rstrip(b"\n").decode("utf-8", errors="surrogateescape"))
+        if fields[:1] == ["R"]:
+            if len(fields) < 7 or not (fields[5].isdigit() and fields[6].isdigit()):
+                raise UserError(f"unsquashfs -pf wrote {line[:100]!r}, not a file's line: "
+                                f"{errors() or 'the image is damaged'}")
+            size, at = int(fields[5]), int(fields[6])
+            if at != offset:
+                raise UserError(f"unsquashfs -pf lists {name} at byte {at} of its data, not {offset}")
+            files.append((name, size))
+            offset += size
+    raise UserError(f"unsquashfs -pf ended before its data: {errors() or 'the image is damaged or incomplete'}")
+
+
+def _pseudo_name(line: str) -> tuple[str, list[str]]:
+    """A pseudo file line's path (unescaped) and its other fields."""
+    name, i = [], 0
+    while i < len(line) and line[i] != " ":
+        if line[i] == "\\" and i + 1 < len(line):
+            i += 1
+        name.append(line[i])
+        i += 1
+    return "".join(name).lstrip("/"), line[i:].split()
+
+
+def _hash_stream(stream: IO[bytes], name: str, size: int, errors: Callable[[], str]) -> str:
+    """The sha256 of the next ``size`` bytes of a stream of files, read a chunk at a time."""
+    digest, left = hashlib.sha256(), size
+    while left:
+        block = stream.read(min(left, HASH_CHUNK))
+        if not block:
+            raise UserError(f"{name} reads back short ({size - left} of {size} bytes): {errors()}")
+        digest.update(block)
+        left -= len(block)
+    return digest.hexdigest()
+
+
+def _unsquashfs_help() -> str:
+    """What this unsquashfs can do: 4.5 and later stream files out (``-cat``, ``-pf``); older ones only extract."""
     out = subprocess.run([_unsquashfs(), "-help"], capture_output=True, text=True, check=False)
-    return "-cat" in out.stdout + out.stderr
+    return out.stdout + out.stderr
 
 
 def _read_back_by_cat(image: Path, names: list[str], sizes: list[int]) -> list[str]:
@@ -695,21 +799,17 @@ def _read_back_by_cat(image: Path, names: list[str], sizes: list[int]) -> list[s
     digests = []
     with proc.stdout, proc.stderr:
         for name, size in zip(names, sizes, strict=True):
-            digest, left = hashlib.sha256(), size
-            while left:
-                block = proc.stdout.read(min(left, HASH_CHUNK))
-                if not block:
-                    proc.wait()
-                    raise UserError(f"{name} reads back short ({size - left} of {size} bytes): "
-                                    f"{proc.stderr.read().decode(errors='replace').strip()[:200]}")
-                digest.update(block)
-                left -= len(block)
-            digests.append(digest.hexdigest())
+            digests.append(_hash_stream(proc.stdout, name, size, _reader(proc.stderr)))
         trailing = proc.stdout.read(1)
         errors = proc.stderr.read().decode(errors="replace").strip()
     if proc.wait() != 0 or trailing:
         raise UserError(f"unsquashfs -cat failed ({proc.returncode}): {errors[:200] or 'more bytes than listed'}")
     return digests
+
+
+def _reader(stream: IO[bytes]) -> Callable[[], str]:
+    """What a finished process wrote on this pipe, as the start of an error message."""
+    return lambda: stream.read().decode(errors="replace").strip()[:200]
 
 
 def _read_back_by_extracting(image: Path, names: list[str], sizes: list[int]) -> list[str]:
