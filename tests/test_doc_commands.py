@@ -545,7 +545,7 @@ NEVER: dict[str, str] = {
         "squashfuse mounts the same image in the test's folder",
     r"crontab -e": "opens an editor on this user's crontab: interactive, and it would change the machine's crontab",
     r"kaggle auth login": "an interactive login on kaggle.com: needs the internet and an account",
-    r"unsquashfs -cat|sbatch --begin(=.*)?|sbatch --test-only|squeue -r|chmod 600":
+    r"unsquashfs -cat|unsquashfs -pf|sbatch --begin(=.*)?|sbatch --test-only|squeue -r|chmod 600":
         "an option named in prose, not a command line",
     r"python tests/kaggle_double\.py child SPEC\.json": "the child process tests/test_publish.py starts, with the "
                                                        "spec file it writes (SPEC.json stands for it)",
