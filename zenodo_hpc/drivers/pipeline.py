@@ -145,10 +145,7 @@ def wait_for_tasks(run: RunDir, poll_s: float, progress: bool | None) -> None:
     from ..orchestrate.executor import load_submissions
     from ..orchestrate.slurm import unfinished_tasks
 
-    status = gather_status(run)
-    bar = tqdm(total=status.records, initial=status.done + status.quarantined, unit="rec", desc="records",
-               disable=None if progress is None else not progress, leave=False)
-    quiet = bar.disable
+    bar: tqdm | None = None  # made at the first look, from its status: a big run's status takes seconds
     last_log = 0.0
     try:
         while True:
@@ -160,10 +157,13 @@ def wait_for_tasks(run: RunDir, poll_s: float, progress: bool | None) -> None:
             status = gather_status(run)
             took = time.monotonic() - looked
             finished = status.done + status.quarantined
+            if bar is None:
+                bar = tqdm(total=status.records, initial=finished, unit="rec", desc="records",
+                           disable=None if progress is None else not progress, leave=False)
             bar.n = finished
             eta = f"{status.eta_seconds / 60:.0f} min left" if status.eta_seconds else "time left unknown"
             bar.set_postfix_str(f"{status.failed} failed, {active} tasks active, {eta}", refresh=True)
-            if quiet and time.monotonic() - last_log > 60:
+            if bar.disable and time.monotonic() - last_log > 60:
                 log.info("run %s: %d of %d records done, %d failed, %d tasks active, %s", run.root, status.done,
                          status.records, status.failed, active, eta)
                 last_log = time.monotonic()
@@ -171,7 +171,8 @@ def wait_for_tasks(run: RunDir, poll_s: float, progress: bool | None) -> None:
                 return
             time.sleep(max(poll_s, POLL_SHARE * took))  # a big run's status takes seconds: look less often
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
 
 
 def live_local_tasks(submissions: list[Any]) -> int:
