@@ -26,7 +26,10 @@ from zenodo_hpc.dataset.removals import read_exclude_list
 from zenodo_hpc.demo.doubles import ZenodoDouble, make_zip
 from zenodo_hpc.drivers.releasing import release_now
 from zenodo_hpc.drivers.update import update
+from zenodo_hpc.orchestrate.status import format_status, gather_status
 from zenodo_hpc.orchestrate.submit import submit_pending
+from zenodo_hpc.report.collect import collect
+from zenodo_hpc.report.page import reasons_text
 from zenodo_hpc.zenodo.harvest import harvest
 
 pytestmark = pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="mksquashfs not on PATH (squashfs-tools)")
@@ -190,6 +193,10 @@ def test_dataset_exclude_leaves_records_out_of_release_image_manifest_and_export
     assert not left_out & export_ids(organize(image, tmp_path / "export").out)
     assert not left_out & export_ids(organize(run.root, tmp_path / "export-run").out)
     assert all((run.data / i).is_dir() for i in left_out)  # excluded, not deleted: the list may change
+    status = gather_status(run, cfg)  # status and the report name them, as the changelog does
+    assert (status.done, status.excluded) == (6, 4)
+    assert "  excluded           4  (by dataset.exclude: left out of every release)" in format_status(status)
+    assert "by <code>dataset.exclude</code>: 4." in reasons_text(collect(run, cfg, accounting=False))
 
     exclude.write_text("301\n")  # 302 and the concept are back; 301 stays out
     assert release_now(run, cfg) is not None

@@ -89,8 +89,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .core.state import load_run
     from .orchestrate.status import format_status, gather_status, status_json
 
-    run, _ = load_run(args.run_dir)
-    status = gather_status(run)
+    run, cfg = load_run(args.run_dir)
+    status = gather_status(run, cfg)
     print(status_json(status) if args.json else format_status(status))
     return 0
 

@@ -15,10 +15,12 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..core.config import Config
 from ..core.errors import UserError
 from ..core.liveness import LOST, UNCHECKABLE
 from ..core.state import DONE, RunDir, record_outcomes
 from ..dataset.check_summary import check_for_status, format_check
+from ..dataset.removals import excluded
 from .chain import load_chain, utc_epoch
 from .executor import load_submissions, submission_path
 from .plan import Plan, generations, load_plan, plan_path
@@ -61,6 +63,7 @@ class RunStatus:
     state_source: str
     chain: dict[str, Any] | None = None  # the chain of rounds on SLURM: round, what is queued next
     last_check: dict[str, Any] | None = None  # what the check before the last release found (purged, damaged)
+    excluded: int = 0  # harvested records dataset.exclude leaves out of every release (done ones stay here)
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), **self.budget_wait()}
@@ -152,7 +155,8 @@ class _MarkerTimes:
 _MARKER_TIMES: dict[str, _MarkerTimes] = {}
 
 
-def gather_status(run: RunDir) -> RunStatus:
+def gather_status(run: RunDir, cfg: Config | None = None) -> RunStatus:
+    """The run's counts, shards and chain; with ``cfg``, also the records its ``dataset.exclude`` leaves out."""
     outcomes = record_outcomes(run)
     records, done_ids, failed, quarantined = outcomes.records, outcomes.done_ids, outcomes.failed, outcomes.quarantined
     submissions = load_submissions(run)
@@ -176,7 +180,14 @@ def gather_status(run: RunDir) -> RunStatus:
     chain = load_chain(run)
     return RunStatus(str(run.root), records, len(done_ids), n_failed, n_quarantined, pending, dict(failed),
                      dict(quarantined), per_generation, rate, eta, source, chain.to_json() if chain else None,
-                     check_for_status(run, done_ids))
+                     check_for_status(run, done_ids), count_excluded(run, cfg))
+
+
+def count_excluded(run: RunDir, cfg: Config | None) -> int:
+    """How many harvested records ``dataset.exclude`` leaves out (0 without a list: records.jsonl is not read)."""
+    if cfg is None or not cfg.dataset.exclude:
+        return 0
+    return len(excluded(run, cfg))
 
 
 def efficiency(sub: Any, usage: dict[tuple[int, int], dict[str, Any]]) -> list[dict[str, Any]]:
@@ -289,6 +300,8 @@ def format_status(status: RunStatus) -> str:
     lines.append(f"  quarantined  {status.quarantined:7d}" + (f"  ({_reasons(status.quarantined_reasons)})"
                                                               if status.quarantined else ""))
     lines.append(f"  pending      {status.pending:7d}")
+    if status.excluded:
+        lines.append(f"  excluded     {status.excluded:7d}  (by dataset.exclude: left out of every release)")
     if status.generations:
         lines.append(f"shards (states from {status.state_source}):")
         for g in status.generations:

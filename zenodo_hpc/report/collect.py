@@ -141,7 +141,7 @@ class Facts:
 
 def collect(run: RunDir, cfg: Config, *, accounting: bool = True, now: float | None = None) -> Facts:
     """Read the run directory (and SLURM accounting, when ``accounting`` and SLURM's commands are here)."""
-    status = gather_status(run)
+    status = gather_status(run, cfg)
     facts = Facts(run, cfg, status, time.time() if now is None else now)
     done_ids = ids_in(run, DONE)
     failures = _failures(run, done_ids)

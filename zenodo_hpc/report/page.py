@@ -87,7 +87,7 @@ def tiles(facts: Facts) -> str:
 
 
 def reasons_text(facts: Facts) -> str:
-    """Failures and quarantines by reason, in words (the records figure draws them)."""
+    """Failures and quarantines by reason, and the records ``dataset.exclude`` leaves out, in words."""
     s = facts.status
     parts = []
     for label, reasons in (("Failed", s.failed_reasons), ("Quarantined", s.quarantined_reasons)):
@@ -95,6 +95,8 @@ def reasons_text(facts: Facts) -> str:
             listed = ", ".join(f"<code>{esc(k)}</code> {v:,}" for k, v in sorted(reasons.items(),
                                                                               key=lambda kv: (-kv[1], kv[0])))
             parts.append(f"{label} by reason: {listed}.")
+    if s.excluded:
+        parts.append(f"Left out of every release by <code>dataset.exclude</code>: {s.excluded:,}.")
     return f"<p>{' '.join(parts)}</p>" if parts else ""
 
 
