@@ -23,6 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
+
+from zenodo_hpc.core.config import Config, config_from_dict
+
 T = TypeVar("T")
 SCRIPTS = Path(__file__).resolve().parent.parent / "slurm" / "dev-cluster"
 #: States after which a job (or step) does nothing more, as sacct spells them.
@@ -225,3 +229,44 @@ def probing_venv(tmp_path: Path) -> tuple[Path, Path]:
         f"import site; site.addsitedir({ours!r})\n"
         f"import sys; open({str(probe)!r}, 'a').write(sys.executable + '\\n')\n")
     return folder, probe
+
+
+# --- what the dev cluster answered, replayed ---------------------------------------------------------------
+
+QUEUE_LIMITS = Path(__file__).parent / "data" / "queue_limits_22.05.txt"
+
+
+def recorded_answers() -> dict[str, str]:
+    """Each command of tests/data/queue_limits_22.05.txt and its recorded output."""
+    answers: dict[str, list[str]] = {}
+    command = None
+    for line in QUEUE_LIMITS.read_text().splitlines():
+        if line.startswith("## $ "):
+            command = line[5:]
+            answers[command] = []
+        elif command is not None:
+            answers[command].append(line)
+    return {command: "\n".join(lines) + "\n" for command, lines in answers.items()}
+
+
+def limited_config(**additional: str) -> Config:
+    """A config whose jobs run in the dev cluster's ``debug`` partition with these sbatch options (qos, account)."""
+    return config_from_dict({"executor": {"slurm": {"partition": "debug", "additional": additional}}})
+
+
+def replay_recorded_answers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The SLURM commands answer what the dev cluster answered (any other command fails the test); the commands
+    asked, in order. The cluster's limits and the room in its queue are read through ``accounting.run_command``."""
+    from zenodo_hpc.orchestrate import accounting
+
+    answers, asked = recorded_answers(), []
+
+    def replay(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        command = " ".join(args)
+        asked.append(command)
+        assert command in answers, f"not recorded: {command}"
+        return subprocess.CompletedProcess(args, 0, answers[command], "")
+
+    monkeypatch.setattr(accounting, "run_command", replay)
+    monkeypatch.setattr(accounting.shutil, "which", lambda name, *a, **k: f"/usr/bin/{name}")
+    return asked

@@ -22,10 +22,10 @@ from zenodo_hpc.cli import main
 from zenodo_hpc.core.config import Config, config_from_dict
 from zenodo_hpc.core.state import RunDir, attempts_of, ids_in, read_failure
 from zenodo_hpc.demo.doubles import ZenodoDouble, make_zip
+from zenodo_hpc.orchestrate.accounting import task_states, unfinished_tasks
 from zenodo_hpc.orchestrate.chain import load_chain
 from zenodo_hpc.orchestrate.executor import load_submissions
 from zenodo_hpc.orchestrate.plan import load_plan
-from zenodo_hpc.orchestrate.slurm import task_states, unfinished_tasks
 from zenodo_hpc.orchestrate.status import format_status, gather_status
 from zenodo_hpc.zenodo.harvest import harvest
 

@@ -1,41 +1,31 @@
-"""SLURM: the generated sbatch script (golden file), array splitting, state parsing; and, when a SLURM
-cluster is there (slurm/dev-cluster/up.sh in CI), submit/status/resume against the real thing."""
+"""The SLURM plugin: the generated sbatch script (golden file), array splitting, batches that fit the room in the
+queue. What the cluster says is parsed in tests/test_accounting.py; submit/status/resume against the real dev
+cluster (slurm/dev-cluster/up.sh) in tests/test_slurm_cluster.py."""
 
 from __future__ import annotations
 
 import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import slurm_dev
+from slurm_dev import limited_config
 
-from zenodo_hpc.core.config import Config, config_from_dict
+from zenodo_hpc.core.config import config_from_dict
 from zenodo_hpc.core.state import RunDir
-from zenodo_hpc.orchestrate.executor import Resources, Submission, TaskGroup
+from zenodo_hpc.orchestrate.accounting import ClusterLimit, QueueRoom, SubmitLimit
+from zenodo_hpc.orchestrate.executor import Resources, TaskGroup
 from zenodo_hpc.orchestrate.plan import Plan, Shard
 from zenodo_hpc.orchestrate.slurm import (
-    GONE,
-    ClusterLimit,
     JobPython,
-    QueueRoom,
     SlurmExecutor,
-    SubmitLimit,
-    TaskState,
     describe_feeding,
-    expand_array_ids,
-    fold_sacct_lines,
     format_mem,
     is_transient,
-    normalise_state,
-    parse_elapsed_s,
-    parse_memory_gb,
-    read_queue_room,
-    reconcile,
     sbatch_error,
     sbatch_script,
-    shard_states,
     signal_delay_s,
 )
 from zenodo_hpc.orchestrate.submit import job_python, shard_groups
@@ -117,102 +107,17 @@ def test_without_slurm_commands_the_limits_are_said_to_be_assumed(tmp_path: Path
 def test_small_helpers() -> None:
     assert format_mem(4) == "4GB" and format_mem(1.5) == "1536MB"
     assert signal_delay_s(1) == 30 and signal_delay_s(60) == 120 and signal_delay_s(10) == 60
-    assert expand_array_ids("123_[1-3,7%2]") == ["123_1", "123_2", "123_3", "123_7"]
-    assert expand_array_ids("123_4") == ["123_4"] and expand_array_ids("9") == ["9"]
-    assert normalise_state("CANCELLED by 0") == "CANCELLED" and normalise_state("OUT_OF_ME+") == "OUT_OF_MEMORY"
     assert is_transient("sbatch: error: QOSMaxSubmitJobPerUserLimit") and is_transient("Socket timed out on send")
     assert not is_transient("sbatch: error: Batch job submission failed: Invalid partition name specified")
     err = RuntimeError("\nsbatch: error: Batch job submission failed: Invalid partition name specified\n")
     assert sbatch_error(err) == "sbatch: error: Batch job submission failed: Invalid partition name specified"
 
 
-def test_shard_states_map_array_tasks_to_plan_shards() -> None:
-    sub = Submission(2, "slurm", 4, arrays=[{"job_id": "50", "shards": [0, 1]}, {"job_id": "51", "shards": [2]}])
-    states = {"50_0": TaskState("COMPLETED"), "50_1": TaskState("OUT_OF_MEMORY"), "51_0": TaskState("RUNNING")}
-    assert {k: v.state for k, v in shard_states(sub, states).items()} == {0: "COMPLETED", 1: "OUT_OF_MEMORY",
-                                                                        2: "RUNNING"}
-
-
-def test_a_memory_kill_is_read_from_its_step_and_maxrss_from_the_largest_step() -> None:
-    """Real sacct output (tests/data/sacct_oom_22.05.txt): the job says FAILED 1:0, only its step says OOM."""
-    lines = [line for line in (Path(__file__).parent / "data" / "sacct_oom_22.05.txt").read_text().splitlines()
-             if not line.startswith("#")]
-    tasks = fold_sacct_lines(lines)
-    assert tasks["87_10"].state == "OUT_OF_MEMORY" and tasks["87_0"].state == "COMPLETED"
-    assert tasks["87_10"].max_rss_gb == pytest.approx(293456 / 1024**2)
-    assert tasks["87_10"].elapsed_s == 6 and tasks["87_10"].node == "node3"
-
-
-def test_the_controller_knows_what_is_queued_accounting_how_the_rest_ended() -> None:
-    accounted = {"9_0": TaskState("PENDING"), "9_1": TaskState("NODE_FAIL"), "9_2": TaskState("COMPLETED")}
-    queued = {"9_1": TaskState("PENDING", source="squeue")}  # requeued after its node failed
-    merged = reconcile(accounted, queued)
-    assert merged["9_0"].state == GONE  # cancelled before it started: accounting still says PENDING
-    assert merged["9_1"].state == "PENDING" and merged["9_2"].state == "COMPLETED"
-    assert reconcile(accounted, None)["9_0"].state == "PENDING"  # no squeue: accounting is all there is
-    assert parse_elapsed_s("1-02:03:04") == 93784 and parse_memory_gb("1.5G") == 1.5
-
-
-# --- the room in the queue, from what the dev cluster answered ------------------------------------------------
-
-QUEUE_LIMITS = Path(__file__).parent / "data" / "queue_limits_22.05.txt"
-
-
-def recorded_answers() -> dict[str, str]:
-    """Each command of tests/data/queue_limits_22.05.txt and its recorded output."""
-    answers: dict[str, list[str]] = {}
-    command = None
-    for line in QUEUE_LIMITS.read_text().splitlines():
-        if line.startswith("## $ "):
-            command = line[5:]
-            answers[command] = []
-        elif command is not None:
-            answers[command].append(line)
-    return {command: "\n".join(lines) + "\n" for command, lines in answers.items()}
-
+# --- the room in the queue, from what the dev cluster answered (tests/test_accounting.py reads it) -------------
 
 @pytest.fixture
 def dev_cluster_answers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The SLURM commands answer what the dev cluster answered (any other command fails the test); the commands
-    asked, in order."""
-    from zenodo_hpc.orchestrate import slurm
-
-    answers, asked = recorded_answers(), []
-
-    def replay(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        command = " ".join(args)
-        asked.append(command)
-        assert command in answers, f"not recorded: {command}"
-        return subprocess.CompletedProcess(args, 0, answers[command], "")
-
-    monkeypatch.setattr(slurm, "run_command", replay)
-    monkeypatch.setattr(slurm.shutil, "which", lambda name, *a, **k: f"/usr/bin/{name}")
-    return asked
-
-
-def limited_config(**additional: str) -> Config:
-    return config_from_dict({"executor": {"slurm": {"partition": "debug", "additional": additional}}})
-
-
-def test_the_qos_limit_and_what_is_queued_under_it_leave_room_for_two_tasks_and_the_finishing_job(
-        dev_cluster_answers: list[str]) -> None:
-    room = read_queue_room(limited_config(qos="limited"), user="root")
-    # QOS limited: 5 jobs, 2 of root's queued under it (2041_0, 2041_1); root's default account zhpc has no limit
-    assert [(limit.limit.name, limit.limit.value, limit.queued) for limit in room.limits] == [
-        ("QOS limited MaxSubmitJobsPerUser", 5, 2)]
-    assert room.free == 3 and room.tasks_now(22, reserve=1) == 2 and room.tasks_now(2, reserve=1) == 2
-    assert "sacctmgr -n -P show user root format=defaultaccount" in dev_cluster_answers
-
-
-def test_the_associations_limit_counts_the_jobs_of_its_account(dev_cluster_answers: list[str]) -> None:
-    room = read_queue_room(limited_config(account="zhpcq"), user="root")  # QOS normal (the default): no limit
-    assert [(limit.limit.name, limit.limit.value, limit.queued) for limit in room.limits if limit.free is not None] \
-        == [("association zhpcq MaxSubmitJobs", 4, 1)]
-    assert room.free == 3
-    both = read_queue_room(limited_config(account="zhpcq", qos="limited"), user="root")
-    assert sorted(limit.free for limit in both.limits) == [3, 3] and both.tasks_now(22, reserve=1) == 2
-    free = read_queue_room(limited_config(), user="root")  # account zhpc, QOS normal: nothing limits
-    assert free.free is None and free.tasks_now(22, reserve=1) == 22
+    return slurm_dev.replay_recorded_answers(monkeypatch)
 
 
 def test_a_plan_larger_than_the_room_queues_what_fits_and_says_how_the_rest_is_fed(

@@ -26,9 +26,9 @@ from zenodo_hpc.cli import main
 from zenodo_hpc.core.config import Config, config_from_dict
 from zenodo_hpc.core.errors import UserError
 from zenodo_hpc.core.state import RunDir, attempts_of, ids_in, open_run, read_failure
+from zenodo_hpc.orchestrate.accounting import ACTIVE_STATES, GONE, max_array_size, task_states, unfinished_tasks
 from zenodo_hpc.orchestrate.executor import load_submissions
 from zenodo_hpc.orchestrate.plan import generations, load_plan
-from zenodo_hpc.orchestrate.slurm import ACTIVE_STATES, GONE, max_array_size, task_states, unfinished_tasks
 from zenodo_hpc.orchestrate.status import gather_status
 from zenodo_hpc.orchestrate.submit import submit_pending
 from zenodo_hpc.zenodo.harvest import harvest
@@ -471,20 +471,20 @@ def test_an_interpreter_the_nodes_cannot_see_is_refused_before_anything_is_queue
     """The dev cluster's nodes all run on this machine, so they see its disk: sinfo says so (their host
     names are this host's). Seen from another host (a login node), the same interpreter on the same local
     disk is refused, and nothing is planned or queued."""
-    from zenodo_hpc.orchestrate import slurm
+    from zenodo_hpc.orchestrate import accounting
     from zenodo_hpc.record.extract import SHARED_FILESYSTEMS, filesystem_type
 
     kind = filesystem_type(sys.prefix)
     if kind is None or kind in SHARED_FILESYSTEMS:
         pytest.skip(f"this interpreter's environment is on a shared file system ({kind}): nothing to refuse")
-    assert slurm.node_hosts(PARTITION) == {slurm.this_host()}
+    assert accounting.node_hosts(PARTITION) == {accounting.this_host()}
     cfg = slurm_config(tmp_path, zenodo_with_records)
     assert cfg.executor.slurm.setup == []
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(cfg.to_dict()))
     run = harvested(cfg)
-    monkeypatch.setattr(slurm, "socket", SimpleNamespace(gethostname=lambda: "login-elsewhere"))
-    assert slurm.this_host() == "login-elsewhere"
+    monkeypatch.setattr(accounting, "socket", SimpleNamespace(gethostname=lambda: "login-elsewhere"))
+    assert accounting.this_host() == "login-elsewhere"
     capsys.readouterr()
     assert main(["submit", "-c", str(config)]) == 1
     err = capsys.readouterr().err.strip().splitlines()

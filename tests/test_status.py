@@ -80,7 +80,7 @@ def test_a_waiting_run_looks_less_often_when_status_takes_long(tmp_path: Path, m
     from types import SimpleNamespace
 
     from zenodo_hpc.drivers import pipeline
-    from zenodo_hpc.orchestrate import executor, slurm
+    from zenodo_hpc.orchestrate import accounting, executor
 
     for status_s, expected in ((0.01, [10.0, 10.0]), (2.0, [40.0, 40.0])):  # a small run; 300,000 records
         clock = SlowClock(status_s)
@@ -94,7 +94,7 @@ def test_a_waiting_run_looks_less_often_when_status_takes_long(tmp_path: Path, m
         monkeypatch.setattr(pipeline, "gather_status", slow_status)
         monkeypatch.setattr(pipeline, "load_chain", lambda run: None)
         monkeypatch.setattr(executor, "load_submissions", lambda run: [])
-        monkeypatch.setattr(slurm, "unfinished_tasks", lambda subs, finishing, looks=looks: next(looks))
+        monkeypatch.setattr(accounting, "unfinished_tasks", lambda subs, finishing, looks=looks: next(looks))
         pipeline.wait_for_tasks(RunDir(tmp_path), 10.0, progress=False)
         assert clock.pauses == expected
 

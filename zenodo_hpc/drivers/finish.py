@@ -311,7 +311,7 @@ def _decide_in_job(run_dir: str, *, may_pack: bool) -> str:
     if not may_pack and (fed := feed_next_batch(run, cfg, chain)) is not None:
         return fed
     from ..orchestrate.executor import load_submissions
-    from ..orchestrate.slurm import job_ids, settle_accounting
+    from ..orchestrate.accounting import job_ids, settle_accounting
 
     settle_accounting(job_ids(load_submissions(run)))
     try:

@@ -125,14 +125,14 @@ def decide_here(run: RunDir, cfg: Config, chain: Chain | None) -> Step:
 
 def _job_end(job: str) -> str:
     """How SLURM says a job ended (sacct's state: CANCELLED, OUT_OF_MEMORY, FAILED...), for the log line."""
-    from ..orchestrate.slurm import task_states
+    from ..orchestrate.accounting import task_states
 
     state = task_states([job]).get(job)
     return state.state if state else "out of sight of squeue and sacct"
 
 
 def _job_alive(job: str | None) -> bool:
-    from ..orchestrate.slurm import ACTIVE_STATES, task_states
+    from ..orchestrate.accounting import ACTIVE_STATES, task_states
 
     if not job:
         return False
@@ -143,7 +143,7 @@ def _job_alive(job: str | None) -> bool:
 def wait_for_tasks(run: RunDir, poll_s: float, progress: bool | None) -> None:
     """Poll the run until SLURM has none of its tasks (nor its finishing job) queued or running."""
     from ..orchestrate.executor import load_submissions
-    from ..orchestrate.slurm import unfinished_tasks
+    from ..orchestrate.accounting import unfinished_tasks
 
     bar: tqdm | None = None  # made at the first look, from its status: a big run's status takes seconds
     last_log = 0.0

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from ..core.errors import UserError
 from ..core.state import RunDir
+from .accounting import run_command
 from .executor import Resources
 from .slurm import (
     SlurmExecutor,
@@ -26,7 +27,6 @@ from .slurm import (
     is_transient,
     job_parameters,
     logs_folder,
-    run_command,
     sbatch_error,
     sbatch_script,
     slurm_commands_missing,

@@ -212,7 +212,7 @@ def efficiency(sub: Any, usage: dict[tuple[int, int], dict[str, Any]]) -> list[d
 
 def _shard_counts(run: RunDir, generation: int, sub: Any, states: dict[tuple[int, int], str],
                   done_ids: set[str]) -> ShardCounts:
-    from .slurm import ACTIVE_STATES, GONE
+    from .accounting import ACTIVE_STATES, GONE
 
     plan = _plan(run, generation)
     counts = ShardCounts(generation, sub.kind if sub else _not_submitted(run, generation), len(plan.shards))

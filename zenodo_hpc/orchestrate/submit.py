@@ -120,7 +120,7 @@ def slurm_shard_states(run: RunDir, submissions: list[Submission], active_jobs: 
     states: dict[tuple[int, int], str] = {}
     slurm_subs = [s for s in submissions if s.kind == "slurm"]
     if slurm_subs:
-        from .slurm import ACTIVE_STATES, job_ids, shard_states, task_states
+        from .accounting import ACTIVE_STATES, job_ids, shard_states, task_states
 
         tasks = task_states(job_ids(slurm_subs))
         for sub in slurm_subs:
@@ -141,7 +141,7 @@ def records_to_be_queued(submissions: list[Submission], shards: dict[tuple[int, 
                          done: set[str]) -> set[str]:
     """Records of shards that a live finishing job is still to queue (a round fed in batches). Once that job is
     gone (cancelled, failed), nobody will queue them: they are pending again, for the next resume."""
-    from .slurm import job_active
+    from .accounting import job_active
 
     out: set[str] = set()
     for sub in submissions:
@@ -153,7 +153,7 @@ def records_to_be_queued(submissions: list[Submission], shards: dict[tuple[int, 
 
 
 def take_snapshot(run: RunDir, cfg: Config) -> RunSnapshot:
-    from .slurm import ACTIVE_STATES
+    from .accounting import ACTIVE_STATES
 
     records = list(scan_records(run.records))
     if not records:
@@ -316,7 +316,7 @@ def judge_visibility(cfg: Config, why: str) -> tuple[str, str | None]:
     reason to refuse it (None: none). Refused when either lies on this machine's own disk and ``sinfo`` names
     the nodes, other machines; when sinfo cannot tell (no SLURM here, no such partition), a caution only."""
     from ..record.extract import SHARED_FILESYSTEMS, filesystem_type
-    from .slurm import node_hosts, this_host
+    from .accounting import node_hosts, this_host
 
     paths = (sys.prefix, str(Path(__file__).resolve().parents[1]))  # the environment, and the package in it
     local = [(path, kind) for path in paths if (kind := filesystem_type(path)) and kind not in SHARED_FILESYSTEMS]
