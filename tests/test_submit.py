@@ -23,7 +23,8 @@ from zenodo_hpc.cli import main
 from zenodo_hpc.core.config import Config, config_from_dict
 from zenodo_hpc.core.errors import UserError
 from zenodo_hpc.core.state import RunDir, attempts_of, driver_lock, ids_in, open_run, read_failure, read_json
-from zenodo_hpc.orchestrate.executor import LocalExecutor, load_submissions, submission_path
+from zenodo_hpc.orchestrate.executor import load_submissions, submission_path
+from zenodo_hpc.orchestrate.local import LocalExecutor
 from zenodo_hpc.orchestrate.plan import generations, load_plan, write_plan
 from zenodo_hpc.orchestrate.status import gather_status
 from zenodo_hpc.orchestrate.submit import plan_groups, submit_pending, take_snapshot

@@ -310,8 +310,8 @@ def _decide_in_job(run_dir: str, *, may_pack: bool) -> str:
         chain = Chain(started_by="finish", max_rounds=cfg.executor.max_attempts)
     if not may_pack and (fed := feed_next_batch(run, cfg, chain)) is not None:
         return fed
-    from ..orchestrate.executor import load_submissions
     from ..orchestrate.accounting import job_ids, settle_accounting
+    from ..orchestrate.executor import load_submissions
 
     settle_accounting(job_ids(load_submissions(run)))
     try:

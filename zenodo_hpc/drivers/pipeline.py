@@ -142,8 +142,8 @@ def _job_alive(job: str | None) -> bool:
 
 def wait_for_tasks(run: RunDir, poll_s: float, progress: bool | None) -> None:
     """Poll the run until SLURM has none of its tasks (nor its finishing job) queued or running."""
-    from ..orchestrate.executor import load_submissions
     from ..orchestrate.accounting import unfinished_tasks
+    from ..orchestrate.executor import load_submissions
 
     bar: tqdm | None = None  # made at the first look, from its status: a big run's status takes seconds
     last_log = 0.0

@@ -34,15 +34,14 @@ from ..core.state import (
     read_failure,
 )
 from .executor import (
-    DebugExecutor,
     Executor,
-    LocalExecutor,
     Resources,
     Submission,
     TaskGroup,
     load_submissions,
     resolve_kind,
 )
+from .local import DebugExecutor, LocalExecutor
 from .plan import (
     Plan,
     RecordRef,
