@@ -1,0 +1,78 @@
+"""``zenodo-hpc organize`` and ``publish kaggle``: the images by language, and that export shared
+(dataset/organize.py, dataset/publish.py)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .options import add_png, positive_int
+
+
+def add_organize(parser: argparse.ArgumentParser) -> None:
+    from ..dataset.organize import DEFAULT_EXTENSIONS  # light: organize imports numpy, h5py and tqdm where used
+
+    parser.description = (
+        "For each file extension of a list (default: the 22 of the published Kaggle dataset, matched "
+        "exactly, so R and r differ), one PNG per 80x80 image at DIR/<ext>/<record id>/<record id>_<i>.png, "
+        "an index.csv mapping each PNG to its record, file path and image number, one deterministic "
+        "<ext>.tar.gz per extension and a datapackage.json (Kaggle dataset-metadata and Frictionless data "
+        "package at once). RUN_DIR may also be a packed image (.sqsh)."
+    )
+    parser.add_argument("source", metavar="RUN_DIR", help="the run directory, or its packed image (.sqsh)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="the export folder (replaced whole)")
+    parser.add_argument("--extensions", metavar="EXT,EXT",
+                        help=f"comma-separated extensions (default: {','.join(DEFAULT_EXTENSIONS)})")
+    add_png(parser, help="grey: code points clipped to 255 (the published convention); palette: raw "
+                         "values where they fit, character classes coloured")
+    parser.add_argument("--workers", type=positive_int, metavar="N", help="processes (default: the CPU count)")
+    parser.set_defaults(func=cmd_organize)
+
+
+def cmd_organize(args: argparse.Namespace) -> int:
+    from ..dataset.organize import DEFAULT_EXTENSIONS, format_summary, organize
+
+    result = organize(Path(args.source), Path(args.out), extensions=args.extensions or DEFAULT_EXTENSIONS,
+                      png=args.png, workers=args.workers)
+    print(format_summary(result))
+    return 0
+
+
+def add_publish(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Publish an export made by `zenodo-hpc organize`."
+    targets = parser.add_subparsers(dest="target", metavar="TARGET")
+    targets.required = True
+    kaggle = targets.add_parser(
+        "kaggle",
+        help="create (private unless --public) or update a Kaggle dataset",
+        description=(
+            "Upload an organize export (DIR) as a Kaggle dataset through the official kaggle client "
+            "(the kaggle extra: python -m pip install 'kaggle>=2.2.5,<3' six). Checks before any network call what "
+            "Kaggle would refuse (slug and title 6-50 characters, exactly one known license, the files exist, at "
+            "most 1,000 files). Creates "
+            "the dataset private unless --public, or a new version when it exists (--version-notes required). "
+            "Credentials, where the kaggle client reads them: KAGGLE_API_TOKEN, ~/.kaggle/access_token, "
+            "KAGGLE_USERNAME/KAGGLE_KEY, or kaggle.json in $KAGGLE_CONFIG_DIR, else in ~/.kaggle/ when that folder "
+            "exists, else (Linux) in ~/.config/kaggle/; never printed."
+        ),
+    )
+    kaggle.add_argument("folder", metavar="DIR", help="the export folder made by `zenodo-hpc organize`")
+    kaggle.add_argument("--username", required=True, metavar="U", help="your Kaggle user name (the dataset's owner)")
+    kaggle.add_argument("--title", required=True, metavar="T", help="the dataset's title (6-50 characters)")
+    kaggle.add_argument("--name", metavar="N", help="the dataset's slug: lowercase letters, digits, hyphens (6-50)")
+    kaggle.add_argument("--keywords", metavar="a,b", help="comma-separated keywords")
+    kaggle.add_argument("--license", metavar="L", help="one Kaggle license, e.g. CC-BY-4.0 (default: the export's)")
+    kaggle.add_argument("--public", action="store_true", help="make the dataset public (default: private)")
+    kaggle.add_argument("--version-notes", metavar="TEXT", help="notes of a new version (required when it exists)")
+    kaggle.set_defaults(func=cmd_publish_kaggle)
+
+
+def cmd_publish_kaggle(args: argparse.Namespace) -> int:
+    from ..dataset.publish import format_summary, publish_kaggle
+
+    keywords = args.keywords.split(",") if args.keywords is not None else None
+    result = publish_kaggle(Path(args.folder), username=args.username, title=args.title, name=args.name,
+                            keywords=keywords, license=args.license, public=args.public,
+                            version_notes=args.version_notes)
+    print(format_summary(result))
+    return 0
