@@ -157,7 +157,7 @@ def sbatch_options(additional: dict[str, Any]) -> dict[str, Any]:
 
 def logs_folder(run: RunDir) -> Path:
     """Where submitit writes each job's script, pickles and logs (``%j``: the job id)."""
-    return run.submitit_logs / "%j"
+    return run.logs / "submitit" / "%j"
 
 
 def job_parameters(run: RunDir, name: str, resources: Resources) -> dict[str, Any]:
