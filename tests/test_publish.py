@@ -676,10 +676,11 @@ def test_kaggle_json_and_access_token(export, double, publish, tmp_path: Path) -
 def test_client_output_is_masked_even_when_a_secret_is_written_in_pieces() -> None:
     import io
 
-    from zenodo_hpc.dataset.publish import _RedactingStream, _Redactor
+    from zenodo_hpc.core.redact import Redactor
+    from zenodo_hpc.dataset.publish import _RedactingStream
 
     target = io.StringIO()
-    stream = _RedactingStream(target, _Redactor([KEY, BASIC]))
+    stream = _RedactingStream(target, Redactor([KEY, BASIC]))
     stream.write(f"Authorization: Basic {BASIC[:7]}")
     stream.write(f"{BASIC[7:]}\nkey {KEY[:10]}")
     stream.write(f"{KEY[10:]}\r50%")

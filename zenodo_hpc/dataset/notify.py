@@ -16,6 +16,7 @@ from typing import Any
 import requests
 
 from ..core.records import link_problem
+from ..core.redact import Redactor, webhook_secrets
 from ..zenodo.client import USER_AGENT
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,13 @@ def shown_url(url: str) -> str:
 
 
 def send_notice(url: str, body: dict[str, Any], *, session: requests.Session | None = None) -> str | None:
-    """POST the notice; None when it was accepted, else why not (one line, without the URL's secret)."""
+    """POST the notice; None when it was accepted, else why not (one line, without the URL's secret: it names the
+    host only, and passes through the package's redactor in case a message ever quotes more)."""
+    problem = _post(url, body, session)
+    return Redactor(webhook_secrets(url))(problem) if problem else None
+
+
+def _post(url: str, body: dict[str, Any], session: requests.Session | None) -> str | None:
     problem = link_problem(url)
     if problem:
         return f"notify.webhook_url is not usable: {problem.split(':')[0]}"

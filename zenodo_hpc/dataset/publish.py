@@ -40,12 +40,12 @@ Credentials are the client's own (``kaggle.json`` in ``$KAGGLE_CONFIG_DIR``, els
 exists, else in ``~/.config/kaggle/`` on Linux; ``KAGGLE_USERNAME``/``KAGGLE_KEY``, ``KAGGLE_API_TOKEN``,
 ``~/.kaggle/access_token``, ``kaggle auth login``).
 The key is never printed, logged or put in an error message: everything the client prints passes through a
-filter that masks it (also as the ``Basic`` credential, base64 of ``user:key``).
+filter that masks it (the package's one redactor, :mod:`zenodo_hpc.core.redact`: raw, URL-quoted, and as base64,
+whole ``Basic`` credential ``user:key`` included).
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import copy
 import hashlib
@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..core.errors import UserError
+from ..core.redact import Redactor, kaggle_key_secrets
 from ..core.state import atomic_write_json
 from ..core.units import byte_size
 from .organize import KAGGLE_LENGTHS, KAGGLE_OWNER, KAGGLE_SLUG
@@ -343,24 +344,13 @@ def _find_credentials() -> _Credentials:
         where = "KAGGLE_USERNAME/KAGGLE_KEY" if os.environ.get("KAGGLE_KEY") else str(config)
         if where == str(config) and os.name != "nt" and config.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
             log.warning("%s is readable by other users: chmod 600 %s", config, config)
-        basic = base64.b64encode(f"{values['username']}:{values['key']}".encode()).decode()  # HTTP Basic form
-        return _Credentials("API key", where, [str(values["key"]), basic])
+        return _Credentials("API key", where, kaggle_key_secrets(str(values["username"]), str(values["key"])))
     if (Path.home() / ".kaggle" / "credentials.json").is_file():
         return _Credentials("OAuth", "~/.kaggle/credentials.json", [])
     raise UserError(
         f"no Kaggle credentials: create an API token at https://www.kaggle.com/settings/api and save kaggle.json "
         f"as {config} (chmod 600), or set KAGGLE_USERNAME and KAGGLE_KEY, or KAGGLE_API_TOKEN"
     )
-
-
-class _Redactor:
-    def __init__(self, secrets: list[str]) -> None:
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
 
 
 # --- the client: its public API only ----------------------------------------------------------------------
@@ -373,7 +363,7 @@ class _RedactingStream(io.TextIOBase):
     two pieces is still masked.
     """
 
-    def __init__(self, target: TextIO, redact: _Redactor) -> None:
+    def __init__(self, target: TextIO, redact: Redactor) -> None:
         super().__init__()
         self._target = target
         self._redact = redact
@@ -409,7 +399,7 @@ class _RedactingStream(io.TextIOBase):
 
 
 @contextlib.contextmanager
-def _client_output(quiet: bool, redact: _Redactor) -> Iterator[None]:
+def _client_output(quiet: bool, redact: Redactor) -> Iterator[None]:
     """The client's prints, masked: its stdout goes to stderr on a terminal (stdout is for the summary) and
     nowhere otherwise; its stderr (retry notices, progress bars) to stderr."""
     out = _RedactingStream(io.StringIO() if quiet else sys.stderr, redact)
@@ -433,7 +423,7 @@ def _verbose_off() -> Iterator[None]:
         os.environ.update(saved)
 
 
-def _import_client(creds: _Credentials, redact: _Redactor) -> Any:
+def _import_client(creds: _Credentials, redact: Redactor) -> Any:
     """``kaggle.api``, authenticated, or one line saying why not (missing, cannot start, credentials refused)."""
     if importlib.util.find_spec("kaggle") is None:
         raise UserError(f"publishing to Kaggle needs the official kaggle client: {INSTALL_HINT}")
@@ -510,7 +500,7 @@ def _dataset_state(api: Any, ref: str) -> _State | None:
                         f"it documents: {INSTALL_HINT} installs a client that works") from None
 
 
-def _current_version(api: Any, ref: str, redact: _Redactor) -> int | None:
+def _current_version(api: Any, ref: str, redact: Redactor) -> int | None:
     """The dataset's current version number, None when it does not exist. Any other answer stops everything:
     the client's own create would take it for "does not exist"."""
     import requests
@@ -551,7 +541,7 @@ def _refusal(response: Any) -> str | None:
     return error or status or "no answer"
 
 
-def _stop_unless_published(api: Any, ref: str, before: int, failure: str, redact: _Redactor) -> None:
+def _stop_unless_published(api: Any, ref: str, before: int, failure: str, redact: Redactor) -> None:
     """After a failed or refused create: one line when Kaggle shows nothing new (re-running is then safe);
     when a version was published all the same, return and let its listing decide."""
     import requests
@@ -567,7 +557,7 @@ def _stop_unless_published(api: Any, ref: str, before: int, failure: str, redact
 
 
 def _send(api: Any, folder: Path, ref: str, before: int | None, notes: str | None, public: bool, quiet: bool,
-          redact: _Redactor) -> Any:
+          redact: Redactor) -> Any:
     """Upload and create (``before`` None: a new dataset); the create's answer. When the client raises or Kaggle
     refuses, one line if Kaggle shows nothing new, else None: a version appeared all the same, its check decides.
     """
@@ -591,7 +581,7 @@ def _is_transient(exc: BaseException) -> bool:
     return status is None or status == 429 or status >= 500
 
 
-def _wait_until_processed(api: Any, ref: str, before: int, wait: float, redact: _Redactor) -> int:
+def _wait_until_processed(api: Any, ref: str, before: int, wait: float, redact: Redactor) -> int:
     """The number of the version published after ``before``, once Kaggle reports it ``ready``: its file list
     is only complete then. One line when Kaggle fails to process it, or has not after ``wait`` seconds."""
     import requests
@@ -624,7 +614,7 @@ def _wait_until_processed(api: Any, ref: str, before: int, wait: float, redact: 
         pause = min(pause * 2, longest)
 
 
-def _listed_sizes(api: Any, ref: str, version: int, redact: _Redactor) -> dict[str, int | None]:
+def _listed_sizes(api: Any, ref: str, version: int, redact: Redactor) -> dict[str, int | None]:
     """name -> bytes of every file Kaggle lists in ``version`` (all pages of ``dataset_list_files``)."""
     import requests
 
@@ -701,7 +691,7 @@ def publish_kaggle(
                                        license=license)
     notes_text = (version_notes or "").strip() or None
     creds = _find_credentials()
-    redact = _Redactor(creds.secrets)
+    redact = Redactor(creds.secrets)
     metadata_path = folder / METADATA_FILE
     try:
         atomic_write_json(metadata_path, metadata)

@@ -31,8 +31,9 @@ and when the latest version already holds exactly these files (a publish whose a
 ``Authorization`` header and only to the API's origin (:class:`~zenodo_hpc.zenodo.client.HttpClient`); every link Zenodo
 answers with is checked to be on that origin (and where it must be: a bucket under ``{api}/files/``, an action under
 ``{api}/deposit/depositions/<id>/``) before anything is sent to it. It is never printed, logged or written: every
-message made of what a server said goes through a :class:`Redactor`, which masks the token raw, URL-quoted and inside
-any base64 text (an HTTP ``Basic`` credential ``user:token``, whatever ``user``).
+message made of what a server said goes through the package's one redactor (:mod:`zenodo_hpc.core.redact`), which
+masks the token raw, URL-quoted and inside any base64 text (an HTTP ``Basic`` credential ``user:token``, whatever
+``user``).
 
 Waits are bounded and failures retried as by the rest of the package (:mod:`zenodo_hpc.zenodo.client`): an
 upload (a ``PUT`` that replaces) and reads are retried; creating a draft, a new version or publishing is never
@@ -41,7 +42,6 @@ repeated blindly (the next run finds out what happened instead). Every failure i
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
 import os
@@ -56,6 +56,7 @@ from typing import Any
 import requests
 
 from ..core.errors import UserError
+from ..core.redact import Redactor
 from ..core.units import byte_size
 from .client import JSON, HttpClient, RequestFailed, origin
 
@@ -65,7 +66,6 @@ __all__ = [
     "ZENODO_API",
     "DepositError",
     "DepositResult",
-    "Redactor",
     "deposit_metadata",
     "format_deposit_summary",
     "publish_release_on_zenodo",
@@ -141,44 +141,6 @@ def read_deposit_token(env_name: str = DEFAULT_TOKEN_ENV, *, api_url: str = ZENO
                            f"token with the deposit:write and deposit:actions scopes, created at "
                            f"{site}/account/settings/applications/tokens/new/")
     return value
-
-
-class Redactor:
-    """Masks secrets in text: raw, URL-quoted, and inside any base64 (standard or URL-safe) text.
-
-    A base64 text holds a secret's bytes in one of three alignments, depending on what comes before it (``user:``
-    of an HTTP ``Basic`` credential, whatever ``user`` is). For each alignment the characters that depend only on the
-    secret are masked, so the secret cannot be read back whatever surrounds it (one or two characters at each end,
-    which also depend on the neighbouring bytes, may stay).
-    """
-
-    MASK = "***"
-
-    def __init__(self, secrets: Iterable[str | None]) -> None:
-        forms: set[str] = set()
-        for secret in secrets:
-            if secret and len(secret) >= 4:
-                forms.update(secret_forms(secret))
-        ordered = sorted(forms, key=len, reverse=True)
-        self._pattern = re.compile("|".join(re.escape(f) for f in ordered)) if ordered else None
-
-    def __call__(self, text: object) -> str:
-        text = str(text)
-        return self._pattern.sub(self.MASK, text) if self._pattern else text
-
-
-def secret_forms(secret: str) -> set[str]:
-    """The spellings of ``secret`` that a server or a log may show: raw, URL-quoted, and its base64 cores."""
-    forms = {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret),
-             urllib.parse.quote(secret)}
-    raw = secret.encode()
-    for offset in range(3):
-        encoded = base64.b64encode(b"\0" * offset + raw + b"\0\0").decode()
-        core = encoded[-(-8 * offset // 6): 8 * (offset + len(raw)) // 6]  # the characters made of the secret alone
-        if len(core) >= 4:
-            forms.add(core)
-            forms.add(core.translate(str.maketrans("+/", "-_")))
-    return {f for f in forms if f}
 
 
 # --- metadata -------------------------------------------------------------------------------------------------
