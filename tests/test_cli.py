@@ -291,3 +291,54 @@ def test_status_of_a_slurm_run_reads_sacct_and_imports_nothing_heavy(tmp_path: P
     code, heavy, out = heavy_imports("status", str(root), env=env)
     assert code == 0 and "OUT_OF_MEMORY" in out, out
     assert heavy == []
+
+
+# --- the command table: lazy, and the internal commands -----------------------------------------------------
+
+_REPORT_MODULES = """
+import json, sys
+from zenodo_hpc.cli import main
+try:
+    main(json.loads(sys.argv[1]))
+except SystemExit:
+    pass
+print(json.dumps(sorted(name for name in sys.modules if name.startswith("zenodo_hpc."))))
+"""
+
+
+def zenodo_hpc_modules(*argv: str) -> set[str]:
+    """The package's modules a command line imports, in a fresh interpreter."""
+    proc = subprocess.run([sys.executable, "-c", _REPORT_MODULES, json.dumps(argv)], capture_output=True, text=True,
+                          check=True, timeout=120)
+    return set(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def test_help_imports_no_command_module_and_a_command_only_its_own() -> None:
+    commands = {"zenodo_hpc.cli.run", "zenodo_hpc.cli.status", "zenodo_hpc.cli.export", "zenodo_hpc.cli.update"}
+    listed = zenodo_hpc_modules("--help")
+    assert not listed & commands and "zenodo_hpc.dataset.organize" not in listed
+    status = zenodo_hpc_modules("status", "--help")
+    assert status & commands == {"zenodo_hpc.cli.status"}
+
+
+def test_the_internal_commands_are_not_listed() -> None:
+    code, out, _ = run("--help")
+    assert code == 0 and "worker" not in out and "tick" not in out
+    code, _, err = run("nope")  # nor offered for a mistyped command
+    assert code == 2 and "invalid choice: 'nope'" in err and "'process'" in err
+    assert "'worker'" not in err and "'tick'" not in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-m", "zenodo_hpc.orchestrate.worker", "{missing}", "1", "0"], "zenodo-hpc worker: error: {missing} is not"),
+    (["-m", "zenodo_hpc", "worker", "{missing}", "1", "0"], "zenodo-hpc worker: error: {missing} is not"),
+    (["-m", "zenodo_hpc.drivers.schedule", "tick", "-c", "{missing}.yaml", "--every", "month"],
+     "config file {missing}.yaml does not exist"),
+])
+def test_the_entry_points_the_package_starts_still_run(tmp_path: Path, argv: list[str], message: str) -> None:
+    """What the local executor starts (orchestrate/local.py) and what a schedule's job runs (jobs queued by earlier
+    versions too) reach the worker and the scheduled update: here a missing run or config, status 1."""
+    missing = str(tmp_path / "missing")
+    proc = subprocess.run([sys.executable, *[a.format(missing=missing) for a in argv]], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 1 and message.format(missing=missing) in proc.stderr, proc.stderr

@@ -25,11 +25,11 @@ from .options import EXIT_ERROR, EXIT_INTERRUPTED
 @dataclass(frozen=True)
 class Command:
     """A command of the table: its name, its module under ``zenodo_hpc/cli/`` (which has ``add_<name>``,
-    declaring its options and its handler), and the line ``zenodo-hpc --help`` shows for it."""
+    declaring its options and its handler), and the line ``zenodo-hpc --help`` shows for it (None: internal)."""
 
     name: str
     module: str
-    help: str
+    help: str | None = None
 
     def add_to(self, parser: argparse.ArgumentParser) -> None:
         module = importlib.import_module(f"{__package__}.{self.module}")
@@ -56,10 +56,14 @@ COMMANDS = (
             "run update every month (week, day): scrontab, a self-queuing SLURM job, or a crontab line"),
 )
 
+# What the package's own processes run (cli/internal.py): not listed, nor offered to a mistyped command.
+INTERNAL = (Command("worker", "internal"), Command("tick", "internal"))
+
 
 def build_parser(load: Container[str | None] | None = None) -> argparse.ArgumentParser:
     """The command line, every command listed. The options of every command are declared (what the docs' tests
-    read), or with ``load``, those of the commands it names only: the other modules are not imported."""
+    read), or with ``load``, those of the commands it names only (an internal command among them): the other
+    modules are not imported."""
     parser = argparse.ArgumentParser(
         prog="zenodo-hpc",
         description="Build the Zenodo-ML dataset (code images of Zenodo software records) on SLURM clusters.",
@@ -72,6 +76,9 @@ def build_parser(load: Container[str | None] | None = None) -> argparse.Argument
         sub = commands.add_parser(command.name, help=command.help)
         if load is None or command.name in load:
             command.add_to(sub)
+    for command in INTERNAL:
+        if load is not None and command.name in load:
+            command.add_to(commands.add_parser(command.name))
     return parser
 
 
@@ -108,6 +115,8 @@ def setup_logging(debug: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(load={chosen_command(argv)}).parse_args(argv)
+    if args.command in {command.name for command in INTERNAL}:
+        return args.func(args)  # a job's own process: its messages as it prints them, a bug's traceback in its log
     setup_logging(args.debug)
     try:
         return args.func(args)

@@ -20,7 +20,6 @@ on the node (a path of this machine may mean nothing there); without setup lines
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import shutil
 import subprocess
@@ -211,7 +210,8 @@ def _cancel_queued(cfg: Config) -> ScheduleResult:
 
 
 def tick(config: Path, every: str) -> int:
-    """The scheduled job: the update, then the next one queued (whatever the update's outcome)."""
+    """The scheduled job (``python -m zenodo_hpc.drivers.schedule tick -c CONFIG --every E``, the command line's
+    internal ``tick``): the update, then the next one queued (whatever the update's outcome)."""
     from .update import update
 
     cfg = load_config(config)
@@ -238,15 +238,7 @@ def format_result(result: ScheduleResult) -> str:
     return "\n".join([result.message, *[f"  {line}" for line in result.lines]])
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m zenodo_hpc.drivers.schedule tick -c CONFIG --every month``: what the queued job runs."""
-    parser = argparse.ArgumentParser(prog="python -m zenodo_hpc.drivers.schedule", description=main.__doc__)
-    parser.add_argument("action", choices=["tick"])
-    parser.add_argument("-c", "--config", required=True, type=Path)
-    parser.add_argument("--every", choices=EVERY, required=True)
-    args = parser.parse_args(argv)
-    return tick(args.config, args.every)
+if __name__ == "__main__":  # the queued job's command, here and in jobs queued by earlier versions: the CLI's `tick`
+    import runpy
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    runpy.run_module("zenodo_hpc", run_name="__main__", alter_sys=True)

@@ -9,7 +9,6 @@ folders and markers reach the shared run directory.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import logging
@@ -346,17 +345,12 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m zenodo_hpc.orchestrate.worker RUN_DIR GENERATION SHARD``: the local executor's worker process."""
-    parser = argparse.ArgumentParser(prog="python -m zenodo_hpc.orchestrate.worker", description=main.__doc__)
-    parser.add_argument("run_dir")
-    parser.add_argument("generation", type=int)
-    parser.add_argument("shard", type=int)
-    parser.add_argument("--concurrent", type=int, default=1)
-    args = parser.parse_args(argv)
+def worker_process(run_dir: str, generation: int, shard: int, concurrent: int = 1) -> int:
+    """A local executor's worker process (``zenodo-hpc worker``, the command line's internal command): one shard,
+    its counts printed; a SIGTERM unwinds cleanly; a bad run directory or shard is one line and status 1."""
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        counts = run_shard(args.run_dir, args.generation, args.shard, args.concurrent)
+        counts = run_shard(run_dir, generation, shard, concurrent)
     except UserError as exc:
         print(f"zenodo-hpc worker: error: {exc}", file=sys.stderr)
         return 1
@@ -364,5 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the local executor's command (orchestrate/local.py) runs the CLI's `worker`
+    import runpy
+
+    sys.argv[1:1] = ["worker"]
+    runpy.run_module("zenodo_hpc", run_name="__main__", alter_sys=True)
