@@ -62,8 +62,13 @@ def test_the_copy_the_next_test_changes_keeps_every_contract_as_it_is(tmp_path: 
     ("record/walk.py", "from . import process", "No import cycle, between groups or between the modules of a "
                                                 "group BROKEN"),
     ("orchestrate/executor.py", "from . import slurm", "The executor interface knows no plugin BROKEN"),
+    ("orchestrate/executor.py", "from . import local", "The executor interface knows no plugin BROKEN"),
     ("orchestrate/slurm.py", "from . import worker", "The SLURM plugin knows no pipeline stage: the task and the "
                                                      "finishing job are handed in BROKEN"),
+    ("orchestrate/accounting.py", "from . import submit", "The SLURM plugin knows no pipeline stage: the task and "
+                                                          "the finishing job are handed in BROKEN"),
+    ("orchestrate/submitit_adapter.py", "from . import worker", "The SLURM plugin knows no pipeline stage: the task "
+                                                                "and the finishing job are handed in BROKEN"),
     ("dataset/image.py", "from . import load", "the image reader never imports the folder reader BROKEN"),
     ("dataset/pack.py", "from .. import raster", "are for users, not for the package BROKEN"),
 ])

@@ -19,13 +19,13 @@ from zenodo_hpc.orchestrate.accounting import ClusterLimit, QueueRoom, SubmitLim
 from zenodo_hpc.orchestrate.executor import Resources, TaskGroup
 from zenodo_hpc.orchestrate.plan import Plan, Shard
 from zenodo_hpc.orchestrate.slurm import (
+    ArraySpec,
     JobPython,
     SlurmExecutor,
     describe_feeding,
     format_mem,
     is_transient,
     sbatch_error,
-    sbatch_script,
     signal_delay_s,
 )
 from zenodo_hpc.orchestrate.submit import job_python, shard_groups
@@ -72,18 +72,28 @@ def test_plans_larger_than_max_array_size_become_several_arrays() -> None:
     assert "#SBATCH --array=0-497%21" in scripts[2]
 
 
-def test_the_script_adapter_keeps_submitits_command_line(tmp_path: Path) -> None:
-    """The dry run's scripts come from submitit's private script writer (one adapter, pinned versions): if a
-    submitit release changed it, the command the jobs run would vanish from the preview."""
-    folder = tmp_path / "logs" / "%j"
-    params = {"job_name": "x", "time": 5, "mem": "1GB", "setup": ["source /venv/bin/activate"]}
-    array = sbatch_script(folder, "python3", params, 3)
-    command = f"python3 -u -m submitit.core._submit {folder}"
-    assert array.splitlines()[-1].startswith("srun ") and array.splitlines()[-1].endswith(command)
-    assert "#SBATCH --array=0-2%3" in array and "source /venv/bin/activate" in array
-    single = sbatch_script(folder, "/opt/my python/bin/python", params, 1)
-    assert "--array" not in single and single.splitlines()[-1].endswith(
-        f"/opt/my python/bin/python -u -m submitit.core._submit {folder}")  # the caller quotes its own command
+def test_every_job_is_described_one_way_the_arrays_and_the_jobs_that_follow_them() -> None:
+    cfg = config_from_dict(SHERLOCK_LIKE)
+    executor = SlurmExecutor(cfg, max_array=1001, python=JobPython("python3", "python3"))
+    run = RunDir(Path("/scratch/zenodo-ml"))
+    waiting = Resources.from_config(cfg)
+    waiting.additional = {**waiting.additional, "begin": "2026-12-08T00:00:00"}  # what submit's start_after sets
+    array = executor.array_job(run, 3, ArraySpec([0, 1, 2], waiting), 4)
+    finish = executor.follow_up_job(run, "finish", ["11", "12"])
+    pack = executor.follow_up_job(run, "pack", [], executor.pack_resources())
+    params = [job.parameters() for job in (array, finish, pack)]
+    assert [p["job_name"] for p in params] == ["zenodo-hpc-zenodo-ml-g3", "zenodo-hpc-zenodo-ml-finish",
+                                               "zenodo-hpc-zenodo-ml-pack"]
+    assert params[0]["additional_parameters"] == {"qos": "normal", "mail-type": "FAIL", "begin": "2026-12-08T00:00:00"}
+    assert params[1]["additional_parameters"] == params[2]["additional_parameters"] == {"qos": "normal",
+                                                                                        "mail-type": "FAIL"}
+    assert all(p["partition"] == "normal" and p["setup"] == SHERLOCK_LIKE["executor"]["slurm"]["setup"]
+               for p in params)
+    assert (params[0]["array_parallelism"], params[0]["signal_delay_s"], params[0]["mem"]) == (4, 120, "8GB")
+    assert params[1]["dependency"] == "afterany:11:12" and (params[1]["mem"], params[1]["time"]) == ("1GB", 30)
+    assert not {"array_parallelism", "signal_delay_s"} & (set(params[1]) | set(params[2]))
+    assert "dependency" not in params[0] and "dependency" not in params[2]
+    assert "#SBATCH --array=0-2%3" in array.script("python3") and "--array" not in finish.script("python3")
 
 
 def test_the_jobs_run_python3_of_the_setup_environment_else_this_interpreter() -> None:

@@ -246,7 +246,7 @@ def test_memory_escalated_past_every_node_is_held_at_the_largest_node(tmp_path: 
     round's array, in the finishing job, and nothing would ever pack. The escalation stops at that node."""
     from zenodo_hpc.orchestrate.executor import Resources
     from zenodo_hpc.orchestrate.feasibility import sbatch_test_only
-    from zenodo_hpc.orchestrate.slurm import job_parameters, logs_folder, sbatch_script, this_python
+    from zenodo_hpc.orchestrate.slurm import JobDescription, this_python
     from zenodo_hpc.orchestrate.submit import escalate, largest_node_mem_gb
 
     cfg = slurm_config(tmp_path, zenodo_with_records)
@@ -255,7 +255,7 @@ def test_memory_escalated_past_every_node_is_held_at_the_largest_node(tmp_path: 
     run = RunDir(cfg.run_dir)
 
     def queueable(resources: Resources) -> bool:
-        script = sbatch_script(logs_folder(run), this_python().command, job_parameters(run, "g9", resources), 1)
+        script = JobDescription(run, "g9", resources).script(this_python().command)
         return sbatch_test_only(script) is None
 
     capped = uncapped = Resources.from_config(cfg)

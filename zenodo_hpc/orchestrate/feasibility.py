@@ -22,13 +22,11 @@ from ..core.state import RunDir
 from .accounting import run_command
 from .executor import Resources
 from .slurm import (
+    JobDescription,
     SlurmExecutor,
     format_mem,
     is_transient,
-    job_parameters,
-    logs_folder,
     sbatch_error,
-    sbatch_script,
     slurm_commands_missing,
 )
 
@@ -149,8 +147,7 @@ def feasibility_problem(executor: SlurmExecutor, run: RunDir, *, finishing: bool
     """Why a job of the round could never be queued (one line), or None: each job shape through
     ``sbatch --test-only`` with the script submitit would queue."""
     for shape in job_shapes(executor, finishing=finishing):
-        script = sbatch_script(logs_folder(run), executor.python.command,
-                               job_parameters(run, shape.name, shape.resources), 1)
+        script = JobDescription(run, shape.name, shape.resources).script(executor.python.command)
         reason = sbatch_test_only(script)
         if reason is not None:
             return refusal(shape, reason)

@@ -3,8 +3,10 @@
 submitit writes the sbatch script, pickles the call, requeues on timeout/preemption (the tasks are
 ``Checkpointable``) and collects results. What it does not do, done here: split a plan larger than
 ``MaxArraySize`` into several arrays, feed a plan larger than the room in the queue in batches, and retry
-``sbatch`` when the scheduler is busy or a QOS limit is hit. What the cluster says (its limits, the room in its
-queue, the tasks' states from ``sacct`` and ``squeue``) is read in accounting.py.
+``sbatch`` when the scheduler is busy or a QOS limit is hit. Every job is described once (``JobDescription``:
+an array, the finishing job, the pack job) and reaches sbatch one way (``SlurmExecutor._queue``), through
+submitit_adapter.py. What the cluster says (its limits, the room in its queue, the tasks' states from ``sacct``
+and ``squeue``) is read in accounting.py.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 from ..core.config import Config
 from ..core.errors import UserError
 from ..core.state import RunDir
+from . import submitit_adapter  # submitit itself is imported where a job is queued: status needs none of it
 from .accounting import (
     DEFAULT_MAX_ARRAY_SIZE,
     ClusterLimit,
@@ -34,11 +36,7 @@ from .accounting import (
 from .executor import Resources, Submission, TaskGroup, _now, save_submission
 from .plan import Plan
 
-if TYPE_CHECKING:  # submitit (and the worker, with requests, numpy and h5py) are imported where a job is queued:
-    import submitit  # reading task states for `status` needs none of them
-
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # The finishing job only decides (the pack job packs): memory (GB, at most the arrays') and minutes it asks.
 DECIDING_MEM_GB = 1.0
@@ -126,24 +124,6 @@ def this_python() -> JobPython:
     return JobPython(shlex.quote(sys.executable), f"{sys.executable}, the interpreter of this command")
 
 
-def sbatch_script(folder: Path, python: str, parameters: dict[str, Any], tasks: int) -> str:
-    """The sbatch script submitit writes for a job (an array when ``tasks`` > 1) with these parameters, made
-    without SLURM (``--dry-run`` on a laptop, where submitit's executor refuses to exist without ``srun``).
-
-    The one place that calls submitit's private API: its script writer and its command line (the versions it
-    was tested with are pinned in pyproject.toml; tests/test_slurm.py checks that the command line is in the
-    script, tests/test_slurm_cluster.py that the script is the one submitit queues).
-    """
-    import submitit
-    from submitit.slurm.slurm import _make_sbatch_string
-
-    folder = Path(folder).expanduser().absolute()  # as submitit's executor holds it
-    command = submitit.SlurmExecutor._submitit_command_str.fget(  # type: ignore[attr-defined]
-        SimpleNamespace(python=python, folder=folder))
-    return str(_make_sbatch_string(command=command, folder=folder, map_count=tasks if tasks > 1 else None,
-                                   **parameters))
-
-
 def slurm_commands_missing() -> list[str]:
     """The SLURM commands that queueing needs and this machine lacks: ``sbatch``, and ``srun``, which submitit
     insists on finding where it runs."""
@@ -160,17 +140,40 @@ def logs_folder(run: RunDir) -> Path:
     return run.logs / "submitit" / "%j"
 
 
-def job_parameters(run: RunDir, name: str, resources: Resources) -> dict[str, Any]:
-    """The submitit parameters every job of a run has (an array's or the finishing job's): its name, resources,
-    setup lines, partition and extra sbatch options."""
-    params: dict[str, Any] = {"job_name": f"zenodo-hpc-{run.root.name}-{name}", "time": resources.time_min,
-                              "mem": format_mem(resources.mem_gb), "cpus_per_task": resources.cpus_per_task,
-                              "setup": list(resources.setup)}
-    if resources.partition:
-        params["partition"] = resources.partition
-    if resources.additional:
-        params["additional_parameters"] = sbatch_options(resources.additional)
-    return params
+@dataclass(frozen=True)
+class JobDescription:
+    """One sbatch job of a run as submitit is asked for it: an array of shard tasks, or a job that follows the
+    arrays (the finishing job, the pack job). The one place that turns a job into submitit's parameters: its name,
+    time, memory, CPUs, setup lines, partition, the sbatch options of ``executor.slurm.additional`` (qos, account;
+    ``begin`` when the round waits for Zenodo's budget), an array's ``%`` limit and warning signal, its dependency."""
+
+    run: RunDir
+    name: str  # g<generation>, finish, pack: the job is called zenodo-hpc-<run>-<name>
+    resources: Resources
+    tasks: int = 1  # more than one: an array
+    array_parallelism: int | None = None  # an array's: at most that many tasks at once, USR2 before the time limit
+    depends_on: tuple[str, ...] = ()  # starts once every one of these jobs has ended, however (afterany)
+
+    def parameters(self) -> dict[str, Any]:
+        """submitit's ``SlurmExecutor`` parameters for this job."""
+        r = self.resources
+        params: dict[str, Any] = {"job_name": f"zenodo-hpc-{self.run.root.name}-{self.name}", "time": r.time_min,
+                                  "mem": format_mem(r.mem_gb), "cpus_per_task": r.cpus_per_task,
+                                  "setup": list(r.setup)}
+        if r.partition:
+            params["partition"] = r.partition
+        if r.additional:
+            params["additional_parameters"] = sbatch_options(r.additional)
+        if self.array_parallelism is not None:
+            params["array_parallelism"] = self.array_parallelism
+            params["signal_delay_s"] = signal_delay_s(r.time_min)
+        if self.depends_on:
+            params["dependency"] = "afterany:" + ":".join(self.depends_on)
+        return params
+
+    def script(self, python: str) -> str:
+        """The sbatch script submitit queues for this job, made without SLURM (``--dry-run``, ``--test-only``)."""
+        return submitit_adapter.sbatch_script(logs_folder(self.run), python, self.parameters(), self.tasks)
 
 
 class SlurmExecutor:
@@ -244,10 +247,9 @@ class SlurmExecutor:
         """Each group split into arrays of at most MaxArraySize tasks (submitit would send one)."""
         return [ArraySpec(part, g.resources) for g in groups for part in chunks(g.shards, self.max_array_size)]
 
-    def parameters(self, run: RunDir, generation: int, resources: Resources, parallelism: int) -> dict[str, Any]:
-        """submitit SlurmExecutor parameters for one array."""
-        return {**job_parameters(run, f"g{generation}", resources), "array_parallelism": parallelism,
-                "signal_delay_s": signal_delay_s(resources.time_min)}
+    def array_job(self, run: RunDir, generation: int, spec: ArraySpec, parallelism: int) -> JobDescription:
+        """The job of one array of generation ``generation``."""
+        return JobDescription(run, f"g{generation}", spec.resources, len(spec.shards), parallelism)
 
     def deciding_resources(self) -> Resources:
         """The finishing job's: it only decides (reads the run directory, asks sacct, queues the next jobs), so it
@@ -262,21 +264,11 @@ class SlurmExecutor:
         return Resources(arrays.partition, pack.time_min, pack.mem_gb, pack.cpus_per_task, arrays.setup,
                          arrays.additional)
 
-    def follow_up_parameters(self, run: RunDir, name: str, depends_on: list[str],
-                             resources: Resources | None = None) -> dict[str, Any]:
-        """submitit SlurmExecutor parameters for a job that follows the arrays: ``resources`` (default: the small
-        finishing job's), and ``afterany`` on ``depends_on``."""
-        params = job_parameters(run, name, resources or self.deciding_resources())
-        if depends_on:
-            params["dependency"] = "afterany:" + ":".join(depends_on)
-        return params
-
-    def _executor(self, parameters: dict[str, Any], folder: Path) -> submitit.SlurmExecutor:
-        import submitit
-
-        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=3, python=self.python.command)
-        executor.update_parameters(**parameters)
-        return executor
+    def follow_up_job(self, run: RunDir, name: str, depends_on: list[str],
+                      resources: Resources | None = None) -> JobDescription:
+        """A job that follows the arrays: ``resources`` (default: the small finishing job's), and ``afterany`` on
+        ``depends_on``."""
+        return JobDescription(run, name, resources or self.deciding_resources(), depends_on=tuple(depends_on))
 
     def describe(self, run: RunDir, plan: Plan, groups: list[TaskGroup]) -> str:
         """The plan's arrays, the cluster limits read or assumed, the interpreter the tasks run, and the sbatch
@@ -296,9 +288,8 @@ class SlurmExecutor:
         lines += self.describe_setting(room)
         lines.append(describe_feeding(sum(len(g.shards) for g in groups), len(later), room, self.reserve))
         for i, spec in enumerate(specs):
-            params = self.parameters(run, plan.generation, spec.resources, parallelism)
             lines += ["", f"# the sbatch script of array {i + 1}:",
-                      sbatch_script(logs_folder(run), self.python.command, params, len(spec.shards))]
+                      self.array_job(run, plan.generation, spec, parallelism).script(self.python.command)]
         return "\n".join(lines)
 
     def describe_setting(self, room: QueueRoom) -> list[str]:
@@ -314,14 +305,14 @@ class SlurmExecutor:
         """The finishing job's sbatch script; the arrays' job ids, unknown before they are queued, are shown as
         ``ARRAY1_ID``, ``ARRAY2_ID``, ...."""
         placeholders = [f"ARRAY{i + 1}_ID" for i in range(arrays)]
-        params = self.follow_up_parameters(run, name, sorted(depends_on) + placeholders)
+        job = self.follow_up_job(run, name, sorted(depends_on) + placeholders)
         pack = self.pack_resources()
         return "\n".join(["# the sbatch script of the finishing job, queued with the arrays (ARRAY1_ID...: their job "
                           "ids, known once queued):",
                           f"# (it decides; when there is something to pack it queues the pack job: "
                           f"{format_mem(pack.mem_gb)}, {pack.cpus_per_task} cpu, {pack.time_min} min, from "
                           "pack.mem_gb, cpus_per_task, time_min)",
-                          sbatch_script(logs_folder(run), self.python.command, params, 1)])
+                          job.script(self.python.command)])
 
     def check_ready(self, groups: list[TaskGroup]) -> None:
         """Refuse, before anything is written or queued, what would fail: no SLURM commands here, an interpreter
@@ -363,20 +354,13 @@ class SlurmExecutor:
 
     def _submit_array(self, run: RunDir, generation: int, spec: ArraySpec, concurrent: int,
                       parallelism: int) -> list[str]:
-        """One array through submitit (a plain job for a single task); its task ids."""
+        """One array through submitit (a plain job for a single task); its task ids, ``<array>_<i>`` (a plain id
+        for a single task)."""
         if self.task is None:
             raise RuntimeError("SlurmExecutor was made without the task its arrays run: a bug, please report it")
-        task = self.task
-        params = self.parameters(run, generation, spec.resources, parallelism)
-
-        def queue() -> list[str]:
-            executor = self._executor(params, logs_folder(run))
-            with executor.batch():
-                jobs = [executor.submit(task, str(run.root.resolve()), generation, shard, concurrent)
-                        for shard in spec.shards]
-            return [str(job.job_id) for job in jobs]  # "<array>_<i>", or a plain id for a 1-task batch
-
-        return self._sbatch(f"the array ({len(spec.shards)} tasks)", queue)
+        calls = [(self.task, (str(run.root.resolve()), generation, shard, concurrent)) for shard in spec.shards]
+        return self._queue(self.array_job(run, generation, spec, parallelism), calls,
+                           f"the array ({len(spec.shards)} tasks)")
 
     def submit_follow_up(self, run: RunDir, fn: Callable[..., Any], args: tuple[Any, ...], depends_on: list[str],
                          *, name: str, resources: Resources | None = None) -> str:
@@ -387,21 +371,19 @@ class SlurmExecutor:
         given ``resources`` (the pack job: ``pack_resources``). The callable is handed in by the caller: this
         module knows no pipeline stage.
         """
-        params = self.follow_up_parameters(run, name, depends_on, resources)
-        return self._sbatch(f"the {name} job",
-                            lambda: str(self._executor(params, logs_folder(run)).submit(fn, *args).job_id))
+        return self._queue(self.follow_up_job(run, name, depends_on, resources), [(fn, args)], f"the {name} job")[0]
 
-    def _sbatch(self, what: str, queue: Callable[[], T]) -> T:
-        """``queue()`` (an sbatch through submitit), retried with backoff while the scheduler is busy or a submit
-        limit is reached; any other refusal is one line naming ``what``."""
-        from submitit.core.utils import FailedJobError, FailedSubmissionError
-
+    def _queue(self, job: JobDescription, calls: list[submitit_adapter.Call], what: str) -> list[str]:
+        """The one way a job reaches sbatch: ``calls`` queued as ``job`` (an array; one job for one call), retried
+        with backoff while the scheduler is busy or a submit limit is reached; any other refusal is one line naming
+        ``what``. The job ids."""
         from ..zenodo.client import backoff_delay
 
+        refused = submitit_adapter.submission_errors()
         for attempt in range(SUBMIT_ATTEMPTS):
             try:
-                return queue()
-            except (FailedJobError, FailedSubmissionError, OSError) as exc:
+                return submitit_adapter.queue(logs_folder(job.run), self.python.command, job.parameters(), calls)
+            except refused as exc:
                 message = sbatch_error(exc)
                 if not is_transient(message) or attempt == SUBMIT_ATTEMPTS - 1:
                     raise UserError(f"sbatch refused {what}: {message}") from None
