@@ -20,9 +20,17 @@ from zenodo_hpc.demo.doubles import HeaderRecorder, ZenodoDouble, make_zip
 from zenodo_hpc.orchestrate.worker import make_client, process_record, process_records
 from zenodo_hpc.record.raster import rasterize
 from zenodo_hpc.zenodo.client import HttpClient
-from zenodo_hpc.zenodo.fetch import fetch_all, github_source, zenodo_archives
+from zenodo_hpc.zenodo.fetch import FetchAllResult, fetch_all, github_source, zenodo_archives
 
 JSON_FILES = {p.name: p.read_bytes() for p in sorted(stdlib_package("json").glob("*.py"))}
+
+
+def test_fetch_fails_only_when_everything_it_tried_failed() -> None:
+    """``zenodo-hpc fetch`` exits 1 when no archive is there for the workers: all it tried failed, none was cached."""
+    assert FetchAllResult(failed={"http_404": 2}).everything_failed
+    assert not FetchAllResult(cached=1, failed={"http_404": 2}).everything_failed
+    assert not FetchAllResult(already=1, failed={"http_404": 1}).everything_failed
+    assert not FetchAllResult().everything_failed
 
 
 def repo_zip(top: str) -> bytes:

@@ -54,12 +54,10 @@ def add_fetch(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    """Exit 1 when every archive it tried failed and none was there already (nothing for the workers)."""
     from ..core.state import load_run
     from ..zenodo.fetch import fetch_all, format_fetch_summary
 
     run, cfg = load_run(args.run_dir)
     result = fetch_all(run, cfg)
     print(format_fetch_summary(result, run))
-    everything_failed = bool(result.failed) and not (result.cached or result.already)
-    return EXIT_ERROR if everything_failed else 0
+    return EXIT_ERROR if result.everything_failed else 0

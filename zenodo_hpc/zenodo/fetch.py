@@ -531,6 +531,11 @@ class FetchAllResult:
     failed: dict[str, int] | None = None
     seconds: float = 0.0
 
+    @property
+    def everything_failed(self) -> bool:
+        """Every archive it tried failed and none was there already: nothing for the workers (``fetch`` exits 1)."""
+        return bool(self.failed) and not (self.cached or self.already)
+
 
 def fetch_all(run: RunDir, cfg: Config, *, progress: bool | None = None) -> FetchAllResult:
     """Download every record not yet complete into ``<run>/cache/`` (a login or transfer node's job).
