@@ -1,12 +1,22 @@
-"""Shared by the benchmarks: the machine description and a real corpus found at run time."""
+"""Shared by the benchmarks: the machine description, a real corpus found at run time, and the service doubles.
+
+The doubles of Zenodo and the other services live in the repository's ``tests/doubles/`` (they are not part of the
+installed package): importing this module puts ``tests/`` on ``sys.path``, so a benchmark imports them as the tests
+do (``from doubles import ZenodoDouble``), after ``from _common import ...``.
+"""
 
 from __future__ import annotations
 
 import platform
+import sys
 import sysconfig
 from pathlib import Path
 
 import numpy as np
+
+TESTS = Path(__file__).resolve().parent.parent / "tests"
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
 
 
 def cpu_model() -> str:

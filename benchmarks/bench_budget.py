@@ -31,9 +31,9 @@ from typing import Any
 
 import requests
 from _common import machine_line
+from doubles import ZenodoDouble, make_zip
 
 from zenodo_hpc.core.config import GUEST_BUDGET, Config, config_from_dict
-from zenodo_hpc.demo.doubles import ZenodoDouble, make_zip
 from zenodo_hpc.zenodo.client import HttpClient, RequestFailed, quota, share_of_budget
 from zenodo_hpc.zenodo.fetch import download_client
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import requests
 from _common import machine_line
+from doubles import ZenodoDouble, make_zip
 
 from zenodo_hpc.core.config import Config
-from zenodo_hpc.demo.doubles import ZenodoDouble, make_zip
 from zenodo_hpc.zenodo.client import HttpClient, share_of_budget
 from zenodo_hpc.zenodo.fetch import FetchFailed, download, zenodo_archives
 

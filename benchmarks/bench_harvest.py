@@ -28,10 +28,10 @@ from typing import Any
 
 import requests
 from _common import machine_line
+from doubles import ZenodoDouble
 
 from zenodo_hpc.core.config import config_from_dict
 from zenodo_hpc.core.state import iter_records
-from zenodo_hpc.demo.doubles import ZenodoDouble
 from zenodo_hpc.zenodo.client import HttpClient
 from zenodo_hpc.zenodo.harvest import harvest
 

@@ -107,7 +107,7 @@ def stdlib_records(count: int, files_per_record: int = 12) -> list[tuple[str, di
 @pytest.fixture
 def zenodo_with_records() -> Iterator[Any]:
     """A Zenodo double serving 12 records of real code (ids 101..112), each one zip."""
-    from zenodo_hpc.demo.doubles import ZenodoDouble, make_zip
+    from doubles import ZenodoDouble, make_zip
 
     with ZenodoDouble() as double:
         for i, (top, files) in enumerate(stdlib_records(12), 1):

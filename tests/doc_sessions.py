@@ -11,12 +11,12 @@ What stands in for the world outside (each said where it is made):
 - :func:`stand_in_venv`: a virtual environment where zenodo-hpc is installed, as a reader's own: a venv whose
   ``site-packages`` reads this repository's ``.venv`` (a ``.pth`` file), with ``pip`` run by its own interpreter
   (so that a ``pip install`` lands in it, never in the repository's venv) and ``zenodo-hpc`` in its ``bin/``;
-- :func:`stand_in_zenodo`: the Zenodo double (zenodo_hpc/demo/doubles.py) serving a few records of real code,
+- :func:`stand_in_zenodo`: the Zenodo double (tests/doubles/zenodo.py) serving a few records of real code,
   for the configs' ``https://zenodo.org/api``;
 - :func:`copy_configs`: ``configs/*.yaml`` as they are, but for the Zenodo and GitHub URLs, pointed at the
   double, and the request budgets, raised (a double has no budget to protect): nothing else changes;
 - :func:`kaggle_hook`: a ``sitecustomize`` that points the official kaggle client at the Kaggle double
-  (tests/kaggle_double.py), as tests/test_publish.py does, when ``ZHPC_TEST_KAGGLE_ENDPOINT`` is set;
+  (tests/doubles/kaggle_api.py), as tests/test_publish.py does, when ``ZHPC_TEST_KAGGLE_ENDPOINT`` is set;
 - :func:`module_stub`: ``module``, the environment-modules command of a cluster (``module load python/3.11``),
   which this machine does not have: it does nothing, as ``module load`` of a Python already there would.
 """
@@ -250,8 +250,7 @@ STAND_IN_IDS = (1065022, 7000001, 7000002, 7000003, 7000004)
 def stand_in_zenodo() -> Any:
     """A Zenodo double (start it with ``with``) serving a record of real code (a zip) per id of STAND_IN_IDS."""
     from conftest import stdlib_records
-
-    from zenodo_hpc.demo.doubles import ZenodoDouble, make_zip
+    from doubles import ZenodoDouble, make_zip
 
     double = ZenodoDouble()
     for n, (record_id, (top, files)) in enumerate(zip(STAND_IN_IDS, stdlib_records(len(STAND_IN_IDS)), strict=True)):
@@ -263,8 +262,7 @@ def stand_in_zenodo() -> Any:
 def add_record(double: Any, record_id: int, created: str) -> None:
     """One more record of real code on ``double``: Zenodo gained it since."""
     from conftest import stdlib_records
-
-    from zenodo_hpc.demo.doubles import ZenodoDouble, make_zip
+    from doubles import ZenodoDouble, make_zip
 
     top, files = stdlib_records(len(STAND_IN_IDS) + 1)[-1]
     double.add_record(ZenodoDouble.make_hit(record_id, created=created, title=top), {f"{top}.zip": make_zip(files)})

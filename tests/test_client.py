@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import run_config, stdlib_records
+from doubles import ZenodoDouble, make_zip
 
 from zenodo_hpc.core.config import GUEST_BUDGET, TOKEN_BUDGET, Config, RequestBudget, config_from_dict
 from zenodo_hpc.core.state import ids_in, open_run
-from zenodo_hpc.demo.doubles import ZenodoDouble, make_zip
 from zenodo_hpc.orchestrate.submit import submit_pending
 from zenodo_hpc.zenodo.client import (
     PACE,

@@ -18,12 +18,12 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from doubles import ZenodoDouble
 from registry_venv import PIP_QUIET, run_from_registry, source_copy
 
 from zenodo_hpc.cli import main
 from zenodo_hpc.core.state import RunDir, ids_in, read_failure
 from zenodo_hpc.demo.demo import FIRST_ID, DemoResult, load_sample, next_steps, publish_sample, slurm_answers
-from zenodo_hpc.demo.doubles import ZenodoDouble
 
 ROOT = Path(__file__).resolve().parents[1]
 NEEDS_MKSQUASHFS = pytest.mark.skipif(shutil.which("mksquashfs") is None,

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 import requests
+from doubles import HeaderRecorder, ZenodoDouble
 
-from zenodo_hpc.demo.doubles import HeaderRecorder, ZenodoDouble
 from zenodo_hpc.zenodo.client import HttpClient
 from zenodo_hpc.zenodo.deposit import (
     DepositError,

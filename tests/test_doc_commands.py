@@ -26,7 +26,7 @@ The scenes (fixtures below):
 - ``scratch``: the same, with the demo's run where the pages' ``scratch/zenodo-ml`` is, and the release
   docs/updating.md checks (made with the date the page names);
 - ``from_2018``: a record of the 2018 dataset mounted (``zenodo-ml/1065022``) and its image beside it;
-- ``doubles``: an empty folder, for docs/doubles.md's recipes;
+- ``doubles``: an empty folder, for docs/doubles.md's recipes, the clone's ``tests/`` on ``PYTHONPATH`` (as it says);
 - ``readme_image``, ``image_md``: a folder holding a packed image and its checksums, as downloaded;
 - ``cluster_*`` (marked ``slurm``): the dev SLURM cluster, ``$SCRATCH`` a tmp folder, a venv with zenodo-hpc
   on it where ``configs/sherlock.yaml``'s ``setup`` sources it, ``module`` a no-op: each of the README's ways
@@ -547,8 +547,8 @@ NEVER: dict[str, str] = {
     r"kaggle auth login": "an interactive login on kaggle.com: needs the internet and an account",
     r"unsquashfs -cat|unsquashfs -pf|sbatch --begin(=.*)?|sbatch --test-only|squeue -r|chmod 600":
         "an option named in prose, not a command line",
-    r"python tests/kaggle_double\.py child SPEC\.json": "the child process tests/test_publish.py starts, with the "
-                                                       "spec file it writes (SPEC.json stands for it)",
+    r"python tests/doubles/kaggle_api\.py child SPEC\.json": "the child process tests/test_publish.py starts, with "
+                                                            "the spec file it writes (SPEC.json stands for it)",
 }
 
 
@@ -730,7 +730,7 @@ def reader_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def kaggle_double() -> Iterator[object]:
-    from kaggle_double import KaggleDouble
+    from doubles import KaggleDouble
 
     with KaggleDouble(users={"alice": "alice-key-0123456789", "me": "me-key-0123456789"}) as double:
         yield double
@@ -759,7 +759,8 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Session:
 def doubles(tmp_path_factory: pytest.TempPathFactory, reader_venv: Path) -> Session:
     base = tmp_path_factory.mktemp("doubles")
     (base / "work").mkdir()
-    return open_session("doubles", base / "work", reader_environment(base, reader_venv))
+    env = {**reader_environment(base, reader_venv), "PYTHONPATH": str(ROOT / "tests")}  # as the page says
+    return open_session("doubles", base / "work", env)
 
 
 @pytest.fixture(scope="session")

@@ -25,8 +25,7 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 import requests
-
-from zenodo_hpc.demo.doubles import (
+from doubles import (
     FAULT_MODES,
     SHAPES,
     ZENODO_GUEST_LIMITS,
@@ -34,6 +33,8 @@ from zenodo_hpc.demo.doubles import (
     ZenodoDouble,
     make_zip,
 )
+
+from zenodo_hpc.demo.server import LoopbackZenodo
 
 TOKEN = "s3cr3t-t0ken-never-logged"
 FIXTURES = Path(__file__).parent / "fixtures" / "zenodo"
@@ -207,6 +208,21 @@ def test_missing_records_and_files_answer_as_zenodo(double: ZenodoDouble) -> Non
     assert (missing.status_code, missing.json()) == (404, fixture("error_missing_record_404.json"))
     no_file = get(f"{double.api_url}/records/5173799/files/other.zip/content")
     assert (no_file.status_code, no_file.json()) == (404, fixture("error_missing_file_404.json"))
+
+
+def test_the_demos_server_alone_serves_records_search_files_and_codeload() -> None:
+    """The package's own server (what ``zenodo-hpc demo`` publishes on) answers without the tests' doubles: no
+    deposit API, no rate limit, no fault to inject."""
+    with LoopbackZenodo() as server:
+        hit = server.add_record(LoopbackZenodo.make_hit(5, created="2021-08-10"), {"a.zip": b"abc"})
+        server.add_codeload("o", "r", "v1", make_zip({"r-v1/a.txt": b"a"}))
+        assert search(server).json()["hits"]["hits"] == [hit]
+        assert get(hit["files"][0]["links"]["self"]).content == b"abc"
+        assert get(f"{server.codeload_url}/o/r/zip/refs/tags/v1").status_code == 200
+        assert requests.post(f"{server.api_url}/deposit/depositions", json={}, timeout=5).status_code == 405
+        assert "X-RateLimit-Limit" not in get(f"{server.api_url}/records/5").headers
+        assert not hasattr(server, "fail")
+        assert [r.path for r in server.requests][:2] == ["/api/records", "/api/records/5/files/a.zip/content"]
 
 
 def test_make_hit_has_the_keys_of_todays_answer_and_zenodo_timestamps() -> None:

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import stdlib_package
+from doubles import HeaderRecorder, ZenodoDouble, make_zip
 
 from zenodo_hpc.core.config import Config, config_from_dict
 from zenodo_hpc.core.records import parse_md5
 from zenodo_hpc.core.state import RunDir, append_records, ids_in, open_run, read_failure
 from zenodo_hpc.dataset.load import load_images, load_metadata
-from zenodo_hpc.demo.doubles import HeaderRecorder, ZenodoDouble, make_zip
 from zenodo_hpc.orchestrate.worker import make_client, process_record, process_records
 from zenodo_hpc.record.raster import rasterize
 from zenodo_hpc.zenodo.client import HttpClient

@@ -17,11 +17,11 @@ import pytest
 import slurm_dev
 import yaml
 from conftest import run_config
+from doubles import ZenodoDouble, make_zip
 
 from zenodo_hpc.cli import main
 from zenodo_hpc.core.config import Config, config_from_dict
 from zenodo_hpc.core.state import RunDir, attempts_of, ids_in, read_failure
-from zenodo_hpc.demo.doubles import ZenodoDouble, make_zip
 from zenodo_hpc.orchestrate.accounting import task_states, unfinished_tasks
 from zenodo_hpc.orchestrate.chain import load_chain
 from zenodo_hpc.orchestrate.executor import load_submissions

@@ -12,12 +12,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from doubles import ZenodoDouble
 
 from zenodo_hpc.cli import main
 from zenodo_hpc.core.config import Config, config_from_dict
 from zenodo_hpc.core.errors import UserError
 from zenodo_hpc.core.state import iter_records, open_run
-from zenodo_hpc.demo.doubles import ZenodoDouble
 from zenodo_hpc.zenodo.client import HttpClient
 from zenodo_hpc.zenodo.harvest import format_summary, harvest, parse_since
 

@@ -55,5 +55,8 @@ def test_building_the_wheel_prints_no_deprecation(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         metadata = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))).decode()
         licenses = sorted(n.split(".dist-info/licenses/", 1)[1] for n in zf.namelist() if ".dist-info/licenses/" in n)
+        names = zf.namelist()
     assert licenses == ["LICENSE", "LICENSES/Python-2.0.txt"]
+    assert "zenodo_hpc/demo/server.py" in names  # the demo's server ships; the tests' doubles (tests/doubles/) do not
+    assert [n for n in names if "doubles" in n or n.startswith("tests/")] == []
     assert "License-Expression: MIT AND Python-2.0" in metadata.splitlines()

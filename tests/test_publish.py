@@ -2,7 +2,7 @@
 
 The refusals are tested in this process: they happen before ``import kaggle`` (which authenticates at import
 time), so they need neither the client nor a server. Publishing itself runs ``publish_kaggle`` in a child
-process (``kaggle_double.py child``): the client reads its environment (``KAGGLE_API_ENVIRONMENT``,
+process (``doubles/kaggle_api.py child``): the client reads its environment (``KAGGLE_API_ENVIRONMENT``,
 credentials, ``TMPDIR``) once, at import, so every scenario gets a fresh process pointed at a fresh
 :class:`KaggleDouble` on 127.0.0.1. Those tests are skipped when the ``kaggle`` extra is not installed.
 
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kaggle_double import KaggleDouble
+from doubles import KaggleDouble
 
 from zenodo_hpc.core.errors import UserError
 from zenodo_hpc.dataset.publish import (
@@ -306,7 +306,7 @@ class Publisher:
                 child_env.pop(name, None)
             else:
                 child_env[name] = value
-        command = [sys.executable, str(HERE / "kaggle_double.py"), "child", str(spec)]
+        command = [sys.executable, str(HERE / "doubles" / "kaggle_api.py"), "child", str(spec)]
         if tty:  # stderr on a terminal: the client's progress bars and prints are shown there
             done = run_with_terminal_stderr(command, child_env)
         else:

@@ -22,11 +22,11 @@ import requests
 import slurm_dev
 import yaml
 from conftest import run_config, stdlib_records
+from doubles import ZenodoDouble, make_zip
 
 from zenodo_hpc.cli import main
 from zenodo_hpc.core.config import Config, config_from_dict
 from zenodo_hpc.core.state import RunDir, attempts_of, ids_in, mark_failed, open_run, read_failure
-from zenodo_hpc.demo.doubles import ZenodoDouble, make_zip
 from zenodo_hpc.drivers.finish import advance, budget_pause, quarantine_unfinished
 from zenodo_hpc.orchestrate.chain import Chain, load_chain, utc_epoch, utc_text
 from zenodo_hpc.orchestrate.executor import load_submissions

@@ -20,12 +20,12 @@ import h5py
 import numpy as np
 import pytest
 from conftest import run_config, stdlib_package, stdlib_records
+from doubles import ZenodoDouble, make_zip
 from registry_venv import run_from_registry, source_copy, throwaway_venv, venv_environment
 
 from zenodo_hpc.core.state import open_run
 from zenodo_hpc.dataset.load import load_images, load_metadata
 from zenodo_hpc.dataset.pack import READ_H5_RECIPE, pack
-from zenodo_hpc.demo.doubles import ZenodoDouble, make_zip
 from zenodo_hpc.orchestrate.submit import submit_pending
 from zenodo_hpc.zenodo.harvest import harvest
 

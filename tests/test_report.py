@@ -263,8 +263,8 @@ def test_report_of_a_run_in_progress_with_failures(tmp_path: Path, zenodo_with_r
                                                    monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture) -> None:
     import requests
+    from doubles import ZenodoDouble, make_zip
 
-    from zenodo_hpc.demo.doubles import ZenodoDouble, make_zip
     from zenodo_hpc.orchestrate.executor import Submission, save_submission
     from zenodo_hpc.orchestrate.plan import Plan, Shard, scan_records, write_plan
     from zenodo_hpc.report import build_report

@@ -368,8 +368,8 @@ def test_a_plan_larger_than_the_qos_submit_limit_is_fed_in_batches_of_one_round(
     then the test only watches. The finishing jobs queue the rest batch by batch, within one round."""
     pytest.importorskip("PySquashfsImage", reason="the [image] extra is not installed")
     from conftest import stdlib_records
+    from doubles import ZenodoDouble, make_zip
 
-    from zenodo_hpc.demo.doubles import ZenodoDouble, make_zip
     from zenodo_hpc.orchestrate.chain import load_chain
     from zenodo_hpc.orchestrate.status import format_status
 

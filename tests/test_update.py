@@ -14,22 +14,20 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from conftest import run_config, stdlib_records
-from kaggle_double import KaggleDouble
+from doubles import KaggleDouble, ZenodoDouble, make_zip
+from doubles.webhook import Webhook
+from pytest_httpserver import HTTPServer
 
 from zenodo_hpc.core.state import RunDir, attempts_of, ids_in, open_run
 from zenodo_hpc.dataset.release import Release, list_releases
-from zenodo_hpc.demo.doubles import ZenodoDouble, make_zip
 from zenodo_hpc.drivers.releasing import release_now
 from zenodo_hpc.orchestrate.submit import submit_pending
 from zenodo_hpc.zenodo.harvest import harvest
@@ -54,42 +52,14 @@ sys.exit(main(["update", "-c", sys.argv[2], "--executor", "local"]))
 """
 
 
-class Webhook:
-    """A chat tool's incoming webhook on 127.0.0.1: it keeps every JSON body it is sent."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
-                hook.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/T000/B000/secret"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def services() -> Iterator[tuple[ZenodoDouble, KaggleDouble, Webhook]]:
-    webhook = Webhook()
+def services(httpserver: HTTPServer) -> Iterator[tuple[ZenodoDouble, KaggleDouble, Webhook]]:
+    webhook = Webhook(httpserver)
     with ZenodoDouble(tokens=[DEPOSIT_TOKEN]) as zenodo, KaggleDouble(users={USER: KEY}) as kaggle:
         for i, (top, files) in enumerate(stdlib_records(6, files_per_record=4), 1):
             zenodo.add_record(ZenodoDouble.make_hit(300 + i, created=f"2017-05-{i:02d}", title=top,
                                                     conceptrecid=str(900 + i)), {f"{top}.zip": make_zip(files)})
         yield zenodo, kaggle, webhook
-    webhook.stop()
 
 
 def config_file(tmp_path: Path, zenodo: ZenodoDouble, webhook: Webhook) -> Path:

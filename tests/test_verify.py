@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import stdlib_records
+from doubles import ZenodoDouble, make_zip
 
 from zenodo_hpc.cli import main
 from zenodo_hpc.core.config import Config, config_from_dict
@@ -34,7 +35,6 @@ from zenodo_hpc.core.state import (
 from zenodo_hpc.dataset.check_summary import last_check
 from zenodo_hpc.dataset.release import list_releases
 from zenodo_hpc.dataset.verify import verify_run
-from zenodo_hpc.demo.doubles import ZenodoDouble, make_zip
 from zenodo_hpc.drivers.releasing import release_now
 from zenodo_hpc.drivers.update import update
 from zenodo_hpc.orchestrate.submit import submit_pending

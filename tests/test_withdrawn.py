@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 from conftest import run_config, stdlib_records
-from test_update import Webhook
+from doubles import ZenodoDouble, make_zip
+from doubles.webhook import Webhook
+from pytest_httpserver import HTTPServer
 
 from zenodo_hpc.core.config import Config, config_from_dict
 from zenodo_hpc.core.errors import UserError
@@ -23,7 +25,6 @@ from zenodo_hpc.core.state import RunDir, ids_in, open_run, read_failure
 from zenodo_hpc.dataset.organize import organize
 from zenodo_hpc.dataset.release import latest_release, list_releases, summary_line
 from zenodo_hpc.dataset.removals import read_exclude_list
-from zenodo_hpc.demo.doubles import ZenodoDouble, make_zip
 from zenodo_hpc.drivers.releasing import release_now
 from zenodo_hpc.drivers.update import update
 from zenodo_hpc.orchestrate.status import format_status, gather_status
@@ -94,8 +95,8 @@ def export_ids(folder: Path) -> set[str]:
 
 @pytest.mark.parametrize("keep", [False, True], ids=["outputs-removed", "outputs-kept"])
 def test_records_zenodo_deleted_or_restricted_leave_the_next_release(tmp_path: Path, zenodo: ZenodoDouble,
-                                                                     keep: bool) -> None:
-    webhook = Webhook()
+                                                                     keep: bool, httpserver: HTTPServer) -> None:
+    webhook = Webhook(httpserver)
     cfg = config(tmp_path, zenodo, webhook.url, **({"keep_withdrawn": True} if keep else {}))
     run = RunDir(cfg.run_dir)
     first = update(cfg, kind="debug").release
@@ -140,7 +141,6 @@ def test_records_zenodo_deleted_or_restricted_leave_the_next_release(tmp_path: P
     assert not {"302", "303", "304"} & ids_in(run, "done")
     assert summary_line(second).endswith("newly quarantined, 3 removed)") and summary_line(second) in outcome.message
     assert webhook.bodies[-1]["text"] == summary_line(second) and webhook.bodies[-1]["release"]["removed"] == 3
-    webhook.stop()
 
     zenodo.reset_log()
     again = update(cfg, kind="debug")  # nothing new: the withdrawn records are not looked up again

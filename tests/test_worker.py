@@ -9,9 +9,9 @@ import signal
 from pathlib import Path
 
 from conftest import run_config
+from doubles import ZenodoDouble
 
 from zenodo_hpc.core.state import attempts_of, iter_records, open_run, read_failure
-from zenodo_hpc.demo.doubles import ZenodoDouble
 from zenodo_hpc.orchestrate.worker import make_client, process_record
 from zenodo_hpc.zenodo.harvest import harvest
 

@@ -1,3 +1,3 @@
-"""The offline demo (``demo``) and the loopback stand-ins it runs against (``doubles``: a Zenodo API and
-GitHub codeload on 127.0.0.1, built from recorded real responses). Nothing in the product imports them:
-they serve the demo and the tests."""
+"""The offline demo (``demo``) and the loopback server it runs against (``server``: the records, search and files
+of Zenodo's API and GitHub's codeload on 127.0.0.1, answering as the real services do). Nothing in the product
+imports them: they serve the demo, and the tests' doubles (tests/doubles/) extend the server."""

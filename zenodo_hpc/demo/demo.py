@@ -5,7 +5,7 @@ scripts/build_demo_sample.py from CPython 3.11.7, under the PSF License: its ``L
 ``SOURCES.txt`` are inside): packages of the standard library, C headers and IDLE's text, HTML and config
 documents. Being package data, it is the same on every Python, so the demo runs, and prints the same, on
 Debian's own ``python3`` (which has neither IDLE nor the headers unless optional packages are installed).
-The loopback Zenodo and GitHub doubles (zenodo_hpc/demo/doubles.py) publish it as records: archives in today's
+The loopback Zenodo and GitHub codeload (zenodo_hpc/demo/server.py) publish it as records: archives in today's
 record shape and the older one, GitHub releases reached through the codeload fallback, a record of loose
 files (text and HTML beside a PDF that is never downloaded), a record with nothing to rasterize and a
 restricted one (to show failures and their quarantine) and a gcube record (excluded at harvest). The demo
@@ -43,7 +43,7 @@ from ..orchestrate.status import format_status, gather_status
 from ..zenodo.fetch import fetch_all, format_fetch_summary
 from ..zenodo.harvest import format_summary as harvest_summary
 from ..zenodo.harvest import harvest
-from .doubles import ZenodoDouble, make_zip
+from .server import LoopbackZenodo, make_zip
 
 SAMPLE = "sample.tar.gz"
 SAMPLE_RECORDS = 30
@@ -115,8 +115,8 @@ def tar_gz(files: dict[str, bytes]) -> bytes:
     return packed.getvalue()
 
 
-def publish_sample(double: ZenodoDouble, sample: Sample | None = None) -> int:
-    """Put the sample on the doubles; return how many records it has."""
+def publish_sample(double: LoopbackZenodo, sample: Sample | None = None) -> int:
+    """Put the sample on the loopback Zenodo and codeload; return how many records it has."""
     sample = sample or load_sample()
     day = date(2016, 1, 4)
     count = 0
@@ -126,31 +126,31 @@ def publish_sample(double: ZenodoDouble, sample: Sample | None = None) -> int:
         version = f"v1.{i}"
         if i % 9 == 4:  # a GitHub-integration record without files: the release tag comes from codeload
             repo = f"py-{name}"
-            hit = ZenodoDouble.make_hit(record_id, created=created, title=f"{name}: Python's own",
-                                        github=("python-demo", repo, version))
+            hit = LoopbackZenodo.make_hit(record_id, created=created, title=f"{name}: Python's own",
+                                          github=("python-demo", repo, version))
             double.add_codeload("python-demo", repo, version, make_zip(package_files(files, f"{repo}-{version}")))
             double.add_record(hit)
         elif i % 5 == 2:  # an older record: tar.gz, legacy file shape
             top = f"{name}-{version}"
-            hit = ZenodoDouble.make_hit(record_id, created=created, title=f"{name} {version}")
+            hit = LoopbackZenodo.make_hit(record_id, created=created, title=f"{name} {version}")
             double.add_record(hit, {f"{top}.tar.gz": tar_gz(package_files(files, top))}, legacy=True)
         else:  # the common case: a GitHub release archived by Zenodo
             top = f"python-demo-{name}-{record_id % 10_000_000:07x}"
-            hit = ZenodoDouble.make_hit(record_id, created=created, title=f"{name} {version}",
-                                        github=("python-demo", name, version))
+            hit = LoopbackZenodo.make_hit(record_id, created=created, title=f"{name} {version}",
+                                          github=("python-demo", name, version))
             double.add_record(hit, {f"python-demo/{name}-{version}.zip": make_zip(package_files(files, top))})
         count += 1
     base = FIRST_ID + SAMPLE_RECORDS
-    double.add_record(ZenodoDouble.make_hit(base + 2, created="2019-07-02", title="cpython headers"),  # C headers
+    double.add_record(LoopbackZenodo.make_hit(base + 2, created="2019-07-02", title="cpython headers"),  # C headers
                       {"cpython-headers.zip": make_zip(package_files(sample.headers, "cpython-headers"))})
-    double.add_record(ZenodoDouble.make_hit(base + 3, created="2019-07-03", title="idle docs"),  # loose files
+    double.add_record(LoopbackZenodo.make_hit(base + 3, created="2019-07-03", title="idle docs"),  # loose files
                       {**sample.idle_docs, "idle-manual.pdf": b"%PDF-1.4\n% a manual, not code\n"})
-    double.add_record(ZenodoDouble.make_hit(base, created="2019-06-01", title="Slides about my code"),
+    double.add_record(LoopbackZenodo.make_hit(base, created="2019-06-01", title="Slides about my code"),
                       {"slides.pdf": b"%PDF-1.4\n% no code in here\n"})
-    double.add_record(ZenodoDouble.make_hit(base + 1, created="2019-06-02", title="gCube portlet"),
+    double.add_record(LoopbackZenodo.make_hit(base + 1, created="2019-06-02", title="gCube portlet"),
                       {"portlet.zip": make_zip({"portlet/x.py": b"x = 1\n"})})
-    double.add_record(ZenodoDouble.make_hit(base + 4, created="2019-07-04", title="Restricted code",
-                                            access_right="restricted", github=("python-demo", "private", "v1")),
+    double.add_record(LoopbackZenodo.make_hit(base + 4, created="2019-07-04", title="Restricted code",
+                                              access_right="restricted", github=("python-demo", "private", "v1")),
                       {"private.zip": make_zip({"private/secret.py": b"key = 1\n"})})
     return count + 5
 
@@ -165,7 +165,7 @@ def slurm_answers() -> bool:
         return False
 
 
-def demo_config(out: Path, double: ZenodoDouble, executor: str) -> Config:
+def demo_config(out: Path, double: LoopbackZenodo, executor: str) -> Config:
     return config_from_dict({
         "run": {"scratch": str(out), "name": "run"},
         "zenodo": {"api_url": double.api_url, "rate_limit_per_min": 6000, "rate_limit_per_hour": 360_000,
@@ -210,7 +210,7 @@ def run_demo(out: Path, *, executor: str | None = None, progress: bool | None = 
     out = Path(out)
     executor = executor or ("slurm" if slurm_answers() else "local")
     sample = load_sample()
-    with ZenodoDouble() as double:
+    with LoopbackZenodo() as double:
         records = publish_sample(double, sample)
         cfg = demo_config(out, double, executor)
         run = open_run(cfg)

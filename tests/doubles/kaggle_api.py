@@ -26,7 +26,7 @@ The shapes of the answers are those of the request/response classes of ``kaggles
 ``kagglesdk/datasets/types/dataset_api_service.py`` and ``kagglesdk/blobs/types/blob_api_service.py``,
 kagglesdk 0.1.38); each handler names the class it follows.
 
-Run as a script, ``python kaggle_double.py child SPEC.json`` is the child process the tests start: it
+Run as a script, ``python tests/doubles/kaggle_api.py child SPEC.json`` is the child process the tests start: it
 points the client at the double, calls :func:`zenodo_hpc.dataset.publish.publish_kaggle` and prints what
 ``zenodo-hpc publish kaggle`` prints.
 """
@@ -466,5 +466,5 @@ def child_main(spec_path: str) -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "child":
         sys.exit(child_main(sys.argv[2]))
-    print("usage: python kaggle_double.py child SPEC.json", file=sys.stderr)
+    print("usage: python tests/doubles/kaggle_api.py child SPEC.json", file=sys.stderr)
     sys.exit(2)
