@@ -8,7 +8,7 @@ from pathlib import Path
 
 from zenodo_hpc.core.state import DONE, RunDir, atomic_write_json, marker, record_ids
 from zenodo_hpc.orchestrate import status
-from zenodo_hpc.orchestrate.plan import Plan, Shard, plan_path
+from zenodo_hpc.orchestrate.plan import Plan, Shard
 from zenodo_hpc.orchestrate.status import RATE_WINDOW_S, completion_rate
 
 
@@ -46,7 +46,7 @@ def test_rate_reads_a_marker_written_again_and_an_earlier_moment(tmp_path: Path)
 
 
 def write_plan_file(run: RunDir, shards: list[Shard]) -> None:
-    path = plan_path(run, 1)
+    path = run.plan(1)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(".new")
     tmp.write_text(Plan(1, shards).to_json())

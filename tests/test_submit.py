@@ -23,7 +23,7 @@ from zenodo_hpc.cli import main
 from zenodo_hpc.core.config import Config, config_from_dict
 from zenodo_hpc.core.errors import UserError
 from zenodo_hpc.core.state import RunDir, attempts_of, driver_lock, ids_in, open_run, read_failure, read_json
-from zenodo_hpc.orchestrate.executor import load_submissions, submission_path
+from zenodo_hpc.orchestrate.executor import load_submissions
 from zenodo_hpc.orchestrate.local import LocalExecutor
 from zenodo_hpc.orchestrate.plan import generations, load_plan, write_plan
 from zenodo_hpc.orchestrate.status import gather_status
@@ -111,7 +111,7 @@ def _kill_when_attempted(run: RunDir, record_id: str, times: int, stop: threadin
 def _worker_pid_for(run: RunDir, record_id: str) -> int | None:
     generation = generations(run)[-1]
     shard = next(s.index for s in load_plan(run, generation).shards if record_id in s.ids)
-    tasks = (read_json(submission_path(run, generation)) or {}).get("tasks", {})
+    tasks = (read_json(run.submission(generation)) or {}).get("tasks", {})
     return tasks.get(str(shard), {}).get("pid")
 
 
@@ -390,7 +390,7 @@ def _first_records_slow(double, run: RunDir, cfg: Config, shards: list[int], sec
 
 
 def _running_tasks(run: RunDir) -> dict[str, dict]:
-    tasks = (read_json(submission_path(run, 1)) or {}).get("tasks", {})
+    tasks = (read_json(run.submission(1)) or {}).get("tasks", {})
     return {k: t for k, t in tasks.items() if t.get("state") == "RUNNING"}
 
 

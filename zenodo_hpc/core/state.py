@@ -43,14 +43,54 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 SHARED_FILE_MODE = 0o666 & ~_UMASK  # what open() would give: readable by the group on a shared cluster
 RECORDS = "records.jsonl"
+PLANS = "plans"
+RELEASES = "releases"
+REPORT_HTML = "report.html"
+MANIFEST = "manifest.jsonl"
+CARD = "README.md"
+FIGURES = "figures"  # the report's figures about the data, linked from README.md (with the report extra)
+SUBMISSIONS = "submissions"
+HARVEST = "harvest"
+PURGED = "purged"  # state/purged/<id>.json: the done marker of a record found purged or damaged, with why
+CHAIN = "chain.json"
+BUDGET = "budget.json"  # when Zenodo's request budget returns, as the last worker it refused was told
+VERIFY_JSON = "verify.json"  # state/verify.json: what the last check found (status shows it)
+PENDING_UPDATE = "update.json"  # state/update.json: the harvest that feeds the release being made
+RECORDS_COUNT = "records.count.json"
+PACK_EXCLUDE = "pack-exclude.txt"
+LOCK = "driver.lock"
+HARVEST_LOCK = "harvest.lock"
+RELEASE_JSON = "release.json"
+CHANGELOG = "CHANGELOG.md"
+FEED = "feed.xml"
+
+# --- the per-record markers -------------------------------------------------------------------------
+#
+# state/done/<id>.json      the record is complete (written after its folder is in place), with its stats
+#                           and each file's size and sha256 (pack checks the folder against them)
+# state/failed/<id>.json    the record's last failure: reason, message, attempts, history, quarantined
+# state/attempts/<id>       one line per time a worker started the record, "<time>\t<task>\t<host> <pid>
+#                           <start>" (a crash leaves a line and no failure: that is how a poison record that
+#                           kills its worker is recognised; the owner says whose leftovers are whose)
+# state/purged/<id>.json    the done marker of a record the check before a release found purged or damaged
+#
+# One small file per record, like datatrove's completion markers: resume is just running again, and
+# status is a directory listing.
+
+DONE = "done"
+FAILED = "failed"
+ATTEMPTS = "attempts"
+_SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 
 
 @dataclass(frozen=True)
 class RunDir:
-    """The paths of one run directory."""
+    """Every path of one run directory (docs/operations.md, "The run directory"): nothing else names one, so
+    its layout is read here alone."""
 
     root: Path
 
+    # --- the top level
     @property
     def run_yaml(self) -> Path:
         return self.root / RUN_YAML
@@ -75,8 +115,149 @@ class RunDir:
     def cache(self) -> Path:
         return self.root / "cache"
 
+    @property
+    def plans(self) -> Path:
+        return self.root / PLANS
+
+    def plan(self, generation: int) -> Path:
+        """``plans/0003.json``: the shards of one generation."""
+        return self.plans / f"{generation:04d}.json"
+
+    @property
+    def releases(self) -> Path:
+        return self.root / RELEASES
+
+    def release(self, version: str) -> Path:
+        """``releases/<version>/``: one release's image, checksums, manifest and changelog."""
+        return self.releases / version
+
+    def release_file(self, version: str, name: str) -> Path:
+        """A file of a release's folder (its image and checksums, by the image's name)."""
+        return self.release(version) / name
+
+    def release_json(self, version: str) -> Path:
+        return self.release_file(version, RELEASE_JSON)
+
+    def release_manifest(self, version: str) -> Path:
+        return self.release_file(version, MANIFEST)
+
+    def changelog(self, version: str) -> Path:
+        return self.release_file(version, CHANGELOG)
+
+    @property
+    def feed(self) -> Path:
+        """``releases/feed.xml``: the releases' Atom feed."""
+        return self.releases / FEED
+
+    def export(self, version: str) -> Path:
+        """``export/<version>/``: a release organized for Kaggle."""
+        return self.root / "export" / version
+
+    def image(self, name: str) -> Path:
+        """An image in the run directory (``pack.image``, or a released ``<image>-<version>.sqsh``)."""
+        return self.root / name
+
+    @property
+    def report(self) -> Path:
+        return self.root / REPORT_HTML
+
+    def cached(self, record_id: str) -> Path:
+        """``cache/<id>/``: a record's downloads (fetch-first mode, or kept by the workers)."""
+        return self.cache / str(record_id)
+
+    # --- data/: the image's root
     def record_folder(self, record_id: str) -> Path:
         return self.data / str(record_id)
+
+    def in_image(self, name: str) -> Path:
+        """A file of the image's root (``data/<name>``: ``manifest.jsonl``, ``README.md``, ``figures/...``)."""
+        return self.data / name
+
+    @property
+    def manifest(self) -> Path:
+        return self.data / MANIFEST
+
+    @property
+    def card(self) -> Path:
+        return self.data / CARD
+
+    @property
+    def figures(self) -> Path:
+        return self.data / FIGURES
+
+    # --- state/
+    def markers(self, kind: str) -> Path:
+        """``state/<kind>/``: the markers of one kind (done, failed, attempts, purged)."""
+        return self.state / kind
+
+    def marker(self, kind: str, record_id: str) -> Path:
+        """The marker file of a record; an id that could leave ``state/`` (``../x``, ``/etc``) is a bug here."""
+        if not _SAFE_ID.fullmatch(str(record_id)):
+            raise ValueError(f"not a record id: {str(record_id)[:40]!r}")
+        suffix = "" if kind == ATTEMPTS else ".json"
+        return self.markers(kind) / f"{record_id}{suffix}"
+
+    @property
+    def submissions(self) -> Path:
+        return self.state / SUBMISSIONS
+
+    def submission(self, generation: int) -> Path:
+        """``state/submissions/0003.json``: what one generation queued."""
+        return self.submissions / f"{generation:04d}.json"
+
+    @property
+    def harvest(self) -> Path:
+        return self.state / HARVEST
+
+    def harvest_job(self, key: str) -> Path:
+        """``state/harvest/<job>.json``: one harvest's position."""
+        return self.harvest / f"{key}.json"
+
+    @property
+    def chain(self) -> Path:
+        return self.state / CHAIN
+
+    @property
+    def budget(self) -> Path:
+        return self.state / BUDGET
+
+    @property
+    def verify(self) -> Path:
+        return self.state / VERIFY_JSON
+
+    @property
+    def pending_update(self) -> Path:
+        return self.state / PENDING_UPDATE
+
+    @property
+    def records_count(self) -> Path:
+        return self.state / RECORDS_COUNT
+
+    @property
+    def pack_exclude(self) -> Path:
+        return self.state / PACK_EXCLUDE
+
+    def lock(self, name: str = LOCK) -> Path:
+        """``state/<name>``: a lock one driver holds (``driver.lock``, ``harvest.lock``)."""
+        return self.state / name
+
+    # --- logs/
+    def log(self, name: str) -> Path:
+        """``logs/<name>``: a log of its own (the demo's)."""
+        return self.logs / name
+
+    def task_log(self, generation: int, shard: int) -> Path:
+        """``logs/g0001/shard-00003.log``: the log of one array task (all its records)."""
+        return self.logs / f"g{generation:04d}" / f"shard-{shard:05d}.log"
+
+    def task_output(self, generation: int, shard: int) -> Path:
+        """``logs/g0001/shard-00003.out``: what a local worker process printed."""
+        return self.logs / f"g{generation:04d}" / f"shard-{shard:05d}.out"
+
+    @property
+    def submitit_logs(self) -> Path:
+        """``logs/submitit/``: submitit's own files, one folder per job."""
+        return self.logs / "submitit"
 
 
 # --- atomic files ------------------------------------------------------------------------------------
@@ -272,7 +453,7 @@ def damaged_records(path: Path, number: int, start: int, why: str) -> UserError:
     return UserError(
         f"{path}: line {number} (byte {start}) is damaged ({why}); delete that line (after a copy: "
         f"sed -i '{number}d' {path}), and the record it held comes back with the next `zenodo-hpc harvest -c CONFIG` "
-        f"once {path.parent / 'state' / 'harvest'} is removed (it reads Zenodo again and adds only what is missing)")
+        f"once {RunDir(path.parent).harvest} is removed (it reads Zenodo again and adds only what is missing)")
 
 
 def iter_records(path: Path) -> Iterator[dict[str, Any]]:
@@ -432,39 +613,18 @@ def load_run(path: str | os.PathLike[str]) -> tuple[RunDir, Config]:
     return run, cfg
 
 
-# --- per-record markers ------------------------------------------------------------------------------
-#
-# state/done/<id>.json      the record is complete (written after its folder is in place), with its stats
-#                           and each file's size and sha256 (pack checks the folder against them)
-# state/failed/<id>.json    the record's last failure: reason, message, attempts, history, quarantined
-# state/attempts/<id>       one line per time a worker started the record, "<time>\t<task>\t<host> <pid>
-#                           <start>" (a crash leaves a line and no failure: that is how a poison record that
-#                           kills its worker is recognised; the owner says whose leftovers are whose)
-#
-# One small file per record, like datatrove's completion markers: resume is just running again, and
-# status is a directory listing.
-
-DONE = "done"
-FAILED = "failed"
-ATTEMPTS = "attempts"
-
-
-_SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+# --- per-record markers (what each holds: the comment above RunDir) ------------------------------------
 
 
 def marker(run: RunDir, kind: str, record_id: str) -> Path:
-    """The marker file of a record; an id that could leave ``state/`` (``../x``, ``/etc``) is a bug here."""
-    if not _SAFE_ID.fullmatch(str(record_id)):
-        raise ValueError(f"not a record id: {str(record_id)[:40]!r}")
-    suffix = "" if kind == ATTEMPTS else ".json"
-    return run.state / kind / f"{record_id}{suffix}"
+    """The marker file of a record (:meth:`RunDir.marker`)."""
+    return run.marker(kind, record_id)
 
 
 def ids_in(run: RunDir, kind: str) -> set[str]:
     """Record ids with a marker of ``kind`` (a directory listing, no file is read)."""
-    folder = run.state / kind
     try:
-        with os.scandir(folder) as entries:
+        with os.scandir(run.markers(kind)) as entries:
             names = [e.name for e in entries if not e.name.startswith(".")]
     except FileNotFoundError:
         return set()
@@ -611,9 +771,6 @@ class Outcomes:
         return max(0, self.records - self.done - sum(self.failed.values()) - sum(self.quarantined.values()))
 
 
-RECORDS_COUNT = "records.count.json"
-
-
 def record_ids(path: os.PathLike[str]) -> set[str]:
     """The ids of the run's records (:func:`scan_run_records`).
 
@@ -642,7 +799,7 @@ _RECORD_IDS: dict[str, tuple[dict[str, int], frozenset[str]]] = {}
 def _saved_record_ids(path: Path, key: dict[str, int]) -> set[str]:
     """The ids of ``records.jsonl`` from ``state/records.count.json`` when it was written for this ``key``,
     else read from the file (and saved there)."""
-    cache = path.parent / "state" / RECORDS_COUNT
+    cache = RunDir(path.parent).records_count
     with contextlib.suppress(OSError, ValueError, TypeError):
         saved = json.loads(cache.read_text(encoding="utf-8"))
         if {k: saved.get(k) for k in key} == key and isinstance(saved.get("ids"), list):
@@ -684,9 +841,6 @@ def unmark_started(run: RunDir, record_id: str) -> None:
 
 # --- the driver lock ---------------------------------------------------------------------------------
 
-LOCK = "driver.lock"
-
-
 @contextlib.contextmanager
 def driver_lock(run: RunDir, what: str, *, name: str = LOCK) -> Iterator[None]:
     """One driver at a time may plan and submit for a run: two would double-submit.
@@ -695,7 +849,7 @@ def driver_lock(run: RunDir, what: str, *, name: str = LOCK) -> Iterator[None]:
     nodes). A lock whose process is gone on this host is stale and taken over; one held from another
     host is reported with its holder so a person can decide.
     """
-    path = run.state / name
+    path = run.lock(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     me = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now(), "command": what}
     for _ in range(2):

@@ -12,7 +12,6 @@ from typing import Any
 from ..core.errors import UserError
 from ..core.state import RunDir, read_json
 
-VERIFY_JSON = "verify.json"  # state/verify.json: what the last check found (status shows it)
 SHOWN = 3  # records named in one line
 
 
@@ -33,7 +32,7 @@ class Check:
 def last_check(run: RunDir) -> dict[str, Any] | None:
     """What the last check found (``state/verify.json``), None before the first; an unreadable one is None too."""
     with contextlib.suppress(UserError):
-        found = read_json(run.state / VERIFY_JSON)
+        found = read_json(run.verify)
         return found if isinstance(found, dict) else None
     return None
 

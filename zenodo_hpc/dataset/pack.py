@@ -37,7 +37,12 @@ from .. import __version__
 from ..core.config import PACK_MAX_LEVELS, Config
 from ..core.errors import UserError
 from ..core.state import (
+    CARD,
     DONE,
+    FIGURES,
+    MANIFEST,
+    RECORDS,
+    RUN_YAML,
     SHARED_FILE_MODE,
     RunDir,
     atomic_write_text,
@@ -65,8 +70,7 @@ FigureWriter = Callable[[RunDir, Path, Config], tuple[list[Path], str]]
 
 log = logging.getLogger(__name__)
 
-EXTRAS = ("manifest.jsonl", "README.md", "records.jsonl", "run.yaml")
-FIGURES = "figures"  # the report's figures about the data, linked from README.md (with the report extra)
+EXTRAS = (MANIFEST, CARD, RECORDS, RUN_YAML)  # the image root's own files (in data/)
 BLOCK_SIZE = "1M"
 HASH_CHUNK = 1 << 20
 DAMAGED = "damaged_output"  # the failure reason of a done record whose folder no longer matches its marker
@@ -527,24 +531,24 @@ def write_extras(run: RunDir, cfg: Config, entries: list[dict[str, Any]], card_e
     dataset's page on Kaggle or Zenodo can show them.
     """
     run.data.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run.data / "manifest.jsonl",
+    atomic_write_text(run.manifest,
                       "".join(json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n" for e in entries))
     figures = _card_figures(run, cfg, figures)
-    atomic_write_text(run.data / "README.md", dataset_card(run, cfg, entries, card_extra + figures[1], image_name))
+    atomic_write_text(run.card, dataset_card(run, cfg, entries, card_extra + figures[1], image_name))
     if gone:  # the image's copy of records.jsonl holds no record that left the dataset
-        with open(run.records, "rb") as source, open(run.data / ".records.jsonl.tmp", "wb") as target:
+        with open(run.records, "rb") as source, open(run.in_image(f".{RECORDS}.tmp"), "wb") as target:
             target.writelines(filter_lines(source, gone))
     else:
-        shutil.copyfile(run.records, run.data / ".records.jsonl.tmp")
-    os.replace(run.data / ".records.jsonl.tmp", run.data / "records.jsonl")
-    atomic_write_text(run.data / "run.yaml", run_yaml_text(cfg))
+        shutil.copyfile(run.records, run.in_image(f".{RECORDS}.tmp"))
+    os.replace(run.in_image(f".{RECORDS}.tmp"), run.in_image(RECORDS))
+    atomic_write_text(run.in_image(RUN_YAML), run_yaml_text(cfg))
     return list(EXTRAS) + figures[0]
 
 
 def _card_figures(run: RunDir, cfg: Config, figures: FigureWriter | None) -> tuple[list[str], str]:
     """The figures about the data in ``data/figures/`` and the card's section linking them; none (and no
     folder) without a writer, or when it wrote none (the ``report`` extra is not installed)."""
-    folder = run.data / FIGURES
+    folder = run.figures
     paths, section = figures(run, folder, cfg) if figures is not None else ([], "")
     if not paths:
         shutil.rmtree(folder, ignore_errors=True)
@@ -597,11 +601,11 @@ def build_image(run: RunDir, cfg: Config, done: set[str], *, progress: bool, ext
     """mksquashfs into a temporary file beside the image (hidden): the caller verifies it before it replaces
     anything, and removes it in any case."""
     mksquashfs = find_mksquashfs()
-    image = run.root / cfg.pack.image
+    image = run.image(cfg.pack.image)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{image.name}.", suffix=".tmp", dir=run.root)
     os.close(fd)
     tmp = Path(tmp_name)
-    exclude = run.state / "pack-exclude.txt"
+    exclude = run.pack_exclude
     atomic_write_text(exclude, "".join(f"{e}\n" for e in excluded_entries(run, done, extras)))
     command = mksquashfs_command(mksquashfs, run.data, tmp, cfg, exclude, progress)
     try:
@@ -657,7 +661,7 @@ def expected_files(run: RunDir, entries: list[dict[str, Any]],
     and the image root's own files."""
     expected = {f["name"]: (f["size"], f["sha256"]) for e in entries for f in e["files"]}
     for name in extras if extras is not None else EXTRAS:
-        sha, size = sha256_of(run.data / name)
+        sha, size = sha256_of(run.in_image(name))
         expected[name] = (size, sha)
     return expected
 
@@ -849,7 +853,7 @@ def pack(run: RunDir, cfg: Config, *, allow_partial: bool = False, progress: boo
     show = sys.stderr.isatty() if progress is None else progress
     expected = expected_files(run, entries, extras)
     data_bytes = sum(size for size, _ in expected.values())
-    image = run.root / cfg.pack.image
+    image = run.image(cfg.pack.image)
     log.info("packing %d records (%d bytes) into %s", len(files), data_bytes, image)
     tmp = build_image(run, cfg, set(files), progress=show, extras=extras)
     try:

@@ -34,6 +34,8 @@ from ..core.config import Config
 from ..core.errors import UserError
 from ..core.state import (
     DONE,
+    FAILED,
+    RELEASE_JSON,
     RunDir,
     atomic_write_json,
     atomic_write_text,
@@ -45,9 +47,6 @@ from ..core.state import (
 
 log = logging.getLogger(__name__)
 
-RELEASES = "releases"
-RELEASE_JSON = "release.json"
-FEED = "feed.xml"
 
 
 @dataclass
@@ -81,18 +80,10 @@ class Release:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def releases_dir(run: RunDir) -> Path:
-    return run.root / RELEASES
-
-
-def release_dir(run: RunDir, version: str) -> Path:
-    return releases_dir(run) / version
-
-
 def list_releases(run: RunDir) -> list[Release]:
     """Every release of the run, oldest first (a folder without a readable release.json is skipped, logged)."""
     found = []
-    folder = releases_dir(run)
+    folder = run.releases
     for path in sorted(folder.glob("*/" + RELEASE_JSON)) if folder.is_dir() else []:
         try:
             data = read_json(path)
@@ -110,7 +101,7 @@ def latest_release(run: RunDir) -> Release | None:
 
 
 def save_release(run: RunDir, release: Release) -> None:
-    atomic_write_json(release_dir(run, release.version) / RELEASE_JSON, release.to_json())
+    atomic_write_json(run.release_json(release.version), release.to_json())
 
 
 # --- planning -------------------------------------------------------------------------------------------
@@ -139,7 +130,7 @@ class ReleasePlan:
 def next_version(run: RunDir, today: datetime | None = None) -> str:
     """``2026.11.29``, or ``2026.11.29.2`` for a second release the same day."""
     day = (today or datetime.now(timezone.utc)).strftime("%Y.%m.%d")
-    taken = {p.name for p in releases_dir(run).iterdir()} if releases_dir(run).is_dir() else set()
+    taken = {p.name for p in run.releases.iterdir()} if run.releases.is_dir() else set()
     if day not in taken:
         return day
     n = 2
@@ -193,7 +184,7 @@ def _newest_versions(hits: list[dict[str, Any]], all_versions: bool) -> tuple[li
 
 def _quarantined(run: RunDir) -> set[str]:
     out = set()
-    for record_id in ids_in(run, "failed"):
+    for record_id in ids_in(run, FAILED):
         try:
             failure = read_failure(run, record_id) or {}
         except UserError:
@@ -243,14 +234,14 @@ def make_release(run: RunDir, cfg: Config, plan: ReleasePlan, image: Path, *, ha
     run directory and in its folder (with release.json, manifest, changelog and checksums, which therefore check
     from there), the feed; old images pruned."""
     md5, sha256 = _checksums_of(image)
-    versioned = run.root / release_image_name(cfg, plan.version)
+    versioned = run.image(release_image_name(cfg, plan.version))
     _link_or_copy(image, versioned)
-    folder = release_dir(run, plan.version)
+    folder = run.release(plan.version)
     folder.mkdir(parents=True, exist_ok=True)
     _place_in_folder(versioned, folder)
-    atomic_write_text(folder / f"{versioned.name}.md5", f"{md5}  {versioned.name}\n")
-    atomic_write_text(folder / f"{versioned.name}.sha256", f"{sha256}  {versioned.name}\n")
-    atomic_write_text(folder / "manifest.jsonl", "".join(
+    atomic_write_text(run.release_file(plan.version, f"{versioned.name}.md5"), f"{md5}  {versioned.name}\n")
+    atomic_write_text(run.release_file(plan.version, f"{versioned.name}.sha256"), f"{sha256}  {versioned.name}\n")
+    atomic_write_text(run.release_manifest(plan.version), "".join(
         json.dumps({"id": i, "doi": plan.titles.get(i, ("", ""))[0], "title": plan.titles.get(i, ("", ""))[1]},
                    ensure_ascii=False, sort_keys=True) + "\n" for i in plan.records))
     release = Release(version=plan.version, created=_now(), image=versioned.name, md5=md5, sha256=sha256,
@@ -259,7 +250,7 @@ def make_release(run: RunDir, cfg: Config, plan: ReleasePlan, image: Path, *, ha
                       newly_quarantined=plan.newly_quarantined, removed=plan.removed,
                       previous=plan.previous.version if plan.previous else None,
                       harvested_since=harvested_since, harvest_started=harvest_started)
-    atomic_write_text(folder / "CHANGELOG.md", changelog(release, plan))
+    atomic_write_text(run.changelog(plan.version), changelog(release, plan))
     save_release(run, release)  # release.json last: a folder without it is not a release
     write_feed(run, cfg)
     prune_images(run, cfg.releases.keep)
@@ -304,8 +295,8 @@ def place_release_images(run: RunDir) -> None:
     """Releases made before their folder held their image (their checksums did not check from there) get it,
     while the run directory still has it."""
     for release in list_releases(run):
-        image, folder = run.root / release.image, release_dir(run, release.version)
-        if image.is_file() and not os.path.lexists(folder / release.image):
+        image, folder = run.image(release.image), run.release(release.version)
+        if image.is_file() and not os.path.lexists(run.release_file(release.version, release.image)):
             _place_in_folder(image, folder)
 
 
@@ -348,8 +339,8 @@ def prune_images(run: RunDir, keep: int) -> list[Path]:
     releases = list_releases(run)
     removed = []
     for release in releases[:-keep] if keep > 0 else releases:
-        path = run.root / release.image
-        (release_dir(run, release.version) / release.image).unlink(missing_ok=True)
+        path = run.image(release.image)
+        run.release_file(release.version, release.image).unlink(missing_ok=True)
         if path.exists():
             path.unlink()
             removed.append(path)
@@ -368,7 +359,7 @@ def write_feed(run: RunDir, cfg: Config) -> Path:
     valid entry too); the release's DOI is its one ``rel="alternate"`` link, Kaggle a ``rel="related"`` one.
     """
     releases = list(reversed(list_releases(run)))
-    path = releases_dir(run) / FEED
+    path = run.feed
     updated = releases[0].created if releases else _now()
     entries = [_feed_entry(cfg, r) for r in releases]
     text = ('<?xml version="1.0" encoding="utf-8"?>\n<feed xmlns="http://www.w3.org/2005/Atom">\n'

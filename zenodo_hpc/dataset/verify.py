@@ -40,6 +40,7 @@ from ..core.errors import UserError
 from ..core.state import (
     DONE,
     FAILED,
+    PURGED,
     RunDir,
     atomic_write_json,
     ids_in,
@@ -52,7 +53,7 @@ from ..core.state import (
     sha256_of,
 )
 from ..record.store import images_h5_name, metadata_json_name, metadata_pkl_name, record_file_names
-from .check_summary import SHOWN, VERIFY_JSON, Check, format_check
+from .check_summary import SHOWN, Check, format_check
 from .decode import metadata_from_pickle
 from .load import load_metadata
 from .pack import DAMAGED, DamagedRecord, check_reads_whole, check_record
@@ -61,7 +62,6 @@ from .removals import left_out
 
 log = logging.getLogger(__name__)
 
-PURGED = "purged"  # state/purged/<id>.json: the done marker of a record found purged or damaged, with why
 THREADS = 8  # records checked at once: reading is mostly waiting for the file system (Lustre, NFS)
 
 
@@ -91,7 +91,7 @@ def verify_run(run: RunDir, cfg: Config) -> Check:
     for record_id, problem in sorted(check.damaged.items()):
         send_back(run, record_id, problem)
     check.seconds = round(time.monotonic() - started, 3)
-    atomic_write_json(run.state / VERIFY_JSON, check.to_json())
+    atomic_write_json(run.verify, check.to_json())
     (log.warning if check.damaged or check.reverified else log.info)("%s", format_check(check))
     return check
 

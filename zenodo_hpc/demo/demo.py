@@ -214,7 +214,7 @@ def run_demo(out: Path, *, executor: str | None = None, progress: bool | None = 
         records = publish_sample(double, sample)
         cfg = demo_config(out, double, executor)
         run = open_run(cfg)
-        log = run.logs / LOG_NAME
+        log = run.log(LOG_NAME)
         with log_to_file(log):
             say(f"demo: {records} sample records of real code (CPython {sample.python}'s standard library, C "
                 f"headers and IDLE's docs, shipped with zenodo-hpc) served by a Zenodo double at {double.api_url}; "
@@ -226,7 +226,7 @@ def run_demo(out: Path, *, executor: str | None = None, progress: bool | None = 
             say(main_summary(outcome))
             say(format_status(replace(gather_status(run), chain=None)))  # the chain's last word: the line above
             export = _export(run.root, out / "export", progress)
-    image = outcome.packed.image if outcome.packed else run.root / cfg.pack.image  # SLURM: the finishing job's
+    image = outcome.packed.image if outcome.packed else run.image(cfg.pack.image)  # SLURM: the finishing job's
     image = image if image.is_file() else None
     return DemoResult(out, run.root, image, export, executor, log)
 

@@ -108,7 +108,7 @@ def decide_here(run: RunDir, cfg: Config, chain: Chain | None) -> Step:
     """The chain's job could not be queued, was cancelled or died before it decided: ``run``, which waits anyway,
     takes the decision itself (the next round, or the image packed in this process)."""
     job = chain.finishing_job if chain else None
-    why = (f"its job {job} ended {_job_end(job)} without deciding (see {run.logs / 'submitit'})" if job and
+    why = (f"its job {job} ended {_job_end(job)} without deciding (see {run.submitit_logs})" if job and
            chain and chain.state == "running" else (chain.message if chain else "no chain of rounds was recorded"))
     say(f"the chain of rounds stopped: {why}; run takes the decision here")
     if chain is None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from ..core.config import Config
@@ -26,7 +25,6 @@ from ..dataset.release import (
     make_release,
     place_release_images,
     plan_release,
-    release_dir,
     release_image_name,
     save_release,
     summary_line,
@@ -35,7 +33,6 @@ from ..dataset.release import (
 
 log = logging.getLogger(__name__)
 
-PENDING_UPDATE = "update.json"  # state/update.json: the harvest that feeds the release being made
 
 
 def release_now(run: RunDir, cfg: Config) -> Release | None:
@@ -52,7 +49,7 @@ def release_now(run: RunDir, cfg: Config) -> Release | None:
         raise UserError(f"{run.root}: no record is done yet: nothing to release")
     packed = pack(run, cfg, progress=False, card_extra=card_lines(plan), exclude=plan.excluded, figures=card_figures,
                   image_name=release_image_name(cfg, plan.version))
-    pending = read_json(run.state / PENDING_UPDATE, default={}) or {}
+    pending = read_json(run.pending_update, default={}) or {}
     release = make_release(run, cfg, plan, packed.image, harvested_since=pending.get("harvested_since"),
                            harvest_started=pending.get("harvest_started") or utc_now().isoformat())
     publish_release(run, cfg, release, plan)
@@ -86,8 +83,8 @@ def _publish_kaggle(run: RunDir, cfg: Config, release: Release) -> dict[str, Any
     from ..dataset.publish import publish_kaggle
 
     k = cfg.publish.kaggle
-    out = run.root / "export" / release.version
-    organize(run.root / release.image, out, username=k.username, name=k.name or "zenodo-ml-code-images",
+    out = run.export(release.version)
+    organize(run.image(release.image), out, username=k.username, name=k.name or "zenodo-ml-code-images",
              title=k.title, progress=False)
     result = publish_kaggle(out, username=k.username, title=k.title, name=k.name or "zenodo-ml-code-images",
                             keywords=list(k.keywords) or None, public=k.public, version_notes=summary_line(release))
@@ -100,9 +97,9 @@ def _publish_zenodo(run: RunDir, cfg: Config, release: Release) -> dict[str, Any
     from ..zenodo.deposit import publish_release_on_zenodo
 
     z = cfg.publish.zenodo
-    folder = release_dir(run, release.version)
-    files = [folder / release.image, folder / f"{release.image}.md5", folder / f"{release.image}.sha256",
-             folder / "CHANGELOG.md"]
+    files = [run.release_file(release.version, name)
+             for name in (release.image, f"{release.image}.md5", f"{release.image}.sha256")]
+    files.append(run.changelog(release.version))
     earlier = [r.published.get("zenodo", {}).get("concept_id") for r in list_releases(run)
                if r.version != release.version and (r.published.get("zenodo") or {}).get("ok")]
     return publish_release_on_zenodo(files, release=release, settings=z, run_name=cfg.run.name,
@@ -140,8 +137,8 @@ def resend_notices(run: RunDir, cfg: Config) -> None:
 def release_summary(run: RunDir, release: Release) -> str:
     where = ", ".join(f"{k}: {v.get('url') or v.get('doi') or 'published'}" if v.get("ok") else f"{k}: failed"
                       for k, v in release.published.items())
-    return (f"{summary_line(release)}; image {Path(run.root / release.image)}, md5 {release.md5}; changelog "
-            f"{release_dir(run, release.version) / 'CHANGELOG.md'}{f'; {where}' if where else ''}")
+    return (f"{summary_line(release)}; image {run.image(release.image)}, md5 {release.md5}; changelog "
+            f"{run.changelog(release.version)}{f'; {where}' if where else ''}")
 
 
 def utc_now() -> datetime:

@@ -31,7 +31,7 @@ from ..dataset.release import (
 from ..dataset.verify import verify_run
 from ..orchestrate.chain import Chain
 from ..orchestrate.executor import resolve_kind
-from .releasing import PENDING_UPDATE, release_now, release_summary, resend_notices, utc_now
+from .releasing import release_now, release_summary, resend_notices, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ def update(cfg: Config, *, kind: str | None = None, progress: bool | None = None
     log.info("%s", format_summary(result))
     keep = cfg.dataset.keep_withdrawn if keep_withdrawn is None else keep_withdrawn
     checked = reconcile(run, cfg, previous, keep_outputs=keep)
-    atomic_write_json(run.state / PENDING_UPDATE, {"harvest_started": started.isoformat(),
-                                                   "harvested_since": since.isoformat() if since else None})
+    atomic_write_json(run.pending_update, {"harvest_started": started.isoformat(),
+                                          "harvested_since": since.isoformat() if since else None})
     verify_run(run, cfg)  # a purged scratch: records found damaged are made again by the rounds below
     if kind == "slurm":
         submitted = submit_round(run, cfg, kind="slurm", what="update")

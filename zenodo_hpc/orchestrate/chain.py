@@ -13,7 +13,6 @@ from __future__ import annotations
 import calendar
 import logging
 import math
-import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,8 +23,6 @@ from ..core.state import DONE, FAILED, RunDir, atomic_write_json, ids_in, read_f
 
 log = logging.getLogger(__name__)
 
-CHAIN = "chain.json"
-BUDGET = "budget.json"  # when Zenodo's request budget returns, as the last worker it refused was told
 RATE_LIMITED = "rate_limited"  # the reason of a record refused by Zenodo's budget: never its fault
 UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _TASK = re.compile(r"g(\d+)-s\d+")  # a worker's task name, ``g0002-s00017 (job ...)``
@@ -56,14 +53,10 @@ class Chain:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def chain_path(run: RunDir) -> os.PathLike[str]:
-    return run.state / CHAIN
-
-
 def load_chain(run: RunDir) -> Chain | None:
     """The run's current chain, or None (never submitted on SLURM, or an unreadable file: logged)."""
     try:
-        data = read_json(chain_path(run))
+        data = read_json(run.chain)
     except UserError as exc:
         log.warning("%s; a new chain starts with the next submit or resume", exc)
         return None
@@ -71,7 +64,7 @@ def load_chain(run: RunDir) -> Chain | None:
 
 
 def save_chain(run: RunDir, chain: Chain) -> None:
-    atomic_write_json(chain_path(run), chain.to_json())
+    atomic_write_json(run.chain, chain.to_json())
 
 
 def utc_text(epoch: float) -> str:
@@ -116,13 +109,13 @@ def note_budget_gone(run: RunDir, until: float) -> None:
     after this one: they then do not spend a request each to be refused. A later time replaces an earlier one."""
     known = budget_gone_until(run)
     if known is None or until > known:
-        atomic_write_json(run.state / BUDGET, {"retry_at": utc_text(until)})
+        atomic_write_json(run.budget, {"retry_at": utc_text(until)})
 
 
 def budget_gone_until(run: RunDir) -> float | None:
     """When Zenodo's budget returns, as ``state/budget.json`` keeps it (None: never refused, or unreadable)."""
     try:
-        data = read_json(run.state / BUDGET)
+        data = read_json(run.budget)
     except UserError:
         return None
     return utc_epoch(data.get("retry_at")) if isinstance(data, dict) else None

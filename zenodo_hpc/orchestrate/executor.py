@@ -23,7 +23,6 @@ from .plan import Plan
 
 log = logging.getLogger(__name__)
 
-SUBMISSIONS = "submissions"
 
 
 @dataclass
@@ -82,12 +81,8 @@ class Submission:
         return cls(**fields)
 
 
-def submission_path(run: RunDir, generation: int) -> Path:
-    return run.state / SUBMISSIONS / f"{generation:04d}.json"
-
-
 def save_submission(run: RunDir, submission: Submission) -> None:
-    atomic_write_json(submission_path(run, submission.generation), submission.to_json())
+    atomic_write_json(run.submission(submission.generation), submission.to_json())
 
 
 def load_submissions(run: RunDir, *, strict: bool = False) -> list[Submission]:
@@ -95,7 +90,7 @@ def load_submissions(run: RunDir, *, strict: bool = False) -> list[Submission]:
     goes on without that generation's task states) or, when ``strict`` (resume), refused: without it nobody can
     say which of that generation's records are still queued or running."""
     out = []
-    for path in sorted((run.state / SUBMISSIONS).glob("[0-9]*.json")):
+    for path in sorted(run.submissions.glob("[0-9]*.json")):
         if not path.stem.isdigit():
             continue
         generation = int(path.stem)

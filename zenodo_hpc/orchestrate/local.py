@@ -84,7 +84,7 @@ class LocalExecutor:
         return submission
 
     def _start(self, run: RunDir, generation: int, shard: int, concurrent: int) -> tuple[Any, Any]:
-        out = run.logs / f"g{generation:04d}" / f"shard-{shard:05d}.out"
+        out = run.task_output(generation, shard)
         out.parent.mkdir(parents=True, exist_ok=True)
         stream = open(out, "ab")  # noqa: SIM115 - closed when the process ends
         proc = subprocess.Popen(self.command(run, generation, shard, concurrent), stdout=stream,

@@ -26,8 +26,6 @@ from ..core.state import RunDir, atomic_write_text, read_json_object, record_fro
 
 log = logging.getLogger(__name__)
 
-PLANS = "plans"
-
 
 @dataclass
 class RecordRef:
@@ -110,23 +108,19 @@ def make_shards(records: Iterable[RecordRef], records_per_shard: int) -> list[Sh
     return shards
 
 
-def plan_path(run: RunDir, generation: int) -> Path:
-    return run.root / PLANS / f"{generation:04d}.json"
-
-
 _PLAN_NAME = re.compile(r"(\d+)\.json")
 _NUMBERED = re.compile(r"(\d+)\b")
 
 
 def generations(run: RunDir) -> list[int]:
     """The generations with a plan file (``plans/0003.json``); other names there are not plans."""
-    return sorted(int(m.group(1)) for name in _names(run.root / PLANS) if (m := _PLAN_NAME.fullmatch(name)))
+    return sorted(int(m.group(1)) for name in _names(run.plans) if (m := _PLAN_NAME.fullmatch(name)))
 
 
 def next_generation(run: RunDir) -> int:
     """One more than any generation ever used, set-aside plans (``0003.json.bad``) and submissions included:
     tasks of an old generation may still be queued, and must never read another plan under its number."""
-    used = [int(m.group(1)) for folder in (run.root / PLANS, run.state / "submissions")
+    used = [int(m.group(1)) for folder in (run.plans, run.submissions)
             for name in _names(folder) if (m := _NUMBERED.match(name))]
     return max(used, default=0) + 1
 
@@ -140,7 +134,7 @@ def _names(folder: Path) -> list[str]:
 
 def write_plan(run: RunDir, plan: Plan) -> Path:
     """Write a plan once; a generation is never rewritten (tasks may be reading it)."""
-    path = plan_path(run, plan.generation)
+    path = run.plan(plan.generation)
     if path.exists():
         raise UserError(f"{path} already exists: plans are written once")
     atomic_write_text(path, plan.to_json())
@@ -150,7 +144,7 @@ def write_plan(run: RunDir, plan: Plan) -> Path:
 def load_plan(run: RunDir, generation: int) -> Plan:
     """A generation's plan. A damaged one is refused naming the file and what to do: its records' shards may
     still be queued or running, and nothing else says which records they are."""
-    path = plan_path(run, generation)
+    path = run.plan(generation)
     try:
         data = read_json_object(path)
         plan = None if data is None else _plan_from_json(data, generation, path)

@@ -137,7 +137,7 @@ def sbatch_options(additional: dict[str, Any]) -> dict[str, Any]:
 
 def logs_folder(run: RunDir) -> Path:
     """Where submitit writes each job's script, pickles and logs (``%j``: the job id)."""
-    return run.logs / "submitit" / "%j"
+    return run.submitit_logs / "%j"
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from ..core.state import DONE, RunDir, record_outcomes
 from ..dataset.check_summary import check_for_status, format_check
 from ..dataset.removals import excluded
 from .chain import load_chain, utc_epoch
-from .executor import load_submissions, submission_path
-from .plan import Plan, generations, load_plan, plan_path
+from .executor import load_submissions
+from .plan import Plan, generations, load_plan
 from .submit import slurm_shard_states
 
 RATE_WINDOW_S = 15 * 60
@@ -91,12 +91,12 @@ def completion_rate(run: RunDir, now: float | None = None) -> float | None:
     (:class:`_MarkerTimes`).
     """
     now = time.time() if now is None else now
-    times = _MARKER_TIMES.setdefault(str(run.state / DONE), _MarkerTimes())
+    times = _MARKER_TIMES.setdefault(str(run.markers(DONE)), _MarkerTimes())
     times.forget_old_before(now)
     recent = 0
     oldest = now
     try:
-        with os.scandir(run.state / DONE) as entries:
+        with os.scandir(run.markers(DONE)) as entries:
             for entry in entries:
                 mtime = times.recent_mtime(entry, now)
                 if mtime is not None:
@@ -246,7 +246,7 @@ def _plan(run: RunDir, generation: int) -> Plan:
     """:func:`load_plan`, kept between calls while the file stays as it is (same size, time and inode: a plan is
     written to a new file and renamed into place): a plan of 300,000 records takes half a second to read, and a
     waiting ``run`` asks every few seconds."""
-    path = plan_path(run, generation)
+    path = run.plan(generation)
     try:
         info = path.stat()
         key = (info.st_size, info.st_mtime_ns, info.st_ino)
@@ -266,7 +266,7 @@ _PLANS: dict[str, tuple[tuple[int, int, int], Plan]] = {}
 
 def _not_submitted(run: RunDir, generation: int) -> str:
     """The kind shown for a plan without a submission: none, or one that is unreadable (warned about)."""
-    return "submission unreadable" if submission_path(run, generation).exists() else "not submitted"
+    return "submission unreadable" if run.submission(generation).exists() else "not submitted"
 
 
 def _reasons(counter: dict[str, int]) -> str:

@@ -26,6 +26,7 @@ from ..core.errors import UserError
 from ..core.liveness import LOCAL_ACTIVE, UNCHECKABLE, local_task_state
 from ..core.state import (
     DONE,
+    FAILED,
     RunDir,
     attempts_of,
     driver_lock,
@@ -97,7 +98,7 @@ class SubmitResult:
 def quarantined_ids(run: RunDir) -> set[str]:
     """Records set aside after ``max_attempts`` failures (their failure marker says so)."""
     out = set()
-    for record_id in ids_in(run, "failed"):
+    for record_id in ids_in(run, FAILED):
         failure = read_failure(run, record_id) or {}
         if failure.get("quarantined"):
             out.add(record_id)

@@ -30,6 +30,7 @@ from ..core.config import Config
 from ..core.errors import UserError
 from ..core.records import BadRecord, check_hit
 from ..core.state import (
+    ATTEMPTS,
     RunDir,
     attempts_of,
     is_done,
@@ -149,7 +150,7 @@ def process_record(
     try:
         with record_tmp(record_id, tmp_root or node_tmp()) as tmp:
             keep = cfg.fetch.cache or cfg.fetch.offline
-            download_folder = run.cache / record_id if keep else Path(tmp) / "download"
+            download_folder = run.cached(record_id) if keep else Path(tmp) / "download"
             fetched = fetch_record(hit, download_folder, cfg, client)
             result = process_sources(record_id, fetched.key_prefixes(), run.data, cfg, hit=hit,
                                      source_info=fetched.source_info(), tmp_dir=Path(tmp),
@@ -208,7 +209,7 @@ def _not_started(run: RunDir, record_id: str, exc: OSError, task: str) -> Record
     reason (``disk_full``: not its fault, so nothing counts against it), without a traceback; the failure marker
     is written if the disk still takes it."""
     reason = failure_reason(exc)
-    message = f"cannot count the attempt in {run.state / 'attempts'}: {exc.strerror or exc}"
+    message = f"cannot count the attempt in {run.markers(ATTEMPTS)}: {exc.strerror or exc}"
     with contextlib.suppress(OSError):
         mark_failed(run, record_id, reason=reason, message=message, attempt=attempts_of(run, record_id), task=task,
                     quarantined=False)
@@ -281,10 +282,6 @@ def task_name(generation: int, shard: int) -> str:
     return name
 
 
-def task_log_path(run: RunDir, generation: int, shard: int) -> Path:
-    return run.logs / f"g{generation:04d}" / f"shard-{shard:05d}.log"
-
-
 def run_shard(run_dir: str, generation: int, shard: int, concurrent: int = 1) -> dict[str, int]:
     """Process every record of one shard that is not complete; return counts by outcome.
 
@@ -296,7 +293,7 @@ def run_shard(run_dir: str, generation: int, shard: int, concurrent: int = 1) ->
         raise UserError(f"plan {generation} of {run.root} has no shard {shard}")
     records = plan.shards[shard]
     name = task_name(generation, shard)
-    handler = _task_log_handler(task_log_path(run, generation, shard))
+    handler = _task_log_handler(run.task_log(generation, shard))
     counts: dict[str, int] = {}
     try:
         log.info("%s: %d records", name, len(records.ids))

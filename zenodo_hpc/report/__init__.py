@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import UserError
-from ..core.state import RunDir, atomic_write_bytes, atomic_write_text
+from ..core.state import REPORT_HTML, RunDir, atomic_write_bytes, atomic_write_text
 from .figures import FIGURES, GALLERY, MPL_HINT, FigureSpec, png_bytes, require_matplotlib
 
 log = logging.getLogger(__name__)
 
-DEFAULT_NAME = "report.html"
+DEFAULT_NAME = REPORT_HTML
 LANGUAGES = 8  # languages in the gallery, the ones with the most code images
 PNG_MODES = ("grey", "palette")
 
@@ -61,7 +61,7 @@ def build_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
         raise UserError(f"unknown PNG mode {png!r}: use grey or palette")
     require_matplotlib()
     run, cfg = load_run(run_dir)
-    target = Path(out) if out is not None else run.root / DEFAULT_NAME
+    target = Path(out) if out is not None else run.report
     if target.is_dir():
         raise UserError(f"{target} is a folder: give --out a file name, e.g. {target / DEFAULT_NAME}")
     facts = collect(run, cfg, accounting=accounting)

@@ -575,7 +575,7 @@ def _fetch_into_cache(hit: dict[str, Any], run: RunDir, cfg: Config, client: Htt
     except BadRecord as exc:
         log.warning("%s: skipped", exc)
         return exc.reason
-    folder = run.cache / record
+    folder = run.cached(record)
     if is_done(run, record) or load_cached(folder) is not None:
         return "already"
     try:

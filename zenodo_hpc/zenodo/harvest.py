@@ -41,6 +41,7 @@ from ..core.config import Config
 from ..core.errors import UserError
 from ..core.records import BadRecord, check_hit, file_keys, github_repository, metadata_of, without_surrogates
 from ..core.state import (
+    HARVEST_LOCK,
     RunDir,
     append_records,
     atomic_write_json,
@@ -62,7 +63,6 @@ FIRST_SPAN = timedelta(days=30)
 ONE_SECOND = timedelta(seconds=1)
 MAX_SPAN = timedelta(days=3660)
 FILL = 0.8  # a window that overflows is narrowed to hold about this share of a page
-HARVEST_LOCK = "harvest.lock"
 
 
 def _iso(moment: datetime) -> str:
@@ -194,20 +194,16 @@ def new_job(params: dict[str, Any]) -> HarvestJob:
     return HarvestJob(key=key, params=params, started=_iso(datetime.now(timezone.utc)) + "+00:00")
 
 
-def job_path(run: RunDir, key: str) -> Any:
-    return run.state / "harvest" / f"{key}.json"
-
-
 def load_or_start_job(run: RunDir, cfg: Config, since: datetime | None) -> HarvestJob:
     fresh = new_job(job_params(cfg, since))
-    saved = read_json(job_path(run, fresh.key))
+    saved = read_json(run.harvest_job(fresh.key))
     if not isinstance(saved, dict):
         return fresh
     try:
         return HarvestJob.from_json(saved)
     except (KeyError, TypeError, ValueError, IndexError):
         log.warning("%s: unreadable harvest position, starting again (records are deduplicated by id)",
-                    job_path(run, fresh.key))
+                    run.harvest_job(fresh.key))
         return fresh
 
 
@@ -216,7 +212,7 @@ def harvest_began(run: RunDir, cfg: Config) -> datetime | None:
     it is complete (or stopped at ``zenodo.limit``): its position's ``started``; for a position an older version saved
     without it, when it was last saved (an ``update`` harvests with a day of overlap). None when this run has no
     complete harvest of its own (the update then continues it)."""
-    path = job_path(run, new_job(job_params(cfg, None)).key)
+    path = run.harvest_job(new_job(job_params(cfg, None)).key)
     try:
         saved = read_json(path)
         job = HarvestJob.from_json(saved) if isinstance(saved, dict) else None
@@ -329,7 +325,7 @@ def _harvest_locked(run: RunDir, cfg: Config, *, limit: int, since: datetime | N
     try:
         while not job.done and job.added < limit:
             pager.next_page()
-            atomic_write_json(job_path(run, job.key), job.to_json())
+            atomic_write_json(run.harvest_job(job.key), job.to_json())
     except RequestFailed as exc:
         raise stopped(str(exc)) from None
     finally:
