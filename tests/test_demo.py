@@ -67,8 +67,8 @@ def test_demo_runs_offline_to_a_verified_image(demo: update.DemoRun) -> None:
     assert "verified" in demo.stdout and "complete: every record is done or quarantined" in demo.stdout
     done = ids_in(run, "done")
     assert len(done) == 28
-    assert read_failure(run, "7000031")["reason"] == "no_archive"  # the record with only a PDF
-    assert read_failure(run, "7000035")["reason"] == "restricted"
+    assert read_failure(run, "7000031").reason == "no_archive"  # the record with only a PDF
+    assert read_failure(run, "7000035").reason == "restricted"
     from zenodo_hpc.dataset.load import load_metadata
 
     kinds = {load_metadata(run.data / i)["source"]["kind"] for i in done}

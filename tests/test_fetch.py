@@ -96,7 +96,7 @@ def test_a_mix_of_good_fallback_and_broken_records(tmp_path: Path, double: Zenod
 
     assert {k for k, o in outcomes.items() if o.status == "done"} == {"1", "2", "3", "4", "10"}
     assert ids_in(run, "done") == {"1", "2", "3", "4", "10"}
-    reasons = {k: read_failure(run, k)["reason"] for k in ("5", "6", "7", "8", "9")}
+    reasons = {k: read_failure(run, k).reason for k in ("5", "6", "7", "8", "9")}
     assert reasons == {"5": "no_archive", "6": "checksum_mismatch", "7": "http_404", "8": "bad_archive",
                        "9": "redirect_loop"}
     assert not (run.data / "5").exists() and not (run.data / "6").exists()
@@ -151,7 +151,7 @@ def test_repeated_failures_quarantine_the_record(tmp_path: Path, double: ZenodoD
     client = _client(cfg)
     assert process_record(record, run, cfg, client).status == "failed"
     assert process_record(record, run, cfg, client).status == "quarantined"
-    assert read_failure(run, "13")["quarantined"] is True
+    assert read_failure(run, "13").quarantined is True
     before = len(double.requests)
     assert process_record(record, run, cfg, client).status == "quarantined"
     assert len(double.requests) == before  # never tried again
@@ -233,7 +233,7 @@ def test_restricted_records_are_fetched_from_nowhere(tmp_path: Path, double: Zen
     outcomes = process_records([*hits, native], run, cfg)
     assert [(o.status, o.reason) for o in outcomes] == [("quarantined", "restricted")] * 4
     assert double.requests == []  # nothing downloaded, GitHub included
-    assert read_failure(run, "70")["quarantined"] and read_failure(run, "70")["attempts"] == 1
+    assert read_failure(run, "70").quarantined and read_failure(run, "70").attempts == 1
     assert process_record(hits[0], run, cfg, make_client(cfg)).status == "quarantined"
     assert double.requests == []  # and never tried again
 
@@ -392,7 +392,7 @@ def test_a_server_asking_for_a_long_wait_fails_the_record_at_once(tmp_path: Path
     outcomes = process_records(records, run, cfg)
     if status == 429:  # the answer itself asks for the wait: this record fails, not counted against it
         assert outcomes[0].reason == "rate_limited" and "zenodo.max_wait_s" in outcomes[0].message
-        assert read_failure(run, "130")["attempts"] == 0
+        assert read_failure(run, "130").attempts == 0
     else:  # the quota is gone until 2100: the next request is refused before it is sent
         assert outcomes[0].status == "done" and outcomes[1].reason == "rate_limited"
 
@@ -411,4 +411,4 @@ def test_what_no_retry_can_change_is_quarantined_at_once(tmp_path: Path, double:
                                                                            run, cfg)}
     assert outcomes == {"140": ("quarantined", "http_404"), "141": ("quarantined", "bad_archive"),
                         "142": ("quarantined", "no_archive"), "143": ("failed", "http_503")}
-    assert all(read_failure(run, i)["attempts"] == 1 for i in ("140", "141", "142"))
+    assert all(read_failure(run, i).attempts == 1 for i in ("140", "141", "142"))

@@ -92,7 +92,7 @@ def test_submit_with_failing_records_ends_in_a_verified_image_with_no_further_co
     chain = load_chain(run)
     assert chain.rounds == 2 and "packed after 2 round(s)" in chain.message
     assert ids_in(run, "done") == ALL - {"101"}
-    assert read_failure(run, "101")["quarantined"] and read_failure(run, "101")["reason"] == "http_404"
+    assert read_failure(run, "101").quarantined and read_failure(run, "101").reason == "http_404"
     assert attempts_of(run, "102") == 2 and attempts_of(run, "101") == 1
     assert load_plan(run, 2).shards[0].ids == ["102"]  # round 2 held only what could still succeed
     text = format_status(gather_status(run))

@@ -83,7 +83,7 @@ def test_incomplete_run_is_refused_with_counts_unless_partial(tmp_path: Path, ze
     harvest(cfg, progress=False)
     run = open_run(cfg)
     submit_pending(run, cfg, kind="debug")
-    assert read_failure(run, "104")["reason"] == "http_500"  # a reason a later round may change: not quarantined
+    assert read_failure(run, "104").reason == "http_500"  # a reason a later round may change: not quarantined
     assert main(["pack", str(run.root)]) == 1
     err = capsys.readouterr().err
     assert "is not complete: 11 done, 1 failed, 0 pending, 0 quarantined of 12" in err
@@ -281,7 +281,7 @@ def _damaged_then_made_again(run, cfg, capsys, record: str = "105") -> None:  # 
     assert not (run.state / "done" / f"{record}.json").exists()
     assert not (run.state / "attempts" / record).exists()  # not the record's fault: its attempts start again
     failure = read_failure(run, record)
-    assert failure["reason"] == "damaged_output" and not failure["quarantined"]
+    assert failure.reason == "damaged_output" and not failure.quarantined
     assert main(["status", str(run.root)]) == 0
     assert "failed             1  (damaged_output 1)" in capsys.readouterr().out
     submit_pending(run, cfg, kind="debug", what="resume")

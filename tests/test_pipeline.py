@@ -34,7 +34,7 @@ def test_run_goes_from_zenodo_to_a_verified_image(tmp_path: Path, zenodo_with_re
     assert lines[-1].startswith(f"pack: {cfg.run_dir / 'zenodo-ml.sqsh'}") and lines[-1].endswith("verified")
     assert "holds 11 records" in lines[-1]
     failure = read_failure(_run(cfg), "110")
-    assert failure["quarantined"] and failure["reason"] == "http_404" and failure["attempts"] == 1  # at once
+    assert failure.quarantined and failure.reason == "http_404" and failure.attempts == 1  # at once
     assert len(ids_in(_run(cfg), "done")) == 11
     md5 = (cfg.run_dir / "zenodo-ml.sqsh.md5").read_text()
     assert main(["run", "-c", str(config)]) == 0  # again: nothing to do but pack, to the same bytes
@@ -83,7 +83,7 @@ def test_local_run_takes_the_same_decisions_round_after_round(tmp_path: Path, ze
     run = _run(cfg)
     assert attempts_of(run, "103") == 2 and "103" in ids_in(run, "done")
     failure = read_failure(run, "104")
-    assert failure["quarantined"] and failure["reason"] == "http_503" and attempts_of(run, "104") == 3
+    assert failure.quarantined and failure.reason == "http_503" and attempts_of(run, "104") == 3
     chain = load_chain(run)
     assert chain.rounds == 3 and chain.state == "packed"
     assert "holds 11 records" in capsys.readouterr().out.strip().splitlines()[-1]

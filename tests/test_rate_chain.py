@@ -79,14 +79,14 @@ def test_a_shard_stops_at_the_budget_and_leaves_the_rest_pending(tmp_path: Path,
     refused = outcomes[-1]
     assert refused.reason == "rate_limited"
     failure = read_failure(run, refused.record_id)
-    assert failure["attempts"] == 0 and attempts_of(run, refused.record_id) == 0
-    assert not failure["quarantined"]  # even with executor.max_attempts 1
+    assert failure.attempts == 0 and attempts_of(run, refused.record_id) == 0
+    assert not failure.quarantined  # even with executor.max_attempts 1
     untried = hits[3]["id"]
     assert read_failure(run, str(untried)) is None and attempts_of(run, str(untried)) == 0
     assert throttled(hour_of_a_minute) == 1  # one refusal, not one per record left
     asked = requests.get(f"{hour_of_a_minute.api_url}/records/{untried}", timeout=30)  # the hour is still full
     assert asked.status_code == 429
-    assert abs(utc_epoch(failure["retry_at"]) - int(asked.headers["X-RateLimit-Reset"])) <= 1  # its reset, in UTC
+    assert abs(utc_epoch(failure.retry_at) - int(asked.headers["X-RateLimit-Reset"])) <= 1  # its reset, in UTC
 
 
 def test_a_worker_starting_after_the_refusal_asks_nothing(tmp_path: Path, hour_of_a_minute: ZenodoDouble) -> None:
@@ -103,8 +103,8 @@ def test_a_worker_starting_after_the_refusal_asks_nothing(tmp_path: Path, hour_o
     assert len(hour_of_a_minute.requests) == asked  # not one more request
     assert [o.reason for o in later] == ["rate_limited"]
     failure = read_failure(run, str(hits[3]["id"]))
-    assert not failure["quarantined"] and failure["attempts"] == 0
-    assert abs(utc_epoch(failure["retry_at"]) - utc_epoch(read_failure(run, first[-1].record_id)["retry_at"])) <= 1
+    assert not failure.quarantined and failure.attempts == 0
+    assert abs(utc_epoch(failure.retry_at) - utc_epoch(read_failure(run, first[-1].record_id).retry_at)) <= 1
 
 
 def test_status_says_when_the_chain_resumes_and_the_round_is_not_counted(tmp_path: Path,
@@ -161,7 +161,7 @@ def test_the_budget_frees_a_round_only_within_bounds_and_never_quarantines(tmp_p
 
     def refused(record_id: str, generation: int, in_s: float) -> None:
         mark_failed(run, record_id, reason="rate_limited", message="asks to wait", attempt=0, quarantined=False,
-                    task=f"g{generation:04d}-s00000", extra={"retry_at": utc_text(time.time() + in_s)})
+                    task=f"g{generation:04d}-s00000", retry_at=utc_text(time.time() + in_s))
 
     refused("101", 1, 30)
     assert budget_pause(run, Chain("run", rounds=1, generations=[1], done_when_queued=None)).free
@@ -172,7 +172,7 @@ def test_the_budget_frees_a_round_only_within_bounds_and_never_quarantines(tmp_p
     assert budget_pause(run, Chain("run", rounds=1, generations=[1])) is None  # two days: a refusal, no budget
     chain = Chain("run", rounds=1, max_rounds=1, generations=[2])
     assert quarantine_unfinished(run, cfg, chain) == 4
-    assert {read_failure(run, i)["reason"] for i in ("101", "102")} == {"not_finished"}
+    assert {read_failure(run, i).reason for i in ("101", "102")} == {"not_finished"}
 
 
 @pytest.mark.skipif(NO_MKSQUASHFS is not None, reason=NO_MKSQUASHFS or "")

@@ -190,7 +190,7 @@ def test_worker_killed_every_time_on_one_record_is_quarantined(tmp_path: Path,
     assert last.plan is None or "104" not in {i for s in last.plan.shards for i in s.ids}
     wait_for_tasks(run)
     failure = read_failure(run, "104")
-    assert failure["quarantined"] and failure["reason"] == "worker_died"
+    assert failure.quarantined and failure.reason == "worker_died"
     assert ids_in(run, "done") == ALL - {"104"}
 
 
@@ -403,7 +403,7 @@ def test_a_plan_larger_than_the_qos_submit_limit_is_fed_in_batches_of_one_round(
     assert chain.rounds == 1 and generations(run) == [1]  # the batches were one round: no attempt spent on them
     good = {str(200 + i) for i in range(1, 22)}
     assert ids_in(run, "done") == good
-    assert read_failure(run, "299")["quarantined"]
+    assert read_failure(run, "299").quarantined
     sub = load_submissions(run)[0]
     assert sub.unqueued == [] and sorted(s for a in sub.arrays for s in a["shards"]) == list(range(22))
     assert len(sub.arrays) >= 6 and all(len(a["shards"]) <= 4 for a in sub.arrays)  # 5 jobs, one the finishing job

@@ -21,6 +21,7 @@ import pytest
 from conftest import run_config
 
 from zenodo_hpc.cli import main
+from zenodo_hpc.core.config import RUN_DIR_ENTRIES
 from zenodo_hpc.core.errors import UserError
 from zenodo_hpc.core.liveness import (
     ALIVE,
@@ -80,7 +81,7 @@ def finished(tmp_path: Path, zenodo_with_records):  # noqa: ANN001, ANN201
     harvest(cfg, progress=False)
     run = open_run(cfg)
     submit_pending(run, cfg, kind="debug")
-    assert read_failure(run, "104")["quarantined"] and ids_in(run, "done") == ALL - {"104"}
+    assert read_failure(run, "104").quarantined and ids_in(run, "done") == ALL - {"104"}
     return run, cfg
 
 
@@ -124,7 +125,7 @@ def test_a_new_failure_sets_the_garbled_marker_aside(finished) -> None:  # noqa:
     damage(path, "binary junk")
     mark_failed(run, "104", reason="http_500", message="boom", attempt=2, task="t", quarantined=False)
     failure = read_failure(run, "104")
-    assert failure["reason"] == "http_500" and len(failure["history"]) == 1
+    assert failure.reason == "http_500" and len(failure.history) == 1
     assert (run.state / "failed" / ".104.json.corrupt").read_bytes() == DAMAGE["binary junk"](path)
     assert ids_in(run, "failed") == {"104"}  # the kept copy is not a marker
 
@@ -377,3 +378,10 @@ def test_a_local_worker_recorded_on_another_host_is_shown_as_such_and_its_record
     code, out, err = cli(capsys, "resume", "--dry-run", str(run.root))
     assert code == 0 and out.startswith("plan 2: 1 records")
     assert "plan 1, shard 0: its worker ran on another host and cannot be checked from here" in err
+
+
+def test_the_names_an_image_may_not_have_are_the_run_directorys_own(tmp_path: Path) -> None:
+    """config.py cannot ask RunDir (state.py imports the config): its list of the run directory's names must agree."""
+    run = RunDir(tmp_path)
+    own = (run.run_yaml, run.records, run.data, run.state, run.logs, run.plans, run.cache, run.releases)
+    assert {path.relative_to(tmp_path).as_posix() for path in own} == set(RUN_DIR_ENTRIES)

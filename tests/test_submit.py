@@ -73,7 +73,7 @@ def test_failed_records_are_counted_by_reason_and_retried_by_resume(tmp_path: Pa
     submit_pending(run, cfg)
     status = gather_status(run)
     assert (status.done, status.failed, status.failed_reasons) == (11, 1, {"http_503": 1})
-    assert read_failure(run, "103")["attempts"] == 1
+    assert read_failure(run, "103").attempts == 1
     code = main(["resume", str(run.root)])  # the 503s were passing: resume finishes the run
     assert code == 0
     assert ids_in(run, "done") == ALL and generations(run) == [1, 2]
@@ -155,7 +155,7 @@ def test_a_record_that_kills_its_worker_every_time_is_quarantined(tmp_path: Path
     assert third.plan is None or "107" not in {i for s in third.plan.shards for i in s.ids}
     assert submit_pending(run, cfg, what="resume").plan is None  # 107 quarantined, not tried forever
     failure = read_failure(run, "107")
-    assert failure["quarantined"] and failure["reason"] == "worker_died"
+    assert failure.quarantined and failure.reason == "worker_died"
     assert ids_in(run, "done") == ALL - {"107"}
     status = gather_status(run)
     assert status.quarantined_reasons == {"worker_died": 1} and status.complete
@@ -178,8 +178,8 @@ def test_full_disk_while_writing_fails_records_cleanly_and_resume_finishes(tmp_p
             os._exit(0)
     os.waitpid(pid, 0)
     failures = {i: read_failure(run, i) for i in ids_in(run, "failed")}
-    assert len(failures) == 12 and {f["reason"] for f in failures.values()} == {"disk_full"}
-    assert any("cannot write record" in f["message"] for f in failures.values())
+    assert len(failures) == 12 and {f.reason for f in failures.values()} == {"disk_full"}
+    assert any("cannot write record" in f.message for f in failures.values())
     assert all(attempts_of(run, i) == 0 for i in failures)  # a full disk is not the records' fault
     for record_id in failures:
         assert not (run.data / record_id).exists()

@@ -122,7 +122,7 @@ def test_update_after_a_purge_remakes_what_is_gone_takes_back_what_is_whole_and_
     assert second is not None and sorted(second.records) == sorted([*IDS, "410"])  # every record, none lost
     assert second.added == ["410"] and second.newly_quarantined == []
     assert ids_in(run, "done") == {*IDS, "410"}
-    assert (read_done(run, "302") or {}).get("repaired_by") == "verify"
+    assert read_done(run, "302").extra.get("repaired_by") == "verify"
     assert attempts_of(run, "302") == 1  # taken back, not made again
     for record_id, problem in (("301", "images_301.h5 is missing"), ("303", "images_303.h5 has changed"),
                                ("304", "its done marker is gone and images_304.h5 is missing")):
@@ -173,7 +173,7 @@ def test_an_older_marker_without_checksums_is_checked_for_its_files_not_rejected
     assert check.checked == 12 and check.reverified == []
     assert list(check.damaged) == ["102"] and "metadata_102.json is missing" in check.damaged["102"]
     assert "101" in ids_in(run, "done") and "102" not in ids_in(run, "done")
-    assert (read_failure(run, "102") or {}).get("reason") == "damaged_output"
+    assert read_failure(run, "102").reason == "damaged_output"
     text = status_of(run, capsys)  # before a round made it again
     assert "1 purged or damaged, made again (102: metadata_102.json is missing); 1 not done again yet (102)" in text
     assert "damaged_output 1" in text
@@ -197,7 +197,7 @@ def test_a_folder_without_marker_is_taken_back_only_when_it_holds_its_record(rel
     assert "holds another record than records.jsonl's 102" in check.damaged["102"]
     assert check.damaged["103"].startswith("its done marker is gone and metadata_103.pkl")
     assert ids_in(run, "done") == {str(i) for i in range(101, 113)} - {"102", "103", "104"}
-    assert (read_failure(run, "104") or {}).get("reason") == "withdrawn"
+    assert read_failure(run, "104").reason == "withdrawn"
     assert verify_run(run, cfg).damaged == {}  # sent back once: not taken back by a later check, made again
 
 
@@ -215,7 +215,7 @@ def test_resume_takes_back_a_whole_folder_whose_marker_is_gone_without_a_downloa
 
     assert downloaded(zenodo_with_records) == {"103"}
     assert ids_in(run, "done") == {str(i) for i in range(101, 113)}
-    assert (read_done(run, "101") or {}).get("repaired_by") == "verify" and attempts_of(run, "101") == 1
+    assert read_done(run, "101").extra.get("repaired_by") == "verify" and attempts_of(run, "101") == 1
     assert attempts_of(run, "103") == 2  # made again
 
 
@@ -238,7 +238,7 @@ def test_a_purged_record_that_cannot_be_made_again_is_named_in_the_release(
     assert sorted(second.records) == sorted([*(i for i in IDS if i != "305"), "410"])
     changelog = (run.root / "releases" / second.version / "CHANGELOG.md").read_text()
     assert "## Newly quarantined (1)\n\n- 305 [10.5281/zenodo.305]" in changelog
-    assert (read_failure(run, "305") or {}).get("reason") == "http_404"
+    assert read_failure(run, "305").reason == "http_404"
     assert "images_305.h5 is missing" in json.loads(marker(run, "purged", "305").read_text())["problem"]
 
 

@@ -137,7 +137,7 @@ def test_records_zenodo_deleted_or_restricted_leave_the_next_release(tmp_path: P
     for record_id in ("302", "303", "304"):
         assert (run.data / record_id).is_dir() is keep
         failure = read_failure(run, record_id)
-        assert failure is not None and failure["reason"] == "withdrawn" and failure["quarantined"]
+        assert failure is not None and failure.reason == "withdrawn" and failure.quarantined
     assert not {"302", "303", "304"} & ids_in(run, "done")
     assert summary_line(second).endswith("newly quarantined, 3 removed)") and summary_line(second) in outcome.message
     assert webhook.bodies[-1]["text"] == summary_line(second) and webhook.bodies[-1]["release"]["removed"] == 3

@@ -48,7 +48,7 @@ def test_a_full_disk_when_counting_the_attempt_is_a_clean_disk_full_failure(tmp_
     status, reason, message = json.loads(answer)
     assert (status, reason) == ("failed", "disk_full")
     assert message.startswith(f"cannot count the attempt in {run.state / 'attempts'}: File too large")
-    assert attempts_of(run, str(hit["id"])) == 0 and read_failure(run, str(hit["id"]))["reason"] == "disk_full"
+    assert attempts_of(run, str(hit["id"])) == 0 and read_failure(run, str(hit["id"])).reason == "disk_full"
     attempts.unlink()  # space freed: the record is made as if nothing happened
     assert process_record(hit, run, cfg, make_client(cfg), tmp_root=tmp_path).status == "done"
 
@@ -63,5 +63,5 @@ def test_a_record_whose_only_file_has_a_bad_name_is_quarantined_at_once(tmp_path
                      "links": {"self": f"{zenodo_with_records.api_url}/records/7000001/files/evil.py/content"}}]
     outcome = process_record(hit, run, cfg, make_client(cfg), tmp_root=tmp_path)
     assert (outcome.status, outcome.reason) == ("quarantined", "bad_name")
-    assert read_failure(run, "7000001")["quarantined"] and attempts_of(run, "7000001") == 1
+    assert read_failure(run, "7000001").quarantined and attempts_of(run, "7000001") == 1
     assert not [r for r in zenodo_with_records.requests if "evil" in r.path]  # nothing was asked of the server

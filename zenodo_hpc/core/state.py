@@ -34,6 +34,7 @@ from .config import (
 )
 from .errors import UserError
 from .liveness import owner_token, parse_owner_token
+from .markers import HISTORY_KEPT, UNREADABLE_MARKER, DoneMarker, FailureMarker
 from .records import BadRecord, check_hit, loads_hit, without_surrogates
 
 log = logging.getLogger(__name__)
@@ -622,13 +623,14 @@ def marker(run: RunDir, kind: str, record_id: str) -> Path:
 
 
 def ids_in(run: RunDir, kind: str) -> set[str]:
-    """Record ids with a marker of ``kind`` (a directory listing, no file is read)."""
+    """Record ids with a marker of ``kind`` (a directory listing, no file is read); a name no record id can have
+    (a file a person left there) is none."""
     try:
         with os.scandir(run.markers(kind)) as entries:
             names = [e.name for e in entries if not e.name.startswith(".")]
     except FileNotFoundError:
         return set()
-    return {name.removesuffix(".json") for name in names}
+    return {record_id for name in names if _SAFE_ID.fullmatch(record_id := name.removesuffix(".json"))}
 
 
 def is_done(run: RunDir, record_id: str) -> bool:
@@ -694,17 +696,19 @@ def record_digests(folder: Path) -> dict[str, dict[str, Any]]:
 
 
 def mark_done(run: RunDir, record_id: str, info: dict[str, Any]) -> None:
-    """The record is complete; the marker keeps each file's size and sha256 so that damage found later is told."""
+    """The record is complete; the marker keeps each file's size and sha256 so that damage found later is told.
+    ``info``: what the worker knows of it (attempts, task, seconds, its stats)."""
     files = record_digests(run.record_folder(record_id))
-    atomic_write_json(marker(run, DONE, record_id), {"id": record_id, "finished": _now(), **info,
-                                                     **({"outputs": files} if files else {})})
+    done = DoneMarker.from_json({"id": record_id, "finished": _now(), **info, **({"outputs": files} if files else {})})
+    atomic_write_json(run.marker(DONE, record_id), done.to_json())
     with contextlib.suppress(FileNotFoundError):
         marker(run, FAILED, record_id).unlink()
 
 
-def read_done(run: RunDir, record_id: str) -> dict[str, Any] | None:
+def read_done(run: RunDir, record_id: str) -> DoneMarker | None:
     """A done marker (None when there is none); an unreadable one is a UserError naming it (``pack`` repairs it)."""
-    return read_json_object(marker(run, DONE, record_id))
+    data = read_json_object(run.marker(DONE, record_id))
+    return None if data is None else DoneMarker.from_json(data, record_id)
 
 
 def mark_for_redo(run: RunDir, record_id: str, *, reason: str, message: str) -> None:
@@ -716,40 +720,37 @@ def mark_for_redo(run: RunDir, record_id: str, *, reason: str, message: str) -> 
             marker(run, kind, record_id).unlink()
 
 
-UNREADABLE_MARKER = "unreadable_marker"
-
-
 def mark_failed(run: RunDir, record_id: str, *, reason: str, message: str, attempt: int, task: str,
-                quarantined: bool, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Record a failure (the history keeps every earlier one); return the marker's content. ``extra``: more
-    keys of this failure (``retry_at`` of a ``rate_limited`` one).
+                quarantined: bool, retry_at: str | None = None) -> FailureMarker:
+    """Record a failure (the history keeps every earlier one); return the marker. ``retry_at``: when Zenodo's
+    budget returns (UTC), for a ``rate_limited`` one.
 
     An unreadable earlier marker is set aside (``.<id>.json.corrupt``) and the history starts again.
     """
-    path = marker(run, FAILED, record_id)
+    path = run.marker(FAILED, record_id)
     try:
-        previous = read_json_object(path) or {}
+        previous = read_json_object(path)
     except UserError:
         set_aside(path)
-        previous = {}
-    history = previous.get("history")
-    history = history if isinstance(history, list) else []
+        previous = None
+    history = FailureMarker.from_json(previous, record_id).history if previous else []
     history.append({"reason": reason, "message": message, "attempt": attempt, "task": task, "at": _now()})
-    info = {"id": record_id, "reason": reason, "message": message, "attempts": attempt,
-            "quarantined": quarantined, "history": history[-20:], **(extra or {})}
-    atomic_write_json(path, info)
-    return info
+    failure = FailureMarker(record_id, reason=reason, message=message, attempts=attempt, quarantined=quarantined,
+                            history=history[-HISTORY_KEPT:], retry_at=retry_at)
+    atomic_write_json(path, failure.to_json())
+    return failure
 
 
-def read_failure(run: RunDir, record_id: str) -> dict[str, Any] | None:
+def read_failure(run: RunDir, record_id: str) -> FailureMarker | None:
     """A record's last failure, or None. An unreadable marker reads as a failure of its own
     (``unreadable_marker``, not quarantined): the record is tried again and its next attempt rewrites it."""
     try:
-        return read_json_object(marker(run, FAILED, record_id))
+        data = read_json_object(run.marker(FAILED, record_id))
     except UserError as exc:
         warn_once(f"{exc}: record {record_id} counts as failed ({UNREADABLE_MARKER}) until `zenodo-hpc resume` "
                   "tries it again, which rewrites the file (if it was quarantined, it is tried again)")
-        return {"id": record_id, "reason": UNREADABLE_MARKER, "message": str(exc), "quarantined": False}
+        return FailureMarker.unreadable(record_id, str(exc))
+    return None if data is None else FailureMarker.from_json(data, record_id)
 
 
 @dataclass
@@ -818,9 +819,9 @@ def record_outcomes(run: RunDir) -> Outcomes:
     failed: dict[str, int] = {}
     quarantined: dict[str, int] = {}
     for record_id in (ids_in(run, FAILED) & records) - done_ids:
-        failure = read_failure(run, record_id) or {}
-        counts = quarantined if failure.get("quarantined") else failed
-        reason = failure.get("reason", "unknown")
+        failure = read_failure(run, record_id) or FailureMarker(record_id, reason="unknown")
+        counts = quarantined if failure.quarantined else failed
+        reason = failure.reason or "unknown"
         counts[reason] = counts.get(reason, 0) + 1
     return Outcomes(len(records), done_ids, failed, quarantined)
 

@@ -36,6 +36,7 @@ import yaml
 from .. import __version__
 from ..core.config import PACK_MAX_LEVELS, Config
 from ..core.errors import UserError
+from ..core.markers import DoneMarker
 from ..core.state import (
     CARD,
     DONE,
@@ -146,15 +147,14 @@ def check_record(run: RunDir, cfg: Config, record_id: str) -> list[dict[str, Any
     names = record_file_names(record_id, cfg.output.formats)
     found = {name: _digest_or_damage(folder / name) for name in names}
     try:
-        done = read_done(run, record_id) or {}
+        done = read_done(run, record_id) or DoneMarker(record_id)
     except UserError as exc:
         done = _rewrite_done_marker(run, cfg, record_id, found, exc)
-    outputs = done.get("outputs")
-    if isinstance(outputs, dict) and outputs:
+    if done.outputs:
         for name in names:
-            _compare(name, found[name], outputs.get(name))
+            _compare(name, found[name], done.outputs.get(name))
     else:
-        check_reads_whole(folder, record_id, cfg, found, done.get("bytes_written"))
+        check_reads_whole(folder, record_id, cfg, found, done.bytes_written)
     return [{"name": f"{record_id}/{name}", **found[name]} for name in names]
 
 
@@ -195,7 +195,7 @@ def check_reads_whole(folder: Path, record_id: str, cfg: Config, found: dict[str
 
 
 def _rewrite_done_marker(run: RunDir, cfg: Config, record_id: str, found: dict[str, dict[str, Any]],
-                         why: UserError) -> dict[str, Any]:
+                         why: UserError) -> DoneMarker:
     """An unreadable done marker: when the folder reads whole, the marker is written anew from it (the bad one
     kept as ``.<id>.json.corrupt``); when it does not, the record is damaged."""
     folder = run.record_folder(record_id)
@@ -208,7 +208,7 @@ def _rewrite_done_marker(run: RunDir, cfg: Config, record_id: str, found: dict[s
     mark_done(run, record_id, {"repaired_by": "pack", "repaired_because": str(why),
                                **(stats if isinstance(stats, dict) else {})})
     log.warning("%s; record %s reads whole, so its done marker was written anew", why, record_id)
-    return read_done(run, record_id) or {}
+    return read_done(run, record_id) or DoneMarker(record_id)
 
 
 def send_back(run: RunDir, damaged: dict[str, str], *, allow_partial: bool) -> None:
@@ -247,9 +247,9 @@ def manifest_entries(run: RunDir, cfg: Config, files: dict[str, list[dict[str, A
         elif superseded and record_id in superseded:
             entry.update(status="superseded", reason="a newer version is in the image", files=[], segments=0)
         else:
-            failure = read_failure(run, record_id) or {}
-            status = "quarantined" if failure.get("quarantined") else "failed" if failure else "pending"
-            entry.update(status=status, reason=failure.get("reason"), files=[], segments=0)
+            failure = read_failure(run, record_id)
+            status = "pending" if failure is None else "quarantined" if failure.quarantined else "failed"
+            entry.update(status=status, reason=failure.reason if failure else None, files=[], segments=0)
         entries.append(entry)
     return entries
 
@@ -465,7 +465,7 @@ import io
 from PySquashfsImage import SquashFsImage
 
 with SquashFsImage.from_file("{image}") as image:
-    manifest = [json.loads(line) for line in image.select("manifest.jsonl").read_text().splitlines()]
+    manifest = [json.loads(line) for line in image.select(MANIFEST).read_text().splitlines()]
     in_image = [entry["id"] for entry in manifest if entry["status"] == "done"]
     RECORD = in_image[0]
     images = read_images(io.BytesIO(image.select(f"{{RECORD}}/images_{{RECORD}}.h5").read_bytes()))

@@ -186,10 +186,10 @@ def _quarantined(run: RunDir) -> set[str]:
     out = set()
     for record_id in ids_in(run, FAILED):
         try:
-            failure = read_failure(run, record_id) or {}
+            failure = read_failure(run, record_id)
         except UserError:
             continue
-        if failure.get("quarantined"):
+        if failure and failure.quarantined:
             out.add(record_id)
     return out - ids_in(run, DONE)
 

@@ -112,9 +112,9 @@ def withdrawn(run: RunDir) -> dict[str, str]:
     """The records withdrawn from Zenodo, by their markers: id -> reason."""
     out = {}
     for record_id in ids_in(run, FAILED) - ids_in(run, DONE):
-        failure = read_failure(run, record_id) or {}
-        if failure.get("reason") == WITHDRAWN:
-            out[record_id] = str(failure.get("message") or "withdrawn from Zenodo")
+        failure = read_failure(run, record_id)
+        if failure and failure.reason == WITHDRAWN:
+            out[record_id] = failure.message or "withdrawn from Zenodo"
     return out
 
 

@@ -144,8 +144,8 @@ def _folders_without_marker(run: RunDir) -> set[str]:
 
 
 def _set_aside(run: RunDir, record_id: str) -> bool:
-    failure = read_failure(run, record_id) or {}
-    return bool(failure.get("quarantined")) or failure.get("reason") == DAMAGED
+    failure = read_failure(run, record_id)
+    return failure is not None and (bool(failure.quarantined) or failure.reason == DAMAGED)
 
 
 def _released_without_trace(run: RunDir) -> list[str]:
@@ -226,5 +226,5 @@ def send_back(run: RunDir, record_id: str, problem: str) -> None:
         kept = None
     atomic_write_json(marker(run, PURGED, record_id), {"id": record_id, "problem": problem, "found_by": "verify",
                                                        "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                                       "done_marker": kept})
+                                                       "done_marker": kept.to_json() if kept else None})
     mark_for_redo(run, record_id, reason=DAMAGED, message=f"the check before the release found that {problem}")

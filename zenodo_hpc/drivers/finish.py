@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from ..core.config import Config
 from ..core.errors import UserError
+from ..core.markers import FailureMarker
 from ..core.state import DONE, RunDir, ids_in, load_run, mark_failed, read_failure
 from ..dataset.pack import PackResult, format_summary, pack
 from ..orchestrate.chain import RATE_LIMITED, Chain, budget_returns, load_chain, save_chain, utc_text
@@ -275,12 +276,12 @@ def quarantine_unfinished(run: RunDir, cfg: Config, chain: Chain) -> int:
     snapshot = take_snapshot(run, cfg)
     count = 0
     for ref in snapshot.pending():
-        failure = read_failure(run, ref.id) or {}
-        if failure.get("reason") == RATE_LIMITED:  # never quarantined for Zenodo's budget: for the rounds it took
-            failure = {"attempts": failure.get("attempts")}
-        mark_failed(run, ref.id, reason=failure.get("reason") or NOT_FINISHED,
-                    message=failure.get("message") or f"not done after {chain.rounds} rounds",
-                    attempt=int(failure.get("attempts") or 0), task="finish", quarantined=True)
+        failure = read_failure(run, ref.id) or FailureMarker(ref.id)
+        if failure.reason == RATE_LIMITED:  # never quarantined for Zenodo's budget: for the rounds it took
+            failure = FailureMarker(ref.id, attempts=failure.attempts)
+        mark_failed(run, ref.id, reason=failure.reason or NOT_FINISHED,
+                    message=failure.message or f"not done after {chain.rounds} rounds",
+                    attempt=failure.attempts or 0, task="finish", quarantined=True)
         count += 1
     return count
 

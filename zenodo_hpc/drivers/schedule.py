@@ -31,6 +31,7 @@ from pathlib import Path
 
 from ..core.config import Config, load_config
 from ..core.errors import UserError
+from ..core.state import RunDir
 
 EVERY = ("day", "week", "month")
 CRON_SPEC = {"day": "0 3 * * *", "week": "0 3 * * 1", "month": "0 3 1 * *"}  # 03:00: a quiet hour
@@ -173,7 +174,7 @@ def _queue_next(cfg: Config, config: Path, every: str, *, log_dir: Path | None =
         return ScheduleResult("sbatch", f"already scheduled: job {', '.join(queued)} ({job_name(cfg)})", [],
                               queued[0])
     when = next_time(every)
-    logs = log_dir or cfg.run_dir / "logs"
+    logs = log_dir or RunDir(cfg.run_dir).logs
     logs.mkdir(parents=True, exist_ok=True)
     tick = in_job_environment(cfg, f"-m zenodo_hpc.drivers.schedule tick -c {shlex.quote(str(config.resolve()))} "
                                    f"--every {every}")

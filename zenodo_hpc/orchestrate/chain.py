@@ -94,11 +94,11 @@ def budget_returns(run: RunDir, generation: int) -> float | None:
     """
     latest = None
     for record_id in ids_in(run, FAILED) - ids_in(run, DONE):
-        failure = read_failure(run, record_id) or {}
-        history = failure.get("history")
-        last = history[-1] if isinstance(history, list) and history and isinstance(history[-1], dict) else {}
-        when = utc_epoch(failure.get("retry_at"))
-        if failure.get("reason") != RATE_LIMITED or when is None or task_generation(last.get("task")) != generation:
+        failure = read_failure(run, record_id)
+        if failure is None or failure.reason != RATE_LIMITED:
+            continue
+        when = utc_epoch(failure.retry_at)
+        if when is None or task_generation(failure.failure_at(-1).get("task")) != generation:
             continue
         latest = when if latest is None else max(latest, when)
     return latest

@@ -24,6 +24,7 @@ from ..core.commands import program
 from ..core.config import Config
 from ..core.errors import UserError
 from ..core.liveness import LOCAL_ACTIVE, UNCHECKABLE, local_task_state
+from ..core.markers import FailureMarker
 from ..core.state import (
     DONE,
     FAILED,
@@ -99,8 +100,8 @@ def quarantined_ids(run: RunDir) -> set[str]:
     """Records set aside after ``max_attempts`` failures (their failure marker says so)."""
     out = set()
     for record_id in ids_in(run, FAILED):
-        failure = read_failure(run, record_id) or {}
-        if failure.get("quarantined"):
+        failure = read_failure(run, record_id)
+        if failure and failure.quarantined:
             out.add(record_id)
     return out
 
@@ -241,9 +242,9 @@ def quarantine_exhausted(run: RunDir, cfg: Config, snapshot: RunSnapshot) -> Non
         attempts = attempts_of(run, ref.id)
         if attempts < limit:
             continue
-        failure = read_failure(run, ref.id) or {}
-        mark_failed(run, ref.id, reason=failure.get("reason") or "worker_died",
-                    message=failure.get("message") or f"the worker stopped during all {attempts} attempts",
+        failure = read_failure(run, ref.id) or FailureMarker(ref.id)
+        mark_failed(run, ref.id, reason=failure.reason or "worker_died",
+                    message=failure.message or f"the worker stopped during all {attempts} attempts",
                     attempt=attempts, task="resume", quarantined=True)
         snapshot.quarantined.add(ref.id)
         snapshot.newly_quarantined.append(ref.id)

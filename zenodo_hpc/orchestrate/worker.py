@@ -28,6 +28,7 @@ from submitit.core.utils import UncompletedJobError
 
 from ..core.config import Config
 from ..core.errors import UserError
+from ..core.markers import FailureMarker
 from ..core.records import BadRecord, check_hit
 from ..core.state import (
     ATTEMPTS,
@@ -182,7 +183,7 @@ def _is_quarantined(run: RunDir, record_id: str) -> bool:
         failure = read_failure(run, record_id)
     except UserError:  # an unreadable marker: try the record again, its new failure replaces the marker
         return False
-    return bool(failure and failure.get("quarantined"))
+    return bool(failure and failure.quarantined)
 
 
 def _fail(run: RunDir, record_id: str, exc: BaseException, attempt: int, task: str, cfg: Config,
@@ -198,7 +199,7 @@ def _fail(run: RunDir, record_id: str, exc: BaseException, attempt: int, task: s
     retry_at = retry_at if reason == RATE_LIMITED else None
     quarantined = not not_its_fault and (attempt >= cfg.executor.max_attempts or reason in QUARANTINE_AT_ONCE)
     mark_failed(run, record_id, reason=reason, message=message, attempt=attempt, task=task,
-                quarantined=quarantined, extra={"retry_at": utc_text(retry_at)} if retry_at else None)
+                quarantined=quarantined, retry_at=utc_text(retry_at) if retry_at else None)
     log.warning("record %s: failed (%s): %s%s", record_id, reason, message,
                 " - quarantined" if quarantined else "")
     return RecordOutcome(record_id, "quarantined" if quarantined else "failed", reason, message, seconds, retry_at)
@@ -219,14 +220,12 @@ def _not_started(run: RunDir, record_id: str, exc: OSError, task: str) -> Record
 
 def _quarantine(run: RunDir, record_id: str, task: str, max_attempts: int) -> RecordOutcome:
     """A record tried ``max_attempts`` times (possibly crashing its worker each time) is set aside."""
-    failure = read_failure(run, record_id) or {}
-    if not failure.get("quarantined"):
-        reason = failure.get("reason") or "worker_died"
-        message = failure.get("message") or f"the worker stopped during all {max_attempts} attempts"
-        mark_failed(run, record_id, reason=reason, message=message, attempt=attempts_of(run, record_id),
-                    task=task, quarantined=True)
-        failure = {"reason": reason, "message": message}
-    return RecordOutcome(record_id, "quarantined", failure.get("reason"), failure.get("message"))
+    failure = read_failure(run, record_id) or FailureMarker(record_id)
+    if not failure.quarantined:
+        failure = mark_failed(run, record_id, reason=failure.reason or "worker_died",
+                              message=failure.message or f"the worker stopped during all {max_attempts} attempts",
+                              attempt=attempts_of(run, record_id), task=task, quarantined=True)
+    return RecordOutcome(record_id, "quarantined", failure.reason, failure.message)
 
 
 def process_records(hits: Iterable[dict[str, Any]], run: RunDir, cfg: Config, *, task: str = "local",

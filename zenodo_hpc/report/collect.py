@@ -32,7 +32,18 @@ from typing import Any
 
 from ..core.config import Config
 from ..core.errors import UserError
-from ..core.state import ATTEMPTS, DONE, FAILED, RunDir, ids_in, iter_records, read_json_object
+from ..core.markers import DoneMarker, FailureMarker
+from ..core.state import (
+    ATTEMPTS,
+    DONE,
+    FAILED,
+    RunDir,
+    ids_in,
+    iter_records,
+    read_done,
+    read_failure,
+    read_json_object,
+)
 from ..dataset.organize import NO_EXTENSION, file_extension, record_order
 from ..orchestrate.executor import Submission, load_submissions
 from ..orchestrate.plan import Plan, generations, load_plan
@@ -43,7 +54,6 @@ log = logging.getLogger(__name__)
 
 SAMPLES_PER_LANGUAGE = 4
 LARGEST = 15
-RELEASES = "releases"
 _TASK = re.compile(r"g(\d+)-s(\d+)")
 _YEAR = re.compile(r"(\d{4})-")
 FAILED_TASK_STATES = ("FAILED", "OUT_OF_MEMORY", "TIMEOUT", "NODE_FAIL", "CANCELLED", "PREEMPTED", "BOOT_FAIL",
@@ -145,7 +155,7 @@ def collect(run: RunDir, cfg: Config, *, accounting: bool = True, now: float | N
     facts = Facts(run, cfg, status, time.time() if now is None else now)
     done_ids = ids_in(run, DONE)
     failures = _failures(run, done_ids)
-    by_status = {i: ("quarantined" if f.get("quarantined") else "failed") for i, f in failures.items()}
+    by_status = {i: ("quarantined" if f.quarantined else "failed") for i, f in failures.items()}
     by_status.update(dict.fromkeys(done_ids, "done"))
     _read_records(run, facts, by_status)
     task_times: dict[tuple[int, int], list[float]] = {}  # task -> [first start, last end]
@@ -153,27 +163,22 @@ def collect(run: RunDir, cfg: Config, *, accounting: bool = True, now: float | N
     _read_done(run, facts, done_ids, task_times, task_done)
     _read_attempts(run, facts, task_times)
     for failure in failures.values():
-        for entry in failure.get("history") or []:
+        for entry in failure.history:
             if isinstance(entry, dict):
                 _note_time(task_times, entry.get("task"), _epoch(entry.get("at")), end=True)
     _rounds_and_tasks(run, cfg, facts, by_status, failures, task_times, task_done, accounting)
     facts.harvest = _harvest(run)
-    facts.releases = read_releases(run.root / RELEASES)
+    facts.releases = read_releases(run)
     return facts
 
 
 # --- records and their markers ------------------------------------------------------------------------------
 
 
-def _failures(run: RunDir, done_ids: set[str]) -> dict[str, dict[str, Any]]:
+def _failures(run: RunDir, done_ids: set[str]) -> dict[str, FailureMarker]:
     """Every failure marker of a record that is not done (an unreadable one counts as failed, as in status)."""
-    out = {}
-    for record_id in ids_in(run, FAILED) - done_ids:
-        try:
-            out[record_id] = read_json_object(run.state / FAILED / f"{record_id}.json") or {}
-        except UserError:
-            out[record_id] = {"reason": "unreadable_marker"}
-    return out
+    return {record_id: read_failure(run, record_id) or FailureMarker(record_id)
+            for record_id in ids_in(run, FAILED) - done_ids}
 
 
 def _read_records(run: RunDir, facts: Facts, by_status: dict[str, str]) -> None:
@@ -194,25 +199,24 @@ def _read_done(run: RunDir, facts: Facts, done_ids: set[str], task_times: dict[t
     largest: list[tuple[int, str, str]] = []
     unreadable: list[str] = []
     for record_id in sorted(done_ids, key=record_order):
-        marker_path = run.state / DONE / f"{record_id}.json"
+        marker_path = run.marker(DONE, record_id)
         try:
-            marker = read_json_object(marker_path) or {}
+            done = read_done(run, record_id) or DoneMarker(record_id)
         except UserError:
-            marker = {}
-        finished = _epoch(marker.get("finished"))
+            done = DoneMarker(record_id)
+        finished = _epoch(done.finished)
         if finished is None:
             try:
                 finished = marker_path.stat().st_mtime
             except OSError:
                 finished = None
-        task = _parse_task(marker.get("task"))
+        task = _parse_task(done.task)
         if task is not None:
-            seconds = marker.get("seconds")
             counts = task_done.setdefault(task, [0, 0.0])
             counts[0] += 1
-            counts[1] += float(seconds) if isinstance(seconds, (int, float)) else 0.0
+            counts[1] += float(done.seconds or 0.0)
             if finished is not None:
-                _note_time(task_times, marker.get("task"), finished, end=True)
+                _note_time(task_times, done.task, finished, end=True)
         if finished is not None:
             facts.finished.append(finished)
         try:
@@ -307,10 +311,9 @@ def license_name(hit: dict[str, Any]) -> str:
 
 def _read_attempts(run: RunDir, facts: Facts, task_times: dict[tuple[int, int], list[float]]) -> None:
     """When each task started a record: the attempt lines ``<time>\\t<task>\\t<owner>``."""
-    folder = run.state / ATTEMPTS
     for record_id in ids_in(run, ATTEMPTS):
         try:
-            data = (folder / record_id).read_bytes()
+            data = run.marker(ATTEMPTS, record_id).read_bytes()
         except OSError:
             continue
         for line in data.split(b"\n"):
@@ -355,7 +358,7 @@ def _epoch(text: Any) -> float | None:
 
 
 def _rounds_and_tasks(run: RunDir, cfg: Config, facts: Facts, by_status: dict[str, str],
-                      failures: dict[str, dict[str, Any]], task_times: dict[tuple[int, int], list[float]],
+                      failures: dict[str, FailureMarker], task_times: dict[tuple[int, int], list[float]],
                       task_done: dict[tuple[int, int], list[float]], accounting: bool) -> None:
     submissions = {s.generation: s for s in load_submissions(run)}
     states, usage = _task_states(run, list(submissions.values()), facts, accounting)
@@ -391,7 +394,7 @@ def _rounds_and_tasks(run: RunDir, cfg: Config, facts: Facts, by_status: dict[st
 
 
 def _round(plan: Plan, sub: Submission | None, kind: str, by_status: dict[str, str],
-           failures: dict[str, dict[str, Any]], previous: dict[str, tuple[int, int]],
+           failures: dict[str, FailureMarker], previous: dict[str, tuple[int, int]],
            states: dict[tuple[int, int], str]) -> RoundFacts:
     facts = RoundFacts(plan.generation, kind, sub.submitted_at if sub else "", len(plan.shards), plan.records)
     for shard in plan.shards:
@@ -410,9 +413,10 @@ def _round(plan: Plan, sub: Submission | None, kind: str, by_status: dict[str, s
 
 
 def _why_again(record_id: str, generation: int, before: tuple[int, int], by_status: dict[str, str],
-               failures: dict[str, dict[str, Any]], states: dict[tuple[int, int], str]) -> str:
+               failures: dict[str, FailureMarker], states: dict[tuple[int, int], str]) -> str:
     """Why a record of an earlier round is in this one: its failure then, or how its task ended."""
-    for entry in reversed(failures.get(record_id, {}).get("history") or []):
+    failure = failures.get(record_id)
+    for entry in reversed(failure.history if failure else []):
         task = _parse_task(entry.get("task")) if isinstance(entry, dict) else None
         if task is not None and task[0] < generation:
             return str(entry.get("reason") or "unknown")
@@ -480,7 +484,7 @@ def _harvest(run: RunDir) -> dict[str, Any]:
     """The harvest jobs' counts, added up (``state/harvest/<job>.json``)."""
     out: dict[str, Any] = {"jobs": 0, "added": 0, "excluded": 0, "duplicates": 0, "skipped": 0, "done": True,
                            "requests": None}
-    for path in sorted((run.state / "harvest").glob("*.json")):
+    for path in sorted(run.harvest.glob("*.json")):
         try:
             data = read_json_object(path) or {}
         except UserError:
@@ -500,23 +504,23 @@ def version_key(name: str) -> tuple[Any, ...]:
     return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name) if part)
 
 
-def read_releases(folder: Path) -> list[tuple[str, int, int, int]]:
+def read_releases(run: RunDir) -> list[tuple[str, int, int, int]]:
     """``(version, records, added, removed)`` per release folder holding a ``manifest.jsonl``, oldest first.
 
     A manifest line is a JSON object with an ``id``; one with a ``status`` other than ``done`` is not in the
     release (the image's own manifest lists every harvested record, with why it is not there).
     """
     try:
-        versions = sorted((p for p in folder.iterdir() if p.is_dir() and (p / "manifest.jsonl").is_file()),
-                          key=lambda p: version_key(p.name))
+        versions = sorted((p.name for p in run.releases.iterdir()
+                           if p.is_dir() and run.release_manifest(p.name).is_file()), key=version_key)
     except OSError:
         return []
     out = []
     before: set[str] = set()
-    for path in versions:
+    for version in versions:
         ids: set[str] = set()
         try:
-            with open(path / "manifest.jsonl", encoding="utf-8") as handle:
+            with open(run.release_manifest(version), encoding="utf-8") as handle:
                 for line in handle:
                     try:
                         entry = json.loads(line)
@@ -526,7 +530,7 @@ def read_releases(folder: Path) -> list[tuple[str, int, int, int]]:
                         ids.add(str(entry["id"]))
         except OSError:
             continue
-        out.append((path.name, len(ids), len(ids - before), len(before - ids)))
+        out.append((version, len(ids), len(ids - before), len(before - ids)))
         before = ids
     return out
 
