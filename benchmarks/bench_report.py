@@ -113,8 +113,8 @@ def make_run(root: Path, n: int) -> RunDir:
                 gone = number % 100 == 7
                 failure = mark_failed(run, record_id, reason="http_404" if gone else "http_503",
                                       message="synthetic", attempt=1, task=task, quarantined=gone)
-                failure["history"][-1]["at"] = stamp(clock)  # when it happened in the simulated run
-                atomic_write_json(run.state / "failed" / f"{record_id}.json", failure)
+                failure.history[-1]["at"] = stamp(clock)  # when it happened in the simulated run
+                atomic_write_json(run.state / "failed" / f"{record_id}.json", failure.to_json())
                 if not gone:
                     retry.append(record_id)
                 continue
