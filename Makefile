@@ -36,6 +36,7 @@ test-deps: system-deps
 # The tests, with a real multi-node SLURM cluster up for the SLURM tests (slurm/dev-cluster/).
 test: install test-deps
 	$(BIN)/ruff check zenodo_hpc tests benchmarks scripts
+	$(BIN)/mypy
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash slurm/dev-cluster/with-cluster.sh $(BIN)/python -m pytest
 
 # A wheel of the package in $(DIST)/, to install where there is no clone, e.g. on a cluster with the extras it

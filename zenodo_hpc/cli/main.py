@@ -16,6 +16,7 @@ import logging
 import sys
 from collections.abc import Container, Sequence
 from dataclasses import dataclass
+from typing import TextIO
 
 from .. import __version__
 from ..core.errors import UserError
@@ -91,12 +92,12 @@ def chosen_command(argv: Sequence[str]) -> str | None:
 class _StderrHandler(logging.StreamHandler):
     """Always writes to the current ``sys.stderr`` (tests and tqdm swap it)."""
 
-    @property  # type: ignore[override]
-    def stream(self):  # noqa: ANN201
+    @property
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
-    def stream(self, value) -> None:  # noqa: ANN001
+    def stream(self, value: TextIO) -> None:
         pass
 
 

@@ -388,7 +388,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             except _WrongType:
                 continue
         raise _WrongType(f"{where}: expected {_type_name(tp)}, got {value!r}")
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, where)
     if origin is list:
         if not isinstance(value, list):
@@ -520,7 +520,7 @@ RUN_DIR_ENTRIES = ("run.yaml", "records.jsonl", "data", "state", "logs", "plans"
 
 def config_from_dict(data: dict[str, Any] | None, source: str = "<config>") -> Config:
     """Build and validate a :class:`Config`; ``source`` names the file in error messages."""
-    cfg = _build(Config, data or {}, f"{source}:")
+    cfg: Config = _build(Config, data or {}, f"{source}:")
     top = PACK_MAX_LEVELS.get(cfg.pack.compression)
     if top is not None and cfg.pack.level > top:
         raise ConfigError(f"{source}: pack.level: {cfg.pack.compression} levels go from 1 to {top}, "

@@ -35,7 +35,7 @@ import tarfile
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -500,7 +500,7 @@ def worker_pool(workers: int) -> Iterator[cf.ProcessPoolExecutor | None]:
 
 
 def _map(pool: cf.ProcessPoolExecutor | None, workers: int, fn: Callable[..., Any],
-         tasks: Iterable[tuple[Any, ...]]) -> Iterator[Any]:
+         tasks: Iterable[tuple[Any, ...]]) -> Generator[Any, None, None]:
     """``fn(*task)`` for each task in the ``pool`` of ``workers`` (here without one), 4 per worker in flight.
 
     Results come back as they finish (callers sort). Bounded, so that records read from an image do not all
@@ -567,7 +567,7 @@ def write_archive(folder: Path, extension: str) -> str:
     names, mode 0644 (directories 0755); the gzip header has no time stamp and no file name.
     """
     root = folder / extension
-    members = [(extension, None)]
+    members: list[tuple[str, Path | None]] = [(extension, None)]
     for dirpath, dirnames, filenames in os.walk(root):
         relative = Path(dirpath).relative_to(folder).as_posix()
         members += [(f"{relative}/{d}", None) for d in dirnames]

@@ -533,8 +533,8 @@ def write_extras(run: RunDir, cfg: Config, entries: list[dict[str, Any]], card_e
     run.data.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run.manifest,
                       "".join(json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n" for e in entries))
-    figures = _card_figures(run, cfg, figures)
-    atomic_write_text(run.card, dataset_card(run, cfg, entries, card_extra + figures[1], image_name))
+    figure_files, figure_section = _card_figures(run, cfg, figures)
+    atomic_write_text(run.card, dataset_card(run, cfg, entries, card_extra + figure_section, image_name))
     if gone:  # the image's copy of records.jsonl holds no record that left the dataset
         with open(run.records, "rb") as source, open(run.in_image(f".{RECORDS}.tmp"), "wb") as target:
             target.writelines(filter_lines(source, gone))
@@ -542,7 +542,7 @@ def write_extras(run: RunDir, cfg: Config, entries: list[dict[str, Any]], card_e
         shutil.copyfile(run.records, run.in_image(f".{RECORDS}.tmp"))
     os.replace(run.in_image(f".{RECORDS}.tmp"), run.in_image(RECORDS))
     atomic_write_text(run.in_image(RUN_YAML), run_yaml_text(cfg))
-    return list(EXTRAS) + figures[0]
+    return list(EXTRAS) + figure_files
 
 
 def _card_figures(run: RunDir, cfg: Config, figures: FigureWriter | None) -> tuple[list[str], str]:
@@ -723,20 +723,21 @@ def _verify_in_one_pass(image: Path, expected: dict[str, tuple[int, str]]) -> No
         proc = subprocess.Popen([_unsquashfs(), "-no-progress", "-pf", "/dev/stdout", str(image)],
                                 stdout=subprocess.PIPE, stderr=stderr)
         assert proc.stdout is not None
+        stdout = proc.stdout
 
         def errors() -> str:
-            proc.stdout.close()  # unsquashfs stops at its next write, if it has not stopped yet
+            stdout.close()  # unsquashfs stops at its next write, if it has not stopped yet
             proc.wait()
             stderr.seek(0)
             return stderr.read().decode(errors="replace").strip()[:200]
         try:
-            files = _pseudo_listing(proc.stdout, errors)
+            files = _pseudo_listing(stdout, errors)
             _check_listing(dict(files), expected)
             for name, size in files:
-                _check_digest(name, _hash_stream(proc.stdout, name, size, errors), expected[name][1])
-            trailing = proc.stdout.read(1)
+                _check_digest(name, _hash_stream(stdout, name, size, errors), expected[name][1])
+            trailing = stdout.read(1)
         finally:
-            proc.stdout.close()  # stopped at the first difference: unsquashfs stops at its next write
+            stdout.close()  # stopped at the first difference: unsquashfs stops at its next write
             proc.wait()
         if proc.returncode != 0 or trailing:
             raise UserError(f"unsquashfs -pf failed ({proc.returncode}): {errors() or 'more bytes than listed'}")
@@ -746,7 +747,8 @@ def _pseudo_listing(stream: IO[bytes], errors: Callable[[], str]) -> list[tuple[
     """``(path, size)`` of every regular file in the listing ``unsquashfs -pf`` writes before the data, in
     the order their bytes follow (a line: ``path R time mode uid gid size offset``, with ``\\`` escaping
     spaces and quotes in the path)."""
-    files, offset = [], 0
+    files: list[tuple[str, int]] = []
+    offset = 0
     for line in iter(stream.readline, b""):
         if line == PSEUDO_DATA_START:
             stream.readline()  # "#"

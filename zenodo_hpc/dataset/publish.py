@@ -375,8 +375,9 @@ class _RedactingStream(io.TextIOBase):
     def isatty(self) -> bool:
         return self._target.isatty()
 
+    # ignore: typeshed declares TextIOBase.encoding a writable str, CPython's is a read-only property that may be None
     @property
-    def encoding(self) -> str | None:  # the target's: progress bars draw with it
+    def encoding(self) -> str | None:  # type: ignore[override]  # the target's: progress bars draw with it
         return getattr(self._target, "encoding", None)
 
     def write(self, text: str) -> int:

@@ -49,7 +49,8 @@ class ExcludeList:
         line = self.ids.get(str(hit.get("id")))
         if line is not None:
             return f"excluded by dataset.exclude ({name}, line {line}: its record id)"
-        metadata = hit.get("metadata") if isinstance(hit.get("metadata"), dict) else {}
+        raw_metadata = hit.get("metadata")
+        metadata = raw_metadata if isinstance(raw_metadata, dict) else {}
         for key, what in (("doi", "DOI"), ("conceptdoi", "concept DOI")):
             value = hit.get(key) or metadata.get(key)
             line = self.dois.get(str(value).lower()) if value else None

@@ -226,9 +226,8 @@ def run_demo(out: Path, *, executor: str | None = None, progress: bool | None = 
             say(main_summary(outcome))
             say(format_status(replace(gather_status(run), chain=None)))  # the chain's last word: the line above
             export = _export(run.root, out / "export", progress)
-    image = outcome.packed.image if outcome.packed else run.image(cfg.pack.image)  # SLURM: the finishing job's
-    image = image if image.is_file() else None
-    return DemoResult(out, run.root, image, export, executor, log)
+    packed = outcome.packed.image if outcome.packed else run.image(cfg.pack.image)  # SLURM: the finishing job's
+    return DemoResult(out, run.root, packed if packed.is_file() else None, export, executor, log)
 
 
 def _export(run_dir: Path, target: Path, progress: bool | None) -> Path | None:

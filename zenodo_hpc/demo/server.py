@@ -32,6 +32,7 @@ import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, ClassVar, TypeVar
@@ -398,7 +399,7 @@ class LoopbackZenodo:
 
     # --------------------------------------------------------------------------------- request processing
 
-    def _plan(self, method: str, target: str, headers: Mapping[str, str], body: bytes = b"") -> Plan:
+    def _plan(self, method: str, target: str, headers: Mapping[str, str] | Message, body: bytes = b"") -> Plan:
         """Decide the whole answer to one request and log it; called by the handler for every request."""
         arrival = time.monotonic()
         incoming = self._parse_incoming(method, target, headers, body)
@@ -423,7 +424,8 @@ class LoopbackZenodo:
             accept=incoming.accept,
         )
 
-    def _parse_incoming(self, method: str, target: str, headers: Mapping[str, str], body: bytes = b"") -> Incoming:
+    def _parse_incoming(self, method: str, target: str, headers: Mapping[str, str] | Message,
+                        body: bytes = b"") -> Incoming:
         """Split the target, drop any ``access_token`` from what is kept, and check the token."""
         parts = urlsplit(target)
         items = parse_qsl(parts.query, keep_blank_values=True)

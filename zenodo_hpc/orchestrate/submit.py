@@ -133,8 +133,8 @@ def slurm_shard_states(run: RunDir, submissions: list[Submission], active_jobs: 
             active_jobs.update(t.split("_")[0] for t, st in tasks.items() if st.state in ACTIVE_STATES)
     for sub in submissions:
         if sub.kind != "slurm":
-            for shard, task in sub.tasks.items():
-                states[(sub.generation, int(shard))] = local_task_state(task)  # LOST once its process is gone
+            for shard_key, task in sub.tasks.items():  # the keys of a submission's JSON: strings
+                states[(sub.generation, int(shard_key))] = local_task_state(task)  # LOST once its process is gone
     return states
 
 

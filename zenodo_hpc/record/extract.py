@@ -22,8 +22,10 @@ the caller extracts it on node-local disk instead.
 from __future__ import annotations
 
 import bisect
+import builtins
 import bz2
 import gzip
+import io
 import lzma
 import os
 import posixpath
@@ -33,11 +35,11 @@ import struct
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 from zenodo_hpc.core.errors import ExtractError
 
@@ -81,7 +83,7 @@ _BLOCK = tarfile.BLOCKSIZE
 _ZERO_BLOCK = bytes(_BLOCK)
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 _COMPRESSIONS = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz"}
-_OPENERS = {"gzip": gzip.open, "bzip2": bz2.open, "xz": lzma.open}
+_OPENERS: dict[str, Callable[..., io.BufferedIOBase]] = {"gzip": gzip.open, "bzip2": bz2.open, "xz": lzma.open}
 _UNSUPPORTED = {
     b"7z\xbc\xaf\x27\x1c": "a 7z archive",
     b"Rar!\x1a\x07": "a RAR archive",
@@ -123,7 +125,8 @@ class ExtractStats:
     footprint: int = field(default=0, compare=False)
     # The bytes of the small files as written (relative path -> bytes; see keep_files_up_to), so that the walk
     # need not open and read them again.
-    contents: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+    contents: dict[str, builtins.bytes] = field(default_factory=dict, compare=False, repr=False)  # builtins: the
+    # field ``bytes`` above hides the type inside the class
 
 
 class OverFootprint(Exception):
@@ -425,6 +428,7 @@ class _SafeWriter:
         if self._skip_odd_name(parts):
             return
         path = self._prepare_slot(parts, name, for_dir=False)
+        assert path is not None  # for_dir=False: only an existing folder gives None, and that raises
         os.symlink(target, path)
         self.stats.symlinks += 1
         self._symlinks["/".join(parts)] = None
@@ -622,7 +626,7 @@ class _SafeWriter:
 class _ReadWatcher:
     """File wrapper remembering the last read: tarfile silently stops at a bad or missing end-of-archive."""
 
-    def __init__(self, raw: IO[bytes]) -> None:
+    def __init__(self, raw: io.BufferedIOBase) -> None:
         self._raw = raw
         self.last = b""
         self.last_offset = -1
@@ -639,7 +643,7 @@ class _ReadWatcher:
         return self._raw.tell()
 
 
-def _open_decompressed(archive: Path, compression: str | None) -> IO[bytes]:
+def _open_decompressed(archive: Path, compression: str | None) -> io.BufferedIOBase:
     if compression is None:
         return open(archive, "rb")
     return _OPENERS[compression](archive, "rb")
@@ -651,7 +655,9 @@ def _extract_tar(archive: Path, compression: str | None, writer: _SafeWriter) ->
         watcher = _ReadWatcher(raw)
         with _as_bad_archive(name):
             # Names are UTF-8 whatever the locale; invalid bytes become surrogate escapes, skipped as bad_name.
-            tar = tarfile.TarFile(fileobj=watcher, mode="r", encoding="utf-8", errors="surrogateescape")
+            # cast: mode "r" only reads, seeks and tells, all the watcher has (typeshed asks for write and close too)
+            fileobj = cast(IO[bytes], watcher)
+            tar = tarfile.TarFile(fileobj=fileobj, mode="r", encoding="utf-8", errors="surrogateescape")
         with tar:
             previous = None
             while True:
@@ -697,7 +703,7 @@ def _check_tar_end(tar: tarfile.TarFile, watcher: _ReadWatcher, name: str) -> No
     raise ExtractError(f"{name} is truncated: it ends without the tar end-of-archive marker", reason=BAD_ARCHIVE)
 
 
-def _drain_to_checksum(raw: IO[bytes], name: str) -> None:
+def _drain_to_checksum(raw: io.BufferedIOBase, name: str) -> None:
     """Read the padding after the tar end so the decompressor reaches and verifies its checksum."""
     drained = 0
     while drained <= _TRAILER_DRAIN_LIMIT:
@@ -748,6 +754,8 @@ def _zip_member_name(info: zipfile.ZipInfo, undecodable: bool) -> str:
     return info.filename.encode("cp437").decode("utf-8", "surrogateescape")
 
 
+# zipfile's end-record reader and its constants are private, so typeshed leaves them out: reached through Any.
+_zipfile_private: Any = zipfile
 _CENTRAL_ENTRY = struct.Struct("<4s4xH18x3H12x")  # signature, flags, name/extra/comment lengths: 46 bytes
 _CENTRAL_FLAGS_OFFSET = 8
 _LOCAL_FLAGS_OFFSET = 6
@@ -762,13 +770,13 @@ def _undecodable_utf8_flags(raw: BinaryIO) -> dict[int, int]:
     unchanged for decades), so both read the same entries in the same order; anything unexpected gives
     no masks, and the archive stays ``bad_archive`` as before.
     """
-    end = zipfile._EndRecData(raw)
+    end = _zipfile_private._EndRecData(raw)
     if not end:
         return {}
-    size = end[zipfile._ECD_SIZE]
-    start = end[zipfile._ECD_LOCATION] - size
-    if end[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:  # the zip64 end record and locator between
-        start -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator
+    size = end[_zipfile_private._ECD_SIZE]
+    start = end[_zipfile_private._ECD_LOCATION] - size
+    if end[_zipfile_private._ECD_SIGNATURE] == _zipfile_private.stringEndArchive64:  # the zip64 end record
+        start -= _zipfile_private.sizeEndCentDir64 + _zipfile_private.sizeEndCentDir64Locator  # and locator between
     if start < 0:
         return {}
     raw.seek(start)

@@ -228,7 +228,7 @@ def _read_done(run: RunDir, facts: Facts, done_ids: set[str], task_times: dict[t
             continue
         facts.done_read += 1
         images = _read_metadata(facts, record_id, meta, finished)
-        hit = meta.get("hit") if isinstance(meta.get("hit"), dict) else {}
+        hit = _object_at(meta, "hit")
         title = str(hit.get("title") or (hit.get("metadata") or {}).get("title") or "")
         item = (images, record_id, title)
         if len(largest) < LARGEST:
@@ -263,11 +263,11 @@ def _read_metadata(facts: Facts, record_id: str, meta: dict[str, Any], finished:
     facts.total_files += files
     facts.total_images += images
     facts.images_per_record.append(images)
-    stats = meta.get("stats") if isinstance(meta.get("stats"), dict) else {}
+    stats = _object_at(meta, "stats")
     for reason, count in (stats.get("skipped") or {}).items():
         if isinstance(count, int):
             facts.skipped[str(reason)] += count
-    source = meta.get("source") if isinstance(meta.get("source"), dict) else {}
+    source = _object_at(meta, "source")
     for item in source.get("not_fetched") or []:
         if isinstance(item, dict):
             reason = str(item.get("reason") or "unknown")
@@ -275,9 +275,16 @@ def _read_metadata(facts: Facts, record_id: str, meta: dict[str, Any], finished:
     downloads = len(source.get("archives") or []) + len(source.get("loose") or [])
     if finished is not None and downloads:
         facts.downloads.append((finished, downloads))
-    hit = meta.get("hit") if isinstance(meta.get("hit"), dict) else {}
+    hit = _object_at(meta, "hit")
     facts.licenses[license_name(hit)] += 1
     return images
+
+
+def _object_at(data: dict[str, Any], key: str) -> dict[str, Any]:
+    """``data[key]`` when it is an object, else an empty one: a metadata file written by hand, or by an older
+    version, may hold anything there."""
+    value = data.get(key)
+    return value if isinstance(value, dict) else {}
 
 
 def _rasterized_files(tree: Any) -> Iterator[tuple[str, str, int]]:
@@ -302,7 +309,7 @@ def _rasterized_files(tree: Any) -> Iterator[tuple[str, str, int]]:
 
 def license_name(hit: dict[str, Any]) -> str:
     """A record's license id as Zenodo gives it (``{"id": "mit"}`` today, a plain string in older records)."""
-    meta = hit.get("metadata") if isinstance(hit.get("metadata"), dict) else {}
+    meta = _object_at(hit, "metadata")
     value = meta.get("license")
     if isinstance(value, dict):
         value = value.get("id") or value.get("title")

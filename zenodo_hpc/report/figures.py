@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -85,7 +85,7 @@ def plain(text: Any, most: int = 50) -> str:
     return text.replace("$", "\\$")
 
 
-def _barh(ax: Any, labels: list[str], values: list[float], colours: Any = BLUE) -> None:
+def _barh(ax: Any, labels: list[str], values: Sequence[float], colours: Any = BLUE) -> None:
     """Horizontal bars, largest on top, each with its value at its end."""
     y = np.arange(len(labels))[::-1]
     ax.barh(y, values, color=colours)
@@ -406,6 +406,7 @@ def fig_gallery(facts: Facts, samples: list[tuple[str, list[tuple[str, str, np.n
     cols = max(len(items) for _, items in samples)
     fig = Figure(figsize=(min(WIDTH, 1.6 * cols + 1.0), 1.6 * len(samples) + 0.5), dpi=DPI, layout="constrained")
     grid = fig.subplots(len(samples), cols, squeeze=False)
+    cmap: ListedColormap | str
     if png == "palette":
         table = np.frombuffer(PALETTE_TABLE, dtype=np.uint8).reshape(256, 3) / 255
         cmap, kwargs = ListedColormap(table), {"vmin": -0.5, "vmax": 255.5}

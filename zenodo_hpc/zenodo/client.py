@@ -130,9 +130,9 @@ def spread_s(remaining: int, until_reset: float, workers: int) -> float:
 def backoff_delay(attempt: int, *, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_CAP_S,
                   rng: random.Random | None = None) -> float:
     """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)], at least base/2."""
-    rng = rng or random
+    uniform = rng.uniform if rng is not None else random.uniform
     ceiling = min(cap, base * (2 ** attempt))
-    return max(base / 2, rng.uniform(0, ceiling))
+    return max(base / 2, uniform(0, ceiling))
 
 
 def retry_after_seconds(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
@@ -458,7 +458,7 @@ def _nothing_sent(exc: Exception) -> bool:
 
 
 def _base(url: str) -> str:
-    parts = requests.utils.urlparse(url)
+    parts = urllib.parse.urlparse(url)
     return f"{parts.scheme}://{parts.netloc}"
 
 

@@ -378,8 +378,10 @@ class _Api:
         links = answer.get("links")
         if not isinstance(links, Mapping):
             raise DepositError(f"{what}: deposition {deposit_id} has no links")
-        metadata = answer.get("metadata") if isinstance(answer.get("metadata"), Mapping) else {}
-        title = metadata.get("title") if isinstance(metadata.get("title"), str) else ""
+        raw_metadata = answer.get("metadata")
+        metadata: Mapping[str, Any] = raw_metadata if isinstance(raw_metadata, Mapping) else {}
+        raw_title = metadata.get("title")
+        title = raw_title if isinstance(raw_title, str) else ""
         version = metadata.get("version") if isinstance(metadata.get("version"), str) else None
         doi = answer.get("doi") if isinstance(answer.get("doi"), str) and _DOI.fullmatch(answer["doi"]) else None
         concept_doi = answer.get("conceptdoi")
@@ -395,7 +397,8 @@ class _Api:
         if not isinstance(entry, Mapping):
             raise DepositError(f"{what}: deposition {deposit_id} lists a file that is not an object")
         name, size, md5 = entry.get("filename"), entry.get("filesize"), entry.get("checksum")
-        links = entry.get("links") if isinstance(entry.get("links"), Mapping) else {}
+        raw_links = entry.get("links")
+        links = raw_links if isinstance(raw_links, Mapping) else {}
         if (not isinstance(name, str) or not name or not isinstance(size, int) or isinstance(size, bool) or size < 0
                 or not isinstance(md5, str) or not _MD5.fullmatch(md5.lower())):
             raise DepositError(f"{what}: deposition {deposit_id} lists a file without a valid filename, filesize and "
