@@ -47,7 +47,7 @@ class MinuteOnlyClient(HttpClient):
     def __init__(self, cfg: Config, workers: int) -> None:
         super().__init__(per_minute=share_of_budget(GUEST_BUDGET.per_minute * cfg_scale(cfg), workers),
                          retries=cfg.zenodo.retries, max_wait_s=cfg.zenodo.max_wait_s, timeout_s=cfg.fetch.timeout_s)
-        self.limiter._next = 0.0  # the old limiter's first slot was free  # noqa: SLF001
+        self.limiter._next = 0.0  # the old limiter's first slot was free
 
     def _obey_quota_headers(self, response: requests.Response) -> None:
         found = quota(response.headers)

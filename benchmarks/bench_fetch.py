@@ -85,7 +85,7 @@ def run_naive(rate: float, seconds: float) -> dict:
     return summarise(double, elapsed, rate, done=len(done), failed=len(failed))
 
 
-def run_fetchers(fetcher) -> float:  # noqa: ANN001
+def run_fetchers(fetcher) -> float:
     """Run FETCHERS threads of ``fetcher(index)`` to the end; return the seconds they took."""
     started = time.monotonic()
     threads = [threading.Thread(target=fetcher, args=(i,)) for i in range(FETCHERS)]

@@ -130,7 +130,7 @@ def serve(index: SearchIndex) -> ThreadingHTTPServer:
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms wait for a delayed ACK
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:  # http.server's name
             parts = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
             if parts.path != "/api/records":
@@ -143,7 +143,7 @@ def serve(index: SearchIndex) -> ThreadingHTTPServer:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
+        def log_message(self, format: str, *args: Any) -> None:  # http.server's name
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -155,7 +155,7 @@ def serve(index: SearchIndex) -> ThreadingHTTPServer:
 # --- the stages (each in its own process) --------------------------------------------------------------------
 
 
-def config(root: Path, api_url: str = "http://127.0.0.1:9/api", limit: int = 0):  # noqa: ANN201
+def config(root: Path, api_url: str = "http://127.0.0.1:9/api", limit: int = 0):
     from zenodo_hpc.core.config import config_from_dict
 
     return config_from_dict({"run": {"scratch": str(root), "name": "bench"},

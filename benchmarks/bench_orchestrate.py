@@ -46,7 +46,7 @@ def write_records(path: Path, n: int, seed: int = 1) -> None:
             handle.write(json.dumps(hit, separators=(",", ":")) + "\n")
 
 
-def config(root: Path):  # noqa: ANN201
+def config(root: Path):
     return config_from_dict({"run": {"scratch": str(root), "name": "bench"},
                              "executor": {"kind": "slurm", "records_per_shard": 50}})
 

@@ -42,7 +42,7 @@ from zenodo_hpc.record.process import process_sources
 from zenodo_hpc.report import card_figures
 
 
-def build_run(root: Path, records: int, n_packages: int = 0, formats: list[str] | None = None):  # noqa: ANN201
+def build_run(root: Path, records: int, n_packages: int = 0, formats: list[str] | None = None):
     cfg = config_from_dict({"run": {"scratch": str(root), "name": "bench"},
                             **({"output": {"formats": formats}} if formats else {})})
     run = open_run(cfg)
@@ -80,7 +80,7 @@ def read_back_times(image: Path, data: Path) -> dict[str, float]:
 
         SquashImage(image).close()
         ways["zenodo_hpc.dataset.image (PySquashfsImage)"] = lambda: by_reader(image, files, SquashImage)
-    except Exception as exc:  # noqa: BLE001 - the optional extra is missing: say so, measure the rest
+    except Exception as exc:  # the optional extra is missing: say so, measure the rest
         print(f"(no-mount reader not measured: {exc})")
     times = {}
     for name, way in ways.items():
@@ -101,20 +101,20 @@ def image_files(data: Path) -> dict[str, int]:
     return dict(sorted(files.items()))
 
 
-def by_unsquashfs(image: Path, files: dict[str, int], read_back) -> None:  # noqa: ANN001
+def by_unsquashfs(image: Path, files: dict[str, int], read_back) -> None:
     names = list(files)
     for start in range(0, len(names), CAT_BATCH):
         batch = names[start:start + CAT_BATCH]
         read_back(image, batch, [files[n] for n in batch])
 
 
-def by_reader(image: Path, files: dict[str, int], reader) -> None:  # noqa: ANN001
+def by_reader(image: Path, files: dict[str, int], reader) -> None:
     with reader(image) as opened:
         for name in files:
             hashlib.sha256(opened.read_bytes(name)).hexdigest()
 
 
-def level_costs(run, cfg, levels: list[int], tmp: Path) -> dict[int, tuple[float, int]]:  # noqa: ANN001
+def level_costs(run, cfg, levels: list[int], tmp: Path) -> dict[int, tuple[float, int]]:
     """level -> (best seconds of 3, image bytes): mksquashfs alone, as pack calls it, on the run's data folder."""
     exclude = tmp / "exclude.txt"
     exclude.write_text("".join(f"{e}\n" for e in excluded_entries(run, ids_in(run, DONE))))
@@ -133,13 +133,13 @@ def level_costs(run, cfg, levels: list[int], tmp: Path) -> dict[int, tuple[float
     return costs
 
 
-def timed_pack(run, cfg) -> tuple[object, float]:  # noqa: ANN001
+def timed_pack(run, cfg) -> tuple[object, float]:
     """A pack, and the seconds of it spent on the report's figures beside the card (0 without the report
     extra): they cost the same whatever the data, so they are shown apart."""
     original = getattr(pack_module, "_card_figures", None)
     spent = [0.0]
 
-    def timed(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def timed(*args, **kwargs):
         started = time.perf_counter()
         try:
             return original(*args, **kwargs)

@@ -79,7 +79,7 @@ def write_v1_h5(path: Path, keys: list[str], images: dict[str, np.ndarray]) -> N
 def available(compression: str) -> bool:
     try:
         h5_filter(compression)
-    except Exception:  # noqa: BLE001 - zstd without hdf5plugin
+    except Exception:  # zstd without hdf5plugin
         return False
     return True
 

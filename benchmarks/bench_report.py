@@ -53,7 +53,7 @@ def stamp(when: datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def templates(folder: Path, cfg) -> list[dict]:  # noqa: ANN001
+def templates(folder: Path, cfg) -> list[dict]:
     """Real record folders of stdlib packages (largest first), each as (folder, metadata)."""
     packages = sorted((p for p in stdlib_root().iterdir() if p.is_dir() and (p / "__init__.py").exists()
                        and p.name not in {"test", "site-packages", "idlelib"}),

@@ -71,11 +71,11 @@ def call_as_nobody(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             os.setgid(NOBODY)
             os.setuid(NOBODY)
             outcome: tuple[str, Any] = ("ok", fn(*args, **kwargs))
-        except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+        except BaseException as exc:  # everything goes back to the parent
             outcome = ("error", exc)
         try:
             payload = pickle.dumps(outcome)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             payload = pickle.dumps(("error", RuntimeError(repr(exc))))
         with os.fdopen(write_end, "wb") as pipe:
             pipe.write(payload)

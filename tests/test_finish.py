@@ -284,7 +284,7 @@ def test_run_packs_itself_when_the_finishing_job_is_cancelled(tmp_path: Path,
     def follow() -> None:
         try:
             ended["outcome"] = run_pipeline(cfg, poll_s=1, progress=False)
-        except BaseException as exc:  # noqa: BLE001 - shown by the assertion below
+        except BaseException as exc:  # shown by the assertion below
             ended["error"] = exc
 
     driver = threading.Thread(target=follow)

@@ -222,7 +222,7 @@ class _ChangingIndex(HttpClient):
         self.double, self.records = double, records
         self.changed = False
 
-    def get(self, url: str, **kwargs: object):  # noqa: ANN201 - the parent's type
+    def get(self, url: str, **kwargs: object):  # the parent's type
         if not self.changed and self.records.exists() and 1001 in [r["id"] for r in iter_records(self.records)]:
             # the first page of records is harvested: now record 1001 gets a new version
             self.double.add_record(ZenodoDouble.make_hit(9000, created="2026-01-01", conceptrecid="1001"))
@@ -322,7 +322,7 @@ def test_a_lying_total_ends_in_bounded_time(tmp_path: Path) -> None:
 class _QueryDropped(HttpClient):
     """A client behind a proxy that drops the search's ``q``: Zenodo then answers every record, oldest first."""
 
-    def get(self, url: str, **kwargs: object):  # noqa: ANN201 - the parent's type
+    def get(self, url: str, **kwargs: object):  # the parent's type
         params = {k: v for k, v in dict(kwargs.pop("params", None) or {}).items() if k != "q"}  # type: ignore[call-overload]
         return super().get(url, params=params, **kwargs)
 
@@ -408,7 +408,7 @@ def test_a_search_repeating_its_page_stops_the_harvest_unfinished(tmp_path: Path
 class _RepeatingPages(HttpClient):
     """A client behind a cache that ignores ``page``: every page of a search is its first."""
 
-    def get(self, url: str, **kwargs: object):  # noqa: ANN201 - the parent's type
+    def get(self, url: str, **kwargs: object):  # the parent's type
         params = {k: v for k, v in dict(kwargs.pop("params", None) or {}).items() if k != "page"}  # type: ignore[call-overload]
         return super().get(url, params=params, **kwargs)
 

@@ -81,7 +81,7 @@ BUILDERS = {"101": _record_101, "102": _record_102, "9": _record_9, "103": _reco
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def finished_run(tmp_path_factory: pytest.TempPathFactory):
     """A real run directory: records 9, 101, 102 done; 103 processed but not marked done (must be left out)."""
     tmp = tmp_path_factory.mktemp("organize")
     cfg = config_from_dict({"run": {"scratch": str(tmp), "name": "r"}})
@@ -102,7 +102,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 
 
 @pytest.fixture(scope="module")
-def exported(finished_run, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, OrganizeResult]:  # noqa: ANN001
+def exported(finished_run, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, OrganizeResult]:
     run, _ = finished_run
     out = tmp_path_factory.mktemp("export") / "out"
     result = organize(run.root, out, extensions=DEFAULT_EXTENSIONS + ("r",), workers=1, progress=False)
@@ -134,7 +134,7 @@ def test_file_extension(path: str, want: str | None) -> None:
     assert file_extension(path) == want
 
 
-def test_pngs_are_where_the_index_says_and_nothing_else(finished_run, exported) -> None:  # noqa: ANN001
+def test_pngs_are_where_the_index_says_and_nothing_else(finished_run, exported) -> None:
     run, _ = finished_run
     out, result = exported
     rows = read_index(out)
@@ -150,7 +150,7 @@ def test_pngs_are_where_the_index_says_and_nothing_else(finished_run, exported) 
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
 
 
-def test_every_png_equals_its_clipped_code_image(finished_run, exported) -> None:  # noqa: ANN001
+def test_every_png_equals_its_clipped_code_image(finished_run, exported) -> None:
     run, _ = finished_run
     out, _ = exported
     images = {record_id: load_images(run.record_folder(record_id)) for record_id in ("9", "101", "102")}
@@ -162,7 +162,7 @@ def test_every_png_equals_its_clipped_code_image(finished_run, exported) -> None
     assert 255 in pixels(out / "md/101/101_0.png")[1]  # "😀" and "—" are beyond Latin-1
 
 
-def test_numbering_follows_sorted_paths_then_segments(finished_run, exported) -> None:  # noqa: ANN001
+def test_numbering_follows_sorted_paths_then_segments(finished_run, exported) -> None:
     run, _ = finished_run
     out, _ = exported
     rows = read_index(out)
@@ -186,7 +186,7 @@ def test_numbering_follows_sorted_paths_then_segments(finished_run, exported) ->
                                               int(r["png"].rsplit("_", 1)[1][:-4])))
 
 
-def test_index_rows_carry_doi_path_and_segment(exported) -> None:  # noqa: ANN001
+def test_index_rows_carry_doi_path_and_segment(exported) -> None:
     out, _ = exported
     rows = {r["png"]: r for r in read_index(out)}
     row = rows["c/102/102_0.png"]
@@ -197,7 +197,7 @@ def test_index_rows_carry_doi_path_and_segment(exported) -> None:  # noqa: ANN00
     assert not any(r["file_path"].endswith(("Makefile", ".gitignore", "empty.py")) for r in rows.values())
 
 
-def test_upper_and_lower_case_extensions_are_kept_apart(finished_run, tmp_path: Path) -> None:  # noqa: ANN001
+def test_upper_and_lower_case_extensions_are_kept_apart(finished_run, tmp_path: Path) -> None:
     run, _ = finished_run
     result = organize(run.root, tmp_path / "out", extensions=["R"], workers=1, progress=False)
     assert result.by_extension == {"R": 3}  # analysis.R (2 images) and data.R, not helper.r
@@ -210,7 +210,7 @@ def test_upper_and_lower_case_extensions_are_kept_apart(finished_run, tmp_path: 
     assert resource_name("R.tar.gz") == "_r.tar.gz" != resource_name("r.tar.gz") == "r.tar.gz"
 
 
-def test_tar_members_are_sorted_and_carry_no_time_or_owner(exported) -> None:  # noqa: ANN001
+def test_tar_members_are_sorted_and_carry_no_time_or_owner(exported) -> None:
     out, result = exported
     for archive in result.archives:
         data = archive.read_bytes()
@@ -232,7 +232,7 @@ def test_tar_members_are_sorted_and_carry_no_time_or_owner(exported) -> None:  #
                 p.relative_to(out).as_posix() for p in (out / ext).rglob("*.png")}
 
 
-def test_two_runs_give_byte_identical_exports(finished_run, exported, tmp_path: Path) -> None:  # noqa: ANN001
+def test_two_runs_give_byte_identical_exports(finished_run, exported, tmp_path: Path) -> None:
     run, _ = finished_run
     first, _ = exported
     second = tmp_path / "second"
@@ -240,7 +240,7 @@ def test_two_runs_give_byte_identical_exports(finished_run, exported, tmp_path: 
     assert tree(second) == tree(first)
 
 
-def test_rerun_replaces_the_export_without_stale_files(finished_run, tmp_path: Path) -> None:  # noqa: ANN001
+def test_rerun_replaces_the_export_without_stale_files(finished_run, tmp_path: Path) -> None:
     run, _ = finished_run
     out = tmp_path / "out"
     organize(run.root, out, workers=1, progress=False)
@@ -253,7 +253,7 @@ def test_rerun_replaces_the_export_without_stale_files(finished_run, tmp_path: P
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging or old copy left
 
 
-def test_datapackage_is_kaggle_metadata_and_a_valid_data_package(exported) -> None:  # noqa: ANN001
+def test_datapackage_is_kaggle_metadata_and_a_valid_data_package(exported) -> None:
     out, result = exported
     package = json.loads((out / "datapackage.json").read_text(encoding="utf-8"))
     assert package["licenses"] == [{"name": "CC-BY-4.0", "title": "Creative Commons Attribution 4.0 International",
@@ -275,7 +275,7 @@ def test_datapackage_is_kaggle_metadata_and_a_valid_data_package(exported) -> No
     assert report.valid, report.flatten(["type", "note"])
 
 
-def test_frictionless_catches_a_changed_archive(exported, tmp_path: Path) -> None:  # noqa: ANN001
+def test_frictionless_catches_a_changed_archive(exported, tmp_path: Path) -> None:
     frictionless = pytest.importorskip("frictionless", reason="validates the data package: pip install frictionless")
     out, _ = exported
     copy = tmp_path / "copy"
@@ -288,7 +288,7 @@ def test_frictionless_catches_a_changed_archive(exported, tmp_path: Path) -> Non
     assert {"hash-count", "byte-count"} <= {error[0] for error in report.flatten(["type"])}
 
 
-def test_palette_mode(finished_run, exported, tmp_path: Path) -> None:  # noqa: ANN001
+def test_palette_mode(finished_run, exported, tmp_path: Path) -> None:
     run, _ = finished_run
     grey_out, _ = exported
     out = tmp_path / "palette"
@@ -301,14 +301,14 @@ def test_palette_mode(finished_run, exported, tmp_path: Path) -> None:  # noqa: 
     assert json.loads((out / "datapackage.json").read_text())["zenodo_hpc"]["png"] == "palette"
 
 
-def test_summary_is_one_line(exported) -> None:  # noqa: ANN001
+def test_summary_is_one_line(exported) -> None:
     out, result = exported
     line = format_summary(result)
     assert "\n" not in line
     assert f"{result.pngs} PNGs (grey)" in line and "from 3 records" in line and str(out) in line
 
 
-def test_what_is_left_out_is_counted_by_reason_and_extension(finished_run, tmp_path: Path) -> None:  # noqa: ANN001
+def test_what_is_left_out_is_counted_by_reason_and_extension(finished_run, tmp_path: Path) -> None:
     """Makefile and .gitignore (no extension) and helper.r (r is not a default extension) give no PNG, nor does
     the empty empty.py: the summary, the description and datapackage.json say so, and every image is accounted for."""
     run, _ = finished_run
@@ -337,7 +337,7 @@ def test_what_is_left_out_is_counted_by_reason_and_extension(finished_run, tmp_p
     assert "left out: 2 images of 2 files" in format_summary(everything)
 
 
-def test_progress_bar_when_asked(finished_run, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+def test_progress_bar_when_asked(finished_run, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run, _ = finished_run
     organize(run.root, tmp_path / "out", extensions=["md"], workers=1, progress=True)
     assert "organize" in capsys.readouterr().err
@@ -362,7 +362,7 @@ def test_bad_sources(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-def test_bad_options(finished_run, tmp_path: Path) -> None:  # noqa: ANN001
+def test_bad_options(finished_run, tmp_path: Path) -> None:
     run, _ = finished_run
     out = tmp_path / "out"
     with pytest.raises(UserError, match="unknown PNG mode 'gray': use grey or palette"):
@@ -412,7 +412,7 @@ SLUGS = ["abc", "abcde", "abcdef", "zenodo-ml", "zenodo-ml-code-images", "a1-b2-
          "-abcdef", "abcdef-", "Abcdef", "abc_def", "abc def"]
 
 
-def test_dataset_names_are_the_ones_the_kaggle_client_accepts(finished_run, tmp_path: Path) -> None:  # noqa: ANN001
+def test_dataset_names_are_the_ones_the_kaggle_client_accepts(finished_run, tmp_path: Path) -> None:
     """organize refuses a slug exactly when the installed kaggle client would (its own checks, run in a child)."""
     if importlib.util.find_spec("kaggle") is None:
         pytest.skip("the kaggle client is not installed (the kaggle extra): its slug rules cannot be asked")
@@ -436,7 +436,7 @@ def test_dataset_names_are_the_ones_the_kaggle_client_accepts(finished_run, tmp_
                 organize(run.root, tmp_path / "out", name=name, workers=1, progress=False)
 
 
-def test_a_foreign_folder_is_never_replaced(finished_run, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_foreign_folder_is_never_replaced(finished_run, tmp_path: Path) -> None:
     run, _ = finished_run
     home = tmp_path / "home"
     home.mkdir()
@@ -452,7 +452,7 @@ def test_a_foreign_folder_is_never_replaced(finished_run, tmp_path: Path) -> Non
     assert (tmp_path / "empty" / "index.csv").is_file()
 
 
-def test_relative_out_is_made_absolute(finished_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_relative_out_is_made_absolute(finished_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run, _ = finished_run
     monkeypatch.chdir(tmp_path)
     result = organize(run.root, "rel", extensions=["md"], workers=1, progress=False)
@@ -460,7 +460,7 @@ def test_relative_out_is_made_absolute(finished_run, tmp_path: Path, monkeypatch
     assert (tmp_path / "rel" / "md.tar.gz").is_file()
 
 
-def test_a_damaged_record_stops_the_export_and_leaves_nothing(finished_run, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_damaged_record_stops_the_export_and_leaves_nothing(finished_run, tmp_path: Path) -> None:
     run, _ = finished_run
     copy = tmp_path / "run"
     shutil.copytree(run.root, copy, ignore=shutil.ignore_patterns("*.sqsh*"))
@@ -474,7 +474,7 @@ def test_a_damaged_record_stops_the_export_and_leaves_nothing(finished_run, tmp_
 
 
 @pytest.fixture(scope="module")
-def image(finished_run) -> Path:  # noqa: ANN001
+def image(finished_run) -> Path:
     if shutil.which("mksquashfs") is None:
         pytest.skip("mksquashfs not on PATH (apt-get install squashfs-tools)")
     from zenodo_hpc.dataset.pack import pack
@@ -483,7 +483,7 @@ def image(finished_run) -> Path:  # noqa: ANN001
     return pack(run, cfg, progress=False, allow_partial=True).image  # 103 is not done: left out
 
 
-def test_organizing_the_image_gives_the_same_export(image: Path, exported, tmp_path: Path) -> None:  # noqa: ANN001
+def test_organizing_the_image_gives_the_same_export(image: Path, exported, tmp_path: Path) -> None:
     pytest.importorskip("PySquashfsImage", reason="reading the image needs the image extra (pip install -e '.[image]')")
     out, _ = exported
     result = organize(image, tmp_path / "from-image", extensions=DEFAULT_EXTENSIONS + ("r",), workers=2,
@@ -492,7 +492,7 @@ def test_organizing_the_image_gives_the_same_export(image: Path, exported, tmp_p
     assert tree(tmp_path / "from-image") == tree(out)
 
 
-def test_organizing_an_extracted_image_gives_the_same_export(image: Path, exported, tmp_path: Path) -> None:  # noqa: ANN001
+def test_organizing_an_extracted_image_gives_the_same_export(image: Path, exported, tmp_path: Path) -> None:
     out, _ = exported
     subprocess.run(["unsquashfs", "-q", "-n", "-d", str(tmp_path / "mnt"), str(image)], check=True,
                    capture_output=True)
@@ -501,7 +501,7 @@ def test_organizing_an_extracted_image_gives_the_same_export(image: Path, export
     assert tree(tmp_path / "from-folder") == tree(out)
 
 
-def test_tar_is_readable_by_the_system_tar(exported, tmp_path: Path) -> None:  # noqa: ANN001
+def test_tar_is_readable_by_the_system_tar(exported, tmp_path: Path) -> None:
     if shutil.which("tar") is None:
         pytest.skip("no tar on PATH")
     out, _ = exported
@@ -530,7 +530,7 @@ def test_index_cells_that_look_like_formulas_are_shown_as_text(tmp_path: Path) -
     assert {r["doi"] for r in rows} == {"'=1+1"}
 
 
-def test_a_record_folder_with_a_newline_in_its_name_is_refused(finished_run, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_record_folder_with_a_newline_in_its_name_is_refused(finished_run, tmp_path: Path) -> None:
     run, cfg = finished_run
     odd = run.data / "101\nrm -rf"
     odd.mkdir()

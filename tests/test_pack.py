@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(shutil.which("mksquashfs") is None,
 
 
 @pytest.fixture
-def finished_run(tmp_path: Path, zenodo_with_records):  # noqa: ANN001, ANN201
+def finished_run(tmp_path: Path, zenodo_with_records):
     cfg = run_config(tmp_path, zenodo_with_records)
     cfg.output.formats = ["h5", "pkl"]  # every kind of record file, packed and checked
     harvest(cfg, progress=False)
@@ -40,7 +40,7 @@ def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def test_pack_twice_gives_byte_identical_verified_images(finished_run) -> None:  # noqa: ANN001
+def test_pack_twice_gives_byte_identical_verified_images(finished_run) -> None:
     run, cfg = finished_run
     first = pack(run, cfg, progress=False)
     image = run.root / "zenodo-ml.sqsh"
@@ -55,7 +55,7 @@ def test_pack_twice_gives_byte_identical_verified_images(finished_run) -> None: 
     assert not [p for p in run.root.iterdir() if p.name.startswith(".zenodo-ml.sqsh")]  # no temp left
 
 
-def test_image_holds_records_and_the_root_files(finished_run) -> None:  # noqa: ANN001
+def test_image_holds_records_and_the_root_files(finished_run) -> None:
     run, cfg = finished_run
     pack(run, cfg, progress=False)
     listing = image_listing(run.root / "zenodo-ml.sqsh")
@@ -72,7 +72,7 @@ def test_image_holds_records_and_the_root_files(finished_run) -> None:  # noqa: 
     assert "| records in this image | 12 |" in card and "squashfuse zenodo-ml.sqsh" in card
 
 
-def test_incomplete_run_is_refused_with_counts_unless_partial(tmp_path: Path, zenodo_with_records,  # noqa: ANN001
+def test_incomplete_run_is_refused_with_counts_unless_partial(tmp_path: Path, zenodo_with_records,
                                                               capsys: pytest.CaptureFixture) -> None:
     import requests
 
@@ -97,7 +97,7 @@ def test_incomplete_run_is_refused_with_counts_unless_partial(tmp_path: Path, ze
     assert not any(p.startswith("104/") for p in image_listing(run.root / "zenodo-ml.sqsh"))
 
 
-def test_missing_mksquashfs_says_how_to_install(finished_run, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_missing_mksquashfs_says_how_to_install(finished_run, monkeypatch: pytest.MonkeyPatch) -> None:
     run, cfg = finished_run
     monkeypatch.setenv("PATH", "/nonexistent")  # a real absence: nothing on PATH at all
     with pytest.raises(UserError, match="mksquashfs not found: install squashfs-tools"):
@@ -109,13 +109,13 @@ def test_not_a_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     assert "is not a run directory" in capsys.readouterr().err
 
 
-def _pack_with_file_size_limit(run, cfg, limit: int) -> None:  # noqa: ANN001
+def _pack_with_file_size_limit(run, cfg, limit: int) -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     pack(run, cfg, progress=False)
 
 
-def test_full_disk_during_packing_leaves_no_image(finished_run) -> None:  # noqa: ANN001
+def test_full_disk_during_packing_leaves_no_image(finished_run) -> None:
     run, cfg = finished_run
     pid = os.fork()
     if pid == 0:  # mksquashfs (a child of this child) inherits a file size limit: writes past it fail
@@ -134,7 +134,7 @@ def test_full_disk_during_packing_leaves_no_image(finished_run) -> None:  # noqa
     assert (run.root / "zenodo-ml.sqsh").exists()
 
 
-def test_every_record_reads_back_equal_through_the_no_mount_reader(finished_run) -> None:  # noqa: ANN001
+def test_every_record_reads_back_equal_through_the_no_mount_reader(finished_run) -> None:
     pytest.importorskip("PySquashfsImage", reason="the [image] extra (PySquashfsImage) is not installed")
     import numpy as np
 
@@ -163,13 +163,13 @@ def test_every_record_reads_back_equal_through_the_no_mount_reader(finished_run)
 # --- every record checked before packing, every file of the new image verified before it replaces anything ---
 
 
-def _checksum_files(run) -> dict[str, bytes]:  # noqa: ANN001
+def _checksum_files(run) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in run.root.iterdir() if p.name.startswith("zenodo-ml.sqsh")}
 
 
-def _corrupting(original, how):  # noqa: ANN001, ANN202
+def _corrupting(original, how):
     """build_image, then damage the new image the way storage does: it must be caught before it replaces anything."""
-    def build(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def build(*args, **kwargs):
         tmp = original(*args, **kwargs)
         how(tmp)
         return tmp
@@ -193,7 +193,7 @@ READ_BACK_WAYS = {"unsquashfs -pf": "in one pass (unsquashfs -pf)",  # squashfs-
 @pytest.mark.parametrize("damage", ["flipped bytes", "cut short", "a file changed while packing"])
 @pytest.mark.parametrize("way", list(READ_BACK_WAYS))
 def test_a_new_image_that_fails_verification_leaves_the_previous_one_and_its_checksums(
-        finished_run, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, damage: str,  # noqa: ANN001
+        finished_run, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, damage: str,
         way: str) -> None:
     import zenodo_hpc.dataset.pack as pack_module
 
@@ -209,7 +209,7 @@ def test_a_new_image_that_fails_verification_leaves_the_previous_one_and_its_che
     elif damage == "cut short":
         monkeypatch.setattr(pack_module, "build_image", _corrupting(original, lambda p: os.truncate(p, 8192)))
     else:  # a record's file rewritten between the manifest and mksquashfs
-        def build(run_, cfg_, done, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        def build(run_, cfg_, done, **kwargs):
             (run_.data / "107" / "metadata_107.json").write_text("{}\n")
             return original(run_, cfg_, done, **kwargs)
         monkeypatch.setattr(pack_module, "build_image", build)
@@ -226,7 +226,7 @@ def test_a_new_image_that_fails_verification_leaves_the_previous_one_and_its_che
 
 @pytest.mark.parametrize("way", list(READ_BACK_WAYS))
 def test_each_read_back_verifies_a_good_image_and_the_log_says_which(
-        finished_run, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, way: str) -> None:  # noqa: ANN001
+        finished_run, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, way: str) -> None:
     run, cfg = finished_run
     _read_back_by(monkeypatch, way)
     with caplog.at_level("INFO", logger="zenodo_hpc.dataset.pack"):
@@ -237,7 +237,7 @@ def test_each_read_back_verifies_a_good_image_and_the_log_says_which(
 
 @pytest.mark.parametrize("way", list(READ_BACK_WAYS))
 def test_each_read_back_names_a_file_that_reads_back_different_a_missing_and_an_unexpected_one(
-        finished_run, monkeypatch: pytest.MonkeyPatch, way: str) -> None:  # noqa: ANN001
+        finished_run, monkeypatch: pytest.MonkeyPatch, way: str) -> None:
     from zenodo_hpc.dataset.pack import verify_image
 
     run, cfg = finished_run
@@ -272,7 +272,7 @@ def _files_of(folder: Path, names: set[str]) -> list[tuple[str, int, str]]:
     return [(n, (folder / n).stat().st_size, hashlib.sha256((folder / n).read_bytes()).hexdigest()) for n in names]
 
 
-def _damaged_then_made_again(run, cfg, capsys, record: str = "105") -> None:  # noqa: ANN001
+def _damaged_then_made_again(run, cfg, capsys, record: str = "105") -> None:
     """pack refuses naming the record, which is failed as damaged_output; resume makes it again; pack works."""
     assert main(["pack", str(run.root)]) == 1
     err = capsys.readouterr().err
@@ -288,7 +288,7 @@ def _damaged_then_made_again(run, cfg, capsys, record: str = "105") -> None:  # 
     assert pack(run, cfg, progress=False).records == 12
 
 
-def test_a_truncated_h5_is_not_packed_and_resume_makes_it_again(finished_run, capsys: pytest.CaptureFixture) -> None:  # noqa: ANN001
+def test_a_truncated_h5_is_not_packed_and_resume_makes_it_again(finished_run, capsys: pytest.CaptureFixture) -> None:
     run, cfg = finished_run
     h5 = run.data / "105" / "images_105.h5"
     good = h5.read_bytes()
@@ -299,7 +299,7 @@ def test_a_truncated_h5_is_not_packed_and_resume_makes_it_again(finished_run, ca
     assert h5.read_bytes() == good  # made again, byte for byte
 
 
-def test_a_missing_file_or_a_changed_one_is_damage_too(finished_run, capsys: pytest.CaptureFixture) -> None:  # noqa: ANN001
+def test_a_missing_file_or_a_changed_one_is_damage_too(finished_run, capsys: pytest.CaptureFixture) -> None:
     run, cfg = finished_run
     (run.data / "105" / "images_105.pkl").unlink()
     _damaged_then_made_again(run, cfg, capsys)
@@ -308,7 +308,7 @@ def test_a_missing_file_or_a_changed_one_is_damage_too(finished_run, capsys: pyt
     _damaged_then_made_again(run, cfg, capsys, "106")
 
 
-def test_an_older_done_marker_without_checksums_still_catches_a_truncated_h5(finished_run,  # noqa: ANN001
+def test_an_older_done_marker_without_checksums_still_catches_a_truncated_h5(finished_run,
                                                                              capsys: pytest.CaptureFixture) -> None:
     run, cfg = finished_run
     for record in ("105", "106"):  # markers as older versions wrote them: no "outputs"
@@ -322,7 +322,7 @@ def test_an_older_done_marker_without_checksums_still_catches_a_truncated_h5(fin
     _damaged_then_made_again(run, cfg, capsys)
 
 
-def test_a_garbled_done_marker_is_written_anew_when_the_folder_reads_whole(finished_run,  # noqa: ANN001
+def test_a_garbled_done_marker_is_written_anew_when_the_folder_reads_whole(finished_run,
                                                                            capsys: pytest.CaptureFixture) -> None:
     run, cfg = finished_run
     path = run.state / "done" / "105.json"
@@ -336,7 +336,7 @@ def test_a_garbled_done_marker_is_written_anew_when_the_folder_reads_whole(finis
     assert (run.state / "done" / ".105.json.corrupt").read_bytes() == b"\x00\xff garbage"
 
 
-def test_a_garbled_done_marker_of_a_damaged_folder_sends_the_record_back(finished_run,  # noqa: ANN001
+def test_a_garbled_done_marker_of_a_damaged_folder_sends_the_record_back(finished_run,
                                                                          capsys: pytest.CaptureFixture) -> None:
     run, cfg = finished_run
     (run.state / "done" / "105.json").write_text('{"id": "105", "fini')
@@ -345,7 +345,7 @@ def test_a_garbled_done_marker_of_a_damaged_folder_sends_the_record_back(finishe
     _damaged_then_made_again(run, cfg, capsys)
 
 
-def test_damaged_records_are_left_out_with_allow_partial(finished_run) -> None:  # noqa: ANN001
+def test_damaged_records_are_left_out_with_allow_partial(finished_run) -> None:
     run, cfg = finished_run
     h5 = run.data / "105" / "images_105.h5"
     h5.write_bytes(h5.read_bytes()[:100])
@@ -359,7 +359,7 @@ def test_damaged_records_are_left_out_with_allow_partial(finished_run) -> None: 
 # --- the cost of packing: pack.level, and every CPU the pack has -------------------------------------------------
 
 
-def _command(cfg, monkeypatch: pytest.MonkeyPatch, cpus: str | None = None) -> list[str]:  # noqa: ANN001
+def _command(cfg, monkeypatch: pytest.MonkeyPatch, cpus: str | None = None) -> list[str]:
     if cpus is None:
         monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
     else:
@@ -399,7 +399,7 @@ def test_a_level_the_compressor_does_not_have_is_refused(pack_config: dict, mess
 
 
 def test_the_image_is_the_same_on_any_number_of_cpus_and_the_level_is_applied(
-        finished_run, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+        finished_run, monkeypatch: pytest.MonkeyPatch) -> None:
     run, cfg = finished_run
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
     one = pack(run, cfg, progress=False).md5

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(shutil.which("mksquashfs") is None,
                                 reason="mksquashfs not on PATH (apt-get install squashfs-tools)")
 
 
-def test_run_goes_from_zenodo_to_a_verified_image(tmp_path: Path, zenodo_with_records,  # noqa: ANN001
+def test_run_goes_from_zenodo_to_a_verified_image(tmp_path: Path, zenodo_with_records,
                                                   capsys: pytest.CaptureFixture) -> None:
     import requests
 
@@ -42,13 +42,13 @@ def test_run_goes_from_zenodo_to_a_verified_image(tmp_path: Path, zenodo_with_re
     assert "nothing to submit" in capsys.readouterr().out
 
 
-def _run(cfg):  # noqa: ANN001, ANN202
+def _run(cfg):
     from zenodo_hpc.core.state import RunDir
 
     return RunDir(cfg.run_dir)
 
 
-def test_interrupt_message_says_how_to_continue(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001
+def test_interrupt_message_says_how_to_continue(tmp_path: Path, zenodo_with_records) -> None:
     cfg = run_config(tmp_path, zenodo_with_records)
     message = interrupted_message(cfg, "my.yaml")
     assert "zenodo-hpc run -c my.yaml" in message and f"zenodo-hpc resume {cfg.run_dir}" in message
@@ -57,14 +57,14 @@ def test_interrupt_message_says_how_to_continue(tmp_path: Path, zenodo_with_reco
     assert "queued SLURM jobs keep running" in message and "local workers" not in message
 
 
-def test_run_with_debug_executor_and_a_limit(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001
+def test_run_with_debug_executor_and_a_limit(tmp_path: Path, zenodo_with_records) -> None:
     cfg = run_config(tmp_path, zenodo_with_records)
     outcome = run_pipeline(cfg, limit=5, kind="debug", progress=False)
     assert outcome.packed is not None and outcome.packed.records == 5
     assert outcome.status.done == 5 and outcome.status.records == 5
 
 
-def test_local_run_takes_the_same_decisions_round_after_round(tmp_path: Path, zenodo_with_records,  # noqa: ANN001
+def test_local_run_takes_the_same_decisions_round_after_round(tmp_path: Path, zenodo_with_records,
                                                               capsys: pytest.CaptureFixture) -> None:
     import requests
 

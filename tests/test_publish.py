@@ -126,22 +126,22 @@ def refuse(folder: Path, match: str, **kwargs: Any) -> str:
 
 
 @pytest.mark.parametrize("title", ["x" * 5, "x" * 51])
-def test_title_must_be_6_to_50_characters(export, no_credentials, title: str) -> None:  # noqa: ANN001
+def test_title_must_be_6_to_50_characters(export, no_credentials, title: str) -> None:
     message = refuse(export[0], r"title must be 6 to 50 characters", title=title)
     assert f"has {len(title)}" in message
 
 
 @pytest.mark.parametrize("name", ["my data set", "Zenodo-ML-images", "zenodo_ml_images", "-zenodo-ml", "zenodo--ml"])
-def test_slug_only_lowercase_letters_digits_and_hyphens(export, no_credentials, name: str) -> None:  # noqa: ANN001
+def test_slug_only_lowercase_letters_digits_and_hyphens(export, no_credentials, name: str) -> None:
     refuse(export[0], r"only lowercase letters, digits and single hyphens \(no spaces\)", name=name)
 
 
 @pytest.mark.parametrize("name", ["zenod", "z" * 51])
-def test_slug_must_be_6_to_50_characters(export, no_credentials, name: str) -> None:  # noqa: ANN001
+def test_slug_must_be_6_to_50_characters(export, no_credentials, name: str) -> None:
     refuse(export[0], r"name \(URL slug\) must be 6 to 50 characters", name=name)
 
 
-def test_two_licenses_are_refused_unless_one_is_chosen(export, no_credentials) -> None:  # noqa: ANN001
+def test_two_licenses_are_refused_unless_one_is_chosen(export, no_credentials) -> None:
     folder, _ = export
     edit_package(folder, licenses=[{"name": "CC0-1.0"}, {"name": "CC-BY-4.0"}])
     refuse(folder, r"exactly one license, .* names 2 \(CC0-1\.0, CC-BY-4\.0\): pass --license")
@@ -149,7 +149,7 @@ def test_two_licenses_are_refused_unless_one_is_chosen(export, no_credentials) -
     assert metadata["licenses"] == [{"name": "CC-BY-4.0"}]  # the spelling Kaggle knows
 
 
-def test_unknown_or_missing_license(export, no_credentials) -> None:  # noqa: ANN001
+def test_unknown_or_missing_license(export, no_credentials) -> None:
     folder, _ = export
     message = refuse(folder, r"Kaggle does not know the license 'MIT'; use one of: CC0-1\.0", license="MIT")
     assert all(name in message for name in KAGGLE_LICENSES)
@@ -157,13 +157,13 @@ def test_unknown_or_missing_license(export, no_credentials) -> None:  # noqa: AN
     refuse(folder, r"names no license: pass --license")
 
 
-def test_missing_file(export, no_credentials) -> None:  # noqa: ANN001
+def test_missing_file(export, no_credentials) -> None:
     folder, _ = export
     (folder / "js.tar.gz").unlink()
     refuse(folder, r"js\.tar\.gz is listed in datapackage\.json but missing")
 
 
-def test_changed_file_and_unlisted_file(export, no_credentials) -> None:  # noqa: ANN001
+def test_changed_file_and_unlisted_file(export, no_credentials) -> None:
     folder, _ = export
     (folder / "notes.txt").write_text("not part of the dataset\n")
     refuse(folder, r"holds notes\.txt, not listed in datapackage\.json")
@@ -177,7 +177,7 @@ def test_changed_file_and_unlisted_file(export, no_credentials) -> None:  # noqa
     refuse(folder, r"index\.csv does not match its hash")
 
 
-def test_missing_folder_empty_folder_not_an_export(tmp_path: Path, no_credentials) -> None:  # noqa: ANN001
+def test_missing_folder_empty_folder_not_an_export(tmp_path: Path, no_credentials) -> None:
     refuse(tmp_path / "nowhere", r"nowhere does not exist: run `zenodo-hpc organize")
     (tmp_path / "empty").mkdir()
     refuse(tmp_path / "empty", r"empty is empty: run `zenodo-hpc organize")
@@ -186,14 +186,14 @@ def test_missing_folder_empty_folder_not_an_export(tmp_path: Path, no_credential
     refuse(tmp_path / "other", r"has no datapackage\.json")
 
 
-def test_at_most_1000_files(export, no_credentials) -> None:  # noqa: ANN001
+def test_at_most_1000_files(export, no_credentials) -> None:
     folder, _ = export
     resources = [{"path": f"part-{i:04d}.tar.gz"} for i in range(1001)]
     edit_package(folder, resources=resources)
     refuse(folder, r"lists 1001 files; a Kaggle dataset holds at most 1000")
 
 
-def test_no_credentials_says_where_to_put_them(export, no_credentials, monkeypatch, capsys) -> None:  # noqa: ANN001
+def test_no_credentials_says_where_to_put_them(export, no_credentials, monkeypatch, capsys) -> None:
     folder, _ = export
     monkeypatch.setenv("KAGGLE_KEY", KEY)  # a key without a user name is not a credential
     with pytest.raises(UserError) as info:
@@ -236,7 +236,7 @@ def test_help_and_error_name_the_kaggle_json_the_client_reads(no_credentials: Pa
     assert "kaggle.json in $KAGGLE_CONFIG_DIR" in help_text and folder in help_text
 
 
-def test_without_the_kaggle_extra(export, no_credentials, monkeypatch) -> None:  # noqa: ANN001
+def test_without_the_kaggle_extra(export, no_credentials, monkeypatch) -> None:
     monkeypatch.setenv("KAGGLE_USERNAME", USER)
     monkeypatch.setenv("KAGGLE_KEY", KEY)
     monkeypatch.setitem(sys.modules, "kaggle", None)  # as if not installed
@@ -245,7 +245,7 @@ def test_without_the_kaggle_extra(export, no_credentials, monkeypatch) -> None: 
         publish_kaggle(export[0], username=USER, title=TITLE)
 
 
-def test_metadata_is_the_package_with_the_arguments(export) -> None:  # noqa: ANN001
+def test_metadata_is_the_package_with_the_arguments(export) -> None:
     folder, _ = export
     metadata = prepare_kaggle_metadata(folder, username=USER, title=f"  {TITLE} ", keywords=["code", " ", "code", "ml"])
     package = json.loads((folder / "datapackage.json").read_text())
@@ -317,7 +317,7 @@ class Publisher:
 
 
 @pytest.fixture
-def double():  # noqa: ANN201
+def double():
     with KaggleDouble(users={USER: KEY}, known_tags={"programming", "code", "software"}) as server:
         yield server
 
@@ -376,7 +376,7 @@ def export_listing(files: dict[str, bytes]) -> list[str]:
 
 
 @needs_kaggle
-def test_creates_a_private_dataset_then_a_new_version(export, double, publish) -> None:  # noqa: ANN001
+def test_creates_a_private_dataset_then_a_new_version(export, double, publish) -> None:
     folder, files = export
     double.max_page_size = 2  # 3 files: the check must read both pages of the listing
     (folder / ".py.tar.gz.partial").write_bytes(b"left over by a crashed writer")  # hidden: never uploaded
@@ -446,7 +446,7 @@ def test_creates_a_private_dataset_then_a_new_version(export, double, publish) -
 
 
 @needs_kaggle
-def test_public_only_when_asked(export, double, publish) -> None:  # noqa: ANN001
+def test_public_only_when_asked(export, double, publish) -> None:
     folder, _ = export
     done = publish(folder, public=True, license="CC-BY-SA-4.0")
     assert done.returncode == 0, done.stderr
@@ -458,7 +458,7 @@ def test_public_only_when_asked(export, double, publish) -> None:  # noqa: ANN00
 
 
 @needs_kaggle
-def test_existing_dataset_needs_version_notes(export, double, publish) -> None:  # noqa: ANN001
+def test_existing_dataset_needs_version_notes(export, double, publish) -> None:
     folder, _ = export
     double.add_dataset(REF, {"old.csv": b"a\n"})
     line = error_line(publish(folder))
@@ -469,7 +469,7 @@ def test_existing_dataset_needs_version_notes(export, double, publish) -> None: 
 
 
 @needs_kaggle
-def test_failed_upload_then_rerun_converges(export, double, publish) -> None:  # noqa: ANN001
+def test_failed_upload_then_rerun_converges(export, double, publish) -> None:
     # the storage server fails the third file's PUT (its bytes are lost). A client may then stop (kaggle 2.2.5
     # raises) or publish without that file (2.2.4); either way the user is told what to do, and doing it
     # leaves Kaggle with every file
@@ -503,7 +503,7 @@ def test_failed_upload_then_rerun_converges(export, double, publish) -> None:  #
 
 
 @needs_kaggle
-def test_a_version_kaggle_holds_without_a_file_is_reported(export, double, publish) -> None:  # noqa: ANN001
+def test_a_version_kaggle_holds_without_a_file_is_reported(export, double, publish) -> None:
     # whatever the client sent, the version must list every file: the check catches one that is not there
     folder, files = export
     double.lose = {"js.tar.gz"}
@@ -526,7 +526,7 @@ def test_incomplete_listing_names_missing_files_and_wrong_sizes() -> None:
 
 
 @needs_kaggle
-def test_waits_while_kaggle_processes_the_new_version(export, double, publish) -> None:  # noqa: ANN001
+def test_waits_while_kaggle_processes_the_new_version(export, double, publish) -> None:
     folder, files = export
     double.processing = ["NOT_YET_PERSISTED", "BLOBS_RECEIVED", "BLOBS_DECOMPRESSED"]
     done = publish(folder)
@@ -538,7 +538,7 @@ def test_waits_while_kaggle_processes_the_new_version(export, double, publish) -
 
 
 @needs_kaggle
-def test_processing_failed_or_unfinished_is_one_line(export, double, publish) -> None:  # noqa: ANN001
+def test_processing_failed_or_unfinished_is_one_line(export, double, publish) -> None:
     folder, _ = export
     double.final_status = "FAILED"
     line = error_line(publish(folder))
@@ -555,7 +555,7 @@ def test_processing_failed_or_unfinished_is_one_line(export, double, publish) ->
 
 
 @needs_kaggle
-def test_transient_503_during_upload_is_retried_by_the_client(export, double, publish) -> None:  # noqa: ANN001
+def test_transient_503_during_upload_is_retried_by_the_client(export, double, publish) -> None:
     folder, files = export
     double.fail("PUT", 503, "Service Unavailable")
     done = publish(folder)
@@ -567,7 +567,7 @@ def test_transient_503_during_upload_is_retried_by_the_client(export, double, pu
 
 @needs_kaggle
 @pytest.mark.parametrize("call", ["StartBlobUpload", "CreateDataset"])
-def test_server_error_answers_then_rerun_succeeds(export, double, publish, call: str) -> None:  # noqa: ANN001
+def test_server_error_answers_then_rerun_succeeds(export, double, publish, call: str) -> None:
     folder, files = export
     double.fail(call, 500, "Internal error, please retry")
     line = error_line(publish(folder))
@@ -584,7 +584,7 @@ def test_server_error_answers_then_rerun_succeeds(export, double, publish, call:
 
 
 @needs_kaggle
-def test_refusal_in_the_answer_then_rerun_succeeds(export, double, publish) -> None:  # noqa: ANN001
+def test_refusal_in_the_answer_then_rerun_succeeds(export, double, publish) -> None:
     folder, files = export
     double.fail("CreateDataset", error_answer=True, message="The dataset could not be created, try again later")
     line = error_line(publish(folder))
@@ -599,7 +599,7 @@ def test_refusal_in_the_answer_then_rerun_succeeds(export, double, publish) -> N
 
 @needs_kaggle
 @pytest.mark.parametrize("error_answer", [False, True], ids=["HTTP error", "error answer"])
-def test_key_echoed_by_the_server_is_masked(export, double, publish, error_answer: bool) -> None:  # noqa: ANN001
+def test_key_echoed_by_the_server_is_masked(export, double, publish, error_answer: bool) -> None:
     folder, _ = export
     double.fail("CreateDataset", 400, f"bad request from {USER}:{KEY} (Authorization: Basic {BASIC})",
                 error_answer=error_answer)
@@ -608,7 +608,7 @@ def test_key_echoed_by_the_server_is_masked(export, double, publish, error_answe
 
 
 @needs_kaggle
-def test_status_errors(export, double, publish) -> None:  # noqa: ANN001
+def test_status_errors(export, double, publish) -> None:
     folder, _ = export
     double.fail("GetDatasetStatus", 503, "Service Unavailable")
     line = error_line(publish(folder))
@@ -618,7 +618,7 @@ def test_status_errors(export, double, publish) -> None:  # noqa: ANN001
 
 
 @needs_kaggle
-def test_wrong_key_is_refused_and_never_shown(export, double, publish) -> None:  # noqa: ANN001
+def test_wrong_key_is_refused_and_never_shown(export, double, publish) -> None:
     folder, _ = export
     double.users[USER] = "the-right-key"
     line = error_line(publish(folder))
@@ -628,7 +628,7 @@ def test_wrong_key_is_refused_and_never_shown(export, double, publish) -> None: 
 
 
 @needs_kaggle
-def test_verbose_client_on_a_terminal_does_not_print_the_key(export, double, publish) -> None:  # noqa: ANN001
+def test_verbose_client_on_a_terminal_does_not_print_the_key(export, double, publish) -> None:
     # on a terminal the client's output is shown (on stderr); with VERBOSE=1 it would print every request
     # with its Authorization header: the Publisher checks that neither the key nor user:key in base64 shows
     done = publish(export[0], env={"VERBOSE": "1"}, tty=True)
@@ -640,7 +640,7 @@ def test_verbose_client_on_a_terminal_does_not_print_the_key(export, double, pub
 
 
 @needs_kaggle
-def test_kaggle_json_and_access_token(export, double, publish, tmp_path: Path) -> None:  # noqa: ANN001
+def test_kaggle_json_and_access_token(export, double, publish, tmp_path: Path) -> None:
     folder, files = export
     config = tmp_path / "config" / "kaggle.json"
     config.write_text(json.dumps({"username": USER, "key": KEY}))

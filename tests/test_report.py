@@ -259,7 +259,7 @@ def _tile(html: str, label: str) -> int:
     return int(match.group(1).replace(",", ""))
 
 
-def test_report_of_a_run_in_progress_with_failures(tmp_path: Path, zenodo_with_records,  # noqa: ANN001
+def test_report_of_a_run_in_progress_with_failures(tmp_path: Path, zenodo_with_records,
                                                    monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture) -> None:
     import requests
@@ -342,7 +342,7 @@ def test_report_of_a_run_in_progress_with_failures(tmp_path: Path, zenodo_with_r
     assert re.search(r"<td>2026.11.29</td><td class=\"n\">4</td><td class=\"n\">2</td>", html)
 
 
-def test_figures_beside_the_dataset_card_are_reproducible(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001
+def test_figures_beside_the_dataset_card_are_reproducible(tmp_path: Path, zenodo_with_records) -> None:
     from zenodo_hpc.report import card_markdown, write_report_figures
 
     cfg = run_config(tmp_path, zenodo_with_records)

@@ -73,7 +73,7 @@ def damage(path: Path, how: str) -> None:
 
 
 @pytest.fixture
-def finished(tmp_path: Path, zenodo_with_records):  # noqa: ANN001, ANN201
+def finished(tmp_path: Path, zenodo_with_records):
     """A run whose record 104 failed once (a 404: quarantined at once), the other 11 done."""
     hit = next(h for h in _hits(zenodo_with_records) if h["id"] == 104)
     zenodo_with_records.fail(f"/api/records/104/files/{hit['files'][0]['key']}/content", "404", times=1)
@@ -85,7 +85,7 @@ def finished(tmp_path: Path, zenodo_with_records):  # noqa: ANN001, ANN201
     return run, cfg
 
 
-def _hits(double) -> list[dict]:  # noqa: ANN001
+def _hits(double) -> list[dict]:
     import requests
 
     return requests.get(f"{double.api_url}/records", params={"size": 25}).json()["hits"]["hits"]
@@ -102,7 +102,7 @@ def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
 
 
 @pytest.mark.parametrize("how", sorted(DAMAGE))
-def test_a_garbled_failure_marker_is_a_failure_that_the_next_attempt_rewrites(finished, how: str,  # noqa: ANN001
+def test_a_garbled_failure_marker_is_a_failure_that_the_next_attempt_rewrites(finished, how: str,
                                                                              capsys: pytest.CaptureFixture) -> None:
     run, _ = finished
     path = run.state / "failed" / "104.json"
@@ -119,7 +119,7 @@ def test_a_garbled_failure_marker_is_a_failure_that_the_next_attempt_rewrites(fi
     assert cli(capsys, "pack", str(run.root))[0] == 0
 
 
-def test_a_new_failure_sets_the_garbled_marker_aside(finished) -> None:  # noqa: ANN001
+def test_a_new_failure_sets_the_garbled_marker_aside(finished) -> None:
     run, _ = finished
     path = run.state / "failed" / "104.json"
     damage(path, "binary junk")
@@ -133,7 +133,7 @@ def test_a_new_failure_sets_the_garbled_marker_aside(finished) -> None:  # noqa:
 # --- state/done/<id>.json: only pack reads it (tests/test_pack.py) -----------------------------------
 
 
-def test_status_and_resume_do_not_need_done_markers_to_be_readable(finished, capsys: pytest.CaptureFixture) -> None:  # noqa: ANN001
+def test_status_and_resume_do_not_need_done_markers_to_be_readable(finished, capsys: pytest.CaptureFixture) -> None:
     run, _ = finished
     damage(run.state / "done" / "105.json", "binary junk")
     code, out, _ = cli(capsys, "status", str(run.root))
@@ -145,7 +145,7 @@ def test_status_and_resume_do_not_need_done_markers_to_be_readable(finished, cap
 # --- state/attempts/<id> ---------------------------------------------------------------------------
 
 
-def test_junk_in_an_attempts_file_counts_for_nothing(finished, capsys: pytest.CaptureFixture) -> None:  # noqa: ANN001
+def test_junk_in_an_attempts_file_counts_for_nothing(finished, capsys: pytest.CaptureFixture) -> None:
     run, _ = finished
     path = run.state / "attempts" / "104"
     assert attempts_of(run, "104") == 1
@@ -164,7 +164,7 @@ def test_junk_in_an_attempts_file_counts_for_nothing(finished, capsys: pytest.Ca
 
 
 @pytest.mark.parametrize("how", sorted(DAMAGE))
-def test_a_garbled_plan_stops_resume_naming_it_while_status_and_pack_go_on(finished, how: str,  # noqa: ANN001
+def test_a_garbled_plan_stops_resume_naming_it_while_status_and_pack_go_on(finished, how: str,
                                                                           capsys: pytest.CaptureFixture) -> None:
     run, _ = finished
     (run.state / "done" / "105.json").unlink()  # 105 is to be made again
@@ -188,7 +188,7 @@ def test_a_garbled_plan_stops_resume_naming_it_while_status_and_pack_go_on(finis
 
 
 @pytest.mark.parametrize("how", sorted(DAMAGE))
-def test_a_garbled_submission_is_shown_without_task_states_and_stops_resume(finished, how: str,  # noqa: ANN001
+def test_a_garbled_submission_is_shown_without_task_states_and_stops_resume(finished, how: str,
                                                                            capsys: pytest.CaptureFixture) -> None:
     run, _ = finished
     (run.state / "done" / "105.json").unlink()  # 105 is to be made again
@@ -209,7 +209,7 @@ def test_a_garbled_submission_is_shown_without_task_states_and_stops_resume(fini
 # --- records.jsonl ---------------------------------------------------------------------------------
 
 
-def test_lines_no_plan_holds_are_no_records_for_any_command(finished, capsys: pytest.CaptureFixture) -> None:  # noqa: ANN001
+def test_lines_no_plan_holds_are_no_records_for_any_command(finished, capsys: pytest.CaptureFixture) -> None:
     """A hit an older harvest kept (an id that is no Zenodo id) and a record's line twice: the plans leave both out,
     so status, resume, pack and run must not count them either (they said "1 pending" / "all accounted for")."""
     run, _ = finished
@@ -236,7 +236,7 @@ def test_a_record_holding_an_infinite_number_or_deep_nesting_is_no_record(tmp_pa
     assert [record_id for _, record_id, _ in scan_run_records(path)] == ["1", "3"]
 
 
-def test_markers_of_a_line_removed_by_hand_count_for_nothing(finished, capsys: pytest.CaptureFixture) -> None:  # noqa: ANN001
+def test_markers_of_a_line_removed_by_hand_count_for_nothing(finished, capsys: pytest.CaptureFixture) -> None:
     """A record's line deleted (a damaged line's repair, before the harvest brings it back): its done marker and
     folder stay, and must not make the counts disagree with the records, nor its folder enter the image."""
     run, _ = finished
@@ -259,7 +259,7 @@ RECORDS_DAMAGE = {
 
 
 @pytest.mark.parametrize("how", sorted(RECORDS_DAMAGE))
-def test_a_damaged_line_of_records_jsonl_is_one_line_saying_how_to_repair_it(finished, how: str,  # noqa: ANN001
+def test_a_damaged_line_of_records_jsonl_is_one_line_saying_how_to_repair_it(finished, how: str,
                                                                             capsys: pytest.CaptureFixture) -> None:
     run, cfg = finished
     lines = run.records.read_bytes().splitlines(keepends=True)
@@ -283,7 +283,7 @@ def test_a_damaged_line_of_records_jsonl_is_one_line_saying_how_to_repair_it(fin
     assert code == 0 and ": 12 records" in out and "done              11" in out
 
 
-def test_a_records_jsonl_spelling_a_lone_surrogate_is_read_with_u_fffd(tmp_path: Path, zenodo_with_records,  # noqa: ANN001
+def test_a_records_jsonl_spelling_a_lone_surrogate_is_read_with_u_fffd(tmp_path: Path, zenodo_with_records,
                                                                        capsys: pytest.CaptureFixture) -> None:
     """Another tool may write ``"\\ud800"`` (valid JSON, no character): every file made from the record must still be
     UTF-8 (the record's metadata, the image's card), so it reads as U+FFFD, as the harvest writes it."""
@@ -363,7 +363,7 @@ def test_a_run_directory_with_no_state_yet(tmp_path: Path) -> None:
     assert next_generation(run) == 1
 
 
-def test_a_local_worker_recorded_on_another_host_is_shown_as_such_and_its_records_planned_again(  # noqa: ANN001
+def test_a_local_worker_recorded_on_another_host_is_shown_as_such_and_its_records_planned_again(
         finished, capsys: pytest.CaptureFixture) -> None:
     run, _ = finished
     path = run.state / "submissions" / "0001.json"

@@ -76,7 +76,7 @@ class SlowClock:
         self.now += seconds
 
 
-def test_a_waiting_run_looks_less_often_when_status_takes_long(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_a_waiting_run_looks_less_often_when_status_takes_long(tmp_path: Path, monkeypatch) -> None:
     from types import SimpleNamespace
 
     from zenodo_hpc.drivers import pipeline

@@ -34,13 +34,13 @@ ALL = {str(100 + i) for i in range(1, 13)}
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def harvested(tmp_path: Path, double, **executor) -> tuple[RunDir, Config]:  # noqa: ANN001
+def harvested(tmp_path: Path, double, **executor) -> tuple[RunDir, Config]:
     cfg = run_config(tmp_path, double, **executor)
     harvest(cfg, progress=False)
     return open_run(cfg), cfg
 
 
-def clean_outputs(tmp_path: Path, double) -> dict[str, bytes]:  # noqa: ANN001
+def clean_outputs(tmp_path: Path, double) -> dict[str, bytes]:
     """The outputs of an uninterrupted run (debug executor) from the same double, to compare against."""
     run, cfg = harvested(tmp_path / "clean", double)
     submit_pending(run, cfg, kind="debug")
@@ -48,7 +48,7 @@ def clean_outputs(tmp_path: Path, double) -> dict[str, bytes]:  # noqa: ANN001
     return tree_bytes(run.data)
 
 
-def test_local_run_completes_with_the_same_outputs_as_debug(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001
+def test_local_run_completes_with_the_same_outputs_as_debug(tmp_path: Path, zenodo_with_records) -> None:
     run, cfg = harvested(tmp_path, zenodo_with_records)
     result = submit_pending(run, cfg)
     assert result.submission is not None and result.submission.kind == "local"
@@ -64,7 +64,7 @@ def test_local_run_completes_with_the_same_outputs_as_debug(tmp_path: Path, zeno
     assert again.plan is None and generations(run) == [1]  # a complete run submits nothing
 
 
-def test_failed_records_are_counted_by_reason_and_retried_by_resume(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001
+def test_failed_records_are_counted_by_reason_and_retried_by_resume(tmp_path: Path, zenodo_with_records) -> None:
     double = zenodo_with_records
     hit = next(h for h in _hits(double) if h["id"] == 103)
     url_path = "/api/records/103/files/" + hit["files"][0]["key"] + "/content"
@@ -81,7 +81,7 @@ def test_failed_records_are_counted_by_reason_and_retried_by_resume(tmp_path: Pa
     assert gather_status(run).failed == 0
 
 
-def _hits(double) -> list[dict]:  # noqa: ANN001
+def _hits(double) -> list[dict]:
     import requests
 
     return requests.get(f"{double.api_url}/records", params={"size": 25}).json()["hits"]["hits"]
@@ -115,13 +115,13 @@ def _worker_pid_for(run: RunDir, record_id: str) -> int | None:
     return tasks.get(str(shard), {}).get("pid")
 
 
-def _slow(double, record_id: int, seconds: float, times: int) -> None:  # noqa: ANN001
+def _slow(double, record_id: int, seconds: float, times: int) -> None:
     hit = next(h for h in _hits(double) if h["id"] == record_id)
     double.fail(f"/api/records/{record_id}/files/{hit['files'][0]['key']}/content", "slow", times=times,
                 seconds=seconds)
 
 
-def test_worker_killed_mid_record_then_resume_gives_identical_outputs(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001
+def test_worker_killed_mid_record_then_resume_gives_identical_outputs(tmp_path: Path, zenodo_with_records) -> None:
     _slow(zenodo_with_records, 105, 3.0, times=1)
     run, cfg = harvested(tmp_path, zenodo_with_records)
     stop = threading.Event()
@@ -142,7 +142,7 @@ def test_worker_killed_mid_record_then_resume_gives_identical_outputs(tmp_path: 
     assert tree_bytes(run.data) == clean_outputs(tmp_path, zenodo_with_records)
 
 
-def test_a_record_that_kills_its_worker_every_time_is_quarantined(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001
+def test_a_record_that_kills_its_worker_every_time_is_quarantined(tmp_path: Path, zenodo_with_records) -> None:
     _slow(zenodo_with_records, 107, 3.0, times=5)
     run, cfg = harvested(tmp_path, zenodo_with_records, max_attempts=2)
     stop = threading.Event()
@@ -168,7 +168,7 @@ def _debug_submit_with_file_size_limit(run: RunDir, cfg: Config, limit: int) -> 
 
 
 def test_full_disk_while_writing_fails_records_cleanly_and_resume_finishes(tmp_path: Path,
-                                                                          zenodo_with_records) -> None:  # noqa: ANN001
+                                                                          zenodo_with_records) -> None:
     run, cfg = harvested(tmp_path, zenodo_with_records)
     pid = os.fork()
     if pid == 0:  # a child whose writes fail past 30 kB, as on a full disk
@@ -189,7 +189,7 @@ def test_full_disk_while_writing_fails_records_cleanly_and_resume_finishes(tmp_p
     assert tree_bytes(run.data) == clean_outputs(tmp_path, zenodo_with_records)
 
 
-def test_two_drivers_do_not_both_submit(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001
+def test_two_drivers_do_not_both_submit(tmp_path: Path, zenodo_with_records) -> None:
     run, cfg = harvested(tmp_path, zenodo_with_records)
     busy = r"another zenodo-hpc driver \(submit, pid \d+ on .*remove .*driver.lock"
     with driver_lock(run, "submit"), pytest.raises(UserError, match=busy):  # another driver is submitting
@@ -197,7 +197,7 @@ def test_two_drivers_do_not_both_submit(tmp_path: Path, zenodo_with_records) -> 
     assert generations(run) == [] and load_submissions(run) == []
 
 
-def test_stale_lock_of_a_dead_driver_is_taken_over(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001
+def test_stale_lock_of_a_dead_driver_is_taken_over(tmp_path: Path, zenodo_with_records) -> None:
     import json
     import socket
 
@@ -207,7 +207,7 @@ def test_stale_lock_of_a_dead_driver_is_taken_over(tmp_path: Path, zenodo_with_r
     assert ids_in(run, "done") == ALL and not (run.state / "driver.lock").exists()
 
 
-def test_run_directory_from_a_different_config_is_refused(tmp_path: Path, zenodo_with_records,  # noqa: ANN001
+def test_run_directory_from_a_different_config_is_refused(tmp_path: Path, zenodo_with_records,
                                                           capsys: pytest.CaptureFixture) -> None:
     run, cfg = harvested(tmp_path, zenodo_with_records)
     data = cfg.to_dict()
@@ -226,7 +226,7 @@ def test_run_directory_from_a_different_config_is_refused(tmp_path: Path, zenodo
     assert main(["submit", "-c", str(config), "--executor", "debug"]) == 0
 
 
-def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path, zenodo_with_records,  # noqa: ANN001
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path, zenodo_with_records,
                                                     capsys: pytest.CaptureFixture) -> None:
     run, cfg = harvested(tmp_path, zenodo_with_records)
     config = tmp_path / "c.yaml"
@@ -240,7 +240,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path, zenodo_with_
     assert generations(run) == [] and load_submissions(run) == [] and ids_in(run, "done") == set()
 
 
-def test_dry_run_of_the_sherlock_config_needs_neither_slurm_nor_a_harvest(  # noqa: ANN001
+def test_dry_run_of_the_sherlock_config_needs_neither_slurm_nor_a_harvest(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     """A laptop (or a login node before `module load slurm`): no SLURM command on PATH, nothing harvested."""
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no sbatch, srun, scontrol, sacctmgr, sinfo
@@ -280,7 +280,7 @@ def test_records_is_for_a_dry_run_only(tmp_path: Path, capsys: pytest.CaptureFix
     assert not (tmp_path / "r").exists()
 
 
-def test_a_real_submit_without_slurm_says_what_is_missing_and_writes_no_plan(  # noqa: ANN001
+def test_a_real_submit_without_slurm_says_what_is_missing_and_writes_no_plan(
         tmp_path: Path, zenodo_with_records, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     run, cfg = harvested(tmp_path, zenodo_with_records)
     config = tmp_path / "c.yaml"
@@ -294,7 +294,7 @@ def test_a_real_submit_without_slurm_says_what_is_missing_and_writes_no_plan(  #
     assert generations(run) == [] and load_submissions(run) == []
 
 
-def test_submit_without_harvest_is_a_clear_error(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001
+def test_submit_without_harvest_is_a_clear_error(tmp_path: Path, zenodo_with_records) -> None:
     cfg = run_config(tmp_path, zenodo_with_records)
     run = open_run(cfg)
     with pytest.raises(UserError, match="holds no records: run `zenodo-hpc harvest -c CONFIG` first"):
@@ -306,7 +306,7 @@ def test_status_of_a_folder_that_is_not_a_run(tmp_path: Path, capsys: pytest.Cap
     assert "is not a run directory (no run.yaml)" in capsys.readouterr().err
 
 
-def test_status_json(tmp_path: Path, zenodo_with_records, capsys: pytest.CaptureFixture) -> None:  # noqa: ANN001
+def test_status_json(tmp_path: Path, zenodo_with_records, capsys: pytest.CaptureFixture) -> None:
     import json
 
     run, cfg = harvested(tmp_path, zenodo_with_records)
@@ -320,7 +320,7 @@ def test_config_executor_kind_local_and_debug_are_accepted() -> None:
     assert config_from_dict({"executor": {"kind": "debug"}}).executor.kind == "debug"
 
 
-def test_sigterm_to_a_local_worker_does_not_count_an_attempt(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001
+def test_sigterm_to_a_local_worker_does_not_count_an_attempt(tmp_path: Path, zenodo_with_records) -> None:
     """Ctrl-C of a local run (or a cancelled job) unwinds the record in progress: no attempt counted."""
     _slow(zenodo_with_records, 102, 20.0, times=1)
     run, cfg = harvested(tmp_path, zenodo_with_records)
@@ -342,7 +342,7 @@ def test_sigterm_to_a_local_worker_does_not_count_an_attempt(tmp_path: Path, zen
     assert generations(run) == [1]
 
 
-def test_shards_that_died_of_oom_or_timeout_get_more_memory_or_time(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001
+def test_shards_that_died_of_oom_or_timeout_get_more_memory_or_time(tmp_path: Path, zenodo_with_records) -> None:
     """SLURM's verdicts are fed through the run directory (a submission's task states): the dev cluster
     has no cgroups, so a real OUT_OF_MEMORY cannot be produced there."""
     from zenodo_hpc.orchestrate.executor import Submission, save_submission
@@ -370,7 +370,7 @@ def test_shards_that_died_of_oom_or_timeout_get_more_memory_or_time(tmp_path: Pa
 # --- a local run whose driver is killed; what killed workers leave behind --------------------------
 
 
-def _wait_until(condition, what: str, limit_s: float = 90) -> None:  # noqa: ANN001
+def _wait_until(condition, what: str, limit_s: float = 90) -> None:
     """Poll ``condition`` (a safety limit only: nothing here asserts how long anything takes)."""
     deadline = time.monotonic() + limit_s
     while not condition():
@@ -379,7 +379,7 @@ def _wait_until(condition, what: str, limit_s: float = 90) -> None:  # noqa: ANN
         time.sleep(0.05)
 
 
-def _first_records_slow(double, run: RunDir, cfg: Config, shards: list[int], seconds: float) -> list[str]:  # noqa: ANN001
+def _first_records_slow(double, run: RunDir, cfg: Config, shards: list[int], seconds: float) -> list[str]:
     """The plan the driver will make (planning is deterministic): slow down the first record of these shards."""
     snapshot = take_snapshot(run, cfg)
     plan, _ = plan_groups(snapshot.pending(), snapshot, cfg, 1)
@@ -394,7 +394,7 @@ def _running_tasks(run: RunDir) -> dict[str, dict]:
     return {k: t for k, t in tasks.items() if t.get("state") == "RUNNING"}
 
 
-def test_a_killed_local_driver_shows_its_workers_running_while_they_live_then_lost(  # noqa: ANN001
+def test_a_killed_local_driver_shows_its_workers_running_while_they_live_then_lost(
         tmp_path: Path, zenodo_with_records, capsys: pytest.CaptureFixture) -> None:
     import sys
 
@@ -442,7 +442,7 @@ def test_a_killed_local_driver_shows_its_workers_running_while_they_live_then_lo
     assert list(node_tmp.iterdir()) == []  # the new workers removed the dead ones' folders
 
 
-def test_a_worker_removes_what_dead_workers_left_and_nothing_of_a_live_one(tmp_path: Path,  # noqa: ANN001
+def test_a_worker_removes_what_dead_workers_left_and_nothing_of_a_live_one(tmp_path: Path,
                                                                           zenodo_with_records) -> None:
     from zenodo_hpc.record.leftovers import OWNER_FILE
 

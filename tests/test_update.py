@@ -201,7 +201,7 @@ def downloaded_from_zenodo(zenodo: ZenodoDouble, release: Release, folder: Path)
     return folder
 
 
-def test_a_release_folder_holds_its_image_and_checks_from_there(tmp_path: Path, zenodo_with_records,  # noqa: ANN001
+def test_a_release_folder_holds_its_image_and_checks_from_there(tmp_path: Path, zenodo_with_records,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Without publishing: the release's folder holds its image (a hard link, no second copy), its checksums check
     there; a release made before its folder held its image gets it at the next release; where hard links are

@@ -19,7 +19,7 @@ LIMIT = 4096  # bytes a file may reach in the child: the attempts file is alread
 
 
 def test_a_full_disk_when_counting_the_attempt_is_a_clean_disk_full_failure(tmp_path: Path,
-                                                                          zenodo_with_records) -> None:  # noqa: ANN001
+                                                                          zenodo_with_records) -> None:
     """The attempt line is the worker's first write: a full disk there used to end the task in an OSError traceback."""
     cfg = run_config(tmp_path, zenodo_with_records)
     harvest(cfg, progress=False)
@@ -54,7 +54,7 @@ def test_a_full_disk_when_counting_the_attempt_is_a_clean_disk_full_failure(tmp_
 
 
 def test_a_record_whose_only_file_has_a_bad_name_is_quarantined_at_once(tmp_path: Path,
-                                                                       zenodo_with_records) -> None:  # noqa: ANN001
+                                                                       zenodo_with_records) -> None:
     """No retry changes a file's name: ``bad_name`` is final, like ``bad_link`` (it used to take every round)."""
     cfg = run_config(tmp_path, zenodo_with_records)
     run = open_run(cfg)

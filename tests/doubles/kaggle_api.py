@@ -361,7 +361,7 @@ def _handler_for(double: KaggleDouble) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        def log_message(self, format: str, *args: Any) -> None:  # the stdlib's name
             pass
 
         def _read_body(self) -> bytes:
@@ -395,7 +395,7 @@ def _handler_for(double: KaggleDouble) -> type[BaseHTTPRequestHandler]:
                 double.requests.append(request)
             return request
 
-        def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_POST(self) -> None:  # the stdlib's name
             raw = self._read_body()
             try:
                 body = json.loads(raw or b"{}")
@@ -416,7 +416,7 @@ def _handler_for(double: KaggleDouble) -> type[BaseHTTPRequestHandler]:
             status, payload = double._api(request.call, body, user)
             self._answer(status, payload)
 
-        def do_PUT(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_PUT(self) -> None:  # the stdlib's name
             raw = self._read_body()
             request = self._record(None, raw, None)
             if not request.path.startswith(UPLOAD_PREFIX):

@@ -251,7 +251,7 @@ def prepare_kaggle_metadata(
     title: str,
     name: str | None = None,
     keywords: list[str] | None = None,
-    license: str | None = None,  # noqa: A002 - the CLI's name
+    license: str | None = None,  # the CLI's name
 ) -> dict[str, Any]:
     """Check what Kaggle would refuse and return the ``dataset-metadata.json`` for ``folder``; no network.
 
@@ -675,7 +675,7 @@ def publish_kaggle(
     title: str,
     name: str | None = None,
     keywords: list[str] | None = None,
-    license: str | None = None,  # noqa: A002 - the CLI's name
+    license: str | None = None,  # the CLI's name
     public: bool = False,
     version_notes: str | None = None,
     wait: float = PROCESSING_WAIT,

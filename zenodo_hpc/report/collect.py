@@ -303,7 +303,7 @@ def _rasterized_files(tree: Any) -> Iterator[tuple[str, str, int]]:
                 stack.append((f"{prefix}{name}/", child))
                 continue
             segments = child.get("segments")
-            if type(segments) is int and not child.get("skipped"):  # noqa: E721 - not a bool
+            if type(segments) is int and not child.get("skipped"):  # not a bool
                 yield file_extension(name) or NO_EXTENSION, prefix + name, segments
 
 
@@ -473,7 +473,7 @@ def _task_states(run: RunDir, submissions: list[Submission], facts: Facts,
         return states, usage
     try:
         states.update(slurm_shard_states(run, on_slurm, usage=usage))
-    except Exception as exc:  # noqa: BLE001 - a report goes on without accounting, saying why
+    except Exception as exc:  # a report goes on without accounting, saying why
         facts.accounting = f"SLURM accounting did not answer ({type(exc).__name__}: {exc})"
         return states, usage
     if any(u.get("max_rss_gb") or u.get("elapsed_s") for u in usage.values()):
