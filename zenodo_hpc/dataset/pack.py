@@ -465,7 +465,7 @@ import io
 from PySquashfsImage import SquashFsImage
 
 with SquashFsImage.from_file("{image}") as image:
-    manifest = [json.loads(line) for line in image.select(MANIFEST).read_text().splitlines()]
+    manifest = [json.loads(line) for line in image.select("manifest.jsonl").read_text().splitlines()]
     in_image = [entry["id"] for entry in manifest if entry["status"] == "done"]
     RECORD = in_image[0]
     images = read_images(io.BytesIO(image.select(f"{{RECORD}}/images_{{RECORD}}.h5").read_bytes()))
