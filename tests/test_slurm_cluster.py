@@ -52,7 +52,7 @@ ALL = {str(100 + i) for i in range(1, 13)}
 PARTITION = os.environ.get("ZHPC_TEST_PARTITION", "debug")
 
 
-def slurm_config(tmp_path: Path, double, **executor) -> Config:  # noqa: ANN001
+def slurm_config(tmp_path: Path, double, **executor) -> Config:
     settings = {"kind": "slurm", "records_per_shard": 1, "array_parallelism": 8, **executor}
     base = run_config(tmp_path, double, **settings)
     data = base.to_dict()
@@ -84,14 +84,14 @@ def wait_for_tasks(run: RunDir, timeout: float = 240) -> None:
     wait_until(lambda: active_tasks(run) == 0, timeout, f"the tasks of {run.root} to end")
 
 
-def clean_outputs(tmp_path: Path, double) -> dict[str, bytes]:  # noqa: ANN001
+def clean_outputs(tmp_path: Path, double) -> dict[str, bytes]:
     cfg = run_config(tmp_path / "clean", double)
     run = harvested(cfg)
     submit_pending(run, cfg, kind="debug")
     return tree_bytes(run.data)
 
 
-def _slow(double, record_id: int, seconds: float, times: int = 1) -> None:  # noqa: ANN001
+def _slow(double, record_id: int, seconds: float, times: int = 1) -> None:
     import requests
 
     hits = requests.get(f"{double.api_url}/records", params={"size": 25}).json()["hits"]["hits"]
@@ -105,7 +105,7 @@ def test_cluster_reports_its_max_array_size() -> None:
 
 
 def test_submit_as_arrays_cancel_a_task_status_resume_identical_outputs(tmp_path: Path,
-                                                                         zenodo_with_records) -> None:  # noqa: ANN001
+                                                                         zenodo_with_records) -> None:
     double = zenodo_with_records
     _slow(double, 106, 25.0)
     cfg = slurm_config(tmp_path, double)
@@ -142,7 +142,7 @@ def test_submit_as_arrays_cancel_a_task_status_resume_identical_outputs(tmp_path
 
 
 def test_timeout_signal_requeues_and_done_records_are_not_redone(tmp_path: Path,
-                                                                 zenodo_with_records) -> None:  # noqa: ANN001
+                                                                 zenodo_with_records) -> None:
     double = zenodo_with_records
     cfg = slurm_config(tmp_path, double, records_per_shard=12)
     data = cfg.to_dict()
@@ -161,7 +161,7 @@ def test_timeout_signal_requeues_and_done_records_are_not_redone(tmp_path: Path,
 
 
 def test_worker_killed_every_time_on_one_record_is_quarantined(tmp_path: Path,
-                                                               zenodo_with_records) -> None:  # noqa: ANN001
+                                                               zenodo_with_records) -> None:
     double = zenodo_with_records
     _slow(double, 104, 30.0, times=5)
     cfg = slurm_config(tmp_path, double, max_attempts=2)
@@ -224,7 +224,7 @@ def queued_from(tmp_path: Path) -> list[str]:
 
 
 def test_partition_that_does_not_exist_is_refused_and_nothing_is_queued(tmp_path: Path,
-                                                                         zenodo_with_records) -> None:  # noqa: ANN001
+                                                                         zenodo_with_records) -> None:
     cfg = slurm_config(tmp_path, zenodo_with_records)
     data = cfg.to_dict()
     data["executor"]["slurm"]["partition"] = "no_such_partition"
@@ -240,7 +240,7 @@ def test_partition_that_does_not_exist_is_refused_and_nothing_is_queued(tmp_path
 
 
 def test_memory_escalated_past_every_node_is_held_at_the_largest_node(tmp_path: Path,
-                                                                     zenodo_with_records) -> None:  # noqa: ANN001
+                                                                     zenodo_with_records) -> None:
     """A task killed for its memory again and again gets twice as much each round, up to max_mem_gb (64 GB
     here, more than any node of the dev cluster declares): past the largest node sbatch would refuse the next
     round's array, in the finishing job, and nothing would ever pack. The escalation stops at that node."""
@@ -266,7 +266,7 @@ def test_memory_escalated_past_every_node_is_held_at_the_largest_node(tmp_path: 
     assert uncapped.mem_gb == cfg.executor.slurm.max_mem_gb and not queueable(uncapped)  # what sbatch would refuse
 
 
-def test_status_falls_back_to_squeue_when_sacct_fails(tmp_path: Path, zenodo_with_records,  # noqa: ANN001
+def test_status_falls_back_to_squeue_when_sacct_fails(tmp_path: Path, zenodo_with_records,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     _slow(zenodo_with_records, 101, 20.0)
     cfg = slurm_config(tmp_path, zenodo_with_records)
@@ -309,7 +309,7 @@ def _image_matches_data(run: RunDir) -> None:
 
 
 @pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="mksquashfs not on PATH")
-def test_run_on_slurm_gives_a_verified_reproducible_image(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001
+def test_run_on_slurm_gives_a_verified_reproducible_image(tmp_path: Path, zenodo_with_records) -> None:
     pytest.importorskip("PySquashfsImage", reason="the [image] extra is not installed")
     from zenodo_hpc.dataset.pack import pack
     from zenodo_hpc.drivers.pipeline import run_pipeline
@@ -328,7 +328,7 @@ def test_run_on_slurm_gives_a_verified_reproducible_image(tmp_path: Path, zenodo
 
 
 @pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="mksquashfs not on PATH")
-def test_submit_queues_a_finishing_job_after_every_array(tmp_path: Path, zenodo_with_records) -> None:  # noqa: ANN001
+def test_submit_queues_a_finishing_job_after_every_array(tmp_path: Path, zenodo_with_records) -> None:
     pytest.importorskip("PySquashfsImage", reason="the [image] extra is not installed")
     from zenodo_hpc.drivers.finish import submit_round
 
@@ -412,7 +412,7 @@ def test_a_plan_larger_than_the_qos_submit_limit_is_fed_in_batches_of_one_round(
 
 @pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="mksquashfs not on PATH")
 def test_run_queues_the_next_batch_itself_when_the_finishing_job_is_lost(tmp_path: Path,
-                                                                         zenodo_with_records) -> None:  # noqa: ANN001
+                                                                         zenodo_with_records) -> None:
     """12 tasks under the QOS limited: the first batch's finishing job is cancelled; ``run``, which waits anyway,
     queues the next batch of the same round itself (not a new round), and the finishing jobs go on from there."""
     pytest.importorskip("PySquashfsImage", reason="the [image] extra is not installed")
@@ -451,7 +451,7 @@ DRIVER = Path(__file__).resolve().parent.parent / "slurm" / "driver.sbatch"
 
 
 def test_a_job_whose_setup_activates_a_venv_runs_that_venvs_python(tmp_path: Path,
-                                                                    zenodo_with_records) -> None:  # noqa: ANN001
+                                                                    zenodo_with_records) -> None:
     other, probe = slurm_dev.probing_venv(tmp_path)
     cfg = slurm_config(tmp_path, zenodo_with_records, records_per_shard=6)
     data = cfg.to_dict()
@@ -466,7 +466,7 @@ def test_a_job_whose_setup_activates_a_venv_runs_that_venvs_python(tmp_path: Pat
     assert sys.executable not in ran
 
 
-def test_an_interpreter_the_nodes_cannot_see_is_refused_before_anything_is_queued(  # noqa: ANN001
+def test_an_interpreter_the_nodes_cannot_see_is_refused_before_anything_is_queued(
         tmp_path: Path, zenodo_with_records, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     """The dev cluster's nodes all run on this machine, so they see its disk: sinfo says so (their host
     names are this host's). Seen from another host (a login node), the same interpreter on the same local
@@ -517,7 +517,7 @@ def job_ended(job_id: str) -> str | None:
 
 
 @pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="mksquashfs not on PATH")
-def test_the_driver_job_finds_zenodo_hpc_through_the_setup_lines_and_runs_the_pipeline(  # noqa: ANN001
+def test_the_driver_job_finds_zenodo_hpc_through_the_setup_lines_and_runs_the_pipeline(
         tmp_path: Path, zenodo_with_records) -> None:
     cfg = slurm_config(tmp_path, zenodo_with_records, records_per_shard=4)
     data = cfg.to_dict()
@@ -538,7 +538,7 @@ def test_the_driver_job_finds_zenodo_hpc_through_the_setup_lines_and_runs_the_pi
 
 
 def test_the_driver_job_that_cannot_find_zenodo_hpc_says_how_to_fix_it(tmp_path: Path,
-                                                                      zenodo_with_records) -> None:  # noqa: ANN001
+                                                                      zenodo_with_records) -> None:
     cfg = slurm_config(tmp_path, zenodo_with_records)
     assert cfg.executor.slurm.setup == []
     job, output = sbatch_driver(tmp_path, cfg)

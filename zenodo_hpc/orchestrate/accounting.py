@@ -432,14 +432,14 @@ def fold_sacct_lines(lines: Iterable[str]) -> dict[str, TaskState]:
             jobs[task] = TaskState(normalise_state(state), exit_code, elapsed, "sacct", parse_memory_gb(max_rss),
                                    parse_elapsed_s(elapsed), node)
     for base, found in steps.items():
-        task = jobs.get(base)
-        if task is None:
+        job = jobs.get(base)
+        if job is None:
             continue
-        rss = [r for _, r in found if r is not None] + ([task.max_rss_gb] if task.max_rss_gb else [])
-        task.max_rss_gb = max(rss) if rss else task.max_rss_gb
+        rss = [r for _, r in found if r is not None] + ([job.max_rss_gb] if job.max_rss_gb else [])
+        job.max_rss_gb = max(rss) if rss else job.max_rss_gb
         telling = [st for st, _ in found if st in _TELLING_STEP_STATES]
-        if telling and task.state not in ACTIVE_STATES:
-            task.state = telling[0]
+        if telling and job.state not in ACTIVE_STATES:
+            job.state = telling[0]
     return jobs
 
 
