@@ -13,7 +13,8 @@ def add_status(parser: argparse.ArgumentParser) -> None:
         "by reason, quarantined and pending; shards done, running, pending and failed with SLURM's state "
         "(squeue for what is queued or running, sacct with every step for how the rest ended) such as "
         "OUT_OF_MEMORY or TIMEOUT; memory and time used against asked; the chain of rounds, and when it "
-        "resumes while it waits for Zenodo's request budget (UTC, and in how long); the time left."
+        "resumes while it waits for Zenodo's request budget (UTC, and in how long); the records dataset.exclude "
+        "leaves out of every release; the time left."
     )
     add_run_dir(parser)
     parser.add_argument("--json", action="store_true", help="print the status as JSON")
