@@ -12,7 +12,7 @@ The block keeps what the run printed, but for the folders of this run (the venv'
 out of the comparison: the double's port, durations, rates, and the image's md5 (the image records the port
 in its run config and records) and its compression ratio (its dataset card's figures are PNGs drawn by
 matplotlib, whose bytes change with matplotlib's version; the sizes in MB do not). A page is rewritten
-only when something else changed, so running this again leaves the pages as they are. tests/test_demo.py
+only when something else changed, so running this again leaves the pages as they are. tests/demo/test_demo.py
 fails when a page and a run disagree.
 
     .venv/bin/python scripts/update_demo_output.py           # rewrite the blocks that are stale

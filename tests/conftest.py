@@ -1,26 +1,18 @@
-"""Shared fixtures: real source trees and archives built from real files, and an unprivileged user."""
+"""Shared fixtures: real source trees and archives built from real files, and a folder an unprivileged user
+can enter. Plain helper functions are in tests/helpers.py (``from helpers import ...``)."""
 
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 import stat
-import sysconfig
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-
-NOBODY = 65534
-T = TypeVar("T")
-
-
-def stdlib_package(name: str) -> Path:
-    """A package of the running Python's own standard library: real source code, always present."""
-    return Path(sysconfig.get_paths()["stdlib"]) / name
+from helpers import stdlib_package, stdlib_records
 
 
 @pytest.fixture
@@ -53,55 +45,6 @@ def shared_tmp() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def call_as_nobody(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Call ``fn`` as an unprivileged user, so that permission checks really apply.
-
-    CI runs as root, for whom no file is unreadable and no folder unwritable; a forked child that drops
-    to ``nobody`` sees permissions as a cluster user does. (A subprocess cannot be used: the Python in
-    ``/root`` is not executable by nobody.) Without root, ``fn`` is simply called.
-    """
-    if os.geteuid() != 0:
-        return fn(*args, **kwargs)
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: drop privileges, run, send back the result or the exception
-        os.close(read_end)
-        try:
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            outcome: tuple[str, Any] = ("ok", fn(*args, **kwargs))
-        except BaseException as exc:  # everything goes back to the parent
-            outcome = ("error", exc)
-        try:
-            payload = pickle.dumps(outcome)
-        except Exception as exc:
-            payload = pickle.dumps(("error", RuntimeError(repr(exc))))
-        with os.fdopen(write_end, "wb") as pipe:
-            pipe.write(payload)
-        os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        payload = pipe.read()
-    os.waitpid(pid, 0)
-    status, value = pickle.loads(payload)
-    if status == "error":
-        raise value
-    return value
-
-
-def stdlib_records(count: int, files_per_record: int = 12) -> list[tuple[str, dict[str, bytes]]]:
-    """``count`` records of real code: (name, {path: bytes}) from the standard library's packages."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    packages = [p for p in sorted(root.iterdir())
-                if p.is_dir() and (p / "__init__.py").exists() and p.name not in {"test", "site-packages"}]
-    records = []
-    for i in range(count):
-        package = packages[i % len(packages)]
-        files = sorted(p for p in package.rglob("*.py") if "__pycache__" not in p.parts)[:files_per_record]
-        top = f"{package.name}-{i}"
-        records.append((top, {f"{top}/{f.relative_to(package).as_posix()}": f.read_bytes() for f in files}))
-    return records
 
 
 @pytest.fixture
@@ -115,25 +58,3 @@ def zenodo_with_records() -> Iterator[Any]:
             double.add_record(hit, {f"{top}.zip": make_zip(files)})
         yield double
 
-
-def run_config(tmp_path: Path, double: Any, **executor: Any) -> Any:
-    """A config for a run in ``tmp_path`` against ``double`` (fast rate limits, small shards)."""
-    from zenodo_hpc.core.config import config_from_dict
-
-    return config_from_dict({
-        "run": {"scratch": str(tmp_path), "name": "run"},
-        "zenodo": {"api_url": double.api_url, "rate_limit_per_min": 60_000, "rate_limit_per_hour": 3_600_000,
-                   "search_rate_limit_per_min": 60_000, "retries": 1},
-        "github": {"codeload_url": double.codeload_url},
-        "fetch": {"attempts": 1},
-        "executor": {"kind": "local", "records_per_shard": 3, "local": {"workers": 2}, **executor},
-    })
-
-
-def tree_bytes(folder: Path) -> dict[str, bytes]:
-    """Every file of every record folder under ``folder``, for comparing two runs' outputs byte by byte.
-
-    Hidden staging folders and the image-root files a pack adds (manifest.jsonl, README.md, ...) are left out.
-    """
-    return {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(folder.glob("*/*")) if p.is_file() and not p.parent.name.startswith(".")}

@@ -1,5 +1,5 @@
 """What the pages show: the shell commands and the Python recipes of README.md and docs/*.md, read from the
-Markdown at test time (tests/test_doc_commands.py runs them). Not a test file.
+Markdown at test time (tests/project/test_doc_commands.py runs them). Not a test file.
 
 Where code is found:
 
@@ -24,10 +24,10 @@ Among those, two kinds are not run, because they cannot be run as written:
   command prints, shown as an example of its errors;
 - **usage**: a synopsis with placeholders: a ``<name>`` (``<run>/cache``, quoted too), an upper-case word
   standing for a value (``RUN_DIR``, ``CONFIG``, ``U``; not a file name such as ``README.md``), an optional
-  part in brackets (``[--dry-run]``) or an ellipsis (``...``). tests/test_docs.py checks that the commands
+  part in brackets (``[--dry-run]``) or an ellipsis (``...``). tests/project/test_docs.py checks that the commands
   and options they name exist.
 
-Everything else is a **command**, which tests/test_doc_commands.py runs as written or names in one of its
+Everything else is a **command**, which tests/project/test_doc_commands.py runs as written or names in one of its
 explicit lists. ```` ```python ```` blocks are **recipes** (an interactive ``>>>`` session is kept as shown:
 it runs through doctest, its shown results checked); ```` ```yaml ````, ```` ```json ```` and other languages
 are configuration and data, not run here.

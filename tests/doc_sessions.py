@@ -1,4 +1,4 @@
-"""The terminal the pages' commands run in, and the environments prepared for them (tests/test_doc_commands.py).
+"""The terminal the pages' commands run in, and the environments prepared for them (tests/project/test_doc_commands.py).
 Not a test file.
 
 A :class:`Session` is one terminal: its commands run one after the other through ``bash`` from a working
@@ -16,7 +16,7 @@ What stands in for the world outside (each said where it is made):
 - :func:`copy_configs`: ``configs/*.yaml`` as they are, but for the Zenodo and GitHub URLs, pointed at the
   double, and the request budgets, raised (a double has no budget to protect): nothing else changes;
 - :func:`kaggle_hook`: a ``sitecustomize`` that points the official kaggle client at the Kaggle double
-  (tests/doubles/kaggle_api.py), as tests/test_publish.py does, when ``ZHPC_TEST_KAGGLE_ENDPOINT`` is set;
+  (tests/doubles/kaggle_api.py), as tests/dataset/test_publish.py does, when ``ZHPC_TEST_KAGGLE_ENDPOINT`` is set;
 - :func:`module_stub`: ``module``, the environment-modules command of a cluster (``module load python/3.11``),
   which this machine does not have: it does nothing, as ``module load`` of a Python already there would.
 """
@@ -233,7 +233,7 @@ def kaggle_hook(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "sitecustomize.py").write_text(
         "import os\n"
-        "if os.environ.get('ZHPC_TEST_KAGGLE_ENDPOINT'):  # tests/test_doc_commands.py: the Kaggle double\n"
+        "if os.environ.get('ZHPC_TEST_KAGGLE_ENDPOINT'):  # tests/project/test_doc_commands.py: the Kaggle double\n"
         "    try:\n"
         "        from kagglesdk import kaggle_env\n"
         "    except ImportError:  # no kaggle client here: publishing says so itself\n"
@@ -249,8 +249,8 @@ STAND_IN_IDS = (1065022, 7000001, 7000002, 7000003, 7000004)
 
 def stand_in_zenodo() -> Any:
     """A Zenodo double (start it with ``with``) serving a record of real code (a zip) per id of STAND_IN_IDS."""
-    from conftest import stdlib_records
     from doubles import ZenodoDouble, make_zip
+    from helpers import stdlib_records
 
     double = ZenodoDouble()
     for n, (record_id, (top, files)) in enumerate(zip(STAND_IN_IDS, stdlib_records(len(STAND_IN_IDS)), strict=True)):
@@ -261,8 +261,8 @@ def stand_in_zenodo() -> Any:
 
 def add_record(double: Any, record_id: int, created: str) -> None:
     """One more record of real code on ``double``: Zenodo gained it since."""
-    from conftest import stdlib_records
     from doubles import ZenodoDouble, make_zip
+    from helpers import stdlib_records
 
     top, files = stdlib_records(len(STAND_IN_IDS) + 1)[-1]
     double.add_record(ZenodoDouble.make_hit(record_id, created=created, title=top), {f"{top}.zip": make_zip(files)})

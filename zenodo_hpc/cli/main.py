@@ -5,7 +5,7 @@ The commands are a table (:data:`COMMANDS`, as pip's lazy command table): ``zeno
 from it, and only the command being run has its module imported (``zenodo_hpc/cli/<module>.py``: its options,
 declared with the shared ones of ``options.py``, and its handler); each handler imports what it needs when it
 runs. So ``--help``, ``--version`` and ``status`` load neither numpy, h5py, requests nor submitit
-(tests/test_cli.py checks it).
+(tests/cli/test_cli.py checks it).
 """
 
 from __future__ import annotations

@@ -591,7 +591,7 @@ def compression_options(cfg: Config) -> list[str]:
 def mksquashfs_command(mksquashfs: str, source: Path, target: Path, cfg: Config, exclude_file: Path,
                        progress: bool) -> list[str]:
     """The mksquashfs call: the image's bytes depend on the data and the compression options only, never on the
-    number of processors (checked by tests/test_pack.py)."""
+    number of processors (checked by tests/dataset/test_pack.py)."""
     return [mksquashfs, str(source), str(target), "-noappend", *compression_options(cfg), "-b", BLOCK_SIZE,
             "-all-root", "-no-xattrs", "-mkfs-time", "0", "-all-time", "0", "-ef", str(exclude_file),
             "-progress" if progress else "-no-progress", "-processors", str(usable_cpus())]

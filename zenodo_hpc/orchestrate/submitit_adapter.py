@@ -4,8 +4,8 @@ The SLURM plugin (slurm.py) and the feasibility check reach submitit through thi
 its public API (an executor, ``batch()``, ``submit``); the script of a job made without SLURM (``--dry-run`` on a
 laptop, ``sbatch --test-only``, where submitit's executor refuses to exist without ``srun``) needs two private
 parts, its script writer and its command line, named in ``PRIVATE_API``. pyproject.toml pins submitit to the
-versions that were tested with them, and tests/test_submitit_adapter.py fails when an installed submitit lacks
-one, so that a release that drops them fails in the test suite, not on a cluster.
+versions that were tested with them, and tests/orchestrate/test_submitit_adapter.py fails when an installed
+submitit lacks one, so that a release that drops them fails in the test suite, not on a cluster.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ Call = tuple[Callable[..., Any], tuple[Any, ...]]
 
 def sbatch_script(folder: Path, python: str, parameters: dict[str, Any], tasks: int) -> str:
     """The sbatch script submitit writes for a job (an array when ``tasks`` > 1) with these parameters, made
-    without SLURM: what ``queue`` would hand to sbatch, byte for byte (tests/test_slurm_cluster.py compares)."""
+    without SLURM: what ``queue`` would hand to sbatch, byte for byte (tests/orchestrate/test_slurm_cluster.py
+    compares)."""
     from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
 
     folder = Path(folder).expanduser().absolute()  # as submitit's executor holds it

@@ -1,0 +1,228 @@
+"""``update``: new records on Zenodo become the next release — only they are processed, the release's image is
+verified, its changelog names them, Kaggle and Zenodo get new versions, the webhook one notice, the feed an
+entry. Loopback doubles only (Zenodo with its deposit API, Kaggle, a webhook); the local executor.
+
+``update`` runs in a child process, as a user runs it: the official kaggle client reads its endpoint and
+credentials when it is imported, and that must not leak into the other tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import yaml
+from doubles import KaggleDouble, ZenodoDouble, make_zip
+from doubles.webhook import Webhook
+from helpers import run_config, stdlib_records
+from pytest_httpserver import HTTPServer
+
+from zenodo_hpc.core.state import RunDir, attempts_of, ids_in, open_run
+from zenodo_hpc.dataset.release import Release, list_releases
+from zenodo_hpc.drivers.releasing import release_now
+from zenodo_hpc.orchestrate.submit import submit_pending
+from zenodo_hpc.zenodo.harvest import harvest
+
+HERE = Path(__file__).parents[1]
+USER, KEY = "alice", "k4ggle-key-0123456789"
+DEPOSIT_TOKEN = "d3posit-t0ken-abcdef"
+pytestmark = [
+    pytest.mark.skipif(__import__("shutil").which("mksquashfs") is None, reason="mksquashfs not on PATH"),
+    pytest.mark.skipif(__import__("importlib").util.find_spec("kaggle") is None,
+                       reason="the kaggle extra is not installed (pip install 'zenodo-hpc[kaggle]')"),
+]
+
+CHILD = """
+import sys
+from kagglesdk import kaggle_env
+kaggle_env._env_to_endpoint[kaggle_env.KaggleEnv.LOCAL] = sys.argv[1]
+from zenodo_hpc.dataset import publish
+publish.POLL_SECONDS = (0, 0)
+from zenodo_hpc.cli import main
+sys.exit(main(["update", "-c", sys.argv[2], "--executor", "local"]))
+"""
+
+
+@pytest.fixture
+def services(httpserver: HTTPServer) -> Iterator[tuple[ZenodoDouble, KaggleDouble, Webhook]]:
+    webhook = Webhook(httpserver)
+    with ZenodoDouble(tokens=[DEPOSIT_TOKEN]) as zenodo, KaggleDouble(users={USER: KEY}) as kaggle:
+        for i, (top, files) in enumerate(stdlib_records(6, files_per_record=4), 1):
+            zenodo.add_record(ZenodoDouble.make_hit(300 + i, created=f"2017-05-{i:02d}", title=top,
+                                                    conceptrecid=str(900 + i)), {f"{top}.zip": make_zip(files)})
+        yield zenodo, kaggle, webhook
+
+
+def config_file(tmp_path: Path, zenodo: ZenodoDouble, webhook: Webhook) -> Path:
+    config = {
+        "run": {"scratch": str(tmp_path / "scratch"), "name": "living"},
+        "zenodo": {"api_url": zenodo.api_url, "rate_limit_per_min": 60_000, "rate_limit_per_hour": 3_600_000,
+                   "search_rate_limit_per_min": 60_000, "retries": 1},
+        "github": {"codeload_url": zenodo.codeload_url},
+        "fetch": {"attempts": 1},
+        "executor": {"kind": "local", "records_per_shard": 2, "local": {"workers": 2}},
+        "publish": {"kaggle": {"username": USER, "title": "Zenodo ML code images by language"},
+                    "zenodo": {"api_url": zenodo.api_url, "token_env": "TEST_DEPOSIT_TOKEN",
+                               "creators": [{"name": "Doe, Jane", "affiliation": "Example University"}]}},
+        "releases": {"keep": 1},
+        "notify": {"webhook_url": webhook.url},
+    }
+    path = tmp_path / "living.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_update(tmp_path: Path, kaggle: KaggleDouble, config: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAGGLE_", "VERBOSE"))}
+    for sub in ("home", "kaggle", "tmp"):
+        (tmp_path / sub).mkdir(exist_ok=True)
+    env.update(KAGGLE_API_ENVIRONMENT="LOCALHOST", KAGGLE_USERNAME=USER, KAGGLE_KEY=KEY,
+               KAGGLE_CONFIG_DIR=str(tmp_path / "kaggle"), HOME=str(tmp_path / "home"), TMPDIR=str(tmp_path / "tmp"),
+               TEST_DEPOSIT_TOKEN=DEPOSIT_TOKEN, NO_PROXY="127.0.0.1,localhost")
+    done = subprocess.run([sys.executable, "-c", CHILD, kaggle.url, str(config)], env=env, capture_output=True,
+                          text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for secret in (KEY, DEPOSIT_TOKEN):
+        assert secret not in done.stdout + done.stderr
+    return done
+
+
+def mtimes(run: RunDir) -> dict[str, int]:
+    return {p.relative_to(run.data).as_posix(): p.stat().st_mtime_ns for p in run.data.glob("[0-9]*/*")}
+
+
+def test_update_makes_the_next_release_from_the_new_records_only(
+        tmp_path: Path, services: tuple[ZenodoDouble, KaggleDouble, Webhook]) -> None:
+    zenodo, kaggle, webhook = services
+    config = config_file(tmp_path, zenodo, webhook)
+    run = RunDir(tmp_path / "scratch" / "living")
+
+    first = run_update(tmp_path, kaggle, config)
+    (one,) = list_releases(run)
+    assert one.records == [str(300 + i) for i in range(1, 7)] and one.added == one.records
+    assert "Zenodo-ML release" in first.stdout and one.notified and len(webhook.bodies) == 1
+    assert one.published["zenodo"]["ok"] and one.published["zenodo"]["doi"]
+    assert one.published["kaggle"]["ok"] and one.published["kaggle"]["created"]
+    before = mtimes(run)
+
+    # Zenodo gains two records, and a new version of record 301's software supersedes it
+    now = datetime.now(timezone.utc).isoformat()
+    for new_id in (410, 411):
+        top, files = stdlib_records(8, files_per_record=3)[new_id - 404]
+        zenodo.add_record(ZenodoDouble.make_hit(new_id, created=now, title=top), {f"{top}.zip": make_zip(files)})
+    top, files = stdlib_records(1, files_per_record=3)[0]
+    zenodo.add_record(ZenodoDouble.make_hit(412, created=now, title="301, version 2", conceptrecid="901"),
+                      {f"{top}-v2.zip": make_zip(files)})
+    run_update(tmp_path, kaggle, config)
+
+    one, two = list_releases(run)
+    assert sorted(two.added) == ["410", "411", "412"]
+    assert two.superseded == [{"id": "301", "by": "412"}] and "301" not in two.records
+    assert (run.data / "301").is_dir()  # its folder stays in the run directory, outside the release
+    assert {k: v for k, v in mtimes(run).items() if k in before} == before  # done records were not redone
+    assert all(attempts_of(run, str(300 + i)) == 1 for i in range(1, 7))
+    assert ids_in(run, "done") >= {"410", "411", "412"}
+
+    image = run.root / two.image
+    assert hashlib.md5(image.read_bytes()).hexdigest() == two.md5  # the released image, verified by pack
+    assert not (run.root / one.image).exists()  # releases.keep: 1
+    assert_checksums_check_where_the_docs_say(run.root / "releases" / two.version, two.image)
+    assert not (run.root / "releases" / one.version / one.image).exists()  # pruned from its folder too
+    assert "No such file" in checksum(run.root / "releases" / one.version, f"{one.image}.md5").stderr  # says so
+    assert_checksums_check_where_the_docs_say(downloaded_from_zenodo(zenodo, two, tmp_path / "from-zenodo"), two.image)
+    card = (run.data / "README.md").read_text()  # the card inside the image names it as it is published
+    assert f"md5sum -c {two.image}.md5" in card and f"squashfuse {two.image} zenodo-ml" in card
+    changelog = (run.root / "releases" / two.version / "CHANGELOG.md").read_text()
+    assert all(f"- {i} [10.5281/zenodo.{i}]" in changelog for i in ("410", "411", "412"))
+    assert "- 301 by 412" in changelog
+    manifest = [json.loads(line)["id"] for line in
+                (run.root / "releases" / two.version / "manifest.jsonl").read_text().splitlines()]
+    assert manifest == two.records
+
+    assert len(webhook.bodies) == 2 and webhook.bodies[1]["release"]["version"] == two.version
+    assert webhook.bodies[1]["text"].startswith(f"Zenodo-ML release {two.version}: 8 records (+3 added")
+    entries = ET.parse(run.root / "releases" / "feed.xml").getroot().findall("{http://www.w3.org/2005/Atom}entry")
+    assert len(entries) == 2
+    creates = [r.call for r in kaggle.requests if r.call in ("CreateDataset", "CreateDatasetVersion")]
+    assert creates == ["CreateDataset", "CreateDatasetVersion"]
+    notes = [r.json["body"]["versionNotes"] for r in kaggle.requests if r.call == "CreateDatasetVersion"]
+    assert notes == [webhook.bodies[1]["text"]]
+    assert two.published["zenodo"]["concept_id"] == one.published["zenodo"]["concept_id"]
+    assert two.published["zenodo"]["doi"] != one.published["zenodo"]["doi"]
+
+    again = run_update(tmp_path, kaggle, config)  # nothing new: no release
+    assert "nothing new since release" in again.stdout and len(list_releases(run)) == 2
+    assert len(webhook.bodies) == 2
+    for path in run.root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert KEY.encode() not in data and DEPOSIT_TOKEN.encode() not in data, path
+
+
+# --- checksums work from where they are written (docs/updating.md) ------------------------------------------------
+
+
+def checksum(folder: Path, name: str) -> subprocess.CompletedProcess[str]:
+    """``md5sum -c`` or ``sha256sum -c`` of a checksum file, run in its folder."""
+    tool = {"md5": "md5sum", "sha256": "sha256sum"}[name.rsplit(".", 1)[1]]
+    return subprocess.run([tool, "-c", name], cwd=folder, capture_output=True, text=True, timeout=300)
+
+
+def assert_checksums_check_where_the_docs_say(folder: Path, image: str) -> None:
+    """docs/updating.md's commands (the release's version and image in place of its example's), in ``folder``."""
+    page = (HERE.parent / "docs" / "updating.md").read_text()
+    (block,) = [b for b in re.findall(r"```bash\n(.*?)```", page, re.S) if "md5sum -c" in b]
+    commands = [line.split("#")[0].strip() for line in block.splitlines()[1:]]
+    assert block.startswith("cd scratch/zenodo-ml/releases/2026.12.01\n") and len(commands) == 2
+    for command in commands:
+        tool, flag, name = command.replace("zenodo-ml-2026.12.01.sqsh", image).split()
+        assert (tool, flag) in {("md5sum", "-c"), ("sha256sum", "-c")}
+        checked = checksum(folder, name)
+        assert (checked.returncode, checked.stdout) == (0, f"{image}: OK\n"), checked.stderr
+
+
+def downloaded_from_zenodo(zenodo: ZenodoDouble, release: Release, folder: Path) -> Path:
+    """The files of the release's Zenodo record, as a downloader saves them: in one folder."""
+    record = int(release.published["zenodo"]["record_id"])
+    folder.mkdir()
+    for entry in zenodo.deposition(record)["files"]:
+        (folder / entry["filename"]).write_bytes(zenodo.deposit_file(record, entry["filename"]))
+    assert {p.name for p in folder.iterdir()} == {release.image, f"{release.image}.md5", f"{release.image}.sha256",
+                                                   "CHANGELOG.md"}
+    return folder
+
+
+def test_a_release_folder_holds_its_image_and_checks_from_there(tmp_path: Path, zenodo_with_records,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without publishing: the release's folder holds its image (a hard link, no second copy), its checksums check
+    there; a release made before its folder held its image gets it at the next release; where hard links are
+    refused, a relative symbolic link does it."""
+    cfg = run_config(tmp_path, zenodo_with_records)
+    harvest(cfg, progress=False)
+    run = open_run(cfg)
+    submit_pending(run, cfg, kind="debug")
+    release = release_now(run, cfg)
+    folder = run.root / "releases" / release.version
+    assert (folder / release.image).stat().st_ino == (run.root / release.image).stat().st_ino
+    assert_checksums_check_where_the_docs_say(folder, release.image)
+
+    (folder / release.image).unlink()  # as releases were made before: the image only in the run directory
+    assert "No such file" in checksum(folder, f"{release.image}.md5").stderr
+    monkeypatch.setattr(os, "link", _no_hard_links)
+    assert release_now(run, cfg) is None  # nothing new: no release, but the folder gets its image
+    assert (folder / release.image).is_symlink()
+    assert os.readlink(folder / release.image) == f"../../{release.image}"
+    assert_checksums_check_where_the_docs_say(folder, release.image)
+
+
+def _no_hard_links(source: object, target: object, *args: object, **kwargs: object) -> None:
+    raise PermissionError(1, "Operation not permitted")  # what file systems without hard links answer

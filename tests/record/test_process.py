@@ -1,0 +1,556 @@
+"""One archive or folder -> one record folder: extract, walk, rasterize, write (and read back)."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from helpers import stdlib_package
+
+import zenodo_hpc.record.extract as extract_module
+import zenodo_hpc.record.process as process_module
+from zenodo_hpc.core.config import Config, config_from_dict
+from zenodo_hpc.core.errors import ExtractError
+from zenodo_hpc.core.state import RunDir
+from zenodo_hpc.dataset.load import load_images, load_metadata
+from zenodo_hpc.record.extract import MAX_DEPTH, MAX_LISTED_SKIPS, RAM_FILESYSTEMS, Placement, filesystem_type
+from zenodo_hpc.record.leftovers import OWNER_FILE, clean_leftovers, record_tmp
+from zenodo_hpc.record.process import ProcessResult, default_record_id, format_summary, process_path, process_sources
+from zenodo_hpc.record.raster import rasterize
+from zenodo_hpc.record.walk import iter_tree_files
+
+BOTH_FORMATS = config_from_dict({"output": {"formats": ["h5", "pkl"]}})  # the h5 and the 2018 pickle, read alike
+
+
+@pytest.fixture(autouse=True)
+def ram_root(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """This test's own RAM-backed folder, in place of /dev/shm (and of $TMPDIR/$SLURM_TMPDIR): where archives that
+    fit ``extract.memory_budget_mb`` are extracted, and where nothing may be left afterwards. Where /dev/shm is no
+    tmpfs, a folder on disk: then nothing goes to RAM, as on such a machine."""
+    shm = Path("/dev/shm")
+    on_tmpfs = shm.is_dir() and filesystem_type(shm) in RAM_FILESYSTEMS
+    path = Path(tempfile.mkdtemp(prefix="test-ram-", dir=shm if on_tmpfs else None))
+    monkeypatch.setattr(extract_module, "SHM", path)
+    monkeypatch.delenv("SLURM_TMPDIR", raising=False)
+    monkeypatch.delenv("TMPDIR", raising=False)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def tmpfs(ram_root: Path) -> Path:
+    if filesystem_type(ram_root) not in RAM_FILESYSTEMS:
+        pytest.skip("no tmpfs at /dev/shm")
+    return ram_root
+
+
+def zip_folder(folder: Path, archive: Path) -> Path:
+    """A zip of ``folder`` with the folder itself as the top entry, like GitHub's release zips."""
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(folder.rglob("*")):
+            if path.is_symlink() or not path.is_file():
+                continue
+            zf.write(path, path.relative_to(folder.parent).as_posix())
+    return archive
+
+
+def test_real_zip_gives_four_files_that_read_back_equal_to_rasterize(tmp_path: Path) -> None:
+    package = stdlib_package("email")
+    archive = zip_folder(package, tmp_path / "email-1.0.zip")
+    result = process_path(archive, tmp_path / "data", BOTH_FORMATS, record_id="1065022")
+    folder = tmp_path / "data" / "1065022"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "images_1065022.h5", "images_1065022.pkl", "metadata_1065022.json", "metadata_1065022.pkl"]
+
+    sources = {f"email/{p.relative_to(package).as_posix()}": p.read_bytes()
+               for p in package.rglob("*.py") if "__pycache__" not in p.parts and p.stat().st_size <= 100_000}
+    assert len(sources) > 20
+    for which in (folder, folder / "images_1065022.h5", folder / "images_1065022.pkl"):
+        images = load_images(which)
+        assert set(sources) <= set(images)
+        for key, data in sources.items():
+            np.testing.assert_array_equal(images[key], rasterize(data), err_msg=key)
+    assert result.stats.segments == sum(len(a) for a in load_images(folder).values())
+
+
+def test_tree_records_every_file_with_hash_segments_or_reason(source_tree: Path, tmp_path: Path) -> None:
+    result = process_path(source_tree, tmp_path / "data", Config(), record_id="42")
+    meta = load_metadata(result.written.folder)
+    assert set(meta) == {"hit", "tree", "source", "stats", "tool"}
+    files = dict(iter_tree_files(meta["tree"]))
+    top = "demo-json-1a2b3c4"
+    assert f"{top}/.git/HEAD" not in files and f"{top}/.gitignore" in files
+    readme = files[f"{top}/README.md"]
+    data = (source_tree / "README.md").read_bytes()
+    assert readme == {"type": "file", "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "segments": 1}
+    assert files[f"{top}/logo.png"]["skipped"] == "binary"
+    assert files[f"{top}/big.txt"]["skipped"] == "too_large" and files[f"{top}/big.txt"]["size"] == 100_001
+    assert files[f"{top}/README.link"] == {"type": "symlink", "target": "README.md", "skipped": "symlink"}
+    assert files[f"{top}/empty.py"]["segments"] == 0
+    assert meta["tree"]["children"][top]["children"]["json"]["type"] == "dir"
+    assert meta["stats"]["skipped"] == {"binary": 1, "symlink": 1, "too_large": 1}
+    assert meta["stats"]["files"] == len(files)
+    assert meta["tool"]["name"] == "zenodo-hpc" and len(meta["tool"]["config_sha256"]) == 64
+    assert load_images(result.written.folder)[f"{top}/empty.py"].shape == (0, 80, 80)
+
+
+def test_folder_keys_start_with_the_folder_name(source_tree: Path, tmp_path: Path) -> None:
+    result = process_path(source_tree, tmp_path / "data", Config(), record_id="1")
+    assert all(key.startswith("demo-json-1a2b3c4/") for key in load_images(result.written.folder))
+
+
+def test_tar_gz_and_zip_of_the_same_tree_give_the_same_images(source_tree: Path, tmp_path: Path) -> None:
+    tgz = tmp_path / "t.tar.gz"
+    with tarfile.open(tgz, "w:gz") as tf:
+        tf.add(source_tree, arcname=source_tree.name)
+    zipped = zip_folder(source_tree, tmp_path / "t.zip")
+    a = load_images(process_path(tgz, tmp_path / "a", Config(), record_id="1").written.folder)
+    b = load_images(process_path(zipped, tmp_path / "b", Config(), record_id="1").written.folder)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_processing_twice_is_byte_identical(source_tree: Path, tmp_path: Path) -> None:
+    archive = zip_folder(source_tree, tmp_path / "r.zip")
+    process_path(archive, tmp_path / "one", BOTH_FORMATS, record_id="5")
+    process_path(archive, tmp_path / "two", BOTH_FORMATS, record_id="5")
+    for name in ["images_5.h5", "images_5.pkl", "metadata_5.json", "metadata_5.pkl"]:
+        assert (tmp_path / "one/5" / name).read_bytes() == (tmp_path / "two/5" / name).read_bytes(), name
+
+
+def test_non_utf8_file_is_rasterized_with_replacement_characters(tmp_path: Path) -> None:
+    root = tmp_path / "latin"
+    root.mkdir()
+    (root / "old.c").write_bytes("/* caf\xe9 */\n".encode("latin-1"))
+    images = load_images(process_path(root, tmp_path / "d", Config(), record_id="2").written.folder)
+    assert 0xFFFD in images["latin/old.c"][0, 0]
+
+
+def test_empty_repository_gives_an_empty_record(tmp_path: Path) -> None:
+    archive = tmp_path / "empty.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("owner-repo-abc1234/", "")
+    result = process_path(archive, tmp_path / "d", Config(), record_id="3")
+    assert result.stats.files == 0 and result.stats.segments == 0
+    meta = load_metadata(result.written.folder)
+    assert meta["tree"] == {"type": "dir", "children": {"owner-repo-abc1234": {"type": "dir", "children": {}}}}
+    assert load_images(result.written.folder) == {}
+    assert "0 files seen" in format_summary(result)
+
+
+def test_config_controls_geometry_and_formats(source_tree: Path, tmp_path: Path) -> None:
+    cfg = config_from_dict({"raster": {"width": 40, "height": 20}, "output": {"formats": ["h5"]}})
+    result = process_path(source_tree, tmp_path / "d", cfg, record_id="4")
+    assert not (result.written.folder / "images_4.pkl").exists()
+    readme = load_images(result.written.folder)["demo-json-1a2b3c4/README.md"]
+    np.testing.assert_array_equal(readme, rasterize((source_tree / "README.md").read_bytes(), width=40, height=20))
+
+
+@pytest.mark.parametrize("compression, h5py_filter", [("lzf", "lzf"), ("gzip-7", "gzip")])
+def test_config_chooses_the_h5_compression(source_tree: Path, tmp_path: Path, compression: str,
+                                           h5py_filter: str) -> None:
+    import h5py
+
+    cfg = config_from_dict({"output": {"h5_compression": compression}})
+    result = process_path(source_tree, tmp_path / "d", cfg, record_id="4")
+    with h5py.File(result.written.folder / "images_4.h5") as h5:
+        assert h5.attrs["compression"] == compression
+        assert {h5[name].compression for name in h5 if name.startswith("segments_")} == {h5py_filter}
+    default = process_path(source_tree, tmp_path / "e", Config(), record_id="4")
+    with h5py.File(default.written.folder / "images_4.h5") as h5:
+        assert h5.attrs["compression"] == Config().output.h5_compression
+
+
+def test_a_file_the_rasterizer_fails_on_is_skipped_and_its_batch_kept(source_tree: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files are rasterized in batches: when a batch fails, each file is tried alone, and only the one that fails
+    costs its images (the tree says why), as when files were rasterized one by one."""
+    want = load_images(process_path(source_tree, tmp_path / "good", Config(), record_id="4").written.folder)
+    bad_key, bad_text = "demo-json-1a2b3c4/README.md", (source_tree / "README.md").read_bytes()
+    alone = process_module.rasterize_narrow
+
+    def batch_fails(texts: list[bytes], **geometry: Any) -> list[np.ndarray]:
+        raise MemoryError("no room for the batch")
+
+    def fails_on_readme(text: bytes, **geometry: Any) -> np.ndarray:
+        if text == bad_text:
+            raise MemoryError("no room for this file")
+        return alone(text, **geometry)
+
+    monkeypatch.setattr(process_module, "rasterize_many", batch_fails)
+    monkeypatch.setattr(process_module, "rasterize_narrow", fails_on_readme)
+    result = process_path(source_tree, tmp_path / "d", Config(), record_id="4")
+    got = load_images(result.written.folder)
+    assert set(got) == set(want) - {bad_key} and len(got) > 3
+    for key in got:
+        np.testing.assert_array_equal(got[key], want[key])
+    readme = load_metadata(result.written.folder)["tree"]["children"]["demo-json-1a2b3c4"]["children"]["README.md"]
+    assert readme["skipped"] == "error: MemoryError: no room for this file" and "segments" not in readme
+    assert result.stats.skipped["error"] == 1 and result.stats.rasterized == len(want) - 1
+
+
+def test_bad_archive_writes_nothing_and_cleans_its_temp_folder(tmp_path: Path, ram_root: Path) -> None:
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(b"<html><body>502 Bad Gateway</body></html>")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    with pytest.raises(ExtractError):
+        process_path(bad, tmp_path / "d", Config(), record_id="6", tmp_dir=scratch)
+    assert list(scratch.iterdir()) == [] and list(ram_root.iterdir()) == []
+    assert not (tmp_path / "d" / "6").exists()
+
+
+def test_default_record_id_from_archive_name(tmp_path: Path) -> None:
+    assert default_record_id(Path("MUSE-1.0.tar.gz")) == "MUSE-1.0"
+    assert default_record_id(Path("owner/repo v2.ZIP")) == "repo_v2"
+    assert default_record_id(Path("...zip")) == "record"
+
+
+def test_summary_line(source_tree: Path, tmp_path: Path) -> None:
+    result = process_path(source_tree, tmp_path / "d", Config(), record_id="7")
+    line = format_summary(result)
+    assert "\n" not in line
+    stats = result.stats
+    assert line.startswith(f"record 7: {stats.files} files seen, {stats.rasterized} rasterized, 3 skipped")
+    assert "(binary 1, symlink 1, too_large 1)" in line and f"{result.stats.segments} segments" in line
+    shutil.rmtree(result.written.folder)
+
+
+# --- odd names: the record is written, the odd file is in the tree with its reason -----------------------------
+
+OK_PY = b"print('still here')\n"
+
+
+def tar_of(path: Path, files: dict[str, bytes], dirs: tuple[str, ...] = ()) -> Path:
+    """A tar with these folders then files; names holding surrogate escapes are written as raw bytes."""
+    with tarfile.open(path, "w", encoding="utf-8", errors="surrogateescape") as tar:
+        for name in dirs:
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.DIRTYPE
+            tar.addfile(info)
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def zip_with_invalid_utf8_name(path: Path) -> Path:
+    """``proj/caf\\xff\\xfe.py`` flagged UTF-8 (it is not), beside ``proj/ok.py``."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("proj/caf\u00e9.py", b"x = 1\n")
+        zf.writestr("proj/ok.py", OK_PY)
+    path.write_bytes(buf.getvalue().replace("caf\u00e9".encode(), b"caf\xff\xfe"))
+    return path
+
+
+def deep_tar(path: Path) -> Path:
+    """1,500 nested folders with a file at the bottom, and a normal file beside them."""
+    deep = ["proj", *["d"] * 1500]
+    return tar_of(path, {"/".join([*deep, "bottom.py"]): b"deep\n", "proj/ok.py": OK_PY},
+                  dirs=tuple("/".join(deep[:i]) for i in range(1, len(deep) + 1)))
+
+
+def long_name_tar(path: Path) -> Path:
+    return tar_of(path, {"proj/" + "a" * 300 + ".py": b"long\n", "proj/ok.py": OK_PY})
+
+
+def process_in_scratch(source: Path, tmp_path: Path, record_id: str) -> tuple[ProcessResult, dict[str, Any]]:
+    """Process with a temporary folder of our own, check it is left empty (and RAM too), and check every output
+    loads."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir(exist_ok=True)
+    result = process_path(source, tmp_path / "data", BOTH_FORMATS, record_id=record_id, tmp_dir=scratch)
+    assert list(scratch.iterdir()) == [] and list(extract_module.SHM.iterdir()) == []
+    folder = result.written.folder
+    meta = load_metadata(folder / f"metadata_{record_id}.json")
+    assert load_metadata(folder / f"metadata_{record_id}.pkl") == meta
+    from_h5, from_pkl = load_images(folder / f"images_{record_id}.h5"), load_images(folder / f"images_{record_id}.pkl")
+    assert from_h5.keys() == from_pkl.keys()
+    for key in from_h5:
+        np.testing.assert_array_equal(from_h5[key], from_pkl[key])
+    return result, meta
+
+
+@pytest.mark.parametrize(
+    ("build", "odd_key", "reason"),
+    [
+        (lambda p: tar_of(p / "latin.tar", {"proj/caf\udce9.py": b"x\n", "proj/ok.py": OK_PY}),
+         "proj/caf\ufffd.py", "bad_name"),
+        (lambda p: zip_with_invalid_utf8_name(p / "flagged.zip"), "proj/caf\ufffd\ufffd.py", "bad_name"),
+        (lambda p: long_name_tar(p / "long.tar"), "proj/" + "a" * 300 + ".py", "name_too_long"),
+        (lambda p: deep_tar(p / "deep.tar"), None, "too_deep"),
+    ],
+    ids=["tar-not-utf8", "zip-flagged-not-utf8", "name-too-long", "1500-deep"],
+)
+def test_one_odd_member_is_its_skip_reason_not_the_records_failure(
+    tmp_path: Path, build: Any, odd_key: str | None, reason: str
+) -> None:
+    result, meta = process_in_scratch(build(tmp_path), tmp_path, "9")
+    files = dict(iter_tree_files(meta["tree"]))
+    assert files["proj/ok.py"]["segments"] == 1
+    [odd] = [key for key in files if key != "proj/ok.py"]
+    if odd_key is not None:
+        assert odd == odd_key
+    else:  # the deep key is shortened around "…" and keeps its start and end
+        assert odd.startswith("proj/d/d/") and odd.endswith("/d/bottom.py") and "…" in odd
+    assert files[odd] == {"type": "file", "skipped": reason}
+    assert meta["stats"]["skipped"] == {reason: 1} and meta["stats"]["files"] == 2
+    assert result.stats.rasterized == 1
+    images = load_images(result.written.folder)
+    assert list(images) == ["proj/ok.py"]
+    np.testing.assert_array_equal(images["proj/ok.py"], rasterize(OK_PY))
+
+
+def test_a_file_at_the_depth_limit_is_rasterized_and_its_deep_tree_written(tmp_path: Path) -> None:
+    at_limit = "/".join(["proj", *["d"] * (MAX_DEPTH - 2), "deepest.py"])
+    over = "/".join(["proj", *["d"] * (MAX_DEPTH - 1), "over.py"])
+    archive = tar_of(tmp_path / "limit.tar", {at_limit: OK_PY, over: b"x\n"})
+    result, meta = process_in_scratch(archive, tmp_path, "10")
+    np.testing.assert_array_equal(load_images(result.written.folder)[at_limit], rasterize(OK_PY))
+    files = dict(iter_tree_files(meta["tree"]))
+    assert files[over] == {"type": "file", "skipped": "too_deep"} and files[at_limit]["segments"] == 1
+
+
+def test_many_skipped_members_are_listed_up_to_the_cap_and_all_counted(tmp_path: Path) -> None:
+    odd = {f"proj/bad\udcff{i:04}.py": b"x\n" for i in range(MAX_LISTED_SKIPS + 5)}
+    result, meta = process_in_scratch(tar_of(tmp_path / "many.tar", {**odd, "proj/ok.py": OK_PY}), tmp_path, "11")
+    files = dict(iter_tree_files(meta["tree"]))
+    assert len(files) == MAX_LISTED_SKIPS + 1 and files["proj/ok.py"]["segments"] == 1
+    assert meta["stats"]["skipped"] == {"bad_name": MAX_LISTED_SKIPS + 5}
+    assert meta["stats"]["files"] == MAX_LISTED_SKIPS + 6
+
+
+def test_folder_with_names_that_are_not_utf8_gives_a_record(tmp_path: Path) -> None:
+    root = tmp_path / "src" / "proj"
+    root.mkdir(parents=True)
+    (root / "ok.py").write_bytes(OK_PY)
+    with open(os.fsencode(root) + b"/caf\xe9.py", "wb") as handle:
+        handle.write(b"x\n")
+    os.mkdir(os.fsencode(root) + b"/d\xff")
+    result, meta = process_in_scratch(root, tmp_path, "12")
+    files = dict(iter_tree_files(meta["tree"]))
+    assert files["proj/caf\ufffd.py"] == {"type": "file", "skipped": "bad_name"}
+    assert meta["tree"]["children"]["proj"]["children"]["d\ufffd"] == {"type": "dir", "children": {},
+                                                                           "skipped": "bad_name"}
+    assert meta["stats"]["skipped"] == {"bad_name": 2} and list(load_images(result.written.folder)) == ["proj/ok.py"]
+
+
+def test_the_same_path_from_two_sources_keeps_the_first(tmp_path: Path) -> None:
+    first = tar_of(tmp_path / "one.tar", {"proj/a.py": b"first = 1\n", "proj/x": b"a file\n"})
+    second = tar_of(tmp_path / "two.tar", {"proj/a.py": b"second = 2\n", "proj/x/y.py": b"below a file\n"})
+    result = process_sources("13", [(first, ""), (second, "")], tmp_path / "data", Config(), hit=None,
+                             source_info=None)
+    images = load_images(result.written.folder)
+    assert list(images) == ["proj/a.py", "proj/x"]
+    np.testing.assert_array_equal(images["proj/a.py"], rasterize(b"first = 1\n"))
+    meta = load_metadata(result.written.folder)
+    assert meta["tree"]["children"]["proj"]["children"]["x"]["type"] == "file"
+    assert meta["stats"]["skipped"] == {"duplicate_path": 2} and meta["stats"]["files"] == 4
+
+
+# --- the temporary folder goes whatever happens -----------------------------------------------------------------
+
+
+def test_deep_extraction_that_then_fails_leaves_no_temporary_folder(tmp_path: Path, ram_root: Path) -> None:
+    deepest = "/".join(["proj", *["d"] * (MAX_DEPTH - 2), "deepest.py"])
+    archive = tar_of(tmp_path / "evil.tar", {deepest: b"x\n", "proj/ok.py": OK_PY, "../outside.py": b"evil\n"})
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with pytest.raises(ExtractError) as caught:
+        process_path(archive, tmp_path / "data", Config(), record_id="14", tmp_dir=scratch)
+    assert caught.value.reason == "unsafe_archive"
+    assert list(scratch.iterdir()) == [] and not (tmp_path / "data" / "14").exists()
+    assert list(ram_root.iterdir()) == []
+
+
+def test_a_failure_after_extraction_leaves_no_temporary_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               ram_root: Path) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("zenodo_hpc.record.process.sort_tree", broken)  # fails inside rasterize_tree, mid-record
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        process_path(deep_tar(tmp_path / "deep.tar"), tmp_path / "data", Config(), record_id="15", tmp_dir=scratch)
+    assert list(scratch.iterdir()) == []
+    assert list(ram_root.iterdir()) == []
+
+
+# --- where archives are extracted: RAM when they fit, else node-local disk ------------------------------------
+
+
+def spy_extractions(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Path, bool]]:
+    """(folder, whether it had an owner file beside it) of every extraction process makes, in order."""
+    seen: list[tuple[Path, bool]] = []
+    original = process_module.extract_archive
+
+    def spy(archive: Path, dest: Path, **kwargs: Any) -> Any:
+        seen.append((Path(dest), (Path(dest).parent / OWNER_FILE).is_file()))
+        return original(archive, dest, **kwargs)
+
+    monkeypatch.setattr(process_module, "extract_archive", spy)
+    return seen
+
+
+def record_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def disk_only(tmp_path: Path, archive: Path, record_id: str) -> dict[str, bytes]:
+    """The record as extraction on node-local disk alone makes it."""
+    cfg = config_from_dict({"extract": {"memory_budget_mb": 0}})
+    return record_bytes(process_path(archive, tmp_path / "disk-only", cfg, record_id=record_id).written.folder)
+
+
+def test_an_archive_that_fits_is_extracted_in_ram_and_the_record_is_the_same(
+        source_tree: Path, tmp_path: Path, tmpfs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = zip_folder(source_tree, tmp_path / "r.zip")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    seen = spy_extractions(monkeypatch)
+    result = process_path(archive, tmp_path / "data", Config(), record_id="20", tmp_dir=scratch)
+    [(folder, owned)] = seen
+    assert folder.parent.parent == tmpfs and folder.parent.name.startswith("zenodo-hpc-20-") and owned
+    assert filesystem_type(folder) in RAM_FILESYSTEMS
+    assert list(tmpfs.iterdir()) == [] and list(scratch.iterdir()) == []  # all removed
+    # memory_budget_mb changes where, never what: the same bytes as extraction on disk
+    assert record_bytes(result.written.folder) == disk_only(tmp_path, archive, "20")
+    assert Config().sha256() == config_from_dict({"extract": {"memory_budget_mb": 0}}).sha256()
+
+
+def test_an_archive_over_the_budget_or_with_ram_off_is_extracted_on_disk(
+        tmp_path: Path, tmpfs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = tmp_path / "big.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("big/a.txt", b"x = 1\n" * 400_000)  # 2.4 MB extracted: over a budget of 1 MiB
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    seen = spy_extractions(monkeypatch)
+    for budget in (1, 0):
+        process_path(archive, tmp_path / f"data-{budget}", config_from_dict({"extract": {"memory_budget_mb": budget}}),
+                     record_id="21", tmp_dir=scratch)
+    assert [folder.parent.parent for folder, _ in seen] == [scratch, scratch]
+    process_path(archive, tmp_path / "data-3", config_from_dict({"extract": {"memory_budget_mb": 3}}),
+                 record_id="21", tmp_dir=scratch)
+    assert seen[-1][0].parent.parent == tmpfs
+    assert list(tmpfs.iterdir()) == [] and list(scratch.iterdir()) == []
+
+
+def test_the_budget_is_the_records_not_each_archives(tmp_path: Path, tmpfs: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    archives = []
+    for name in ("one", "two"):
+        archives.append(tmp_path / f"{name}.zip")
+        with zipfile.ZipFile(archives[-1], "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(f"{name}/a.txt", f"{name} = 1\n".encode() * 100_000)  # ~0.8 MB each, of a 1 MiB budget
+    seen = spy_extractions(monkeypatch)
+    cfg = config_from_dict({"extract": {"memory_budget_mb": 1}})
+    process_sources("22", [(a, a.stem + "/") for a in archives], tmp_path / "data", cfg, hit=None, source_info=None,
+                    tmp_dir=tmp_path)
+    assert [folder.parent.parent for folder, _ in seen] == [tmpfs, tmp_path]
+
+
+def test_an_archive_taking_more_ram_than_expected_is_extracted_again_on_disk(
+        source_tree: Path, tmp_path: Path, tmpfs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = zip_folder(source_tree, tmp_path / "r.zip")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    seen = spy_extractions(monkeypatch)
+    # the estimate let it in, but the archive takes more than the 64 KB it may take there
+    monkeypatch.setattr(process_module, "choose_memory_root", lambda path, budget: Placement(tmpfs, 65536, "test"))
+    result = process_path(archive, tmp_path / "data", Config(), record_id="23", tmp_dir=scratch)
+    assert [folder.parent.parent for folder, _ in seen] == [tmpfs, scratch]
+    assert list(tmpfs.iterdir()) == [] and list(scratch.iterdir()) == []
+    monkeypatch.undo()
+    assert record_bytes(result.written.folder) == disk_only(tmp_path, archive, "23")
+
+
+def test_a_full_ram_folder_sends_the_archive_to_disk(source_tree: Path, tmp_path: Path, tmpfs: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = zip_folder(source_tree, tmp_path / "r.zip")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    seen = spy_extractions(monkeypatch)
+    real_write = os.write
+
+    def write(fd: int, data: bytes) -> int:  # the tmpfs is full (another job filled it since we looked)
+        if os.readlink(f"/proc/self/fd/{fd}").startswith(str(tmpfs)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(extract_module.os, "write", write)
+    result = process_path(archive, tmp_path / "data", Config(), record_id="24", tmp_dir=scratch)
+    monkeypatch.undo()
+    assert [folder.parent.parent for folder, _ in seen] == [tmpfs, scratch]
+    assert list(tmpfs.iterdir()) == [] and list(scratch.iterdir()) == []
+    assert record_bytes(result.written.folder) == disk_only(tmp_path, archive, "24")
+
+
+def test_a_ram_folder_that_cannot_even_be_made_sends_the_archive_to_disk(
+        source_tree: Path, tmp_path: Path, tmpfs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = zip_folder(source_tree, tmp_path / "r.zip")
+    seen = spy_extractions(monkeypatch)
+
+    def full(record_id: str, root: Path) -> Any:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(root))
+
+    monkeypatch.setattr(process_module, "record_tmp", full)
+    process_path(archive, tmp_path / "data", Config(), record_id="27", tmp_dir=tmp_path)
+    assert [folder.parent.parent for folder, _ in seen] == [tmp_path]
+    assert list(tmpfs.iterdir()) == []
+
+
+_KILLED_MID_RECORD = """
+import sys, time
+from pathlib import Path
+import zenodo_hpc.record.process as process
+from zenodo_hpc.core.config import Config
+
+def stop(roots, raster):  # extracted, not yet walked: say so, and wait for the kill
+    roots = list(roots)
+    print(roots[0][0], flush=True)
+    time.sleep(600)
+
+process.rasterize_tree = stop
+process.process_path(Path(sys.argv[1]), Path(sys.argv[2]), Config(), record_id="25")
+"""
+
+
+def test_a_killed_workers_ram_folder_is_removed_by_the_next_one_and_a_live_ones_kept(
+        source_tree: Path, tmp_path: Path, tmpfs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = zip_folder(source_tree, tmp_path / "r.zip")
+    env = {**os.environ, "TMPDIR": str(tmpfs)}  # its RAM-backed folder (and its only temporary space)
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_MID_RECORD, str(archive), str(tmp_path / "data")],
+                            stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    extracted = Path(proc.stdout.readline().strip())
+    assert extracted.parent.parent == tmpfs and (extracted / source_tree.name).is_dir()
+    proc.send_signal(signal.SIGKILL)  # as the OOM killer does: nothing of it runs again
+    proc.wait()
+    proc.stdout.close()
+    assert extracted.exists()  # left behind, holding memory
+    disk = tmp_path / "node-tmp"
+    disk.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmpfs))
+    with record_tmp("26", tmpfs) as live:  # this process's own, in use
+        clean_leftovers(RunDir(tmp_path / "run"), disk)
+        assert not extracted.parent.exists() and live.exists()
+    assert list(tmpfs.iterdir()) == []
