@@ -16,8 +16,10 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -52,14 +54,61 @@ sys.exit(main(["update", "-c", sys.argv[2], "--executor", "local"]))
 """
 
 
-@pytest.fixture
-def services(httpserver: HTTPServer) -> Iterator[tuple[ZenodoDouble, KaggleDouble, Webhook]]:
-    webhook = Webhook(httpserver)
-    with ZenodoDouble(tokens=[DEPOSIT_TOKEN]) as zenodo, KaggleDouble(users={USER: KEY}) as kaggle:
-        for i, (top, files) in enumerate(stdlib_records(6, files_per_record=4), 1):
-            zenodo.add_record(ZenodoDouble.make_hit(300 + i, created=f"2017-05-{i:02d}", title=top,
-                                                    conceptrecid=str(900 + i)), {f"{top}.zip": make_zip(files)})
-        yield zenodo, kaggle, webhook
+@dataclass
+class LivingRun:
+    """A living run, its doubles, and what each ``update`` left: the doubles stay up for the tests to ask."""
+
+    tmp_path: Path
+    zenodo: ZenodoDouble
+    kaggle: KaggleDouble
+    webhook: Webhook
+    config: Path
+    run: RunDir
+    first: subprocess.CompletedProcess[str] | None = None  # the first update: the first release
+    first_releases: list[Release] = field(default_factory=list)
+    first_bodies: list[dict[str, Any]] = field(default_factory=list)
+    first_mtimes: dict[str, int] = field(default_factory=dict)  # the record files after the first release
+    second_mtimes: dict[str, int] = field(default_factory=dict)  # ... and after the second
+    second_bodies: list[dict[str, Any]] = field(default_factory=list)
+    kaggle_calls: list[Any] = field(default_factory=list)  # the Kaggle requests of both releases
+
+
+@pytest.fixture(scope="module")
+def living(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivingRun]:
+    """Two updates, as a month apart: the first releases six records; then Zenodo gains two records and a new
+    version of record 301's software, and the second releases them. Run once for the tests below, each of
+    which checks one outcome."""
+    tmp_path = tmp_path_factory.mktemp("living")
+    server = HTTPServer()  # the webhook's own server: pytest-httpserver's shared one is cleared after each test
+    server.start()
+    try:
+        with ZenodoDouble(tokens=[DEPOSIT_TOKEN]) as zenodo, KaggleDouble(users={USER: KEY}) as kaggle:
+            for i, (top, files) in enumerate(stdlib_records(6, files_per_record=4), 1):
+                zenodo.add_record(ZenodoDouble.make_hit(300 + i, created=f"2017-05-{i:02d}", title=top,
+                                                        conceptrecid=str(900 + i)), {f"{top}.zip": make_zip(files)})
+            webhook = Webhook(server)
+            config = config_file(tmp_path, zenodo, webhook)
+            living = LivingRun(tmp_path, zenodo, kaggle, webhook, config, RunDir(tmp_path / "scratch" / "living"))
+            living.first = run_update(tmp_path, kaggle, config)
+            living.first_releases = list_releases(living.run)
+            living.first_bodies = webhook.bodies
+            living.first_mtimes = mtimes(living.run)
+            add_new_records(zenodo)
+            run_update(tmp_path, kaggle, config)
+            living.second_mtimes = mtimes(living.run)
+            living.second_bodies = webhook.bodies
+            living.kaggle_calls = list(kaggle.requests)
+            yield living
+    finally:
+        server.clear()
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def nothing_new(living: LivingRun) -> subprocess.CompletedProcess[str]:
+    """A third update, with nothing new on Zenodo. The tests that use it come last in this file, after those
+    that read the second release's files as the second update left them."""
+    return run_update(living.tmp_path, living.kaggle, living.config)
 
 
 def config_file(tmp_path: Path, zenodo: ZenodoDouble, webhook: Webhook) -> Path:
@@ -96,25 +145,8 @@ def run_update(tmp_path: Path, kaggle: KaggleDouble, config: Path) -> subprocess
     return done
 
 
-def mtimes(run: RunDir) -> dict[str, int]:
-    return {p.relative_to(run.data).as_posix(): p.stat().st_mtime_ns for p in run.data.glob("[0-9]*/*")}
-
-
-def test_update_makes_the_next_release_from_the_new_records_only(
-        tmp_path: Path, services: tuple[ZenodoDouble, KaggleDouble, Webhook]) -> None:
-    zenodo, kaggle, webhook = services
-    config = config_file(tmp_path, zenodo, webhook)
-    run = RunDir(tmp_path / "scratch" / "living")
-
-    first = run_update(tmp_path, kaggle, config)
-    (one,) = list_releases(run)
-    assert one.records == [str(300 + i) for i in range(1, 7)] and one.added == one.records
-    assert "Zenodo-ML release" in first.stdout and one.notified and len(webhook.bodies) == 1
-    assert one.published["zenodo"]["ok"] and one.published["zenodo"]["doi"]
-    assert one.published["kaggle"]["ok"] and one.published["kaggle"]["created"]
-    before = mtimes(run)
-
-    # Zenodo gains two records, and a new version of record 301's software supersedes it
+def add_new_records(zenodo: ZenodoDouble) -> None:
+    """Zenodo gains two records, and a new version of record 301's software supersedes it."""
     now = datetime.now(timezone.utc).isoformat()
     for new_id in (410, 411):
         top, files = stdlib_records(8, files_per_record=3)[new_id - 404]
@@ -122,47 +154,142 @@ def test_update_makes_the_next_release_from_the_new_records_only(
     top, files = stdlib_records(1, files_per_record=3)[0]
     zenodo.add_record(ZenodoDouble.make_hit(412, created=now, title="301, version 2", conceptrecid="901"),
                       {f"{top}-v2.zip": make_zip(files)})
-    run_update(tmp_path, kaggle, config)
 
-    one, two = list_releases(run)
-    assert sorted(two.added) == ["410", "411", "412"]
+
+def mtimes(run: RunDir) -> dict[str, int]:
+    return {p.relative_to(run.data).as_posix(): p.stat().st_mtime_ns for p in run.data.glob("[0-9]*/*")}
+
+
+def two_releases(living: LivingRun) -> tuple[Release, Release]:
+    one, two = list_releases(living.run)
+    return one, two
+
+
+# --- the first update: the first release ---------------------------------------------------------------------
+
+
+def test_the_first_update_releases_every_record(living: LivingRun) -> None:
+    (one,) = living.first_releases
+    assert one.records == [str(300 + i) for i in range(1, 7)] and one.added == one.records
+
+
+def test_the_first_update_says_so_and_notifies_once(living: LivingRun) -> None:
+    (one,) = living.first_releases
+    assert living.first is not None and "Zenodo-ML release" in living.first.stdout
+    assert one.notified and len(living.first_bodies) == 1
+
+
+def test_the_first_release_is_published_on_zenodo_and_kaggle(living: LivingRun) -> None:
+    (one,) = living.first_releases
+    assert one.published["zenodo"]["ok"] and one.published["zenodo"]["doi"]
+    assert one.published["kaggle"]["ok"] and one.published["kaggle"]["created"]
+
+
+# --- the second update: new records only ---------------------------------------------------------------------
+
+
+def test_the_next_release_adds_the_new_records(living: LivingRun) -> None:
+    assert sorted(two_releases(living)[1].added) == ["410", "411", "412"]
+
+
+def test_a_new_version_supersedes_its_record_whose_folder_stays(living: LivingRun) -> None:
+    two = two_releases(living)[1]
     assert two.superseded == [{"id": "301", "by": "412"}] and "301" not in two.records
-    assert (run.data / "301").is_dir()  # its folder stays in the run directory, outside the release
-    assert {k: v for k, v in mtimes(run).items() if k in before} == before  # done records were not redone
-    assert all(attempts_of(run, str(300 + i)) == 1 for i in range(1, 7))
-    assert ids_in(run, "done") >= {"410", "411", "412"}
+    assert (living.run.data / "301").is_dir()  # its folder stays in the run directory, outside the release
 
-    image = run.root / two.image
-    assert hashlib.md5(image.read_bytes()).hexdigest() == two.md5  # the released image, verified by pack
-    assert not (run.root / one.image).exists()  # releases.keep: 1
-    assert_checksums_check_where_the_docs_say(run.root / "releases" / two.version, two.image)
-    assert not (run.root / "releases" / one.version / one.image).exists()  # pruned from its folder too
-    assert "No such file" in checksum(run.root / "releases" / one.version, f"{one.image}.md5").stderr  # says so
-    assert_checksums_check_where_the_docs_say(downloaded_from_zenodo(zenodo, two, tmp_path / "from-zenodo"), two.image)
-    card = (run.data / "README.md").read_text()  # the card inside the image names it as it is published
-    assert f"md5sum -c {two.image}.md5" in card and f"squashfuse {two.image} zenodo-ml" in card
-    changelog = (run.root / "releases" / two.version / "CHANGELOG.md").read_text()
+
+def test_records_done_before_are_not_redone(living: LivingRun) -> None:
+    before = living.first_mtimes
+    assert {k: v for k, v in living.second_mtimes.items() if k in before} == before
+    assert all(attempts_of(living.run, str(300 + i)) == 1 for i in range(1, 7))
+
+
+def test_the_new_records_are_done(living: LivingRun) -> None:
+    assert ids_in(living.run, "done") >= {"410", "411", "412"}
+
+
+def test_the_released_image_is_the_one_pack_verified(living: LivingRun) -> None:
+    image = living.run.root / two_releases(living)[1].image
+    assert hashlib.md5(image.read_bytes()).hexdigest() == two_releases(living)[1].md5
+
+
+def test_releases_keep_1_prunes_the_earlier_image_everywhere(living: LivingRun) -> None:
+    one, _ = two_releases(living)
+    root = living.run.root
+    assert not (root / one.image).exists()  # releases.keep: 1
+    assert not (root / "releases" / one.version / one.image).exists()  # pruned from its folder too
+    assert "No such file" in checksum(root / "releases" / one.version, f"{one.image}.md5").stderr  # says so
+
+
+def test_the_release_checks_in_its_folder_as_the_docs_say(living: LivingRun) -> None:
+    two = two_releases(living)[1]
+    assert_checksums_check_where_the_docs_say(living.run.root / "releases" / two.version, two.image)
+
+
+def test_the_release_checks_as_downloaded_from_zenodo(living: LivingRun) -> None:
+    two = two_releases(living)[1]
+    folder = downloaded_from_zenodo(living.zenodo, two, living.tmp_path / "from-zenodo")
+    assert_checksums_check_where_the_docs_say(folder, two.image)
+
+
+def test_the_card_in_the_image_names_it_as_published(living: LivingRun) -> None:
+    image = two_releases(living)[1].image
+    card = (living.run.data / "README.md").read_text()
+    assert f"md5sum -c {image}.md5" in card and f"squashfuse {image} zenodo-ml" in card
+
+
+def test_the_changelog_names_the_new_and_the_superseded_records(living: LivingRun) -> None:
+    two = two_releases(living)[1]
+    changelog = (living.run.root / "releases" / two.version / "CHANGELOG.md").read_text()
     assert all(f"- {i} [10.5281/zenodo.{i}]" in changelog for i in ("410", "411", "412"))
     assert "- 301 by 412" in changelog
+
+
+def test_the_release_manifest_lists_its_records(living: LivingRun) -> None:
+    two = two_releases(living)[1]
     manifest = [json.loads(line)["id"] for line in
-                (run.root / "releases" / two.version / "manifest.jsonl").read_text().splitlines()]
+                (living.run.root / "releases" / two.version / "manifest.jsonl").read_text().splitlines()]
     assert manifest == two.records
 
-    assert len(webhook.bodies) == 2 and webhook.bodies[1]["release"]["version"] == two.version
-    assert webhook.bodies[1]["text"].startswith(f"Zenodo-ML release {two.version}: 8 records (+3 added")
-    entries = ET.parse(run.root / "releases" / "feed.xml").getroot().findall("{http://www.w3.org/2005/Atom}entry")
-    assert len(entries) == 2
-    creates = [r.call for r in kaggle.requests if r.call in ("CreateDataset", "CreateDatasetVersion")]
+
+def test_the_webhook_gets_one_notice_per_release(living: LivingRun) -> None:
+    two = two_releases(living)[1]
+    bodies = living.second_bodies
+    assert len(bodies) == 2 and bodies[1]["release"]["version"] == two.version
+    assert bodies[1]["text"].startswith(f"Zenodo-ML release {two.version}: 8 records (+3 added")
+
+
+def test_the_feed_has_an_entry_per_release(living: LivingRun) -> None:
+    feed = ET.parse(living.run.root / "releases" / "feed.xml").getroot()
+    assert len(feed.findall("{http://www.w3.org/2005/Atom}entry")) == 2
+
+
+def test_kaggle_gets_a_dataset_then_a_version_noted_as_the_webhook(living: LivingRun) -> None:
+    calls = living.kaggle_calls
+    creates = [r.call for r in calls if r.call in ("CreateDataset", "CreateDatasetVersion")]
     assert creates == ["CreateDataset", "CreateDatasetVersion"]
-    notes = [r.json["body"]["versionNotes"] for r in kaggle.requests if r.call == "CreateDatasetVersion"]
-    assert notes == [webhook.bodies[1]["text"]]
+    notes = [r.json["body"]["versionNotes"] for r in calls if r.call == "CreateDatasetVersion"]
+    assert notes == [living.second_bodies[1]["text"]]
+
+
+def test_zenodo_gets_a_new_version_of_the_same_concept(living: LivingRun) -> None:
+    one, two = two_releases(living)
     assert two.published["zenodo"]["concept_id"] == one.published["zenodo"]["concept_id"]
     assert two.published["zenodo"]["doi"] != one.published["zenodo"]["doi"]
 
-    again = run_update(tmp_path, kaggle, config)  # nothing new: no release
-    assert "nothing new since release" in again.stdout and len(list_releases(run)) == 2
-    assert len(webhook.bodies) == 2
-    for path in run.root.rglob("*"):
+
+# --- a third update, with nothing new (these come last: they run it) -------------------------------------------
+
+
+def test_an_update_with_nothing_new_makes_no_release(living: LivingRun,
+                                                    nothing_new: subprocess.CompletedProcess[str]) -> None:
+    assert "nothing new since release" in nothing_new.stdout and len(list_releases(living.run)) == 2
+    assert len(living.webhook.bodies) == 2
+
+
+def test_no_file_of_the_run_holds_a_credential(living: LivingRun,
+                                                nothing_new: subprocess.CompletedProcess[str]) -> None:
+    for path in living.run.root.rglob("*"):
         if path.is_file():
             data = path.read_bytes()
             assert KEY.encode() not in data and DEPOSIT_TOKEN.encode() not in data, path
