@@ -1,5 +1,6 @@
-"""``releases/feed.xml`` is a valid Atom feed (RFC 4287): read by a real feed parser (feedparser), and the RFC's
-rules checked one by one, for a run with an unpublished release and a published one (a DOI and Kaggle)."""
+"""The release's feed (zenodo_hpc/dataset/release.py): ``releases/feed.xml`` is a valid Atom feed (RFC 4287):
+read by a real feed parser (feedparser), and the RFC's rules checked one by one, for a run with an unpublished
+release and a published one (a DOI and Kaggle)."""
 
 from __future__ import annotations
 
