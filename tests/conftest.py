@@ -58,3 +58,46 @@ def zenodo_with_records() -> Iterator[Any]:
             double.add_record(hit, {f"{top}.zip": make_zip(files)})
         yield double
 
+
+
+# --- the extraction tests' destination (tests/record/test_extract*.py) -------------------------------------------
+
+@pytest.fixture
+def dest(tmp_path: Path) -> Path:
+    """An empty folder to extract into, beside ``archives/`` (where ``helpers.save`` writes the archives) and
+    ``outside/``, a sibling that must stay empty whatever the archive says."""
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "archives").mkdir()
+    folder = tmp_path / "dest"
+    folder.mkdir()
+    return folder
+
+
+# --- a RAM-backed folder of the test's own, for the record tests (tests/record/test_process*.py) -----------------
+
+@pytest.fixture
+def ram_root(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """This test's own RAM-backed folder, in place of /dev/shm (and of $TMPDIR/$SLURM_TMPDIR): where archives that
+    fit ``extract.memory_budget_mb`` are extracted, and where nothing may be left afterwards. Where /dev/shm is no
+    tmpfs, a folder on disk: then nothing goes to RAM, as on such a machine. (The process tests use it for every
+    test: ``pytestmark = pytest.mark.usefixtures("ram_root")``.)"""
+    from zenodo_hpc.record import extract as extract_module
+
+    shm = Path("/dev/shm")
+    on_tmpfs = shm.is_dir() and extract_module.filesystem_type(shm) in extract_module.RAM_FILESYSTEMS
+    path = Path(tempfile.mkdtemp(prefix="test-ram-", dir=shm if on_tmpfs else None))
+    monkeypatch.setattr(extract_module, "SHM", path)
+    monkeypatch.delenv("SLURM_TMPDIR", raising=False)
+    monkeypatch.delenv("TMPDIR", raising=False)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def tmpfs(ram_root: Path) -> Path:
+    """``ram_root`` where it really is a tmpfs; skipped, saying so, where it is not."""
+    from zenodo_hpc.record.extract import RAM_FILESYSTEMS, filesystem_type
+
+    if filesystem_type(ram_root) not in RAM_FILESYSTEMS:
+        pytest.skip("no tmpfs at /dev/shm")
+    return ram_root

@@ -93,3 +93,131 @@ def tree_bytes(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes()
             for p in sorted(folder.glob("*/*")) if p.is_file() and not p.parent.name.startswith(".")}
 
+
+
+# --- archives built by hand, for the extraction tests (tests/record/test_extract*.py) ---------------------------
+# This block keeps its own imports, so that it stays whole when other blocks are appended beside it.
+
+import io  # noqa: E402
+import stat  # noqa: E402
+import tarfile  # noqa: E402
+import zipfile  # noqa: E402
+
+import pytest  # noqa: E402
+
+from zenodo_hpc.core.errors import ExtractError  # noqa: E402
+from zenodo_hpc.record.extract import ExtractStats, extract_archive  # noqa: E402
+
+MB = 1 << 20
+BIG = 10**9  # limits that never trigger unless a test wants them to
+
+TarEntry = tuple[tarfile.TarInfo, bytes]
+
+
+def reg(name: str, data: bytes = b"", mode: int = 0o644) -> TarEntry:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(data), mode
+    return info, data
+
+
+def tdir(name: str, mode: int = 0o755) -> TarEntry:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode = tarfile.DIRTYPE, mode
+    return info, b""
+
+
+def tlink(name: str, target: str, *, hard: bool = False) -> TarEntry:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.LNKTYPE if hard else tarfile.SYMTYPE
+    info.linkname = target
+    return info, b""
+
+
+def tspecial(name: str, kind: bytes) -> TarEntry:
+    info = tarfile.TarInfo(name)
+    info.type, info.devmajor, info.devminor = kind, 1, 3
+    return info, b""
+
+
+def tar_bytes(entries: list[TarEntry], compression: str = "", tar_format: int = tarfile.PAX_FORMAT) -> bytes:
+    """A tar of ``entries``; names holding surrogate escapes are written as their raw (non-UTF-8) bytes."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=f"w:{compression}", format=tar_format, encoding="utf-8",
+                      errors="surrogateescape") as tar:
+        for info, data in entries:
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    return buf.getvalue()
+
+
+def zfile(name: str, mode: int | None = None) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    if mode is not None:
+        info.create_system = 3
+        info.external_attr = mode << 16
+    return info
+
+
+def zsym(name: str, target: str) -> tuple[zipfile.ZipInfo, bytes]:
+    return zfile(name, stat.S_IFLNK | 0o777), target.encode()
+
+
+def zip_bytes(entries: list[tuple[zipfile.ZipInfo | str, bytes]]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for info, data in entries:
+            zf.writestr(info, data)
+    return buf.getvalue()
+
+
+def save(dest: Path, name: str, data: bytes) -> Path:
+    """Write an archive into ``archives/`` beside ``dest`` (the ``dest`` fixture of tests/conftest.py)."""
+    path = dest.parent / "archives" / name
+    path.write_bytes(data)
+    return path
+
+
+def extract(path: Path, dest: Path, *, max_bytes: int = BIG, max_members: int = 100_000) -> ExtractStats:
+    return extract_archive(path, dest, max_bytes=max_bytes, max_members=max_members)
+
+
+def refused(path: Path, dest: Path, reason: str, **limits: int) -> str:
+    """Extract expecting an ExtractError with ``reason``; return its (one-line) message."""
+    with pytest.raises(ExtractError) as caught:
+        extract(path, dest, **limits)
+    message = str(caught.value)
+    assert caught.value.reason == reason, message
+    assert "\n" not in message
+    return message
+
+
+def assert_nothing_outside(dest: Path) -> None:
+    root = dest.parent
+    assert sorted(os.listdir(root)) == ["archives", "dest", "outside"]
+    assert os.listdir(root / "outside") == []
+
+
+def disk_bytes(root: Path) -> int:
+    total = 0
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            info = os.lstat(os.path.join(folder, name))
+            if stat.S_ISREG(info.st_mode):
+                total += info.st_size
+    return total
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+# --- a folder zipped as GitHub zips a release, for the record tests (tests/record/test_process*.py) -------------
+
+def zip_folder(folder: Path, archive: Path) -> Path:
+    """A zip of ``folder`` with the folder itself as the top entry, like GitHub's release zips."""
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(folder.rglob("*")):
+            if path.is_symlink() or not path.is_file():
+                continue
+            zf.write(path, path.relative_to(folder.parent).as_posix())
+    return archive
