@@ -1,6 +1,6 @@
 """Node-local folders of stopped workers (zenodo_hpc/record/leftovers.py): each one is removed once nobody can use it.
 
-A killed worker's folder is removed by the next worker (tests/record/test_process.py). Here: the folders a worker
+A killed worker's folder is removed by the next worker (tests/record/test_process_ram.py). Here: the folders a worker
 stopped at the wrong instant leaves without an owner file to say whose they are.
 """
 
