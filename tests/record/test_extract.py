@@ -143,16 +143,11 @@ def test_zip_backslash_separators_become_folders(dest: Path) -> None:
     assert (dest / "proj/src/a.py").read_bytes() == b"a = 1\n"
 
 
-def test_empty_tar_is_fine_and_extracts_nothing(dest: Path) -> None:
-    path = save(dest, "empty.tar", tar_bytes([]))
-    assert archive_kind(path) == "tar"
+@pytest.mark.parametrize(("kind", "data"), [("tar", tar_bytes([])), ("zip", zip_bytes([]))], ids=["tar", "zip"])
+def test_empty_archive_is_fine_and_extracts_nothing(dest: Path, kind: str, data: bytes) -> None:
+    path = save(dest, f"empty.{kind}", data)
+    assert archive_kind(path) == kind
     assert extract(path, dest) == ExtractStats(0, 0, 0, 0, 0, 0)
-    assert os.listdir(dest) == []
-
-
-def test_empty_zip_is_fine_and_extracts_nothing(dest: Path) -> None:
-    path = save(dest, "empty.zip", zip_bytes([]))
-    assert extract(path, dest).files == 0
     assert os.listdir(dest) == []
 
 
@@ -228,20 +223,20 @@ def test_file_replacing_a_symlink_does_not_write_through_it(dest: Path) -> None:
     assert stats.symlinks == 0 and stats.files == 2
 
 
-def test_file_where_a_folder_exists_is_bad(dest: Path) -> None:
-    path = save(dest, "c.tar", tar_bytes([reg("proj/a/x", b"x"), reg("proj/a", b"file")]))
-    message = refused(path, dest, "bad_archive")
-    assert message == "bad entry 'proj/a' in c.tar: 'proj/a' is already a folder"
-
-
-def test_folder_where_a_file_exists_is_bad(dest: Path) -> None:
-    path = save(dest, "c.tar", tar_bytes([reg("proj/a", b"file"), tdir("proj/a")]))
-    assert "'proj/a' is already a file" in refused(path, dest, "bad_archive")
-
-
-def test_entry_below_a_file_is_bad(dest: Path) -> None:
-    path = save(dest, "c.zip", zip_bytes([("proj/a", b"file"), ("proj/a/b", b"x")]))
-    assert "'proj/a' is already a file, not a folder" in refused(path, dest, "bad_archive")
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("c.tar", tar_bytes([reg("proj/a/x", b"x"), reg("proj/a", b"file")]),
+         "bad entry 'proj/a' in c.tar: 'proj/a' is already a folder"),
+        ("c.tar", tar_bytes([reg("proj/a", b"file"), tdir("proj/a")]),
+         "bad entry 'proj/a' in c.tar: 'proj/a' is already a file"),
+        ("c.zip", zip_bytes([("proj/a", b"file"), ("proj/a/b", b"x")]),
+         "bad entry 'proj/a/b' in c.zip: 'proj/a' is already a file, not a folder"),
+    ],
+    ids=["file-where-a-folder-is", "folder-where-a-file-is", "entry-below-a-file"],
+)
+def test_an_entry_that_conflicts_with_an_earlier_one_is_bad(dest: Path, name: str, data: bytes, message: str) -> None:
+    assert refused(save(dest, name, data), dest, "bad_archive") == message
 
 
 # --- the small files' bytes, kept as extracted ------------------------------------------------------------------

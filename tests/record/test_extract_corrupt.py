@@ -103,24 +103,20 @@ HTML = b"""<!DOCTYPE html>
 """
 
 
-def test_html_page_is_not_an_archive(dest: Path) -> None:
-    path = save(dest, "record.zip", HTML)
-    with pytest.raises(ExtractError, match="looks like an HTML page") as caught:
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("record.zip", HTML, "record.zip looks like an HTML page, not an archive"),
+        ("noise.tar.gz", _incompressible(4096), "noise.tar.gz is not a zip or tar archive (unrecognised content)"),
+        ("nothing.zip", b"", "nothing.zip is empty, not an archive"),
+        ("files.zip", b'{"status": 404, "message": "not found"}',
+         "files.zip looks like a JSON document, not an archive"),
+    ],
+    ids=["html-page", "random-bytes", "empty-file", "json-error"],
+)
+def test_what_is_not_an_archive_is_named(dest: Path, name: str, data: bytes, message: str) -> None:
+    path = save(dest, name, data)
+    with pytest.raises(ExtractError) as caught:
         archive_kind(path)
-    assert caught.value.reason == "bad_archive"
-    assert refused(path, dest, "bad_archive") == "record.zip looks like an HTML page, not an archive"
-
-
-def test_random_bytes_are_not_an_archive(dest: Path) -> None:
-    path = save(dest, "noise.tar.gz", _incompressible(4096))
-    assert refused(path, dest, "bad_archive") == "noise.tar.gz is not a zip or tar archive (unrecognised content)"
-
-
-def test_empty_file_is_not_an_archive(dest: Path) -> None:
-    path = save(dest, "nothing.zip", b"")
-    assert refused(path, dest, "bad_archive") == "nothing.zip is empty, not an archive"
-
-
-def test_json_error_is_named(dest: Path) -> None:
-    path = save(dest, "files.zip", b'{"status": 404, "message": "not found"}')
-    assert "looks like a JSON document" in refused(path, dest, "bad_archive")
+    assert caught.value.reason == "bad_archive" and str(caught.value) == message
+    assert refused(path, dest, "bad_archive") == message

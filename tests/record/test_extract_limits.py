@@ -124,11 +124,15 @@ def test_member_cap_zip_is_checked_before_writing(dest: Path) -> None:
     assert os.listdir(dest) == []
 
 
-def test_member_cap_is_inclusive(dest: Path) -> None:
-    entries = [reg(f"proj/{i:02}.txt", b"x") for i in range(10)]
-    assert extract(save(dest, "ten.tar", tar_bytes(entries)), dest, max_members=10).files == 10
-
-
-def test_byte_cap_is_inclusive(dest: Path) -> None:
-    path = save(dest, "exact.zip", zip_bytes([("a", bytes(1000)), ("b", bytes(24))]))
-    assert extract(path, dest, max_bytes=1024).bytes == 1024
+@pytest.mark.parametrize(
+    ("name", "data", "limits", "files", "size"),
+    [
+        ("ten.tar", tar_bytes([reg(f"proj/{i:02}.txt", b"x") for i in range(10)]), {"max_members": 10}, 10, 10),
+        ("exact.zip", zip_bytes([("a", bytes(1000)), ("b", bytes(24))]), {"max_bytes": 1024}, 2, 1024),
+    ],
+    ids=["members", "bytes"],
+)
+def test_member_and_byte_caps_are_inclusive(dest: Path, name: str, data: bytes, limits: dict[str, int], files: int,
+                                            size: int) -> None:
+    stats = extract(save(dest, name, data), dest, **limits)
+    assert (stats.files, stats.bytes) == (files, size)

@@ -25,19 +25,21 @@ from helpers import (
 # --- unsafe names ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["../outside/pwned", "proj/../../outside/pwned", "proj/../inside-but-dotdot"])
-def test_tar_dotdot_entry_is_refused(dest: Path, name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("../outside/pwned", "path escapes the extraction folder"),
+        ("proj/../../outside/pwned", "path escapes the extraction folder"),
+        ("proj/../inside-but-dotdot", "path escapes the extraction folder"),
+        ("{outside}/pwned", "path is absolute"),  # the test's own outside/ folder, by its absolute path
+    ],
+    ids=["../outside/pwned", "proj/../../outside/pwned", "proj/../inside-but-dotdot", "absolute"],
+)
+def test_tar_dotdot_or_absolute_entry_is_refused(dest: Path, name: str, why: str) -> None:
+    name = name.format(outside=dest.parent / "outside")
     path = save(dest, "evil.tar", tar_bytes([reg("proj/ok.txt", b"ok"), reg(name, b"pwned")]))
     message = refused(path, dest, "unsafe_archive")
-    assert message == f"unsafe entry '{name}' in evil.tar: path escapes the extraction folder"
-    assert_nothing_outside(dest)
-
-
-def test_tar_absolute_entry_is_refused(dest: Path) -> None:
-    name = str(dest.parent / "outside" / "pwned")
-    path = save(dest, "evil.tar", tar_bytes([reg(name, b"pwned")]))
-    message = refused(path, dest, "unsafe_archive")
-    assert message == f"unsafe entry '{name}' in evil.tar: path is absolute"
+    assert message == f"unsafe entry '{name}' in evil.tar: {why}"
     assert_nothing_outside(dest)
 
 
@@ -59,18 +61,20 @@ def test_unsafe_special_entry_name_is_refused_too(dest: Path) -> None:
 # --- links ------------------------------------------------------------------------------------------------------
 
 
-def test_tar_symlink_with_absolute_target_is_refused(dest: Path) -> None:
-    path = save(dest, "evil.tar", tar_bytes([tlink("proj/etc", "/etc")]))
+@pytest.mark.parametrize(
+    ("link", "target", "why"),
+    [
+        ("proj/etc", "/etc", "is absolute"),
+        ("proj/out", "../../outside", "points outside the extraction folder"),
+    ],
+    ids=["absolute", "relative-escaping"],
+)
+def test_tar_symlink_with_absolute_or_escaping_target_is_refused(dest: Path, link: str, target: str,
+                                                                  why: str) -> None:
+    path = save(dest, "evil.tar", tar_bytes([tlink(link, target)]))
     message = refused(path, dest, "unsafe_archive")
-    assert message == "unsafe entry 'proj/etc' in evil.tar: symlink target '/etc' is absolute"
-    assert not (dest / "proj/etc").is_symlink()
-
-
-def test_tar_symlink_with_relative_escaping_target_is_refused(dest: Path) -> None:
-    path = save(dest, "evil.tar", tar_bytes([tlink("proj/out", "../../outside")]))
-    message = refused(path, dest, "unsafe_archive")
-    assert "symlink target '../../outside' points outside the extraction folder" in message
-    assert not (dest / "proj/out").is_symlink()
+    assert message == f"unsafe entry '{link}' in evil.tar: symlink target '{target}' {why}"
+    assert not (dest / link).is_symlink()
 
 
 @pytest.mark.parametrize("target", ["/tmp", "../../outside", "../.."])
