@@ -166,17 +166,6 @@ def test_a_file_the_rasterizer_fails_on_is_skipped_and_its_batch_kept(source_tre
     assert result.stats.skipped["error"] == 1 and result.stats.rasterized == len(want) - 1
 
 
-def test_bad_archive_writes_nothing_and_cleans_its_temp_folder(tmp_path: Path, ram_root: Path) -> None:
-    bad = tmp_path / "bad.zip"
-    bad.write_bytes(b"<html><body>502 Bad Gateway</body></html>")
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    with pytest.raises(ExtractError):
-        process_path(bad, tmp_path / "d", Config(), record_id="6", tmp_dir=scratch)
-    assert list(scratch.iterdir()) == [] and list(ram_root.iterdir()) == []
-    assert not (tmp_path / "d" / "6").exists()
-
-
 def test_default_record_id_from_archive_name(tmp_path: Path) -> None:
     assert default_record_id(Path("MUSE-1.0.tar.gz")) == "MUSE-1.0"
     assert default_record_id(Path("owner/repo v2.ZIP")) == "repo_v2"
@@ -330,14 +319,30 @@ def test_the_same_path_from_two_sources_keeps_the_first(tmp_path: Path) -> None:
 # --- the temporary folder goes whatever happens -----------------------------------------------------------------
 
 
-def test_deep_extraction_that_then_fails_leaves_no_temporary_folder(tmp_path: Path, ram_root: Path) -> None:
+def html_page(path: Path) -> Path:
+    path.write_bytes(b"<html><body>502 Bad Gateway</body></html>")
+    return path
+
+
+def deep_then_unsafe_tar(path: Path) -> Path:
+    """Extracts down to the depth limit, then meets an entry that escapes."""
     deepest = "/".join(["proj", *["d"] * (MAX_DEPTH - 2), "deepest.py"])
-    archive = tar_of(tmp_path / "evil.tar", {deepest: b"x\n", "proj/ok.py": OK_PY, "../outside.py": b"evil\n"})
+    return tar_of(path, {deepest: b"x\n", "proj/ok.py": OK_PY, "../outside.py": b"evil\n"})
+
+
+@pytest.mark.parametrize(
+    ("build", "reason"),
+    [(lambda p: html_page(p / "bad.zip"), "bad_archive"),
+     (lambda p: deep_then_unsafe_tar(p / "evil.tar"), "unsafe_archive")],
+    ids=["html-page", "deep-then-unsafe"],
+)
+def test_an_archive_that_fails_to_extract_writes_nothing_and_leaves_no_temporary_folder(
+        tmp_path: Path, ram_root: Path, build: Any, reason: str) -> None:
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     with pytest.raises(ExtractError) as caught:
-        process_path(archive, tmp_path / "data", Config(), record_id="14", tmp_dir=scratch)
-    assert caught.value.reason == "unsafe_archive"
+        process_path(build(tmp_path), tmp_path / "data", Config(), record_id="14", tmp_dir=scratch)
+    assert caught.value.reason == reason
     assert list(scratch.iterdir()) == [] and not (tmp_path / "data" / "14").exists()
     assert list(ram_root.iterdir()) == []
 
