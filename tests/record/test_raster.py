@@ -112,31 +112,24 @@ def test_crlf_lone_cr_and_tabs() -> None:
     assert rows == ["a", "b", "c    d"]
 
 
-def test_long_line_is_cut_and_next_line_starts_a_new_row() -> None:
-    out = rasterize(b"y" * 200 + b"\nz", width=80)
-    assert (out[0, 0] == ord("y")).all()
-    assert out[0, 1, 0] == ord("z")
-
-
-def test_line_of_exactly_width_characters() -> None:
-    out = rasterize(b"w" * 80 + b"\nv\n")
+@pytest.mark.parametrize("length", [80, 200], ids=["exactly-width", "longer-is-cut"])
+def test_a_line_of_width_characters_or_more_fills_one_row_and_the_next_line_starts_a_new_row(length: int) -> None:
+    out = rasterize(b"w" * length + b"\nv\n", width=80)
     assert (out[0, 0] == ord("w")).all()
     assert out[0, 1, 0] == ord("v") and (out[0, 1, 1:] == 32).all()
 
 
-def test_invalid_utf8_becomes_replacement_character() -> None:
-    out = rasterize(b"a\xffb")
-    assert out[0, 0, :3].tolist() == [ord("a"), 0xFFFD, ord("b")]
-
-
-def test_non_bmp_and_control_characters_keep_their_code_points() -> None:
-    out = rasterize("😀\x0c\x00".encode())
-    assert out[0, 0, :3].tolist() == [0x1F600, 0x0C, 0x00]
-
-
-def test_inner_bom_is_kept() -> None:
-    out = rasterize(b"\xef\xbb\xbfa\xef\xbb\xbfb")
-    assert out[0, 0, :3].tolist() == [ord("a"), 0xFEFF, ord("b")]
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"a\xffb", [ord("a"), 0xFFFD, ord("b")]),  # invalid UTF-8 becomes the replacement character
+        ("😀\x0c\x00".encode(), [0x1F600, 0x0C, 0x00]),  # non-BMP and control characters keep theirs
+        (b"\xef\xbb\xbfa\xef\xbb\xbfb", [ord("a"), 0xFEFF, ord("b")]),  # the leading BOM goes, an inner one stays
+    ],
+    ids=["invalid-utf8-becomes-replacement-character", "non-bmp-and-control-characters", "inner-bom-is-kept"],
+)
+def test_each_character_is_its_code_point(data: bytes, expected: list[int]) -> None:
+    assert rasterize(data)[0, 0, :3].tolist() == expected
 
 
 def test_ascii_fast_path_and_unicode_path_agree() -> None:
