@@ -93,3 +93,44 @@ def tree_bytes(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes()
             for p in sorted(folder.glob("*/*")) if p.is_file() and not p.parent.name.startswith(".")}
 
+
+
+# --- the Kaggle export that `publish kaggle` reads (tests/dataset/test_publish*.py) -------------------------
+
+KAGGLE_USER = "alice"
+KAGGLE_KEY = "k3y-SHOULD-NEVER-BE-SEEN-0123456789abcdef"  # recognisable: grep every output for it
+KAGGLE_SLUG = "zenodo-ml-by-language"
+KAGGLE_REF = f"{KAGGLE_USER}/{KAGGLE_SLUG}"
+KAGGLE_TITLE = "Zenodo ML code images by language"
+KAGGLE_INDEX_SCHEMA = {"fields": [{"name": "png", "type": "string", "description": "path of the PNG"},
+                                  {"name": "segment", "type": "integer", "description": "which image of the file"}],
+                       "primaryKey": ["png"]}
+
+
+def make_kaggle_export(folder: Path) -> dict[str, bytes]:
+    """A folder shaped like the output of ``zenodo-hpc organize``: one ``<ext>.tar.gz`` per language beside
+    its ``<ext>/`` folder of PNGs, ``index.csv`` and ``datapackage.json``. Returns the files to upload."""
+    import hashlib
+    import json
+
+    folder.mkdir(parents=True)
+    files = {
+        "py.tar.gz": os.urandom(70_000),
+        "js.tar.gz": os.urandom(2_345),
+        "index.csv": b"png,segment\npy/1234/1234_0.png,0\njs/5678/5678_0.png,0\n",
+    }
+    for ext, record in (("py", "1234"), ("js", "5678")):  # the PNG trees: never uploaded, the archives hold them
+        (folder / ext / record).mkdir(parents=True)
+        (folder / ext / record / f"{record}_0.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(100))
+    resources = []
+    for name, data in files.items():
+        resources.append({"name": name, "path": name, "description": f"the {name} part", "bytes": len(data),
+                          "hash": "sha256:" + hashlib.sha256(data).hexdigest()})
+        (folder / name).write_bytes(data)
+    resources[-1].update(profile="tabular-data-resource", format="csv", schema=KAGGLE_INDEX_SCHEMA)
+    package = {"name": KAGGLE_SLUG, "title": "Zenodo ML", "id": f"organizer/{KAGGLE_SLUG}", "subtitle": "Source code "
+               "of Zenodo software records as 80x80 images, by language", "description": "Code images, by language.",
+               "licenses": [{"name": "CC0-1.0", "title": "CC0", "path": "https://creativecommons.org/"}],
+               "keywords": ["programming", "code"], "resources": resources, "zenodo_hpc": {"pngs": 2}}
+    (folder / "datapackage.json").write_text(json.dumps(package, indent=1))
+    return files
