@@ -134,3 +134,56 @@ def make_kaggle_export(folder: Path) -> dict[str, bytes]:
                "keywords": ["programming", "code"], "resources": resources, "zenodo_hpc": {"pngs": 2}}
     (folder / "datapackage.json").write_text(json.dumps(package, indent=1))
     return files
+
+
+# --- a release published on the Zenodo double's deposit API (tests/zenodo/test_deposit*.py) ------------------
+
+DEPOSIT_TOKEN = "dep0sit+T0ken/with=odd&chars-0123456789abcdefXYZ"  # quoting and base64 both change it
+DEPOSIT_IMAGE = "zenodo-ml.sqsh"
+DEPOSIT_METADATA: dict[str, Any] = {
+    "title": "Zenodo-ML: code images of Zenodo software records",
+    "creators": [{"name": "Doe, Jane", "affiliation": "Example University", "orcid": "0000-0002-1825-0097"}],
+    "description": "<p>Every software record on Zenodo, its code as images.</p>",
+    "version": "2026.1",
+    "publication_date": "2026-01-15",
+    "license": "cc-by-4.0",
+    "keywords": ["machine learning", "source code"],
+    "related_identifiers": [{"identifier": "https://github.com/zenodo-hpc", "relation": "isSupplementTo",
+                             "scheme": "url"}],
+}
+
+
+def deposit_release(folder: Path, tag: str, *, extra: dict[str, bytes] | None = None) -> tuple[Path, list[Path]]:
+    """A release folder: the image and its checksum files, as pack writes them (contents differ per ``tag``)."""
+    import hashlib
+
+    folder.mkdir(parents=True, exist_ok=True)
+    image = folder / DEPOSIT_IMAGE
+    image.write_bytes(f"hsqs image of release {tag}\n".encode() * 5000)
+    data = image.read_bytes()
+    sidecars = {f"{DEPOSIT_IMAGE}.md5": f"{hashlib.md5(data).hexdigest()}  {DEPOSIT_IMAGE}\n".encode(),
+                f"{DEPOSIT_IMAGE}.sha256": f"{hashlib.sha256(data).hexdigest()}  {DEPOSIT_IMAGE}\n".encode(),
+                **(extra or {})}
+    paths = []
+    for name, content in sidecars.items():
+        (folder / name).write_bytes(content)
+        paths.append(folder / name)
+    return image, paths
+
+
+def deposit_publish(zenodo: Any, image: Path, files: list[Path], concept: str | None, **kwargs: Any) -> Any:
+    """``publish_zenodo_version`` on the double ``zenodo`` with DEPOSIT_TOKEN and DEPOSIT_METADATA (``kwargs``
+    override any option)."""
+    from zenodo_hpc.zenodo.deposit import publish_zenodo_version
+
+    options: dict[str, Any] = {"api_url": zenodo.api_url, "token": DEPOSIT_TOKEN, "concept_id": concept,
+                               "metadata": DEPOSIT_METADATA, "per_minute": 60_000, "retries": 1}
+    options.update(kwargs)
+    return publish_zenodo_version(image, files, **options)
+
+
+def one_line(error: Any) -> str:
+    """The message of a caught error (a ``pytest.ExceptionInfo``): one line, no surrounding space, short."""
+    text = str(error.value)
+    assert "\n" not in text and text.strip() == text and len(text) < 1200
+    return text
