@@ -187,3 +187,16 @@ def one_line(error: Any) -> str:
     text = str(error.value)
     assert "\n" not in text and text.strip() == text and len(text) < 1200
     return text
+
+
+# --- a pickle that would run code (tests/dataset/test_decode.py, test_load.py) ----------------------------------
+
+
+class RunsCode:
+    """Pickled, an object whose unpickling would run ``touch MARKER``: a reader that runs nothing leaves no file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.system, (f"touch {self.marker}",)
