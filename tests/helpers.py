@@ -1,15 +1,27 @@
 """Helpers the tests share (plain functions, not fixtures): real code to work on, a run's config against a
-double, an unprivileged user, and a byte-for-byte view of a run's output. Test files import them as
+double, an unprivileged user, a byte-for-byte view of a run's output, archives built by hand, a Kaggle export,
+a release for the deposit API and a pickle that would run code. Test files import them as
 ``from helpers import ...`` (pytest puts ``tests/`` on ``sys.path``: tests/conftest.py sits there)."""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import os
 import pickle
+import stat
 import sysconfig
+import tarfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+import pytest
+
+from zenodo_hpc.core.errors import ExtractError
+from zenodo_hpc.record.extract import ExtractStats, extract_archive
 
 NOBODY = 65534
 T = TypeVar("T")
@@ -94,19 +106,7 @@ def tree_bytes(folder: Path) -> dict[str, bytes]:
             for p in sorted(folder.glob("*/*")) if p.is_file() and not p.parent.name.startswith(".")}
 
 
-
 # --- archives built by hand, for the extraction tests (tests/record/test_extract*.py) ---------------------------
-# This block keeps its own imports, so that it stays whole when other blocks are appended beside it.
-
-import io  # noqa: E402
-import stat  # noqa: E402
-import tarfile  # noqa: E402
-import zipfile  # noqa: E402
-
-import pytest  # noqa: E402
-
-from zenodo_hpc.core.errors import ExtractError  # noqa: E402
-from zenodo_hpc.record.extract import ExtractStats, extract_archive  # noqa: E402
 
 MB = 1 << 20
 BIG = 10**9  # limits that never trigger unless a test wants them to
@@ -221,3 +221,105 @@ def zip_folder(folder: Path, archive: Path) -> Path:
                 continue
             zf.write(path, path.relative_to(folder.parent).as_posix())
     return archive
+# --- the Kaggle export that `publish kaggle` reads (tests/dataset/test_publish*.py) -------------------------
+
+KAGGLE_USER = "alice"
+KAGGLE_KEY = "k3y-SHOULD-NEVER-BE-SEEN-0123456789abcdef"  # recognisable: grep every output for it
+KAGGLE_SLUG = "zenodo-ml-by-language"
+KAGGLE_REF = f"{KAGGLE_USER}/{KAGGLE_SLUG}"
+KAGGLE_TITLE = "Zenodo ML code images by language"
+KAGGLE_INDEX_SCHEMA = {"fields": [{"name": "png", "type": "string", "description": "path of the PNG"},
+                                  {"name": "segment", "type": "integer", "description": "which image of the file"}],
+                       "primaryKey": ["png"]}
+
+
+def make_kaggle_export(folder: Path) -> dict[str, bytes]:
+    """A folder shaped like the output of ``zenodo-hpc organize``: one ``<ext>.tar.gz`` per language beside
+    its ``<ext>/`` folder of PNGs, ``index.csv`` and ``datapackage.json``. Returns the files to upload."""
+
+    folder.mkdir(parents=True)
+    files = {
+        "py.tar.gz": os.urandom(70_000),
+        "js.tar.gz": os.urandom(2_345),
+        "index.csv": b"png,segment\npy/1234/1234_0.png,0\njs/5678/5678_0.png,0\n",
+    }
+    for ext, record in (("py", "1234"), ("js", "5678")):  # the PNG trees: never uploaded, the archives hold them
+        (folder / ext / record).mkdir(parents=True)
+        (folder / ext / record / f"{record}_0.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(100))
+    resources = []
+    for name, data in files.items():
+        resources.append({"name": name, "path": name, "description": f"the {name} part", "bytes": len(data),
+                          "hash": "sha256:" + hashlib.sha256(data).hexdigest()})
+        (folder / name).write_bytes(data)
+    resources[-1].update(profile="tabular-data-resource", format="csv", schema=KAGGLE_INDEX_SCHEMA)
+    package = {"name": KAGGLE_SLUG, "title": "Zenodo ML", "id": f"organizer/{KAGGLE_SLUG}", "subtitle": "Source code "
+               "of Zenodo software records as 80x80 images, by language", "description": "Code images, by language.",
+               "licenses": [{"name": "CC0-1.0", "title": "CC0", "path": "https://creativecommons.org/"}],
+               "keywords": ["programming", "code"], "resources": resources, "zenodo_hpc": {"pngs": 2}}
+    (folder / "datapackage.json").write_text(json.dumps(package, indent=1))
+    return files
+
+
+# --- a release published on the Zenodo double's deposit API (tests/zenodo/test_deposit*.py) ------------------
+
+DEPOSIT_TOKEN = "dep0sit+T0ken/with=odd&chars-0123456789abcdefXYZ"  # quoting and base64 both change it
+DEPOSIT_IMAGE = "zenodo-ml.sqsh"
+DEPOSIT_METADATA: dict[str, Any] = {
+    "title": "Zenodo-ML: code images of Zenodo software records",
+    "creators": [{"name": "Doe, Jane", "affiliation": "Example University", "orcid": "0000-0002-1825-0097"}],
+    "description": "<p>Every software record on Zenodo, its code as images.</p>",
+    "version": "2026.1",
+    "publication_date": "2026-01-15",
+    "license": "cc-by-4.0",
+    "keywords": ["machine learning", "source code"],
+    "related_identifiers": [{"identifier": "https://github.com/zenodo-hpc", "relation": "isSupplementTo",
+                             "scheme": "url"}],
+}
+
+
+def deposit_release(folder: Path, tag: str, *, extra: dict[str, bytes] | None = None) -> tuple[Path, list[Path]]:
+    """A release folder: the image and its checksum files, as pack writes them (contents differ per ``tag``)."""
+
+    folder.mkdir(parents=True, exist_ok=True)
+    image = folder / DEPOSIT_IMAGE
+    image.write_bytes(f"hsqs image of release {tag}\n".encode() * 5000)
+    data = image.read_bytes()
+    sidecars = {f"{DEPOSIT_IMAGE}.md5": f"{hashlib.md5(data).hexdigest()}  {DEPOSIT_IMAGE}\n".encode(),
+                f"{DEPOSIT_IMAGE}.sha256": f"{hashlib.sha256(data).hexdigest()}  {DEPOSIT_IMAGE}\n".encode(),
+                **(extra or {})}
+    paths = []
+    for name, content in sidecars.items():
+        (folder / name).write_bytes(content)
+        paths.append(folder / name)
+    return image, paths
+
+
+def deposit_publish(zenodo: Any, image: Path, files: list[Path], concept: str | None, **kwargs: Any) -> Any:
+    """``publish_zenodo_version`` on the double ``zenodo`` with DEPOSIT_TOKEN and DEPOSIT_METADATA (``kwargs``
+    override any option)."""
+    from zenodo_hpc.zenodo.deposit import publish_zenodo_version
+
+    options: dict[str, Any] = {"api_url": zenodo.api_url, "token": DEPOSIT_TOKEN, "concept_id": concept,
+                               "metadata": DEPOSIT_METADATA, "per_minute": 60_000, "retries": 1}
+    options.update(kwargs)
+    return publish_zenodo_version(image, files, **options)
+
+
+def one_line(error: Any) -> str:
+    """The message of a caught error (a ``pytest.ExceptionInfo``): one line, no surrounding space, short."""
+    text = str(error.value)
+    assert "\n" not in text and text.strip() == text and len(text) < 1200
+    return text
+
+
+# --- a pickle that would run code (tests/dataset/test_decode.py, test_load.py) ----------------------------------
+
+
+class RunsCode:
+    """Pickled, an object whose unpickling would run ``touch MARKER``: a reader that runs nothing leaves no file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return os.system, (f"touch {self.marker}",)

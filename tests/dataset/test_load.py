@@ -13,6 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from helpers import RunsCode
 
 from zenodo_hpc.core.errors import UserError
 from zenodo_hpc.dataset.load import load_images, load_metadata
@@ -261,63 +262,13 @@ def test_2018_h5_with_a_gap_or_a_foreign_dataset_is_a_clear_error(tmp_path: Path
         load_images(tmp_path / "images_2.h5")
 
 
-# --- pickles cannot run code --------------------------------------------------------------------------
-
-
-class _RunsCode:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return os.system, (f"touch {self.marker}",)
-
-
-@pytest.mark.parametrize("where", ["images", "metadata", "inside"])
-def test_a_pickle_that_would_run_code_is_refused_and_runs_nothing(tmp_path: Path, where: str) -> None:
-    marker = tmp_path / "ran"
-    evil = _RunsCode(marker)
-    folder = tmp_path / "6"
-    folder.mkdir()
-    payload = {"a.py": [evil]} if where == "images" else {"hit": evil, "tree": {}} if where == "metadata" else \
-        {"a.py": [np.zeros((80, 80), dtype=np.int32), {"x": evil}]}
-    name = "metadata_6.pkl" if where == "metadata" else "images_6.pkl"
-    (folder / name).write_bytes(pickle.dumps(payload, protocol=4))
-    reader = load_metadata if where == "metadata" else load_images
-    with pytest.raises(UserError, match=rf"{name}: refused: this pickle would call posix\.system, which is not a "
-                                        r"numpy array, a plain value or a containertree tree .*nothing was run"):
-        reader(folder)
-    assert not marker.exists()
-
-
-def test_other_ways_to_run_code_are_refused_too(tmp_path: Path) -> None:
-    marker = tmp_path / "ran"
-    attacks = {
-        "builtins.eval": b"cbuiltins\neval\n(Vopen('%s', 'w')\ntR." % str(marker).encode(),
-        "builtins.getattr": b"cbuiltins\ngetattr\n(cnumpy\nndarray\nVtofile\ntR.",
-        "numpy.load": b"\x80\x04cnumpy\nload\n(V%s\ntR." % str(marker).encode(),
-        "subprocess.Popen": b"(dVx\n(csubprocess\nPopen\n((Vtouch\nV%s\nltRls." % str(marker).encode(),
-    }
-    for name, data in attacks.items():
-        (tmp_path / "images_1.pkl").write_bytes(data)
-        with pytest.raises(UserError, match=rf"refused: this pickle would call {name.replace('.', '[.]')},"):
-            load_images(tmp_path / "images_1.pkl")
-    assert not marker.exists()
+# --- a folder with both images files: the pickle is never opened ------------------------------------
 
 
 def test_a_folder_with_both_reads_the_h5_and_never_unpickles(record: Path) -> None:
-    (record / "images_3.pkl").write_bytes(pickle.dumps({"a.py": [_RunsCode(record / "ran")]}))
+    (record / "images_3.pkl").write_bytes(pickle.dumps({"a.py": [RunsCode(record / "ran")]}))
     assert sorted(load_images(record)) == sorted(IMAGES)
     assert not (record / "ran").exists()
-
-
-def test_containertree_stand_ins_hold_attributes_only(tmp_path: Path) -> None:
-    # REDUCE on a containertree "class" with arguments: a stand-in, whatever the arguments; nothing imported
-    data = b"\x80\x03}q\x00(X\x03\x00\x00\x00hitq\x01}X\x04\x00\x00\x00treeq\x02ccontainertree.tree\nContainerTree\n" \
-           b"X\x08\x00\x00\x00rm -rf /\x85R}X\x04\x00\x00\x00rootN\x73bu."
-    (tmp_path / "metadata_1.pkl").write_bytes(data)
-    meta = load_metadata(tmp_path / "metadata_1.pkl")
-    assert meta == {"hit": {}, "tree": {"type": "dir", "children": {}}}
-    assert "containertree" not in sys.modules
 
 
 @pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="mksquashfs not on PATH (squashfs-tools)")

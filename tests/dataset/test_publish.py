@@ -1,10 +1,9 @@
-"""publish kaggle: checks before any network call, then the REAL kaggle client against a Kaggle double.
+"""publish kaggle: the REAL kaggle client against a Kaggle double, and the summary and check it ends with.
 
-The refusals are tested in this process: they happen before ``import kaggle`` (which authenticates at import
-time), so they need neither the client nor a server. Publishing itself runs ``publish_kaggle`` in a child
-process (``doubles/kaggle_api.py child``): the client reads its environment (``KAGGLE_API_ENVIRONMENT``,
-credentials, ``TMPDIR``) once, at import, so every scenario gets a fresh process pointed at a fresh
-:class:`KaggleDouble` on 127.0.0.1. Those tests are skipped when the ``kaggle`` extra is not installed.
+Publishing runs ``publish_kaggle`` in a child process (``doubles/kaggle_api.py child``): the client reads its
+environment (``KAGGLE_API_ENVIRONMENT``, credentials, ``TMPDIR``) once, at import, so every scenario gets a fresh
+process pointed at a fresh :class:`KaggleDouble` on 127.0.0.1. Those tests are skipped when the ``kaggle`` extra
+is not installed. The refusals before any network call are in tests/dataset/test_publish_checks.py.
 
 They assert what the client's public behaviour promises, never how one release does it inside, so they
 hold for kaggle 2.2.4 and 2.2.5 alike; where those two differ (a failed upload is skipped, or raises), a
@@ -14,7 +13,6 @@ test accepts either outcome and checks that the user is told what to do and that
 from __future__ import annotations
 
 import base64
-import hashlib
 import importlib.util
 import json
 import os
@@ -26,23 +24,19 @@ from typing import Any
 
 import pytest
 from doubles import KaggleDouble
+from helpers import KAGGLE_KEY as KEY
+from helpers import KAGGLE_REF as REF
+from helpers import KAGGLE_SLUG as SLUG
+from helpers import KAGGLE_TITLE as TITLE
+from helpers import KAGGLE_USER as USER
+from helpers import make_kaggle_export as make_export
 
 from zenodo_hpc.core.errors import UserError
-from zenodo_hpc.dataset.publish import (
-    KAGGLE_LICENSES,
-    METADATA_FILE,
-    format_summary,
-    prepare_kaggle_metadata,
-    publish_kaggle,
-)
+from zenodo_hpc.dataset.publish import METADATA_FILE, format_summary
 
 HERE = Path(__file__).resolve().parents[1]
-USER = "alice"
-KEY = "k3y-SHOULD-NEVER-BE-SEEN-0123456789abcdef"  # recognisable: grep every output for it
-BASIC = base64.b64encode(f"alice:{KEY}".encode()).decode()  # ... and for it as an HTTP Basic credential
-SLUG = "zenodo-ml-by-language"
-REF = f"{USER}/{SLUG}"
-TITLE = "Zenodo ML code images by language"
+BASIC = base64.b64encode(f"{USER}:{KEY}".encode()).decode()  # the key as an HTTP Basic credential: grep for it too
+
 
 needs_kaggle = pytest.mark.skipif(
     importlib.util.find_spec("kaggle") is None,
@@ -50,210 +44,10 @@ needs_kaggle = pytest.mark.skipif(
 )
 
 
-INDEX_SCHEMA = {"fields": [{"name": "png", "type": "string", "description": "path of the PNG"},
-                           {"name": "segment", "type": "integer", "description": "which image of the file"}],
-                "primaryKey": ["png"]}
-
-
-def make_export(folder: Path) -> dict[str, bytes]:
-    """A folder shaped like the output of ``zenodo-hpc organize``: one ``<ext>.tar.gz`` per language beside
-    its ``<ext>/`` folder of PNGs, ``index.csv`` and ``datapackage.json``. Returns the files to upload."""
-    folder.mkdir(parents=True)
-    files = {
-        "py.tar.gz": os.urandom(70_000),
-        "js.tar.gz": os.urandom(2_345),
-        "index.csv": b"png,segment\npy/1234/1234_0.png,0\njs/5678/5678_0.png,0\n",
-    }
-    for ext, record in (("py", "1234"), ("js", "5678")):  # the PNG trees: never uploaded, the archives hold them
-        (folder / ext / record).mkdir(parents=True)
-        (folder / ext / record / f"{record}_0.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(100))
-    resources = []
-    for name, data in files.items():
-        resources.append({"name": name, "path": name, "description": f"the {name} part", "bytes": len(data),
-                          "hash": "sha256:" + hashlib.sha256(data).hexdigest()})
-        (folder / name).write_bytes(data)
-    resources[-1].update(profile="tabular-data-resource", format="csv", schema=INDEX_SCHEMA)
-    package = {"name": SLUG, "title": "Zenodo ML", "id": f"organizer/{SLUG}", "subtitle": "Source code of Zenodo "
-               "software records as 80x80 images, by language", "description": "Code images, by language.",
-               "licenses": [{"name": "CC0-1.0", "title": "CC0", "path": "https://creativecommons.org/"}],
-               "keywords": ["programming", "code"], "resources": resources, "zenodo_hpc": {"pngs": 2}}
-    (folder / "datapackage.json").write_text(json.dumps(package, indent=1))
-    return files
-
-
-def edit_package(folder: Path, **changes: Any) -> None:
-    path = folder / "datapackage.json"
-    package = json.loads(path.read_text())
-    package.update(changes)
-    path.write_text(json.dumps(package))
-
-
 @pytest.fixture
 def export(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
     folder = tmp_path / "kaggle-export"
     return folder, make_export(folder)
-
-
-@pytest.fixture
-def no_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An environment where the client would find no credentials: empty HOME, no KAGGLE_* variables."""
-    home = tmp_path / "home"
-    home.mkdir()
-    for name in list(os.environ):
-        if name.startswith("KAGGLE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    return home
-
-
-# --- refusals before any network call (in this process, no kaggle needed) ----------------------------------
-
-
-def refuse(folder: Path, match: str, **kwargs: Any) -> str:
-    """publish_kaggle refuses with one line matching ``match``, without importing kaggle or writing metadata."""
-    arguments: dict[str, Any] = {"username": USER, "title": TITLE}
-    arguments.update(kwargs)
-    had_kaggle = "kaggle" in sys.modules
-    with pytest.raises(UserError, match=match) as info:
-        publish_kaggle(folder, **arguments)
-    message = str(info.value)
-    assert "\n" not in message
-    assert KEY not in message
-    assert had_kaggle or "kaggle" not in sys.modules, "checks must come before importing the client"
-    assert not (folder / METADATA_FILE).exists()
-    return message
-
-
-@pytest.mark.parametrize("title", ["x" * 5, "x" * 51])
-def test_title_must_be_6_to_50_characters(export, no_credentials, title: str) -> None:
-    message = refuse(export[0], r"title must be 6 to 50 characters", title=title)
-    assert f"has {len(title)}" in message
-
-
-@pytest.mark.parametrize("name", ["my data set", "Zenodo-ML-images", "zenodo_ml_images", "-zenodo-ml", "zenodo--ml"])
-def test_slug_only_lowercase_letters_digits_and_hyphens(export, no_credentials, name: str) -> None:
-    refuse(export[0], r"only lowercase letters, digits and single hyphens \(no spaces\)", name=name)
-
-
-@pytest.mark.parametrize("name", ["zenod", "z" * 51])
-def test_slug_must_be_6_to_50_characters(export, no_credentials, name: str) -> None:
-    refuse(export[0], r"name \(URL slug\) must be 6 to 50 characters", name=name)
-
-
-def test_two_licenses_are_refused_unless_one_is_chosen(export, no_credentials) -> None:
-    folder, _ = export
-    edit_package(folder, licenses=[{"name": "CC0-1.0"}, {"name": "CC-BY-4.0"}])
-    refuse(folder, r"exactly one license, .* names 2 \(CC0-1\.0, CC-BY-4\.0\): pass --license")
-    metadata = prepare_kaggle_metadata(folder, username=USER, title=TITLE, license="cc-by-4.0")
-    assert metadata["licenses"] == [{"name": "CC-BY-4.0"}]  # the spelling Kaggle knows
-
-
-def test_unknown_or_missing_license(export, no_credentials) -> None:
-    folder, _ = export
-    message = refuse(folder, r"Kaggle does not know the license 'MIT'; use one of: CC0-1\.0", license="MIT")
-    assert all(name in message for name in KAGGLE_LICENSES)
-    edit_package(folder, licenses=[])
-    refuse(folder, r"names no license: pass --license")
-
-
-def test_missing_file(export, no_credentials) -> None:
-    folder, _ = export
-    (folder / "js.tar.gz").unlink()
-    refuse(folder, r"js\.tar\.gz is listed in datapackage\.json but missing")
-
-
-def test_changed_file_and_unlisted_file(export, no_credentials) -> None:
-    folder, _ = export
-    (folder / "notes.txt").write_text("not part of the dataset\n")
-    refuse(folder, r"holds notes\.txt, not listed in datapackage\.json")
-    (folder / "notes.txt").unlink()
-    (folder / ".py.tar.gz.tmp").write_bytes(b"half")  # hidden leftovers are ignored (and never uploaded)
-    with (folder / "index.csv").open("ab") as handle:
-        handle.write(b"9999,go,go.tar.gz\n")
-    refuse(folder, r"index\.csv has \d+ bytes, datapackage\.json says \d+")
-    edit_package(folder, resources=[dict(r, bytes=(folder / r["path"]).stat().st_size)
-                                    for r in json.loads((folder / "datapackage.json").read_text())["resources"]])
-    refuse(folder, r"index\.csv does not match its hash")
-
-
-def test_missing_folder_empty_folder_not_an_export(tmp_path: Path, no_credentials) -> None:
-    refuse(tmp_path / "nowhere", r"nowhere does not exist: run `zenodo-hpc organize")
-    (tmp_path / "empty").mkdir()
-    refuse(tmp_path / "empty", r"empty is empty: run `zenodo-hpc organize")
-    (tmp_path / "other").mkdir()
-    (tmp_path / "other" / "data.csv").write_text("a\n")
-    refuse(tmp_path / "other", r"has no datapackage\.json")
-
-
-def test_at_most_1000_files(export, no_credentials) -> None:
-    folder, _ = export
-    resources = [{"path": f"part-{i:04d}.tar.gz"} for i in range(1001)]
-    edit_package(folder, resources=resources)
-    refuse(folder, r"lists 1001 files; a Kaggle dataset holds at most 1000")
-
-
-def test_no_credentials_says_where_to_put_them(export, no_credentials, monkeypatch, capsys) -> None:
-    folder, _ = export
-    monkeypatch.setenv("KAGGLE_KEY", KEY)  # a key without a user name is not a credential
-    with pytest.raises(UserError) as info:
-        publish_kaggle(folder, username=USER, title=TITLE)
-    message = str(info.value)
-    assert message.startswith("no Kaggle credentials: ")
-    assert str(no_credentials / ".config" / "kaggle" / "kaggle.json") in message  # no ~/.kaggle yet: XDG, as kaggle
-    assert "KAGGLE_USERNAME and KAGGLE_KEY" in message and "KAGGLE_API_TOKEN" in message
-    (no_credentials / ".kaggle").mkdir()
-    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(no_credentials / "conf"))
-    with pytest.raises(UserError, match=r"save kaggle\.json as .*/conf/kaggle\.json \(chmod 600\)") as info:
-        publish_kaggle(folder, username=USER, title=TITLE)
-    out, err = capsys.readouterr()
-    assert KEY not in out + err + str(info.value)
-
-
-CLIENT_CONFIG = "from kaggle.api.kaggle_api_extended import KaggleApi; print(KaggleApi.config)"
-
-
-@needs_kaggle
-@pytest.mark.parametrize("dot_kaggle", [False, True], ids=["fresh-home", "with-dot-kaggle"])
-def test_help_and_error_name_the_kaggle_json_the_client_reads(no_credentials: Path, dot_kaggle: bool) -> None:
-    """Where the installed client looks for kaggle.json (its KaggleApi.config, read in a child with this HOME) is
-    the file the error names and one that --help names."""
-    if dot_kaggle:
-        (no_credentials / ".kaggle").mkdir()
-    child = subprocess.run([sys.executable, "-c", CLIENT_CONFIG], capture_output=True, text=True, timeout=120,
-                           env={**os.environ, "KAGGLE_API_ENVIRONMENT": "LOCALHOST"})
-    reads = child.stdout.strip().splitlines()[-1]
-    make_export(no_credentials / "export")
-    with pytest.raises(UserError) as info:
-        publish_kaggle(no_credentials / "export", username=USER, title=TITLE)
-    assert f"save kaggle.json as {reads} " in str(info.value)
-    from zenodo_hpc.cli import build_parser
-
-    publish = next(a for a in build_parser()._actions if getattr(a, "choices", None) and "publish" in a.choices)
-    kaggle = next(a for a in publish.choices["publish"]._actions if getattr(a, "choices", None))
-    help_text = " ".join(kaggle.choices["kaggle"].format_help().split())
-    folder = "~/" + str(Path(reads).parent.relative_to(no_credentials)) + "/"
-    assert "kaggle.json in $KAGGLE_CONFIG_DIR" in help_text and folder in help_text
-
-
-def test_without_the_kaggle_extra(export, no_credentials, monkeypatch) -> None:
-    monkeypatch.setenv("KAGGLE_USERNAME", USER)
-    monkeypatch.setenv("KAGGLE_KEY", KEY)
-    monkeypatch.setitem(sys.modules, "kaggle", None)  # as if not installed
-    with pytest.raises(UserError, match=r"needs the official kaggle client: python -m pip install 'kaggle>=2\.2\.5,<3' "
-                                        "six$"):
-        publish_kaggle(export[0], username=USER, title=TITLE)
-
-
-def test_metadata_is_the_package_with_the_arguments(export) -> None:
-    folder, _ = export
-    metadata = prepare_kaggle_metadata(folder, username=USER, title=f"  {TITLE} ", keywords=["code", " ", "code", "ml"])
-    package = json.loads((folder / "datapackage.json").read_text())
-    assert metadata["id"] == REF and metadata["name"] == SLUG and metadata["title"] == TITLE
-    assert metadata["keywords"] == ["code", "ml"]
-    assert metadata["resources"] == package["resources"]
-    renamed = prepare_kaggle_metadata(folder, username=USER, title=TITLE, name="zenodo-ml-2018")
-    assert renamed["id"] == f"{USER}/zenodo-ml-2018" and renamed["keywords"] == package["keywords"]
 
 
 # --- publishing with the real client against the double (child processes) ---------------------------------
@@ -566,30 +360,24 @@ def test_transient_503_during_upload_is_retried_by_the_client(export, double, pu
 
 
 @needs_kaggle
-@pytest.mark.parametrize("call", ["StartBlobUpload", "CreateDataset"])
-def test_server_error_answers_then_rerun_succeeds(export, double, publish, call: str) -> None:
+@pytest.mark.parametrize(("call", "failure", "said"), [
+    ("StartBlobUpload", {"status": 500, "message": "Internal error, please retry"},
+     "publishing to Kaggle failed (HTTP 500: Internal error, please retry)"),
+    ("CreateDataset", {"status": 500, "message": "Internal error, please retry"},
+     "publishing to Kaggle failed (HTTP 500: Internal error, please retry)"),
+    ("CreateDataset", {"error_answer": True, "message": "The dataset could not be created, try again later"},
+     "Kaggle refused the dataset (The dataset could not be created, try again later)"),
+], ids=["StartBlobUpload", "CreateDataset", "refusal-in-the-answer"])
+def test_server_error_answers_then_rerun_succeeds(export, double, publish, call: str, failure: dict[str, Any],
+                                                  said: str) -> None:
+    # an HTTP error, or a refusal in a 200 answer: nothing was published, the same command again publishes
     folder, files = export
-    double.fail(call, 500, "Internal error, please retry")
+    double.fail(call, **failure)
     line = error_line(publish(folder))
-    assert line == ("zenodo-hpc publish: error: publishing to Kaggle failed (HTTP 500: Internal error, please retry)"
-                    "; nothing was published: re-run the same command")
+    assert line == f"zenodo-hpc publish: error: {said}; nothing was published: re-run the same command"
     assert REF not in double.datasets
     assert double.calls()[-1] == "GetDatasetStatus"  # "nothing was published" is what Kaggle said, not a guess
     assert dir_listing(folder) == export_listing(files)
-    double.clear_requests()
-    done = publish(folder)
-    assert done.returncode == 0, done.stderr
-    assert_publish_calls(double.calls(), "CreateDataset")
-    assert double.files_of(REF) == files
-
-
-@needs_kaggle
-def test_refusal_in_the_answer_then_rerun_succeeds(export, double, publish) -> None:
-    folder, files = export
-    double.fail("CreateDataset", error_answer=True, message="The dataset could not be created, try again later")
-    line = error_line(publish(folder))
-    assert line == ("zenodo-hpc publish: error: Kaggle refused the dataset (The dataset could not be created, "
-                    "try again later); nothing was published: re-run the same command")
     double.clear_requests()
     done = publish(folder)
     assert done.returncode == 0, done.stderr

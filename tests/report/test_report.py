@@ -397,18 +397,3 @@ def test_report_help_does_not_import_plotting(tmp_path: Path) -> None:
                          env={**os.environ, "COLUMNS": "120"}).stdout
     assert "--out FILE" in out and "RUN_DIR" in out
     assert out.strip().splitlines()[-1] == "[]"
-
-
-def test_the_page_title_names_the_run_directory_with_its_parent(tmp_path: Path) -> None:
-    """The demo's run directory is named `run`: the title said "Zenodo-ML run run"."""
-    from zenodo_hpc.core.config import config_from_dict
-    from zenodo_hpc.core.state import open_run
-    from zenodo_hpc.report import build_report
-
-    run = open_run(config_from_dict({"run": {"scratch": str(tmp_path / "zenodo-hpc-demo"), "name": "run"}}))
-    html = build_report(run.root, tmp_path / "report.html", accounting=False).out.read_text()
-    heading = re.sub(r"<[^>]+>", "", re.search(r"<h1>(.*?)</h1>", html, re.S).group(1))
-    title = re.search(r"<title>(.*?)</title>", html).group(1)
-    assert heading == "Zenodo-ML report: zenodo-hpc-demo/run"
-    assert title == "zenodo-hpc report: zenodo-hpc-demo/run"
-    assert not re.search(r"\b(\w+) \1\b", heading + " " + title)  # no word twice in a row

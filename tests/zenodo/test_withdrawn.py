@@ -24,7 +24,6 @@ from zenodo_hpc.core.errors import UserError
 from zenodo_hpc.core.state import RunDir, ids_in, open_run, read_failure
 from zenodo_hpc.dataset.organize import organize
 from zenodo_hpc.dataset.release import latest_release, list_releases, summary_line
-from zenodo_hpc.dataset.removals import read_exclude_list
 from zenodo_hpc.drivers.releasing import release_now
 from zenodo_hpc.drivers.update import update
 from zenodo_hpc.orchestrate.status import format_status, gather_status
@@ -214,22 +213,6 @@ def test_an_excluded_record_of_an_earlier_release_is_named_removed(tmp_path: Pat
     assert second is not None and second.removed == [
         {"id": "303", "reason": "excluded by dataset.exclude (exclude.txt, line 1: its DOI)"}]
     assert "303" not in second.records and (run.data / "303").is_dir()
-
-
-@pytest.mark.parametrize(("text", "line", "bad"), [
-    ("301\n10.5281/zenodo.302\nzenodo 303\n", 3, "'zenodo 303'"),
-    ("# ok\n\n12x\n", 3, "'12x'"),
-    ("https://zenodo.org/records/301\n", 1, "'https://zenodo.org/records/301'"),
-])
-def test_a_bad_exclude_line_is_a_one_line_error_naming_file_and_line(tmp_path: Path, text: str, line: int,
-                                                                     bad: str) -> None:
-    path = tmp_path / "exclude.txt"
-    path.write_text(text)
-    with pytest.raises(UserError) as caught:
-        read_exclude_list(path)
-    message = str(caught.value)
-    assert message.startswith(f"{path}:{line}: {bad} is not a record id, a DOI or a concept DOI")
-    assert "\n" not in message
 
 
 def test_a_bad_exclude_file_stops_pack_and_release_before_anything_is_written(tmp_path: Path,
