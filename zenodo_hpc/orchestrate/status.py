@@ -18,7 +18,7 @@ from typing import Any
 from ..core.config import Config
 from ..core.errors import UserError
 from ..core.liveness import LOST, UNCHECKABLE
-from ..core.state import DONE, RunDir, record_outcomes
+from ..core.state import DONE, RunDir, ids_listed, list_markers, record_outcomes
 from ..dataset.check_summary import check_for_status, format_check
 from ..dataset.removals import excluded
 from .chain import load_chain, utc_epoch
@@ -90,20 +90,24 @@ def completion_rate(run: RunDir, now: float | None = None) -> float | None:
     temporary name, then a rename) and never touched again, so its name and inode stand for its time
     (:class:`_MarkerTimes`).
     """
+    return rate_of_listing(run, list_markers(run, DONE), now)
+
+
+def rate_of_listing(run: RunDir, entries: list[os.DirEntry[str]] | None, now: float | None = None) -> float | None:
+    """:func:`completion_rate` from a listing of the done markers already made (``status`` makes one for the
+    count of done records and this rate both); None for no listing (no state/done folder)."""
+    if entries is None:
+        return None
     now = time.time() if now is None else now
     times = _MARKER_TIMES.setdefault(str(run.markers(DONE)), _MarkerTimes())
     times.forget_old_before(now)
     recent = 0
     oldest = now
-    try:
-        with os.scandir(run.markers(DONE)) as entries:
-            for entry in entries:
-                mtime = times.recent_mtime(entry, now)
-                if mtime is not None:
-                    recent += 1
-                    oldest = min(oldest, mtime)
-    except FileNotFoundError:
-        return None
+    for entry in entries:
+        mtime = times.recent_mtime(entry, now)
+        if mtime is not None:
+            recent += 1
+            oldest = min(oldest, mtime)
     if recent < 2:
         return None
     span = max(now - oldest, 60.0)
@@ -157,7 +161,8 @@ _MARKER_TIMES: dict[str, _MarkerTimes] = {}
 
 def gather_status(run: RunDir, cfg: Config | None = None) -> RunStatus:
     """The run's counts, shards and chain; with ``cfg``, also the records its ``dataset.exclude`` leaves out."""
-    outcomes = record_outcomes(run)
+    listing = list_markers(run, DONE)  # one listing of state/done: the done records, then their recent rate
+    outcomes = record_outcomes(run, done=ids_listed(listing))
     records, done_ids, failed, quarantined = outcomes.records, outcomes.done_ids, outcomes.failed, outcomes.quarantined
     submissions = load_submissions(run)
     usage: dict[tuple[int, int], dict[str, Any]] = {}
@@ -173,7 +178,7 @@ def gather_status(run: RunDir, cfg: Config | None = None) -> RunStatus:
         counts.efficiency = efficiency(sub, usage) if sub is not None and sub.kind == "slurm" else []
         per_generation.append(counts)
     n_failed, n_quarantined, pending = sum(failed.values()), sum(quarantined.values()), outcomes.pending
-    rate = completion_rate(run)
+    rate = rate_of_listing(run, listing)
     left = pending + n_failed
     eta = left / rate * 60 if rate and left else (0.0 if not left else None)
     source = "sacct/squeue" if any(s.kind == "slurm" for s in submissions) else "run directory"
