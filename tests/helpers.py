@@ -128,3 +128,19 @@ def queued_from(tmp_path: Path) -> list[str]:
 
     out = subprocess.run(["squeue", "-h", "-o", "%A %o"], capture_output=True, text=True, check=True).stdout
     return [line for line in out.splitlines() if str(tmp_path) in line]
+
+
+# --- the run that ``update`` keeps alive across releases (tests/dataset/test_verify.py, tests/drivers/test_update.py)
+
+
+def living_settings(tmp_path: Path, zenodo: Any) -> dict[str, Any]:
+    """The settings (a plain dict, for a config or a config file) of the run ``living`` in ``tmp_path/scratch``
+    against ``zenodo``: fast rate limits, the local executor, two records a shard, two workers."""
+    return {
+        "run": {"scratch": str(tmp_path / "scratch"), "name": "living"},
+        "zenodo": {"api_url": zenodo.api_url, "rate_limit_per_min": 60_000, "rate_limit_per_hour": 3_600_000,
+                   "search_rate_limit_per_min": 60_000, "retries": 1},
+        "github": {"codeload_url": zenodo.codeload_url},
+        "fetch": {"attempts": 1},
+        "executor": {"kind": "local", "records_per_shard": 2, "local": {"workers": 2}},
+    }
