@@ -1,6 +1,7 @@
 """``submit`` and ``resume`` as the CLI calls them (zenodo_hpc/drivers/submit.py): a preview of stated records, a dry
-run that creates nothing, a run directory opened and frozen, and resume with what the run is missing. The planning
-and executors behind them are tested in tests/orchestrate/."""
+run that creates nothing, a run directory opened and frozen, and resume with what the run is missing. (Not named
+test_submit.py: tests/orchestrate/test_submit.py, orchestrate/submit.py's, has that basename, and pytest's default
+import mode needs basenames unique.) The planning and executors behind them are tested in tests/orchestrate/."""
 
 from __future__ import annotations
 
