@@ -625,24 +625,20 @@ def marker(run: RunDir, kind: str, record_id: str) -> Path:
 def ids_in(run: RunDir, kind: str) -> set[str]:
     """Record ids with a marker of ``kind`` (a directory listing, no file is read); a name no record id can have
     (a file a person left there) is none."""
-    return ids_listed(list_markers(run, kind))
-
-
-def list_markers(run: RunDir, kind: str) -> list[os.DirEntry[str]] | None:
-    """One listing of the markers folder of ``kind``: every entry (a marker being written under a hidden name
-    too), for callers that need more than the ids from the same listing (``status``: the done markers' times);
-    None when the folder does not exist."""
     try:
         with os.scandir(run.markers(kind)) as entries:
-            return list(entries)
+            names = [e.name for e in entries if not e.name.startswith(".")]
     except FileNotFoundError:
-        return None
+        return set()
+    return ids_named(names)
 
 
-def ids_listed(entries: list[os.DirEntry[str]] | None) -> set[str]:
-    """The record ids of a :func:`list_markers` listing (what :func:`ids_in` gives)."""
-    names = [e.name for e in entries or () if not e.name.startswith(".")]
-    return {record_id for name in names if _SAFE_ID.fullmatch(record_id := name.removesuffix(".json"))}
+def ids_named(names: Iterable[str]) -> set[str]:
+    """The record ids of the file names of a markers folder, as :func:`ids_in` gives them from its listing (for a
+    caller that lists the folder for more than the ids: ``status``): hidden names (a marker being written) and
+    names no record id can have are none."""
+    return {record_id for name in names
+            if not name.startswith(".") and _SAFE_ID.fullmatch(record_id := name.removesuffix(".json"))}
 
 
 def is_done(run: RunDir, record_id: str) -> bool:
@@ -826,7 +822,7 @@ def _saved_record_ids(path: Path, key: dict[str, int]) -> set[str]:
 def record_outcomes(run: RunDir, *, done: set[str] | None = None) -> Outcomes:
     """Count the records done, failed and quarantined (by reason) from their markers; a marker of an id that is
     none of the run's records (its line removed by hand) counts for nothing. ``done``: the ids of a listing of
-    the done markers the caller made already (:func:`ids_listed`), instead of listing them again."""
+    the done markers the caller made already (:func:`ids_named`), instead of listing them again."""
     records = record_ids(run.records)
     done_ids = (ids_in(run, DONE) if done is None else done) & records
     failed: dict[str, int] = {}
