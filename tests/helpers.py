@@ -11,6 +11,7 @@ import json
 import os
 import pickle
 import stat
+import subprocess
 import sysconfig
 import tarfile
 import zipfile
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import requests
 
 from zenodo_hpc.core.errors import ExtractError
 from zenodo_hpc.record.extract import ExtractStats, extract_archive
@@ -323,3 +325,49 @@ class RunsCode:
 
     def __reduce__(self) -> tuple[object, tuple[str]]:
         return os.system, (f"touch {self.marker}",)
+
+# --- runs on the dev SLURM cluster (tests/orchestrate/test_slurm_cluster.py, test_accounting.py, test_feasibility.py)
+
+SLURM_PARTITION = os.environ.get("ZHPC_TEST_PARTITION", "debug")
+
+
+def slurm_config(tmp_path: Path, double: Any, **executor: Any) -> Any:
+    """run_config on the dev cluster: one record a shard, small jobs on ``SLURM_PARTITION``."""
+    from zenodo_hpc.core.config import config_from_dict
+
+    settings = {"kind": "slurm", "records_per_shard": 1, "array_parallelism": 8, **executor}
+    data = run_config(tmp_path, double, **settings).to_dict()
+    data["executor"]["slurm"].update({"partition": SLURM_PARTITION, "time_min": 5, "mem_gb": 0.5})
+    data["pack"].update({"mem_gb": 1, "cpus_per_task": 1, "time_min": 10})
+    return config_from_dict(data)
+
+
+def slow_record(double: Any, record_id: int, seconds: float, times: int = 1) -> None:
+    """The first file of record ``record_id`` takes ``seconds`` to serve, ``times`` times."""
+    hits = requests.get(f"{double.api_url}/records", params={"size": 25}, timeout=30).json()["hits"]["hits"]
+    hit = next(h for h in hits if h["id"] == record_id)
+    double.fail(f"/api/records/{record_id}/files/{hit['files'][0]['key']}/content", "slow", times=times,
+                seconds=seconds)
+
+
+def queued_from(tmp_path: Path) -> list[str]:
+    """The jobs SLURM holds whose script lies under ``tmp_path`` (a test's own: every run is named ``run``, so
+    job names do not tell the tests that share the cluster apart)."""
+    out = subprocess.run(["squeue", "-h", "-o", "%A %o"], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if str(tmp_path) in line]
+
+
+# --- the run that ``update`` keeps alive across releases (tests/dataset/test_verify.py, tests/drivers/test_update.py)
+
+
+def living_settings(tmp_path: Path, zenodo: Any) -> dict[str, Any]:
+    """The settings (a plain dict, for a config or a config file) of the run ``living`` in ``tmp_path/scratch``
+    against ``zenodo``: fast rate limits, the local executor, two records a shard, two workers."""
+    return {
+        "run": {"scratch": str(tmp_path / "scratch"), "name": "living"},
+        "zenodo": {"api_url": zenodo.api_url, "rate_limit_per_min": 60_000, "rate_limit_per_hour": 3_600_000,
+                   "search_rate_limit_per_min": 60_000, "retries": 1},
+        "github": {"codeload_url": zenodo.codeload_url},
+        "fetch": {"attempts": 1},
+        "executor": {"kind": "local", "records_per_shard": 2, "local": {"workers": 2}},
+    }

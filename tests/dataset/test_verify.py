@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from doubles import ZenodoDouble, make_zip
-from helpers import stdlib_records
+from helpers import living_settings, stdlib_records
 
 from zenodo_hpc.cli import main
 from zenodo_hpc.core.config import Config, config_from_dict
@@ -71,17 +71,6 @@ def zenodo() -> Iterator[ZenodoDouble]:
         yield double
 
 
-def living_config(tmp_path: Path, zenodo: ZenodoDouble) -> Config:
-    return config_from_dict({
-        "run": {"scratch": str(tmp_path / "scratch"), "name": "living"},
-        "zenodo": {"api_url": zenodo.api_url, "rate_limit_per_min": 60_000, "rate_limit_per_hour": 3_600_000,
-                   "search_rate_limit_per_min": 60_000, "retries": 1},
-        "github": {"codeload_url": zenodo.codeload_url},
-        "fetch": {"attempts": 1},
-        "executor": {"kind": "local", "records_per_shard": 2, "local": {"workers": 2}},
-    })
-
-
 def downloaded(zenodo: ZenodoDouble) -> set[str]:
     """The records whose files the double was asked for."""
     return {m[1] for r in zenodo.requests if (m := re.match(r"/api/records/(\d+)/files/", r.path))}
@@ -95,7 +84,7 @@ def status_of(run: RunDir, capsys: pytest.CaptureFixture[str], *extra: str) -> s
 
 def test_update_after_a_purge_remakes_what_is_gone_takes_back_what_is_whole_and_releases_every_record(
         tmp_path: Path, zenodo: ZenodoDouble, capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = living_config(tmp_path, zenodo)
+    cfg = config_from_dict(living_settings(tmp_path, zenodo))
     first = update(cfg, kind="local").release
     assert first is not None and first.records == IDS
     run = RunDir(cfg.run_dir)
@@ -223,7 +212,7 @@ def test_a_purged_record_that_cannot_be_made_again_is_named_in_the_release(
         tmp_path: Path, zenodo: ZenodoDouble) -> None:
     """Its files are gone from the run directory and Zenodo no longer serves them: the release goes out without it,
     and says so (newly quarantined, in release.json and the changelog), instead of stopping or keeping silent."""
-    cfg = living_config(tmp_path, zenodo)
+    cfg = config_from_dict(living_settings(tmp_path, zenodo))
     assert update(cfg, kind="local").release is not None
     run = RunDir(cfg.run_dir)
     (run.data / "305" / "images_305.h5").unlink()
@@ -265,7 +254,7 @@ def test_update_stops_when_a_purge_took_records_jsonl_and_goes_on_once_its_copy_
         tmp_path: Path, zenodo: ZenodoDouble) -> None:
     """records.jsonl is purged whole when no update appended to it for 90 days: the next update must not make a
     release of only what it harvests anew; it says what to do, and the copy operations.md keeps puts it right."""
-    cfg = living_config(tmp_path, zenodo)
+    cfg = config_from_dict(living_settings(tmp_path, zenodo))
     assert update(cfg, kind="local").release is not None
     run = RunDir(cfg.run_dir)
     kept = tmp_path / "kept-records.jsonl"

@@ -25,7 +25,7 @@ import pytest
 import yaml
 from doubles import KaggleDouble, ZenodoDouble, make_zip
 from doubles.webhook import Webhook
-from helpers import run_config, stdlib_records
+from helpers import living_settings, run_config, stdlib_records
 from pytest_httpserver import HTTPServer
 
 from zenodo_hpc.core.state import RunDir, attempts_of, ids_in, open_run
@@ -113,12 +113,7 @@ def nothing_new(living: LivingRun) -> subprocess.CompletedProcess[str]:
 
 def config_file(tmp_path: Path, zenodo: ZenodoDouble, webhook: Webhook) -> Path:
     config = {
-        "run": {"scratch": str(tmp_path / "scratch"), "name": "living"},
-        "zenodo": {"api_url": zenodo.api_url, "rate_limit_per_min": 60_000, "rate_limit_per_hour": 3_600_000,
-                   "search_rate_limit_per_min": 60_000, "retries": 1},
-        "github": {"codeload_url": zenodo.codeload_url},
-        "fetch": {"attempts": 1},
-        "executor": {"kind": "local", "records_per_shard": 2, "local": {"workers": 2}},
+        **living_settings(tmp_path, zenodo),
         "publish": {"kaggle": {"username": USER, "title": "Zenodo ML code images by language"},
                     "zenodo": {"api_url": zenodo.api_url, "token_env": "TEST_DEPOSIT_TOKEN",
                                "creators": [{"name": "Doe, Jane", "affiliation": "Example University"}]}},

@@ -1,28 +1,36 @@
 """What the cluster says, parsed (zenodo_hpc/orchestrate/accounting.py): task states from real sacct and squeue
 output, and the room in the queue from what the dev cluster's sacctmgr and squeue answered (recorded in
-tests/data). Read against the live dev cluster in tests/orchestrate/test_slurm_cluster.py."""
+tests/data); and, on the live dev cluster (marked ``slurm``), the array size limit and the fallback to squeue."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import slurm_dev
+from helpers import slow_record, slurm_config
 from slurm_dev import limited_config
 
+from zenodo_hpc.core.state import attempts_of, ids_in, open_run
 from zenodo_hpc.orchestrate.accounting import (
     GONE,
     TaskState,
     expand_array_ids,
     fold_sacct_lines,
+    max_array_size,
     normalise_state,
     parse_elapsed_s,
     parse_memory_gb,
     read_queue_room,
     reconcile,
     shard_states,
+    unfinished_tasks,
 )
-from zenodo_hpc.orchestrate.executor import Submission
+from zenodo_hpc.orchestrate.executor import Submission, load_submissions
+from zenodo_hpc.orchestrate.status import gather_status
+from zenodo_hpc.orchestrate.submit import submit_pending
+from zenodo_hpc.zenodo.harvest import harvest
 
 
 def test_array_ids_and_states_read_as_slurm_writes_them() -> None:
@@ -85,3 +93,38 @@ def test_the_associations_limit_counts_the_jobs_of_its_account(dev_cluster_answe
     assert sorted(limit.free for limit in both.limits) == [3, 3] and both.tasks_now(22, reserve=1) == 2
     free = read_queue_room(limited_config(), user="root")  # account zhpc, QOS normal: nothing limits
     assert free.free is None and free.tasks_now(22, reserve=1) == 22
+
+
+# --- on the dev cluster ---------------------------------------------------------------------------------------
+
+SLURM_PROBLEM = slurm_dev.cluster_problem()
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(SLURM_PROBLEM is not None, reason=SLURM_PROBLEM or "")
+def test_cluster_reports_its_max_array_size() -> None:
+    assert max_array_size() == int(os.environ.get("ZHPC_SLURM_MAX_ARRAY_SIZE", "1001"))
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(SLURM_PROBLEM is not None, reason=SLURM_PROBLEM or "")
+def test_status_falls_back_to_squeue_when_sacct_fails(tmp_path: Path, zenodo_with_records,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    slow_record(zenodo_with_records, 101, 20.0)
+    cfg = slurm_config(tmp_path, zenodo_with_records)
+    harvest(cfg, progress=False)
+    run = open_run(cfg)
+    submit_pending(run, cfg)
+    slurm_dev.wait_for(lambda: attempts_of(run, "101") >= 1, 120, "record 101 to start")
+    # sacct answering "accounting storage is disabled" is played by a sacct that fails: the one thing
+    # here that is not real, because the dev cluster does have accounting.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sacct").write_text("#!/bin/sh\necho 'sacct: error: Slurm accounting storage is disabled' >&2\nexit 1\n")
+    (fake / "sacct").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    status = gather_status(run)
+    assert status.generations[0].running >= 1
+    monkeypatch.undo()
+    slurm_dev.wait_for(lambda: unfinished_tasks(load_submissions(run)) == 0, 240, f"the tasks of {run.root} to end")
+    assert ids_in(run, "done") == {str(100 + i) for i in range(1, 13)}

@@ -20,11 +20,10 @@ from types import SimpleNamespace
 import pytest
 import slurm_dev
 import yaml
-from helpers import run_config, tree_bytes
+from helpers import SLURM_PARTITION, queued_from, run_config, slow_record, slurm_config, tree_bytes
 
 from zenodo_hpc.cli import main
 from zenodo_hpc.core.config import Config, config_from_dict
-from zenodo_hpc.core.errors import UserError
 from zenodo_hpc.core.state import RunDir, attempts_of, ids_in, open_run, read_failure
 from zenodo_hpc.orchestrate.accounting import ACTIVE_STATES, GONE, max_array_size, task_states, unfinished_tasks
 from zenodo_hpc.orchestrate.executor import load_submissions
@@ -49,16 +48,6 @@ def _cluster_problem() -> str | None:
 PROBLEM = _cluster_problem()
 pytestmark = [pytest.mark.slurm, pytest.mark.skipif(PROBLEM is not None, reason=PROBLEM or "")]
 ALL = {str(100 + i) for i in range(1, 13)}
-PARTITION = os.environ.get("ZHPC_TEST_PARTITION", "debug")
-
-
-def slurm_config(tmp_path: Path, double, **executor) -> Config:
-    settings = {"kind": "slurm", "records_per_shard": 1, "array_parallelism": 8, **executor}
-    base = run_config(tmp_path, double, **settings)
-    data = base.to_dict()
-    data["executor"]["slurm"].update({"partition": PARTITION, "time_min": 5, "mem_gb": 0.5})
-    data["pack"].update({"mem_gb": 1, "cpus_per_task": 1, "time_min": 10})
-    return config_from_dict(data)
 
 
 def harvested(cfg: Config) -> RunDir:
@@ -91,23 +80,10 @@ def clean_outputs(tmp_path: Path, double) -> dict[str, bytes]:
     return tree_bytes(run.data)
 
 
-def _slow(double, record_id: int, seconds: float, times: int = 1) -> None:
-    import requests
-
-    hits = requests.get(f"{double.api_url}/records", params={"size": 25}).json()["hits"]["hits"]
-    hit = next(h for h in hits if h["id"] == record_id)
-    double.fail(f"/api/records/{record_id}/files/{hit['files'][0]['key']}/content", "slow", times=times,
-                seconds=seconds)
-
-
-def test_cluster_reports_its_max_array_size() -> None:
-    assert max_array_size() == int(os.environ.get("ZHPC_SLURM_MAX_ARRAY_SIZE", "1001"))
-
-
 def test_submit_as_arrays_cancel_a_task_status_resume_identical_outputs(tmp_path: Path,
                                                                          zenodo_with_records) -> None:
     double = zenodo_with_records
-    _slow(double, 106, 25.0)
+    slow_record(double, 106, 25.0)
     cfg = slurm_config(tmp_path, double)
     run = harvested(cfg)
     result = submit_pending(run, cfg)
@@ -149,7 +125,7 @@ def test_timeout_signal_requeues_and_done_records_are_not_redone(tmp_path: Path,
     data["executor"]["slurm"]["time_min"] = 1  # USR2 comes 30 s before the limit
     cfg = config_from_dict(data)
     for record_id in range(101, 113):
-        _slow(double, record_id, 4.0)
+        slow_record(double, record_id, 4.0)
     run = harvested(cfg)
     submit_pending(run, cfg)
     wait_for_tasks(run, timeout=300)
@@ -163,7 +139,7 @@ def test_timeout_signal_requeues_and_done_records_are_not_redone(tmp_path: Path,
 def test_worker_killed_every_time_on_one_record_is_quarantined(tmp_path: Path,
                                                                zenodo_with_records) -> None:
     double = zenodo_with_records
-    _slow(double, 104, 30.0, times=5)
+    slow_record(double, 104, 30.0, times=5)
     cfg = slurm_config(tmp_path, double, max_attempts=2)
     run = harvested(cfg)
 
@@ -216,29 +192,6 @@ def _kill_worker_of(run: RunDir, record_id: str) -> bool:
     return killed
 
 
-def queued_from(tmp_path: Path) -> list[str]:
-    """The jobs SLURM holds whose script lies under ``tmp_path`` (a test's own: every run is named ``run``, so
-    job names do not tell the tests that share the cluster apart)."""
-    out = subprocess.run(["squeue", "-h", "-o", "%A %o"], capture_output=True, text=True, check=True).stdout
-    return [line for line in out.splitlines() if str(tmp_path) in line]
-
-
-def test_partition_that_does_not_exist_is_refused_and_nothing_is_queued(tmp_path: Path,
-                                                                         zenodo_with_records) -> None:
-    cfg = slurm_config(tmp_path, zenodo_with_records)
-    data = cfg.to_dict()
-    data["executor"]["slurm"]["partition"] = "no_such_partition"
-    cfg = config_from_dict(data)
-    run = harvested(cfg)
-    with pytest.raises(UserError, match=r"^an array task cannot be queued: .* answers 'invalid partition specified: "
-                                        r"no_such_partition' \(sinfo lists no partition no_such_partition, only "
-                                        r".*debug.*\): set executor.slurm.partition to one of those; nothing was "
-                                        r"queued$"):
-        submit_pending(run, cfg)
-    assert load_submissions(run) == [] or all(not s.arrays for s in load_submissions(run))
-    assert queued_from(tmp_path) == []
-
-
 def test_memory_escalated_past_every_node_is_held_at_the_largest_node(tmp_path: Path,
                                                                      zenodo_with_records) -> None:
     """A task killed for its memory again and again gets twice as much each round, up to max_mem_gb (64 GB
@@ -264,27 +217,6 @@ def test_memory_escalated_past_every_node_is_held_at_the_largest_node(tmp_path: 
         uncapped = escalate(uncapped, "mem", cfg, used_gb=uncapped.mem_gb)
     assert capped.mem_gb == node_gb and queueable(capped)
     assert uncapped.mem_gb == cfg.executor.slurm.max_mem_gb and not queueable(uncapped)  # what sbatch would refuse
-
-
-def test_status_falls_back_to_squeue_when_sacct_fails(tmp_path: Path, zenodo_with_records,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    _slow(zenodo_with_records, 101, 20.0)
-    cfg = slurm_config(tmp_path, zenodo_with_records)
-    run = harvested(cfg)
-    submit_pending(run, cfg)
-    wait_until(lambda: attempts_of(run, "101") >= 1, 120, "record 101 to start")
-    # sacct answering "accounting storage is disabled" is played by a sacct that fails: the one thing
-    # here that is not real, because the dev cluster does have accounting.
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "sacct").write_text("#!/bin/sh\necho 'sacct: error: Slurm accounting storage is disabled' >&2\nexit 1\n")
-    (fake / "sacct").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
-    status = gather_status(run)
-    assert status.generations[0].running >= 1
-    monkeypatch.undo()
-    wait_for_tasks(run)
-    assert ids_in(run, "done") == ALL
 
 
 def queued_script(run: RunDir, job_id: str) -> str:
@@ -477,7 +409,7 @@ def test_an_interpreter_the_nodes_cannot_see_is_refused_before_anything_is_queue
     kind = filesystem_type(sys.prefix)
     if kind is None or kind in SHARED_FILESYSTEMS:
         pytest.skip(f"this interpreter's environment is on a shared file system ({kind}): nothing to refuse")
-    assert accounting.node_hosts(PARTITION) == {accounting.this_host()}
+    assert accounting.node_hosts(SLURM_PARTITION) == {accounting.this_host()}
     cfg = slurm_config(tmp_path, zenodo_with_records)
     assert cfg.executor.slurm.setup == []
     config = tmp_path / "config.yaml"

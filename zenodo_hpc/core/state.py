@@ -630,7 +630,15 @@ def ids_in(run: RunDir, kind: str) -> set[str]:
             names = [e.name for e in entries if not e.name.startswith(".")]
     except FileNotFoundError:
         return set()
-    return {record_id for name in names if _SAFE_ID.fullmatch(record_id := name.removesuffix(".json"))}
+    return ids_named(names)
+
+
+def ids_named(names: Iterable[str]) -> set[str]:
+    """The record ids of the file names of a markers folder, as :func:`ids_in` gives them from its listing (for a
+    caller that lists the folder for more than the ids: ``status``): hidden names (a marker being written) and
+    names no record id can have are none."""
+    return {record_id for name in names
+            if not name.startswith(".") and _SAFE_ID.fullmatch(record_id := name.removesuffix(".json"))}
 
 
 def is_done(run: RunDir, record_id: str) -> bool:
@@ -811,11 +819,12 @@ def _saved_record_ids(path: Path, key: dict[str, int]) -> set[str]:
     return set(ids)
 
 
-def record_outcomes(run: RunDir) -> Outcomes:
+def record_outcomes(run: RunDir, *, done: set[str] | None = None) -> Outcomes:
     """Count the records done, failed and quarantined (by reason) from their markers; a marker of an id that is
-    none of the run's records (its line removed by hand) counts for nothing."""
+    none of the run's records (its line removed by hand) counts for nothing. ``done``: the ids of a listing of
+    the done markers the caller made already (:func:`ids_named`), instead of listing them again."""
     records = record_ids(run.records)
-    done_ids = ids_in(run, DONE) & records
+    done_ids = (ids_in(run, DONE) if done is None else done) & records
     failed: dict[str, int] = {}
     quarantined: dict[str, int] = {}
     for record_id in (ids_in(run, FAILED) & records) - done_ids:

@@ -18,7 +18,7 @@ from typing import Any
 from ..core.config import Config
 from ..core.errors import UserError
 from ..core.liveness import LOST, UNCHECKABLE
-from ..core.state import DONE, RunDir, record_outcomes
+from ..core.state import DONE, RunDir, ids_named, record_outcomes
 from ..dataset.check_summary import check_for_status, format_check
 from ..dataset.removals import excluded
 from .chain import load_chain, utc_epoch
@@ -90,24 +90,32 @@ def completion_rate(run: RunDir, now: float | None = None) -> float | None:
     temporary name, then a rename) and never touched again, so its name and inode stand for its time
     (:class:`_MarkerTimes`).
     """
+    return done_and_rate(run, now)[1]
+
+
+def done_and_rate(run: RunDir, now: float | None = None) -> tuple[set[str], float | None]:
+    """One listing of ``state/done`` for both what ``status`` needs of it: the ids of the records done (those of
+    :func:`~zenodo_hpc.core.state.ids_in`) and the :func:`completion_rate`."""
     now = time.time() if now is None else now
     times = _MARKER_TIMES.setdefault(str(run.markers(DONE)), _MarkerTimes())
     times.forget_old_before(now)
+    names: list[str] = []
     recent = 0
     oldest = now
     try:
         with os.scandir(run.markers(DONE)) as entries:
             for entry in entries:
+                names.append(entry.name)
                 mtime = times.recent_mtime(entry, now)
                 if mtime is not None:
                     recent += 1
                     oldest = min(oldest, mtime)
     except FileNotFoundError:
-        return None
+        return set(), None
     if recent < 2:
-        return None
+        return ids_named(names), None
     span = max(now - oldest, 60.0)
-    return recent / span * 60
+    return ids_named(names), recent / span * 60
 
 
 @dataclass
@@ -157,7 +165,8 @@ _MARKER_TIMES: dict[str, _MarkerTimes] = {}
 
 def gather_status(run: RunDir, cfg: Config | None = None) -> RunStatus:
     """The run's counts, shards and chain; with ``cfg``, also the records its ``dataset.exclude`` leaves out."""
-    outcomes = record_outcomes(run)
+    done, rate = done_and_rate(run)  # one listing of state/done (300,000 markers in a full run) for both
+    outcomes = record_outcomes(run, done=done)
     records, done_ids, failed, quarantined = outcomes.records, outcomes.done_ids, outcomes.failed, outcomes.quarantined
     submissions = load_submissions(run)
     usage: dict[tuple[int, int], dict[str, Any]] = {}
@@ -173,7 +182,6 @@ def gather_status(run: RunDir, cfg: Config | None = None) -> RunStatus:
         counts.efficiency = efficiency(sub, usage) if sub is not None and sub.kind == "slurm" else []
         per_generation.append(counts)
     n_failed, n_quarantined, pending = sum(failed.values()), sum(quarantined.values()), outcomes.pending
-    rate = completion_rate(run)
     left = pending + n_failed
     eta = left / rate * 60 if rate and left else (0.0 if not left else None)
     source = "sacct/squeue" if any(s.kind == "slurm" for s in submissions) else "run directory"
