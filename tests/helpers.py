@@ -1,9 +1,12 @@
 """Helpers the tests share (plain functions, not fixtures): real code to work on, a run's config against a
-double, an unprivileged user, and a byte-for-byte view of a run's output. Test files import them as
-``from helpers import ...`` (pytest puts ``tests/`` on ``sys.path``: tests/conftest.py sits there)."""
+double, an unprivileged user, a byte-for-byte view of a run's output, recorded Zenodo hits with a license.
+Test files import them as ``from helpers import ...`` (pytest puts ``tests/`` on ``sys.path``: tests/conftest.py
+sits there)."""
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 import pickle
 import sysconfig
@@ -93,3 +96,32 @@ def tree_bytes(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes()
             for p in sorted(folder.glob("*/*")) if p.is_file() and not p.parent.name.startswith(".")}
 
+
+
+ZENODO_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "zenodo"
+
+
+def recorded_hit(name: str) -> dict[str, Any]:
+    """The first hit of a recorded Zenodo answer in tests/fixtures/zenodo/ (a search's, or the record itself)."""
+    data = json.loads((ZENODO_FIXTURES / name).read_text(encoding="utf-8"))
+    hits = data["hits"]["hits"] if isinstance(data.get("hits"), dict) else None
+    return copy.deepcopy(hits[0] if hits else data)
+
+
+def licensed_hit(record_id: str, license_id: str | None, shape: str = "legacy") -> dict[str, Any]:
+    """A recorded hit as record ``record_id`` with license ``license_id``, in the shape Zenodo gives it:
+    ``legacy`` (``metadata.license = {"id": ...}``, record_2023.json), ``rdm`` (InvenioRDM's ``metadata.rights``),
+    ``string`` (older records: a plain string); ``None``: the recorded record without a license
+    (record_current_2025.json)."""
+    if license_id is None:
+        hit = recorded_hit("record_current_2025.json")
+    else:
+        hit = recorded_hit("record_2023.json")
+        del hit["metadata"]["license"]
+        if shape == "rdm":
+            hit["metadata"]["rights"] = [{"id": license_id, "props": {"scheme": "spdx"}}]
+        else:
+            hit["metadata"]["license"] = license_id if shape == "string" else {"id": license_id}
+    hit["id"] = int(record_id)
+    hit["doi"] = f"10.5281/zenodo.{record_id}"
+    return hit

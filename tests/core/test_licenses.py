@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import copy
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import licensed_hit, recorded_hit
 
 from zenodo_hpc.core.config import ConfigError, config_from_dict
 from zenodo_hpc.core.licenses import (
@@ -26,19 +24,10 @@ from zenodo_hpc.core.licenses import (
 )
 from zenodo_hpc.dataset.publish import KAGGLE_LICENSES
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "zenodo"
-
-
-def fixture_hit(name: str) -> dict[str, Any]:
-    """The first hit of a recorded answer (a search's ``hits.hits[0]``, or the record itself)."""
-    data = json.loads((FIXTURES / name).read_text())
-    hits = data.get("hits", {}).get("hits") if isinstance(data.get("hits"), dict) else None
-    return hits[0] if hits else data
-
 
 def with_legacy_license(value: Any) -> dict[str, Any]:
     """The recorded 2023 GitHub hit, its ``metadata.license`` set to ``value`` (absent for ``...``)."""
-    hit = copy.deepcopy(fixture_hit("record_2023.json"))
+    hit = recorded_hit("record_2023.json")
     hit["metadata"].pop("license", None)
     if value is not ...:
         hit["metadata"]["license"] = value
@@ -53,12 +42,12 @@ def with_rights(rights: Any) -> dict[str, Any]:
 
 
 def test_the_recorded_records_give_their_license_in_lower_case() -> None:
-    assert record_license(fixture_hit("record_2023.json")) == "cc-by-4.0"
-    assert record_license(fixture_hit("record_current_github.json")) == "cc-by-4.0"
-    assert record_license(fixture_hit("search_legacy_2021.json")) == "cc-by-4.0"  # recorded as "CC-BY-4.0"
-    assert record_license(fixture_hit("search_legacy_2022.json")) == "cc-by-4.0"
-    assert record_license(fixture_hit("record_current_2025.json")) is None  # recorded without a license
-    assert record_license(fixture_hit("record_2023.json")["metadata"]) == "cc-by-4.0"  # the metadata alone
+    assert record_license(recorded_hit("record_2023.json")) == "cc-by-4.0"
+    assert record_license(recorded_hit("record_current_github.json")) == "cc-by-4.0"
+    assert record_license(recorded_hit("search_legacy_2021.json")) == "cc-by-4.0"  # recorded as "CC-BY-4.0"
+    assert record_license(recorded_hit("search_legacy_2022.json")) == "cc-by-4.0"
+    assert record_license(recorded_hit("record_current_2025.json")) is None  # recorded without a license
+    assert record_license(recorded_hit("record_2023.json")["metadata"]) == "cc-by-4.0"  # the metadata alone
 
 
 @pytest.mark.parametrize(("license_", "expected", "category"), [
@@ -95,6 +84,12 @@ def test_the_invenio_rdm_shape_counts_the_first_right() -> None:
     assert record_license(with_rights([])) is None
     assert record_license(with_rights("nonsense")) == UNREADABLE
     assert record_license(with_rights([{"id": "lgpl-2.1-only"}])) == "lgpl-2.1-only"
+
+
+def test_the_test_helper_makes_what_it_says() -> None:
+    assert record_license(licensed_hit("7", "MIT", "string")) == "mit"
+    assert record_license(licensed_hit("7", "gpl-3.0-only", "rdm")) == "gpl-3.0-only"
+    assert record_license(licensed_hit("7", None)) is None
 
 
 @pytest.mark.parametrize("record", [None, 3, "mit", [], {"metadata": "x"}, {"metadata": {"license": object()}}])

@@ -157,6 +157,28 @@ def test_unknown_or_missing_license(export, no_credentials) -> None:
     refuse(folder, r"names no license: pass --license")
 
 
+ORGANIZE_LICENSES = [  # datapackage.json's licenses as organize writes them: the records' own, not Kaggle's names
+    {"name": "apache-2.0", "title": "Apache License 2.0", "path": "http://www.apache.org/licenses/LICENSE-2.0"},
+    {"name": "mit", "title": "MIT License", "path": "https://opensource.org/licenses/MIT"}]
+
+
+def test_the_exports_kaggle_choice_is_sent_whatever_licenses_the_records_have(export, no_credentials) -> None:
+    """organize lists every license of the records (two here) and writes Kaggle's one as zenodo_hpc.kaggle_license:
+    publish sends that one (or --license), never refuses the export for naming several."""
+    folder, _ = export
+    edit_package(folder, licenses=ORGANIZE_LICENSES, zenodo_hpc={"pngs": 2, "kaggle_license": "other"})
+    metadata = prepare_kaggle_metadata(folder, username=USER, title=TITLE)
+    assert metadata["licenses"] == [{"name": "other"}]
+    assert prepare_kaggle_metadata(folder, username=USER, title=TITLE, license="cc0-1.0")["licenses"] == [
+        {"name": "CC0-1.0"}]
+    edit_package(folder, zenodo_hpc={"kaggle_license": "GPL-3.0"})
+    assert prepare_kaggle_metadata(folder, username=USER, title=TITLE)["licenses"] == [{"name": "GPL-3.0"}]
+    edit_package(folder, zenodo_hpc={"kaggle_license": "mit"})  # an export edited by hand: still checked
+    refuse(folder, r"Kaggle does not know the license 'mit'")
+    edit_package(folder, zenodo_hpc={"kaggle_license": ["other"]})
+    refuse(folder, r'"zenodo_hpc\.kaggle_license" must be a license name: pass --license')
+
+
 def test_missing_file(export, no_credentials) -> None:
     folder, _ = export
     (folder / "js.tar.gz").unlink()
@@ -455,6 +477,21 @@ def test_public_only_when_asked(export, double, publish) -> None:
     assert "isPrivate" not in create  # the client leaves out false, the default: public
     assert create["licenseName"] == "CC-BY-SA-4.0"
     assert double.datasets[REF]["isPrivate"] is False
+
+
+@needs_kaggle
+def test_an_export_of_records_with_several_licenses_is_published_as_other(export, double, publish) -> None:
+    folder, _ = export
+    description = "Code images.\n\n| license | records |\n|---|---|\n| mit | 1 |\n| apache-2.0 | 1 |"
+    edit_package(folder, licenses=ORGANIZE_LICENSES, description=description,
+                 zenodo_hpc={"pngs": 2, "kaggle_license": "other"})
+    done = publish(folder)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"created the private Kaggle dataset {REF} (3 files, 72.4 KB, license other)")
+    create = next(r.json for r in double.requests if r.call == "CreateDataset")
+    assert create["licenseName"] == "other"  # Kaggle's "Other (specified in description)"
+    assert create["description"] == description  # ... and the description gives each license
+    assert json.loads((folder / METADATA_FILE).read_text())["licenses"] == [{"name": "other"}]
 
 
 @needs_kaggle
