@@ -831,6 +831,19 @@ def _license_table(rows: list[IndexRow], per_record: dict[str, str]) -> list[dic
              "images": images[key]} for key in order]
 
 
+def _kaggle_reason(chosen: str, table: list[dict[str, Any]]) -> str:
+    """Why Kaggle's one license is ``chosen``: the end of the description's sentence about it."""
+    if chosen == "unknown":
+        return ", since no record here has a license."
+    if len(table) == 1 and chosen != "other":
+        return ", the license every record here shares."
+    if len(table) == 1:
+        only = table[0]["license"]
+        return f": every record here has the license `{only}` ({license_title(only)}), which Kaggle does not list."
+    return (f": the records here have {len(table)} licenses (the tables above; `index.csv` gives each record's, and "
+            "the table below when there are few records).")
+
+
 def _licenses_text(rows: list[IndexRow], per_record: dict[str, str], chosen: str, categories: tuple[str, ...],
                    license_left_out: list[LicenseLeftOut]) -> str:
     """The description's licenses: records and images per license and per category, why Kaggle shows the license
@@ -845,18 +858,13 @@ def _licenses_text(rows: list[IndexRow], per_record: dict[str, str], chosen: str
         records[entry["category"]] += entry["records"]
         images[entry["category"]] += entry["images"]
     by_category = "\n".join(f"| {c} | {records[c]} | {images[c]} |" for c in CATEGORIES if records[c])
-    kaggle = (f"Kaggle takes one license per dataset: `{chosen}`, the license every record here shares."
-              if chosen not in ("other", "unknown") else
-              "Kaggle takes one license per dataset: `unknown`, since no record here has a license."
-              if chosen == "unknown" else
-              "Kaggle takes one license per dataset: `other`, since the records' licenses differ or Kaggle does not "
-              "list theirs; each record's license is the one given here and in `index.csv`.")
     text = ("## Licenses\n\nEach record keeps the license its authors gave it on Zenodo (its id, lower case, in "
             "`index.csv`'s `license` column). Categories: permissive, copyleft, other (non-commercial, "
             "no-derivatives, proprietary, custom or unknown: read the license), none (no license).\n\n"
             "| license | title | category | records | images |\n|---|---|---|---|---|\n" + by_license + "\n\n"
-            "| category | records | images |\n|---|---|---|\n" + by_category + "\n\n" + kaggle + "\n\n")
-    if len(per_record) <= LISTED_RECORDS:
+            "| category | records | images |\n|---|---|---|\n" + by_category + "\n\n"
+            f"Kaggle takes one license per dataset: `{chosen}`{_kaggle_reason(chosen, table)}\n\n")
+    if len(table) > 1 and len(per_record) <= LISTED_RECORDS:
         text += ("| record | license |\n|---|---|\n" +
                  "\n".join(f"| {rid} | {lic or NO_LICENSE} |" for rid, lic in per_record.items()) + "\n\n")
     if license_left_out:
