@@ -683,3 +683,18 @@ def test_an_image_holds_no_config_so_only_the_flag_chooses(licensed_run, tmp_pat
     organize(run.root, tmp_path / "from-run", workers=1, progress=False)
     assert [e.record_id for e in chosen.license_left_out] == ["12"]
     assert tree(tmp_path / "chosen") == tree(tmp_path / "from-run")  # the image's metadata gives the same licenses
+
+
+def test_the_command_line_flag(licensed_run, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from zenodo_hpc.cli import main
+
+    run, _ = licensed_run
+    out = tmp_path / "out"
+    assert main(["organize", str(run.root), "--out", str(out), "--workers", "1",
+                 "--license-categories", "copyleft,none"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert "licenses: (none) 1, gpl-3.0 1;" in line and line.endswith(": 10, 11, 13")
+    assert record_licenses(out) == {"12": "gpl-3.0", "14": ""}
+    assert main(["organize", str(run.root), "--out", str(out), "--license-categories", "free"]) != 0
+    assert capsys.readouterr().err == ("zenodo-hpc organize: error: --license-categories: unknown license category "
+                                       "free: use permissive, copyleft, other, none\n")
