@@ -15,10 +15,12 @@ Where the ids come from
     ``63864033c870734cea9cfae07b6968945e412ba3``, file last changed in ``d47c0a48364e89c247ce6c73e5526afcd83e0171``):
     SPDX ids in lower case (``mit``, ``apache-2.0``, ``gpl-3.0-only``, ``cc-by-4.0``) and Zenodo's own
     (``other-open``, ``notspecified``, ...). Its ``id``, ``title__en`` and ``props__url`` columns are
-    ``licenses.csv`` beside this module, unchanged (444 ids). Records made before Zenodo moved to InvenioRDM
-    (October 2023) may carry a legacy id (``gpl-3.0``, ``cc-zero``, upper case ``CC-BY-4.0`` as in the recorded
-    ``tests/fixtures/zenodo/search_legacy_2021.json``): :data:`LEGACY_IDS` maps them as Zenodo itself does
-    (``legacy/zenodo_legacy/data/legacy_to_rdm_map.json`` of the same commit, the entries whose two sides differ).
+    ``licenses.csv`` beside this module, unchanged (444 ids): facts (identifiers, names, URLs) of the SPDX License
+    List (spdx.org/licenses) as Zenodo adopted them, plus Zenodo's own ids (``other-*``, ``notspecified``, ...).
+    Records made before Zenodo moved to InvenioRDM (October 2023) may carry a legacy id (``gpl-3.0``, ``cc-zero``,
+    upper case ``CC-BY-4.0`` as in the recorded ``tests/fixtures/zenodo/search_legacy_2021.json``): :data:`LEGACY_IDS`
+    maps them as Zenodo itself does (``legacy/zenodo_legacy/data/legacy_to_rdm_map.json`` of the same commit, the
+    entries whose two sides differ).
 
 Where a record holds it
     The legacy JSON every search and record answer of ``/api/records`` gives (what harvest stores):
