@@ -1,10 +1,11 @@
 """Helpers the tests share (plain functions, not fixtures): real code to work on, a run's config against a
 double, an unprivileged user, a byte-for-byte view of a run's output, archives built by hand, a Kaggle export,
-a release for the deposit API and a pickle that would run code. Test files import them as
-``from helpers import ...`` (pytest puts ``tests/`` on ``sys.path``: tests/conftest.py sits there)."""
+a release for the deposit API, a pickle that would run code and recorded Zenodo hits with a license. Test files
+import them as ``from helpers import ...`` (pytest puts ``tests/`` on ``sys.path``: tests/conftest.py sits there)."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -234,6 +235,10 @@ KAGGLE_INDEX_SCHEMA = {"fields": [{"name": "png", "type": "string", "description
                                   {"name": "segment", "type": "integer", "description": "which image of the file"}],
                        "primaryKey": ["png"]}
 
+KAGGLE_ORGANIZE_LICENSES = [  # datapackage.json's licenses as organize writes them: the records' own, not Kaggle's
+    {"name": "apache-2.0", "title": "Apache License 2.0", "path": "http://www.apache.org/licenses/LICENSE-2.0"},
+    {"name": "mit", "title": "MIT License", "path": "https://opensource.org/licenses/MIT"}]
+
 
 def make_kaggle_export(folder: Path) -> dict[str, bytes]:
     """A folder shaped like the output of ``zenodo-hpc organize``: one ``<ext>.tar.gz`` per language beside
@@ -260,6 +265,14 @@ def make_kaggle_export(folder: Path) -> dict[str, bytes]:
                "keywords": ["programming", "code"], "resources": resources, "zenodo_hpc": {"pngs": 2}}
     (folder / "datapackage.json").write_text(json.dumps(package, indent=1))
     return files
+
+
+def edit_kaggle_package(folder: Path, **changes: Any) -> None:
+    """Change top-level keys of an export's datapackage.json, as a hand edit would."""
+    path = folder / "datapackage.json"
+    package = json.loads(path.read_text())
+    package.update(changes)
+    path.write_text(json.dumps(package))
 
 
 # --- a release published on the Zenodo double's deposit API (tests/zenodo/test_deposit*.py) ------------------
@@ -371,3 +384,33 @@ def living_settings(tmp_path: Path, zenodo: Any) -> dict[str, Any]:
         "fetch": {"attempts": 1},
         "executor": {"kind": "local", "records_per_shard": 2, "local": {"workers": 2}},
     }
+
+# --- recorded Zenodo hits with a license (tests/core/test_licenses.py, tests/dataset/test_organize.py) -----------
+
+ZENODO_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "zenodo"
+
+
+def recorded_hit(name: str) -> dict[str, Any]:
+    """The first hit of a recorded Zenodo answer in tests/fixtures/zenodo/ (a search's, or the record itself)."""
+    data = json.loads((ZENODO_FIXTURES / name).read_text(encoding="utf-8"))
+    hits = data["hits"]["hits"] if isinstance(data.get("hits"), dict) else None
+    return copy.deepcopy(hits[0] if hits else data)
+
+
+def licensed_hit(record_id: str, license_id: str | None, shape: str = "legacy") -> dict[str, Any]:
+    """A recorded hit as record ``record_id`` with license ``license_id``, in the shape Zenodo gives it:
+    ``legacy`` (``metadata.license = {"id": ...}``, record_2023.json), ``rdm`` (InvenioRDM's ``metadata.rights``),
+    ``string`` (older records: a plain string); ``None``: the recorded record without a license
+    (record_current_2025.json)."""
+    if license_id is None:
+        hit = recorded_hit("record_current_2025.json")
+    else:
+        hit = recorded_hit("record_2023.json")
+        del hit["metadata"]["license"]
+        if shape == "rdm":
+            hit["metadata"]["rights"] = [{"id": license_id, "props": {"scheme": "spdx"}}]
+        else:
+            hit["metadata"]["license"] = license_id if shape == "string" else {"id": license_id}
+    hit["id"] = int(record_id)
+    hit["doi"] = f"10.5281/zenodo.{record_id}"
+    return hit

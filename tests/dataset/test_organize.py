@@ -22,6 +22,7 @@ import pytest
 
 from zenodo_hpc.core.config import config_from_dict
 from zenodo_hpc.core.errors import UserError
+from zenodo_hpc.core.licenses import CATEGORIES
 from zenodo_hpc.core.state import append_records, mark_done, open_run
 from zenodo_hpc.dataset.load import load_images
 from zenodo_hpc.dataset.organize import (
@@ -78,6 +79,12 @@ def _record_9(root: Path) -> None:
 
 
 BUILDERS = {"101": _record_101, "102": _record_102, "9": _record_9, "103": _record_9}
+# Each record's license in a shape Zenodo gives (core/licenses.py): today's legacy JSON, an older record's upper
+# case, InvenioRDM's rights; 103 is not done.
+LICENSES = {"9": {"license": {"id": "apache-2.0"}}, "101": {"license": {"id": "MIT"}},
+            "102": {"rights": [{"id": "gpl-3.0-only", "title": {"en": "GNU General Public License v3.0 only"},
+                                "props": {"scheme": "spdx", "url": "https://www.gnu.org/licenses/gpl-3.0-standalone.html"}}]},
+            "103": {}}
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +97,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory):
     for record_id, build in BUILDERS.items():
         folder = tmp / "sources" / record_id / f"demo-{record_id}-1a2b3c"
         build(folder)
-        hit = {"id": int(record_id), "metadata": {"title": f"demo {record_id}"}}
+        hit = {"id": int(record_id), "metadata": {"title": f"demo {record_id}", **LICENSES[record_id]}}
         if record_id != "102":  # a record without a DOI keeps an empty doi column
             hit["doi"] = f"10.5281/zenodo.{record_id}"
         process_sources(record_id, [(folder, "")], run.data, cfg, hit=hit, source_info={"kind": "local"})
@@ -191,7 +198,7 @@ def test_index_rows_carry_doi_path_and_segment(exported) -> None:
     rows = {r["png"]: r for r in read_index(out)}
     row = rows["c/102/102_0.png"]
     assert row == {"png": "c/102/102_0.png", "extension": "c", "record_id": "102", "doi": "",
-                   "file_path": "demo-102-1a2b3c/src/main.c", "segment": "0"}
+                   "file_path": "demo-102-1a2b3c/src/main.c", "segment": "0", "license": "gpl-3.0-only"}
     assert rows["r/101/101_0.png"]["file_path"] == "demo-101-1a2b3c/helper.r"
     assert rows["R/9/9_0.png"]["doi"] == "10.5281/zenodo.9"
     assert not any(r["file_path"].endswith(("Makefile", ".gitignore", "empty.py")) for r in rows.values())
@@ -256,8 +263,11 @@ def test_rerun_replaces_the_export_without_stale_files(finished_run, tmp_path: P
 def test_datapackage_is_kaggle_metadata_and_a_valid_data_package(exported) -> None:
     out, result = exported
     package = json.loads((out / "datapackage.json").read_text(encoding="utf-8"))
-    assert package["licenses"] == [{"name": "CC-BY-4.0", "title": "Creative Commons Attribution 4.0 International",
-                                    "path": "https://creativecommons.org/licenses/by/4.0/"}]
+    assert package["licenses"] == [  # the records' own, as Zenodo's vocabulary names them
+        {"name": "apache-2.0", "title": "Apache License 2.0", "path": "http://www.apache.org/licenses/LICENSE-2.0"},
+        {"name": "gpl-3.0-only", "title": "GNU General Public License v3.0 only",
+         "path": "https://www.gnu.org/licenses/gpl-3.0-standalone.html"},
+        {"name": "mit", "title": "MIT License", "path": "https://opensource.org/licenses/MIT"}]
     assert package["name"] == "zenodo-ml-code-images"
     assert package["id"] == "zenodo-hpc/zenodo-ml-code-images"
     assert 6 <= len(package["title"]) <= 50 and 20 <= len(package["subtitle"]) <= 80
@@ -540,3 +550,151 @@ def test_a_record_folder_with_a_newline_in_its_name_is_refused(finished_run, tmp
         assert not (tmp_path / "out").exists()
     finally:
         odd.rmdir()
+
+
+# --- licenses ------------------------------------------------------------------------------------------------
+
+
+def test_licenses_are_in_the_index_the_data_package_and_the_summary(exported) -> None:
+    out, result = exported
+    assert {(r["record_id"], r["license"]) for r in read_index(out)} == {
+        ("9", "apache-2.0"), ("101", "mit"), ("102", "gpl-3.0-only")}  # 101's "MIT" in lower case
+    package = json.loads((out / "datapackage.json").read_text(encoding="utf-8"))
+    block = package["zenodo_hpc"]
+    assert block["kaggle_license"] == "other"  # three licenses: Kaggle takes one, "specified in description"
+    assert block["license_categories"] == ["permissive", "copyleft", "other", "none"]
+    assert [(e["license"], e["category"], e["records"]) for e in block["licenses"]] == [
+        ("apache-2.0", "permissive", 1), ("gpl-3.0-only", "copyleft", 1), ("mit", "permissive", 1)]
+    images = defaultdict(int)
+    for row in read_index(out):
+        images[row["license"]] += 1
+    assert {e["license"]: e["images"] for e in block["licenses"]} == images
+    assert block["license_left_out"] == []
+    description = package["description"]
+    assert f"| mit | MIT License | permissive | 1 | {images['mit']} |" in description
+    assert (f"| permissive | 2 | {images['mit'] + images['apache-2.0']} |\n"
+            f"| copyleft | 1 | {images['gpl-3.0-only']} |") in description
+    assert "| record | license |\n|---|---|\n| 9 | apache-2.0 |\n| 101 | mit |\n| 102 | gpl-3.0-only |" in description
+    assert "Kaggle takes one license per dataset: `other`" in description
+    assert "licenses: apache-2.0 1, gpl-3.0-only 1, mit 1" in format_summary(result)
+    assert result.licenses == {"apache-2.0": 1, "gpl-3.0-only": 1, "mit": 1}
+
+
+LICENSED = {"10": ("MIT", "string"), "11": ("apache-2.0", "rdm"), "12": ("GPL-3.0", "legacy"),
+            "13": ("cc-by-4.0", "legacy"), "14": (None, "legacy")}  # legacy GPL-3.0: gpl-3.0-only today
+
+
+@pytest.fixture(scope="module")
+def licensed_run(tmp_path_factory: pytest.TempPathFactory):
+    """Five done records, one small Python file each, with the licenses of LICENSED in the shapes Zenodo gives
+    them (recorded hits: tests/helpers.py licensed_hit); the run's config exports permissive and none only."""
+    from helpers import licensed_hit
+
+    tmp = tmp_path_factory.mktemp("licensed")
+    cfg = config_from_dict({"run": {"scratch": str(tmp), "name": "r"},
+                            "export": {"license_categories": ["permissive", "none"]}})
+    run = open_run(cfg)
+    hits = []
+    for record_id, (license_id, shape) in LICENSED.items():
+        folder = tmp / "sources" / record_id / f"code-{record_id}"
+        folder.mkdir(parents=True)
+        (folder / "main.py").write_text(f"print({record_id})\n" * (10 * int(record_id)))
+        hit = licensed_hit(record_id, license_id, shape)
+        process_sources(record_id, [(folder, "")], run.data, cfg, hit=hit, source_info={"kind": "local"})
+        mark_done(run, record_id, {})
+        hits.append(hit)
+    append_records(run.records, hits)
+    return run, cfg
+
+
+def record_licenses(out: Path) -> dict[str, str]:
+    return {row["record_id"]: row["license"] for row in read_index(out)}
+
+
+def test_the_runs_license_categories_leave_records_out_counted_and_named(licensed_run, tmp_path: Path) -> None:
+    run, _ = licensed_run
+    out = tmp_path / "out"
+    result = organize(run.root, out, workers=1, progress=False)  # run.yaml: permissive and none
+    assert record_licenses(out) == {"10": "mit", "11": "apache-2.0", "13": "cc-by-4.0", "14": ""}
+    assert not (out / "py" / "12").exists()
+    left = [(e.record_id, e.license, e.category) for e in result.license_left_out]
+    assert left == [("12", "gpl-3.0", "copyleft")]
+    assert result.license_left_out[0].images == len(load_images(run.record_folder("12"))["code-12/main.py"])
+    line = format_summary(result)
+    assert "\n" not in line
+    assert line.endswith(f"; left out for their license (categories kept: permissive, none): 1 record, "
+                         f"{result.license_left_out[0].images} images (gpl-3.0 1): 12")
+    package = json.loads((out / "datapackage.json").read_text(encoding="utf-8"))
+    assert [entry["name"] for entry in package["licenses"]] == ["apache-2.0", "cc-by-4.0", "mit"]  # none: no entry
+    block = package["zenodo_hpc"]
+    assert block["license_categories"] == ["permissive", "none"] and block["kaggle_license"] == "other"
+    assert block["license_left_out"] == [{"record_id": "12", "license": "gpl-3.0", "category": "copyleft",
+                                          "images": result.license_left_out[0].images}]
+    assert {e["license"]: e["category"] for e in block["licenses"]} == {
+        "mit": "permissive", "apache-2.0": "permissive", "cc-by-4.0": "permissive", None: "none"}
+    description = package["description"]
+    assert "Left out for their license (this export keeps the categories permissive, none): 1 record" in description
+    assert f"| 12 | gpl-3.0 | copyleft | {result.license_left_out[0].images} |" in description
+    assert "| (none) | no license | none | 1 |" in description
+
+
+def test_the_flag_overrides_the_run_and_kaggle_gets_the_one_license(licensed_run, tmp_path: Path) -> None:
+    run, _ = licensed_run
+    out = tmp_path / "out"
+    result = organize(run.root, out, workers=1, progress=False, license_categories="copyleft")
+    assert record_licenses(out) == {"12": "gpl-3.0"}
+    assert [e.record_id for e in result.license_left_out] == ["10", "11", "13", "14"]
+    package = json.loads((out / "datapackage.json").read_text(encoding="utf-8"))
+    assert package["licenses"] == [{"name": "gpl-3.0", "title": "GNU General Public License v3.0 only",
+                                    "path": "https://www.gnu.org/licenses/gpl-3.0-standalone.html"}]
+    assert package["zenodo_hpc"]["kaggle_license"] == "GPL-3.0"  # the one license, as Kaggle names it
+    assert "Kaggle takes one license per dataset: `GPL-3.0`, the license every record here shares" in package[
+        "description"]
+    every = organize(run.root, out, workers=1, progress=False, license_categories=list(CATEGORIES))
+    assert every.license_left_out == [] and len(record_licenses(out)) == 5
+    nothing_but_none = organize(run.root, out, workers=1, progress=False, license_categories=["none"])
+    assert nothing_but_none.licenses == {"(none)": 1}
+    package = json.loads((out / "datapackage.json").read_text(encoding="utf-8"))
+    assert "licenses" not in package and package["zenodo_hpc"]["kaggle_license"] == "unknown"
+
+
+def test_bad_or_emptying_license_categories_are_one_line_errors(licensed_run, tmp_path: Path) -> None:
+    run, _ = licensed_run
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match=r"--license-categories: unknown license category libre: use permissive, "):
+        organize(run.root, out, workers=1, license_categories="permissive,libre")
+    with pytest.raises(UserError, match=r"every record with a file to export has a license of a category not "
+                                        r"exported \(kept: other; left out: .*\); nothing to export"):
+        organize(run.root, out, workers=1, license_categories="other")
+    assert not out.exists()
+
+
+def test_an_image_holds_no_config_so_only_the_flag_chooses(licensed_run, tmp_path: Path) -> None:
+    if shutil.which("mksquashfs") is None:
+        pytest.skip("mksquashfs not on PATH (apt-get install squashfs-tools)")
+    pytest.importorskip("PySquashfsImage", reason="reading the image needs the image extra (pip install -e '.[image]')")
+    from zenodo_hpc.dataset.pack import pack
+
+    run, cfg = licensed_run
+    image = pack(run, cfg, progress=False).image
+    everything = organize(image, tmp_path / "all", workers=1, progress=False)
+    assert everything.license_left_out == [] and len(record_licenses(tmp_path / "all")) == 5
+    chosen = organize(image, tmp_path / "chosen", workers=1, progress=False, license_categories="permissive,none")
+    organize(run.root, tmp_path / "from-run", workers=1, progress=False)
+    assert [e.record_id for e in chosen.license_left_out] == ["12"]
+    assert tree(tmp_path / "chosen") == tree(tmp_path / "from-run")  # the image's metadata gives the same licenses
+
+
+def test_the_command_line_flag(licensed_run, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from zenodo_hpc.cli import main
+
+    run, _ = licensed_run
+    out = tmp_path / "out"
+    assert main(["organize", str(run.root), "--out", str(out), "--workers", "1",
+                 "--license-categories", "copyleft,none"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert "licenses: (none) 1, gpl-3.0 1;" in line and line.endswith(": 10, 11, 13")
+    assert record_licenses(out) == {"12": "gpl-3.0", "14": ""}
+    assert main(["organize", str(run.root), "--out", str(out), "--license-categories", "free"]) != 0
+    assert capsys.readouterr().err == ("zenodo-hpc organize: error: --license-categories: unknown license category "
+                                       "free: use permissive, copyleft, other, none\n")

@@ -25,10 +25,12 @@ from typing import Any
 import pytest
 from doubles import KaggleDouble
 from helpers import KAGGLE_KEY as KEY
+from helpers import KAGGLE_ORGANIZE_LICENSES as ORGANIZE_LICENSES
 from helpers import KAGGLE_REF as REF
 from helpers import KAGGLE_SLUG as SLUG
 from helpers import KAGGLE_TITLE as TITLE
 from helpers import KAGGLE_USER as USER
+from helpers import edit_kaggle_package as edit_package
 from helpers import make_kaggle_export as make_export
 
 from zenodo_hpc.core.errors import UserError
@@ -249,6 +251,21 @@ def test_public_only_when_asked(export, double, publish) -> None:
     assert "isPrivate" not in create  # the client leaves out false, the default: public
     assert create["licenseName"] == "CC-BY-SA-4.0"
     assert double.datasets[REF]["isPrivate"] is False
+
+
+@needs_kaggle
+def test_an_export_of_records_with_several_licenses_is_published_as_other(export, double, publish) -> None:
+    folder, _ = export
+    description = "Code images.\n\n| license | records |\n|---|---|\n| mit | 1 |\n| apache-2.0 | 1 |"
+    edit_package(folder, licenses=ORGANIZE_LICENSES, description=description,
+                 zenodo_hpc={"pngs": 2, "kaggle_license": "other"})
+    done = publish(folder)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"created the private Kaggle dataset {REF} (3 files, 72.4 KB, license other)")
+    create = next(r.json for r in double.requests if r.call == "CreateDataset")
+    assert create["licenseName"] == "other"  # Kaggle's "Other (specified in description)"
+    assert create["description"] == description  # ... and the description gives each license
+    assert json.loads((folder / METADATA_FILE).read_text())["licenses"] == [{"name": "other"}]
 
 
 @needs_kaggle

@@ -16,10 +16,12 @@ from typing import Any
 
 import pytest
 from helpers import KAGGLE_KEY as KEY
+from helpers import KAGGLE_ORGANIZE_LICENSES as ORGANIZE_LICENSES
 from helpers import KAGGLE_REF as REF
 from helpers import KAGGLE_SLUG as SLUG
 from helpers import KAGGLE_TITLE as TITLE
 from helpers import KAGGLE_USER as USER
+from helpers import edit_kaggle_package as edit_package
 from helpers import make_kaggle_export as make_export
 
 from zenodo_hpc.core.errors import UserError
@@ -34,13 +36,6 @@ needs_kaggle = pytest.mark.skipif(
     importlib.util.find_spec("kaggle") is None,
     reason="the kaggle client is not installed (the kaggle extra): its config file is not tested",
 )
-
-
-def edit_package(folder: Path, **changes: Any) -> None:
-    path = folder / "datapackage.json"
-    package = json.loads(path.read_text())
-    package.update(changes)
-    path.write_text(json.dumps(package))
 
 
 @pytest.fixture
@@ -110,6 +105,23 @@ def test_unknown_or_missing_license(export, no_credentials) -> None:
     assert all(name in message for name in KAGGLE_LICENSES)
     edit_package(folder, licenses=[])
     refuse(folder, r"names no license: pass --license")
+
+
+def test_the_exports_kaggle_choice_is_sent_whatever_licenses_the_records_have(export, no_credentials) -> None:
+    """organize lists every license of the records (two here) and writes Kaggle's one as zenodo_hpc.kaggle_license:
+    publish sends that one (or --license), never refuses the export for naming several."""
+    folder, _ = export
+    edit_package(folder, licenses=ORGANIZE_LICENSES, zenodo_hpc={"pngs": 2, "kaggle_license": "other"})
+    metadata = prepare_kaggle_metadata(folder, username=USER, title=TITLE)
+    assert metadata["licenses"] == [{"name": "other"}]
+    assert prepare_kaggle_metadata(folder, username=USER, title=TITLE, license="cc0-1.0")["licenses"] == [
+        {"name": "CC0-1.0"}]
+    edit_package(folder, zenodo_hpc={"kaggle_license": "GPL-3.0"})
+    assert prepare_kaggle_metadata(folder, username=USER, title=TITLE)["licenses"] == [{"name": "GPL-3.0"}]
+    edit_package(folder, zenodo_hpc={"kaggle_license": "mit"})  # an export edited by hand: still checked
+    refuse(folder, r"Kaggle does not know the license 'mit'")
+    edit_package(folder, zenodo_hpc={"kaggle_license": ["other"]})
+    refuse(folder, r'"zenodo_hpc\.kaggle_license" must be a license name: pass --license')
 
 
 def test_missing_file(export, no_credentials) -> None:

@@ -6,7 +6,9 @@ with the venv not on PATH, ``--out build/demo``, from a folder standing for the 
 
 from __future__ import annotations
 
+import csv
 import importlib.util
+import json
 import platform
 import re
 import shutil
@@ -75,6 +77,21 @@ def test_demo_runs_offline_to_a_verified_image(demo: update.DemoRun) -> None:
     assert kinds == {"zenodo", "github"}  # archives, and releases through the codeload fallback
     organized = re.search(r"^organize: .*\((py \d+, h \d+, txt \d+, html \d+)\)", demo.stdout, re.M)
     assert organized, demo.stdout  # four languages: the sample's Python, C headers, IDLE's text and HTML
+
+
+@NEEDS_MKSQUASHFS
+def test_the_demos_export_states_the_records_mit_license(demo: update.DemoRun) -> None:
+    """The sample's 28 records are all MIT (the loopback Zenodo gives every record ``{"id": "mit"}``): the export
+    says so, and Kaggle, which lists no MIT, gets "other" with the reason in the description."""
+    export = demo.out / "export"
+    package = json.loads((export / "datapackage.json").read_text(encoding="utf-8"))
+    assert package["licenses"] == [{"name": "mit", "title": "MIT License", "path": "https://opensource.org/licenses/MIT"}]
+    assert package["zenodo_hpc"]["kaggle_license"] == "other"
+    assert ("Kaggle takes one license per dataset: `other`: every record here has the license `mit` (MIT License), "
+            "which Kaggle does not list.") in package["description"]
+    with open(export / "index.csv", encoding="utf-8", newline="") as handle:
+        assert {row["license"] for row in csv.DictReader(handle)} == {"mit"}
+    assert "; licenses: mit 28;" in demo.stdout
 
 
 @NEEDS_MKSQUASHFS

@@ -84,8 +84,10 @@ def living(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivingRun]:
     try:
         with ZenodoDouble(tokens=[DEPOSIT_TOKEN]) as zenodo, KaggleDouble(users={USER: KEY}) as kaggle:
             for i, (top, files) in enumerate(stdlib_records(6, files_per_record=4), 1):
-                zenodo.add_record(ZenodoDouble.make_hit(300 + i, created=f"2017-05-{i:02d}", title=top,
-                                                        conceptrecid=str(900 + i)), {f"{top}.zip": make_zip(files)})
+                hit = ZenodoDouble.make_hit(300 + i, created=f"2017-05-{i:02d}", title=top, conceptrecid=str(900 + i))
+                if i == 6:  # the run exports permissive licenses only (config_file): 306 stays out of Kaggle's
+                    hit["metadata"]["license"] = {"id": "gpl-3.0-only"}
+                zenodo.add_record(hit, {f"{top}.zip": make_zip(files)})
             webhook = Webhook(server)
             config = config_file(tmp_path, zenodo, webhook)
             living = LivingRun(tmp_path, zenodo, kaggle, webhook, config, RunDir(tmp_path / "scratch" / "living"))
@@ -119,6 +121,7 @@ def config_file(tmp_path: Path, zenodo: ZenodoDouble, webhook: Webhook) -> Path:
                                "creators": [{"name": "Doe, Jane", "affiliation": "Example University"}]}},
         "releases": {"keep": 1},
         "notify": {"webhook_url": webhook.url},
+        "export": {"license_categories": ["permissive"]},
     }
     path = tmp_path / "living.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -265,6 +268,16 @@ def test_kaggle_gets_a_dataset_then_a_version_noted_as_the_webhook(living: Livin
     assert creates == ["CreateDataset", "CreateDatasetVersion"]
     notes = [r.json["body"]["versionNotes"] for r in calls if r.call == "CreateDatasetVersion"]
     assert notes == [living.second_bodies[1]["text"]]
+
+
+def test_kaggle_gets_the_records_licenses_and_only_the_categories_the_run_exports(living: LivingRun) -> None:
+    """The double's records are MIT, but 306 (GPL): the run exports permissive ones only (export.license_categories),
+    so Kaggle's description names 306 as left out, and its one license is "other" (Kaggle lists no MIT)."""
+    create = next(r.json for r in living.kaggle_calls if r.call == "CreateDataset")
+    assert create["licenseName"] == "other"
+    assert "every record here has the license `mit` (MIT License), which Kaggle does not list" in create["description"]
+    assert "| 306 | gpl-3.0-only | copyleft |" in create["description"]
+    assert "306" in two_releases(living)[0].records  # the release itself holds every record
 
 
 def test_zenodo_gets_a_new_version_of_the_same_concept(living: LivingRun) -> None:

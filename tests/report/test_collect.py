@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import licensed_hit
 
 from zenodo_hpc.core.config import Config, config_from_dict
 from zenodo_hpc.core.state import RunDir, append_records, mark_done, mark_failed, open_run
@@ -75,7 +76,7 @@ def test_collect_counts_records_files_and_images_by_status_and_extension(run: Ru
 
 def test_a_license_is_its_id_or_the_plain_string_of_older_records() -> None:
     assert license_name({"metadata": {"license": {"id": "mit", "title": "MIT License"}}}) == "mit"
-    assert license_name({"metadata": {"license": {"title": "Other (Open)"}}}) == "Other (Open)"
+    assert license_name({"metadata": {"license": {"title": "Other (Open)"}}}) == "unknown"  # no id: as the exports
     assert license_name({"metadata": {"license": " cc-by-4.0 "}}) == "cc-by-4.0"
     assert license_name({"metadata": {}}) == license_name({"metadata": "x"}) == "(none given)"
 
@@ -105,3 +106,11 @@ def test_the_overall_rate_is_records_per_minute_between_the_first_and_last(run: 
     assert overall_rate_per_min(facts) is None
     facts.finished = [1000.0]
     assert overall_rate_per_min(facts) is None
+
+
+def test_the_license_figure_counts_the_ids_the_exports_name() -> None:
+    assert license_name(licensed_hit("7", "CC-BY-4.0")) == "cc-by-4.0"  # as recorded in 2021, in lower case
+    assert license_name(licensed_hit("7", "gpl-3.0-only", "rdm")) == "gpl-3.0-only"  # InvenioRDM's rights
+    assert license_name(licensed_hit("7", "MIT", "string")) == "mit"
+    assert license_name(licensed_hit("7", None)) == "(none given)"
+    assert license_name({"metadata": {"license": {"id": "<script>"}}}) == "unknown"

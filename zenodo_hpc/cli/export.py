@@ -17,7 +17,8 @@ def add_organize(parser: argparse.ArgumentParser) -> None:
         "exactly, so R and r differ), one PNG per 80x80 image at DIR/<ext>/<record id>/<record id>_<i>.png, "
         "an index.csv mapping each PNG to its record, file path and image number, one deterministic "
         "<ext>.tar.gz per extension and a datapackage.json (Kaggle dataset-metadata and Frictionless data "
-        "package at once). RUN_DIR may also be a packed image (.sqsh)."
+        "package at once) that lists the records' licenses (index.csv names each record's). RUN_DIR may also be a "
+        "packed image (.sqsh)."
     )
     parser.add_argument("source", metavar="RUN_DIR", help="the run directory, or its packed image (.sqsh)")
     parser.add_argument("--out", required=True, metavar="DIR", help="the export folder (replaced whole)")
@@ -26,6 +27,10 @@ def add_organize(parser: argparse.ArgumentParser) -> None:
     add_png(parser, help="grey: code points clipped to 255 (the published convention); palette: raw "
                          "values where they fit, character classes coloured")
     parser.add_argument("--workers", type=positive_int, metavar="N", help="processes (default: the CPU count)")
+    parser.add_argument("--license-categories", metavar="C,C",
+                        help="export only the records whose license is of these categories: permissive, copyleft, "
+                             "other, none (no license); the records left out are counted and named (default: the "
+                             "run's export.license_categories; all for an image)")
     parser.set_defaults(func=cmd_organize)
 
 
@@ -33,7 +38,7 @@ def cmd_organize(args: argparse.Namespace) -> int:
     from ..dataset.organize import DEFAULT_EXTENSIONS, format_summary, organize
 
     result = organize(Path(args.source), Path(args.out), extensions=args.extensions or DEFAULT_EXTENSIONS,
-                      png=args.png, workers=args.workers)
+                      png=args.png, workers=args.workers, license_categories=args.license_categories)
     print(format_summary(result))
     return 0
 

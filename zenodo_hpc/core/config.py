@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .licenses import CATEGORIES as LICENSE_CATEGORIES
 
 # Maxima no real run comes near: they turn a slip of the keyboard (a few zeros too many) or a hostile file into
 # an error naming the key, instead of a worker allocating terabytes or waiting for years.
@@ -257,6 +258,26 @@ class DatasetConfig:
     keep_withdrawn: bool = field(default=False, metadata={"since": 4})
 
 
+@dataclass
+class SplitsConfig:
+    """The fractions of the concepts (all versions of one software) in each split of the Parquet export: each
+    from 0 to 1, together 1."""
+
+    train: float = field(default=0.9, metadata=_bounded(0, 1, since=5))
+    validation: float = field(default=0.05, metadata=_bounded(0, 1, since=5))
+    test: float = field(default=0.05, metadata=_bounded(0, 1, since=5))
+
+
+@dataclass
+class ExportConfig:
+    """What the exports publish: the records of which license categories (core/licenses.py: ``permissive``,
+    ``copyleft``, ``other``, ``none``), and the splits of the Parquet export."""
+
+    license_categories: list[str] = field(default_factory=lambda: list(LICENSE_CATEGORIES),
+                                          metadata={"choices": LICENSE_CATEGORIES, "since": 5})
+    splits: SplitsConfig = field(default_factory=SplitsConfig, metadata={"since": 5})
+
+
 # What a run's outputs depend on. Everything else (executor resources, rate limits, timeouts, pack
 # settings, limit) may change between submissions of the same run; these may not, or one run would mix
 # two datasets.
@@ -278,6 +299,7 @@ class Config:
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     pack: PackConfig = field(default_factory=PackConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig, metadata={"since": 4})
+    export: ExportConfig = field(default_factory=ExportConfig, metadata={"since": 5})
     publish: PublishConfig = field(default_factory=PublishConfig)
     releases: ReleasesConfig = field(default_factory=ReleasesConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
@@ -317,7 +339,7 @@ class Config:
 # not write yet keeps its default. A key's field metadata ``since`` is the first format that wrote it
 # (default 1: run.yaml files written before formats were recorded, which all hold those keys). A new key
 # gets ``since=FROZEN_FORMAT + 1``, and FROZEN_FORMAT that number.
-FROZEN_FORMAT = 4
+FROZEN_FORMAT = 5
 
 
 def frozen_keys(fmt: int, cls: type = Config, prefix: str = "") -> list[str]:
@@ -535,7 +557,24 @@ def config_from_dict(data: dict[str, Any] | None, source: str = "<config>") -> C
     if cfg.output.h5_compression not in H5_COMPRESSIONS:
         raise ConfigError(f"{source}: output.h5_compression: must be gzip-1 ... gzip-9, lzf or zstd-1 ... zstd-22 "
                           f"(zstd needs hdf5plugin), got {cfg.output.h5_compression!r}")
+    _check_export(cfg.export, source)
     return cfg
+
+
+SPLIT_SUM_TOLERANCE = 1e-9  # fractions written in decimal (0.9 + 0.05 + 0.05) do not add up to 1.0 exactly
+
+
+def _check_export(export: ExportConfig, source: str) -> None:
+    """Each license category at most once and at least one; the splits' fractions add up to 1."""
+    categories = export.license_categories
+    if not categories or len(set(categories)) != len(categories):
+        raise ConfigError(f"{source}: export.license_categories: list each of {', '.join(LICENSE_CATEGORIES)} at "
+                          "most once, and at least one")
+    splits = dataclasses.asdict(export.splits)
+    total = sum(splits.values())
+    if abs(total - 1.0) > SPLIT_SUM_TOLERANCE:
+        shown = ", ".join(f"{name} {value:g}" for name, value in splits.items())
+        raise ConfigError(f"{source}: export.splits: the fractions must add up to 1, {shown} add up to {total:g}")
 
 
 # --- the YAML loader ----------------------------------------------------------------------------------

@@ -5,12 +5,15 @@ packed squashfs image, or of a mounted one), and for each rasterized file whose 
 writes one 80x80 PNG per code image::
 
     DIR/<ext>/<id>/<id>_<i>.png     i counts the record's images of that extension, files in sorted order
-    DIR/index.csv                   png, extension, record_id, doi, file_path, segment: one row per PNG
+    DIR/index.csv                   png, extension, record_id, doi, file_path, segment, license: one row per PNG
     DIR/<ext>.tar.gz                the <ext>/ folder, one deterministic archive per extension
     DIR/datapackage.json            Kaggle dataset-metadata.json and Frictionless data package at once
 
 Everything is built in a hidden staging folder beside ``DIR`` and swapped in when complete, so ``DIR``
 never holds half an export, and running again replaces the previous export whole (no stale PNG stays).
+Each record keeps the license its authors gave it on Zenodo (core/licenses.py): ``index.csv`` names it,
+``datapackage.json`` lists the real set, and ``license_categories`` (``export.license_categories`` of the run's
+config) keeps only the records of some categories, counting and naming the others.
 The archives and ``datapackage.json`` are byte-identical when the same records are organized again, from
 the run directory or from its image (docs/organize.md).
 """
@@ -42,6 +45,16 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import __version__
 from ..core.errors import UserError
+from ..core.licenses import (
+    CATEGORIES,
+    UNREADABLE,
+    check_categories,
+    frictionless_license,
+    kaggle_license,
+    license_category,
+    license_title,
+    record_license,
+)
 
 if TYPE_CHECKING:  # the rest is imported where it is used: `zenodo-hpc --help` reads DEFAULT_EXTENSIONS only
     import numpy as np
@@ -56,11 +69,9 @@ DEFAULT_TITLE = "Zenodo ML code images by language"
 DEFAULT_USERNAME = "zenodo-hpc"
 SUBTITLE = "Source code of Zenodo software records as 80x80 images, by language"
 KEYWORDS = ("computer science", "programming", "software", "image")
-LICENSE = {"name": "CC-BY-4.0", "title": "Creative Commons Attribution 4.0 International",
-           "path": "https://creativecommons.org/licenses/by/4.0/"}
 INDEX = "index.csv"
 DATAPACKAGE = "datapackage.json"
-INDEX_COLUMNS = ("png", "extension", "record_id", "doi", "file_path", "segment")
+INDEX_COLUMNS = ("png", "extension", "record_id", "doi", "file_path", "segment", "license")
 MAX_WORKERS = 16
 GZIP_LEVEL = 6  # the PNGs are deflated already: a higher level gains little and costs time
 TAR_FORMAT = tarfile.PAX_FORMAT  # plain ustar headers unless a name is longer than 100/255 characters
@@ -78,6 +89,8 @@ NO_EXTENSION = "(none)"  # how a file without an extension (Makefile, .gitignore
 # Why a rasterized file of a record read gives no PNG: its extension is not one of those exported, or it is empty
 NOT_LISTED = "extension not exported"
 EMPTY = "empty file"
+NO_LICENSE = "(none)"  # how a record without a license is shown
+LISTED_RECORDS = 100  # records named one by one in the description and the summary line; the rest are counted
 
 
 class LeftOut(NamedTuple):
@@ -87,6 +100,15 @@ class LeftOut(NamedTuple):
     extension: str  # NO_EXTENSION for none
     files: int
     images: int  # the code images they hold (none for EMPTY)
+
+
+class LicenseLeftOut(NamedTuple):
+    """A record read whose PNGs are not exported because its license is of a category not asked for."""
+
+    record_id: str
+    license: str | None  # Zenodo's id, lower case; None: no license
+    category: str
+    images: int  # the code images of its files with an exported extension
 
 
 @dataclass
@@ -102,6 +124,9 @@ class OrganizeResult:
     archive_bytes: int = 0
     seconds: float = 0.0
     left_out: list[LeftOut] = field(default_factory=list)  # what the records hold that is not exported, and why
+    license_categories: tuple[str, ...] = CATEGORIES  # the categories exported
+    license_left_out: list[LicenseLeftOut] = field(default_factory=list)  # records left out for their license
+    licenses: dict[str, int] = field(default_factory=dict)  # exported records per license (NO_LICENSE for none)
 
 
 def file_extension(path: str) -> str | None:
@@ -126,6 +151,7 @@ def organize(
     name: str = DEFAULT_NAME,
     title: str = DEFAULT_TITLE,
     username: str = DEFAULT_USERNAME,
+    license_categories: Iterable[str] | str | None = None,
 ) -> OrganizeResult:
     """Export the code images of ``source`` (run directory, ``*.sqsh`` image or mounted image) into ``out``.
 
@@ -133,6 +159,8 @@ def organize(
     is ``grey`` or ``palette`` (docs/organize.md); ``workers`` processes encode the PNGs (default: the
     CPUs this process may use, at most 16); ``progress`` shows a bar (default: when stderr is a terminal).
     ``name``, ``title`` and ``username`` go into ``datapackage.json`` (``id`` is ``<username>/<name>``).
+    ``license_categories`` keeps the records whose license is of these categories (a list, or comma-separated);
+    ``None``: the run's ``export.license_categories`` for a run directory, every category for an image.
     """
     started = time.monotonic()
     wanted = check_extensions(extensions)
@@ -143,6 +171,7 @@ def organize(
     if out.is_symlink():  # replace what the link points to, keep the link
         out = out.resolve()
     reader = open_source(Path(source))
+    categories = _categories(license_categories, reader)
     check_replaceable(out)
     workers = min(default_workers() if workers is None else max(1, int(workers)), reader.count)
     try:
@@ -153,7 +182,12 @@ def organize(
     try:
         _chmod_shared(staging)
         with worker_pool(workers) as pool:
-            rows, left_out = _export_records(reader, staging, wanted, png, pool, workers, progress)
+            rows, left_out, license_left_out = _export_records(reader, staging, wanted, png, categories, pool,
+                                                               workers, progress)
+            if not rows and license_left_out:
+                raise UserError(f"{reader.source}: every record with a file to export has a license of a category "
+                                f"not exported (kept: {', '.join(categories)}; left out: "
+                                f"{_license_counts(license_left_out)}); nothing to export")
             if not rows:
                 raise UserError(f"{reader.source}: none of its {reader.count} records has a rasterized file with "
                                 f"extension {', '.join(sorted(wanted))}; nothing to export")
@@ -162,7 +196,8 @@ def organize(
             by_extension = dict(sorted(Counter(row.extension for row in rows).items()))
             archives = _build_archives(staging, list(by_extension), pool, workers)
         package = datapackage(staging, rows, by_extension, reader.count, png=png, name=name, title=title,
-                              username=username, left_out=left_out)
+                              username=username, left_out=left_out, license_categories=categories,
+                              license_left_out=license_left_out)
         (staging / DATAPACKAGE).write_text(json.dumps(package, indent=1, ensure_ascii=False) + "\n",
                                            encoding="utf-8")
         check_replaceable(out)
@@ -176,14 +211,35 @@ def organize(
         source=reader.source, out=out, png=png, records=reader.count, files=files, pngs=len(rows),
         by_extension=by_extension, archives=archive_paths,
         archive_bytes=sum(p.stat().st_size for p in archive_paths), seconds=time.monotonic() - started,
-        left_out=left_out,
+        left_out=left_out, license_categories=categories, license_left_out=license_left_out,
+        licenses=records_per_license(rows),
     )
 
 
-def _top(counts: Iterable[tuple[str, int]], most: int = 8) -> str:
+def _categories(given: Iterable[str] | str | None, reader: _Source) -> tuple[str, ...]:
+    """The license categories to export: those ``given``, else the run's ``export.license_categories`` (a run
+    directory's run.yaml), else all."""
+    if given is None:
+        given = _run_categories(reader)
+    try:
+        return check_categories(given)
+    except ValueError as exc:
+        raise UserError(f"--license-categories: {exc}") from None
+
+
+def _run_categories(reader: _Source) -> tuple[str, ...]:
+    """``export.license_categories`` of the run directory's frozen config; every category for an image."""
+    from ..core.state import RunDir, load_run
+
+    if reader.kind != "run" or not RunDir(reader.source).run_yaml.is_file():
+        return CATEGORIES
+    return tuple(load_run(reader.source)[1].export.license_categories)
+
+
+def _top(counts: Iterable[tuple[str, int]], most: int = 8, noun: str = "extensions") -> str:
     """``py 1353, h 52, ...``: the largest first (ties by name), at most ``most`` of them."""
     top = sorted(counts, key=lambda item: (-item[1], item[0]))
-    more = f", ... ({len(top)} extensions)" if len(top) > most else ""
+    more = f", ... ({len(top)} {noun})" if len(top) > most else ""
     return ", ".join(f"{name} {count}" for name, count in top[:most]) + more
 
 
@@ -192,8 +248,33 @@ def format_summary(result: OrganizeResult) -> str:
     shown = _top(result.by_extension.items())
     return (f"organize: {result.pngs} PNGs ({result.png}) of {result.files} files from {result.records} records "
             f"({shown}) -> {result.out}: {len(result.archives)} archives, "
-            f"{result.archive_bytes / 1e6:.1f} MB, index.csv, datapackage.json in {result.seconds:.1f} s"
-            f"{format_left_out(result.left_out)}")
+            f"{result.archive_bytes / 1e6:.1f} MB, index.csv, datapackage.json in {result.seconds:.1f} s; "
+            f"licenses: {_top(result.licenses.items(), noun='licenses')}"
+            f"{format_left_out(result.left_out)}"
+            f"{format_license_left_out(result.license_left_out, result.license_categories)}")
+
+
+def format_license_left_out(left_out: list[LicenseLeftOut], categories: tuple[str, ...]) -> str:
+    """The end of the summary line: the records left out for their license, counted by license and named (the
+    first :data:`LISTED_RECORDS`); "" when none is."""
+    if not left_out:
+        return ""
+    images = sum(entry.images for entry in left_out)
+    ids = [entry.record_id for entry in left_out]
+    named = ", ".join(ids[:LISTED_RECORDS]) + (f", ... ({len(ids)} records)" if len(ids) > LISTED_RECORDS else "")
+    return (f"; left out for their license (categories kept: {', '.join(categories)}): "
+            f"{_count(len(left_out), 'record')}, {_count(images, 'image')} ({_license_counts(left_out)}): {named}")
+
+
+def _license_counts(left_out: Iterable[LicenseLeftOut]) -> str:
+    """``gpl-3.0-only 2, (none) 1``: records left out per license."""
+    return _top(Counter(entry.license or NO_LICENSE for entry in left_out).items(), noun="licenses")
+
+
+def records_per_license(rows: Iterable[IndexRow]) -> dict[str, int]:
+    """Exported records per license id (:data:`NO_LICENSE` for none), the most first."""
+    counts = Counter(license_ or NO_LICENSE for license_, _ in {(r.license, r.record_id) for r in rows})
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 def format_left_out(left_out: list[LeftOut]) -> str:
@@ -390,6 +471,7 @@ class IndexRow(NamedTuple):
     doi: str
     file_path: str
     segment: int
+    license: str  # the record's Zenodo license id, lower case; "" when it has none
 
     @property
     def png(self) -> str:
@@ -397,7 +479,7 @@ class IndexRow(NamedTuple):
 
 
 def record_rows(record_id: str, images: dict[str, np.ndarray], doi: str,
-                extensions: frozenset[str]) -> Iterator[tuple[IndexRow, np.ndarray]]:
+                extensions: frozenset[str], license_: str = "") -> Iterator[tuple[IndexRow, np.ndarray]]:
     """``(index row, image)`` for every image of the files with a wanted extension, in numbering order."""
     numbers: Counter[str] = Counter()
     for path in sorted(images):
@@ -405,7 +487,7 @@ def record_rows(record_id: str, images: dict[str, np.ndarray], doi: str,
         if extension not in extensions:
             continue
         for segment, image in enumerate(images[path]):
-            yield IndexRow(extension, record_id, numbers[extension], doi, path, segment), image
+            yield IndexRow(extension, record_id, numbers[extension], doi, path, segment, license_), image
             numbers[extension] += 1
 
 
@@ -413,6 +495,15 @@ def _doi(metadata: Any) -> str:
     hit = metadata.get("hit") if isinstance(metadata, dict) else None
     doi = hit.get("doi") if isinstance(hit, dict) else None
     return str(doi) if doi else ""
+
+
+def _license(metadata: Any) -> str | None:
+    """The record's license id from its metadata's ``hit`` (the record as harvested); None: it has none."""
+    return record_license(metadata.get("hit") if isinstance(metadata, dict) else None)
+
+
+def _wanted_images(images: dict[str, np.ndarray], extensions: frozenset[str]) -> int:
+    return sum(len(segments) for path, segments in images.items() if file_extension(path) in extensions)
 
 
 def files_left_out(images: dict[str, np.ndarray], extensions: frozenset[str]) -> Iterator[tuple[str, str, int]]:
@@ -427,9 +518,11 @@ def files_left_out(images: dict[str, np.ndarray], extensions: frozenset[str]) ->
 
 
 def _export_record(record_id: str, where: Any, metadata: Any, staging: str, extensions: frozenset[str],
-                   png: str) -> tuple[list[IndexRow], list[tuple[str, str, int]]]:
-    """Write one record's PNGs under ``staging``; its index rows, and its files left out (:func:`files_left_out`).
-    Runs in a worker process.
+                   png: str, categories: tuple[str, ...] = CATEGORIES,
+                   ) -> tuple[list[IndexRow], list[tuple[str, str, int]], LicenseLeftOut | None]:
+    """Write one record's PNGs under ``staging``; its index rows, its files left out (:func:`files_left_out`), and
+    the record itself when its license is of none of the ``categories`` (then nothing is written). Runs in a
+    worker process.
 
     ``where`` is the record folder (read here, in the worker) or its images already read from an image.
     """
@@ -441,42 +534,52 @@ def _export_record(record_id: str, where: Any, metadata: Any, staging: str, exte
         metadata = load_metadata(where) if any(file_extension(p) in extensions for p in images) else None
     else:
         images = where
+    left_out = list(files_left_out(images, extensions))
+    license_ = _license(metadata)
+    category = license_category(license_)
+    if category not in categories and _wanted_images(images, extensions):
+        return [], left_out, LicenseLeftOut(record_id, license_, category, _wanted_images(images, extensions))
     rows = []
     made: set[Path] = set()
-    for row, image in record_rows(record_id, images, _doi(metadata), extensions):
+    for row, image in record_rows(record_id, images, _doi(metadata), extensions, license_ or ""):
         target = Path(staging) / row.png
         if target.parent not in made:
             target.parent.mkdir(parents=True, exist_ok=True)
             made.add(target.parent)
         target.write_bytes(encode(image, png))
         rows.append(row)
-    return rows, list(files_left_out(images, extensions))
+    return rows, left_out, None
 
 
 def _export_records(reader: _Source, staging: Path, extensions: frozenset[str], png: str,
-                    pool: cf.ProcessPoolExecutor | None, workers: int,
-                    progress: bool | None) -> tuple[list[IndexRow], list[LeftOut]]:
-    """Every record's rows, its PNGs written by the ``pool``'s processes (by this one without a pool), and what the
-    records hold that is left out, counted by reason and extension."""
+                    categories: tuple[str, ...], pool: cf.ProcessPoolExecutor | None, workers: int,
+                    progress: bool | None) -> tuple[list[IndexRow], list[LeftOut], list[LicenseLeftOut]]:
+    """Every record's rows, its PNGs written by the ``pool``'s processes (by this one without a pool), what the
+    records hold that is left out, counted by reason and extension, and the records left out for their license."""
     from tqdm import tqdm
 
     rows: list[IndexRow] = []
     files: Counter[tuple[str, str]] = Counter()
     images: Counter[tuple[str, str]] = Counter()
     disable = None if progress is None else not progress
-    tasks = ((record_id, where, meta, str(staging), extensions, png) for record_id, where, meta in reader.tasks())
+    tasks = ((record_id, where, meta, str(staging), extensions, png, categories)
+             for record_id, where, meta in reader.tasks())
+    license_left_out: list[LicenseLeftOut] = []
     log.info("organizing %d records of %s", reader.count, reader.source)
     with tqdm(total=reader.count, unit="rec", desc="organize", disable=disable, leave=False) as bar, \
             contextlib.closing(_map(pool, workers, _export_record, tasks)) as results:
-        for record_rows_, left_out in results:
+        for record_rows_, left_out, license_out in results:
             rows.extend(record_rows_)
+            if license_out is not None:
+                license_left_out.append(license_out)
             for reason, extension, count in left_out:
                 files[reason, extension] += 1
                 images[reason, extension] += count
             bar.update()
     order = sorted(files, key=lambda key: (key[0] != NOT_LISTED, -images[key], -files[key], key[1]))
+    license_left_out.sort(key=lambda entry: record_order(entry.record_id))
     return rows, [LeftOut(reason, extension, files[reason, extension], images[reason, extension])
-                  for reason, extension in order]
+                  for reason, extension in order], license_left_out
 
 
 @contextlib.contextmanager
@@ -541,7 +644,7 @@ def write_index(path: Path, rows: list[IndexRow]) -> None:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(INDEX_COLUMNS)
         writer.writerows((csv_cell(r.png), csv_cell(r.extension), csv_cell(r.record_id), csv_cell(r.doi),
-                          csv_cell(r.file_path), r.segment) for r in rows)
+                          csv_cell(r.file_path), r.segment, r.license) for r in rows)
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as a formula (OWASP's list)
@@ -633,20 +736,33 @@ INDEX_FIELDS = (
     ("doi", "string", "the record's DOI (empty when unknown)"),
     ("file_path", "string", "path of the source file inside the record's archive, with its top folder"),
     ("segment", "integer", "which 80-line image of that file, from 0"),
+    ("license", "string", "the record's license id on Zenodo, lower case (empty: the record has none)"),
 )
 
 
 def datapackage(folder: Path, rows: list[IndexRow], by_extension: dict[str, int], records: int, *,
                 png: str, name: str = DEFAULT_NAME, title: str = DEFAULT_TITLE,
-                username: str = DEFAULT_USERNAME, left_out: Iterable[LeftOut] = ()) -> dict[str, Any]:
+                username: str = DEFAULT_USERNAME, left_out: Iterable[LeftOut] = (),
+                license_categories: tuple[str, ...] = CATEGORIES,
+                license_left_out: Iterable[LicenseLeftOut] = ()) -> dict[str, Any]:
     """``datapackage.json``: Kaggle's dataset metadata and a Frictionless (v1) data package in one.
 
     Kaggle reads title, subtitle, id, licenses (exactly one, by name), keywords, description and resources
     (path, description, schema); Frictionless needs name and resources (name, path), and checks bytes and
     hash. Nothing in it depends on time or on where the source was, so it is as reproducible as the archives.
     ``left_out`` (what the records hold that is not exported) goes into the description and ``zenodo_hpc``.
+
+    ``licenses`` is the real set of the exported records' licenses (Frictionless: name, title, path), absent when
+    none has one. Kaggle takes exactly one: ``zenodo_hpc.kaggle_license`` is the honest choice
+    (:func:`zenodo_hpc.core.licenses.kaggle_license`), which ``publish kaggle`` sends; the description gives the
+    records per license and category, and names the records left out for their license.
     """
     left_out = list(left_out)
+    license_left_out = list(license_left_out)
+    per_record = dict(sorted({(r.record_id, r.license) for r in rows}, key=lambda item: record_order(item[0])))
+    exported = {license_ or None for license_ in per_record.values()}
+    chosen = kaggle_license(exported)
+    named = sorted(i for i in exported if i is not None and i != UNREADABLE)
     files_per_ext = Counter(ext for ext, _, _ in {(r.extension, r.record_id, r.file_path) for r in rows})
     records_per_ext = Counter(ext for ext, _ in {(r.extension, r.record_id) for r in rows})
     resources = []
@@ -667,14 +783,18 @@ def datapackage(folder: Path, rows: list[IndexRow], by_extension: dict[str, int]
         "id": f"{username}/{name}",
         "title": title,
         "subtitle": SUBTITLE,
-        "description": _description(rows, by_extension, records, png, left_out),
-        "licenses": [dict(LICENSE)],
+        "description": _description(rows, by_extension, records, png, left_out,
+                                    _licenses_text(rows, per_record, chosen, license_categories, license_left_out)),
+        **({"licenses": [frictionless_license(i) for i in named]} if named else {}),
         "keywords": list(KEYWORDS),
         "sources": [{"title": "Zenodo", "path": "https://zenodo.org"}],
         "resources": resources,
         MARKER: {"tool": "zenodo-hpc", "version": __version__, "png": png, "records": records,
                  "pngs": len(rows), "extensions": list(by_extension),
-                 "left_out": [entry._asdict() for entry in left_out]},
+                 "left_out": [entry._asdict() for entry in left_out],
+                 "kaggle_license": chosen, "license_categories": list(license_categories),
+                 "licenses": _license_table(rows, per_record),
+                 "license_left_out": [entry._asdict() for entry in license_left_out]},
     }
 
 
@@ -683,7 +803,7 @@ def _count(number: int, noun: str) -> str:
 
 
 def _description(rows: list[IndexRow], by_extension: dict[str, int], records: int, png: str,
-                 left_out: list[LeftOut]) -> str:
+                 left_out: list[LeftOut], licenses: str) -> str:
     with_pngs = len({r.record_id for r in rows})
     table = "\n".join(f"| {ext} | {count} |" for ext, count in by_extension.items())
     mode = ("8-bit greyscale: each pixel is the Unicode code point of one character, 255 for code points "
@@ -697,10 +817,67 @@ def _description(rows: list[IndexRow], by_extension: dict[str, int], records: in
         f"This export holds {_count(len(rows), 'image')} from {with_pngs} of the {_count(records, 'record')} read, "
         f"grouped by the source file's extension, one archive per extension. PNGs are {mode}.\n\n"
         "| extension | images |\n|---|---|\n" + table + "\n\n" + _left_out_text(left_out) +
-        "`index.csv` maps each PNG to its Zenodo record id, DOI, source file and segment. Each record keeps "
-        "the license its authors gave it on Zenodo (see its DOI).\n\n"
-        f"Made with zenodo-hpc {__version__}."
+        "`index.csv` maps each PNG to its Zenodo record id, DOI, source file, segment and license.\n\n"
+        f"{licenses}\n\nMade with zenodo-hpc {__version__}."
     )
+
+
+def _license_table(rows: list[IndexRow], per_record: dict[str, str]) -> list[dict[str, Any]]:
+    """Per license of the exported records (None: none): its category, records and images, the most records first."""
+    records = Counter(per_record.values())
+    images = Counter(r.license for r in rows)
+    order = sorted(records, key=lambda key: (-records[key], key))
+    return [{"license": key or None, "category": license_category(key or None), "records": records[key],
+             "images": images[key]} for key in order]
+
+
+def _kaggle_reason(chosen: str, table: list[dict[str, Any]]) -> str:
+    """Why Kaggle's one license is ``chosen``: the end of the description's sentence about it."""
+    if chosen == "unknown":
+        return ", since no record here has a license."
+    if len(table) == 1 and chosen != "other":
+        return ", the license every record here shares."
+    if len(table) == 1:
+        only = table[0]["license"]
+        return f": every record here has the license `{only}` ({license_title(only)}), which Kaggle does not list."
+    return (f": the records here have {len(table)} licenses (the tables above; `index.csv` gives each record's, and "
+            "the table below when there are few records).")
+
+
+def _licenses_text(rows: list[IndexRow], per_record: dict[str, str], chosen: str, categories: tuple[str, ...],
+                   license_left_out: list[LicenseLeftOut]) -> str:
+    """The description's licenses: records and images per license and per category, why Kaggle shows the license
+    it shows, each record's license (when there are few), and the records left out for their license."""
+    table = _license_table(rows, per_record)
+    by_license = "\n".join(
+        f"| {e['license'] or NO_LICENSE} | {license_title(e['license']) if e['license'] else 'no license'} | "
+        f"{e['category']} | {e['records']} | {e['images']} |" for e in table)
+    records: Counter[str] = Counter()
+    images: Counter[str] = Counter()
+    for entry in table:
+        records[entry["category"]] += entry["records"]
+        images[entry["category"]] += entry["images"]
+    by_category = "\n".join(f"| {c} | {records[c]} | {images[c]} |" for c in CATEGORIES if records[c])
+    text = ("## Licenses\n\nEach record keeps the license its authors gave it on Zenodo (its id, lower case, in "
+            "`index.csv`'s `license` column). Categories: permissive, copyleft, other (non-commercial, "
+            "no-derivatives, proprietary, custom or unknown: read the license), none (no license).\n\n"
+            "| license | title | category | records | images |\n|---|---|---|---|---|\n" + by_license + "\n\n"
+            "| category | records | images |\n|---|---|---|\n" + by_category + "\n\n"
+            f"Kaggle takes one license per dataset: `{chosen}`{_kaggle_reason(chosen, table)}\n\n")
+    if len(table) > 1 and len(per_record) <= LISTED_RECORDS:
+        text += ("| record | license |\n|---|---|\n" +
+                 "\n".join(f"| {rid} | {lic or NO_LICENSE} |" for rid, lic in per_record.items()) + "\n\n")
+    if license_left_out:
+        shown = license_left_out[:LISTED_RECORDS]
+        more = (f"\n\n... and {len(license_left_out) - len(shown)} more (`datapackage.json`, "
+                "`zenodo_hpc.license_left_out`)" if len(license_left_out) > len(shown) else "")
+        text += (f"Left out for their license (this export keeps the categories {', '.join(categories)}): "
+                 f"{_count(len(license_left_out), 'record')} with "
+                 f"{_count(sum(e.images for e in license_left_out), 'image')}.\n\n"
+                 "| record | license | category | images |\n|---|---|---|---|\n" +
+                 "\n".join(f"| {e.record_id} | {e.license or NO_LICENSE} | {e.category} | {e.images} |"
+                            for e in shown) + more + "\n\n")
+    return text.rstrip("\n")
 
 
 def _left_out_text(left_out: list[LeftOut]) -> str:

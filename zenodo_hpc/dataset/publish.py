@@ -67,7 +67,7 @@ from ..core.errors import UserError
 from ..core.redact import Redactor, kaggle_key_secrets
 from ..core.state import atomic_write_json
 from ..core.units import byte_size
-from .organize import KAGGLE_LENGTHS, KAGGLE_OWNER, KAGGLE_SLUG
+from .organize import KAGGLE_LENGTHS, KAGGLE_OWNER, KAGGLE_SLUG, MARKER
 
 __all__ = [
     "KAGGLE_LICENSES",
@@ -162,8 +162,15 @@ def _check_length(what: str, value: str) -> None:
 
 
 def _license(package: dict[str, Any], override: str | None, path: Path) -> str:
+    """The one license Kaggle gets: ``--license``; else the export's choice (``organize`` writes it as
+    ``zenodo_hpc.kaggle_license``, its ``licenses`` being the records' real set); else the one license named."""
+    chosen = package.get(MARKER, {}).get("kaggle_license") if isinstance(package.get(MARKER), dict) else None
     if override is not None:
         names = [override.strip()]
+    elif chosen is not None:
+        if not isinstance(chosen, str):
+            raise UserError(f'{path}: "{MARKER}.kaggle_license" must be a license name: pass --license')
+        names = [chosen.strip()]
     else:
         licenses = package.get("licenses")
         if not licenses:

@@ -87,7 +87,7 @@ def _publish_kaggle(run: RunDir, cfg: Config, release: Release) -> dict[str, Any
     assert username, "publish_release publishes to Kaggle only when publish.kaggle.username is set"
     out = run.export(release.version)
     organize(run.image(release.image), out, username=username, name=k.name or "zenodo-ml-code-images",
-             title=k.title, progress=False)
+             title=k.title, progress=False, license_categories=cfg.export.license_categories)
     result = publish_kaggle(out, username=username, title=k.title, name=k.name or "zenodo-ml-code-images",
                             keywords=list(k.keywords) or None, public=k.public, version_notes=summary_line(release))
     return {"ref": result.ref, "url": result.url, "created": result.created}

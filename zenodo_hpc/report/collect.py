@@ -32,6 +32,7 @@ from typing import Any
 
 from ..core.config import Config
 from ..core.errors import UserError
+from ..core.licenses import record_license
 from ..core.markers import DoneMarker, FailureMarker
 from ..core.state import (
     ATTEMPTS,
@@ -308,12 +309,9 @@ def _rasterized_files(tree: Any) -> Iterator[tuple[str, str, int]]:
 
 
 def license_name(hit: dict[str, Any]) -> str:
-    """A record's license id as Zenodo gives it (``{"id": "mit"}`` today, a plain string in older records)."""
-    meta = _object_at(hit, "metadata")
-    value = meta.get("license")
-    if isinstance(value, dict):
-        value = value.get("id") or value.get("title")
-    return str(value).strip() if value else "(none given)"
+    """A record's license id as the exports name it (core/licenses.py: ``metadata.license`` or ``metadata.rights``,
+    lower case), ``(none given)`` when it has none."""
+    return record_license(hit) or "(none given)"
 
 
 def _read_attempts(run: RunDir, facts: Facts, task_times: dict[tuple[int, int], list[float]]) -> None:
