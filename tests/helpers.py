@@ -1,7 +1,7 @@
 """Helpers the tests share (plain functions, not fixtures): real code to work on, a run's config against a
 double, an unprivileged user, a byte-for-byte view of a run's output, archives built by hand, a Kaggle export,
 a release for the deposit API, a pickle that would run code and recorded Zenodo hits with a license. Test files
-import them as ``from helpers import ...`` (pytest puts ``tests/`` on ``sys.path``: tests/conftest.py sits there)."""
+import them as ``from helpers import ...`` (pyproject.toml gives pytest ``pythonpath = ["tests"]``)."""
 
 from __future__ import annotations
 
