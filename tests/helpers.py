@@ -5,6 +5,7 @@ import them as ``from helpers import ...`` (pyproject.toml gives pytest ``python
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import io
@@ -414,3 +415,41 @@ def licensed_hit(record_id: str, license_id: str | None, shape: str = "legacy") 
     hit["id"] = int(record_id)
     hit["doi"] = f"10.5281/zenodo.{record_id}"
     return hit
+
+
+# --- the command line in-process (tests/cli/) --------------------------------------------------------------------
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    """``zenodo-hpc ARGV`` in this process: its exit code, standard output and standard error."""
+    from zenodo_hpc.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:  # argparse usage errors
+            code = int(exc.code or 0)
+    return code, out.getvalue(), err.getvalue()
+
+
+def assert_one_line_error(code: int, err: str, pattern: str) -> None:
+    """A failed command: non-zero, exactly one line on standard error, no traceback, naming ``pattern``."""
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert pattern in lines[0], lines[0]
+
+
+def visible(folder: Path) -> list[str]:
+    """The names in ``folder`` that are not hidden (staging folders are), sorted; [] when it does not exist."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.exists() else []
+
+
+def make_zip(path: Path, entries: dict[str, bytes]) -> Path:
+    """A zip at ``path`` holding ``entries`` (name -> bytes), deflated."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return path
