@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import csv
 import hashlib
 import io
 import json
@@ -453,3 +454,17 @@ def make_zip(path: Path, entries: dict[str, bytes]) -> Path:
         for name, data in entries.items():
             zf.writestr(name, data)
     return path
+
+
+# --- an organize export (tests/dataset/test_organize*.py) ---------------------------------------------------------
+
+
+def read_organize_index(out: Path) -> list[dict[str, str]]:
+    """The rows of an organize export's index.csv."""
+    with open(out / "index.csv", encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def export_files(out: Path) -> dict[str, bytes]:
+    """Every file of an export folder (relative path -> bytes), for comparing two exports byte by byte."""
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
