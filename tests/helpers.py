@@ -93,3 +93,30 @@ def tree_bytes(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes()
             for p in sorted(folder.glob("*/*")) if p.is_file() and not p.parent.name.startswith(".")}
 
+
+
+# ---- the tests of the Zenodo doubles (tests/project/test_doubles_*.py): their token, recorded answers, requests
+
+DOUBLE_TOKEN = "s3cr3t-t0ken-never-logged"  # the token their Zenodo double knows; it must never reach its log
+ZENODO_FIXTURES = Path(__file__).parent / "fixtures" / "zenodo"  # recorded answers, each cited in SOURCES.md there
+NATIVE = "application/vnd.inveniordm.v1+json"  # the Accept that asks for InvenioRDM's own record shape
+
+
+def zenodo_fixture(name: str) -> Any:
+    """A recorded answer (or a body derived from Zenodo's code) in tests/fixtures/zenodo/, parsed."""
+    import json
+
+    return json.loads((ZENODO_FIXTURES / name).read_text(encoding="utf-8"))
+
+
+def http_get(url: str, **kwargs: Any) -> Any:
+    """A plain ``requests.get`` with a 5 s timeout, as production code talks to the doubles."""
+    import requests
+
+    return requests.get(url, timeout=5, **kwargs)
+
+
+def search_double(double: Any, token: str | None = None, **params: object) -> Any:
+    """The double's ``/records`` search with these query parameters, as a Bearer of ``token`` if one is given."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return http_get(f"{double.api_url}/records", params=params, headers=headers)
