@@ -58,15 +58,6 @@ def published(double: ZenodoDouble, files: dict[str, bytes] | None = None) -> di
     return response.json()
 
 
-def test_every_deposit_fixture_loads_and_is_cited_in_sources() -> None:
-    sources = (FIXTURES / "SOURCES.md").read_text(encoding="utf-8")
-    names = sorted(p.name for p in DEPOSIT.glob("*.json"))
-    assert len(names) >= 12
-    for name in names:
-        assert deposit_fixture(name) is not None
-        assert f"`deposit/{name}`" in sources, f"deposit/{name} has no entry in SOURCES.md"
-
-
 def test_the_recorded_deposit_answers_are_what_docs_say() -> None:
     """Guards the fixtures: the 2024 answers of zenodo-rdm's legacy API, and their quirks."""
     answer = deposit_fixture("publish_2024.json")

@@ -50,13 +50,16 @@ def add_days(double: ZenodoDouble, count: int, *, first_id: int = 1) -> None:
 # ------------------------------------------------------------------------------------------------ fixtures
 
 
-def test_every_fixture_loads_and_is_cited_in_sources() -> None:
+@pytest.mark.parametrize(("folder", "at_least"), [("", 15), ("deposit/", 12)], ids=["records", "deposit"])
+def test_every_fixture_loads_and_is_cited_in_sources(folder: str, at_least: int) -> None:
+    """The recorded answers of the records and search (and, in ``deposit/``, of the deposit API) load, each with
+    its entry in SOURCES.md."""
     sources = (FIXTURES / "SOURCES.md").read_text(encoding="utf-8")
-    names = sorted(p.name for p in FIXTURES.glob("*.json"))
-    assert len(names) >= 15
+    names = sorted(p.name for p in (FIXTURES / folder).glob("*.json"))
+    assert len(names) >= at_least
     for name in names:
-        assert fixture(name) is not None, name
-        assert f"`{name}`" in sources, f"{name} has no entry in SOURCES.md"
+        assert fixture(folder + name) is not None, folder + name
+        assert f"`{folder}{name}`" in sources, f"{folder}{name} has no entry in SOURCES.md"
 
 
 def test_the_recorded_shapes_are_what_docs_say() -> None:
