@@ -159,12 +159,13 @@ def release_dated(run_dir: Path, version: str) -> None:
 @pytest.fixture(scope="session")
 def from_2018(tmp_path_factory: pytest.TempPathFactory, reader_venv: Path) -> Iterator[Session]:
     """A mounted 2018 image (``zenodo-ml/1065022``, written as the 2018 code wrote it) and the image itself."""
-    from test_load import write_folder_2018
-
     needs_mksquashfs()
     base = tmp_path_factory.mktemp("from2018")
     root = repository_view(base / "zenodo-hpc")
     with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.syspath_prepend(str(ROOT / "tests" / "dataset"))  # also when tests/dataset is not collected
+        from test_load import write_folder_2018
+
         write_folder_2018(root / "zenodo-ml" / "1065022", monkeypatch)
     subprocess.run(["mksquashfs", str(root / "zenodo-ml"), str(root / "zenodo-ml.sqsh"), "-quiet", "-noappend"],
                    check=True, capture_output=True)
