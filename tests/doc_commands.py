@@ -1,5 +1,5 @@
 """What the pages show: the shell commands and the Python recipes of README.md and docs/*.md, read from the
-Markdown at test time (tests/project/test_doc_commands.py runs them). Not a test file.
+Markdown at test time (tests/project/test_doc_commands*.py run them). Not a test file.
 
 Where code is found:
 
@@ -27,10 +27,10 @@ Among those, two kinds are not run, because they cannot be run as written:
   part in brackets (``[--dry-run]``) or an ellipsis (``...``). tests/project/test_docs.py checks that the commands
   and options they name exist.
 
-Everything else is a **command**, which tests/project/test_doc_commands.py runs as written or names in one of its
-explicit lists. ```` ```python ```` blocks are **recipes** (an interactive ``>>>`` session is kept as shown:
-it runs through doctest, its shown results checked); ```` ```yaml ````, ```` ```json ```` and other languages
-are configuration and data, not run here.
+Everything else is a **command**, which tests/project/test_doc_commands*.py run as written or tests/doc_rules.py
+names in one of its explicit lists. ```` ```python ```` blocks are **recipes** (an interactive ``>>>`` session
+is kept as shown: it runs through doctest, its shown results checked); ```` ```yaml ````, ```` ```json ```` and
+other languages are configuration and data, not run here.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The terminal the pages' commands run in, and the environments prepared for them (tests/project/test_doc_commands.py).
-Not a test file.
+"""The terminal the pages' commands run in (tests/project/test_doc_commands*.py), and the environments prepared
+for them. Not a test file.
 
 A :class:`Session` is one terminal: its commands run one after the other through ``bash`` from a working
 directory, and what a command changes in it (``cd``, ``source .venv/bin/activate``, ``export``) holds for the
@@ -233,7 +233,7 @@ def kaggle_hook(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "sitecustomize.py").write_text(
         "import os\n"
-        "if os.environ.get('ZHPC_TEST_KAGGLE_ENDPOINT'):  # tests/project/test_doc_commands.py: the Kaggle double\n"
+        "if os.environ.get('ZHPC_TEST_KAGGLE_ENDPOINT'):  # tests/project/conftest.py: the Kaggle double\n"
         "    try:\n"
         "        from kagglesdk import kaggle_env\n"
         "    except ImportError:  # no kaggle client here: publishing says so itself\n"

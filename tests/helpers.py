@@ -389,12 +389,12 @@ def living_settings(tmp_path: Path, zenodo: Any) -> dict[str, Any]:
 
 # --- recorded Zenodo hits with a license (tests/core/test_licenses.py, tests/dataset/test_organize.py) -----------
 
-ZENODO_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "zenodo"
+ZENODO_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "zenodo"  # recorded answers, cited in SOURCES.md
 
 
 def recorded_hit(name: str) -> dict[str, Any]:
     """The first hit of a recorded Zenodo answer in tests/fixtures/zenodo/ (a search's, or the record itself)."""
-    data = json.loads((ZENODO_FIXTURES / name).read_text(encoding="utf-8"))
+    data = zenodo_fixture(name)
     hits = data["hits"]["hits"] if isinstance(data.get("hits"), dict) else None
     return copy.deepcopy(hits[0] if hits else data)
 
@@ -468,3 +468,24 @@ def read_organize_index(out: Path) -> list[dict[str, str]]:
 def export_files(out: Path) -> dict[str, bytes]:
     """Every file of an export folder (relative path -> bytes), for comparing two exports byte by byte."""
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+# --- the tests of the Zenodo doubles (tests/project/test_doubles_*.py): their token, recorded answers, requests
+
+DOUBLE_TOKEN = "s3cr3t-t0ken-never-logged"  # the token their Zenodo double knows; it must never reach its log
+NATIVE = "application/vnd.inveniordm.v1+json"  # the Accept that asks for InvenioRDM's own record shape
+
+
+def zenodo_fixture(name: str) -> Any:
+    """A recorded answer (or a body derived from Zenodo's code) in tests/fixtures/zenodo/, parsed."""
+    return json.loads((ZENODO_FIXTURES / name).read_text(encoding="utf-8"))
+
+
+def http_get(url: str, **kwargs: Any) -> Any:
+    """A plain ``requests.get`` with a 5 s timeout, as production code talks to the doubles."""
+    return requests.get(url, timeout=5, **kwargs)
+
+
+def search_double(double: Any, token: str | None = None, **params: object) -> Any:
+    """The double's ``/records`` search with these query parameters, as a Bearer of ``token`` if one is given."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return http_get(f"{double.api_url}/records", params=params, headers=headers)

@@ -1,5 +1,5 @@
 """The docs and the command line agree: every command, flag, config file and config key the docs name
-exists (tests/project/test_doc_commands.py runs the commands and recipes they show)."""
+exists (tests/project/test_doc_commands*.py run the commands and recipes they show)."""
 
 from __future__ import annotations
 
