@@ -91,3 +91,60 @@ def test_the_documented_import_paths_still_work() -> None:
     assert rasterize is record_raster.rasterize
     assert (load_images, load_metadata) == (dataset_load.load_images, dataset_load.load_metadata)
     assert rasterize(b"ab\n").shape == (1, 80, 80)
+
+
+# --- tests you can find: tests/<group>/test_<module>.py for zenodo_hpc/<group>/<module>.py ----------------------
+
+# The modules whose tests live elsewhere, and where: a newcomer looking for them finds the answer here.
+TESTED_ELSEWHERE = {
+    "load.py": "tests/dataset/test_load.py",  # a public import path: re-exports dataset/load.py
+    "raster.py": "tests/record/test_raster.py",  # a public import path: re-exports record/raster.py
+    "core/errors.py": "tests/record/test_extract.py",  # exception classes only; each reason is asserted where raised
+    "demo/server.py": "tests/project/test_doubles_zenodo_records.py",  # with the doubles that extend it
+    # The commands are a thin layer over their stage (docs/architecture.md): tested with the stage, through
+    # the command line, and as a whole in tests/cli/test_main.py (errors, imports, every flag documented).
+    "cli/options.py": "tests/cli/test_main.py",
+    "cli/demo.py": "tests/demo/test_demo.py",
+    "cli/export.py": "tests/dataset/test_publish.py",
+    "cli/harvest.py": "tests/zenodo/test_harvest.py",
+    "cli/internal.py": "tests/orchestrate/test_worker.py",
+    "cli/pack.py": "tests/dataset/test_pack.py",
+    "cli/report.py": "tests/report/test_report.py",
+    "cli/run.py": "tests/drivers/test_pipeline.py",
+    "cli/status.py": "tests/orchestrate/test_status.py",
+    "cli/update.py": "tests/drivers/test_update.py",
+}
+LONGEST_TEST_FILE = 550  # lines: past this, a file holds more than one subject and should be split by it
+
+
+def package_modules() -> list[str]:
+    """Every module of the package, as a path below zenodo_hpc/ (package markers left out)."""
+    package = ROOT / "zenodo_hpc"
+    return sorted(p.relative_to(package).as_posix() for p in package.rglob("*.py")
+                  if p.name not in ("__init__.py", "__main__.py"))
+
+
+def expected_test_file(module: str) -> Path:
+    """Where the tests of ``module`` (a path below zenodo_hpc/) are looked for first."""
+    folder, _, name = module.rpartition("/")
+    return ROOT / "tests" / folder / f"test_{name}"
+
+
+def test_every_module_has_a_test_file_by_its_name_or_says_where_its_tests_are() -> None:
+    missing = [m for m in package_modules() if not expected_test_file(m).exists() and m not in TESTED_ELSEWHERE]
+    assert missing == [], f"no tests/<group>/test_<module>.py (nor an entry in TESTED_ELSEWHERE) for {missing}"
+    stale = [m for m, where in TESTED_ELSEWHERE.items()
+             if expected_test_file(m).exists() or not (ROOT / where).is_file() or m not in package_modules()]
+    assert stale == [], f"TESTED_ELSEWHERE entries to remove or correct: {stale}"
+
+
+def test_no_test_file_is_longer_than_one_subject() -> None:
+    long = {p.relative_to(ROOT).as_posix(): n for p in sorted((ROOT / "tests").rglob("test_*.py"))
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > LONGEST_TEST_FILE}
+    assert long == {}, f"test files over {LONGEST_TEST_FILE} lines: split them by subject: {long}"
+
+
+def test_tests_import_helpers_not_conftest() -> None:
+    importing = [p.relative_to(ROOT).as_posix() for p in sorted((ROOT / "tests").rglob("*.py"))
+                 if p != Path(__file__).resolve() and "from conftest import" in p.read_text(encoding="utf-8")]
+    assert importing == [], f"import plain helpers from tests/helpers.py, not conftest: {importing}"
