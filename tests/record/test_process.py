@@ -90,7 +90,8 @@ def test_real_zip_gives_four_files_that_read_back_equal_to_rasterize(tmp_path: P
 def test_tree_records_every_file_with_hash_segments_or_reason(source_tree: Path, tmp_path: Path) -> None:
     result = process_path(source_tree, tmp_path / "data", Config(), record_id="42")
     meta = load_metadata(result.written.folder)
-    assert set(meta) == {"hit", "tree", "source", "stats", "tool"}
+    assert set(meta) == {"hit", "tree", "source", "stats", "tool", "masked"}
+    assert meta["masked"] == [] and meta["stats"]["masked"] == 0  # the json package holds no credential
     files = dict(iter_tree_files(meta["tree"]))
     top = "demo-json-1a2b3c4"
     assert f"{top}/.git/HEAD" not in files and f"{top}/.gitignore" in files

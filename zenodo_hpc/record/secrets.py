@@ -1,0 +1,361 @@
+"""Credentials in a record's code, found with detect-secrets and masked before the file is rasterized.
+
+Every published form of the dataset (the h5 files, the 2018 pickle, the squashfs image, the Kaggle PNGs,
+the Parquet export) is made from the rasterized text, so masking the text once, here, keeps credentials out
+of all of them. A credential's characters are replaced one for one by ``MASK`` (``*``): each line keeps its
+length, so every image keeps its geometry and only the secret's pixels change (docs/formats.md).
+
+The detector is Yelp's detect-secrets (pinned in pyproject.toml): its plugins' own patterns, called
+directly (``plugin.analyze_string``) rather than through ``scan_line``/``transient_settings``, whose
+settings are one global object of the process (not safe to change while another thread scans) and whose
+``analyze_line`` would verify a match over the network when a verification filter is configured. Nothing
+here reads or changes detect-secrets' settings, and nothing is ever sent anywhere.
+
+The plugins (``PLUGINS``) are those that find real credentials, each by its provider's own format or by
+a password-like name: cloud keys (AWS access key ids and secret keys, Azure storage account keys),
+private key blocks (PEM, OpenSSH, PGP, SSH2, PuTTY), tokens of the big platforms (GitHub, GitLab,
+Slack tokens and webhooks, Stripe, Twilio, OpenAI, PyPI, npm, SendGrid, Square, Mailchimp, Discord,
+Telegram), JSON Web Tokens, user:password in URLs, and the keyword plugin (``password = "..."``,
+``api_key: ...``, ``secret=...`` in code and config files). Left out:
+
+- the two high-entropy plugins (Base64 and hex): they flag every hash, digest, UUID and test vector,
+  which are what code is made of; masking them would deface a large part of the dataset;
+- the IP address plugin: a public IP address is not a credential;
+- Artifactory: its patterns (``AP`` or ``AKC`` then letters and digits) match ordinary identifiers;
+- IBM's four (Cloudant, SoftLayer, IBM COS HMAC, IBM Cloud IAM): assignments of a value to a
+  ``key``/``pass``/``token`` name, which the keyword plugin covers for every provider, at a high cost
+  (their patterns run at a few MB/s).
+
+detect-secrets' heuristic filters (templated values such as ``${PASSWORD}``, indirect references such as
+``password = get_password()``, values without a letter, sequences, UUIDs, ``*_id`` names) are applied to
+the keyword plugin's guesses only: they exist to prune the guesses of a name-based rule, while a value
+in a provider's own format is a credential wherever it stands. Its allowlist pragma
+(``# pragma: allowlist secret``) is not honoured: it is an author's note to their own CI, not consent to
+publishing the value. The keyword plugin picks its patterns by file type; dotenv files (``.env``,
+``.env.local``, ``prod.env``), which detect-secrets does not recognise, are read as config files.
+
+Speed: the plugins' patterns are Python regular expressions run line by line, a few MB/s. A prefilter
+finds the lines that can hold a match, in one pass over the file: every match of every plugin's patterns
+contains one of that plugin's ``HINTS`` (lower-case literals, found with an Aho-Corasick automaton over the
+file's ASCII-lower-cased bytes) or a match of one of its ``HINT_PATTERNS``; only those lines are given to
+the plugin. Matches never span lines, so no line the plugins would flag is skipped (tests/record/
+test_secrets.py checks it against a scan of every line). The four characters that Python's case-insensitive
+matching takes for ASCII letters (U+212A KELVIN SIGN, U+017F LONG S, U+0130 and U+0131 dotted and dotless
+I) are made those letters before the hints are looked for.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from functools import lru_cache
+from typing import Any, NamedTuple
+
+import ahocorasick_rs
+from detect_secrets.filters import heuristic
+from detect_secrets.plugins import keyword
+from detect_secrets.plugins.aws import AWSKeyDetector
+from detect_secrets.plugins.azure_storage_key import AzureStorageKeyDetector
+from detect_secrets.plugins.base import BasePlugin
+from detect_secrets.plugins.basic_auth import BasicAuthDetector
+from detect_secrets.plugins.discord import DiscordBotTokenDetector
+from detect_secrets.plugins.github_token import GitHubTokenDetector
+from detect_secrets.plugins.gitlab_token import GitLabTokenDetector
+from detect_secrets.plugins.jwt import JwtTokenDetector
+from detect_secrets.plugins.mailchimp import MailchimpDetector
+from detect_secrets.plugins.npm import NpmDetector
+from detect_secrets.plugins.openai import OpenAIDetector
+from detect_secrets.plugins.private_key import PrivateKeyDetector
+from detect_secrets.plugins.pypi_token import PypiTokenDetector
+from detect_secrets.plugins.sendgrid import SendGridDetector
+from detect_secrets.plugins.slack import SlackDetector
+from detect_secrets.plugins.square_oauth import SquareOAuthDetector
+from detect_secrets.plugins.stripe import StripeDetector
+from detect_secrets.plugins.telegram_token import TelegramBotTokenDetector
+from detect_secrets.plugins.twilio import TwilioKeyDetector
+from detect_secrets.util.filetype import FileType, determine_file_type
+
+MASK = "*"  # ASCII: a masked file keeps its narrowest image type (uint8 for ASCII code), and it reads as "hidden"
+KEEP = frozenset("\t\n\r")  # never masked: a tab is tab_width cells wide, a newline ends a line
+PRIVATE_KEY = PrivateKeyDetector.secret_type
+KEYWORD = keyword.KeywordDetector.secret_type
+
+PLUGINS: tuple[type[BasePlugin], ...] = (
+    AWSKeyDetector, AzureStorageKeyDetector, BasicAuthDetector, DiscordBotTokenDetector, GitHubTokenDetector,
+    GitLabTokenDetector, JwtTokenDetector, keyword.KeywordDetector, MailchimpDetector, NpmDetector,
+    OpenAIDetector, PrivateKeyDetector, PypiTokenDetector, SendGridDetector, SlackDetector, SquareOAuthDetector,
+    StripeDetector, TelegramBotTokenDetector, TwilioKeyDetector,
+)
+
+
+def _keyword_hints() -> tuple[str, ...]:
+    """Each of the keyword plugin's names (``api_?key`` is ``apikey`` or ``api_key``); ``contrase`` covers
+    ``contraseña`` whatever the case of its ``ñ`` (bytes.lower() leaves non-ASCII alone)."""
+    hints = []
+    for word in keyword.DENYLIST:
+        if word.startswith("contras"):
+            hints.append("contrase")
+        elif "_?" in word:
+            hints += [word.replace("_?", ""), word.replace("_?", "_")]
+        else:
+            hints.append(word)
+    return tuple(dict.fromkeys(hints))
+
+
+# Per plugin, lower-case literals of which every match of its patterns holds one (ASCII case aside).
+# Read from detect-secrets 1.5.0's patterns; tests/record/test_secrets.py fails when those patterns change.
+HINTS: dict[type[BasePlugin], tuple[str, ...]] = {
+    AWSKeyDetector: ("a3t", "abia", "acca", "akia", "asia", "aws"),
+    AzureStorageKeyDetector: ("accountkey=",),
+    BasicAuthDetector: ("://",),
+    GitHubTokenDetector: ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"),
+    GitLabTokenDetector: ("glpat-", "gldt-", "glft-", "glsoat-", "glrt-", "gr1348941", "glcbt-", "glimt-", "glptt-",
+                          "glagent-", "gloas-"),
+    JwtTokenDetector: ("eyj",),
+    keyword.KeywordDetector: _keyword_hints(),
+    MailchimpDetector: ("-us",),
+    NpmDetector: ("_authtoken=",),
+    OpenAIDetector: ("t3blbkfj",),
+    PrivateKeyDetector: ("private key", "putty-user-key-file-2"),
+    PypiTokenDetector: ("pypi-age",),
+    SendGridDetector: ("sg.",),
+    SlackDetector: ("xox", "hooks.slack.com"),
+    SquareOAuthDetector: ("sq0csp-",),
+    StripeDetector: ("k_live_",),
+}
+# The plugins without a literal of their own: a pattern of which every match of theirs holds a match, each
+# starting with a literal (fast), without a newline in any class. Run over the bytes of an ASCII file, over the
+# text of another (so that ``\d`` means what it means in the plugin's own pattern).
+HINT_PATTERNS: dict[type[BasePlugin], tuple[str, ...]] = {
+    DiscordBotTokenDetector: (r"\.[a-zA-Z\d_-]{6}\.[a-zA-Z\d_-]{27}",),
+    TelegramBotTokenDetector: (r":[0-9A-Za-z_-]{35}",),
+    TwilioKeyDetector: (r"AC[a-z0-9]{32}", r"SK[a-z0-9]{32}"),
+}
+# The non-ASCII characters that re.IGNORECASE matches with an ASCII letter (all of them: a test checks).
+UNICODE_CASE_ALIASES = {"\u212a": b"k", "\u017f": b"s", "\u0130": b"i", "\u0131": b"i"}
+PRIVATE_KEY_END = re.compile(r"END[ A-Z0-9]*PRIVATE KEY( BLOCK)?|Private-MAC:[ \t]*[0-9A-Fa-f]*")
+KEY_BLOCK_LINES = 1000  # how far a private key block's END marker is looked for
+_KEY_LIKE = re.compile(r"""[\s"'`+,;\\]*(?:[A-Za-z0-9+/=]*(?:\\n)?|[A-Za-z-]+:.*)[\s"'`+,;\\]*""")
+_TOKEN_TAIL = re.compile(r"[A-Za-z0-9_\-.+/=]+")
+_DOTENV = re.compile(r"(^|/)(\.env(\.[^/]*)?|[^/]*\.env|\.envrc)$")
+
+
+class Finding(NamedTuple):
+    """A credential: its kind (detect-secrets' ``secret_type``), its 1-based line, and its characters
+    ``start:end`` in that line (the first line of a private key block). Never the value itself."""
+
+    kind: str
+    line: int
+    start: int
+    end: int
+
+
+@lru_cache(maxsize=1)
+def _plugins() -> tuple[BasePlugin, ...]:
+    return tuple(plugin() for plugin in PLUGINS)
+
+
+@lru_cache(maxsize=1)
+def _automaton() -> tuple[Any, tuple[type[BasePlugin], ...]]:
+    owners = [(hint.encode("utf-8"), plugin) for plugin, hints in HINTS.items() for hint in hints]
+    return ahocorasick_rs.BytesAhoCorasick([hint for hint, _ in owners]), tuple(plugin for _, plugin in owners)
+
+
+@lru_cache(maxsize=1)
+def _hint_patterns() -> tuple[tuple[re.Pattern[bytes], re.Pattern[str], type[BasePlugin]], ...]:
+    return tuple((re.compile(p.encode("ascii")), re.compile(p), plugin)
+                 for plugin, patterns in HINT_PATTERNS.items() for p in patterns)
+
+
+def keyword_patterns(path: str) -> dict[re.Pattern[str], int]:
+    """The keyword plugin's patterns for this file, as detect-secrets picks them (dotenv files as config)."""
+    if _DOTENV.search(path):
+        return keyword.REGEX_BY_FILETYPE[FileType.CONFIG]
+    return keyword.REGEX_BY_FILETYPE.get(determine_file_type(path), keyword.QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP)
+
+
+def find_secrets(text: str, path: str = "") -> list[Finding]:
+    """Every credential in ``text`` (the file at ``path``, whose name chooses the keyword patterns), every line
+    scanned by every plugin: the reference :func:`mask_secrets`'s prefilter is tested against."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    plugins = _plugins()
+    return _findings(lines, ((i, plugins) for i in range(len(lines))), path)
+
+
+def mask_secrets(data: bytes, path: str = "") -> tuple[bytes, list[Finding]]:
+    """``data`` with every credential's characters replaced by ``MASK``, and the findings.
+
+    A file without credentials comes back as it is (the same object). A masked file comes back with ``\\r\\n``
+    and ``\\r`` made ``\\n`` and invalid UTF-8 in its masked lines made U+FFFD, as the rasterizer makes them
+    anyway: its code images differ from the unmasked file's exactly in the masked characters.
+    """
+    text = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n") if b"\r" in data else data
+    candidates = _candidate_lines(text)
+    if not candidates:
+        return data, []
+    lines = text.split(b"\n")
+    decoded = {i: lines[i].decode("utf-8", "replace") for i in candidates}
+    findings, spans = _scan(decoded, candidates.items(), path, lines)
+    if not findings:
+        return data, []
+    for i, line_spans in spans.items():
+        line = decoded[i] if i in decoded else lines[i].decode("utf-8", "replace")
+        lines[i] = _masked(line, line_spans).encode("utf-8")
+    return b"\n".join(lines), findings
+
+
+def _candidate_lines(text: bytes) -> dict[int, tuple[BasePlugin, ...]]:
+    """The lines (0-based) that can hold a match, each with the plugins to run on it."""
+    ascii_text = text.isascii()
+    automaton, owners = _automaton()
+    hints = _folded(text).lower()  # the same lines (an alias and its letter are both on one line)
+    by_line: dict[int, set[type[BasePlugin]]] = {}
+    _add_lines(by_line, hints, [(start, owners[index])
+                                for index, start, _ in automaton.find_matches_as_indexes(hints, overlapping=True)])
+    hits: list[tuple[int, type[BasePlugin]]] = []
+    decoded: str | None = None
+    for as_bytes, as_text, plugin in _hint_patterns():
+        if ascii_text:
+            hits += [(m.start(), plugin) for m in as_bytes.finditer(text)]
+        else:
+            decoded = text.decode("utf-8", "replace") if decoded is None else decoded
+            hits += [(m.start(), plugin) for m in as_text.finditer(decoded)]
+    if hits:
+        _add_lines(by_line, text if decoded is None else decoded, hits)
+    instances = {type(p): p for p in _plugins()}
+    return {i: tuple(instances[p] for p in PLUGINS if p in wanted) for i, wanted in by_line.items()}
+
+
+def _folded(text: bytes) -> bytes:
+    """``text`` with the non-ASCII letters that case-insensitive matching takes for k, s or i made those letters."""
+    if text.isascii():
+        return text
+    for alias, letter in UNICODE_CASE_ALIASES.items():
+        text = text.replace(alias.encode("utf-8"), letter)
+    return text
+
+
+def _add_lines(by_line: dict[int, set[type[BasePlugin]]], text: Any, hits: list[tuple[int, type[BasePlugin]]]) -> None:
+    """Add each hit's line (its position's count of newlines in ``text``, bytes or str) and plugin."""
+    newline = b"\n" if isinstance(text, bytes) else "\n"
+    hits.sort(key=lambda hit: hit[0])
+    line, counted = 0, 0
+    for position, plugin in hits:
+        line += text.count(newline, counted, position)
+        counted = position
+        by_line.setdefault(line, set()).add(plugin)
+
+
+def _scan(decoded: dict[int, str], candidates: Iterable[tuple[int, tuple[BasePlugin, ...]]], path: str,
+          lines: list[bytes]) -> tuple[list[Finding], dict[int, list[tuple[int, int]]]]:
+    text_lines = _LazyLines(lines, decoded)
+    findings = _findings(text_lines, candidates, path)
+    return findings, _spans(findings, text_lines)
+
+
+class _LazyLines:
+    """The lines of a file as text, decoded when asked (a private key block reads lines the prefilter did not
+    keep)."""
+
+    def __init__(self, lines: list[bytes], decoded: dict[int, str]) -> None:
+        self.lines, self.decoded = lines, decoded
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def __getitem__(self, i: int) -> str:
+        if i not in self.decoded:
+            self.decoded[i] = self.lines[i].decode("utf-8", "replace")
+        return self.decoded[i]
+
+
+def _findings(lines: Any, candidates: Iterable[tuple[int, tuple[BasePlugin, ...]]], path: str) -> list[Finding]:
+    found: dict[Finding, None] = {}
+    keyword_regexes = keyword_patterns(path)
+    for i, plugins in candidates:
+        line = lines[i]
+        for plugin in plugins:
+            for value in _values(plugin, line, keyword_regexes):
+                for start in _occurrences(line, value):
+                    found[Finding(plugin.secret_type, i + 1, start, _token_end(line, start + len(value)))] = None
+    return sorted(found, key=lambda f: (f.line, f.start, f.kind))
+
+
+def _values(plugin: BasePlugin, line: str, keyword_regexes: dict[re.Pattern[str], int]) -> Iterator[str]:
+    """The secret values one plugin finds in one line (the keyword plugin's filtered as detect-secrets does)."""
+    if isinstance(plugin, keyword.KeywordDetector):
+        values = [v for v in plugin.analyze_string(line, denylist_regex_to_group=keyword_regexes)
+                  if v and not _filtered_guess(v, line, plugin)]
+        if values and not heuristic.is_indirect_reference(line):  # a filter of the line, but a slow one: last
+            yield from values
+        return
+    yield from (value for value in plugin.analyze_string(line) if value)
+
+
+def _filtered_guess(value: str, line: str, plugin: BasePlugin) -> bool:
+    return (heuristic.is_templated_secret(value) or heuristic.is_prefixed_with_dollar_sign(value)
+            or heuristic.is_not_alphanumeric_string(value) or heuristic.is_sequential_string(value)
+            or heuristic.is_potential_uuid(value) or heuristic.is_likely_id_string(value, line, plugin))
+
+
+def _token_end(line: str, end: int) -> int:
+    """Where the token that ends a found value ends. A plugin's value can stop short of its credential: GitLab's
+    patterns capture only the prefix (``glpat``), the JWT pattern's last part is lazy (header and payload,
+    without the signature); the rest of the token is masked with it."""
+    match = _TOKEN_TAIL.match(line, end)
+    return match.end() if match else end
+
+
+def _occurrences(line: str, value: str) -> Iterator[int]:
+    start = line.find(value)
+    while start >= 0:
+        yield start
+        start = line.find(value, start + len(value))
+
+
+def _spans(findings: list[Finding], lines: Any) -> dict[int, list[tuple[int, int]]]:
+    """Per 0-based line, the ``(start, end)`` characters to mask: each finding's, and for a private key the
+    whole block after its BEGIN line's header, to its END marker."""
+    spans: dict[int, list[tuple[int, int]]] = {}
+    for finding in findings:
+        i = finding.line - 1
+        if finding.kind != PRIVATE_KEY:
+            spans.setdefault(i, []).append((finding.start, finding.end))
+            continue
+        for j, start, end in _key_block(lines, i, finding.end):
+            spans.setdefault(j, []).append((start, end))
+    return spans
+
+
+def _key_block(lines: Any, first: int, after: int) -> Iterator[tuple[int, int, int]]:
+    """The spans of a private key's body: from its header (``BEGIN RSA PRIVATE KEY-----``) to its END marker,
+    on the same line (a key written in one string, ``\\n`` escaped) or on one of the KEY_BLOCK_LINES below;
+    without an END marker, the rest of the line and the lines below as long as they look like key material
+    (base64, ``Name: value`` headers, quoting)."""
+    head = lines[first]
+    after += len(head[after:]) - len(head[after:].lstrip("-"))
+    last = min(len(lines), first + KEY_BLOCK_LINES)
+    for j in range(first, last):
+        line = lines[j]
+        begin = after if j == first else 0
+        marker = PRIVATE_KEY_END.search(line, begin)
+        if marker:
+            putty = marker.group().startswith("Private-MAC")  # PuTTY's last line is masked too
+            stop = marker.end() if putty else len(line[:marker.start()].rstrip("-"))
+            yield from ((k, after if k == first else 0, len(lines[k])) for k in range(first, j))
+            yield j, begin, max(begin, stop)
+            return
+    yield first, after, len(head)
+    for j in range(first + 1, len(lines)):
+        if not _KEY_LIKE.fullmatch(lines[j]) or not lines[j].strip():
+            return
+        yield j, 0, len(lines[j])
+
+
+def _masked(line: str, spans: list[tuple[int, int]]) -> str:
+    chars = list(line)
+    for start, end in spans:
+        for k in range(start, min(end, len(chars))):
+            if chars[k] not in KEEP:
+                chars[k] = MASK
+    return "".join(chars)
