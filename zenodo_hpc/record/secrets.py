@@ -35,13 +35,14 @@ publishing the value. The keyword plugin picks its patterns by file type; dotenv
 ``.env.local``, ``prod.env``), which detect-secrets does not recognise, are read as config files.
 
 Speed: the plugins' patterns are Python regular expressions run line by line, a few MB/s. A prefilter
-finds the lines that can hold a match, in one pass over the file: every match of every plugin's patterns
-contains one of that plugin's ``HINTS`` (lower-case literals, found with an Aho-Corasick automaton over the
-file's ASCII-lower-cased bytes) or a match of one of its ``HINT_PATTERNS``; only those lines are given to
-the plugin. Matches never span lines, so no line the plugins would flag is skipped (tests/record/
-test_secrets.py checks it against a scan of every line). The four characters that Python's case-insensitive
-matching takes for ASCII letters (U+212A KELVIN SIGN, U+017F LONG S, U+0130 and U+0131 dotted and dotless
-I) are made those letters before the hints are looked for.
+finds the lines that can hold a match, in a few passes over the file at C speed: every match of every
+plugin's patterns contains one of that plugin's ``HINTS`` (lower-case literals, found with one Aho-Corasick
+automaton over the file's ASCII-lower-cased bytes), or, for the three plugins without a literal
+(``LONG_TOKEN_PLUGINS``), a run of ``LONG_RUN`` token characters; only those lines are given to the plugin.
+Matches never span lines, so no line the plugins would flag is skipped (tests/record/test_secrets.py checks it
+against a scan of every line, and the patterns the hints were read from). The four characters that Python's
+case-insensitive matching takes for ASCII letters (U+212A KELVIN SIGN, U+017F LONG S, U+0130 and U+0131
+dotted and dotless I) are made those letters before the hints are looked for.
 """
 
 from __future__ import annotations
@@ -123,14 +124,15 @@ HINTS: dict[type[BasePlugin], tuple[str, ...]] = {
     SquareOAuthDetector: ("sq0csp-",),
     StripeDetector: ("k_live_",),
 }
-# The plugins without a literal of their own: a pattern of which every match of theirs holds a match, each
-# starting with a literal (fast), without a newline in any class. Run over the bytes of an ASCII file, over the
-# text of another (so that ``\d`` means what it means in the plugin's own pattern).
-HINT_PATTERNS: dict[type[BasePlugin], tuple[str, ...]] = {
-    DiscordBotTokenDetector: (r"\.[a-zA-Z\d_-]{6}\.[a-zA-Z\d_-]{27}",),
-    TelegramBotTokenDetector: (r":[0-9A-Za-z_-]{35}",),
-    TwilioKeyDetector: (r"AC[a-z0-9]{32}", r"SK[a-z0-9]{32}"),
-}
+# The plugins without a literal of their own: every match of theirs holds a run of LONG_RUN characters of
+# [A-Za-z0-9_-] (Discord's last part, Telegram's 35 characters, Twilio's AC or SK and 32). Their lines are those
+# with such a run; a non-ASCII character counts as a token character there, for their ``\d`` takes any digit.
+LONG_TOKEN_PLUGINS: tuple[type[BasePlugin], ...] = (DiscordBotTokenDetector, TelegramBotTokenDetector,
+                                                    TwilioKeyDetector)
+LONG_RUN = 27
+_TOKEN_CHARS = set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") | set(range(128, 256))
+_TOKEN_BYTES = bytes(ord("a") if byte in _TOKEN_CHARS else ord(" ") for byte in range(256))
+_RUN = b"a" * LONG_RUN
 # The non-ASCII characters that re.IGNORECASE matches with an ASCII letter (all of them: a test checks).
 UNICODE_CASE_ALIASES = {"\u212a": b"k", "\u017f": b"s", "\u0130": b"i", "\u0131": b"i"}
 PRIVATE_KEY_END = re.compile(r"END[ A-Z0-9]*PRIVATE KEY( BLOCK)?|Private-MAC:[ \t]*[0-9A-Fa-f]*")
@@ -161,12 +163,6 @@ def _automaton() -> tuple[Any, tuple[type[BasePlugin], ...]]:
     return ahocorasick_rs.BytesAhoCorasick([hint for hint, _ in owners]), tuple(plugin for _, plugin in owners)
 
 
-@lru_cache(maxsize=1)
-def _hint_patterns() -> tuple[tuple[re.Pattern[bytes], re.Pattern[str], type[BasePlugin]], ...]:
-    return tuple((re.compile(p.encode("ascii")), re.compile(p), plugin)
-                 for plugin, patterns in HINT_PATTERNS.items() for p in patterns)
-
-
 def keyword_patterns(path: str) -> dict[re.Pattern[str], int]:
     """The keyword plugin's patterns for this file, as detect-secrets picks them (dotenv files as config)."""
     if _DOTENV.search(path):
@@ -193,37 +189,67 @@ def mask_secrets(data: bytes, path: str = "") -> tuple[bytes, list[Finding]]:
     candidates = _candidate_lines(text)
     if not candidates:
         return data, []
-    lines = text.split(b"\n")
-    decoded = {i: lines[i].decode("utf-8", "replace") for i in candidates}
-    findings, spans = _scan(decoded, candidates.items(), path, lines)
+    decoded = {i: text[start:end].decode("utf-8", "replace") for i, (start, end, _) in candidates.items()}
+    findings = _findings(decoded, ((i, plugins) for i, (_, _, plugins) in candidates.items()), path)
     if not findings:
         return data, []
-    for i, line_spans in spans.items():
-        line = decoded[i] if i in decoded else lines[i].decode("utf-8", "replace")
-        lines[i] = _masked(line, line_spans).encode("utf-8")
+    lines = text.split(b"\n")
+    for i, line_spans in _spans(findings, _LazyLines(lines, decoded)).items():
+        lines[i] = _masked(decoded[i], line_spans).encode("utf-8")
     return b"\n".join(lines), findings
 
 
-def _candidate_lines(text: bytes) -> dict[int, tuple[BasePlugin, ...]]:
-    """The lines (0-based) that can hold a match, each with the plugins to run on it."""
-    ascii_text = text.isascii()
+def _candidate_lines(text: bytes) -> dict[int, tuple[int, int, tuple[BasePlugin, ...]]]:
+    """The lines that can hold a match: 0-based index -> (first byte, end byte, the plugins to run on it)."""
     automaton, owners = _automaton()
-    hints = _folded(text).lower()  # the same lines (an alias and its letter are both on one line)
+    folded = _folded(text)  # the same lines: an alias and its letter are on the same line
+    hits = [(start, owners[index])
+            for index, start, _ in automaton.find_matches_as_indexes(folded.lower(), overlapping=True)]
+    runs = [(start, plugin) for start in _long_runs(text) for plugin in LONG_TOKEN_PLUGINS]
+    if folded is not text:  # positions in the folded text are not the text's: count its lines apart (rare)
+        by_line = _plugins_by_line(folded, hits)
+        for i, wanted in _plugins_by_line(text, runs).items():
+            by_line.setdefault(i, set()).update(wanted)
+        offsets = [0]
+        for line in text.split(b"\n"):
+            offsets.append(offsets[-1] + len(line) + 1)
+        bounds = {i: (offsets[i], offsets[i + 1] - 1) for i in by_line}
+    else:
+        by_line = _plugins_by_line(text, hits + runs, bounds := {})
+    instances = _plugins()
+    return {i: (*bounds[i], tuple(p for p in instances if type(p) in wanted)) for i, wanted in by_line.items()}
+
+
+def _plugins_by_line(text: bytes, hits: list[tuple[int, type[BasePlugin]]],
+                     bounds: dict[int, tuple[int, int]] | None = None) -> dict[int, set[type[BasePlugin]]]:
+    """Each hit's line (the count of newlines before its position) and the plugins hinted there; with ``bounds``,
+    each line's first and end byte too."""
     by_line: dict[int, set[type[BasePlugin]]] = {}
-    _add_lines(by_line, hints, [(start, owners[index])
-                                for index, start, _ in automaton.find_matches_as_indexes(hints, overlapping=True)])
-    hits: list[tuple[int, type[BasePlugin]]] = []
-    decoded: str | None = None
-    for as_bytes, as_text, plugin in _hint_patterns():
-        if ascii_text:
-            hits += [(m.start(), plugin) for m in as_bytes.finditer(text)]
-        else:
-            decoded = text.decode("utf-8", "replace") if decoded is None else decoded
-            hits += [(m.start(), plugin) for m in as_text.finditer(decoded)]
-    if hits:
-        _add_lines(by_line, text if decoded is None else decoded, hits)
-    instances = {type(p): p for p in _plugins()}
-    return {i: tuple(instances[p] for p in PLUGINS if p in wanted) for i, wanted in by_line.items()}
+    hits.sort(key=lambda hit: hit[0])
+    line, counted = 0, 0
+    for position, plugin in hits:
+        line += text.count(b"\n", counted, position)
+        counted = position
+        if line not in by_line:
+            by_line[line] = set()
+            if bounds is not None:
+                end = text.find(b"\n", position)
+                bounds[line] = (text.rfind(b"\n", 0, position) + 1, len(text) if end < 0 else end)
+        by_line[line].add(plugin)
+    return by_line
+
+
+def _long_runs(text: bytes) -> Iterator[int]:
+    """Where a run of LONG_RUN token characters (``[A-Za-z0-9_-]``, or any byte of a non-ASCII character) starts,
+    once per run."""
+    runs = text.translate(_TOKEN_BYTES)
+    start = runs.find(_RUN)
+    while start >= 0:
+        yield start
+        end = runs.find(b" ", start + LONG_RUN)
+        if end < 0:
+            return
+        start = runs.find(_RUN, end)
 
 
 def _folded(text: bytes) -> bytes:
@@ -233,24 +259,6 @@ def _folded(text: bytes) -> bytes:
     for alias, letter in UNICODE_CASE_ALIASES.items():
         text = text.replace(alias.encode("utf-8"), letter)
     return text
-
-
-def _add_lines(by_line: dict[int, set[type[BasePlugin]]], text: Any, hits: list[tuple[int, type[BasePlugin]]]) -> None:
-    """Add each hit's line (its position's count of newlines in ``text``, bytes or str) and plugin."""
-    newline = b"\n" if isinstance(text, bytes) else "\n"
-    hits.sort(key=lambda hit: hit[0])
-    line, counted = 0, 0
-    for position, plugin in hits:
-        line += text.count(newline, counted, position)
-        counted = position
-        by_line.setdefault(line, set()).add(plugin)
-
-
-def _scan(decoded: dict[int, str], candidates: Iterable[tuple[int, tuple[BasePlugin, ...]]], path: str,
-          lines: list[bytes]) -> tuple[list[Finding], dict[int, list[tuple[int, int]]]]:
-    text_lines = _LazyLines(lines, decoded)
-    findings = _findings(text_lines, candidates, path)
-    return findings, _spans(findings, text_lines)
 
 
 class _LazyLines:
