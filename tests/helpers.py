@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import pickle
 import sysconfig
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -151,3 +151,19 @@ def plant_credentials(root: Path) -> dict[str, list[str]]:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text, encoding="utf-8")
     return {name: values for name, (_, values) in files.items()}
+
+
+def image_rows(images: Any) -> list[str]:
+    """Every row of code images ((n, h, w) or (h, w) arrays of code points) as text, trailing pad dropped."""
+    import numpy as np
+
+    rows = np.asarray(images).reshape(-1, np.asarray(images).shape[-1])
+    return ["".join(map(chr, row)).rstrip(" ") for row in rows.tolist()]
+
+
+def leaked(texts: Iterable[str], values: Iterable[str], window: int = 12) -> list[str]:
+    """The values of which some ``window`` characters (the whole value if shorter) appear in one of ``texts``:
+    a row of an image holds at most its first 80 characters of a line, so a value is looked for piece by piece."""
+    pieces = {v[i:i + window]: v for v in values for i in range(max(1, len(v) - window + 1))}
+    found = {value for text in texts for piece, value in pieces.items() if piece in text}
+    return sorted(v[:4] + "..." for v in found)  # never the whole value, even in a failing test's message

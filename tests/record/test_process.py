@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import json
 import os
 import shutil
 import signal
@@ -555,3 +556,64 @@ def test_a_killed_workers_ram_folder_is_removed_by_the_next_one_and_a_live_ones_
         clean_leftovers(RunDir(tmp_path / "run"), disk)
         assert not extracted.parent.exists() and live.exists()
     assert list(tmpfs.iterdir()) == []
+
+
+def test_process_masks_planted_credentials_in_every_output(tmp_path: Path) -> None:
+    """`zenodo-hpc process` on an archive with credentials planted among real code: the h5's and the pickle's
+    images (decoded back to text) and the metadata hold none of them; the metadata lists where they were."""
+    from helpers import image_rows, leaked, plant_credentials
+
+    from zenodo_hpc.cli import main
+
+    top = tmp_path / "src" / "app-1.0"
+    shutil.copytree(stdlib_package("json"), top / "json", ignore=shutil.ignore_patterns("__pycache__"))
+    planted = plant_credentials(top)
+    values = [value for file_values in planted.values() for value in file_values]
+    originals = {f"app-1.0/{name}": (top / name).read_bytes() for name in planted}
+    assert all(leaked(image_rows(rasterize(data)), planted[name[8:]]) for name, data in originals.items())
+    config = tmp_path / "c.yaml"
+    config.write_text("output:\n  formats: [h5, pkl]\n")
+    assert main(["process", str(zip_folder(top, tmp_path / "app.zip")), "--out", str(tmp_path / "out"), "--id", "7",
+                 "-c", str(config)]) == 0
+    folder = tmp_path / "out" / "7"
+    h5_images, pkl_images = load_images(folder / "images_7.h5"), load_images(folder / "images_7.pkl")
+    assert set(originals) <= set(h5_images) and h5_images.keys() == pkl_images.keys()
+    for path, images in h5_images.items():
+        np.testing.assert_array_equal(images, pkl_images[path])
+        assert leaked(image_rows(images), values) == [], path
+    meta = load_metadata(folder / "metadata_7.json")
+    raw = [(folder / name).read_bytes().decode("latin-1") for name in ("metadata_7.json", "metadata_7.pkl")]
+    assert leaked(raw, values) == []
+    assert meta == load_metadata(folder / "metadata_7.pkl")
+    masked = meta["masked"]
+    assert {(m["file"], m["kind"]) for m in masked} >= {("app-1.0/keys/deploy_key.pem", "Private Key"),
+                                                         ("app-1.0/upload/s3.py", "AWS Access Key"),
+                                                         ("app-1.0/.env", "Secret Keyword"),
+                                                         ("app-1.0/config.yaml", "Secret Keyword"),
+                                                         ("app-1.0/ci/release.sh", "GitHub Token"),
+                                                         ("app-1.0/notify.py", "Slack Token")}
+    assert all(set(m) == {"kind", "file", "line"} and m["line"] >= 1 for m in masked)
+    assert meta["stats"]["masked"] == len(masked)
+    assert {m["file"] for m in masked} == set(originals)  # the json package's code is left alone
+    node = meta["tree"]["children"]["app-1.0"]["children"]["config.yaml"]
+    assert node["masked"] == 1 and node["sha256"] != hashlib.sha256(originals["app-1.0/config.yaml"]).hexdigest()
+    json_node = meta["tree"]["children"]["app-1.0"]["children"]["json"]["children"]["decoder.py"]
+    assert json_node["sha256"] == hashlib.sha256((top / "json" / "decoder.py").read_bytes()).hexdigest()
+
+
+def test_a_file_whose_masking_fails_is_skipped_never_rasterized_unmasked(source_tree: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    real = process_module.mask_secrets
+
+    def failing(data: bytes, path: str = "") -> Any:
+        if path.endswith("decoder.py"):
+            raise RecursionError("the line that held password = 'hunter2'")
+        return real(data, path)
+
+    monkeypatch.setattr(process_module, "mask_secrets", failing)
+    result = process_path(source_tree, tmp_path / "data", Config(), record_id="5")
+    meta = load_metadata(result.written.folder)
+    node = meta["tree"]["children"]["demo-json-1a2b3c4"]["children"]["json"]["children"]["decoder.py"]
+    assert node["skipped"] == "error: masking credentials failed (RecursionError)" and "segments" not in node
+    assert "demo-json-1a2b3c4/json/decoder.py" not in load_images(result.written.folder)
+    assert meta["stats"]["skipped"]["error"] == 1 and "hunter2" not in json.dumps(meta)
