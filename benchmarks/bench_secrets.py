@@ -12,12 +12,13 @@ Measured side by side on each archive, in turn, the order alternating (best of `
 - the same with masking off: ``process.mask_secrets`` replaced by a function returning the file as it is;
 - masking alone: the seconds spent in ``mask_secrets`` during the first, and in its prefilter.
 
-    python benchmarks/bench_secrets.py [--repeat 3] [--no-plant]
+    python benchmarks/bench_secrets.py [--repeat 3] [--no-plant] [--corpus site-packages [--packages 10]]
 """
 
 from __future__ import annotations
 
 import argparse
+import sysconfig
 import tempfile
 import time
 import zipfile
@@ -53,14 +54,27 @@ def stdlib_sources() -> list[tuple[str, list[tuple[Path, str]]]]:
     return groups
 
 
-def make_archives(out: Path, plant: bool) -> list[Path]:
+def site_packages_sources(count: int) -> list[tuple[str, list[tuple[Path, str]]]]:
+    """The ``count`` packages of this venv's site-packages with the most files (numpy, pip, ...: larger records)."""
+    root = Path(sysconfig.get_paths()["purelib"])
+    found = []
+    for folder in sorted(root.iterdir()):
+        if folder.is_dir() and (folder / "__init__.py").is_file():
+            files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()
+                           and "__pycache__" not in p.parts)
+            found.append((folder.name, [(p, p.relative_to(root).as_posix()) for p in files]))
+    found.sort(key=lambda item: (-len(item[1]), item[0]))
+    return found[:count] + [("modules", [])]
+
+
+def make_archives(out: Path, plant: bool, corpus: str = "stdlib", count: int = 10) -> list[Path]:
     archives = []
     planted = out / "planted"
     if plant:
         from helpers import plant_credentials  # tests/ is on sys.path (benchmarks/_common.py)
 
         plant_credentials(planted)
-    for name, files in stdlib_sources():
+    for name, files in (stdlib_sources() if corpus == "stdlib" else site_packages_sources(count)):
         archive = out / f"{name}.zip"
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
             for path, arcname in files:
@@ -125,12 +139,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each side per archive; the best counts")
     parser.add_argument("--no-plant", dest="plant", action="store_false", help="no planted credentials")
+    parser.add_argument("--corpus", choices=("stdlib", "site-packages"), default="stdlib",
+                        help="stdlib (default), or the site-packages packages with the most files (larger records)")
+    parser.add_argument("--packages", type=int, default=10, help="how many, with --corpus site-packages")
     args = parser.parse_args()
     cfg = Config()
     print(machine_line())
     with tempfile.TemporaryDirectory(prefix="bench-secrets-") as tmp:
         tmp_path = Path(tmp)
-        archives = make_archives(tmp_path, args.plant)
+        archives = make_archives(tmp_path, args.plant, args.corpus, args.packages)
         secrets_module.mask_secrets(b"warm up: compile the patterns and the automaton\n", "x.py")
         on = off = masking = prefilter = 0.0
         files = size = segments = masked_files = 0
@@ -155,8 +172,10 @@ def main() -> None:
                         size += result.stats.bytes_rasterized
                         segments += result.stats.segments
             on, off, masking, prefilter = on + best_on, off + best_off, masking + best_mask, prefilter + best_pre
-        print(f"corpus: the stdlib of this Python in {len(archives)} zip archives (one per package, the lone modules "
-              f"in one{', with the planted credentials' if args.plant else ''}): {files} files rasterized, "
+        what = ("the stdlib of this Python" if args.corpus == "stdlib" else
+                f"the {args.packages} packages of site-packages with the most files")
+        print(f"corpus: {what} in {len(archives)} zip archives (one per package, the lone modules or the planted "
+              f"files in one{', with the planted credentials' if args.plant else ''}): {files} files rasterized, "
               f"{size / 1e6:.1f} MB, {segments} segments; best of {args.repeat} per archive and side")
         print(f"  process, masking off   {off:7.2f} s = 1.000x  ({size / 1e6 / off:5.1f} MB/s of files)")
         print(f"  process, masking on    {on:7.2f} s = {on / off:.3f}x  ({size / 1e6 / on:5.1f} MB/s of files)")

@@ -46,7 +46,8 @@ PER_PLUGIN = {
     "Telegram Bot Token": "BOT = '110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw7'",
     "Twilio API Key": "ACCOUNT = 'AC" + "0123456789abcdef" * 2 + "'",
 }
-# What detect-secrets 1.5.0's patterns of PLUGINS are (their sources and flags): HINTS and LONG_RUN were read
+# What detect-secrets 1.5.0's patterns of PLUGINS are (their sources and flags): HINTS and the shapes of
+# LONG_TOKEN_PLUGINS were read
 # from them. A release that changes a pattern fails here, until the hints are read again and this value updated.
 PATTERNS_SHA256 = "5a001224a54e21f51749bcd721df149389b2f7df638705871988d6642871c5e9"
 
@@ -170,7 +171,11 @@ def test_the_prefilter_misses_nothing_a_scan_of_every_line_finds(planted: tuple[
                for i, line in enumerate(PER_PLUGIN.values())]
     corpus += [("kelvin.py", 'API_\u212aEY = "Zx9-qT4mLw2"\n'.encode()),  # KELVIN SIGN: a K to re.IGNORECASE
                ("long_s.py", 'pa\u017f\u017fword = "Zx9-qT4mLw2"  # café\n'.encode()),
-               ("dotless.yaml", "\u0130 am: here\nsecret\u0131: x\napi_key: r\u00e9sum\u00e9-9\n".encode())]
+               ("dotless.yaml", "\u0130 am: here\nsecret\u0131: x\napi_key: r\u00e9sum\u00e9-9\n".encode()),
+               # ARABIC-INDIC DIGIT ONE: a digit to Discord's \\d, two bytes in UTF-8, among other non-ASCII lines
+               ("discord.py", "# caf\u00e9\nT = 'MTk4NjIyNDgzNDcxOTI1MjQ4.Cl2F\u0661Q.ZnCjm1XVW7vRze4b7Cq4se7kKWs'\n"
+                              "# na\u00efve \u00fcber\nBOT = '110201543:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw7'\n"
+                              "ACCOUNT = 'AC0123456789abcdef0123456789abcdef' # \u00e9\n".encode())]
     corpus += [(str(p.relative_to(STDLIB)), p.read_bytes()) for p in sorted(STDLIB.glob("*.py"))[:150]]
     corpus += [(str(p.relative_to(STDLIB)), p.read_bytes()) for p in sorted((STDLIB / "test").rglob("*.pem"))]
     found_somewhere = set()

@@ -38,7 +38,8 @@ Speed: the plugins' patterns are Python regular expressions run line by line, a 
 finds the lines that can hold a match, in a few passes over the file at C speed: every match of every
 plugin's patterns contains one of that plugin's ``HINTS`` (lower-case literals, found with one Aho-Corasick
 automaton over the file's ASCII-lower-cased bytes), or, for the three plugins without a literal
-(``LONG_TOKEN_PLUGINS``), a run of ``LONG_RUN`` token characters; only those lines are given to the plugin.
+(``LONG_TOKEN_PLUGINS``), the shape of their match in the file's bytes translated into classes of characters
+(``:`` then 35 letters, digits, ``_`` or ``-`` for a Telegram token, ...); only those lines are given to the plugin.
 Matches never span lines, so no line the plugins would flag is skipped (tests/record/test_secrets.py checks it
 against a scan of every line, and the patterns the hints were read from). The four characters that Python's
 case-insensitive matching takes for ASCII letters (U+212A KELVIN SIGN, U+017F LONG S, U+0130 and U+0131
@@ -47,6 +48,7 @@ dotted and dotless I) are made those letters before the hints are looked for.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
@@ -124,15 +126,32 @@ HINTS: dict[type[BasePlugin], tuple[str, ...]] = {
     SquareOAuthDetector: ("sq0csp-",),
     StripeDetector: ("k_live_",),
 }
-# The plugins without a literal of their own: every match of theirs holds a run of LONG_RUN characters of
-# [A-Za-z0-9_-] (Discord's last part, Telegram's 35 characters, Twilio's AC or SK and 32). Their lines are those
-# with such a run; a non-ASCII character counts as a token character there, for their ``\d`` takes any digit.
+# The plugins without a literal of their own (Discord's, Telegram's and Twilio's patterns: letters and digits
+# between ``.`` or ``:``), found by the shapes of their matches in classes of characters (:func:`_long_token_hits`).
 LONG_TOKEN_PLUGINS: tuple[type[BasePlugin], ...] = (DiscordBotTokenDetector, TelegramBotTokenDetector,
                                                     TwilioKeyDetector)
-LONG_RUN = 27
-_TOKEN_CHARS = set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") | set(range(128, 256))
-_TOKEN_BYTES = bytes(ord("a") if byte in _TOKEN_CHARS else ord(" ") for byte in range(256))
-_RUN = b"a" * LONG_RUN
+
+
+def _classes(keep: bytes, *groups: tuple[bytes, bytes]) -> bytes:
+    """A bytes.translate table: each byte of ``keep`` stays, each byte of a group's first part becomes its
+    second, every other byte a space."""
+    table = bytearray(b" " * 256)
+    for members, cls in groups:
+        for byte in members:
+            table[byte] = cls[0]
+    for byte in keep:
+        table[byte] = byte
+    return bytes(table)
+
+
+_LETTERS_DIGITS = bytes(range(ord("a"), ord("z") + 1)) + bytes(range(ord("A"), ord("Z") + 1)) + b"0123456789"
+_TOKEN_CLASSES = _classes(b":.\n", (_LETTERS_DIGITS + b"_-" + bytes(range(0xC0, 256)), b"a"))  # + UTF-8 lead bytes
+_CONTINUATION_BYTES = bytes(range(0x80, 0xC0))  # deleted: a character is one byte (its lead byte)
+_RUN = b"a" * 27  # the shortest run of token characters the three plugins' matches hold (Discord's last part)
+_TELEGRAM_SHAPE = b":" + b"a" * 35
+_DISCORD_SHAPE = b"." + b"a" * 6 + b"." + b"a" * 27
+_TWILIO_CLASSES = _classes(b"ACSK", (bytes(range(ord("a"), ord("z") + 1)) + b"0123456789", b"b"))
+_TWILIO_SHAPES = (b"AC" + b"b" * 32, b"SK" + b"b" * 32)
 # The non-ASCII characters that re.IGNORECASE matches with an ASCII letter (all of them: a test checks).
 UNICODE_CASE_ALIASES = {"\u212a": b"k", "\u017f": b"s", "\u0130": b"i", "\u0131": b"i"}
 PRIVATE_KEY_END = re.compile(r"END[ A-Z0-9]*PRIVATE KEY( BLOCK)?|Private-MAC:[ \t]*[0-9A-Fa-f]*")
@@ -167,7 +186,13 @@ def keyword_patterns(path: str) -> dict[re.Pattern[str], int]:
     """The keyword plugin's patterns for this file, as detect-secrets picks them (dotenv files as config)."""
     if _DOTENV.search(path):
         return keyword.REGEX_BY_FILETYPE[FileType.CONFIG]
-    return keyword.REGEX_BY_FILETYPE.get(determine_file_type(path), keyword.QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP)
+    return _keyword_patterns_of(os.path.splitext(path)[1])
+
+
+@lru_cache(maxsize=256)
+def _keyword_patterns_of(extension: str) -> dict[re.Pattern[str], int]:
+    file_type = determine_file_type(f"file{extension}")  # detect-secrets looks at the extension only
+    return keyword.REGEX_BY_FILETYPE.get(file_type, keyword.QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP)
 
 
 def find_secrets(text: str, path: str = "") -> list[Finding]:
@@ -203,19 +228,27 @@ def _candidate_lines(text: bytes) -> dict[int, tuple[int, int, tuple[BasePlugin,
     """The lines that can hold a match: 0-based index -> (first byte, end byte, the plugins to run on it)."""
     automaton, owners = _automaton()
     folded = _folded(text)  # the same lines: an alias and its letter are on the same line
-    hits = [(start, owners[index])
-            for index, start, _ in automaton.find_matches_as_indexes(folded.lower(), overlapping=True)]
-    runs = [(start, plugin) for start in _long_runs(text) for plugin in LONG_TOKEN_PLUGINS]
-    if folded is not text:  # positions in the folded text are not the text's: count its lines apart (rare)
-        by_line = _plugins_by_line(folded, hits)
-        for i, wanted in _plugins_by_line(text, runs).items():
-            by_line.setdefault(i, set()).update(wanted)
+    hinted = [(start, owners[index])
+              for index, start, _ in automaton.find_matches_as_indexes(folded.lower(), overlapping=True)]
+    groups = [(folded, hinted)]
+    tokens = text.translate(_TOKEN_CLASSES, _CONTINUATION_BYTES)  # one byte a character: the same lines
+    if _RUN in tokens:  # each of the three holds a run of 27 token characters (most files have none)
+        groups += [(tokens, list(_long_token_hits(tokens))), (text, list(_twilio_hits(text)))]
+    groups = [(coordinates, hits) for coordinates, hits in groups if hits]
+    if not groups:
+        return {}
+    if all(len(coordinates) == len(text) for coordinates, _ in groups):  # ASCII, no alias: one set of positions
+        bounds: dict[int, tuple[int, int]] = {}
+        by_line = _plugins_by_line(text, [hit for _, hits in groups for hit in hits], bounds)
+    else:  # positions differ between the texts: lines counted in each, then found in the text (rare)
+        by_line = {}
+        for coordinates, hits in groups:
+            for i, wanted in _plugins_by_line(coordinates, hits).items():
+                by_line.setdefault(i, set()).update(wanted)
         offsets = [0]
         for line in text.split(b"\n"):
             offsets.append(offsets[-1] + len(line) + 1)
         bounds = {i: (offsets[i], offsets[i + 1] - 1) for i in by_line}
-    else:
-        by_line = _plugins_by_line(text, hits + runs, bounds := {})
     instances = _plugins()
     return {i: (*bounds[i], tuple(p for p in instances if type(p) in wanted)) for i, wanted in by_line.items()}
 
@@ -239,17 +272,28 @@ def _plugins_by_line(text: bytes, hits: list[tuple[int, type[BasePlugin]]],
     return by_line
 
 
-def _long_runs(text: bytes) -> Iterator[int]:
-    """Where a run of LONG_RUN token characters (``[A-Za-z0-9_-]``, or any byte of a non-ASCII character) starts,
-    once per run."""
-    runs = text.translate(_TOKEN_BYTES)
-    start = runs.find(_RUN)
-    while start >= 0:
-        yield start
-        end = runs.find(b" ", start + LONG_RUN)
-        if end < 0:
-            return
-        start = runs.find(_RUN, end)
+def _long_token_hits(tokens: bytes) -> Iterator[tuple[int, type[BasePlugin]]]:
+    """Where Telegram's and Discord's patterns can match, as substrings of the text translated into classes of
+    characters (one C-speed pass, no loop over the text's runs of letters): a Telegram token holds ``:`` and 35
+    token characters, a Discord token ends with ``.``, 6 of them, ``.`` and 27. ``tokens`` has a byte a
+    character: a non-ASCII character is one token character (Discord's ``\\d`` takes any digit)."""
+    for shape, plugin in ((_TELEGRAM_SHAPE, TelegramBotTokenDetector), (_DISCORD_SHAPE, DiscordBotTokenDetector)):
+        yield from ((at, plugin) for at in _finds(tokens, shape))
+
+
+def _twilio_hits(text: bytes) -> Iterator[tuple[int, type[BasePlugin]]]:
+    """Where Twilio's patterns match: ``AC`` or ``SK`` and 32 lower-case ASCII letters or digits."""
+    classes = text.translate(_TWILIO_CLASSES)
+    if b"AC" in classes or b"SK" in classes:
+        for shape in _TWILIO_SHAPES:
+            yield from ((at, TwilioKeyDetector) for at in _finds(classes, shape))
+
+
+def _finds(text: bytes, sub: bytes) -> Iterator[int]:
+    at = text.find(sub)
+    while at >= 0:
+        yield at
+        at = text.find(sub, at + 1)
 
 
 def _folded(text: bytes) -> bytes:
