@@ -134,7 +134,7 @@ def test_private_keys_in_code_or_cut_short_lose_every_line_of_their_body(text: s
 
 
 @pytest.mark.parametrize(("kind", "line"), sorted(PER_PLUGIN.items()))
-def test_each_plugin_finds_and_masks_its_kind(kind: str, line: str) -> None:
+def test_each_plugin_finds_and_masks_its_kind(kind: str, line: str, engine: str) -> None:
     masked, findings = mask_secrets(f"# config\n{line}\n".encode(), "app.cfg")
     assert (kind, 2) in [(f.kind, f.line) for f in findings]
     assert MASK in masked.decode().split("\n", 1)[1]
@@ -162,7 +162,17 @@ def test_code_full_of_hashes_and_uuids_comes_back_untouched() -> None:
     assert findings == [] and masked is data
 
 
-def test_the_prefilter_misses_nothing_a_scan_of_every_line_finds(planted: tuple[Path, dict[str, list[str]]]) -> None:
+@pytest.fixture(params=["aho-corasick", "hyperscan"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each prefilter in turn: Hyperscan where it is installed (x86-64 Linux), Aho-Corasick everywhere."""
+    if request.param == "hyperscan" and secrets._hyperscan() is None:
+        pytest.skip("hyperscan is not installed here (pyproject.toml installs it on x86-64 Linux only)")
+    monkeypatch.setattr(secrets, "prefilter_engine", lambda: request.param)
+    return str(request.param)
+
+
+def test_the_prefilter_misses_nothing_a_scan_of_every_line_finds(planted: tuple[Path, dict[str, list[str]]],
+                                                                 engine: str) -> None:
     """mask_secrets scans only the lines its prefilter keeps; find_secrets scans every line with every plugin."""
     root, values = planted
     corpus = [(name, (root / name).read_bytes()) for name in values]

@@ -35,21 +35,25 @@ publishing the value. The keyword plugin picks its patterns by file type; dotenv
 ``.env.local``, ``prod.env``), which detect-secrets does not recognise, are read as config files.
 
 Speed: the plugins' patterns are Python regular expressions run line by line, a few MB/s. A prefilter
-finds the lines that can hold a match, in a few passes over the file at C speed: every match of every
-plugin's patterns contains one of that plugin's ``HINTS`` (lower-case literals, found with one Aho-Corasick
-automaton over the file's ASCII-lower-cased bytes), or, for the three plugins without a literal
-(``LONG_TOKEN_PLUGINS``), the shape of their match in the file's bytes translated into classes of characters
-(``:`` then 35 letters, digits, ``_`` or ``-`` for a Telegram token, ...); only those lines are given to the plugin.
-Matches never span lines, so no line the plugins would flag is skipped (tests/record/test_secrets.py checks it
-against a scan of every line, and the patterns the hints were read from). The four characters that Python's
+finds the lines that can hold a match: every match of every plugin's patterns contains one of that plugin's
+``HINTS`` (lower-case literals, ASCII case aside), or, for the three plugins without a literal
+(``LONG_TOKEN_PLUGINS``), has a shape of letters and digits between ``:`` or ``.`` (``HYPERSCAN_SHAPES``);
+only those lines are given to the plugin. Two engines find them, the same lines: Hyperscan, all patterns in
+one pass, where its wheels exist (x86-64 Linux, the clusters: pyproject.toml installs it there), and elsewhere
+an Aho-Corasick automaton over the ASCII-lower-cased bytes plus substring searches for the shapes in the
+bytes translated into classes of characters. Matches never span lines, so no line the plugins would flag
+is skipped (tests/record/test_secrets.py checks both engines against a scan of every line, and the patterns
+the hints were read from). The four characters that Python's
 case-insensitive matching takes for ASCII letters (U+212A KELVIN SIGN, U+017F LONG S, U+0130 and U+0131
 dotted and dotless I) are made those letters before the hints are looked for.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
+import threading
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -226,14 +230,8 @@ def mask_secrets(data: bytes, path: str = "") -> tuple[bytes, list[Finding]]:
 
 def _candidate_lines(text: bytes) -> dict[int, tuple[int, int, tuple[BasePlugin, ...]]]:
     """The lines that can hold a match: 0-based index -> (first byte, end byte, the plugins to run on it)."""
-    automaton, owners = _automaton()
     folded = _folded(text)  # the same lines: an alias and its letter are on the same line
-    hinted = [(start, owners[index])
-              for index, start, _ in automaton.find_matches_as_indexes(folded.lower(), overlapping=True)]
-    groups = [(folded, hinted)]
-    tokens = text.translate(_TOKEN_CLASSES, _CONTINUATION_BYTES)  # one byte a character: the same lines
-    if _RUN in tokens:  # each of the three holds a run of 27 token characters (most files have none)
-        groups += [(tokens, list(_long_token_hits(tokens))), (text, list(_twilio_hits(text)))]
+    groups = _hits_hyperscan(folded) if prefilter_engine() == "hyperscan" else _hits_aho_corasick(text, folded)
     groups = [(coordinates, hits) for coordinates, hits in groups if hits]
     if not groups:
         return {}
@@ -253,7 +251,81 @@ def _candidate_lines(text: bytes) -> dict[int, tuple[int, int, tuple[BasePlugin,
     return {i: (*bounds[i], tuple(p for p in instances if type(p) in wanted)) for i, wanted in by_line.items()}
 
 
-def _plugins_by_line(text: bytes, hits: list[tuple[int, type[BasePlugin]]],
+Hits = list[tuple[int, type[BasePlugin]]]  # (a byte of the match, its plugin)
+
+
+def _hits_aho_corasick(text: bytes, folded: bytes) -> list[tuple[bytes, Hits]]:
+    """The hints with one Aho-Corasick automaton over the lower-cased text; the shapes of the plugins without a
+    literal by substring searches in the text translated into classes of characters. Each group of hits comes
+    with the text its positions are in."""
+    automaton, owners = _automaton()
+    hinted = [(start, owners[index])
+              for index, start, _ in automaton.find_matches_as_indexes(folded.lower(), overlapping=True)]
+    groups = [(folded, hinted)]
+    tokens = text.translate(_TOKEN_CLASSES, _CONTINUATION_BYTES)  # one byte a character: the same lines
+    if _RUN in tokens:  # each of the three holds a run of 27 token characters (most files have none)
+        groups += [(tokens, list(_long_token_hits(tokens))), (text, list(_twilio_hits(text)))]
+    return groups
+
+
+def _hits_hyperscan(folded: bytes) -> list[tuple[bytes, Hits]]:
+    """The hints (caseless literals) and the shapes of the plugins without a literal, in one Hyperscan pass over
+    the text: a match is reported by its end, whose last byte is on the match's line (no pattern crosses one)."""
+    database, owners = _hyperscan_database()
+    hits: Hits = []
+    database.scan(folded, match_event_handler=lambda index, _start, end, _flags, _context: hits.append(
+        (end - 1, owners[index])), scratch=_hyperscan_scratch(database))
+    return [(folded, hits)]
+
+
+def prefilter_engine() -> str:
+    """``hyperscan`` where it is installed (pyproject.toml installs it on x86-64 Linux, the clusters), else
+    ``aho-corasick``: the same lines either way (the tests check both)."""
+    return "hyperscan" if _hyperscan() is not None else "aho-corasick"
+
+
+@lru_cache(maxsize=1)
+def _hyperscan() -> Any:
+    try:
+        return importlib.import_module("hyperscan")
+    except ImportError:  # not on this platform: the Aho-Corasick prefilter
+        return None
+
+
+# The shapes of LONG_TOKEN_PLUGINS' matches as Hyperscan patterns over bytes: a non-ASCII byte counts as a token
+# character, and Discord's 6 characters are 6 to 24 bytes (its \d takes any digit, up to 4 bytes in UTF-8).
+_TOKEN = rb"[0-9A-Za-z_\x80-\xff-]"
+HYPERSCAN_SHAPES: tuple[tuple[bytes, type[BasePlugin]], ...] = (
+    (rb":" + _TOKEN + rb"{35}", TelegramBotTokenDetector),
+    (rb"\." + _TOKEN + rb"{6,24}\." + _TOKEN + rb"{27}", DiscordBotTokenDetector),
+    (rb"AC[a-z0-9]{32}", TwilioKeyDetector),
+    (rb"SK[a-z0-9]{32}", TwilioKeyDetector),
+)
+
+
+@lru_cache(maxsize=1)
+def _hyperscan_database() -> tuple[Any, tuple[type[BasePlugin], ...]]:
+    hs = _hyperscan()
+    literals = [(re.escape(hint).encode("ascii"), plugin) for plugin, hints in HINTS.items() for hint in hints]
+    patterns = literals + list(HYPERSCAN_SHAPES)
+    database = hs.Database(mode=hs.HS_MODE_BLOCK)
+    database.compile(expressions=[p for p, _ in patterns], ids=list(range(len(patterns))), elements=len(patterns),
+                     flags=[hs.HS_FLAG_CASELESS] * len(literals) + [0] * len(HYPERSCAN_SHAPES))
+    return database, tuple(plugin for _, plugin in patterns)
+
+
+_THREAD = threading.local()
+
+
+def _hyperscan_scratch(database: Any) -> Any:
+    """A scratch space per thread: Hyperscan refuses two scans at once in one."""
+    scratch = getattr(_THREAD, "scratch", None)
+    if scratch is None:
+        scratch = _THREAD.scratch = database.scratch.clone()
+    return scratch
+
+
+def _plugins_by_line(text: bytes, hits: Hits,
                      bounds: dict[int, tuple[int, int]] | None = None) -> dict[int, set[type[BasePlugin]]]:
     """Each hit's line (the count of newlines before its position) and the plugins hinted there; with ``bounds``,
     each line's first and end byte too."""
