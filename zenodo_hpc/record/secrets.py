@@ -85,7 +85,6 @@ from detect_secrets.util.filetype import FileType, determine_file_type
 MASK = "*"  # ASCII: a masked file keeps its narrowest image type (uint8 for ASCII code), and it reads as "hidden"
 KEEP = frozenset("\t\n\r")  # never masked: a tab is tab_width cells wide, a newline ends a line
 PRIVATE_KEY = PrivateKeyDetector.secret_type
-KEYWORD = keyword.KeywordDetector.secret_type
 
 PLUGINS: tuple[type[BasePlugin], ...] = (
     AWSKeyDetector, AzureStorageKeyDetector, BasicAuthDetector, DiscordBotTokenDetector, GitHubTokenDetector,
