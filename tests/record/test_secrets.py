@@ -239,3 +239,13 @@ def test_a_masked_line_tells_nothing_of_the_value_but_its_length() -> None:
 def test_files_without_candidates_are_not_copied() -> None:
     data = "".join(string.ascii_letters[i % 52] for i in range(5000)).encode()
     assert mask_secrets(data, "letters.txt")[0] is data
+
+
+def test_a_key_cut_short_is_masked_past_its_headers_and_up_to_the_code_after_it() -> None:
+    body = "MIIEpAIBAAKCAQEA7bq98Yz3Xk2LmQwErTyMIIEpAIBAAKCAQEA7bq98Yz3Xk2LmQ"
+    text = (f"-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,3F17F5316E2BAC89\n\n"
+            f"{body}\n{body[:40]}\n\nprint('done')\n")
+    masked, findings = mask_secrets(text.encode(), "notes.txt")
+    lines = masked.decode().split("\n")
+    assert [f.kind for f in findings] == ["Private Key"] and body[:20] not in masked.decode()
+    assert lines[0] == "-----BEGIN RSA PRIVATE KEY-----" and lines[-2] == "print('done')"

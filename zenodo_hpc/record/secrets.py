@@ -470,7 +470,7 @@ def _key_block(lines: Any, first: int, after: int) -> Iterator[tuple[int, int, i
             return
     yield first, after, len(head)
     for j in range(first + 1, len(lines)):
-        if not _KEY_LIKE.fullmatch(lines[j]) or not lines[j].strip():
+        if not _KEY_LIKE.fullmatch(lines[j]):  # blank lines too are key material (after PEM headers)
             return
         yield j, 0, len(lines[j])
 
