@@ -18,7 +18,7 @@ import subprocess
 import sysconfig
 import tarfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -489,3 +489,79 @@ def search_double(double: Any, token: str | None = None, **params: object) -> An
     """The double's ``/records`` search with these query parameters, as a Bearer of ``token`` if one is given."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return http_get(f"{double.api_url}/records", params=params, headers=headers)
+
+
+# --- fake credentials planted in real-looking files (tests/record/test_secrets.py, test_process.py, organize) -----
+
+def _fake(prefix: str, alphabet: str, length: int) -> str:
+    """A credential-shaped value: ``prefix`` then ``length`` characters cycling through ``alphabet`` (fake)."""
+    return prefix + (alphabet * (length // len(alphabet) + 1))[:length]
+
+
+# Real-shaped, fake credentials, each in the form its provider documents (AWS's, Slack's and jwt.io's are
+# their documentation's own examples), keyed by the kind detect-secrets 1.5.0 names them with.
+FAKE_CREDENTIALS = {
+    "AWS Access Key": ["AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"],
+    "GitHub Token": [_fake("ghp_", "aZ3kQ9xW7mB2nV5c", 36)],
+    "GitLab Token": [_fake("glpat-", "Xy7Kp2Qm9Rt4Lw", 20)],
+    "Slack Token": ["https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"],
+    "Stripe Access Key": [_fake("sk_live_", "4eC39HqLyjWDarjtT1zdp7dc", 24)],
+    "Basic Auth Credentials": ["s3cr3t-Passw0rd"],
+    "JSON Web Token": ["eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwia"
+                       "WF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"],
+    "Secret Keyword": ["Zx9-qT4mLw2", "hunter2isweak"],
+    "Twilio API Key": [_fake("SK", "0123456789abcdef", 32)],
+    "Azure Storage Account access key": [_fake("", "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsu", 86) + "=="],
+}
+PEM_BODY = [_fake("", "MIIEpAIBAAKCAQEA7bq98Yz3Xk2LmQwErTy", 64) for _ in range(5)] + ["Qk9hXW1zT2VwS2V5Cg=="]
+
+
+def plant_credentials(root: Path) -> dict[str, list[str]]:
+    """Write real-looking files holding fake credentials under ``root``; {file's path under root: its values}.
+
+    A .env, a config.yaml with a password, a Python file with an AWS key pair, a PEM private key, a GitHub token
+    in a CI script, a Slack webhook in a notifier, and more in a settings module."""
+    c = FAKE_CREDENTIALS
+    aws_id, aws_secret = c["AWS Access Key"]
+    files = {
+        ".env": (f"DATABASE_URL=postgres://app:{c['Basic Auth Credentials'][0]}@db.example.org:5432/app\n"
+                 f"PASSWORD={c['Secret Keyword'][1]}\nDEBUG=false\n", [c["Basic Auth Credentials"][0],
+                                                                        c["Secret Keyword"][1]]),
+        "config.yaml": (f"database:\n  host: db.example.org\n  user: app\n  password: {c['Secret Keyword'][0]}\n"
+                        "  pool: 5\n", [c["Secret Keyword"][0]]),
+        "upload/s3.py": ('"""Upload results to S3."""\nimport boto3\n\n'
+                         f'AWS_ACCESS_KEY_ID = "{aws_id}"\naws_secret_access_key = "{aws_secret}"\n\n\n'
+                         "def client():\n    return boto3.client('s3')\n", [aws_id, aws_secret]),
+        "keys/deploy_key.pem": ("-----BEGIN RSA PRIVATE KEY-----\n" + "\n".join(PEM_BODY)
+                                + "\n-----END RSA PRIVATE KEY-----\n", PEM_BODY),
+        "ci/release.sh": (f"#!/bin/sh\nset -e\ncurl -H 'Authorization: token {c['GitHub Token'][0]}' \\\n"
+                          "    https://api.github.com/repos/o/r/releases\n", c["GitHub Token"]),
+        "notify.py": (f'import requests\n\nWEBHOOK = "{c["Slack Token"][0]}"\n\n\ndef send(text):\n'
+                      "    requests.post(WEBHOOK, json={'text': text})\n", c["Slack Token"]),
+        "settings.py": (f'STRIPE = "{c["Stripe Access Key"][0]}"\nGITLAB = "{c["GitLab Token"][0]}"\n'
+                        f'TWILIO = "{c["Twilio API Key"][0]}"\nTOKEN = "{c["JSON Web Token"][0]}"\n'
+                        f'AZURE = "DefaultEndpointsProtocol=https;AccountName=acct;'
+                        f'AccountKey={c["Azure Storage Account access key"][0]};EndpointSuffix=core.windows.net"\n',
+                        [c["Stripe Access Key"][0], c["GitLab Token"][0], c["Twilio API Key"][0],
+                         c["JSON Web Token"][0], c["Azure Storage Account access key"][0]]),
+    }
+    for name, (text, _) in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text, encoding="utf-8")
+    return {name: values for name, (_, values) in files.items()}
+
+
+def image_rows(images: Any) -> list[str]:
+    """Every row of code images ((n, h, w) or (h, w) arrays of code points) as text, trailing pad dropped."""
+    import numpy as np
+
+    rows = np.asarray(images).reshape(-1, np.asarray(images).shape[-1])
+    return ["".join(map(chr, row)).rstrip(" ") for row in rows.tolist()]
+
+
+def leaked(texts: Iterable[str], values: Iterable[str], window: int = 12) -> list[str]:
+    """The values of which some ``window`` characters (the whole value if shorter) appear in one of ``texts``:
+    a row of an image holds at most its first 80 characters of a line, so a value is looked for piece by piece."""
+    pieces = {v[i:i + window]: v for v in values for i in range(max(1, len(v) - window + 1))}
+    found = {value for text in texts for piece, value in pieces.items() if piece in text}
+    return sorted(v[:4] + "..." for v in found)  # never the whole value, even in a failing test's message

@@ -483,6 +483,33 @@ def test_a_record_folder_with_a_newline_in_its_name_is_refused(finished_run, tmp
         odd.rmdir()
 
 
+def test_no_planted_credential_reaches_a_png(tmp_path: Path) -> None:
+    """Credentials planted in a record's code are masked when it is processed: organize's PNGs, made from the
+    h5, hold none of them (each PNG decoded back to its rows of text)."""
+    from helpers import image_rows, leaked, plant_credentials
+
+    cfg = config_from_dict({"run": {"scratch": str(tmp_path), "name": "r"}})
+    run = open_run(cfg)
+    folder = tmp_path / "sources" / "demo-7-1a2b3c"
+    folder.mkdir(parents=True)
+    shutil.copy(STDLIB / "textwrap.py", folder / "textwrap.py")
+    planted = plant_credentials(folder)
+    values = [value for file_values in planted.values() for value in file_values]
+    hit = {"id": 7, "doi": "10.5281/zenodo.7", "metadata": {"title": "demo 7"}}
+    process_sources("7", [(folder, "")], run.data, cfg, hit=hit, source_info={"kind": "local"})
+    mark_done(run, "7", {})
+    append_records(run.records, [hit])
+    out = tmp_path / "out"
+    organize(run.root, out, extensions=["py", "yaml", "pem", "sh"], workers=1, progress=False)
+    rows = read_index(out)
+    assert {row["file_path"] for row in rows} == {"demo-7-1a2b3c/" + name for name in
+                                                  ("textwrap.py", "config.yaml", "keys/deploy_key.pem", "ci/release.sh",
+                                                   "notify.py", "settings.py", "upload/s3.py")}
+    texts = [line for row in rows for line in image_rows(pixels(out / row["png"])[1])]
+    assert any("-----BEGIN RSA PRIVATE KEY-----" in line for line in texts)  # the PNGs were read as text
+    assert leaked(texts, values) == []
+
+
 # --- licenses ------------------------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
 import tarfile
@@ -52,7 +53,8 @@ def test_real_zip_gives_four_files_that_read_back_equal_to_rasterize(tmp_path: P
 def test_tree_records_every_file_with_hash_segments_or_reason(source_tree: Path, tmp_path: Path) -> None:
     result = process_path(source_tree, tmp_path / "data", Config(), record_id="42")
     meta = load_metadata(result.written.folder)
-    assert set(meta) == {"hit", "tree", "source", "stats", "tool"}
+    assert set(meta) == {"hit", "tree", "source", "stats", "tool", "masked"}
+    assert meta["masked"] == [] and meta["stats"]["masked"] == 0  # the json package holds no credential
     files = dict(iter_tree_files(meta["tree"]))
     top = "demo-json-1a2b3c4"
     assert f"{top}/.git/HEAD" not in files and f"{top}/.gitignore" in files
@@ -359,3 +361,64 @@ def test_a_failure_after_extraction_leaves_no_temporary_folder(tmp_path: Path, m
         process_path(deep_tar(tmp_path / "deep.tar"), tmp_path / "data", Config(), record_id="15", tmp_dir=scratch)
     assert list(scratch.iterdir()) == []
     assert list(ram_root.iterdir()) == []
+
+
+def test_process_masks_planted_credentials_in_every_output(tmp_path: Path) -> None:
+    """`zenodo-hpc process` on an archive with credentials planted among real code: the h5's and the pickle's
+    images (decoded back to text) and the metadata hold none of them; the metadata lists where they were."""
+    from helpers import image_rows, leaked, plant_credentials
+
+    from zenodo_hpc.cli import main
+
+    top = tmp_path / "src" / "app-1.0"
+    shutil.copytree(stdlib_package("json"), top / "json", ignore=shutil.ignore_patterns("__pycache__"))
+    planted = plant_credentials(top)
+    values = [value for file_values in planted.values() for value in file_values]
+    originals = {f"app-1.0/{name}": (top / name).read_bytes() for name in planted}
+    assert all(leaked(image_rows(rasterize(data)), planted[name[8:]]) for name, data in originals.items())
+    config = tmp_path / "c.yaml"
+    config.write_text("output:\n  formats: [h5, pkl]\n")
+    assert main(["process", str(zip_folder(top, tmp_path / "app.zip")), "--out", str(tmp_path / "out"), "--id", "7",
+                 "-c", str(config)]) == 0
+    folder = tmp_path / "out" / "7"
+    h5_images, pkl_images = load_images(folder / "images_7.h5"), load_images(folder / "images_7.pkl")
+    assert set(originals) <= set(h5_images) and h5_images.keys() == pkl_images.keys()
+    for path, images in h5_images.items():
+        np.testing.assert_array_equal(images, pkl_images[path])
+        assert leaked(image_rows(images), values) == [], path
+    meta = load_metadata(folder / "metadata_7.json")
+    raw = [(folder / name).read_bytes().decode("latin-1") for name in ("metadata_7.json", "metadata_7.pkl")]
+    assert leaked(raw, values) == []
+    assert meta == load_metadata(folder / "metadata_7.pkl")
+    masked = meta["masked"]
+    assert {(m["file"], m["kind"]) for m in masked} >= {("app-1.0/keys/deploy_key.pem", "Private Key"),
+                                                         ("app-1.0/upload/s3.py", "AWS Access Key"),
+                                                         ("app-1.0/.env", "Secret Keyword"),
+                                                         ("app-1.0/config.yaml", "Secret Keyword"),
+                                                         ("app-1.0/ci/release.sh", "GitHub Token"),
+                                                         ("app-1.0/notify.py", "Slack Token")}
+    assert all(set(m) == {"kind", "file", "line"} and m["line"] >= 1 for m in masked)
+    assert meta["stats"]["masked"] == len(masked)
+    assert {m["file"] for m in masked} == set(originals)  # the json package's code is left alone
+    node = meta["tree"]["children"]["app-1.0"]["children"]["config.yaml"]
+    assert node["masked"] == 1 and node["sha256"] != hashlib.sha256(originals["app-1.0/config.yaml"]).hexdigest()
+    json_node = meta["tree"]["children"]["app-1.0"]["children"]["json"]["children"]["decoder.py"]
+    assert json_node["sha256"] == hashlib.sha256((top / "json" / "decoder.py").read_bytes()).hexdigest()
+
+
+def test_a_file_whose_masking_fails_is_skipped_never_rasterized_unmasked(source_tree: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    real = process_module.mask_secrets
+
+    def failing(data: bytes, path: str = "") -> Any:
+        if path.endswith("decoder.py"):
+            raise RecursionError("the line that held password = 'hunter2'")
+        return real(data, path)
+
+    monkeypatch.setattr(process_module, "mask_secrets", failing)
+    result = process_path(source_tree, tmp_path / "data", Config(), record_id="5")
+    meta = load_metadata(result.written.folder)
+    node = meta["tree"]["children"]["demo-json-1a2b3c4"]["children"]["json"]["children"]["decoder.py"]
+    assert node["skipped"] == "error: masking credentials failed (RecursionError)" and "segments" not in node
+    assert "demo-json-1a2b3c4/json/decoder.py" not in load_images(result.written.folder)
+    assert meta["stats"]["skipped"]["error"] == 1 and "hunter2" not in json.dumps(meta)

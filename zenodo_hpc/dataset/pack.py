@@ -415,8 +415,10 @@ One line of JSON: `hit` (the Zenodo record, as its API returned it), `tree` (eve
 record's code: `{{"type": "dir", "children": {{name: node}}}}`, a file with its `size`, `sha256` and
 `segments` (its images), or `skipped` and why), `source` (where the code came from: `kind` `zenodo` or
 `github`, `url`, the `archives` and `loose` files with their md5 `checksum`, what was `not_fetched`), `stats`
-(`files`, `rasterized`, `skipped` by reason, `segments`, `bytes_rasterized`) and `tool` (the zenodo-hpc
-version and the sha256 of its configuration).
+(`files`, `rasterized`, `skipped` by reason, `segments`, `bytes_rasterized`, `masked`), `tool` (the zenodo-hpc
+version and the sha256 of its configuration) and `masked`: the credentials found in the code (`kind`, `file`,
+`line`; never the value). Their characters were replaced one for one by `*` before rasterizing, so no file of
+this image holds them; a file with credentials masked has the `size` and `sha256` of its masked text.
 
 """
 

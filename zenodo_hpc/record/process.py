@@ -29,6 +29,7 @@ from ..core.errors import UserError
 from .extract import ARCHIVE_SUFFIXES, ExtractStats, OverFootprint, choose_memory_root, extract_archive
 from .leftovers import record_tmp
 from .raster import rasterize_many, rasterize_narrow
+from .secrets import mask_secrets
 from .store import WrittenRecord, check_record_id, write_record
 from .walk import (
     DUPLICATE_PATH,
@@ -58,6 +59,7 @@ class RecordStats:
     skipped: dict[str, int] = field(default_factory=dict)
     segments: int = 0
     bytes_rasterized: int = 0
+    masked: int = 0  # credentials masked (docs/formats.md, "Credentials")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -66,6 +68,7 @@ class RecordStats:
             "skipped": dict(sorted(self.skipped.items())),
             "segments": self.segments,
             "bytes_rasterized": self.bytes_rasterized,
+            "masked": self.masked,
         }
 
 
@@ -74,6 +77,7 @@ class RasterizedRecord:
     images: dict[str, np.ndarray]
     tree: dict[str, Any]
     stats: RecordStats
+    masked: list[dict[str, Any]] = field(default_factory=list)  # {kind, file, line} of each credential masked
 
 
 @dataclass
@@ -105,7 +109,7 @@ def rasterize_tree(roots: Iterable[WalkRoot | tuple[Path, str]], raster: RasterC
     tree = new_tree()
     stats = RecordStats()
     skipped: Counter[str] = Counter()
-    pending = _PendingImages(raster, {}, stats, skipped)
+    pending = _PendingImages(raster, {}, stats, skipped, [])
     for folder, prefix, extracted in (WalkRoot(*root) for root in roots):
         dirs, others = list_entries(folder, prefix)  # one listing: the folders, then every other entry
         for key, reason in dirs:
@@ -123,7 +127,7 @@ def rasterize_tree(roots: Iterable[WalkRoot | tuple[Path, str]], raster: RasterC
             _take_extraction_skips(extracted, prefix, tree, pending)
     pending.flush()
     stats.skipped = dict(skipped)
-    return RasterizedRecord(images=pending.images, tree=sort_tree(tree), stats=stats)
+    return RasterizedRecord(images=pending.images, tree=sort_tree(tree), stats=stats, masked=pending.masked)
 
 
 class _PendingImages:
@@ -131,11 +135,14 @@ class _PendingImages:
     record) by :func:`rasterize_many`, then their images stored and their tree nodes and stats completed.
 
     Per file, numpy's fixed cost is most of a small file's rasterizing; a batch pays it once. Holding at
-    most BATCH_BYTES of text, it changes a record's memory by little."""
+    most BATCH_BYTES of text, it changes a record's memory by little.
+
+    Each file's credentials are masked first (:func:`~zenodo_hpc.record.secrets.mask_secrets`), so that no
+    image holds one; ``masked`` collects where they were (kind, file, line: never the value)."""
 
     def __init__(self, raster: RasterConfig, images: dict[str, np.ndarray], stats: RecordStats,
-                 skipped: Counter[str]) -> None:
-        self.raster, self.images, self.stats, self.skipped = raster, images, stats, skipped
+                 skipped: Counter[str], masked: list[dict[str, Any]]) -> None:
+        self.raster, self.images, self.stats, self.skipped, self.masked = raster, images, stats, skipped, masked
         self._files: list[tuple[WalkedFile, dict[str, Any]]] = []
         self._bytes = 0
 
@@ -147,18 +154,19 @@ class _PendingImages:
             self.flush()
 
     def flush(self) -> None:
-        files, self._files, self._bytes = self._files, [], 0
+        waiting, self._files, self._bytes = self._files, [], 0
+        files = [(entry, node, text) for entry, node in waiting if (text := self._masked(entry, node)) is not None]
         if not files:
             return
         geometry = self.raster.layout()
         try:
-            arrays: list[np.ndarray | None] = list(rasterize_many([e.data or b"" for e, _ in files], **geometry))
+            arrays: list[np.ndarray | None] = list(rasterize_many([text for _, _, text in files], **geometry))
         except Exception:  # find the file at fault: one file's error never stops the record
             arrays = [None] * len(files)
-        for (entry, node), array in zip(files, arrays, strict=True):
+        for (entry, node, text), array in zip(files, arrays, strict=True):
             if array is None:
                 try:
-                    array = rasterize_narrow(entry.data or b"", **geometry)
+                    array = rasterize_narrow(text, **geometry)
                 except Exception as exc:
                     del node["segments"]
                     node["skipped"] = f"error: {type(exc).__name__}: {exc}"
@@ -169,6 +177,26 @@ class _PendingImages:
             self.stats.rasterized += 1
             self.stats.segments += int(array.shape[0])
             self.stats.bytes_rasterized += entry.size or 0
+
+    def _masked(self, entry: WalkedFile, node: dict[str, Any]) -> bytes | None:
+        """The file's text with its credentials masked, or None (and the file skipped) if masking failed: a file
+        is never rasterized unmasked. A masked file's node gets ``masked`` (how many) and the ``size`` and
+        ``sha256`` of the masked text: the original's sha256 would let a short password be found by trying
+        every candidate against it, the rest of the text being known."""
+        try:
+            text, findings = mask_secrets(entry.data or b"", entry.key)
+        except Exception as exc:  # the type only: a message could quote the line it failed on
+            node.pop("segments", None)
+            node["skipped"] = f"error: masking credentials failed ({type(exc).__name__})"
+            self.skipped[skip_category(node["skipped"])] += 1
+            return None
+        if findings:
+            places = list(dict.fromkeys((f.kind, f.line) for f in findings))
+            self.masked += [{"kind": kind, "file": entry.key, "line": line} for kind, line in places]
+            self.stats.masked += len(places)
+            node["size"], node["sha256"] = len(text), hashlib.sha256(text).hexdigest()
+            node["masked"] = len(places)
+        return text
 
 
 def _take_entry(entry: WalkedFile, tree: dict[str, Any], pending: _PendingImages) -> None:
@@ -210,7 +238,7 @@ def add_loose_files(record: RasterizedRecord, loose: Iterable[tuple[str, Path]],
     """
     tree, stats = record.tree, record.stats
     skipped: Counter[str] = Counter(stats.skipped)
-    pending = _PendingImages(raster, record.images, stats, skipped)
+    pending = _PendingImages(raster, record.images, stats, skipped, record.masked)
     for key, path in loose:
         try:
             info = os.lstat(path)
@@ -223,7 +251,7 @@ def add_loose_files(record: RasterizedRecord, loose: Iterable[tuple[str, Path]],
         _take_entry(WalkedFile(key, "file", skipped=reason), tree, pending)
     pending.flush()
     stats.skipped = dict(skipped)
-    return RasterizedRecord(images=record.images, tree=sort_tree(tree), stats=stats)
+    return RasterizedRecord(images=record.images, tree=sort_tree(tree), stats=stats, masked=record.masked)
 
 
 def tool_info(cfg: Config) -> dict[str, str]:
@@ -307,6 +335,7 @@ def process_sources(
         "source": source_info,
         "stats": record.stats.to_dict(),
         "tool": tool_info(cfg),
+        "masked": record.masked,
     }
     written = write_record(Path(data_dir), record_id, record.images, metadata,
                            formats=cfg.output.formats, raster_attrs=cfg.raster.layout(),
