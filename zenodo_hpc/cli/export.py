@@ -1,5 +1,5 @@
-"""``zenodo-hpc organize`` and ``publish kaggle``: the images by language, and that export shared
-(dataset/organize.py, dataset/publish.py)."""
+"""``zenodo-hpc organize``, ``publish kaggle`` and ``publish huggingface``: the images by language, that export
+shared (dataset/organize.py, dataset/publish.py), and a dataset folder released on the Hub (dataset/hub.py)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ def cmd_organize(args: argparse.Namespace) -> int:
 
 
 def add_publish(parser: argparse.ArgumentParser) -> None:
-    parser.description = "Publish an export made by `zenodo-hpc organize`."
+    parser.description = ("Publish an export: made by `zenodo-hpc organize` (kaggle), or a dataset folder made by "
+                          "`zenodo-hpc export` (huggingface).")
     targets = parser.add_subparsers(dest="target", metavar="TARGET")
     targets.required = True
     kaggle = targets.add_parser(
@@ -70,6 +71,41 @@ def add_publish(parser: argparse.ArgumentParser) -> None:
     kaggle.add_argument("--public", action="store_true", help="make the dataset public (default: private)")
     kaggle.add_argument("--version-notes", metavar="TEXT", help="notes of a new version (required when it exists)")
     kaggle.set_defaults(func=cmd_publish_kaggle)
+    add_publish_huggingface(targets)
+
+
+def add_publish_huggingface(targets: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    hub = targets.add_parser(
+        "huggingface",
+        help="publish a dataset folder as a release of a Hugging Face dataset repository (private unless --public)",
+        description=(
+            "Upload a dataset folder (DIR: README.md, the dataset card, and the files under data/) to the Hugging "
+            "Face Hub through the official client (the huggingface extra: python -m pip install "
+            "'huggingface_hub>=2.5,<2.6'). Checks the folder, --repo and --tag before any network call. Creates "
+            "the dataset repository when it does not exist (private unless --public), then makes one commit on "
+            "main holding exactly the folder (files the previous release had and the folder has not are "
+            "deleted; older releases stay whole at their tags) and tags it. Uploads go through git LFS (not "
+            "Xet). A failed upload: run the same command again, it sends only what the Hub lacks. Token: "
+            "HF_TOKEN, else the one `hf auth login` stored; sent only to the Hub (HF_ENDPOINT, default "
+            "https://huggingface.co), never printed."
+        ),
+    )
+    hub.add_argument("folder", metavar="DIR", help="the dataset folder: README.md and data/")
+    hub.add_argument("--repo", required=True, metavar="OWNER/NAME", help="the dataset repository, e.g. alice/zenodo-ml")
+    hub.add_argument("--public", action="store_true", help="make a new repository public (default: private)")
+    hub.add_argument("--tag", metavar="TAG",
+                     help="the release's tag (default: the UTC date, 2026.12.07, then 2026.12.07.2, ...)")
+    hub.add_argument("--message", metavar="TEXT", help="the commit message (default: Release TAG)")
+    hub.set_defaults(func=cmd_publish_huggingface)
+
+
+def cmd_publish_huggingface(args: argparse.Namespace) -> int:
+    from ..dataset.hub import format_summary, publish_huggingface
+
+    result = publish_huggingface(Path(args.folder), args.repo, public=args.public, tag=args.tag,
+                                 message=args.message)
+    print(format_summary(result))
+    return 0
 
 
 def cmd_publish_kaggle(args: argparse.Namespace) -> int:
