@@ -273,6 +273,7 @@ HINT = "pip install 'kaggle' six"  # the kaggle extra, from PyPI (zenodo-hpc is 
 
 def test_the_install_hints_name_their_extras_packages() -> None:
     """Each error that says what to install names the packages of its extra, pinned as pyproject.toml pins them."""
+    from zenodo_hpc.dataset.hub import INSTALL_HINT as HUB_HINT
     from zenodo_hpc.dataset.image import INSTALL_HINT as IMAGE_HINT
     from zenodo_hpc.dataset.publish import INSTALL_HINT as KAGGLE_HINT
     from zenodo_hpc.record.store import HDF5PLUGIN_HINT
@@ -280,7 +281,8 @@ def test_the_install_hints_name_their_extras_packages() -> None:
 
     pins = extras()
     for extra, hint in (("image", IMAGE_HINT), ("kaggle", KAGGLE_HINT), ("hdf5plugin", HDF5PLUGIN_HINT),
-                        ("report", MPL_HINT)):
+                        ("report", MPL_HINT),
+                        ("huggingface", HUB_HINT)):
         command = hint.split("pip install ", 1)[1]
         assert sorted(shlex.split(command)) == sorted(pins[extra]), extra
 

@@ -45,7 +45,7 @@ def cmd_organize(args: argparse.Namespace) -> int:
 
 def add_publish(parser: argparse.ArgumentParser) -> None:
     parser.description = ("Publish an export: made by `zenodo-hpc organize` (kaggle), or a dataset folder made by "
-                          "`zenodo-hpc export` (huggingface).")
+                          "the Parquet export (huggingface).")
     targets = parser.add_subparsers(dest="target", metavar="TARGET")
     targets.required = True
     kaggle = targets.add_parser(
@@ -74,7 +74,7 @@ def add_publish(parser: argparse.ArgumentParser) -> None:
     add_publish_huggingface(targets)
 
 
-def add_publish_huggingface(targets: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_publish_huggingface(targets: argparse._SubParsersAction) -> None:
     hub = targets.add_parser(
         "huggingface",
         help="publish a dataset folder as a release of a Hugging Face dataset repository (private unless --public)",

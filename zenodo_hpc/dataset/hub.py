@@ -103,7 +103,7 @@ def check_folder(folder: Path) -> list[tuple[str, Path]]:
     """The files to publish, ``(path in the repository, local path)``: ``README.md`` and everything under
     ``data/``. Refuses what would otherwise be left out silently or uploaded from elsewhere."""
     if not folder.is_dir():
-        raise UserError(f"{folder} is not a folder: run `zenodo-hpc export RUN_DIR --out {folder}` first")
+        raise UserError(f"{folder} is not a folder: write the dataset folder (README.md and data/) first")
     if not (folder / CARD).is_file():
         raise UserError(f"{folder} has no {CARD} (the dataset card): it is not a dataset folder")
     others = sorted(p.name for p in folder.iterdir() if p.name not in (CARD, DATA) and not p.name.startswith("."))
@@ -231,6 +231,9 @@ def _token() -> str:
 
 def _error(what: str, exc: BaseException, redact: Redactor) -> UserError:
     message = " ".join(redact(exc).split()) or type(exc).__name__
+    if getattr(getattr(exc, "response", None), "status_code", None) == 401:
+        return UserError(f"{what}: the Hub refused the token (401): set HF_TOKEN to a token with write access, "
+                         "or run `hf auth login`")
     return UserError(f"{what}: {message[:400]}; nothing is lost: run the same command again to resume")
 
 
