@@ -244,3 +244,25 @@ def test_the_token_stored_by_hf_auth_login_is_used(hub: HubDouble, tmp_path: Pat
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(stored))
     publish(make_folder(tmp_path))
     assert hub.requests and all(r.authorized for r in hub.requests if not r.path.startswith("/storage/"))
+
+
+def test_a_refused_commit_is_made_by_the_rerun_without_uploading_again(hub: HubDouble, tmp_path: Path) -> None:
+    folder = make_folder(tmp_path)
+    hub.fail("POST", "commit")
+    with pytest.raises(UserError, match="run the same command again"):
+        publish(folder, tag="v1")
+    assert len(hub.repos[REPO].commits) == 1 and len(hub.puts) == 2  # uploaded, not committed
+    result = publish(folder, tag="v1")
+    assert len(hub.puts) == 2 and len(hub.repos[REPO].commits) == 2 and hub.repos[REPO].tags == {"v1": result.commit}
+
+
+def test_a_commit_left_untagged_is_tagged_by_the_rerun(hub: HubDouble, tmp_path: Path) -> None:
+    folder = make_folder(tmp_path)
+    hub.fail("POST", "tag")
+    with pytest.raises(UserError, match="tagging the commit"):
+        publish(folder, tag="v1")
+    repo = hub.repos[REPO]
+    assert len(repo.commits) == 2 and repo.tags == {}
+    again = publish(folder, tag="v1")
+    assert len(repo.commits) == 2 and repo.tags == {"v1": repo.branches["main"]}
+    assert not again.committed and again.tagged

@@ -29,7 +29,8 @@ JavaScript client types them (huggingface.js ``packages/hub/src/types/api/api-co
 
 Every API request must carry ``Authorization: Bearer <token>`` (401 otherwise); every request is recorded
 (:class:`Request`, with whether the token came, never the token). :meth:`HubDouble.fail_upload` makes the next
-storage ``PUT`` of one file fail (403, as a storage URL refuses an expired signature); ``elsewhere`` sends the
+storage ``PUT`` of one file fail (403, as a storage URL refuses an expired signature), :meth:`HubDouble.fail`
+the next API call of a kind; ``elsewhere`` sends the
 ``verify`` action, or a redirect of it, to another origin.
 """
 
@@ -55,7 +56,7 @@ DEFAULT_GITATTRIBUTES = "".join(
     f"{pattern} filter=lfs diff=lfs merge=lfs -text\n"
     for pattern in ("*.7z", "*.arrow", "*.bin", "*.gz", "*.h5", "*.npy", "*.parquet", "*.tar", "*.zip", "*.zst")
 )
-LFS_SIZE = 10 * 1024 * 1024  # from this size on, a file goes to LFS whatever its name
+LFS_SIZE = 10 * 1000 * 1000  # from this size on, a file goes to LFS whatever its name (tests/fixtures/hf/SOURCES.md)
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ class HubDouble:
         self.elsewhere: str | None = None  # another origin: the verify action points there (see verify_redirect)
         self.verify_redirect = False  # True: the verify action is ours, answered by a 307 to ``elsewhere``
         self._fail: dict[str, int] = {}  # sha256 -> storage PUTs still to refuse
+        self._faults: dict[tuple[str, str], tuple[int, int]] = {}  # (method, action) -> (status, times left)
         self._parts: dict[str, dict[int, bytes]] = {}
         self._lock = threading.RLock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -136,6 +138,12 @@ class HubDouble:
         """Refuse the next ``times`` storage PUTs of these bytes (403, as an expired presigned URL)."""
         with self._lock:
             self._fail[hashlib.sha256(data).hexdigest()] = times
+
+    def fail(self, method: str, action: str, status: int = 500, times: int = 1) -> None:
+        """Answer the next ``times`` API requests ``method .../<action>/...`` (``commit``, ``tag``, ``preupload``,
+        ``refs``, ``tree``) with ``status``, the Hub's JSON error."""
+        with self._lock:
+            self._faults[(method, action)] = (status, times)
 
     def files(self, repo: str, revision: str = "main") -> dict[str, bytes]:
         """The files of ``repo`` at ``revision``, as a user downloading them would get them."""
@@ -418,6 +426,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         rest = path[len(_PREFIX):].split("/")
         name, action, argument = "/".join(rest[:2]), (rest[2] if len(rest) > 2 else ""), "/".join(rest[3:])
+        status, times = double._faults.get((self.command, action), (0, 0))
+        if times > 0:
+            double._faults[(self.command, action)] = (status, times - 1)
+            self._send(status, {"error": "Internal Error - We're working hard to fix this as soon as possible!"})
+            return
         repo = double.repos.get(name)
         if repo is None:
             self._send(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
