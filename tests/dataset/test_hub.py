@@ -99,14 +99,17 @@ def test_a_new_release_is_a_new_commit_and_tag_of_the_same_repository(hub: HubDo
     (folder / "data/test-00001.jsonl.gz").write_bytes(_shard("html"))
     (folder / "README.md").write_text(CARD + "# Zenodo-ML, second release\n")
     puts_before = list(hub.puts)
+    hub.add_file(REPO, "LICENSE.md", b"added on the website\n")  # not the release's: left alone
 
     second = publish(folder, tag="v2")
 
     repo = hub.repos[REPO]
     assert len(hub.calls("POST", "/api/repos/create")) == 1 and not second.created and second.private is None
-    assert len(repo.commits) == 3 and second.commit != first.commit
+    assert len(repo.commits) == 4 and second.commit != first.commit
+    assert hub.files(REPO, "v2")["LICENSE.md"] == b"added on the website\n"
     assert repo.tags == {"v1": first.commit, "v2": second.commit} and repo.branches["main"] == second.commit
-    assert {k: v for k, v in hub.files(REPO, "v2").items() if k != ".gitattributes"} == folder_bytes(folder)
+    assert {k: v for k, v in hub.files(REPO, "v2").items() if k not in (".gitattributes", "LICENSE.md")} \
+        == folder_bytes(folder)
     assert "data/test-00000.jsonl.gz" in hub.files(REPO, "v1")  # the old release stays whole at its tag
     assert second.deleted == ["data/test-00000.jsonl.gz"] and second.changed == 2  # the card and the new shard
     new_puts = hub.puts[len(puts_before):]

@@ -145,6 +145,13 @@ class HubDouble:
         with self._lock:
             self._faults[(method, action)] = (status, times)
 
+    def add_file(self, repo: str, path: str, data: bytes) -> str:
+        """Commit one small file to ``main``, as an edit on the website would; its commit id."""
+        with self._lock:
+            target = self.repos[repo]
+            tree = {**target.tree("main"), path: Entry("regular", git_blob_oid(data), len(data), data)}
+            return self._add_commit(target, f"Upload {path}", tree)
+
     def files(self, repo: str, revision: str = "main") -> dict[str, bytes]:
         """The files of ``repo`` at ``revision``, as a user downloading them would get them."""
         with self._lock:

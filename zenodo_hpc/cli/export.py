@@ -83,9 +83,10 @@ def add_publish_huggingface(targets: argparse._SubParsersAction) -> None:
             "Face Hub through the official client (the huggingface extra: python -m pip install "
             "'huggingface_hub>=2.5,<2.6'). Checks the folder, --repo and --tag before any network call. Creates "
             "the dataset repository when it does not exist (private unless --public), then makes one commit on "
-            "main holding exactly the folder (files the previous release had and the folder has not are "
-            "deleted; older releases stay whole at their tags) and tags it. Uploads go through git LFS (not "
-            "Xet). A failed upload: run the same command again, it sends only what the Hub lacks. Token: "
+            "main holding the folder (files under data/ the folder has not are deleted, files outside data/ "
+            "other than README.md are left alone; older releases stay whole at their tags) and tags it. "
+            "Uploads go through git LFS (not Xet). A failed upload: run the same command again, it sends only "
+            "what the Hub lacks. Token: "
             "HF_TOKEN, else the one `hf auth login` stored; sent only to the Hub (HF_ENDPOINT, default "
             "https://huggingface.co), never printed."
         ),

@@ -7,7 +7,8 @@ the official client (``huggingface_hub``, the optional extra ``huggingface``: :d
    private unless ``public`` (``create_repo``); an existing one is never created again;
 2. makes ONE commit on ``main`` (``create_commit``, whose ``parent_commit`` is the head read in 1., so a commit
    made meanwhile by someone else is never overwritten): every file of the folder, and the deletion of every
-   file the repository holds that the folder no longer has (``list_repo_tree``; ``.gitattributes`` stays);
+   file under ``data/`` that the repository holds and the folder no longer has (``list_repo_tree``); files
+   outside ``data/`` other than the card (``.gitattributes``, a file added on the website) are left alone;
 3. tags that commit (``create_tag``);
 4. lists the tag's files and checks that each file of the folder is there, with its size and its hash (sha256
    of an LFS file, git blob id of a small one).
@@ -53,7 +54,6 @@ INSTALL_HINT = "python -m pip install 'huggingface_hub>=2.5,<2.6'"  # the huggin
 ENDPOINT = "https://huggingface.co"
 CARD = "README.md"
 DATA = "data"
-KEPT = (".gitattributes",)  # files of the repository a release never deletes
 TIMEOUTS = {"connect": 30.0, "read": 600.0, "write": 600.0, "pool": 60.0}  # seconds, per request
 _PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
 REPO_ID = re.compile(rf"(?P<owner>{_PART})/(?P<name>{_PART})")
@@ -313,7 +313,7 @@ def publish_huggingface(
                 exists, head, tags = _state(api, repo)
             step = "listing the repository's files"
             remote = _remote_files(api, repo, head or "main")
-            gone = sorted(set(remote) - {n for n, _ in files} - set(KEPT))
+            gone = sorted(n for n in set(remote) - {n for n, _ in files} if n.startswith(f"{DATA}/"))
             changed = sum(1 for n, p in files if not _same(remote.get(n), p))
             on_head = sorted(name for name, oid in tags.items() if oid == head)
             if tag is None:  # a re-run of a finished release keeps its tag rather than adding one
