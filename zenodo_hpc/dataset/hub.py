@@ -256,17 +256,22 @@ def _remote_files(api: Any, repo: str, revision: str) -> dict[str, Any]:
                                                           recursive=True) if isinstance(item, RepoFile)}
 
 
-def _same(item: Any, path: Path) -> bool:
-    """Whether the Hub's file (a ``RepoFile`` or None) holds exactly the bytes of ``path``."""
+def _same(item: Any, path: Path, digests: dict[tuple[Path, str], str]) -> bool:
+    """Whether the Hub's file (a ``RepoFile`` or None) holds exactly the bytes of ``path``; ``digests`` keeps each
+    file's hashes, so that the check after the commit does not read the files again."""
     if item is None or item.size != path.stat().st_size:
         return False
-    return bool(item.lfs.sha256 == sha256_of(path) if item.lfs is not None else item.blob_id == git_blob_id(path))
+    kind = "sha256" if item.lfs is not None else "blob"
+    if (path, kind) not in digests:
+        digests[(path, kind)] = sha256_of(path) if kind == "sha256" else git_blob_id(path)
+    return bool(digests[(path, kind)] == (item.lfs.sha256 if item.lfs is not None else item.blob_id))
 
 
-def _check_published(api: Any, repo: str, tag: str, files: list[tuple[str, Path]]) -> None:
+def _check_published(api: Any, repo: str, tag: str, files: list[tuple[str, Path]],
+                     digests: dict[tuple[Path, str], str]) -> None:
     remote = _remote_files(api, repo, tag)
     for name, path in files:
-        if not _same(remote.get(name), path):
+        if not _same(remote.get(name), path, digests):
             raise UserError(f"the Hub's tag {tag} of {repo} does not hold {name} as {path} has it: publish "
                             "again with another --tag")
 
@@ -314,7 +319,8 @@ def publish_huggingface(
             step = "listing the repository's files"
             remote = _remote_files(api, repo, head or "main")
             gone = sorted(n for n in set(remote) - {n for n, _ in files} if n.startswith(f"{DATA}/"))
-            changed = sum(1 for n, p in files if not _same(remote.get(n), p))
+            digests: dict[tuple[Path, str], str] = {}
+            changed = sum(1 for n, p in files if not _same(remote.get(n), p, digests))
             on_head = sorted(name for name, oid in tags.items() if oid == head)
             if tag is None:  # a re-run of a finished release keeps its tag rather than adding one
                 tag = on_head[0] if on_head and not (changed or gone) else default_tag(set(tags), today)
@@ -334,7 +340,7 @@ def publish_huggingface(
                 api.create_tag(repo, tag=tag, revision=commit.oid, repo_type="dataset",
                                tag_message=message or f"Release {tag}")
             step = "checking the published files"
-            _check_published(api, repo, tag, files)
+            _check_published(api, repo, tag, files, digests)
         except UserError as exc:
             raise UserError(redact(exc)) from None
         except Exception as exc:  # the client's HTTP, validation and I/O errors: one line, the token masked
