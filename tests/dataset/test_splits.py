@@ -100,3 +100,13 @@ def test_the_split_is_the_same_in_other_processes_whatever_their_hash_seed() -> 
         out = subprocess.run([sys.executable, "-c", code], input=json.dumps(ids), capture_output=True, text=True,
                              env=env, check=True, cwd=ROOT)
         assert json.loads(out.stdout) == here, f"PYTHONHASHSEED={seed}"
+
+
+def test_fractions_a_hair_under_one_never_send_a_concept_to_a_split_of_fraction_zero() -> None:
+    """Decimal fractions may add up to a hair under 1 (the config allows 1e-9): a concept whose number falls past
+    the sum goes to the last split that has a share, not to one of fraction 0."""
+    top = "1014655"  # found by search: its number is above 0.9999
+    assert unit_interval(top) > 0.9999
+    assert split_of(top, SplitsConfig(0.5, 0.4999, 0.0)) == "validation"
+    assert split_of(top, SplitsConfig(0.9999, 0.0, 0.0)) == "train"
+    assert split_of(top, SplitsConfig()) == "test"
