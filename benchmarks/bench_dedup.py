@@ -29,8 +29,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from _common import machine_line, stdlib_python_files
+from datasketch import MinHash
 
-from zenodo_hpc.dataset.dedup import EXACT_BYTES_PER_ROW, INDEX_BYTES_PER_ROW, Deduplicator
+from zenodo_hpc.dataset.dedup import (
+    EXACT_BYTES_PER_ROW,
+    INDEX_BYTES_PER_ROW,
+    NUM_PERM,
+    SEED,
+    Deduplicator,
+    minhash_of,
+    shingles,
+)
 
 
 def change_lines(text: str, every: int, word: str = "changed") -> str:
@@ -75,6 +84,33 @@ def run_side(side: str, count: int) -> dict[str, float]:
     return out
 
 
+def compare_hashing(count: int = 300) -> tuple[float, float, float]:
+    """Seconds for the MinHash of ``count`` files: as The Stack hashes shingles (SHA-1 of each shingle's text,
+    datasketch's default hash) and as dedup.py does; and the largest difference of their Jaccard estimates
+    between each file and a near copy (the two hashings draw different permutations of the same sets)."""
+    texts = [p.read_text(encoding="utf-8", errors="replace") for p in stdlib_python_files()[:count]]
+    start = time.perf_counter()
+    per_shingle = []
+    for text in texts:
+        signature = MinHash(num_perm=NUM_PERM, seed=SEED)
+        signature.update_batch(list(shingles(text)))
+        per_shingle.append(signature)
+    middle = time.perf_counter()
+    ours = [minhash_of(text) for text in texts]
+    end = time.perf_counter()
+    worst = 0.0
+    for text, theirs, mine in list(zip(texts, per_shingle, ours, strict=True))[:50]:
+        copy = change_lines(text, every=40)
+        if mine is None or len(shingles(text)) < 100:
+            continue
+        reference = MinHash(num_perm=NUM_PERM, seed=SEED)
+        reference.update_batch(list(shingles(copy)))
+        mine_copy = minhash_of(copy)
+        assert mine_copy is not None
+        worst = max(worst, abs(theirs.jaccard(reference) - mine.jaccard(mine_copy)))
+    return middle - start, end - middle, worst
+
+
 def child(side: str, count: int) -> dict[str, float]:
     root = Path(__file__).resolve().parent
     done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--side", side, "--rows", str(count)],
@@ -110,6 +146,10 @@ def main() -> None:
           f"rows, {per_cluster:.0f} bytes per cluster row beside {EXACT_BYTES_PER_ROW} per digest")
     print(f"  stated bound ({EXACT_BYTES_PER_ROW} per digest + {INDEX_BYTES_PER_ROW} per cluster row): "
           f"{bound / 2**20:.1f} MB: {'within' if traced['kept_bytes'] <= bound else 'OVER'}")
+    theirs, ours, worst = compare_hashing()
+    print(f"  MinHash of 300 files: SHA-1 per shingle (The Stack's) {theirs:.2f} s, per word combined in numpy "
+          f"(dedup.py) {ours:.2f} s = {theirs / ours:.1f}x faster; their Jaccard estimates of 50 near copies "
+          f"differ by at most {worst:.3f}")
 
 
 if __name__ == "__main__":

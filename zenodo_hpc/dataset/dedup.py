@@ -2,7 +2,7 @@
 
 **Exact.** Rows with the same SHA-256 (of the file's published bytes: after credential masking) are one row: the
 first by record id is written, the others are counted per extension for the dataset card. State: a set of the
-digests seen, 32 bytes each as ``bytes`` (about 100 bytes a row with the set's slot and the object header).
+digests seen, 32 bytes each as ``bytes`` (100 to 170 bytes a row with the object's header and the set's table).
 
 **Near.** As The Stack (bigcode-dataset's ``near_deduplication/minhash_deduplication.py``) and datatrove
 (``pipeline/dedup/minhash.py``, ``MinhashConfig``) do: MinHash over the set of 5-gram word shingles, with
@@ -15,7 +15,7 @@ datasketch's ``MinHash`` and ``MinHashLSH`` (threshold 0.85). What is followed, 
 - shingles: every run of 5 consecutive words joined by a space, as a set (The Stack, datatrove ``n_grams=5``); a
   text of fewer than 5 words has none and is not compared (datatrove skips it too; the exact check still holds);
 - hashing: a 32-bit hash per shingle as in both (they take SHA-1's first 4 bytes of the shingle's text; here
-  SHA-1 of each word, combined per shingle in numpy: :func:`shingle_hashes`, several times faster), then
+  SHA-1 of each word, combined per shingle in numpy: :func:`shingle_hashes`, 1.7x faster in all), then
   datasketch's MinHash with 128 permutations (datatrove uses 112, The Stack 256; 128 is datasketch's default and
   keeps a signature at 512 bytes with datasketch 2's 32-bit ``affine32`` scheme), seed 1;
 - LSH: datasketch picks the bands for a threshold of 0.85 (false positives and negatives weighted equally); each
@@ -55,8 +55,13 @@ THRESHOLD = 0.85  # Jaccard similarity from which two files are near duplicates
 NUM_PERM = 128  # MinHash permutations (datasketch's default)
 SEED = 1  # the permutations' seed: fixed, so that a re-run finds the same clusters
 DIGEST_BYTES = 32  # SHA-256
-EXACT_BYTES_PER_ROW = 110  # a 32-byte bytes object (65 bytes) and its slot in the set, grown (measured: ~100)
-INDEX_BYTES_PER_ROW = 4_000  # a cluster's first row: signature, id, datasketch's buckets (measured: ~3,100)
+# A 32-byte bytes object (72 bytes allocated) and its share of the set's table, 16 bytes a slot at 1.7 to 6.7 slots
+# an entry as the table grows by 4x: measured 98-170 bytes a row from 1,000 to 200,000 rows.
+EXACT_BYTES_PER_ROW = 180
+# A cluster's first row: its signature (512), id (~80), datasketch's keys entry (~900) and 8 buckets (a set each,
+# ~2,200). Measured 3,600-3,800 a row from 168 to 5,884 rows (tests, bench_dedup.py); dict and set tables double
+# as they grow, so the amortized figure moves by a few hundred bytes: the bound leaves room for that.
+INDEX_BYTES_PER_ROW = 4_500
 
 BATCH = 8_192  # shingles per datasketch call: its temporary array is BATCH x NUM_PERM x 4 bytes (4 MB)
 
@@ -95,8 +100,8 @@ def shingle_hashes(text: str, words: int = SHINGLE_WORDS) -> np.ndarray:
 
     Each distinct word is hashed once (SHA-1's first 8 bytes); a shingle's hash is the top 32 bits of the sum of
     its words' hashes times a fixed odd multiplier per position (mod 2**64), in numpy. The Stack and datatrove
-    hash each shingle's text with SHA-1 instead, a Python call per shingle: 5-10x slower here, for the same
-    estimate (any hash that rarely collides on one file's shingles gives MinHash the same sets).
+    hash each shingle's text with SHA-1 instead, a Python call per shingle: the MinHash in all is 1.7x slower
+    that way (bench_dedup.py), for the same sets (any hash that rarely collides on one file's shingles).
     """
     tokens = _WORD.findall(text)
     if len(tokens) < words:
