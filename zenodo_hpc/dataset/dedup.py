@@ -68,8 +68,9 @@ BATCH = 8_192  # shingles per datasketch call: its temporary array is BATCH x NU
 _WORD = re.compile(r"\w+")
 _SCHEME = "affine32"  # datasketch 2's default, named: the shared permutations below must say theirs
 _PERMUTATIONS = MinHash(num_perm=NUM_PERM, seed=SEED, scheme=_SCHEME).permutations  # drawn once, not per row
-# Odd 64-bit multipliers, one per word position of a shingle (the fractional parts of sqrt(2), sqrt(3), ...,
-# as SHA-2's constants): fixed, so that shingle hashes and so clusters are the same in every run.
+# Odd 64-bit multipliers, one per word position of a shingle (SHA-512's initial values: the fractional parts of
+# the square roots of the first 8 primes, made odd): fixed, so that shingle hashes and clusters are the same in
+# every run. Shingles of up to 8 words.
 _POSITION_MULTIPLIERS = tuple(np.uint64(m | 1) for m in (
     0x6A09E667F3BCC908, 0xBB67AE8584CAA73B, 0x3C6EF372FE94F82B, 0xA54FF53A5F1D36F1, 0x510E527FADE682D1,
     0x9B05688C2B3E6C1F, 0x1F83D9ABFB41BD6B, 0x5BE0CD19137E2179))
@@ -103,6 +104,8 @@ def shingle_hashes(text: str, words: int = SHINGLE_WORDS) -> np.ndarray:
     hash each shingle's text with SHA-1 instead, a Python call per shingle: the MinHash in all is 1.7x slower
     that way (bench_dedup.py), for the same sets (any hash that rarely collides on one file's shingles).
     """
+    if not 1 <= words <= len(_POSITION_MULTIPLIERS):
+        raise ValueError(f"shingles of 1 to {len(_POSITION_MULTIPLIERS)} words, not {words}")
     tokens = _WORD.findall(text)
     if len(tokens) < words:
         return np.empty(0, dtype=np.uint32)
