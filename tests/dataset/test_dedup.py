@@ -10,11 +10,14 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from datasketch import MinHash
 
 from zenodo_hpc.dataset.dedup import (
+    BATCH,
     EXACT_BYTES_PER_ROW,
     INDEX_BYTES_PER_ROW,
     NUM_PERM,
+    SEED,
     SHINGLE_WORDS,
     THRESHOLD,
     Deduplicator,
@@ -241,3 +244,18 @@ def test_memory_per_row_stays_within_the_stated_bound() -> None:
         tracemalloc.stop()
     assert dedup.cluster_count > 100, dedup.cluster_count
     assert kept / dedup.cluster_count <= INDEX_BYTES_PER_ROW + EXACT_BYTES_PER_ROW, kept / dedup.cluster_count
+
+
+def test_a_file_past_one_batch_of_shingles_gets_the_signature_of_all_of_them() -> None:
+    """The shingles go to datasketch in batches (to bound its temporary array): the minimum over the batches is
+    the signature of the whole set, as one call would give."""
+    text = source("argparse.py")
+    hashes = shingle_hashes(text)
+    assert len(hashes) > BATCH
+    whole = MinHash(num_perm=NUM_PERM, seed=SEED, hashfunc=int)
+    whole.update_batch(hashes.tolist())
+    batched = minhash_of(text)
+    assert batched is not None and (batched.hashvalues == whole.hashvalues).all()
+    partial = MinHash(num_perm=NUM_PERM, seed=SEED, hashfunc=int)
+    partial.update_batch(hashes[:BATCH].tolist())
+    assert not (batched.hashvalues == partial.hashvalues).all()  # the later batches count
