@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import shlex
+import sys
 import sysconfig
 import tracemalloc
 from pathlib import Path
@@ -12,8 +14,10 @@ from pathlib import Path
 import pytest
 from datasketch import MinHash
 
+from zenodo_hpc.core.errors import UserError
 from zenodo_hpc.dataset.dedup import (
     BATCH,
+    DATASKETCH_REQUIREMENT,
     EXACT_BYTES_PER_ROW,
     INDEX_BYTES_PER_ROW,
     NUM_PERM,
@@ -259,3 +263,18 @@ def test_a_file_past_one_batch_of_shingles_gets_the_signature_of_all_of_them() -
     partial = MinHash(num_perm=NUM_PERM, seed=SEED, hashfunc=int)
     partial.update_batch(hashes[:BATCH].tolist())
     assert not (batched.hashvalues == partial.hashvalues).all()  # the later batches count
+
+
+def test_without_the_export_extra_one_line_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Simulated: a None entry in sys.modules makes "import datasketch" raise ImportError.
+    monkeypatch.setitem(sys.modules, "datasketch", None)
+    with pytest.raises(UserError) as err:
+        Deduplicator()
+    assert "needs datasketch: python -m pip install 'datasketch>=2.0,<3'" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_the_install_hint_pins_what_the_export_extra_pins() -> None:
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11's: pyproject.toml is read with it")
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert shlex.split(DATASKETCH_REQUIREMENT) == pyproject["project"]["optional-dependencies"]["export"]

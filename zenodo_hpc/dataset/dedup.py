@@ -40,15 +40,20 @@ language, whose files rarely near-duplicate each other's.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH
 
 from ..core.config import NEAR_DUPLICATE_CHOICES
+from ..core.errors import UserError
+
+if TYPE_CHECKING:
+    from datasketch import MinHash
 
 SHINGLE_WORDS = 5  # words per shingle, as The Stack and datatrove
 THRESHOLD = 0.85  # Jaccard similarity from which two files are near duplicates
@@ -67,7 +72,9 @@ BATCH = 8_192  # shingles per datasketch call: its temporary array is BATCH x NU
 
 _WORD = re.compile(r"\w+")
 _SCHEME = "affine32"  # datasketch 2's default, named: the shared permutations below must say theirs
-_PERMUTATIONS = MinHash(num_perm=NUM_PERM, seed=SEED, scheme=_SCHEME).permutations  # drawn once, not per row
+# The export extra, as pyproject pins it: zenodo-hpc is not on PyPI, so the hint names the package itself.
+DATASKETCH_REQUIREMENT = "'datasketch>=2.0,<3'"
+INSTALL_HINT = f"python -m pip install {DATASKETCH_REQUIREMENT}"
 # Odd 64-bit multipliers, one per word position of a shingle (SHA-512's initial values: the fractional parts of
 # the square roots of the first 8 primes, made odd): fixed, so that shingle hashes and clusters are the same in
 # every run. Shingles of up to 8 words.
@@ -94,6 +101,21 @@ def jaccard(a: set[bytes], b: set[bytes]) -> float:
     if not a and not b:
         return 1.0
     return len(a & b) / len(a | b)
+
+
+def _datasketch() -> ModuleType:
+    """datasketch, the export extra's near-duplicate search; missing, one line saying how to install it."""
+    try:
+        import datasketch
+    except ImportError:
+        raise UserError(f"the Parquet export's near-duplicate search needs datasketch: {INSTALL_HINT}") from None
+    return datasketch
+
+
+@functools.cache
+def _permutations() -> Any:
+    """The MinHash permutations of (NUM_PERM, SEED), drawn once and shared by every row's MinHash."""
+    return _datasketch().MinHash(num_perm=NUM_PERM, seed=SEED, scheme=_SCHEME).permutations
 
 
 def shingle_hashes(text: str, words: int = SHINGLE_WORDS) -> np.ndarray:
@@ -126,7 +148,8 @@ def minhash_of(text: str) -> MinHash | None:
     hashes = shingle_hashes(text)
     if not len(hashes):
         return None
-    signature = MinHash(num_perm=NUM_PERM, seed=SEED, hashfunc=int, permutations=_PERMUTATIONS, scheme=_SCHEME)
+    signature = _datasketch().MinHash(num_perm=NUM_PERM, seed=SEED, hashfunc=int, permutations=_permutations(),
+                                      scheme=_SCHEME)
     for start in range(0, len(hashes), BATCH):  # datasketch makes a (batch x NUM_PERM) array: bounded here
         signature.update_batch(hashes[start:start + BATCH].tolist())
     return signature
@@ -188,7 +211,7 @@ class _ClusterIndex:
     (one bytearray, 512 bytes a row, for the check of LSH's candidates) and their ids."""
 
     def __init__(self) -> None:
-        self.lsh = MinHashLSH(threshold=THRESHOLD, num_perm=NUM_PERM)
+        self.lsh = _datasketch().MinHashLSH(threshold=THRESHOLD, num_perm=NUM_PERM)
         self.signatures = bytearray()
         self.ids: list[str] = []
         self.width = 0  # bytes of one signature, known at the first insert
