@@ -64,9 +64,9 @@ DIGEST_BYTES = 32  # SHA-256
 # an entry as the table grows by 4x: measured 98-170 bytes a row from 1,000 to 200,000 rows.
 EXACT_BYTES_PER_ROW = 180
 # A cluster's first row: its signature (512), id (~80), datasketch's keys entry (~900) and 8 buckets (a set each,
-# ~2,200). Measured 3,600-3,800 a row from 168 to 5,884 rows (tests, bench_dedup.py); dict and set tables double
-# as they grow, so the amortized figure moves by a few hundred bytes: the bound leaves room for that.
-INDEX_BYTES_PER_ROW = 4_500
+# ~2,200). Measured 3,600-4,500 a row from 168 to 5,884 rows (tests, bench_dedup.py: 4,473 at 488, 3,638 at
+# 5,884); dict and set tables double as they grow, so the amortized figure moves by several hundred bytes.
+INDEX_BYTES_PER_ROW = 5_000
 
 BATCH = 8_192  # shingles per datasketch call: its temporary array is BATCH x NUM_PERM x 4 bytes (4 MB)
 
