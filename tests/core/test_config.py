@@ -485,3 +485,11 @@ def test_the_keys_of_each_run_yaml_format_are_pinned() -> None:
     }
     assert len(frozen_keys(2)) == 52, "a new key needs metadata since=3 and FROZEN_FORMAT = 3 (config.py)"
     assert "output.h5_compression" in set(frozen_keys(3)) - set(frozen_keys(2))
+
+
+def test_export_near_duplicates_is_keep_or_drop() -> None:
+    """export.near_duplicates: keep by default (near duplicates stay, marked by their cluster); drop, or an error."""
+    assert Config().export.near_duplicates == "keep"
+    assert config_from_dict({"export": {"near_duplicates": "drop"}}).export.near_duplicates == "drop"
+    with pytest.raises(ConfigError, match=r"export\.near_duplicates: must be one of keep, drop, got 'remove'"):
+        config_from_dict({"export": {"near_duplicates": "remove"}})

@@ -258,6 +258,9 @@ class DatasetConfig:
     keep_withdrawn: bool = field(default=False, metadata={"since": 4})
 
 
+NEAR_DUPLICATE_CHOICES = ("keep", "drop")  # export.near_duplicates
+
+
 @dataclass
 class SplitsConfig:
     """The fractions of the concepts (all versions of one software) in each split of the Parquet export: each
@@ -271,11 +274,13 @@ class SplitsConfig:
 @dataclass
 class ExportConfig:
     """What the exports publish: the records of which license categories (core/licenses.py: ``permissive``,
-    ``copyleft``, ``other``, ``none``), and the splits of the Parquet export."""
+    ``copyleft``, ``other``, ``none``), the splits of the Parquet export, and whether its near duplicates
+    (dataset/dedup.py) stay, marked by their ``near_dup_cluster``, or leave."""
 
     license_categories: list[str] = field(default_factory=lambda: list(LICENSE_CATEGORIES),
                                           metadata={"choices": LICENSE_CATEGORIES, "since": 5})
     splits: SplitsConfig = field(default_factory=SplitsConfig, metadata={"since": 5})
+    near_duplicates: str = field(default="keep", metadata={"choices": NEAR_DUPLICATE_CHOICES, "since": 5})
 
 
 # What a run's outputs depend on. Everything else (executor resources, rate limits, timeouts, pack
