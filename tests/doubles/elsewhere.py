@@ -10,11 +10,12 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from zenodo_hpc.demo.server import make_zip
+
+from .serving import ServedInThread
 
 __all__ = ["HeaderRecorder", "RecordedRequest"]
 
@@ -29,12 +30,14 @@ class RecordedRequest:
     accept: str | None
 
 
-class HeaderRecorder:
+class HeaderRecorder(ServedInThread):
     """A second loopback server (another port, so another origin) that serves ``body`` at any path.
 
     It records, for every request, whether an ``Authorization`` header came: point a file link or a redirect
     at ``url`` to prove a Zenodo token never leaves Zenodo's origin.
     """
+
+    thread_name = "header-recorder"
 
     def __init__(self, body: bytes | None = None, *, content_type: str = "application/zip") -> None:
         self.body = make_zip({"elsewhere/README.md": b"served by another origin\n"}) if body is None else body
@@ -44,7 +47,6 @@ class HeaderRecorder:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _RecorderHandler)
         self._server.daemon_threads = True
         self._server.recorder = self  # type: ignore[attr-defined]
-        self._thread: threading.Thread | None = None
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
     @property
@@ -56,28 +58,6 @@ class HeaderRecorder:
     def record(self, entry: RecordedRequest) -> None:
         with self._lock:
             self.requests.append(entry)
-
-    def start(self) -> HeaderRecorder:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                            name="header-recorder", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._server.server_close()
-
-    def __enter__(self) -> HeaderRecorder:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 class _RecorderHandler(BaseHTTPRequestHandler):

@@ -44,9 +44,10 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from .serving import ServedInThread
 
 __all__ = ["DEFAULT_GITATTRIBUTES", "HubDouble", "Request"]
 
@@ -108,9 +109,11 @@ def git_blob_oid(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-class HubDouble:
+class HubDouble(ServedInThread):
     """The Hub endpoints ``huggingface_hub`` 2.5 calls to create a dataset repository, commit a folder through
     LFS and tag it; ``token``: the one token accepted."""
+
+    thread_name = "hub-double"
 
     def __init__(self, token: str, *, multipart_threshold: int = LFS_SIZE, chunk_size: int = 5 * 1024 * 1024) -> None:
         self.token = token
@@ -129,7 +132,6 @@ class HubDouble:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
         self._server.double = self  # type: ignore[attr-defined]
-        self._thread: threading.Thread | None = None
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
     # --- test controls -------------------------------------------------------------------------------------------
@@ -162,28 +164,6 @@ class HubDouble:
             return [r for r in self.requests if r.method == method and r.path.startswith(prefix)]
 
     # --- lifecycle -----------------------------------------------------------------------------------------------
-
-    def start(self) -> HubDouble:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                            name="hub-double", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._server.server_close()
-
-    def __enter__(self) -> HubDouble:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # --- the endpoints ----------------------------------------------------------------------------------------
 
