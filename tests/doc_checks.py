@@ -71,7 +71,7 @@ def as_shown(outcome: Outcome, session: Session) -> None:
 
 
 EXTRA_MODULES = {"image": "PySquashfsImage", "report": "matplotlib", "kaggle": "kaggle", "hdf5plugin": "hdf5plugin",
-                 "test": "pytest"}
+                 "test": "pytest", "huggingface": "huggingface_hub", "export": "datasketch"}
 
 
 def installs_what_it_names(outcome: Outcome, session: Session) -> None:

@@ -366,7 +366,7 @@ PAGES_RUN_BY: dict[str, tuple[str, ...]] = {
     "test_doc_commands.py": ("README.md", "docs/quickstart.md"),
     "test_doc_commands_cluster.py": ("docs/cluster-guide.md", "docs/operations.md", "docs/updating.md"),
     "test_doc_commands_data.py": ("docs/formats.md", "docs/from-2018.md", "docs/image.md", "docs/organize.md",
-                                  "docs/publishing.md", "docs/report.md"),
+                                  "docs/publishing.md", "docs/report.md", "docs/splits-and-dedup.md"),
     "test_doc_commands_reference.py": ("docs/architecture.md", "docs/commands.md", "docs/configuration.md",
                                        "docs/doubles.md", "docs/extract.md", "docs/fetch.md"),
 }
