@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 
 from ..core.errors import UserError
 from ..core.redact import Redactor
+from ..core.state import sha256_of
 from ..core.units import byte_size
 
 __all__ = ["HubResult", "check_folder", "format_summary", "publish_huggingface"]
@@ -139,14 +140,6 @@ def default_tag(taken: set[str], today: datetime | None = None) -> str:
 def git_blob_id(path: Path) -> str:
     """The id git (and the Hub's tree listing) gives a small file: sha1 of ``blob <size>\\0`` + bytes."""
     hasher = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            hasher.update(block)
-    return hasher.hexdigest()
-
-
-def sha256_of(path: Path) -> str:
-    hasher = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             hasher.update(block)
@@ -263,7 +256,7 @@ def _same(item: Any, path: Path, digests: dict[tuple[Path, str], str]) -> bool:
         return False
     kind = "sha256" if item.lfs is not None else "blob"
     if (path, kind) not in digests:
-        digests[(path, kind)] = sha256_of(path) if kind == "sha256" else git_blob_id(path)
+        digests[(path, kind)] = sha256_of(path)[0] if kind == "sha256" else git_blob_id(path)
     return bool(digests[(path, kind)] == (item.lfs.sha256 if item.lfs is not None else item.blob_id))
 
 
