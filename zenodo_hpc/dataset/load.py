@@ -28,7 +28,7 @@ from .decode import (
     read_images_pkl,
     read_texts_h5,
 )
-from .image import load_images_from_image, load_metadata_from_image, split_image_path
+from .image import load_files_from_image, load_images_from_image, load_metadata_from_image, split_image_path
 
 
 def _record_file(path: Path, prefix: str, suffixes: tuple[str, ...]) -> Path:
@@ -69,12 +69,16 @@ def load_images(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
 
 
 def load_files(path: str | os.PathLike[str]) -> dict[str, bytes]:
-    """``{file path: its bytes}`` of every rasterized file of a record, from its ``images_<id>.h5`` or its folder:
-    the bytes published, credentials masked (their sha256 is the tree's). Each is checked against its sha256.
+    """``{file path: its bytes}`` of every rasterized file of a record, from its ``images_<id>.h5``, its folder, or
+    either inside a squashfs image (``zenodo-ml.sqsh:1065022``): the bytes published, credentials masked (their
+    sha256 is the tree's). Each is checked against its sha256.
 
     Only format 3 files hold the text: a record processed before (format 1 or 2), a 2018 file or a folder with only
     the pickle raises :class:`~zenodo_hpc.dataset.decode.NoStoredText` (a ``UserError``) saying so.
     """
+    inside = split_image_path(path)
+    if inside is not None:
+        return load_files_from_image(*inside)
     file = _record_file(Path(path), "images", (".h5", ".pkl"))
     if file.suffix != ".h5":
         raise NoStoredText(f"{file}: holds no text (only images_<id>.h5 of format_version 3 does; the pickle keeps "
