@@ -54,8 +54,9 @@ H5_FORMAT_VERSION = 3  # 3: with each file's text; 2: images only (written when 
 H5_IMAGES_ONLY_VERSION = 2
 PICKLE_PROTOCOL = 4  # readable by every Python 3 the 2018 tutorial ran on
 CHUNK_SEGMENTS = 64
-# Text is chunked by bytes: 256 KiB compresses as well as the whole (gzip's window is 32 KiB; zstd's levels 1-9
-# gain under 2% from larger chunks: benchmarks/RESULTS.md) and bounds what reading one file decompresses.
+# Text is chunked by bytes: 256 KiB chunks compress within 1% of 1 MiB ones with gzip (its window is 32 KiB), 4%
+# with zstd-3, 2-7% better than 64 KiB (benchmarks/RESULTS.md, bench_text.py), and bound what reading one file
+# decompresses.
 CONTENT_CHUNK = 1 << 18
 SHA256_BYTES = 32
 PICKLE_DTYPE = "<i4"  # the pickle's arrays: signed like 2018's int64, half its size, a type OpenCV writes
