@@ -138,7 +138,7 @@ class _PendingImages:
     record) by :func:`rasterize_many`, then their images stored and their tree nodes and stats completed.
 
     Per file, numpy's fixed cost is most of a small file's rasterizing; a batch pays it once. Holding at
-    most BATCH_BYTES of text, it changes a record's memory by little.
+    most BATCH_BYTES of text waiting, batching changes a record's memory by little.
 
     Each file's credentials are masked first (:func:`~zenodo_hpc.record.secrets.mask_secrets`), so that no
     image holds one; ``masked`` collects where they were (kind, file, line: never the value). ``texts`` keeps
