@@ -1,8 +1,10 @@
-"""zenodo_hpc.dataset.decode: a record's files decoded from their bytes (images h5 of format 2, images and metadata
-pickles, metadata JSON) and the safe unpickler, called directly; reading them from a folder is test_load.py's."""
+"""zenodo_hpc.dataset.decode: a record's files decoded from their bytes (images h5 of format 2 and 3, the text of
+format 3, images and metadata pickles, metadata JSON) and the safe unpickler, called directly; reading them from
+a folder is test_load.py's."""
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import sys
 from pathlib import Path
@@ -16,11 +18,14 @@ from helpers import RunsCode
 from zenodo_hpc.core.errors import UserError
 from zenodo_hpc.dataset.decode import (
     ContainerTreeObject,
+    NoStoredText,
     images_from_pickle,
+    iter_texts_h5,
     metadata_from_json,
     metadata_from_pickle,
     read_file,
     read_images_h5,
+    read_texts_h5,
     tree_from_containertree,
 )
 from zenodo_hpc.dataset.load import load_images, load_metadata
@@ -73,6 +78,66 @@ def test_a_damaged_format_2_file_is_one_line_naming_what_disagrees(tmp_path: Pat
     with pytest.raises(UserError, match=message) as caught:
         read_images_h5(path)
     assert "\n" not in str(caught.value)
+
+
+TEXTS = {"a.py": b"import os\n" * 90, "u.txt": "\u4e2d\u6587 \U0001f600\n".encode(), "empty.py": b""}
+
+
+def write_h5_with_text(path: Path) -> Path:
+    images = {key: rasterize(text) for key, text in TEXTS.items()}
+    write_images_h5(path, "3", sorted(TEXTS), images, {"width": 80, "height": 80}, h5_filter("gzip-4"), texts=TEXTS)
+    return path
+
+
+def test_format_3_text_reads_back_file_by_file_with_its_sha256(tmp_path: Path) -> None:
+    path = write_h5_with_text(tmp_path / "images_3.h5")
+    stored = list(iter_texts_h5(path))
+    assert [s.path for s in stored] == sorted(TEXTS)  # the h5's order: sorted paths
+    assert {s.path: s.content for s in stored} == TEXTS == read_texts_h5(path)
+    assert all(s.sha256 == hashlib.sha256(TEXTS[s.path]).hexdigest() for s in stored)
+    with h5py.File(path) as h5:
+        assert h5.attrs["format_version"] == 3 and h5["files/content"].compression == "gzip"
+        assert h5["files/sha256"].shape == (3, 32) and list(h5["files/content_offset"][()]) == [0, 900, 900, 912]
+    assert sorted(read_images_h5(path)) == sorted(TEXTS)  # format 3's images read as format 2's
+
+
+def test_format_2_and_2018_files_hold_no_text_and_say_so(tmp_path: Path) -> None:
+    with pytest.raises(NoStoredText, match=r"holds no text \(format_version 2: processed before zenodo-hpc kept each "
+                                           r"file's text; process the record again to add it\)"):
+        read_texts_h5(write_h5(tmp_path / "images_3.h5"))
+    with h5py.File(tmp_path / "images_2018.h5", "w") as h5:
+        h5["a.py__0"] = np.full((3, 80), 32, dtype=np.int64)
+    with pytest.raises(NoStoredText, match="holds no text .*the 2018 dataset's files have only images"):
+        read_texts_h5(tmp_path / "images_2018.h5")
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("files/content_offset", np.array([0, 900, 2, 912], dtype=np.uint64), "does not run from 0 to the 912 bytes"),
+    ("files/content_offset", np.array([0, 900, 900, 913], dtype=np.uint64), "does not run from 0 to the 912 bytes"),
+    ("files/content_offset", np.array([5, 900, 900, 912], dtype=np.uint64), "does not run from 0 to the 912 bytes"),
+    ("files/content_offset", np.array([0, 2**64 - 1, 900, 912], dtype=np.uint64), "offsets past 2\\*\\*63"),
+    ("files/content_offset", np.array([0, 900, 912], dtype=np.uint64), "content_offset and sha256 do not agree"),
+    ("files/sha256", np.zeros((3, 16), dtype=np.uint8), "content_offset and sha256 do not agree"),
+    ("files/sha256", np.zeros((3, 32), dtype=np.uint8), "damaged: the text of a.py does not match its sha256"),
+    ("files/content", np.zeros(912, dtype=np.uint16), "not a 1-D uint8 dataset"),
+    ("files/content", np.zeros((912, 1), dtype=np.uint8), "not a 1-D uint8 dataset"),
+    ("files/content", np.frombuffer(b"import os\n" * 89 + b"import Os\n" + TEXTS["u.txt"], dtype=np.uint8),
+     "damaged: the text of a.py does not match its sha256"),
+])
+def test_a_damaged_or_hostile_text_index_is_one_line(tmp_path: Path, name: str, value: Any, message: str) -> None:
+    path = write_h5_with_text(tmp_path / "images_3.h5")
+    damage(path, name, value)
+    with pytest.raises(UserError, match=message) as caught:
+        read_texts_h5(path)
+    assert "\n" not in str(caught.value) and str(path) in str(caught.value)
+
+
+def test_a_missing_text_dataset_is_one_line(tmp_path: Path) -> None:
+    path = write_h5_with_text(tmp_path / "images_3.h5")
+    with h5py.File(path, "a") as h5:
+        del h5["files/content"]
+    with pytest.raises(UserError, match="cannot read HDF5 file"):
+        read_texts_h5(path)
 
 
 def test_our_pickles_come_back_as_written_and_2018_ones_padded() -> None:

@@ -16,6 +16,7 @@ import pytest
 from helpers import stdlib_package
 
 from zenodo_hpc.core.errors import UserError
+from zenodo_hpc.dataset.decode import NoStoredText
 from zenodo_hpc.dataset.image import (
     READER_REQUIREMENTS,
     SquashImage,
@@ -25,6 +26,7 @@ from zenodo_hpc.dataset.image import (
     split_image_path,
     verify_image_checksum,
 )
+from zenodo_hpc.dataset.load import load_files
 from zenodo_hpc.record.raster import rasterize
 from zenodo_hpc.record.store import write_record
 
@@ -52,9 +54,10 @@ def _meta(record_id: str, files: dict[str, np.ndarray]) -> dict:
 
 
 JSON_IMAGES = {f"json/{p.name}": rasterize(p.read_bytes()) for p in sorted(stdlib_package("json").glob("*.py"))}
-SMALL_IMAGES = {"r/u.txt": rasterize("ünïcödé 中文 😀\n".encode()), "r/empty.py": rasterize(b""),
-                "r/a.py": rasterize(b"import os\n" * 170)}
-# id -> (images, output.formats): "12" has only the pickle, "9" only the h5, so both fallbacks are read
+SMALL_TEXTS = {"r/u.txt": "ünïcödé 中文 😀\n".encode(), "r/empty.py": b"", "r/a.py": b"import os\n" * 170}
+SMALL_IMAGES = {path: rasterize(text) for path, text in SMALL_TEXTS.items()}
+# id -> (images, output.formats): "12" has only the pickle, "9" only the h5, so both fallbacks are read; "9" is
+# format 3 (with the files' text), "7" format 2 (images only, as records processed before the text was kept)
 RECORDS = {"7": (JSON_IMAGES, ("h5", "pkl")), "9": (SMALL_IMAGES, ("h5",)), "12": (SMALL_IMAGES, ("pkl",))}
 
 
@@ -66,7 +69,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("image")
     data = tmp / "data"
     for record_id, (images, formats) in RECORDS.items():
-        write_record(data, record_id, images, _meta(record_id, images), formats=formats)
+        texts = SMALL_TEXTS if images is SMALL_IMAGES else None
+        write_record(data, record_id, images, _meta(record_id, images), formats=formats, texts=texts)
     (data / "manifest.jsonl").write_text("".join(json.dumps({"id": r, "status": "done"}) + "\n" for r in RECORDS))
     (data / "README.md").write_text("# test image\n")
     (data / "notes").mkdir()  # a folder that is not a record
@@ -144,6 +148,15 @@ def test_folder_falls_back_to_the_pickle_when_there_is_no_h5(image: Path) -> Non
 def test_image_colon_member_string_is_accepted(image: Path) -> None:
     _assert_images_equal(load_images_from_image(f"{image}:9"), SMALL_IMAGES)
     assert load_metadata_from_image(f"{image}:9/metadata_9.json")["hit"]["id"] == 9
+
+
+@needs_reader
+def test_load_files_reads_the_text_out_of_the_image_and_says_when_there_is_none(image: Path) -> None:
+    assert load_files(f"{image}:9") == load_files(f"{image}:9/images_9.h5") == SMALL_TEXTS
+    with pytest.raises(NoStoredText, match=r"zenodo-ml\.sqsh:7/images_7\.h5: holds no text \(format_version 2"):
+        load_files(f"{image}:7")
+    with pytest.raises(NoStoredText, match=r"zenodo-ml\.sqsh:12/images_12\.pkl: holds no text"):
+        load_files(f"{image}:12")
 
 
 @needs_reader

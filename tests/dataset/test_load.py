@@ -1,9 +1,11 @@
-"""Reading records back: load_images and load_metadata from h5, pkl or the record folder, ours or 2018's."""
+"""Reading records back: load_images, load_files and load_metadata from h5, pkl or the record folder, ours or 2018's."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -16,22 +18,24 @@ from helpers import RunsCode
 from published_2018 import HIT_2018, SOURCES_2018, write_folder_2018
 
 from zenodo_hpc.core.errors import UserError
-from zenodo_hpc.dataset.load import load_images, load_metadata
+from zenodo_hpc.dataset.decode import NoStoredText
+from zenodo_hpc.dataset.load import load_files, load_images, load_metadata, records_without_text
 from zenodo_hpc.record.raster import rasterize
 from zenodo_hpc.record.store import write_record
 
-IMAGES = {
-    "r/a.py": rasterize(b"import os\n" * 170),
-    "r/u.txt": rasterize("ünïcödé 中文 😀\n".encode()),
-    "r/empty.py": rasterize(b""),
+TEXTS = {
+    "r/a.py": b"import os\n" * 170,
+    "r/u.txt": "ünïcödé 中文 😀\n".encode(),
+    "r/empty.py": b"",
 }
+IMAGES = {path: rasterize(text) for path, text in TEXTS.items()}
 META = {"hit": {"id": 3, "metadata": {"title": "t"}}, "tree": {"type": "dir", "children": {}},
         "source": {"kind": "zenodo"}, "stats": {"segments": 4}, "tool": {"name": "zenodo-hpc"}}
 
 
 @pytest.fixture
 def record(tmp_path: Path) -> Path:
-    return write_record(tmp_path, "3", IMAGES, META, formats=["h5", "pkl"]).folder
+    return write_record(tmp_path, "3", IMAGES, META, formats=["h5", "pkl"], texts=TEXTS).folder
 
 
 @pytest.mark.parametrize("which", ["folder", "images_3.h5", "images_3.pkl"])
@@ -99,9 +103,49 @@ def test_format_1_files_are_still_read(tmp_path: Path) -> None:
 
 def test_a_newer_format_version_is_refused_by_name(record: Path) -> None:
     with h5py.File(record / "images_3.h5", "a") as h5:
-        h5.attrs["format_version"] = 3
-    with pytest.raises(UserError, match=r"written by a newer zenodo-hpc \(format_version 3; this one reads 1 and 2\)"):
+        h5.attrs["format_version"] = 4
+    with pytest.raises(UserError, match=r"written by a newer zenodo-hpc \(format_version 4; this one reads 1, 2 "
+                                        r"and 3\)"):
         load_images(record)
+    with pytest.raises(UserError, match=r"format_version 4; this one reads 1, 2 and 3"):
+        load_files(record)
+
+
+@pytest.mark.parametrize("which", ["folder", "images_3.h5"])
+def test_load_files_gives_back_each_file_s_bytes(record: Path, which: str) -> None:
+    assert load_files(record if which == "folder" else record / "images_3.h5") == TEXTS
+
+
+def test_records_without_text_are_refused_by_load_files_and_listed(tmp_path: Path) -> None:
+    """Format 2 (written without text, as records processed before were), a pickle-only folder: one line each,
+    never an empty dict; ``records_without_text`` names them and not the format 3 record."""
+    with_text = write_record(tmp_path, "3", IMAGES, META, texts=TEXTS).folder
+    format_2 = write_record(tmp_path, "4", IMAGES, META).folder
+    pickle_only = write_record(tmp_path, "5", IMAGES, META, formats=["pkl"], texts=TEXTS).folder
+    with pytest.raises(NoStoredText, match=r"images_4\.h5: holds no text \(format_version 2: .*process the record "
+                                           r"again"):
+        load_files(format_2)
+    with pytest.raises(NoStoredText, match=r"images_5\.pkl: holds no text"):
+        load_files(pickle_only)
+    assert load_images(format_2).keys() == load_images(with_text).keys()  # its images read as before
+    assert records_without_text([with_text, format_2, pickle_only]) == ["4", "5"]
+
+
+def test_the_formats_page_text_recipe_runs_as_written_with_h5py_alone(tmp_path: Path) -> None:
+    """docs/formats.md's ``read_texts``, pasted into a fresh interpreter in a record's folder (the record the page
+    names), gives what load_files gives; on a format 2 file it says there is no text."""
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "formats.md").read_text()
+    (recipe,) = [b for b in re.findall(r"```python\n(.*?)```", docs, re.S) if "def read_texts" in b]
+    folder = write_record(tmp_path, "1065022", IMAGES, META, texts=TEXTS).folder
+    dump = "\nimport json\nprint(json.dumps({p: t.hex() for p, t in texts.items()}))\n"
+    done = subprocess.run([sys.executable, "-c", recipe + dump], cwd=folder, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert {p: bytes.fromhex(t) for p, t in json.loads(done.stdout).items()} == load_files(folder) == TEXTS
+    write_record(tmp_path / "old", "1065022", IMAGES, META)
+    done = subprocess.run([sys.executable, "-c", recipe], cwd=tmp_path / "old" / "1065022", capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode != 0 and "format_version 2 holds no text" in done.stderr
 
 
 # --- the published 2018 dataset (rebuilt as the 2018 code wrote it: tests/published_2018.py) -------------
@@ -132,6 +176,11 @@ def test_2018_images_are_read_and_the_last_image_padded(folder_2018: Path, which
         assert images[path].dtype == np.uint32 and images[path].shape == want.shape, path
         np.testing.assert_array_equal(images[path], want, err_msg=path)
     assert (images["zenodo-ml-1a2b/analysis.py"][2, 10:] == 32).all()
+
+
+def test_the_2018_files_hold_no_text_and_load_files_says_so(folder_2018: Path) -> None:
+    with pytest.raises(NoStoredText, match="holds no text .*the 2018 dataset's files have only images"):
+        load_files(folder_2018)
 
 
 def test_2018_metadata_is_read_without_containertree(folder_2018: Path) -> None:

@@ -205,15 +205,16 @@ def check_card(packed: Packed, python: Path | str, way: str, folder: Path, env: 
 
 
 def check_formats_page(packed: Packed, python: Path | str, folder: Path, env: dict[str, str] | None = None) -> None:
-    """docs/formats.md's recipe, in the folder of a record of the image (extracted as docs/image.md shows); then on
-    a format 1 file, which it reads too."""
+    """docs/formats.md's images recipe, in the folder of a record of the image (extracted as docs/image.md shows);
+    then on a format 1 file, which it reads too (its text recipe: tests/dataset/test_load.py)."""
     shell(opening_block(DOCS["image.md"], "unsquashfs"), folder, env)
-    (found,) = run_python(python, fenced(DOCS["formats.md"], "python"), folder / "mnt" / DOCS_RECORD, env)
+    recipe = [block for block in fenced(DOCS["formats.md"], "python") if "def read_images" in block]
+    (found,) = run_python(python, recipe, folder / "mnt" / DOCS_RECORD, env)
     assert found["images"] == packed.expected[DOCS_RECORD]["images"]
     old = folder / "format-1"
     old.mkdir()
     write_format_1(old / f"images_{DOCS_RECORD}.h5", packed.arrays)
-    (found,) = run_python(python, fenced(DOCS["formats.md"], "python"), old, env)
+    (found,) = run_python(python, recipe, old, env)
     assert found["images"] == packed.expected[DOCS_RECORD]["images"]
 
 

@@ -406,6 +406,35 @@ def test_process_masks_planted_credentials_in_every_output(tmp_path: Path) -> No
     assert json_node["sha256"] == hashlib.sha256((top / "json" / "decoder.py").read_bytes()).hexdigest()
 
 
+def test_the_h5_keeps_each_file_s_published_text_masked_with_the_tree_s_sha256(tmp_path: Path) -> None:
+    """Every rasterized file's bytes come back from the h5: as they were, or with the planted credentials masked
+    (what mask_secrets gives, none of the values); their size and sha256 are the tree's (of the masked text)."""
+    from helpers import plant_credentials
+
+    from zenodo_hpc.dataset.load import load_files
+    from zenodo_hpc.record.secrets import mask_secrets
+
+    top = tmp_path / "src" / "app-1.0"
+    shutil.copytree(stdlib_package("json"), top / "json", ignore=shutil.ignore_patterns("__pycache__"))
+    planted = plant_credentials(top)
+    result = process_path(top, tmp_path / "data", Config(), record_id="7")
+    texts = load_files(result.written.folder)
+    assert texts.keys() == load_images(result.written.folder).keys()
+    originals = {f"app-1.0/{p.relative_to(top).as_posix()}": p.read_bytes() for p in top.rglob("*") if p.is_file()}
+    assert texts.keys() == originals.keys()
+    for name, values in planted.items():
+        key = f"app-1.0/{name}"
+        masked, findings = mask_secrets(originals[key], key)
+        assert findings and texts[key] == masked != originals[key]
+        assert not [v for v in values if v.encode() in texts[key]], key
+    assert texts["app-1.0/json/decoder.py"] == originals["app-1.0/json/decoder.py"]  # no credential: as it was
+    nodes = {path: node for path, node in iter_tree_files(load_metadata(result.written.folder)["tree"])}
+    for key, text in texts.items():
+        assert (nodes[key]["size"], nodes[key]["sha256"]) == (len(text), hashlib.sha256(text).hexdigest()), key
+    again = process_path(top, tmp_path / "again", Config(), record_id="7")
+    assert (again.written.folder / "images_7.h5").read_bytes() == (result.written.folder / "images_7.h5").read_bytes()
+
+
 def test_a_file_whose_masking_fails_is_skipped_never_rasterized_unmasked(source_tree: Path, tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     real = process_module.mask_secrets

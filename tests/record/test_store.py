@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 import pickletools
@@ -21,18 +22,20 @@ from zenodo_hpc.core.errors import UserError
 from zenodo_hpc.record.raster import rasterize
 from zenodo_hpc.record.store import check_record_id, h5_filter, record_file_names, write_record
 
-IMAGES = {
-    "top/b.py": rasterize(b"print('b')\n" * 100),
-    "top/a.txt": rasterize("naïve – ünïcode\n".encode()),
-    "top/empty.txt": rasterize(b""),
-    "top/emoji.md": rasterize("😀\n".encode()),
+TEXTS = {
+    "top/b.py": b"print('b')\n" * 100,
+    "top/a.txt": "naïve – ünïcode\n".encode(),
+    "top/empty.txt": b"",
+    "top/emoji.md": "😀\n".encode(),
 }
+IMAGES = {path: rasterize(text) for path, text in TEXTS.items()}
 METADATA = {"hit": {"id": 7}, "tree": {"type": "dir", "children": {}}, "source": None, "stats": {"files": 4},
             "tool": {"name": "zenodo-hpc", "version": "0", "config_sha256": "x"}}
 
 
 def write(data_dir: Path, **kwargs: object):
     kwargs.setdefault("formats", ["h5", "pkl"])
+    kwargs.setdefault("texts", TEXTS)
     return write_record(data_dir, "7", IMAGES, METADATA, raster_attrs={"width": 80, "height": 80}, **kwargs)
 
 
@@ -76,9 +79,10 @@ def test_h5_layout_has_a_dataset_per_dtype_and_each_file_the_narrowest(tmp_path:
     with h5py.File(tmp_path / "7" / "images_7.h5") as h5:
         datasets: list[str] = []
         h5.visititems(lambda name, obj: datasets.append(name) if isinstance(obj, h5py.Dataset) else None)
-        assert sorted(datasets) == ["files/itemsize", "files/offset", "files/path", "files/start",
+        assert sorted(datasets) == ["files/content", "files/content_offset", "files/itemsize", "files/offset",
+                                    "files/path", "files/sha256", "files/start",
                                     "segments_uint16", "segments_uint32", "segments_uint8"]
-        assert h5.attrs["record_id"] == "7" and h5.attrs["format_version"] == 2
+        assert h5.attrs["record_id"] == "7" and h5.attrs["format_version"] == 3
         paths = list(h5["files/path"].asstr()[()])
         assert paths == sorted(IMAGES) == ["top/a.txt", "top/b.py", "top/emoji.md", "top/empty.txt"]
         # the en dash of a.txt needs 16 bits, the emoji 32; b.py stays in 8 bits whatever its neighbours hold
@@ -93,6 +97,26 @@ def test_h5_layout_has_a_dataset_per_dtype_and_each_file_the_narrowest(tmp_path:
             count = int(offsets[i + 1] - offsets[i])
             stored = h5[f"segments_uint{8 * itemsizes[i]}"][starts[i]:starts[i] + count]
             np.testing.assert_array_equal(stored, IMAGES[path])
+
+
+def test_h5_stores_each_file_s_text_with_its_sha256_and_the_images_compression(tmp_path: Path) -> None:
+    write(tmp_path, h5_compression="lzf")
+    with h5py.File(tmp_path / "7" / "images_7.h5") as h5:
+        paths = list(h5["files/path"].asstr()[()])
+        offsets, content = h5["files/content_offset"][()], h5["files/content"]
+        assert content.dtype == np.uint8 and content.compression == "lzf" and offsets.dtype == np.uint64
+        assert [content[offsets[i]:offsets[i + 1]].tobytes() for i in range(len(paths))] == [TEXTS[p] for p in paths]
+        assert [bytes(d).hex() for d in h5["files/sha256"][()]] == [hashlib.sha256(TEXTS[p]).hexdigest()
+                                                                   for p in paths]
+
+
+def test_without_texts_the_h5_is_format_2_and_texts_must_name_the_images(tmp_path: Path) -> None:
+    write(tmp_path, texts=None)
+    with h5py.File(tmp_path / "7" / "images_7.h5") as h5:
+        assert h5.attrs["format_version"] == 2 and "content" not in h5["files"] and "sha256" not in h5["files"]
+    with pytest.raises(ValueError, match="texts and images name different files"):
+        write(tmp_path / "other", texts={**TEXTS, "top/extra.py": b""})
+    assert not (tmp_path / "other").exists()
 
 
 def test_one_emoji_does_not_widen_the_rest_of_its_record(tmp_path: Path) -> None:

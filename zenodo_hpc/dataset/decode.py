@@ -1,5 +1,5 @@
-"""Decode a record's files from their bytes: the images h5 (format 1 and 2, and 2018's layout), the images
-pickle and the metadata JSON and pickle, ours and 2018's.
+"""Decode a record's files from their bytes: the images h5 (format 1, 2 and 3, and 2018's layout) and the
+text of format 3, the images pickle and the metadata JSON and pickle, ours and 2018's.
 
 One decoding module for every reader: :mod:`zenodo_hpc.load` reads files from a folder, the image reader
 (:mod:`zenodo_hpc.dataset.image`) reads them out of a squashfs image, and both hand the bytes here. Every pickle
@@ -11,21 +11,24 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import hashlib
 import io
 import json
 import pickle
 import re
 import struct
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import h5py
 import numpy as np
 
 from ..core.errors import UserError
-from ..record.store import H5_FORMAT, HDF5PLUGIN_HINT, segments_dataset_name
+from ..record.store import H5_FORMAT, HDF5PLUGIN_HINT, SHA256_BYTES, segments_dataset_name
 
-H5_READ_VERSIONS = (1, 2)
+H5_READ_VERSIONS = (1, 2, 3)
+H5_TEXT_VERSION = 3  # the first format_version holding each file's text
 LEGACY_SIZE = 80  # the 2018 images: 80 x 80
 LEGACY_PAD = 32  # and their padding: spaces
 _OUR_PICKLE_DTYPES = (np.dtype("<i4"), np.dtype(np.uint32))  # today's pickles; uint32 before format 2
@@ -41,15 +44,95 @@ def read_images_h5(file: Any) -> dict[str, np.ndarray]:
                 return _read_2018_h5(h5, file)
             if fmt != H5_FORMAT:
                 raise UserError(f"{file}: not a zenodo-hpc images file (no format={H5_FORMAT} attribute)")
-            version = int(h5.attrs.get("format_version", 1))
+            version = _format_version(h5, file)
             if version == 1:
                 return _read_h5_v1(h5)
-            if version == 2:
-                return _read_h5_v2(h5, file)
-            raise UserError(f"{file}: written by a newer zenodo-hpc (format_version {version}; this one reads "
-                            f"{' and '.join(map(str, H5_READ_VERSIONS))}): upgrade zenodo-hpc")
+            return _read_h5_v2(h5, file)  # format 3 is format 2 with the text added
     except (OSError, KeyError, ValueError, IndexError) as exc:  # a damaged file raises any of them from h5py
         raise UserError(f"{file}: cannot read HDF5 file ({exc})") from None
+
+
+def _format_version(h5: h5py.File, file: Any) -> int:
+    """Our ``format_version`` (1 when absent, as the first files had it); a newer one is refused, naming it."""
+    version = int(h5.attrs.get("format_version", 1))
+    if version not in H5_READ_VERSIONS:
+        raise UserError(f"{file}: written by a newer zenodo-hpc (format_version {version}; this one reads "
+                        f"{', '.join(map(str, H5_READ_VERSIONS[:-1]))} and {H5_READ_VERSIONS[-1]}): "
+                        "upgrade zenodo-hpc")
+    return version
+
+
+class NoStoredText(UserError):
+    """An images file without the files' text: 2018's, or format 1 or 2 (records processed before it was kept)."""
+
+
+class StoredText(NamedTuple):
+    """One rasterized file's published bytes (credentials masked) and their sha256, as format 3 stores them."""
+
+    path: str
+    content: bytes
+    sha256: str  # hex, as the metadata's tree gives it
+
+
+def iter_texts_h5(file: Any) -> Iterator[StoredText]:
+    """Each file's text, in the h5's order (sorted paths), read one file at a time: memory holds one file's bytes
+    and HDF5's chunk cache, whatever the record's size. Every index is checked before it is used and every
+    file's bytes against their sha256: a damaged or hostile file is one :class:`UserError` line, never a wrong text.
+    Files without text (2018's, format 1 and 2) raise :class:`NoStoredText`."""
+    try:
+        with h5py.File(file, "r") as h5:
+            if h5.attrs.get("format") != H5_FORMAT:
+                raise NoStoredText(f"{file}: holds no text (not a zenodo-hpc images file of format_version "
+                                   f"{H5_TEXT_VERSION} or later: the 2018 dataset's files have only images)")
+            version = _format_version(h5, file)
+            if version < H5_TEXT_VERSION:
+                raise NoStoredText(f"{file}: holds no text (format_version {version}: processed before zenodo-hpc "
+                                   "kept each file's text; process the record again to add it)")
+            paths, offsets, digests, content = _text_index(h5, file)
+            for i, path in enumerate(paths):
+                data = content[int(offsets[i]):int(offsets[i + 1])].tobytes()
+                digest = hashlib.sha256(data).digest()
+                if digest != digests[i].tobytes():
+                    raise UserError(f"{file}: damaged: the text of {path} does not match its sha256")
+                yield StoredText(str(path), data, digest.hex())
+    except (OSError, KeyError, ValueError, IndexError, TypeError) as exc:  # damaged files raise any of them
+        raise UserError(f"{file}: cannot read HDF5 file ({_why(exc)})") from None
+
+
+def _text_index(h5: h5py.File, file: Any) -> tuple[Any, np.ndarray, np.ndarray, h5py.Dataset]:
+    """``/files/path``, ``content_offset`` (as int64), ``sha256`` and the ``content`` dataset, checked to agree:
+    offsets start at 0, never decrease, end at the content's length; one 32-byte digest per path."""
+    paths = h5["files/path"].asstr()[()]
+    content = h5["files/content"]
+    offsets = h5["files/content_offset"][()]
+    digests = h5["files/sha256"][()]
+    if content.ndim != 1 or content.dtype != np.uint8 or offsets.ndim != 1 or offsets.dtype.kind not in "iu":
+        raise UserError(f"{file}: damaged: /files/content is not a 1-D uint8 dataset with integer offsets")
+    if offsets.dtype.kind == "u" and offsets.size and int(offsets.max()) > np.iinfo(np.int64).max:
+        raise UserError(f"{file}: damaged: /files/content_offset holds offsets past 2**63")
+    offsets = offsets.astype(np.int64)
+    if len(offsets) != len(paths) + 1 or digests.shape != (len(paths), SHA256_BYTES) or digests.dtype != np.uint8:
+        raise UserError(f"{file}: damaged: /files/path, content_offset and sha256 do not agree "
+                        f"({len(paths)} paths, {len(offsets)} offsets, sha256 of shape {digests.shape})")
+    if offsets[0] != 0 or (np.diff(offsets) < 0).any() or offsets[-1] != content.shape[0]:
+        raise UserError(f"{file}: damaged: /files/content_offset does not run from 0 to the "
+                        f"{content.shape[0]} bytes of /files/content in order")
+    _check_filters(content, file)
+    return paths, offsets, digests, content
+
+
+def h5_has_text(file: Any) -> bool:
+    """Whether an ``images_<id>.h5`` is ours and of a format holding each file's text (its attributes only)."""
+    try:
+        with h5py.File(file, "r") as h5:
+            return h5.attrs.get("format") == H5_FORMAT and _format_version(h5, file) >= H5_TEXT_VERSION
+    except (OSError, KeyError, ValueError) as exc:
+        raise UserError(f"{file}: cannot read HDF5 file ({_why(exc)})") from None
+
+
+def read_texts_h5(file: Any) -> dict[str, bytes]:
+    """``{file path: its published bytes}`` of a format 3 ``images_<id>.h5`` (each checked against its sha256)."""
+    return {text.path: text.content for text in iter_texts_h5(file)}
 
 
 def _read_h5_v1(h5: h5py.File) -> dict[str, np.ndarray]:

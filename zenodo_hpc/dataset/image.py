@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.errors import UserError
 from ..core.state import file_digest
-from .decode import images_from_pickle, metadata_from_json, metadata_from_pickle, read_images_h5
+from .decode import (
+    NoStoredText,
+    images_from_pickle,
+    metadata_from_json,
+    metadata_from_pickle,
+    read_images_h5,
+    read_texts_h5,
+)
 
 if TYPE_CHECKING:  # only in annotations: reading an image's names needs no numpy
     import numpy as np
@@ -243,6 +250,17 @@ class SquashImage:
                 raise UserError(f"{self._name(file)}: cannot read HDF5 file ({_why(exc)})") from None
         return images_from_pickle(data, self._name(file))
 
+    def texts(self, member: str) -> dict[str, bytes]:
+        """``{file path: its published bytes}`` of a record folder or its ``images_<id>.h5`` (format 3 only)."""
+        file = self._record_file(member, "images", (".h5", ".pkl"))
+        if not file.endswith(".h5"):
+            raise NoStoredText(f"{self._name(file)}: holds no text (only images_<id>.h5 of format_version 3 does; "
+                               "the pickle keeps 2018's layout)")
+        try:
+            return read_texts_h5(_Member(self.read_bytes(file), self._name(file)))
+        except TypeError as exc:  # h5py's word for some damaged object headers
+            raise UserError(f"{self._name(file)}: cannot read HDF5 file ({_why(exc)})") from None
+
     def metadata(self, member: str) -> dict[str, Any]:
         """The metadata dict of a record folder, or of its ``metadata_<id>.json``/``.pkl``."""
         file = self._record_file(member, "metadata", (".json", ".pkl"))
@@ -350,6 +368,13 @@ def load_images_from_image(path: str | os.PathLike[str], member: str | None = No
     image_path, member = _image_and_member(path, member)
     with SquashImage(image_path) as image:
         return image.images(member)
+
+
+def load_files_from_image(path: str | os.PathLike[str], member: str | None = None) -> dict[str, bytes]:
+    """Each file's text of one record of the image (format 3); ``member`` is its folder or its ``images_<id>.h5``."""
+    image_path, member = _image_and_member(path, member)
+    with SquashImage(image_path) as image:
+        return image.texts(member)
 
 
 def load_metadata_from_image(path: str | os.PathLike[str], member: str | None = None) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Read records back: ``load_images`` and ``load_metadata`` (docs/formats.md).
+"""Read records back: ``load_images``, ``load_files`` (each file's text) and ``load_metadata`` (docs/formats.md).
 
 Both accept a record folder or one of its files, written by zenodo-hpc or by the 2018 code that made the
 published Zenodo-ML dataset (docs/from-2018.md). Images always come back as ``uint32`` arrays of shape
@@ -11,14 +11,24 @@ values and containertree trees and refuses anything else: unpickling a downloade
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..core.errors import UserError
-from .decode import metadata_from_json, metadata_from_pickle, read_file, read_images_h5, read_images_pkl
-from .image import load_images_from_image, load_metadata_from_image, split_image_path
+from .decode import (
+    NoStoredText,
+    h5_has_text,
+    metadata_from_json,
+    metadata_from_pickle,
+    read_file,
+    read_images_h5,
+    read_images_pkl,
+    read_texts_h5,
+)
+from .image import load_files_from_image, load_images_from_image, load_metadata_from_image, split_image_path
 
 
 def _record_file(path: Path, prefix: str, suffixes: tuple[str, ...]) -> Path:
@@ -56,6 +66,35 @@ def load_images(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     if file.suffix == ".pkl":
         return read_images_pkl(file)
     raise UserError(f"{file}: not an images file (expected images_<id>.h5 or images_<id>.pkl)")
+
+
+def load_files(path: str | os.PathLike[str]) -> dict[str, bytes]:
+    """``{file path: its bytes}`` of every rasterized file of a record, from its ``images_<id>.h5``, its folder, or
+    either inside a squashfs image (``zenodo-ml.sqsh:1065022``): the bytes published, credentials masked (their
+    sha256 is the tree's). Each is checked against its sha256.
+
+    Only format 3 files hold the text: a record processed before (format 1 or 2), a 2018 file or a folder with only
+    the pickle raises :class:`~zenodo_hpc.dataset.decode.NoStoredText` (a ``UserError``) saying so.
+    """
+    inside = split_image_path(path)
+    if inside is not None:
+        return load_files_from_image(*inside)
+    file = _record_file(Path(path), "images", (".h5", ".pkl"))
+    if file.suffix != ".h5":
+        raise NoStoredText(f"{file}: holds no text (only images_<id>.h5 of format_version 3 does; the pickle keeps "
+                           "2018's layout)")
+    return read_texts_h5(file)
+
+
+def records_without_text(folders: Iterable[Path]) -> list[str]:
+    """The ids (folder names) of the record folders whose files hold no text: no ``images_<id>.h5``, or one of format
+    1 or 2. An export lists them and stops rather than leave their files out silently (docs/formats.md)."""
+    missing = []
+    for folder in folders:
+        h5_file = folder / f"images_{folder.name}.h5"
+        if not h5_file.is_file() or not h5_has_text(h5_file):
+            missing.append(folder.name)
+    return missing
 
 
 def load_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -278,7 +278,7 @@ def read_images(h5_file):
         images[path] = stored[int(itemsize[i])][first:first + n].astype(np.uint32) if n else empty
     return images
 '''
-H5_LAYOUT = (  # format 2 of images_<id>.h5, as the card describes it (docs/formats.md says the same)
+H5_LAYOUT = (  # format 3 of images_<id>.h5, as the card describes it (docs/formats.md says the same)
     ("`/segments_uint8`, `/segments_uint16`, `/segments_uint32`", "`(N, height, width)`",
      "the images stored in that type, file after file in path order; a dataset is there only when it holds images"),
     ("`/files/path`", "`(F,)` UTF-8 strings", "the path of every rasterized file, sorted; an empty file is there with "
@@ -286,6 +286,11 @@ H5_LAYOUT = (  # format 2 of images_<id>.h5, as the card describes it (docs/form
     ("`/files/offset`", "`(F + 1,)` `uint64`", "file `i` has `offset[i + 1] - offset[i]` images"),
     ("`/files/itemsize`", "`(F,)` `uint8`", "1, 2 or 4: file `i`'s images are in `/segments_uint{8 * itemsize[i]}`"),
     ("`/files/start`", "`(F,)` `uint64`", "the index of file `i`'s first image in that dataset"),
+    ("`/files/content`", "`(C,)` `uint8`", "the bytes of every rasterized file, one after the other in path order: the "
+     "text its images were made from, credentials masked"),
+    ("`/files/content_offset`", "`(F + 1,)` `uint64`", "file `i`'s bytes are "
+     "`content[content_offset[i]:content_offset[i + 1]]`"),
+    ("`/files/sha256`", "`(F, 32)` `uint8`", "the sha256 digest of those bytes (the file's `sha256` in the metadata)"),
     ("attributes of `/`", "", "`format` (`zenodo-hpc-images`), `format_version`, `record_id`, `compression`, "
      "`width`, `height`, `pad` (the padding code point, 32: a space), `tab_width`"),
 )
@@ -405,9 +410,10 @@ holds its largest code point, in chunks of 64 images, compressed {filters}:
 
 {_table(("object", "shape, type", "meaning"), H5_LAYOUT)}
 
-`format_version` is 2. Records made by older zenodo-hpc versions (kept as they were) have version 1: one
-`/segments` dataset in the record's widest type, file `i`'s images `segments[offset[i]:offset[i + 1]]`, and no
-`itemsize` or `start`. The recipe below reads both.
+`format_version` is 3. Records made by older zenodo-hpc versions (kept as they were) have version 2 (the same
+without `content`, `content_offset` and `sha256`: no text) or 1: one `/segments` dataset in the record's widest
+type, file `i`'s images `segments[offset[i]:offset[i + 1]]`, and no `itemsize` or `start`. The recipe below reads
+the images of all three.
 
 ### `<id>/metadata_<id>.json`
 

@@ -78,6 +78,8 @@ class RasterizedRecord:
     tree: dict[str, Any]
     stats: RecordStats
     masked: list[dict[str, Any]] = field(default_factory=list)  # {kind, file, line} of each credential masked
+    # each rasterized file's published bytes (credentials masked), the keys of ``images``: the h5 stores them
+    texts: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass
@@ -109,7 +111,7 @@ def rasterize_tree(roots: Iterable[WalkRoot | tuple[Path, str]], raster: RasterC
     tree = new_tree()
     stats = RecordStats()
     skipped: Counter[str] = Counter()
-    pending = _PendingImages(raster, {}, stats, skipped, [])
+    pending = _PendingImages(raster, {}, stats, skipped, [], {})
     for folder, prefix, extracted in (WalkRoot(*root) for root in roots):
         dirs, others = list_entries(folder, prefix)  # one listing: the folders, then every other entry
         for key, reason in dirs:
@@ -127,7 +129,8 @@ def rasterize_tree(roots: Iterable[WalkRoot | tuple[Path, str]], raster: RasterC
             _take_extraction_skips(extracted, prefix, tree, pending)
     pending.flush()
     stats.skipped = dict(skipped)
-    return RasterizedRecord(images=pending.images, tree=sort_tree(tree), stats=stats, masked=pending.masked)
+    return RasterizedRecord(images=pending.images, tree=sort_tree(tree), stats=stats, masked=pending.masked,
+                            texts=pending.texts)
 
 
 class _PendingImages:
@@ -135,14 +138,18 @@ class _PendingImages:
     record) by :func:`rasterize_many`, then their images stored and their tree nodes and stats completed.
 
     Per file, numpy's fixed cost is most of a small file's rasterizing; a batch pays it once. Holding at
-    most BATCH_BYTES of text, it changes a record's memory by little.
+    most BATCH_BYTES of text waiting, batching changes a record's memory by little.
 
     Each file's credentials are masked first (:func:`~zenodo_hpc.record.secrets.mask_secrets`), so that no
-    image holds one; ``masked`` collects where they were (kind, file, line: never the value)."""
+    image holds one; ``masked`` collects where they were (kind, file, line: never the value). ``texts`` keeps
+    each rasterized file's masked bytes for the h5 (the images drop characters past the width: the text cannot be
+    made again from them); they take the record's rasterized bytes (``stats.bytes_rasterized``, give or take what
+    masking changes), held until the record is written, as its images are."""
 
     def __init__(self, raster: RasterConfig, images: dict[str, np.ndarray], stats: RecordStats,
-                 skipped: Counter[str], masked: list[dict[str, Any]]) -> None:
+                 skipped: Counter[str], masked: list[dict[str, Any]], texts: dict[str, bytes]) -> None:
         self.raster, self.images, self.stats, self.skipped, self.masked = raster, images, stats, skipped, masked
+        self.texts = texts
         self._files: list[tuple[WalkedFile, dict[str, Any]]] = []
         self._bytes = 0
 
@@ -173,6 +180,7 @@ class _PendingImages:
                     self.skipped[skip_category(node["skipped"])] += 1
                     continue
             self.images[entry.key] = array
+            self.texts[entry.key] = text
             node["segments"] = int(array.shape[0])
             self.stats.rasterized += 1
             self.stats.segments += int(array.shape[0])
@@ -238,7 +246,7 @@ def add_loose_files(record: RasterizedRecord, loose: Iterable[tuple[str, Path]],
     """
     tree, stats = record.tree, record.stats
     skipped: Counter[str] = Counter(stats.skipped)
-    pending = _PendingImages(raster, record.images, stats, skipped, record.masked)
+    pending = _PendingImages(raster, record.images, stats, skipped, record.masked, record.texts)
     for key, path in loose:
         try:
             info = os.lstat(path)
@@ -251,7 +259,8 @@ def add_loose_files(record: RasterizedRecord, loose: Iterable[tuple[str, Path]],
         _take_entry(WalkedFile(key, "file", skipped=reason), tree, pending)
     pending.flush()
     stats.skipped = dict(skipped)
-    return RasterizedRecord(images=record.images, tree=sort_tree(tree), stats=stats, masked=record.masked)
+    return RasterizedRecord(images=record.images, tree=sort_tree(tree), stats=stats, masked=record.masked,
+                            texts=record.texts)
 
 
 def tool_info(cfg: Config) -> dict[str, str]:
@@ -339,7 +348,7 @@ def process_sources(
     }
     written = write_record(Path(data_dir), record_id, record.images, metadata,
                            formats=cfg.output.formats, raster_attrs=cfg.raster.layout(),
-                           h5_compression=cfg.output.h5_compression)
+                           h5_compression=cfg.output.h5_compression, texts=record.texts)
     return ProcessResult(record_id, written, record.stats, time.monotonic() - started)
 
 

@@ -1,10 +1,11 @@
-"""Write one record folder (docs/formats.md): images as HDF5 (and the 2018 pickle), metadata as pickle and JSON.
+"""Write one record folder (docs/formats.md): images and text as HDF5 (and the 2018 pickle), metadata as pickle
+and JSON.
 
 Everything is written into a hidden staging folder beside the record folder and moved into place only
 when complete, so a reader (or ``pack``) never sees half a record. Output is byte-identical when the
 same input is written again: no timestamps, sorted paths, fixed pickle protocol, fixed filters.
 
-HDF5 layout, format_version 2 (docs/formats.md; version 1 is still read by zenodo_hpc.load):
+HDF5 layout, format_version 3 (docs/formats.md; versions 1 and 2 are still read by zenodo_hpc.load):
 
     /segments_uint8    (N8, height, width)  images of the files whose code points all fit in uint8
     /segments_uint16   (N16, height, width) ... in uint16 (the Basic Multilingual Plane)
@@ -15,13 +16,20 @@ HDF5 layout, format_version 2 (docs/formats.md; version 1 is still read by zenod
     /files/offset      (F + 1,) uint64: file i has offset[i + 1] - offset[i] images, numbered over the record
     /files/itemsize    (F,) uint8: 1, 2 or 4, the dataset holding file i's images (segments_uint{8 * itemsize})
     /files/start       (F,) uint64: index of file i's first image in that dataset
+    /files/content     (C,) uint8: the published (masked) bytes of every rasterized file, file after file;
+                       chunks of CONTENT_CHUNK bytes, output.h5_compression
+    /files/content_offset (F + 1,) uint64: file i's bytes are content[content_offset[i]:content_offset[i + 1]]
+    /files/sha256      (F, 32) uint8: the sha256 digest of those bytes (the tree's sha256 of the file)
     attributes         format, format_version, record_id, compression, width, height, pad, tab_width
 
 The dtype is chosen per file, so that one emoji does not widen every image of its record to 32 bits.
+Format 2 is format 3 without the three ``content``/``sha256`` datasets: written only when no text is given
+(``texts=None``), as records processed before the text was stored were.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -42,9 +50,15 @@ from ..core.errors import UserError
 from .raster import narrowest_uint
 
 H5_FORMAT = "zenodo-hpc-images"
-H5_FORMAT_VERSION = 2
+H5_FORMAT_VERSION = 3  # 3: with each file's text; 2: images only (written when no text is given)
+H5_IMAGES_ONLY_VERSION = 2
 PICKLE_PROTOCOL = 4  # readable by every Python 3 the 2018 tutorial ran on
 CHUNK_SEGMENTS = 64
+# Text is chunked by bytes: 256 KiB chunks compress within 1% of 1 MiB ones with gzip (its window is 32 KiB), 4%
+# with zstd-3, 2-7% better than 64 KiB (benchmarks/RESULTS.md, bench_text.py), and bound what reading one file
+# decompresses.
+CONTENT_CHUNK = 1 << 18
+SHA256_BYTES = 32
 PICKLE_DTYPE = "<i4"  # the pickle's arrays: signed like 2018's int64, half its size, a type OpenCV writes
 # HDF5 1.10's file format (every h5py 3 reads it): its chunk indexes cost a few bytes where 1.8's B-tree
 # costs about 5 KB per compressed dataset, which would make a dataset per dtype expensive for small records.
@@ -107,17 +121,22 @@ def write_record(
     formats: list[str] | tuple[str, ...] = ("h5",),
     raster_attrs: Mapping[str, int] | None = None,
     h5_compression: str = DEFAULT_H5_COMPRESSION,
+    texts: Mapping[str, bytes] | None = None,
 ) -> WrittenRecord:
     """Write ``<data_dir>/<record_id>/`` atomically and return what was written.
 
     ``images`` maps each rasterized file's key to its ``(n, height, width)`` array (n may be 0);
-    ``h5_compression`` is an ``output.h5_compression`` value (``gzip-2``, ``lzf``, ``zstd-3``, ...).
+    ``h5_compression`` is an ``output.h5_compression`` value (``gzip-2``, ``lzf``, ``zstd-3``, ...);
+    ``texts`` maps the same keys to the bytes the images were made from (credentials masked): given, the h5
+    is format 3 and holds them; ``None`` writes format 2 (images only). The pickle never holds text (2018's layout).
     """
     check_record_id(record_id)
     data_dir = Path(data_dir)
+    if texts is not None and set(texts) != set(images):
+        raise ValueError(f"record {record_id}: texts and images name different files")
     filters = h5_filter(h5_compression) if "h5" in formats else {}  # a missing hdf5plugin fails before any write
     try:
-        return _write_record(data_dir, record_id, images, metadata, formats, raster_attrs or {}, filters)
+        return _write_record(data_dir, record_id, images, metadata, formats, raster_attrs or {}, filters, texts)
     except OSError as exc:
         what = exc.strerror or str(exc)
         raise UserError(f"cannot write record {record_id} in {data_dir}: {what}") from exc
@@ -131,6 +150,7 @@ def _write_record(
     formats: list[str] | tuple[str, ...],
     raster_attrs: Mapping[str, int],
     filters: dict[str, Any],
+    texts: Mapping[str, bytes] | None,
 ) -> WrittenRecord:
     data_dir.mkdir(parents=True, exist_ok=True)
     folder = data_dir / record_id
@@ -138,7 +158,8 @@ def _write_record(
     try:
         keys = sorted(images)
         if "h5" in formats:
-            write_images_h5(staging / images_h5_name(record_id), record_id, keys, images, raster_attrs, filters)
+            write_images_h5(staging / images_h5_name(record_id), record_id, keys, images, raster_attrs, filters,
+                            texts=texts)
         if "pkl" in formats:
             write_images_pkl(staging / images_pkl_name(record_id), keys, images)
         (staging / metadata_pkl_name(record_id)).write_bytes(pickle.dumps(metadata, protocol=PICKLE_PROTOCOL))
@@ -206,8 +227,11 @@ def write_images_h5(
     images: Mapping[str, np.ndarray],
     raster_attrs: Mapping[str, int],
     filters: dict[str, Any] | None = None,
+    *,
+    texts: Mapping[str, bytes] | None = None,
 ) -> None:
-    """Format 2: per file the narrowest dtype; one chunked, compressed dataset per dtype; paths and offsets."""
+    """Format 3: per file the narrowest dtype; one chunked, compressed dataset per dtype; paths and offsets; each
+    file's text with its sha256. Without ``texts``, format 2 (the same without the text)."""
     filters = h5_filter(DEFAULT_H5_COMPRESSION) if filters is None else filters
     shapes = [images[k].shape for k in keys if images[k].shape[0]]
     height = int(raster_attrs.get("height", shapes[0][1] if shapes else 80))
@@ -233,7 +257,7 @@ def write_images_h5(
     buffer = io.BytesIO()
     with h5py.File(buffer, "w", libver=H5_LIBVER, track_order=False) as h5:
         h5.attrs["format"] = H5_FORMAT
-        h5.attrs["format_version"] = H5_FORMAT_VERSION
+        h5.attrs["format_version"] = H5_IMAGES_ONLY_VERSION if texts is None else H5_FORMAT_VERSION
         h5.attrs["record_id"] = str(record_id)
         h5.attrs["compression"] = _filter_label(filters)
         for name in ("width", "height", "pad", "tab_width"):
@@ -257,8 +281,23 @@ def write_images_h5(
         files.create_dataset("offset", data=offsets, track_times=False)
         files.create_dataset("itemsize", data=itemsizes, track_times=False)
         files.create_dataset("start", data=starts, track_times=False)
+        if texts is not None:
+            write_texts(files, [texts[k] for k in keys], filters)
     with open(path, "wb") as handle:
         handle.write(buffer.getbuffer())
+
+
+def write_texts(files: h5py.Group, texts: list[bytes], filters: dict[str, Any]) -> None:
+    """``/files/content`` (every file's bytes, one after the other: a dataset of variable-length strings would
+    not be compressed, HDF5 filters apply to fixed-size elements only), ``content_offset`` and ``sha256``."""
+    offsets = np.zeros(len(texts) + 1, dtype=np.uint64)
+    np.cumsum([len(t) for t in texts], out=offsets[1:])
+    content = np.frombuffer(b"".join(texts), dtype=np.uint8)
+    digests = np.frombuffer(b"".join(hashlib.sha256(t).digest() for t in texts), dtype=np.uint8)
+    files.create_dataset("content", data=content, maxshape=(None,),
+                         chunks=(max(1, min(CONTENT_CHUNK, content.size)),), track_times=False, **filters)
+    files.create_dataset("content_offset", data=offsets, track_times=False)
+    files.create_dataset("sha256", data=digests.reshape(len(texts), SHA256_BYTES), track_times=False)
 
 
 def _filter_label(filters: dict[str, Any]) -> str:
