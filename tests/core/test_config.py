@@ -493,3 +493,19 @@ def test_export_near_duplicates_is_keep_or_drop() -> None:
     assert config_from_dict({"export": {"near_duplicates": "drop"}}).export.near_duplicates == "drop"
     with pytest.raises(ConfigError, match=r"export\.near_duplicates: must be one of keep, drop, got 'remove'"):
         config_from_dict({"export": {"near_duplicates": "remove"}})
+
+
+@pytest.mark.parametrize("repo", ["zenodo-ml", "alice/zenodo--ml", "alice/../x", "alice/zenodo-ml.git", "a/b/c",
+                                  " alice/zenodo-ml", "-alice/zenodo-ml", f"alice/{'x' * 97}"])
+def test_publish_huggingface_repo_is_an_id_the_hub_takes(tmp_path: Path, repo: str) -> None:
+    """publish.huggingface (format 6): off by default; an id the Hub would refuse stops the config, not the month's
+    update that would publish; a run.yaml of format 5 (no such section) loads with it off."""
+    assert Config().publish.huggingface.repo is None and Config().publish.huggingface.public is False
+    assert set(frozen_keys(6)) - set(frozen_keys(5)) == {"publish.huggingface.repo", "publish.huggingface.public"}
+    hub = load_config(write(tmp_path, "publish:\n  huggingface:\n    repo: alice/zenodo-ml\n    public: true\n"))
+    assert (hub.publish.huggingface.repo, hub.publish.huggingface.public) == ("alice/zenodo-ml", True)
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, f"publish:\n  huggingface:\n    repo: {repo!r}\n"))
+    assert str(info.value) == (f"{tmp_path / 'cfg.yaml'}: publish.huggingface.repo: {repo!r} must be OWNER/NAME: "
+                               "letters, digits, '-', '_', '.', at most 96 characters each, no '--' or '..' (e.g. "
+                               "alice/zenodo-ml)")

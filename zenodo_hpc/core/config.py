@@ -234,9 +234,18 @@ class ZenodoDepositConfig:
 
 
 @dataclass
+class HuggingfaceConfig:
+    """The dataset repository on the Hugging Face Hub that gets each release's Parquet export (a commit and a tag)."""
+
+    repo: str | None = field(default=None, metadata={"since": 6})  # OWNER/NAME; None: releases are not put on the Hub
+    public: bool = field(default=False, metadata={"since": 6})  # a repository update creates is private unless true
+
+
+@dataclass
 class PublishConfig:
     kaggle: KaggleConfig = field(default_factory=KaggleConfig)
     zenodo: ZenodoDepositConfig = field(default_factory=ZenodoDepositConfig)
+    huggingface: HuggingfaceConfig = field(default_factory=HuggingfaceConfig, metadata={"since": 6})
 
 
 @dataclass
@@ -344,7 +353,7 @@ class Config:
 # not write yet keeps its default. A key's field metadata ``since`` is the first format that wrote it
 # (default 1: run.yaml files written before formats were recorded, which all hold those keys). A new key
 # gets ``since=FROZEN_FORMAT + 1``, and FROZEN_FORMAT that number.
-FROZEN_FORMAT = 5
+FROZEN_FORMAT = 6
 
 
 def frozen_keys(fmt: int, cls: type = Config, prefix: str = "") -> list[str]:
@@ -563,6 +572,7 @@ def config_from_dict(data: dict[str, Any] | None, source: str = "<config>") -> C
         raise ConfigError(f"{source}: output.h5_compression: must be gzip-1 ... gzip-9, lzf or zstd-1 ... zstd-22 "
                           f"(zstd needs hdf5plugin), got {cfg.output.h5_compression!r}")
     _check_export(cfg.export, source)
+    _check_huggingface(cfg.publish.huggingface, source)
     return cfg
 
 
@@ -580,6 +590,27 @@ def _check_export(export: ExportConfig, source: str) -> None:
     if abs(total - 1.0) > SPLIT_SUM_TOLERANCE:
         shown = ", ".join(f"{name} {value:g}" for name, value in splits.items())
         raise ConfigError(f"{source}: export.splits: the fractions must add up to 1, {shown} add up to {total:g}")
+
+
+# A Hub repository id as huggingface_hub's validate_repo_id takes it (dataset/hub.py checks --repo with it too).
+_HUB_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+HUB_REPO_ID = re.compile(rf"(?P<owner>{_HUB_PART})/(?P<name>{_HUB_PART})")
+HUB_REPO_RULE = ("must be OWNER/NAME: letters, digits, '-', '_', '.', at most 96 characters each, no '--' or '..' "
+                 "(e.g. alice/zenodo-ml)")
+
+
+def hub_repo_ok(repo: str) -> bool:
+    """Whether the Hub takes ``repo`` (already stripped) as a repository id."""
+    match = HUB_REPO_ID.fullmatch(repo)
+    if match is None or repo.endswith(".git"):
+        return False
+    return not any(bad in part for part in match.groups() for bad in ("--", ".."))
+
+
+def _check_huggingface(hub: HuggingfaceConfig, source: str) -> None:
+    """A repository id the Hub would refuse stops the config here, not a month later when ``update`` publishes."""
+    if hub.repo is not None and not hub_repo_ok(hub.repo):
+        raise ConfigError(f"{source}: publish.huggingface.repo: {hub.repo!r} {HUB_REPO_RULE}")
 
 
 # --- the YAML loader ----------------------------------------------------------------------------------

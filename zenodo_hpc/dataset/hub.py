@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..core.config import HUB_REPO_RULE, hub_repo_ok
 from ..core.errors import UserError
 from ..core.redact import Redactor
 from ..core.state import sha256_of
@@ -56,8 +57,6 @@ ENDPOINT = "https://huggingface.co"
 CARD = "README.md"
 DATA = "data"
 TIMEOUTS = {"connect": 30.0, "read": 600.0, "write": 600.0, "pool": 60.0}  # seconds, per request
-_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
-REPO_ID = re.compile(rf"(?P<owner>{_PART})/(?P<name>{_PART})")
 TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -87,10 +86,8 @@ class HubResult:
 
 def check_repo_id(repo: str) -> str:
     repo = (repo or "").strip()
-    match = REPO_ID.fullmatch(repo)
-    if not match or any(bad in part for part in match.groups() for bad in ("--", "..")) or repo.endswith(".git"):
-        raise UserError(f"--repo {repo!r} must be OWNER/NAME: letters, digits, '-', '_', '.', at most 96 "
-                        "characters each, no '--' or '..' (e.g. alice/zenodo-ml)")
+    if not hub_repo_ok(repo):
+        raise UserError(f"--repo {repo!r} {HUB_REPO_RULE}")
     return repo
 
 
