@@ -154,6 +154,11 @@ class RunDir:
         """``export/<version>/``: a release organized for Kaggle."""
         return self.root / "export" / version
 
+    def hub_export(self, version: str) -> Path:
+        """``export/huggingface/<version>/``: a release's Parquet export for the Hugging Face Hub. Not inside
+        ``export/<version>/``, which organize replaces whole; no version is named ``huggingface`` (they are dates)."""
+        return self.root / "export" / "huggingface" / version
+
     def image(self, name: str) -> Path:
         """An image in the run directory (``pack.image``, or a released ``<image>-<version>.sqsh``)."""
         return self.root / name

@@ -326,6 +326,35 @@ def changelog(release: Release, plan: ReleasePlan) -> str:
     return "\n".join(parts) + "\n"
 
 
+PUBLISHED_HEADING = "## Published"  # the changelog's last section, written again as publications succeed
+
+
+def published_lines(release: Release) -> list[str]:
+    """Where the release's data can be had besides its DOI, one line each: what the changelog's last section
+    and the feed entry's text say (``Kaggle: <url>``, ``Hugging Face: <url> (tag <tag>)``)."""
+    kaggle, hub = (release.published.get(target) or {} for target in ("kaggle", "huggingface"))
+    lines = [f"Kaggle: {kaggle['url']}"] if kaggle.get("ok") and kaggle.get("url") else []
+    if hub.get("ok") and hub.get("url"):
+        lines.append(f"Hugging Face: {hub['url']} (tag {hub.get('tag') or release.version})")
+    return lines
+
+
+def link_changelog(run: RunDir, release: Release) -> None:
+    """The release's ``CHANGELOG.md`` ends with a ``## Published`` section naming where it was published
+    (:func:`published_lines`), rewritten as each publication succeeds; before Zenodo's, which uploads it."""
+    path = run.changelog(release.version)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        log.warning("release %s: %s not updated with where it was published: %s", release.version, path, exc)
+        return
+    body = text.partition(f"\n{PUBLISHED_HEADING}\n")[0].rstrip("\n") + "\n"
+    lines = published_lines(release)
+    new = body + (f"\n{PUBLISHED_HEADING}\n\n" + "".join(f"- {line}\n" for line in lines) if lines else "")
+    if new != text:
+        atomic_write_text(path, new)
+
+
 def summary_line(release: Release) -> str:
     """One line for people: the webhook's text, the feed entry's title, version notes."""
     return (f"Zenodo-ML release {release.version}: {len(release.records)} records (+{len(release.added)} added, "
@@ -356,7 +385,8 @@ def write_feed(run: RunDir, cfg: Config) -> Path:
 
     Its ``rel="self"`` link is the file's own ``file:`` URI: the only address of the feed the run knows (a copy
     served elsewhere is another feed). Each entry holds its text in ``<content>`` (so an unpublished release is a
-    valid entry too); the release's DOI is its one ``rel="alternate"`` link, Kaggle a ``rel="related"`` one.
+    valid entry too); the release's DOI is its one ``rel="alternate"`` link, Kaggle and the Hugging Face dataset
+    ``rel="related"`` ones.
     """
     releases = list(reversed(list_releases(run)))
     path = run.feed
@@ -382,12 +412,12 @@ def _link(rel: str, href: str, kind: str) -> str:
 
 def _feed_entry(cfg: Config, release: Release) -> str:
     doi = (release.published.get("zenodo") or {}).get("doi")
-    kaggle = (release.published.get("kaggle") or {}).get("url")
-    links = ([_link("alternate", f"https://doi.org/{doi}", "text/html")] if doi else []) + (
-        [_link("related", kaggle, "text/html")] if kaggle else [])
+    related = [(release.published.get(target) or {}) for target in ("kaggle", "huggingface")]
+    links = ([_link("alternate", f"https://doi.org/{doi}", "text/html")] if doi else []) + [
+        _link("related", where["url"], "text/html") for where in related if where.get("ok") and where.get("url")]
     where = [f"DOI: https://doi.org/{doi}"] if doi else ["Not published: the files are in the run directory's "
                                                          f"releases/{release.version}/ folder"]
-    where += [f"Kaggle: {kaggle}"] if kaggle else []
+    where += published_lines(release)
     content = "\n".join([f"{summary_line(release)}.", f"Image {release.image}, {release.size} bytes.",
                          f"md5 {release.md5}", f"sha256 {release.sha256}", *where,
                          f"Changelog: releases/{release.version}/CHANGELOG.md"])
@@ -402,6 +432,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-__all__ = ["Release", "ReleasePlan", "card_lines", "changelog", "latest_release", "list_releases",
-           "make_release", "next_version", "place_release_images", "plan_release", "prune_images",
+__all__ = ["Release", "ReleasePlan", "card_lines", "changelog", "latest_release", "link_changelog", "list_releases",
+           "make_release", "next_version", "place_release_images", "plan_release", "prune_images", "published_lines",
            "release_image_name", "summary_line", "write_feed"]

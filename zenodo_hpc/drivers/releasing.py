@@ -1,6 +1,6 @@
 """Make a release once its records are done: plan it, pack and verify its image, record it, publish it where its
-users are (a new version of the Kaggle dataset, a new version of the Zenodo record) and say so (the webhook;
-the Atom feed is part of the release).
+users are (a new version of the Kaggle dataset, a commit and tag of the Hugging Face dataset, a new version of
+the Zenodo record) and say so (the webhook; the Atom feed is part of the release).
 
 Called by ``update`` (locally, after its rounds) and by the finishing job of an update's chain on SLURM
 (``finish``), which is why it is a module of its own: both import it, neither imports the other. A
@@ -21,6 +21,8 @@ from ..dataset.release import (
     Release,
     ReleasePlan,
     card_lines,
+    latest_release,
+    link_changelog,
     list_releases,
     make_release,
     place_release_images,
@@ -57,24 +59,29 @@ def release_now(run: RunDir, cfg: Config) -> Release | None:
     return release
 
 
-def publish_release(run: RunDir, cfg: Config, release: Release, plan: ReleasePlan) -> None:
-    """Kaggle and Zenodo, each when configured; a failure is logged and kept for the next update."""
-    for target, publish in (("kaggle", _publish_kaggle), ("zenodo", _publish_zenodo)):
+def publish_release(run: RunDir, cfg: Config, release: Release, plan: ReleasePlan | None = None) -> None:
+    """Kaggle, the Hugging Face Hub and Zenodo, each when configured and not done yet; a failure is logged and
+    kept for the next update. The changelog names each place as it succeeds (the Hub before Zenodo, which uploads
+    the changelog). ``plan`` is not needed: kept for the callers that pass it."""
+    publishers = {"kaggle": _publish_kaggle, "huggingface": _publish_huggingface, "zenodo": _publish_zenodo}
+    for target, publish in publishers.items():
         if not _configured(cfg, target) or (release.published.get(target) or {}).get("ok"):
             continue
         try:
             release.published[target] = {"ok": True, **publish(run, cfg, release)}
-        except UserError as exc:
+        except (UserError, OSError) as exc:  # OSError: the disk, while exporting; either way the release stands
             log.warning("release %s: publishing on %s failed: %s (the next update tries again)", release.version,
                         target, exc)
             release.published[target] = {"ok": False, "error": str(exc)}
         save_release(run, release)
+        link_changelog(run, release)
     write_feed(run, cfg)
 
 
 def _configured(cfg: Config, target: str) -> bool:
     publish = cfg.publish
-    return bool(publish.kaggle.username) if target == "kaggle" else bool(publish.zenodo.api_url)
+    return bool({"kaggle": publish.kaggle.username, "huggingface": publish.huggingface.repo,
+                 "zenodo": publish.zenodo.api_url}[target])
 
 
 def _publish_kaggle(run: RunDir, cfg: Config, release: Release) -> dict[str, Any]:
@@ -91,6 +98,28 @@ def _publish_kaggle(run: RunDir, cfg: Config, release: Release) -> dict[str, Any
     result = publish_kaggle(out, username=username, title=k.title, name=k.name or "zenodo-ml-code-images",
                             keywords=list(k.keywords) or None, public=k.public, version_notes=summary_line(release))
     return {"ref": result.ref, "url": result.url, "created": result.created}
+
+
+def _publish_huggingface(run: RunDir, cfg: Config, release: Release) -> dict[str, Any]:
+    """The released image's Parquet export (shards and dataset card, in ``export/huggingface/<version>/``) as one
+    commit of the Hub dataset ``publish.huggingface.repo``, tagged with the release's version. An export an
+    earlier try left (written whole or not at all) is published as it is: a retry sends only what the Hub lacks."""
+    import importlib.util
+
+    from ..dataset.export import export_dataset
+    from ..dataset.hub import CARD, INSTALL_HINT, publish_huggingface
+
+    hub = cfg.publish.huggingface
+    assert hub.repo, "publish_release publishes on the Hub only when publish.huggingface.repo is set"
+    if importlib.util.find_spec("huggingface_hub") is None:  # before the export, not after it
+        raise UserError(f"publish.huggingface needs huggingface_hub: {INSTALL_HINT}")
+    folder = run.hub_export(release.version)
+    if not (folder / CARD).is_file():
+        export_dataset(run.image(release.image), folder, settings=cfg.export, progress=False)
+    result = publish_huggingface(folder, hub.repo, public=hub.public, tag=release.version,
+                                 message=summary_line(release))
+    return {"repo": result.repo, "url": result.url, "tag": result.tag, "commit": result.commit,
+            "created": result.created}
 
 
 def _publish_zenodo(run: RunDir, cfg: Config, release: Release) -> dict[str, Any]:
@@ -119,7 +148,8 @@ def notify_release(run: RunDir, cfg: Config, release: Release) -> bool:
                "superseded": len(release.superseded), "newly_quarantined": len(release.newly_quarantined),
                "removed": len(release.removed),
                "image": release.image, "md5": release.md5, "doi": (release.published.get("zenodo") or {}).get("doi"),
-               "kaggle": (release.published.get("kaggle") or {}).get("url")}
+               "kaggle": (release.published.get("kaggle") or {}).get("url"),
+               "huggingface": (release.published.get("huggingface") or {}).get("url")}
     problem = send_notice(url, notice(summary_line(release), figures))
     if problem:
         log.warning("release %s: notice not sent: %s (the next update sends it again)", release.version, problem)
@@ -130,7 +160,14 @@ def notify_release(run: RunDir, cfg: Config, release: Release) -> bool:
 
 
 def resend_notices(run: RunDir, cfg: Config) -> None:
-    """Notices and publications that failed for earlier releases, tried again first."""
+    """Notices and publications that failed for earlier releases, tried again first (by ``update``).
+
+    Only the latest release's publications are tried again: an older one published after a newer would
+    become the newest version on Kaggle, the Hub's ``main`` and Zenodo, with older data.
+    """
+    latest = latest_release(run)
+    if latest is not None and any(not (v or {}).get("ok") for v in latest.published.values()):
+        publish_release(run, cfg, latest)
     for release in list_releases(run):
         if cfg.notify.webhook_url and not release.notified:
             notify_release(run, cfg, release)
