@@ -1,5 +1,6 @@
-"""``zenodo-hpc organize``, ``publish kaggle`` and ``publish huggingface``: the images by language, that export
-shared (dataset/organize.py, dataset/publish.py), and a dataset folder released on the Hub (dataset/hub.py)."""
+"""``zenodo-hpc organize``, ``export``, ``publish kaggle`` and ``publish huggingface``: the images by language and
+that export shared (dataset/organize.py, dataset/publish.py), the Parquet export (dataset/export.py), and a dataset
+folder released on the Hub (dataset/hub.py)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,43 @@ def cmd_organize(args: argparse.Namespace) -> int:
     result = organize(Path(args.source), Path(args.out), extensions=args.extensions or DEFAULT_EXTENSIONS,
                       png=args.png, workers=args.workers, license_categories=args.license_categories)
     print(format_summary(result))
+    return 0
+
+
+def add_export(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Write the dataset as ML users load it: Parquet shards under DIR/data/ (train, validation and test: a "
+        "record's split follows its concept id, so every version of one software lands in the same split) and "
+        "DIR/README.md, a dataset card that datasets.load_dataset(DIR), pandas, DuckDB and the Hugging Face Hub "
+        "read. One row per rasterized file: its record's ids, DOIs, version, title and license, its path, "
+        "extension, size, sha256, text (credentials masked) and code images. Exact duplicates (same sha256) are "
+        "one row, the first by record id; near duplicates (MinHash, Jaccard >= 0.85) share a near_dup_cluster, or "
+        "are left out with --near-duplicates drop. Records withdrawn from Zenodo or named by dataset.exclude are "
+        "never exported. Needs the export extra: python -m pip install 'zenodo-hpc[export]'. RUN_DIR may also "
+        "be a packed image (.sqsh)."
+    )
+    parser.add_argument("source", metavar="RUN_DIR", help="the run directory, or its packed image (.sqsh)")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="the export folder (replaced whole when complete: new, empty or an earlier export)")
+    parser.add_argument("--license-categories", metavar="C,C",
+                        help="export only the records whose license is of these categories: permissive, copyleft, "
+                             "other, none (no license); the records left out are counted in the card (default: the "
+                             "run's export.license_categories; all for an image)")
+    parser.add_argument("--near-duplicates", choices=("keep", "drop"),
+                        help="keep near duplicates, marked by near_dup_cluster, or drop them (default: the run's "
+                             "export.near_duplicates; keep for an image)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="show a progress bar (default: when stderr is a terminal)")
+    parser.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..dataset.export import export_dataset, export_settings, format_summary
+
+    settings = export_settings(Path(args.source), license_categories=args.license_categories,
+                               near_duplicates=args.near_duplicates)
+    print(format_summary(export_dataset(Path(args.source), Path(args.out), settings=settings,
+                                        progress=args.progress)))
     return 0
 
 

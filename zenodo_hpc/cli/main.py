@@ -48,6 +48,7 @@ COMMANDS = (
     Command("pack", "pack", "build the run's squashfs image once every record is done"),
     Command("run", "run", "the main job: harvest, submit, rounds for what failed, pack"),
     Command("organize", "export", "export the images by language (file extension) for Kaggle"),
+    Command("export", "export", "the Parquet export: shards by split and a dataset card, as the Hub and datasets read"),
     Command("publish", "export", "share an export: publish kaggle DIR ... or publish huggingface DIR --repo ..."),
     Command("demo", "demo", "the whole pipeline offline on a built-in sample, ending in a verified image"),
     Command("report", "report", "one self-contained HTML page of plots: the run and its dataset"),

@@ -384,6 +384,12 @@ def load_metadata_from_image(path: str | os.PathLike[str], member: str | None = 
         return image.metadata(member)
 
 
+def member_file(image: SquashImage, member: str) -> io.BytesIO:
+    """A file of the image, read whole, as a file object h5py and the decoders take; it prints as
+    ``image.sqsh:member`` in their error messages."""
+    return _Member(image.read_bytes(member), image._name(member))
+
+
 # Decoding files given as bytes: load.py's decoders, which the path-based readers use too.
 
 class _Member(io.BytesIO):

@@ -180,7 +180,7 @@ def organize(
     except OSError as exc:
         raise UserError(f"cannot create {out}: {exc.strerror or exc}") from None
     try:
-        _chmod_shared(staging)
+        chmod_shared(staging)
         with worker_pool(workers) as pool:
             rows, left_out, license_left_out = _export_records(reader, staging, wanted, png, categories, pool,
                                                                workers, progress)
@@ -201,7 +201,7 @@ def organize(
         (staging / DATAPACKAGE).write_text(json.dumps(package, indent=1, ensure_ascii=False) + "\n",
                                            encoding="utf-8")
         check_replaceable(out)
-        _swap_into_place(staging, out)
+        swap_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -382,13 +382,13 @@ def open_source(source: Path) -> _Source:
     run = RunDir(source)
     if run.data.is_dir() and run.state.is_dir():
         done = ids_in(run, DONE) - _left_out(run)
-        ids = sorted((d.name for d in _subfolders(run.data) if d.name in done), key=record_order)
+        ids = sorted((d.name for d in subfolders(run.data) if d.name in done), key=record_order)
         if not ids:
             raise UserError(f"{source} has no completed records (none in data/ with a state/done/ marker); "
                             f"finish the run first (zenodo-hpc status {source})")
         return _Source(source, "run", len(ids), lambda: ((i, run.record_folder(i), None) for i in ids))
     if (source / "manifest.jsonl").is_file():  # a mounted (squashfuse) or extracted image: records are done
-        ids = sorted((d.name for d in _subfolders(source) if _holds_images(d)), key=record_order)
+        ids = sorted((d.name for d in subfolders(source) if _holds_images(d)), key=record_order)
         if not ids:
             raise UserError(f"{source} holds no record folders (no <id>/images_<id>.h5)")
         return _Source(source, "mounted", len(ids), lambda: ((i, source / i, None) for i in ids))
@@ -422,7 +422,7 @@ def _image_source(path: Path) -> _Source:
     return _Source(path, "image", count, tasks)
 
 
-def _subfolders(folder: Path) -> list[Path]:
+def subfolders(folder: Path) -> list[Path]:
     """Record folders (hidden staging folders left out); a name no record can have is refused, naming it."""
     try:
         found = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
@@ -902,14 +902,14 @@ def _left_out_text(left_out: list[LeftOut]) -> str:
 # --- into place --------------------------------------------------------------------------------------------
 
 
-def _chmod_shared(folder: Path) -> None:
+def chmod_shared(folder: Path) -> None:
     """mkdtemp makes 0700 folders; the export is for sharing: what mkdir would give under the umask."""
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(folder, 0o777 & ~umask)
 
 
-def _swap_into_place(staging: Path, out: Path) -> None:
+def swap_into_place(staging: Path, out: Path) -> None:
     """Rename the finished ``staging`` to ``out``; an earlier ``out`` is moved aside, then deleted."""
     if not out.exists():
         os.rename(staging, out)
