@@ -102,11 +102,13 @@ def test_a_failed_publication_is_kept_and_the_next_try_publishes_once(tmp_path: 
     assert release_summary(run, release).endswith("; zenodo: failed")
 
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
-    publish_release(run, cfg, release, plan_release(run, cfg))
+    resend_notices(run, cfg)  # what the next update does first: the latest release's failed publications again
     published = list_releases(run)[-1].published["zenodo"]
     assert published["ok"] is True and published["doi"] and len(zenodo.depositions()) == 1
+    release = list_releases(run)[-1]
     assert release_summary(run, release).endswith(f"; zenodo: {published['url'] or published['doi']}")
     publish_release(run, cfg, release, plan_release(run, cfg))  # published already: not again
+    resend_notices(run, cfg)
     assert len(zenodo.depositions()) == 1
 
 
