@@ -7,13 +7,13 @@
 3. Once every record is done or quarantined (:mod:`zenodo_hpc.drivers.releasing`): plan the release, pack and
    verify its image (the dataset card says which release it is and what changed; records superseded by a
    newer version stay in the run directory, outside the image), make the release, publish it where its
-   users are (a new version of the Kaggle dataset, a new version of the Zenodo record) and say so (the
-   webhook; the feed is part of the release).
+   users are (a new version of the Kaggle dataset, a commit and tag of the Hugging Face dataset, a new
+   version of the Zenodo record) and say so (the webhook; the feed is part of the release).
 
 With nothing new since the last release, ``update`` says so and makes no release. On SLURM step 3 is taken
 by the finishing job of the last round, so ``update`` (like ``submit``) returns once the work is queued;
 locally it runs to the end. A publication or notice that fails is logged and tried again by the next
-``update``; it never undoes the release.
+``update`` (its first step, for the latest release); it never undoes the release.
 """
 
 from __future__ import annotations
