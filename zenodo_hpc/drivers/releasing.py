@@ -118,8 +118,22 @@ def _publish_huggingface(run: RunDir, cfg: Config, release: Release) -> dict[str
         export_dataset(run.image(release.image), folder, settings=cfg.export, progress=False)
     result = publish_huggingface(folder, hub.repo, public=hub.public, tag=release.version,
                                  message=summary_line(release))
+    _remove_older_hub_exports(run, release)
     return {"repo": result.repo, "url": result.url, "tag": result.tag, "commit": result.commit,
             "created": result.created}
+
+
+def _remove_older_hub_exports(run: RunDir, published: Release) -> None:
+    """Once a release is on the Hub, the exports of earlier releases (the Hub keeps them at their tags) leave the
+    scratch: a Parquet copy of the whole dataset each. Only folders named by a release are touched."""
+    import shutil
+
+    for release in list_releases(run):
+        folder = run.hub_export(release.version)
+        if release.version != published.version and folder.is_dir():
+            shutil.rmtree(folder)
+            log.info("release %s: %s removed (the Hub holds it at the tag %s)", published.version, folder,
+                     release.version)
 
 
 def _publish_zenodo(run: RunDir, cfg: Config, release: Release) -> dict[str, Any]:
