@@ -207,8 +207,10 @@ def front_matter(facts: CardFacts) -> dict[str, Any]:
         "size_categories": [size_category(sum(facts.rows.values()))],
         "configs": [{"config_name": "default",
                      "data_files": [{"split": s, "path": list(facts.data_files[s])} for s in splits]}],
-        "dataset_info": {"features": features(facts.height, facts.width),
-                         "splits": [{"name": s, "num_examples": int(facts.rows.get(s, 0))} for s in splits]},
+        # No `splits`: datasets takes a split's entry only with its num_bytes, the size of the split as Arrow in
+        # memory, which only datasets' own preparation measures (splits.py, SplitDict._from_yaml_list); the rows per
+        # split are in the body's table.
+        "dataset_info": {"features": features(facts.height, facts.width)},
     }
 
 
@@ -291,28 +293,34 @@ def columns_rows(facts: CardFacts) -> list[tuple[str, str, str]]:
 
 
 def load_section(facts: CardFacts) -> str:
-    """Recipes that run as written from inside this folder (docs/export-and-hub.md's tests run them)."""
+    """Recipes that run as written from inside this folder (the tests run them). ``os.getcwd()``, not ``"."``:
+    datasets 5.2 names a local dataset after its folder's name, and ``Path(".").name`` is empty (load.py,
+    get_dataset_builder_class: "dataset_name should be specified but got None")."""
     split = first_split(facts)
     fence = "```"
     return f"""## Loading
 
-Each recipe runs from inside this folder; from the Hub, give `load_dataset` the repository's id instead of `"."`.
-With `datasets`:
+Each recipe runs as it is from inside this folder; from the Hub, give `load_dataset` the repository's id
+(`OWNER/NAME`) instead of the folder. With `datasets`:
 
 {fence}python
+import os
+
 from datasets import load_dataset
 
-ds = load_dataset(".")
+ds = load_dataset(os.getcwd())
 print(ds)
 {fence}
 
 A row's images as one `(n, {facts.height}, {facts.width})` numpy array:
 
 {fence}python
+import os
+
 import numpy as np
 from datasets import load_dataset
 
-row = load_dataset(".", split="{split}")[0]
+row = load_dataset(os.getcwd(), split="{split}")[0]
 images = np.asarray(row["images"], dtype=np.uint32)
 print(images.shape)
 {fence}
