@@ -352,7 +352,8 @@ def splits_section(facts: CardFacts) -> str:
 
 A record's split follows from its concept id (Zenodo's `conceptrecid`) alone, through a salted SHA-256: every
 version of one software is in the same split, so no project leaks from `train` into `test`, and a record keeps its
-split from one release to the next. A split without rows has no file and is not declared.
+split from one release to the next as long as the fractions stay the same. A split without rows has no file and is
+not declared.
 
 {table(("split", "fraction of concepts", "records", "rows", "files"), rows)}
 """
