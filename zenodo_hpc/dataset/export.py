@@ -545,7 +545,8 @@ def format_summary(result: ExportResult) -> str:
     then the folder on its own line."""
     facts = result.facts
     dedup = facts.dedup
-    total = dedup["total"] if isinstance(dedup.get("total"), dict) else {}
+    found = dedup.get("total")
+    total: dict[str, Any] = found if isinstance(found, dict) else {}
     splits = ", ".join(f"{split} {result.rows[split]:,} rows ({result.records[split]:,} records)"
                        for split in result.shards)
     lines = [f"exported {sum(result.rows.values()):,} files of {sum(result.records.values()):,} records from "
