@@ -56,6 +56,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_orchestrate.py
 	$(BIN)/python benchmarks/bench_pack.py
 	$(BIN)/python benchmarks/bench_pipeline.py
+	$(BIN)/python benchmarks/bench_export.py
 
 clean:
 	rm -rf build $(VENV)

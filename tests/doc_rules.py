@@ -115,6 +115,15 @@ RULES: list[Rule] = [
     Rule("demo", rf"zenodo-hpc organize {DEMO_RUN} --out zenodo-hpc-demo/by-language", ok(
         prints(r"^organize: \d+ PNGs"), writes("zenodo-hpc-demo/by-language/datapackage.json",
                                                "zenodo-hpc-demo/by-language/index.csv"))),
+    Rule("demo", r"zenodo-hpc export zenodo-hpc-demo/run --out zenodo-hpc-demo/parquet", ok(
+        prints(r"^exported \d+ files of \d+ records from run directory run"), prints(r"^deduplication: "),
+        writes("zenodo-hpc-demo/parquet/README.md", "zenodo-hpc-demo/parquet/data/train-00000-of-00001.parquet")),
+         once=True),
+    Rule("demo", 'recipe:ds = load_dataset("zenodo-hpc-demo/parquet")', ok(), probe=(
+        "assert set(ds) == {'train', 'validation', 'test'} and ds['train'].num_rows > 0\n"
+        "assert row['license'] == 'mit' and row['n_images'] == len(row['images'])\n")),
+    Rule("demo", 'recipe:row = load_dataset("zenodo-hpc-demo/parquet", split="train")[0]', ok(), probe=(
+        "assert images.ndim == 3 and images.shape[1:] == (80, 80) and images.dtype == np.uint32\n")),
     Rule("demo", r"zenodo-hpc process zenodo_hpc --out zenodo-hpc-demo/single --id zenodo_hpc", ok(
         prints(r"^record zenodo_hpc: \d+ files seen, \d+ rasterized"),
         writes("zenodo-hpc-demo/single/zenodo_hpc/images_zenodo_hpc.h5",
@@ -200,6 +209,10 @@ RULES: list[Rule] = [
          ok(prints("^scheduled"), job_waits, unscheduled), page="README.md"),
     Rule("cluster_run", rf"zenodo-hpc organize {re.escape(SHERLOCK_RUN)} --out by-language",
          ok(prints(r"^organize: \d+ PNGs"), writes("by-language/datapackage.json"))),
+    Rule("cluster_run", rf"zenodo-hpc export {re.escape(SHERLOCK_RUN)} --out zenodo-ml-parquet",
+         ok(prints(r"^exported \d+ files"), writes("zenodo-ml-parquet/README.md"))),
+    Rule("cluster_run", 'recipe:ds = load_dataset("zenodo-ml-parquet")', ok(),
+         probe="assert ds and all(split in ('train', 'validation', 'test') for split in ds)\n"),
     Rule("cluster_run", r'zenodo-hpc publish kaggle by-language --username me --title "[^"]+"',
          ok(prints(r"kaggle\.com/datasets/me/"), published_on_kaggle("me")), needs=("kaggle",)),
     Rule("cluster_nowait", r"zenodo-hpc run -c configs/sherlock\.yaml --no-wait", ok(
@@ -366,7 +379,8 @@ PAGES_RUN_BY: dict[str, tuple[str, ...]] = {
     "test_doc_commands.py": ("README.md", "docs/quickstart.md"),
     "test_doc_commands_cluster.py": ("docs/cluster-guide.md", "docs/operations.md", "docs/updating.md"),
     "test_doc_commands_data.py": ("docs/formats.md", "docs/from-2018.md", "docs/image.md", "docs/organize.md",
-                                  "docs/publishing.md", "docs/report.md", "docs/splits-and-dedup.md"),
+                                  "docs/publishing.md", "docs/report.md", "docs/splits-and-dedup.md",
+                                  "docs/export-and-hub.md"),
     "test_doc_commands_reference.py": ("docs/architecture.md", "docs/commands.md", "docs/configuration.md",
                                        "docs/doubles.md", "docs/extract.md", "docs/fetch.md"),
 }

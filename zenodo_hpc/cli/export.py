@@ -53,8 +53,8 @@ def add_export(parser: argparse.ArgumentParser) -> None:
         "extension, size, sha256, text (credentials masked) and code images. Exact duplicates (same sha256) are "
         "one row, the first by record id; near duplicates (MinHash, Jaccard >= 0.85) share a near_dup_cluster, or "
         "are left out with --near-duplicates drop. Records withdrawn from Zenodo or named by dataset.exclude are "
-        "never exported. Needs the export extra: python -m pip install 'zenodo-hpc[export]'. RUN_DIR may also "
-        "be a packed image (.sqsh)."
+        "never exported. Needs the export extra: python -m pip install 'pyarrow>=14' 'datasketch>=2.0,<3'. "
+        "RUN_DIR may also be a packed image (.sqsh)."
     )
     parser.add_argument("source", metavar="RUN_DIR", help="the run directory, or its packed image (.sqsh)")
     parser.add_argument("--out", required=True, metavar="DIR",

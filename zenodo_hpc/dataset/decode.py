@@ -81,22 +81,81 @@ def iter_texts_h5(file: Any) -> Iterator[StoredText]:
     Files without text (2018's, format 1 and 2) raise :class:`NoStoredText`."""
     try:
         with h5py.File(file, "r") as h5:
-            if h5.attrs.get("format") != H5_FORMAT:
-                raise NoStoredText(f"{file}: holds no text (not a zenodo-hpc images file of format_version "
-                                   f"{H5_TEXT_VERSION} or later: the 2018 dataset's files have only images)")
-            version = _format_version(h5, file)
-            if version < H5_TEXT_VERSION:
-                raise NoStoredText(f"{file}: holds no text (format_version {version}: processed before zenodo-hpc "
-                                   "kept each file's text; process the record again to add it)")
-            paths, offsets, digests, content = _text_index(h5, file)
-            for i, path in enumerate(paths):
-                data = content[int(offsets[i]):int(offsets[i + 1])].tobytes()
-                digest = hashlib.sha256(data).digest()
-                if digest != digests[i].tobytes():
-                    raise UserError(f"{file}: damaged: the text of {path} does not match its sha256")
-                yield StoredText(str(path), data, digest.hex())
+            _check_holds_text(h5, file)
+            yield from _texts(h5, file)
     except (OSError, KeyError, ValueError, IndexError, TypeError) as exc:  # damaged files raise any of them
         raise UserError(f"{file}: cannot read HDF5 file ({_why(exc)})") from None
+
+
+def iter_files_h5(file: Any) -> Iterator[tuple[StoredText, np.ndarray]]:
+    """Each file's text and its ``(n, height, width)`` uint32 images, one file at a time (the Parquet export's
+    read): memory holds one file's bytes and images and HDF5's chunk cache, whatever the record's size. Checked as
+    :func:`iter_texts_h5` and :func:`read_images_h5` check."""
+    try:
+        with h5py.File(file, "r") as h5:
+            _check_holds_text(h5, file)
+            images = _ImageIndex(h5, file)
+            for i, text in enumerate(_texts(h5, file)):
+                yield text, images.read(i)
+    except (OSError, KeyError, ValueError, IndexError, TypeError) as exc:  # damaged files raise any of them
+        raise UserError(f"{file}: cannot read HDF5 file ({_why(exc)})") from None
+
+
+def _check_holds_text(h5: h5py.File, file: Any) -> None:
+    if h5.attrs.get("format") != H5_FORMAT:
+        raise NoStoredText(f"{file}: holds no text (not a zenodo-hpc images file of format_version "
+                           f"{H5_TEXT_VERSION} or later: the 2018 dataset's files have only images)")
+    version = _format_version(h5, file)
+    if version < H5_TEXT_VERSION:
+        raise NoStoredText(f"{file}: holds no text (format_version {version}: processed before zenodo-hpc "
+                           "kept each file's text; process the record again to add it)")
+
+
+def _texts(h5: h5py.File, file: Any) -> Iterator[StoredText]:
+    paths, offsets, digests, content = _text_index(h5, file)
+    for i, path in enumerate(paths):
+        data = content[int(offsets[i]):int(offsets[i + 1])].tobytes()
+        digest = hashlib.sha256(data).digest()
+        if digest != digests[i].tobytes():
+            raise UserError(f"{file}: damaged: the text of {path} does not match its sha256")
+        yield StoredText(str(path), data, digest.hex())
+
+
+class _ImageIndex:
+    """Format 2 and 3's image index (``/files/{path,offset,itemsize,start}``), checked to agree once; :meth:`read`
+    reads one file's images only (HDF5 decompresses the chunks they lie in)."""
+
+    def __init__(self, h5: h5py.File, file: Any) -> None:
+        self.file = file
+        self.paths = h5["files/path"].asstr()[()]
+        offsets = h5["files/offset"][()].astype(np.int64)
+        self.itemsizes = h5["files/itemsize"][()].astype(np.int64)
+        self.starts = h5["files/start"][()].astype(np.int64)
+        self.counts = np.diff(offsets)
+        if not (len(offsets) == len(self.paths) + 1 == len(self.itemsizes) + 1 == len(self.starts) + 1) \
+                or (self.counts < 0).any():
+            raise UserError(f"{file}: damaged: /files/path, offset, itemsize and start do not agree")
+        self.shape = (int(h5.attrs.get("height", LEGACY_SIZE)), int(h5.attrs.get("width", LEGACY_SIZE)))
+        self.datasets: dict[int, h5py.Dataset] = {}
+        for itemsize in sorted({int(k) for k in self.itemsizes[self.counts > 0]}):
+            name = segments_dataset_name(itemsize)
+            if name not in h5:
+                raise UserError(f"{file}: damaged: files are stored in /{name}, which is missing")
+            _check_filters(h5[name], file)
+            self.datasets[itemsize] = h5[name]
+
+    def read(self, i: int, whole: dict[int, np.ndarray] | None = None) -> np.ndarray:
+        """File ``i``'s images, from its dataset, or from ``whole`` (the datasets already read, by itemsize)."""
+        count = int(self.counts[i])
+        if count == 0:
+            return np.empty((0, *self.shape), dtype=np.uint32)
+        itemsize = int(self.itemsizes[i])
+        segments = whole[itemsize] if whole is not None else self.datasets[itemsize]
+        start = int(self.starts[i])
+        if start < 0 or start + count > segments.shape[0]:
+            raise UserError(f"{self.file}: damaged: {self.paths[i]} has images {start} to {start + count} of "
+                            f"{segments.shape[0]} in /{segments_dataset_name(itemsize)}")
+        return np.asarray(segments[start:start + count]).astype(np.uint32, copy=False)
 
 
 def _text_index(h5: h5py.File, file: Any) -> tuple[Any, np.ndarray, np.ndarray, h5py.Dataset]:
@@ -144,36 +203,11 @@ def _read_h5_v1(h5: h5py.File) -> dict[str, np.ndarray]:
 
 
 def _read_h5_v2(h5: h5py.File, file: Any) -> dict[str, np.ndarray]:
-    """Format 2: ``/segments_uint{8,16,32}`` by each file's dtype; ``/files/{path,offset,itemsize,start}``."""
-    paths = h5["files/path"].asstr()[()]
-    offsets = h5["files/offset"][()].astype(np.int64)
-    itemsizes = h5["files/itemsize"][()].astype(np.int64)
-    starts = h5["files/start"][()].astype(np.int64)
-    counts = np.diff(offsets)
-    if not (len(offsets) == len(paths) + 1 == len(itemsizes) + 1 == len(starts) + 1) or (counts < 0).any():
-        raise UserError(f"{file}: damaged: /files/path, offset, itemsize and start do not agree")
-    data: dict[int, np.ndarray] = {}
-    for itemsize in sorted({int(k) for k in itemsizes[counts > 0]}):
-        name = segments_dataset_name(itemsize)
-        if name not in h5:
-            raise UserError(f"{file}: damaged: files are stored in /{name}, which is missing")
-        dataset = h5[name]
-        _check_filters(dataset, file)
-        data[itemsize] = dataset[()].astype(np.uint32, copy=False)
-    out = {}
-    for i, path in enumerate(paths):
-        count = int(counts[i])
-        if count == 0:
-            height = int(h5.attrs.get("height", LEGACY_SIZE))
-            out[str(path)] = np.empty((0, height, int(h5.attrs.get("width", LEGACY_SIZE))), dtype=np.uint32)
-            continue
-        segments = data[int(itemsizes[i])]
-        start = int(starts[i])
-        if start < 0 or start + count > len(segments):
-            raise UserError(f"{file}: damaged: {path} has images {start} to {start + count} of "
-                            f"{len(segments)} in /{segments_dataset_name(int(itemsizes[i]))}")
-        out[str(path)] = segments[start:start + count]
-    return out
+    """Format 2: ``/segments_uint{8,16,32}`` by each file's dtype; ``/files/{path,offset,itemsize,start}``. Each
+    dataset is read whole once (one read beats one per file for records of many small files)."""
+    index = _ImageIndex(h5, file)
+    data = {itemsize: dataset[()].astype(np.uint32, copy=False) for itemsize, dataset in index.datasets.items()}
+    return {str(path): index.read(i, data) for i, path in enumerate(index.paths)}
 
 
 def _check_filters(dataset: h5py.Dataset, file: Any) -> None:

@@ -70,6 +70,8 @@ ROW_GROUP_ROWS = 100
 ROW_GROUP_BYTES = 64 * 1024 * 1024  # below datasets' 100 MB: a buffered group is what memory holds per split
 SHARD_BYTES = 500 * 1000 * 1000
 COMPRESSION = "zstd"
+PYARROW_REQUIREMENT = "'pyarrow>=14'"
+INSTALL_HINT = f"python -m pip install {PYARROW_REQUIREMENT} 'datasketch>=2.0,<3' (the export extra)"
 MAX_FIELD_CHARS = 4096  # a DOI, title or version longer than this is not one: null, and the record still exported
 _ID = re.compile(r"[0-9]{1,20}")
 EXPORT_FILES = ("README.md", "data")  # all an export folder holds: what may be replaced by the next export
@@ -242,17 +244,12 @@ def masked_count(metadata: Any) -> int:
 
 
 def file_rows(fields: dict[str, str | None], h5_file: Any) -> Iterator[tuple[dict[str, Any], np.ndarray]]:
-    """``(row without near_dup_cluster, images)`` of each rasterized file of one record, in the h5's path order;
-    each file's bytes are checked against its sha256 as they are read (decode.iter_texts_h5)."""
-    from .decode import iter_texts_h5, read_images_h5
+    """``(row without near_dup_cluster, images)`` of each rasterized file of one record, in the h5's path order,
+    one file at a time; each file's bytes are checked against its sha256 as they are read."""
+    from .decode import iter_files_h5
     from .organize import file_extension
 
-    images = read_images_h5(h5_file)
-    _rewind(h5_file)
-    for text in iter_texts_h5(h5_file):
-        array = images.get(text.path)
-        if array is None:
-            raise UserError(f"{h5_file}: damaged: {text.path} has text but no images")
+    for text, array in iter_files_h5(h5_file):
         row = dict(fields, path=text.path, extension=file_extension(text.path), size_bytes=len(text.content),
                    sha256=text.sha256, content=text.content.decode("utf-8", "replace"), n_images=int(array.shape[0]))
         yield row, array
@@ -375,6 +372,7 @@ def export_dataset(source: str | os.PathLike[str], out: str | os.PathLike[str], 
     from .organize import chmod_shared, swap_into_place
 
     started = time.monotonic()
+    _require_pyarrow()
     out = Path(os.path.abspath(out))
     reader = open_source(Path(source), settings)
     try:
@@ -395,6 +393,13 @@ def export_dataset(source: str | os.PathLike[str], out: str | os.PathLike[str], 
     finally:
         getattr(reader, "close", lambda: None)()
     return ExportResult(out, dict(tally.rows), dict(tally.records), shards, facts, time.monotonic() - started)
+
+
+def _require_pyarrow() -> None:
+    try:
+        import pyarrow.parquet  # noqa: F401 - the writer of every shard
+    except ImportError:
+        raise UserError(f"the Parquet export needs pyarrow: {INSTALL_HINT}") from None
 
 
 def _staging(out: Path) -> Path:
@@ -540,7 +545,8 @@ def format_summary(result: ExportResult) -> str:
     then the folder on its own line."""
     facts = result.facts
     dedup = facts.dedup
-    total = dedup["total"] if isinstance(dedup.get("total"), dict) else {}
+    found = dedup.get("total")
+    total: dict[str, Any] = found if isinstance(found, dict) else {}
     splits = ", ".join(f"{split} {result.rows[split]:,} rows ({result.records[split]:,} records)"
                        for split in result.shards)
     lines = [f"exported {sum(result.rows.values()):,} files of {sum(result.records.values()):,} records from "
