@@ -14,6 +14,7 @@ import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -45,8 +46,9 @@ REPO = "alice/zenodo-ml"
 
 @dataclass
 class HubRun:
-    """Three updates and what each left. The first releases four records on the Hub; Zenodo then gains two, and
-    the second release's commit fails on the Hub; the third update (nothing new) publishes it."""
+    """Four updates and what each left: the first releases four records on the Hub; Zenodo gains two and the
+    second release goes straight onto the Hub; Zenodo gains a new version of record 301's software, and the third
+    release's commit fails on the Hub; the fourth update (nothing new on Zenodo) publishes the third release."""
 
     run: RunDir
     hub: HubDouble
@@ -55,10 +57,12 @@ class HubRun:
     releases: list[list[Release]] = field(default_factory=list)  # list_releases after each update
     heads: list[str] = field(default_factory=list)  # the Hub's main after each update
     tags: list[dict[str, str]] = field(default_factory=list)  # the Hub's tags after each update
+    commits: list[int] = field(default_factory=list)  # the Hub's commits after each update
     puts: list[int] = field(default_factory=list)  # LFS objects stored, after each update
+    exports: list[dict[str, dict[str, bytes]]] = field(default_factory=list)  # export/huggingface/, each update
+    related: list[dict[str, list[str]]] = field(default_factory=list)  # the feed's related links, each update
     messages: list[str] = field(default_factory=list)  # what each update said
-    first_export: dict[str, bytes] = field(default_factory=dict)  # the first release's Hub folder, as exported
-    logged: str = ""  # every log record of the three updates
+    logged: str = ""  # every log record of the updates
 
     @property
     def url(self) -> str:
@@ -83,7 +87,8 @@ def hub_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubRun]:
             env.setenv("HF_ENDPOINT", hub.url)
             env.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
             env.setenv("TEST_DEPOSIT_TOKEN", DEPOSIT_TOKEN)
-            for i, (top, files) in enumerate(stdlib_records(6, files_per_record=3)[:4], 1):
+            sources = stdlib_records(6, files_per_record=3)
+            for i, (top, files) in enumerate(sources[:4], 1):
                 hit = ZenodoDouble.make_hit(300 + i, created=f"2017-05-{i:02d}", title=top, conceptrecid=str(900 + i))
                 zenodo.add_record(hit, {f"{top}.zip": make_zip(files)})
             webhook = Webhook(server)
@@ -101,17 +106,23 @@ def hub_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubRun]:
                 state.releases.append(list_releases(state.run))
                 state.heads.append(hub.repos[REPO].branches["main"])
                 state.tags.append(dict(hub.repos[REPO].tags))
+                state.commits.append(len(hub.repos[REPO].commits))
                 state.puts.append(len(hub.puts))
+                folders = state.run.root / "export" / "huggingface"
+                state.exports.append({p.name: local_files(p) for p in folders.iterdir()})
+                state.related.append({version: related(entry) for version, entry in entries(state.run).items()})
 
             one_update()
-            state.first_export = local_files(state.run.hub_export(state.releases[0][0].version))
-            for new_id, (top, files) in ((410, stdlib_records(6, files_per_record=3)[4]),
-                                         (411, stdlib_records(6, files_per_record=3)[5])):
-                zenodo.add_record(ZenodoDouble.make_hit(new_id, created="2026-12-07T00:00:00+00:00", title=top),
+            for new_id, (top, files) in ((410, sources[4]), (411, sources[5])):
+                zenodo.add_record(ZenodoDouble.make_hit(new_id, created=now(), title=top),
                                   {f"{top}.zip": make_zip(files)})
-            hub.fail("POST", "commit", status=500)  # the second release's commit: once
             one_update()
-            one_update()  # nothing new on Zenodo: this update publishes the second release on the Hub
+            top, files = sources[0]
+            zenodo.add_record(ZenodoDouble.make_hit(412, created=now(), title="301, version 2", conceptrecid="901"),
+                              {f"{top}-v2.zip": make_zip(files)})
+            hub.fail("POST", "commit", status=500)  # the third release's commit: once
+            one_update()
+            one_update()  # nothing new on Zenodo: this update publishes the third release on the Hub
             state.logged = capture.text()
             yield state
     finally:
@@ -119,6 +130,11 @@ def hub_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubRun]:
         records.setLevel(level)
         server.clear()
         server.stop()
+
+
+def now() -> str:
+    """Zenodo's time of a record added now: within the next update's harvest (since the last one, minus a day)."""
+    return datetime.now(timezone.utc).isoformat()
 
 
 class _Capture(logging.Handler):
@@ -133,6 +149,11 @@ class _Capture(logging.Handler):
 
     def text(self) -> str:
         return "\n".join(self.lines)
+
+
+def hub_files(hub: HubDouble, revision: str) -> dict[str, bytes]:
+    """The release's files on the Hub (without the .gitattributes the Hub writes)."""
+    return {k: v for k, v in hub.files(REPO, revision).items() if k != ".gitattributes"}
 
 
 def local_files(folder: Path) -> dict[str, bytes]:
@@ -158,21 +179,20 @@ def test_the_first_release_is_a_commit_and_a_tag_of_a_new_private_dataset(hub_ru
     (one,) = hub_run.releases[0]
     hub = hub_run.hub
     published = one.published["huggingface"]
-    repo = hub.repos[REPO]
-    assert repo.private and len(hub.calls("POST", "/api/repos/create")) == 1
+    assert hub.repos[REPO].private and len(hub.calls("POST", "/api/repos/create")) == 1
     assert published == {"ok": True, "repo": REPO, "url": hub_run.url, "tag": one.version,
                          "commit": hub_run.heads[0], "created": True}
-    assert repo.tags[one.version] == hub_run.heads[0] == repo.commits[1].oid  # the Hub's first commit, then this
-    assert repo.commits[1].summary.startswith(f"Zenodo-ML release {one.version}: 4 records")
+    assert hub_run.tags[0] == {one.version: hub_run.heads[0]} and hub_run.commits[0] == 2  # the Hub's first, then it
+    assert hub.repos[REPO].commits[1].summary.startswith(f"Zenodo-ML release {one.version}: 4 records")
 
 
 def test_the_hub_holds_the_release_export_card_and_parquet_shards(hub_run: HubRun) -> None:
     (one,) = hub_run.releases[0]
+    exported = hub_run.exports[0][one.version]
+    assert hub_files(hub_run.hub, one.version) == exported
+    assert "README.md" in exported and any(k.startswith("data/") and k.endswith(".parquet") for k in exported)
+    assert exported["README.md"].startswith(b"---\n")  # the card's YAML front matter
     folder = hub_run.run.hub_export(one.version)
-    on_hub = {k: v for k, v in hub_run.hub.files(REPO, one.version).items() if k != ".gitattributes"}
-    assert on_hub == hub_run.first_export
-    assert "README.md" in on_hub and any(k.startswith("data/") and k.endswith(".parquet") for k in on_hub)
-    assert on_hub["README.md"].startswith(b"---\n")  # the card's YAML front matter
     assert not folder.is_relative_to(hub_run.run.export(one.version))  # organize replaces export/<version>/ whole
 
 
@@ -181,14 +201,15 @@ def test_the_first_release_s_shards_hold_its_records(hub_run: HubRun) -> None:
     import pyarrow.parquet as pq
 
     (one,) = hub_run.releases[0]
-    shards = [pa.BufferReader(data) for name, data in hub_run.first_export.items() if name.endswith(".parquet")]
+    shards = [pa.BufferReader(data) for name, data in hub_run.exports[0][one.version].items()
+              if name.endswith(".parquet")]
     ids = {i for shard in shards for i in pq.read_table(shard, columns=["record_id"]).column(0).to_pylist()}
     assert ids == set(one.records)
 
 
 def test_the_changelog_zenodo_got_links_the_hub(hub_run: HubRun) -> None:
     """The Hub goes before Zenodo, so the changelog uploaded there names it too."""
-    (one,) = hub_run.releases[0]
+    one = hub_run.releases[0][0]
     line = f"- Hugging Face: {hub_run.url} (tag {one.version})\n"
     assert hub_run.run.changelog(one.version).read_text().endswith(f"\n## Published\n\n{line}")
     record = int(one.published["zenodo"]["record_id"])
@@ -196,58 +217,75 @@ def test_the_changelog_zenodo_got_links_the_hub(hub_run: HubRun) -> None:
 
 
 def test_the_notice_names_the_hub_dataset(hub_run: HubRun) -> None:
-    first = hub_run.webhook.bodies[0]
-    assert first["release"]["huggingface"] == hub_run.url and first["release"]["doi"]
+    first, second = hub_run.webhook.bodies[:2]
+    assert first["release"]["huggingface"] == second["release"]["huggingface"] == hub_run.url
     assert f"huggingface: {hub_run.url}" in hub_run.messages[0]  # what update prints
 
 
-# --- the second release: the Hub fails, the next update publishes it ----------------------------------------------
+# --- the second release: one more commit and tag -------------------------------------------------------------------
+
+
+def test_the_next_release_is_one_more_commit_and_tag_and_main_holds_it(hub_run: HubRun) -> None:
+    one, two = hub_run.releases[1]
+    assert sorted(two.added) == ["410", "411"]
+    assert two.published["huggingface"] == {"ok": True, "repo": REPO, "url": hub_run.url, "tag": two.version,
+                                            "commit": hub_run.heads[1], "created": False}
+    assert hub_run.tags[1] == {one.version: hub_run.heads[0], two.version: hub_run.heads[1]}
+    assert hub_run.heads[1] != hub_run.heads[0] and hub_run.commits[1] == 3
+    assert len(hub_run.hub.calls("POST", "/api/repos/create")) == 1
+    # the second release's export, as published; the first's left the scratch (the Hub keeps it at its tag)
+    assert sorted(hub_run.exports[1]) == [two.version]
+    assert hub_files(hub_run.hub, two.version) == hub_run.exports[1][two.version]
+    assert hub_files(hub_run.hub, one.version) == hub_run.exports[0][one.version]  # the first stays whole
+    assert hub_run.related[1] == {one.version: [hub_run.url], two.version: [hub_run.url]}
+
+
+# --- the third release: the Hub fails, the next update publishes it -------------------------------------------------
 
 
 def test_a_failed_publication_leaves_the_release_whole_and_the_hub_as_it_was(hub_run: HubRun) -> None:
-    one, two = hub_run.releases[1]
-    failed = two.published["huggingface"]
+    three = hub_run.releases[2][2]
+    assert three.superseded == [{"id": "301", "by": "412"}]
+    failed = three.published["huggingface"]
     assert failed["ok"] is False and set(failed) == {"ok", "error"}
     assert "uploading (alice/zenodo-ml)" in failed["error"] and "\n" not in failed["error"]
-    assert two.published["zenodo"]["ok"] and hub_run.run.image(two.image).is_file()  # the release stands
-    assert hub_run.heads[1] == hub_run.heads[0] and hub_run.tags[1] == {one.version: hub_run.heads[0]}
+    assert three.published["zenodo"]["ok"] and hub_run.run.image(three.image).is_file()  # the release stands
+    assert (hub_run.heads[2], hub_run.tags[2], hub_run.commits[2]) == (hub_run.heads[1], hub_run.tags[1], 3)
     assert "publishing on huggingface failed" in hub_run.logged and "(the next update tries again)" in hub_run.logged
-    assert "huggingface: failed" in hub_run.messages[1]
-    assert related(entries(hub_run.run)[one.version]) == [hub_run.url]  # as the first update left it
+    assert "huggingface: failed" in hub_run.messages[2]
+    assert hub_run.related[2][three.version] == []  # the feed links only what was published
+    deposited = hub_run.zenodo.deposit_file(int(three.published["zenodo"]["record_id"]), "CHANGELOG.md")
+    assert b"Hugging Face" not in deposited and b"## Published" not in deposited  # a failure is no link
 
 
 def test_the_next_update_publishes_it_as_a_new_commit_and_tag(hub_run: HubRun) -> None:
-    assert "nothing new since release" in hub_run.messages[2] and len(hub_run.releases[2]) == 2
-    one, two = hub_run.releases[2]
-    repo = hub_run.hub.repos[REPO]
-    published = two.published["huggingface"]
-    assert published == {"ok": True, "repo": REPO, "url": hub_run.url, "tag": two.version,
-                         "commit": hub_run.heads[2], "created": False}
-    assert hub_run.heads[2] != hub_run.heads[0] and hub_run.tags[2] == {one.version: hub_run.heads[0],
-                                                                         two.version: hub_run.heads[2]}
-    assert len(repo.commits) == 3 and len(hub_run.hub.calls("POST", "/api/repos/create")) == 1
-    on_hub = {k: v for k, v in hub_run.hub.files(REPO, two.version).items() if k != ".gitattributes"}
-    assert on_hub == local_files(hub_run.run.hub_export(two.version))
-    assert one.published == hub_run.releases[0][0].published  # the first release is not published again
-    # the first release's export left the scratch once the second was on the Hub (which keeps it at its tag)
-    assert sorted(p.name for p in hub_run.run.hub_export(two.version).parent.iterdir()) == [two.version]
+    assert "nothing new since release" in hub_run.messages[3] and len(hub_run.releases[3]) == 3
+    one, two, three = hub_run.releases[3]
+    assert three.published["huggingface"] == {"ok": True, "repo": REPO, "url": hub_run.url, "tag": three.version,
+                                              "commit": hub_run.heads[3], "created": False}
+    assert hub_run.tags[3] == {**hub_run.tags[2], three.version: hub_run.heads[3]} and hub_run.commits[3] == 4
+    assert hub_files(hub_run.hub, "main") == hub_files(hub_run.hub, three.version) == hub_run.exports[3][three.version]
+    assert sorted(hub_run.exports[3]) == [three.version]
+    assert [r.published for r in (one, two)] == [r.published for r in hub_run.releases[2][:2]]  # not again
 
 
 def test_the_retry_sends_only_what_the_hub_lacks(hub_run: HubRun) -> None:
     """The failed try stored the new shards; the export it left is published as it is, nothing uploaded twice."""
-    assert hub_run.puts[2] == hub_run.puts[1] > hub_run.puts[0]
+    two, three = hub_run.releases[3][1:]
+    assert hub_run.puts[3] == hub_run.puts[2] > hub_run.puts[1]
+    assert hub_run.exports[3][three.version] == hub_run.exports[2][three.version]
+    assert sorted(hub_run.exports[2]) == [two.version, three.version]  # the last one on the Hub stays until then
     assert len(hub_run.hub.puts) == len(set(hub_run.hub.puts))
 
 
-def test_the_feed_and_the_changelog_link_the_second_release_once_published(hub_run: HubRun) -> None:
-    one, two = hub_run.releases[2]
-    feed = entries(hub_run.run)
-    assert related(feed[two.version]) == related(feed[one.version]) == [hub_run.url]
-    content = feed[two.version].findtext("{http://www.w3.org/2005/Atom}content") or ""
-    assert f"Hugging Face: {hub_run.url} (tag {two.version})" in content
-    assert hub_run.run.changelog(two.version).read_text().endswith(
-        f"\n## Published\n\n- Hugging Face: {hub_run.url} (tag {two.version})\n")
-    assert hub_run.run.changelog(two.version).read_text().count("## Published") == 1
+def test_the_feed_and_the_changelog_link_the_third_release_once_published(hub_run: HubRun) -> None:
+    three = hub_run.releases[3][2]
+    assert all(links == [hub_run.url] for links in hub_run.related[3].values()) and len(hub_run.related[3]) == 3
+    content = entries(hub_run.run)[three.version].findtext("{http://www.w3.org/2005/Atom}content") or ""
+    assert f"Hugging Face: {hub_run.url} (tag {three.version})" in content
+    changelog = hub_run.run.changelog(three.version).read_text()
+    assert changelog.endswith(f"\n## Published\n\n- Hugging Face: {hub_run.url} (tag {three.version})\n")
+    assert changelog.count("## Published") == 1
 
 
 # --- the token ---------------------------------------------------------------------------------------------------
