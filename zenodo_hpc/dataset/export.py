@@ -202,7 +202,8 @@ def _refuse_without_text(ids: list[str], source: Path) -> None:
     named = ", ".join(ids[:20]) + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
     raise UserError(f"{source}: {len(ids)} record{'s' if len(ids) != 1 else ''} hold no text (processed before "
                     f"zenodo-hpc kept each file's text, h5 format_version 3): {named}; process them again "
-                    "(remove their folders under data/: the next zenodo-hpc update finds them missing and makes them again)")
+                    "(remove their folders under data/: the next zenodo-hpc update finds them missing and "
+                    "makes them again)")
 
 
 # --- one record -> its rows -----------------------------------------------------------------------------------
