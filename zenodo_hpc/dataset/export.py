@@ -550,7 +550,7 @@ def format_summary(result: ExportResult) -> str:
     total: dict[str, Any] = found if isinstance(found, dict) else {}
     splits = ", ".join(f"{split} {result.rows[split]:,} rows ({result.records[split]:,} records)"
                        for split in result.shards)
-    lines = [f"exported {sum(result.rows.values()):,} files of {sum(result.records.values()):,} records from "
+    lines = [f"export: {sum(result.rows.values()):,} rows of {sum(result.records.values()):,} records from "
              f"{facts.source} in {result.seconds:.1f} s: {splits}",
              f"deduplication: {total.get('exact_duplicates', 0):,} exact duplicates left out, "
              f"{total.get('near_duplicates', 0):,} near duplicates "
