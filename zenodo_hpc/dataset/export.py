@@ -24,6 +24,7 @@ import numpy as np
 from ..core.config import ExportConfig
 from ..core.errors import UserError
 from ..core.licenses import license_category, record_license
+from .hf_card import COLUMN_TABLE
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -32,21 +33,8 @@ if TYPE_CHECKING:
     from .dedup import Deduplicator
     from .hf_card import CardFacts
 
-# The columns, in order, and what each holds (docs/export-and-hub.md lists them for users).
-COLUMNS = (
-    "record_id",  # Zenodo's record id (string, as Zenodo's JSON gives it)
-    "concept_id",  # Zenodo's conceptrecid: every version of one software shares it (null when the record has none)
-    "doi", "concept_doi", "version", "title",  # as the record gives them (null when absent)
-    "license",  # Zenodo's license id as given, lower case; null when the record has none
-    "license_category",  # permissive, copyleft, other or none (core/licenses.py)
-    "path",  # the file's path as in the h5
-    "extension",  # after the last dot of its name (organize's rule); null when it has none
-    "size_bytes", "sha256",  # of the file's published bytes (credentials masked)
-    "content",  # those bytes as text (UTF-8; bytes that are not UTF-8 become U+FFFD, the sha256 stays the bytes')
-    "images",  # its (n, height, width) code-point images, uint32, equal to the h5's
-    "n_images",
-    "near_dup_cluster",  # "<record_id>/<path>" of the first row of its near-duplicate cluster (its own when none)
-)
+# The columns, in order: hf_card.COLUMN_TABLE says what each holds (the card and docs/export-and-hub.md show it).
+COLUMNS = tuple(name for name, _, _ in COLUMN_TABLE)
 
 
 def parquet_schema(height: int, width: int) -> pa.Schema:
