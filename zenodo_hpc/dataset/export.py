@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -92,6 +92,7 @@ class _Source:
     raster: tuple[int, int] | None  # (height, width) when the source says; else read from the first record
     opted_out: int = 0
     withdrawn: int = 0
+    close: Callable[[], None] = lambda: None  # what the source holds open (an image file)
 
 
 def open_source(source: Path, settings: ExportConfig | None) -> _Source:
@@ -123,6 +124,7 @@ def _run_source(source: Path, settings: ExportConfig | None) -> _Source:
     if not folders:
         raise UserError(f"{source} has no completed records (none in data/ with a state/done/ marker); "
                         f"finish the run first (zenodo-hpc status {source})")
+    _check_record_ids([d.name for d in folders], source)
     _refuse_without_text(records_without_text(folders), source)
 
     @contextlib.contextmanager
@@ -139,10 +141,13 @@ def _image_source(path: Path, settings: ExportConfig | None) -> _Source:
     from .organize import check_folder_name
 
     image = SquashImage(path)
-    ids = [check_folder_name(i, path) for i in image.record_ids()]
-    if not ids:
+    try:
+        ids = _check_record_ids([check_folder_name(i, path) for i in image.record_ids()], path)
+        if not ids:
+            raise UserError(f"{path} holds no records")
+    except BaseException:
         image.close()
-        raise UserError(f"{path} holds no records")
+        raise
 
     @contextlib.contextmanager
     def open_record(record_id: str) -> Iterator[tuple[Any, Any]]:
@@ -151,9 +156,7 @@ def _image_source(path: Path, settings: ExportConfig | None) -> _Source:
             raise _NoText(record_id)
         yield image.metadata(record_id), member_file(image, h5_name)
 
-    source = _Source(f"image {path.name}", ids, open_record, settings or ExportConfig(), None)
-    source.close = image.close  # type: ignore[attr-defined]
-    return source
+    return _Source(f"image {path.name}", ids, open_record, settings or ExportConfig(), None, close=image.close)
 
 
 def export_settings(source: Path, *, license_categories: str | None = None,
@@ -173,6 +176,16 @@ def export_settings(source: Path, *, license_categories: str | None = None,
     if near_duplicates is not None:
         base = dataclasses.replace(base, near_duplicates=near_duplicates)
     return base
+
+
+def _check_record_ids(ids: list[str], source: Path) -> list[str]:
+    """Zenodo's record ids are numbers: rows are deduplicated in their order ("the first by record id"), so a
+    folder named otherwise (a record made by ``zenodo-hpc process --id``) cannot be placed, and is refused."""
+    odd = [i for i in ids if not _ID.fullmatch(i)]
+    if odd:
+        raise UserError(f"{source}: the record folder {odd[0][:60]!r} is not named by a Zenodo record id (a number): "
+                        "the export orders rows by record id; move it away, then export again")
+    return ids
 
 
 class _NoText(Exception):
@@ -380,7 +393,7 @@ def export_dataset(source: str | os.PathLike[str], out: str | os.PathLike[str], 
             shutil.rmtree(staging, ignore_errors=True)
             raise
     finally:
-        getattr(reader, "close", lambda: None)()
+        reader.close()
     return ExportResult(out, dict(tally.rows), dict(tally.records), shards, facts, time.monotonic() - started)
 
 
@@ -405,7 +418,7 @@ def check_replaceable(out: Path) -> None:
     if not out.exists() and not out.is_symlink():
         return
     if out.is_symlink() or not out.is_dir():
-        raise UserError(f"{out} exists and is not a folder: choose another --out")
+        raise UserError(f"{out} exists and is not a folder (or is a symbolic link): choose another --out")
     try:
         names = sorted(p.name for p in out.iterdir())
         shards = [p for p in (out / "data").iterdir()] if (out / "data").is_dir() else []
