@@ -116,7 +116,7 @@ RULES: list[Rule] = [
         prints(r"^organize: \d+ PNGs"), writes("zenodo-hpc-demo/by-language/datapackage.json",
                                                "zenodo-hpc-demo/by-language/index.csv"))),
     Rule("demo", r"zenodo-hpc export zenodo-hpc-demo/run --out zenodo-hpc-demo/parquet", ok(
-        prints(r"^exported \d+ files of \d+ records from run directory run"), prints(r"^deduplication: "),
+        prints(r"^export: \d+ rows of \d+ records from run directory run"), prints(r"^deduplication: "),
         writes("zenodo-hpc-demo/parquet/README.md", "zenodo-hpc-demo/parquet/data/train-00000-of-00001.parquet")),
          once=True),
     Rule("demo", 'recipe:ds = load_dataset("zenodo-hpc-demo/parquet")', ok(), probe=(
@@ -210,7 +210,7 @@ RULES: list[Rule] = [
     Rule("cluster_run", rf"zenodo-hpc organize {re.escape(SHERLOCK_RUN)} --out by-language",
          ok(prints(r"^organize: \d+ PNGs"), writes("by-language/datapackage.json"))),
     Rule("cluster_run", rf"zenodo-hpc export {re.escape(SHERLOCK_RUN)} --out zenodo-ml-parquet",
-         ok(prints(r"^exported \d+ files"), writes("zenodo-ml-parquet/README.md"))),
+         ok(prints(r"^export: \d+ rows"), writes("zenodo-ml-parquet/README.md"))),
     Rule("cluster_run", 'recipe:ds = load_dataset("zenodo-ml-parquet")', ok(),
          probe="assert ds and all(split in ('train', 'validation', 'test') for split in ds)\n"),
     Rule("cluster_run", r'zenodo-hpc publish kaggle by-language --username me --title "[^"]+"',

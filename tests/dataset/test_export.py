@@ -238,3 +238,16 @@ def test_images_column_is_the_arrays_and_refuses_another_shape() -> None:
     with pytest.raises(UserError, match=r"shape \(1, 80, 40\)"):
         images_column([np.zeros((1, 80, 40), np.uint32)], 80, 80)
     assert list(COLUMNS).index("images") == 13
+
+
+def test_a_record_folder_not_named_by_a_record_id_is_refused(small_run, tmp_path: Path) -> None:
+    """Rows are deduplicated in record-id order: a record made by `process --id name` has no place in it."""
+    from zenodo_hpc.core.state import RunDir
+
+    copy = tmp_path / "r"
+    shutil.copytree(small_run.root, copy)
+    shutil.copytree(copy / "data" / "7", copy / "data" / "mytool")
+    mark_done(RunDir(copy), "mytool", {})
+    with pytest.raises(UserError, match="'mytool' is not named by a Zenodo record id"):
+        export_dataset(copy, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

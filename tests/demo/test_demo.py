@@ -251,7 +251,7 @@ def test_the_readme_setup_holds_on_the_system_python(tmp_path: Path) -> None:
         pytest.skip(f"{SYSTEM_PYTHON} cannot make a venv: python3-venv is not installed")
     assert venv.returncode == 0, venv.stderr
     run_from_registry([str(source / ".venv" / "bin" / "python"), "-m", "pip", "install", *PIP_QUIET,
-                       f"{source}[report]"], what=f"the package with {SYSTEM_PYTHON}")
+                       f"{source}[report,export]"], what=f"the package with {SYSTEM_PYTHON}")
     shutil.rmtree(source / "zenodo_hpc")  # the installed package only, as from a wheel
     run = update.run_demo(source, source / ".venv" / "bin")
     assert run.returncode == 0, run.stderr[-3000:]

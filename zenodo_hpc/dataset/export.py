@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +24,7 @@ import numpy as np
 from ..core.config import ExportConfig
 from ..core.errors import UserError
 from ..core.licenses import license_category, record_license
+from .hf_card import COLUMN_TABLE
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -32,21 +33,8 @@ if TYPE_CHECKING:
     from .dedup import Deduplicator
     from .hf_card import CardFacts
 
-# The columns, in order, and what each holds (docs/export-and-hub.md lists them for users).
-COLUMNS = (
-    "record_id",  # Zenodo's record id (string, as Zenodo's JSON gives it)
-    "concept_id",  # Zenodo's conceptrecid: every version of one software shares it (null when the record has none)
-    "doi", "concept_doi", "version", "title",  # as the record gives them (null when absent)
-    "license",  # Zenodo's license id as given, lower case; null when the record has none
-    "license_category",  # permissive, copyleft, other or none (core/licenses.py)
-    "path",  # the file's path as in the h5
-    "extension",  # after the last dot of its name (organize's rule); null when it has none
-    "size_bytes", "sha256",  # of the file's published bytes (credentials masked)
-    "content",  # those bytes as text (UTF-8; bytes that are not UTF-8 become U+FFFD, the sha256 stays the bytes')
-    "images",  # its (n, height, width) code-point images, uint32, equal to the h5's
-    "n_images",
-    "near_dup_cluster",  # "<record_id>/<path>" of the first row of its near-duplicate cluster (its own when none)
-)
+# The columns, in order: hf_card.COLUMN_TABLE says what each holds (the card and docs/export-and-hub.md show it).
+COLUMNS = tuple(name for name, _, _ in COLUMN_TABLE)
 
 
 def parquet_schema(height: int, width: int) -> pa.Schema:
@@ -104,6 +92,7 @@ class _Source:
     raster: tuple[int, int] | None  # (height, width) when the source says; else read from the first record
     opted_out: int = 0
     withdrawn: int = 0
+    close: Callable[[], None] = lambda: None  # what the source holds open (an image file)
 
 
 def open_source(source: Path, settings: ExportConfig | None) -> _Source:
@@ -135,6 +124,7 @@ def _run_source(source: Path, settings: ExportConfig | None) -> _Source:
     if not folders:
         raise UserError(f"{source} has no completed records (none in data/ with a state/done/ marker); "
                         f"finish the run first (zenodo-hpc status {source})")
+    _check_record_ids([d.name for d in folders], source)
     _refuse_without_text(records_without_text(folders), source)
 
     @contextlib.contextmanager
@@ -151,10 +141,13 @@ def _image_source(path: Path, settings: ExportConfig | None) -> _Source:
     from .organize import check_folder_name
 
     image = SquashImage(path)
-    ids = [check_folder_name(i, path) for i in image.record_ids()]
-    if not ids:
+    try:
+        ids = _check_record_ids([check_folder_name(i, path) for i in image.record_ids()], path)
+        if not ids:
+            raise UserError(f"{path} holds no records")
+    except BaseException:
         image.close()
-        raise UserError(f"{path} holds no records")
+        raise
 
     @contextlib.contextmanager
     def open_record(record_id: str) -> Iterator[tuple[Any, Any]]:
@@ -163,9 +156,7 @@ def _image_source(path: Path, settings: ExportConfig | None) -> _Source:
             raise _NoText(record_id)
         yield image.metadata(record_id), member_file(image, h5_name)
 
-    source = _Source(f"image {path.name}", ids, open_record, settings or ExportConfig(), None)
-    source.close = image.close  # type: ignore[attr-defined]
-    return source
+    return _Source(f"image {path.name}", ids, open_record, settings or ExportConfig(), None, close=image.close)
 
 
 def export_settings(source: Path, *, license_categories: str | None = None,
@@ -187,6 +178,16 @@ def export_settings(source: Path, *, license_categories: str | None = None,
     return base
 
 
+def _check_record_ids(ids: list[str], source: Path) -> list[str]:
+    """Zenodo's record ids are numbers: rows are deduplicated in their order ("the first by record id"), so a
+    folder named otherwise (a record made by ``zenodo-hpc process --id``) cannot be placed, and is refused."""
+    odd = [i for i in ids if not _ID.fullmatch(i)]
+    if odd:
+        raise UserError(f"{source}: the record folder {odd[0][:60]!r} is not named by a Zenodo record id (a number): "
+                        "the export orders rows by record id; move it away, then export again")
+    return ids
+
+
 class _NoText(Exception):
     """A record whose h5 holds no text (processed before format 3): collected, then refused all at once."""
 
@@ -202,7 +203,8 @@ def _refuse_without_text(ids: list[str], source: Path) -> None:
     named = ", ".join(ids[:20]) + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
     raise UserError(f"{source}: {len(ids)} record{'s' if len(ids) != 1 else ''} hold no text (processed before "
                     f"zenodo-hpc kept each file's text, h5 format_version 3): {named}; process them again "
-                    "(remove their folders under data/, then zenodo-hpc update or resume makes them again)")
+                    "(remove their folders under data/: the next zenodo-hpc update finds them missing and "
+                    "makes them again)")
 
 
 # --- one record -> its rows -----------------------------------------------------------------------------------
@@ -391,7 +393,7 @@ def export_dataset(source: str | os.PathLike[str], out: str | os.PathLike[str], 
             shutil.rmtree(staging, ignore_errors=True)
             raise
     finally:
-        getattr(reader, "close", lambda: None)()
+        reader.close()
     return ExportResult(out, dict(tally.rows), dict(tally.records), shards, facts, time.monotonic() - started)
 
 
@@ -416,7 +418,7 @@ def check_replaceable(out: Path) -> None:
     if not out.exists() and not out.is_symlink():
         return
     if out.is_symlink() or not out.is_dir():
-        raise UserError(f"{out} exists and is not a folder: choose another --out")
+        raise UserError(f"{out} exists and is not a folder (or is a symbolic link): choose another --out")
     try:
         names = sorted(p.name for p in out.iterdir())
         shards = [p for p in (out / "data").iterdir()] if (out / "data").is_dir() else []
@@ -549,7 +551,7 @@ def format_summary(result: ExportResult) -> str:
     total: dict[str, Any] = found if isinstance(found, dict) else {}
     splits = ", ".join(f"{split} {result.rows[split]:,} rows ({result.records[split]:,} records)"
                        for split in result.shards)
-    lines = [f"exported {sum(result.rows.values()):,} files of {sum(result.records.values()):,} records from "
+    lines = [f"export: {sum(result.rows.values()):,} rows of {sum(result.records.values()):,} records from "
              f"{facts.source} in {result.seconds:.1f} s: {splits}",
              f"deduplication: {total.get('exact_duplicates', 0):,} exact duplicates left out, "
              f"{total.get('near_duplicates', 0):,} near duplicates "

@@ -77,7 +77,7 @@ GNU_SUFFIXES = ("-only", "-or-later")
 TOP_EXTENSIONS = 20  # rows of the card's deduplication table
 
 # The shards' columns in order (export.COLUMNS), each with its type as the card's features write it (the
-# images' type depends on the raster's shape: IMAGES) and what it holds, for users (export.py's comments on COLUMNS).
+# images' type depends on the raster's shape: IMAGES) and what it holds, for users: export.COLUMNS is read from here.
 # export.py imports this module, so this one does not import it back: a test checks that the names, order and types
 # are those of export.parquet_schema as datasets reads it.
 IMAGES = "images"

@@ -59,6 +59,7 @@ class DemoResult:
     export: Path | None
     executor: str
     log: Path | None = None
+    parquet: Path | None = None  # the Parquet export, when its extra (pyarrow, datasketch) is installed
 
 
 @dataclass(frozen=True)
@@ -226,8 +227,9 @@ def run_demo(out: Path, *, executor: str | None = None, progress: bool | None = 
             say(main_summary(outcome))
             say(format_status(replace(gather_status(run), chain=None)))  # the chain's last word: the line above
             export = _export(run.root, out / "export", progress)
+            parquet = _parquet(run.root, out / "parquet", progress)
     packed = outcome.packed.image if outcome.packed else run.image(cfg.pack.image)  # SLURM: the finishing job's
-    return DemoResult(out, run.root, packed if packed.is_file() else None, export, executor, log)
+    return DemoResult(out, run.root, packed if packed.is_file() else None, export, executor, log, parquet)
 
 
 def _export(run_dir: Path, target: Path, progress: bool | None) -> Path | None:
@@ -236,6 +238,20 @@ def _export(run_dir: Path, target: Path, progress: bool | None) -> Path | None:
     except ImportError:  # the by-language export is a later addition
         return None
     say(format_summary(organize(run_dir, target, progress=progress)))
+    return target
+
+
+def _parquet(run_dir: Path, target: Path, progress: bool | None) -> Path | None:
+    """The Parquet export (docs/export-and-hub.md) when its extra is installed; else one line saying how."""
+    import importlib.util
+
+    from ..dataset.export import INSTALL_HINT, export_dataset, format_summary
+
+    if not all(importlib.util.find_spec(name) for name in ("pyarrow", "datasketch")):
+        say(f"export: the Parquet export was left out: it needs {INSTALL_HINT}")
+        return None
+    summary = format_summary(export_dataset(run_dir, target, progress=progress))
+    say(summary.rsplit("\n", 1)[0].replace("\n", "; "))  # the folder is in the list below
     return target
 
 
@@ -260,6 +276,8 @@ def next_steps(result: DemoResult) -> str:
         f"  {shown(result.image)}   the packed, verified image (+ .md5, .sha256)" if result.image else None,
         f"  {shown(result.export)}/   PNGs by language, index.csv, <ext>.tar.gz, datapackage.json"
         if result.export else None,
+        f"  {shown(result.parquet)}/   Parquet shards by split and a dataset card (datasets.load_dataset reads it)"
+        if result.parquet else None,
         f"  {shown(result.log)}   the log of this demo" if result.log else None,
         "",
         "Try next (from this folder):",
