@@ -130,10 +130,15 @@ def _remove_older_hub_exports(run: RunDir, published: Release) -> None:
 
     for release in list_releases(run):
         folder = run.hub_export(release.version)
-        if release.version != published.version and folder.is_dir():
+        if release.version == published.version or not folder.is_dir():
+            continue
+        try:
             shutil.rmtree(folder)
-            log.info("release %s: %s removed (the Hub holds it at the tag %s)", published.version, folder,
-                     release.version)
+        except OSError as exc:  # the release is published all the same: the folder is only in the way
+            log.warning("release %s: %s not removed: %s; remove it by hand", published.version, folder, exc)
+            continue
+        log.info("release %s: %s removed (the Hub holds it at the tag %s)", published.version, folder,
+                 release.version)
 
 
 def _publish_zenodo(run: RunDir, cfg: Config, release: Release) -> dict[str, Any]:
