@@ -303,6 +303,19 @@ def test_no_file_of_the_run_holds_a_credential(living: LivingRun,
             assert KEY.encode() not in data and DEPOSIT_TOKEN.encode() not in data, path
 
 
+def test_after_an_update_with_nothing_new_the_next_finds_what_zenodo_gained(
+        living: LivingRun, nothing_new: subprocess.CompletedProcess[str]) -> None:
+    """The update after one that made no release searches from the same release again: a search taken as done
+    because the same search was complete before would leave the dataset without what Zenodo gained (last: it
+    makes a third release)."""
+    top, files = stdlib_records(10, files_per_record=2)[9]
+    living.zenodo.add_record(ZenodoDouble.make_hit(420, created=datetime.now(timezone.utc).isoformat(), title=top),
+                             {f"{top}.zip": make_zip(files)})
+    run_update(living.tmp_path, living.kaggle, living.config)
+    releases = list_releases(living.run)
+    assert len(releases) == 3 and releases[-1].added == ["420"]
+
+
 # --- checksums work from where they are written (docs/updating.md) ------------------------------------------------
 
 

@@ -150,6 +150,11 @@ def test_since_appends_only_new_and_modified_records(tmp_path: Path, double: Zen
     assert len(harvested_ids(cfg)) == 252
     assert all("updated:[2025-01-01T00:00:00 TO *]" in q["q"] for q in searches(double))
     assert harvest(cfg, since=parse_since("2025-01-01"), progress=False).added == 0
+    # the same since again, after Zenodo gained a record (an update that made no release is followed by one that
+    # starts from the same release): the complete search is made again, not taken as done
+    double.add_record(ZenodoDouble.make_hit(5002, created="2025-08-01"))
+    again = harvest(cfg, since=parse_since("2025-01-01"), progress=False)
+    assert again.added == 1 and again.requests > 0 and harvested_ids(cfg)[-1] == 5002
 
 
 def test_records_missing_fields_are_still_harvested(tmp_path: Path) -> None:

@@ -195,16 +195,23 @@ def new_job(params: dict[str, Any]) -> HarvestJob:
 
 
 def load_or_start_job(run: RunDir, cfg: Config, since: datetime | None) -> HarvestJob:
+    """The saved position of this search, to go on from where it stopped; a fresh one when there is none.
+
+    A complete search *since* a date is made again rather than taken as done: an ``update`` that made no release
+    is followed by one that searches from the same release, and Zenodo has gained records in between (records
+    are deduplicated by id, so only the new ones are appended). The run's own harvest (no ``since``) stays done.
+    """
     fresh = new_job(job_params(cfg, since))
     saved = read_json(run.harvest_job(fresh.key))
     if not isinstance(saved, dict):
         return fresh
     try:
-        return HarvestJob.from_json(saved)
+        job = HarvestJob.from_json(saved)
     except (KeyError, TypeError, ValueError, IndexError):
         log.warning("%s: unreadable harvest position, starting again (records are deduplicated by id)",
                     run.harvest_job(fresh.key))
         return fresh
+    return fresh if since is not None and job.done else job
 
 
 def harvest_began(run: RunDir, cfg: Config) -> datetime | None:
