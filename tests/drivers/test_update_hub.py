@@ -79,6 +79,11 @@ def hub_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubRun]:
     records.addHandler(capture)
     level = records.level
     records.setLevel(logging.INFO)
+    # an earlier test's `zenodo-hpc` in this process (cli/main.py) may have stopped the package's records at its own
+    # handler: they must reach the capture here whatever ran before
+    package = logging.getLogger("zenodo_hpc")
+    package_state = package.propagate, package.level
+    package.propagate, package.level = True, logging.NOTSET
     try:
         with pytest.MonkeyPatch.context() as env, ZenodoDouble(tokens=[DEPOSIT_TOKEN]) as zenodo, \
                 HubDouble(HF_TOKEN) as hub:
@@ -128,6 +133,7 @@ def hub_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubRun]:
     finally:
         records.removeHandler(capture)
         records.setLevel(level)
+        package.propagate, package.level = package_state
         server.clear()
         server.stop()
 
