@@ -321,7 +321,7 @@ import numpy as np
 from datasets import load_dataset
 
 row = load_dataset(os.getcwd(), split="{split}")[0]
-images = np.asarray(row["images"], dtype=np.uint32)
+images = np.asarray(row["images"], dtype=np.uint32).reshape(-1, {facts.height}, {facts.width})  # n may be 0
 print(images.shape)
 {fence}
 
