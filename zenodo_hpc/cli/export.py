@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_png, positive_int
+from .options import add_license_categories, add_png, positive_int
 
 
 def add_organize(parser: argparse.ArgumentParser) -> None:
@@ -28,10 +28,7 @@ def add_organize(parser: argparse.ArgumentParser) -> None:
     add_png(parser, help="grey: code points clipped to 255 (the published convention); palette: raw "
                          "values where they fit, character classes coloured")
     parser.add_argument("--workers", type=positive_int, metavar="N", help="processes (default: the CPU count)")
-    parser.add_argument("--license-categories", metavar="C,C",
-                        help="export only the records whose license is of these categories: permissive, copyleft, "
-                             "other, none (no license); the records left out are counted and named (default: the "
-                             "run's export.license_categories; all for an image)")
+    add_license_categories(parser, counted_in="and named")
     parser.set_defaults(func=cmd_organize)
 
 
@@ -59,10 +56,7 @@ def add_export(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", metavar="RUN_DIR", help="the run directory, or its packed image (.sqsh)")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="the export folder (replaced whole when complete: new, empty or an earlier export)")
-    parser.add_argument("--license-categories", metavar="C,C",
-                        help="export only the records whose license is of these categories: permissive, copyleft, "
-                             "other, none (no license); the records left out are counted in the card (default: the "
-                             "run's export.license_categories; all for an image)")
+    add_license_categories(parser, counted_in="in the card")
     parser.add_argument("--near-duplicates", choices=("keep", "drop"),
                         help="keep near duplicates, marked by near_dup_cluster, or drop them (default: the run's "
                              "export.near_duplicates; keep for an image)")

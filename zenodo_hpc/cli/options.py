@@ -58,6 +58,15 @@ def add_png(parser: argparse.ArgumentParser, *, help: str) -> None:
     parser.add_argument("--png", choices=["grey", "palette"], default="grey", help=help)
 
 
+def add_license_categories(parser: argparse.ArgumentParser, *, counted_in: str) -> None:
+    """``--license-categories C,C``: which records an export keeps, by their license's category (organize, export);
+    ``counted_in`` says where the records left out are counted."""
+    parser.add_argument("--license-categories", metavar="C,C",
+                        help="export only the records whose license is of these categories: permissive, copyleft, "
+                             f"other, none (no license); the records left out are counted {counted_in} (default: the "
+                             "run's export.license_categories; all for an image)")
+
+
 def add_every(parser: argparse.ArgumentParser, *, default: str | None = None, help: str | None = None) -> None:
     """``--every day|week|month``: how often a schedule runs the update (``schedule``; required by the
     internal ``tick``, to which the queued job passes it)."""
