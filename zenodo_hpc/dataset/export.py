@@ -292,7 +292,6 @@ class SplitWriter:
         self.rows: list[dict[str, Any]] = []
         self.images: list[np.ndarray] = []
         self.buffered = 0
-        self.written_rows = 0
         self.shard_bytes = 0
         self.partials: list[Path] = []
         self._writer: pq.ParquetWriter | None = None
@@ -321,7 +320,6 @@ class SplitWriter:
             self.partials.append(path)
             self._writer = pq.ParquetWriter(path, self.schema, compression=COMPRESSION)
         self._writer.write_table(table, row_group_size=len(self.rows))
-        self.written_rows += len(self.rows)
         self.shard_bytes += self.buffered
         self.rows, self.images, self.buffered = [], [], 0
 
@@ -366,7 +364,7 @@ def export_dataset(source: str | os.PathLike[str], out: str | os.PathLike[str], 
     """Export ``source`` (a run directory or a squashfs image) as Parquet shards and a dataset card in ``out``.
 
     ``settings`` (``export.*``): the run's by default (an image: the defaults). Records stream in record-id order,
-    one at a time: memory holds one record's images and text, a row group per split and the deduplication index
+    file by file: memory holds one file's text and images, a row group per split and the deduplication index
     (docs/export-and-hub.md gives the bound). ``out`` is replaced whole once the new export is complete; it must be
     missing, empty or an earlier export.
     """
