@@ -279,3 +279,20 @@ def test_the_pipeline_names_zenodo_hpc_as_it_can_be_typed_here(monkeypatch: pyte
     assert f"`{scripts}/zenodo-hpc status {tmp_path / 'r'}`" in interrupted_message(cfg, None)
     monkeypatch.setenv("PATH", f"{scripts}:{update.path_without(scripts)}")
     assert "`zenodo-hpc status " in interrupted_message(cfg, None)
+
+
+def test_without_the_export_extra_the_demo_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A pip install without the export extra: the demo leaves the Parquet export out in one line naming what to
+    install, writes no folder for it, and the list of what it made does not name one."""
+    from zenodo_hpc.demo import demo as demo_module
+
+    monkeypatch.setitem(sys.modules, "datasketch", None)  # `import datasketch` fails, as where it is not installed
+    with pytest.raises(ImportError):
+        import datasketch  # noqa: F401
+    assert demo_module._parquet(tmp_path / "run", tmp_path / "parquet", False) is None
+    assert capsys.readouterr().out == ("export: the Parquet export was left out: it needs python -m pip install "
+                                       "'pyarrow>=14' 'datasketch>=2.0,<3' (the export extra)\n")
+    assert not (tmp_path / "parquet").exists()
+    result = DemoResult(tmp_path, tmp_path / "run", None, None, "local", None, None)
+    assert "Parquet" not in next_steps(result)
